@@ -1,0 +1,1174 @@
+// retain's native engine: libtorch behind N-API.
+//
+// Design (see shared DESIGN.md): one generic boxed entry point reaches every ATen overload. JS holds tensors as
+// integer handles into a slot table; ops take handles and return new handles. Nothing here knows any particular op:
+// argument conversion is driven by the op's FunctionSchema.
+//
+// Every exported function runs under Guard(), which turns C++ exceptions into JS exceptions: an exception escaping
+// into N-API would abort Node.
+
+#include <node_api.h>
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/version.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/core/grad_mode.h>
+#include <c10/core/InferenceMode.h>
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/csrc/autograd/variable.h>
+#include <torch/csrc/autograd/function.h>
+
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------------------------
+// Errors
+
+enum class JsErrKind { Error, TypeError, RangeError };
+
+struct JsError : std::runtime_error {
+  JsErrKind kind;
+  JsError(JsErrKind k, const std::string& m) : std::runtime_error(m), kind(k) {}
+};
+
+[[noreturn]] void throwType(const std::string& m) { throw JsError(JsErrKind::TypeError, m); }
+[[noreturn]] void throwRange(const std::string& m) { throw JsError(JsErrKind::RangeError, m); }
+[[noreturn]] void throwErr(const std::string& m) { throw JsError(JsErrKind::Error, m); }
+
+// Context for error messages: the op being called, so "aten::mm: mat1 and mat2 shapes cannot be multiplied" reads well.
+thread_local const char* g_ctx = nullptr;
+
+std::string withCtx(const std::string& m) {
+  if (!g_ctx) return m;
+  return std::string(g_ctx) + ": " + m;
+}
+
+void throwJs(napi_env env, JsErrKind kind, const std::string& msg) {
+  bool pending = false;
+  napi_is_exception_pending(env, &pending);
+  if (pending) return;
+  switch (kind) {
+    case JsErrKind::TypeError: napi_throw_type_error(env, nullptr, msg.c_str()); break;
+    case JsErrKind::RangeError: napi_throw_range_error(env, nullptr, msg.c_str()); break;
+    default: napi_throw_error(env, nullptr, msg.c_str()); break;
+  }
+}
+
+// A N-API call failed: a JS exception may already be pending (e.g. a getter threw); otherwise report the status.
+struct NapiFail {};
+inline void ok(napi_status s) {
+  if (s != napi_ok) throw NapiFail{};
+}
+
+template <typename F>
+napi_value Guard(napi_env env, const char* ctx, F&& f) {
+  g_ctx = ctx;
+  try {
+    napi_value r = f();
+    g_ctx = nullptr;
+    return r;
+  } catch (const JsError& e) {
+    throwJs(env, e.kind, withCtx(e.what()));
+  } catch (const c10::TypeError& e) {
+    throwJs(env, JsErrKind::TypeError, withCtx(e.what_without_backtrace()));
+  } catch (const c10::IndexError& e) {
+    throwJs(env, JsErrKind::RangeError, withCtx(e.what_without_backtrace()));
+  } catch (const c10::Error& e) {
+    throwJs(env, JsErrKind::Error, withCtx(e.what_without_backtrace()));
+  } catch (const NapiFail&) {
+    const napi_extended_error_info* info = nullptr;
+    napi_get_last_error_info(env, &info);
+    throwJs(env, JsErrKind::Error,
+            withCtx(std::string("N-API call failed: ") + (info && info->error_message ? info->error_message : "?")));
+  } catch (const std::bad_alloc&) {
+    throwJs(env, JsErrKind::RangeError, withCtx("out of memory"));
+  } catch (const std::exception& e) {
+    throwJs(env, JsErrKind::Error, withCtx(e.what()));
+  } catch (...) {
+    throwJs(env, JsErrKind::Error, withCtx("unknown native exception"));
+  }
+  g_ctx = nullptr;
+  return nullptr;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Handle table. JS refers to tensors by small integers. Freed slots are reused; the JS side invalidates its handle on
+// dispose so a stale object cannot reach a reused slot.
+
+std::vector<at::Tensor> g_slots;
+std::vector<int32_t> g_free;
+int64_t g_live = 0;
+
+// Storage bytes reported to V8 are batched: calling napi_adjust_external_memory on every op costs more than the op.
+int64_t g_pendingExternal = 0;
+int64_t g_reportedExternal = 0;
+constexpr int64_t kExternalBatch = 8 << 20;
+
+void flushExternal(napi_env env, bool force) {
+  if (force || g_pendingExternal > kExternalBatch || g_pendingExternal < -kExternalBatch) {
+    int64_t result = 0;
+    napi_adjust_external_memory(env, g_pendingExternal, &result);
+    g_reportedExternal += g_pendingExternal;
+    g_pendingExternal = 0;
+  }
+}
+
+inline int64_t storageBytes(const at::Tensor& t) {
+  if (!t.defined() || !t.has_storage()) return 0;
+  // Views share a storage: count only the first reference so V8 is not told about one buffer many times.
+  const auto& st = t.storage();
+  if (st.use_count() > 1) return 0;
+  return static_cast<int64_t>(st.nbytes());
+}
+
+int32_t put(at::Tensor t) {
+  g_pendingExternal += storageBytes(t);
+  int32_t h;
+  if (!g_free.empty()) {
+    h = g_free.back();
+    g_free.pop_back();
+    g_slots[h] = std::move(t);
+  } else {
+    h = static_cast<int32_t>(g_slots.size());
+    g_slots.push_back(std::move(t));
+  }
+  ++g_live;
+  return h;
+}
+
+at::Tensor& get(int32_t h) {
+  if (h < 0 || static_cast<size_t>(h) >= g_slots.size() || !g_slots[h].defined())
+    throwErr("tensor handle " + std::to_string(h) + " is not live (was it disposed?)");
+  return g_slots[h];
+}
+
+void release(int32_t h) {
+  if (h < 0 || static_cast<size_t>(h) >= g_slots.size() || !g_slots[h].defined()) return;
+  auto& t = g_slots[h];
+  if (t.has_storage() && t.storage().use_count() == 1) g_pendingExternal -= static_cast<int64_t>(t.storage().nbytes());
+  t.reset();
+  g_free.push_back(h);
+  --g_live;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// N-API helpers
+
+inline napi_valuetype typeOf(napi_env env, napi_value v) {
+  napi_valuetype t;
+  ok(napi_typeof(env, v, &t));
+  return t;
+}
+
+inline bool isNullish(napi_env env, napi_value v) {
+  auto t = typeOf(env, v);
+  return t == napi_undefined || t == napi_null;
+}
+
+inline double getNumber(napi_env env, napi_value v, const char* what) {
+  double d;
+  if (napi_get_value_double(env, v, &d) != napi_ok) throwType(std::string(what) + " must be a number");
+  return d;
+}
+
+inline int64_t getInt(napi_env env, napi_value v, const char* what) {
+  double d = getNumber(env, v, what);
+  if (!(d == d) || d != static_cast<double>(static_cast<int64_t>(d)) || d > 9.2e18 || d < -9.2e18)
+    throwType(std::string(what) + " must be an integer, got " + std::to_string(d));
+  return static_cast<int64_t>(d);
+}
+
+inline bool getBool(napi_env env, napi_value v, const char* what) {
+  bool b;
+  if (napi_get_value_bool(env, v, &b) != napi_ok) throwType(std::string(what) + " must be a boolean");
+  return b;
+}
+
+inline int32_t getHandle(napi_env env, napi_value v, const char* what) {
+  int32_t h;
+  if (typeOf(env, v) != napi_number) throwType(std::string(what) + " must be a Tensor");
+  ok(napi_get_value_int32(env, v, &h));
+  return h;
+}
+
+std::string getString(napi_env env, napi_value v, const char* what) {
+  if (typeOf(env, v) != napi_string) throwType(std::string(what) + " must be a string");
+  size_t len;
+  ok(napi_get_value_string_utf8(env, v, nullptr, 0, &len));
+  std::string s(len, '\0');
+  ok(napi_get_value_string_utf8(env, v, s.data(), len + 1, &len));
+  return s;
+}
+
+inline napi_value num(napi_env env, double d) {
+  napi_value r;
+  ok(napi_create_double(env, d, &r));
+  return r;
+}
+inline napi_value i32(napi_env env, int32_t d) {
+  napi_value r;
+  ok(napi_create_int32(env, d, &r));
+  return r;
+}
+inline napi_value boolean(napi_env env, bool b) {
+  napi_value r;
+  ok(napi_get_boolean(env, b, &r));
+  return r;
+}
+inline napi_value str(napi_env env, const std::string& s) {
+  napi_value r;
+  ok(napi_create_string_utf8(env, s.data(), s.size(), &r));
+  return r;
+}
+inline napi_value undef(napi_env env) {
+  napi_value r;
+  ok(napi_get_undefined(env, &r));
+  return r;
+}
+inline napi_value null(napi_env env) {
+  napi_value r;
+  ok(napi_get_null(env, &r));
+  return r;
+}
+
+uint32_t arrayLength(napi_env env, napi_value v, const char* what) {
+  bool isArr = false;
+  ok(napi_is_array(env, v, &isArr));
+  if (!isArr) throwType(std::string(what) + " must be an array");
+  uint32_t n;
+  ok(napi_get_array_length(env, v, &n));
+  return n;
+}
+
+inline napi_value element(napi_env env, napi_value arr, uint32_t i) {
+  napi_value e;
+  ok(napi_get_element(env, arr, i, &e));
+  return e;
+}
+
+std::vector<int64_t> getIntList(napi_env env, napi_value v, const char* what) {
+  if (typeOf(env, v) == napi_number) return {getInt(env, v, what)};
+  uint32_t n = arrayLength(env, v, what);
+  std::vector<int64_t> out(n);
+  for (uint32_t i = 0; i < n; ++i) out[i] = getInt(env, element(env, v, i), what);
+  return out;
+}
+
+napi_value tensorOrNull(napi_env env, at::Tensor t) {
+  if (!t.defined()) return null(env);
+  return i32(env, put(std::move(t)));
+}
+
+struct Args {
+  static constexpr size_t kMax = 24;
+  size_t argc = kMax;
+  napi_value argv[kMax];
+  napi_value self;
+  Args(napi_env env, napi_callback_info info) { ok(napi_get_cb_info(env, info, &argc, argv, &self, nullptr)); }
+  napi_value operator[](size_t i) const { return argv[i]; }
+  void need(size_t n, const char* fn) const {
+    if (argc < n) throwType(std::string(fn) + " expects " + std::to_string(n) + " arguments, got " + std::to_string(argc));
+  }
+};
+
+// ---------------------------------------------------------------------------------------------------------------
+// Op table: schemas pre-digested into argument kinds so a call converts JS values without string work.
+
+enum class K : uint8_t {
+  Tensor, TensorList, OptTensorList, Int, SymInt, IntList, SymIntList, Float, FloatList, Bool, BoolList, Scalar,
+  ScalarList, ScalarType, Layout, Device, MemoryFormat, String, Generator, Unsupported
+};
+
+struct ArgInfo {
+  std::string name;
+  K kind;
+  bool optional;
+  c10::optional<int32_t> N;
+  c10::optional<c10::IValue> def;
+  bool kwargOnly;
+  bool write;
+};
+
+struct RetInfo {
+  K kind;
+  bool optional;
+  int aliasArg;  // index of the argument this return is an in-place alias of, or -1
+};
+
+struct OpInfo {
+  c10::OperatorHandle handle;
+  std::string fullName;
+  std::vector<ArgInfo> args;
+  std::vector<RetInfo> rets;
+};
+
+std::vector<std::unique_ptr<OpInfo>> g_ops;
+
+K kindOf(const c10::TypePtr& tIn, bool& optional) {
+  c10::TypePtr t = tIn;
+  optional = false;
+  if (t->kind() == c10::TypeKind::OptionalType) {
+    optional = true;
+    t = t->castRaw<c10::OptionalType>()->getElementType();
+  }
+  switch (t->kind()) {
+    case c10::TypeKind::TensorType: return K::Tensor;
+    case c10::TypeKind::IntType: return K::Int;
+    case c10::TypeKind::SymIntType: return K::SymInt;
+    case c10::TypeKind::FloatType: return K::Float;
+    case c10::TypeKind::BoolType: return K::Bool;
+    case c10::TypeKind::NumberType: return K::Scalar;
+    case c10::TypeKind::StringType: return K::String;
+    case c10::TypeKind::DeviceObjType: return K::Device;
+    case c10::TypeKind::GeneratorType: return K::Generator;
+    case c10::TypeKind::ScalarTypeType: return K::ScalarType;
+    case c10::TypeKind::LayoutType: return K::Layout;
+    case c10::TypeKind::MemoryFormatType: return K::MemoryFormat;
+    case c10::TypeKind::ListType: {
+      auto el = t->castRaw<c10::ListType>()->getElementType();
+      if (el->kind() == c10::TypeKind::OptionalType) {
+        auto inner = el->castRaw<c10::OptionalType>()->getElementType();
+        if (inner->kind() == c10::TypeKind::TensorType) return K::OptTensorList;
+        return K::Unsupported;
+      }
+      switch (el->kind()) {
+        case c10::TypeKind::TensorType: return K::TensorList;
+        case c10::TypeKind::IntType: return K::IntList;
+        case c10::TypeKind::SymIntType: return K::SymIntList;
+        case c10::TypeKind::FloatType: return K::FloatList;
+        case c10::TypeKind::BoolType: return K::BoolList;
+        case c10::TypeKind::NumberType: return K::ScalarList;
+        default: return K::Unsupported;
+      }
+    }
+    default: return K::Unsupported;
+  }
+}
+
+const char* kindName(K k) {
+  switch (k) {
+    case K::Tensor: return "Tensor";
+    case K::TensorList: return "Tensor[]";
+    case K::OptTensorList: return "Tensor?[]";
+    case K::Int: return "int";
+    case K::SymInt: return "SymInt";
+    case K::IntList: return "int[]";
+    case K::SymIntList: return "SymInt[]";
+    case K::Float: return "float";
+    case K::FloatList: return "float[]";
+    case K::Bool: return "bool";
+    case K::BoolList: return "bool[]";
+    case K::Scalar: return "Scalar";
+    case K::ScalarList: return "Scalar[]";
+    case K::ScalarType: return "ScalarType";
+    case K::Layout: return "Layout";
+    case K::Device: return "Device";
+    case K::MemoryFormat: return "MemoryFormat";
+    case K::String: return "str";
+    case K::Generator: return "Generator";
+    default: return "unsupported";
+  }
+}
+
+// The alias set symbol of an argument/return, when it is annotated as written: `Tensor(a!) self`.
+c10::optional<c10::Symbol> writeSet(const c10::AliasInfo* a) {
+  if (!a || !a->isWrite() || a->beforeSets().size() != 1) return c10::nullopt;
+  return *a->beforeSets().begin();
+}
+
+OpInfo* digest(const c10::OperatorHandle& h) {
+  auto info = std::make_unique<OpInfo>(OpInfo{h, "", {}, {}});
+  const auto& schema = h.schema();
+  info->fullName = schema.name() + (schema.overload_name().empty() ? "" : "." + schema.overload_name());
+  for (const auto& a : schema.arguments()) {
+    bool opt;
+    K k = kindOf(a.real_type(), opt);
+    info->args.push_back(
+        ArgInfo{a.name(), k, opt, a.N(), a.default_value(), a.kwarg_only(), writeSet(a.alias_info()).has_value()});
+  }
+  for (const auto& r : schema.returns()) {
+    bool opt;
+    K k = kindOf(r.real_type(), opt);
+    int alias = -1;
+    if (auto s = writeSet(r.alias_info())) {
+      for (size_t i = 0; i < schema.arguments().size(); ++i) {
+        auto as = writeSet(schema.arguments()[i].alias_info());
+        if (as && *as == *s) {
+          alias = static_cast<int>(i);
+          break;
+        }
+      }
+    }
+    info->rets.push_back(RetInfo{k, opt, alias});
+  }
+  g_ops.push_back(std::move(info));
+  return g_ops.back().get();
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// JS value → IValue, by schema kind
+
+c10::Scalar toScalar(napi_env env, napi_value v, const char* what) {
+  auto t = typeOf(env, v);
+  if (t == napi_boolean) return c10::Scalar(getBool(env, v, what));
+  if (t != napi_number) throwType(std::string(what) + " must be a number or boolean");
+  double d = getNumber(env, v, what);
+  // Integral JS numbers become integer Scalars so int tensors stay int (as Python's `t + 1`).
+  if (d == d && d >= -9.007199254740992e15 && d <= 9.007199254740992e15 && d == static_cast<double>(static_cast<int64_t>(d)))
+    return c10::Scalar(static_cast<int64_t>(d));
+  return c10::Scalar(d);
+}
+
+template <typename T>
+std::vector<T> expandN(std::vector<T> v, const ArgInfo& a) {
+  if (v.size() == 1 && a.N && *a.N > 1) v.assign(*a.N, v[0]);
+  return v;
+}
+
+c10::IValue convert(napi_env env, napi_value v, const ArgInfo& a) {
+  const char* nm = a.name.c_str();
+  if (isNullish(env, v)) {
+    if (a.optional) return c10::IValue();
+    if (a.kind == K::Generator) return c10::IValue();
+    throwType("argument '" + a.name + "' (" + kindName(a.kind) + ") is required");
+  }
+  switch (a.kind) {
+    case K::Tensor: return c10::IValue(get(getHandle(env, v, nm)));
+    case K::TensorList: {
+      uint32_t n = arrayLength(env, v, nm);
+      std::vector<at::Tensor> ts;
+      ts.reserve(n);
+      for (uint32_t i = 0; i < n; ++i) ts.push_back(get(getHandle(env, element(env, v, i), nm)));
+      return c10::IValue(c10::List<at::Tensor>(ts));
+    }
+    case K::OptTensorList: {
+      uint32_t n = arrayLength(env, v, nm);
+      c10::List<c10::optional<at::Tensor>> ts;
+      for (uint32_t i = 0; i < n; ++i) {
+        napi_value e = element(env, v, i);
+        if (isNullish(env, e)) ts.push_back(c10::nullopt);
+        else ts.push_back(get(getHandle(env, e, nm)));
+      }
+      return c10::IValue(ts);
+    }
+    case K::Int: return c10::IValue(getInt(env, v, nm));
+    // Concrete SymInts travel as plain ints: the unboxing code accepts them on every torch version.
+    case K::SymInt: return c10::IValue(getInt(env, v, nm));
+    case K::IntList:
+    case K::SymIntList: return c10::IValue(expandN(getIntList(env, v, nm), a));
+    case K::Float: return c10::IValue(getNumber(env, v, nm));
+    case K::FloatList: {
+      std::vector<double> out;
+      if (typeOf(env, v) == napi_number) out.push_back(getNumber(env, v, nm));
+      else {
+        uint32_t n = arrayLength(env, v, nm);
+        for (uint32_t i = 0; i < n; ++i) out.push_back(getNumber(env, element(env, v, i), nm));
+      }
+      return c10::IValue(expandN(out, a));
+    }
+    case K::Bool: return c10::IValue(getBool(env, v, nm));
+    case K::BoolList: {
+      uint32_t n = arrayLength(env, v, nm);
+      c10::List<bool> l;
+      for (uint32_t i = 0; i < n; ++i) l.push_back(getBool(env, element(env, v, i), nm));
+      if (a.N && static_cast<int32_t>(n) != *a.N)
+        throwType("argument '" + a.name + "' must have " + std::to_string(*a.N) + " booleans");
+      return c10::IValue(l);
+    }
+    case K::Scalar: return c10::IValue(toScalar(env, v, nm));
+    case K::ScalarList: {
+      uint32_t n = arrayLength(env, v, nm);
+      std::vector<c10::Scalar> out;
+      for (uint32_t i = 0; i < n; ++i) out.push_back(toScalar(env, element(env, v, i), nm));
+      return c10::IValue(out);
+    }
+    case K::ScalarType: {
+      int64_t st = getInt(env, v, nm);
+      if (st < 0 || st >= static_cast<int64_t>(c10::ScalarType::NumOptions))
+        throwRange("argument '" + a.name + "': unknown dtype code " + std::to_string(st));
+      return c10::IValue(st);
+    }
+    case K::Layout: {
+      int64_t l = getInt(env, v, nm);
+      if (l != 0) throwRange("argument '" + a.name + "': only the strided layout (0) is supported");
+      return c10::IValue(l);
+    }
+    case K::MemoryFormat: {
+      int64_t m = getInt(env, v, nm);
+      if (m < 0 || m > 3) throwRange("argument '" + a.name + "': memory format must be 0..3");
+      return c10::IValue(m);
+    }
+    case K::Device: return c10::IValue(c10::Device(getString(env, v, nm)));
+    case K::String: return c10::IValue(getString(env, v, nm));
+    case K::Generator: throwType("argument '" + a.name + "': explicit generators are not supported; pass null");
+    default: throwType("argument '" + a.name + "' has a type this engine cannot pass from JS");
+  }
+}
+
+napi_value fromIValue(napi_env env, c10::IValue&& v) {
+  if (v.isNone()) return null(env);
+  if (v.isTensor()) return tensorOrNull(env, std::move(v).toTensor());
+  if (v.isTensorList()) {
+    auto l = std::move(v).toTensorList();
+    napi_value arr;
+    ok(napi_create_array_with_length(env, l.size(), &arr));
+    for (size_t i = 0; i < l.size(); ++i) ok(napi_set_element(env, arr, i, tensorOrNull(env, l.get(i))));
+    return arr;
+  }
+  if (v.isInt()) return num(env, static_cast<double>(v.toInt()));
+  if (v.isDouble()) return num(env, v.toDouble());
+  if (v.isBool()) return boolean(env, v.toBool());
+  if (v.isScalar()) {
+    auto s = v.toScalar();
+    if (s.isBoolean()) return boolean(env, s.toBool());
+    if (s.isIntegral(false)) return num(env, static_cast<double>(s.toLong()));
+    if (s.isFloatingPoint()) return num(env, s.toDouble());
+    throwType("complex scalars cannot be returned to JS");
+  }
+  if (v.isSymInt()) return num(env, static_cast<double>(v.toSymInt().expect_int()));
+  if (v.isIntList()) {
+    auto l = v.toIntVector();
+    napi_value arr;
+    ok(napi_create_array_with_length(env, l.size(), &arr));
+    for (size_t i = 0; i < l.size(); ++i) ok(napi_set_element(env, arr, i, num(env, static_cast<double>(l[i]))));
+    return arr;
+  }
+  if (v.isString()) return str(env, v.toStringRef());
+  if (v.isList()) {
+    auto l = v.toList();
+    napi_value arr;
+    ok(napi_create_array_with_length(env, l.size(), &arr));
+    for (size_t i = 0; i < l.size(); ++i) ok(napi_set_element(env, arr, i, fromIValue(env, l.get(i))));
+    return arr;
+  }
+  if (v.isTuple()) {
+    auto t = v.toTuple();
+    napi_value arr;
+    ok(napi_create_array_with_length(env, t->elements().size(), &arr));
+    for (size_t i = 0; i < t->elements().size(); ++i)
+      ok(napi_set_element(env, arr, i, fromIValue(env, c10::IValue(t->elements()[i]))));
+    return arr;
+  }
+  if (v.isDevice()) return str(env, v.toDevice().str());
+  throwType(std::string("cannot return a value of type ") + v.tagKind() + " to JS");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Exports
+
+napi_value FindOp(napi_env env, napi_callback_info info) {
+  return Guard(env, "findOp", [&]() -> napi_value {
+    Args a(env, info);
+    a.need(2, "findOp");
+    std::string name = getString(env, a[0], "name");
+    std::string overload = getString(env, a[1], "overload");
+    auto op = c10::Dispatcher::singleton().findOp(c10::OperatorName(name, overload));
+    if (!op) throwType("no operator " + name + (overload.empty() ? "" : "." + overload) + " in this libtorch");
+    digest(*op);
+    return i32(env, static_cast<int32_t>(g_ops.size() - 1));
+  });
+}
+
+// call(opId, ...args): the generic entry point. Arguments are positional in schema order; undefined means the
+// schema default. Returns one value, an array for several returns, or undefined when every return aliases an input.
+napi_value Call(napi_env env, napi_callback_info info) {
+  size_t argc = 24;
+  napi_value argv[24];
+  napi_status s = napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  if (s != napi_ok || argc < 1) {
+    throwJs(env, JsErrKind::TypeError, "call(opId, ...args): missing op id");
+    return nullptr;
+  }
+  int32_t id = -1;
+  if (napi_get_value_int32(env, argv[0], &id) != napi_ok || id < 0 || static_cast<size_t>(id) >= g_ops.size()) {
+    throwJs(env, JsErrKind::TypeError, "call: invalid op id");
+    return nullptr;
+  }
+  OpInfo& op = *g_ops[id];
+  return Guard(env, op.fullName.c_str(), [&]() -> napi_value {
+    size_t nargs = op.args.size();
+    if (argc - 1 > nargs)
+      throwType("expects at most " + std::to_string(nargs) + " arguments, got " + std::to_string(argc - 1));
+    torch::jit::Stack stack;
+    stack.reserve(std::max(nargs, op.rets.size()));
+    for (size_t i = 0; i < nargs; ++i) {
+      const ArgInfo& ai = op.args[i];
+      if (i + 1 < argc && !(typeOf(env, argv[i + 1]) == napi_undefined)) {
+        stack.push_back(convert(env, argv[i + 1], ai));
+      } else if (ai.def) {
+        stack.push_back(*ai.def);
+      } else if (ai.optional || ai.kind == K::Generator) {
+        stack.push_back(c10::IValue());
+      } else {
+        throwType("argument '" + ai.name + "' (" + kindName(ai.kind) + ") is required");
+      }
+    }
+    op.handle.callBoxed(&stack);
+    size_t nret = stack.size();
+    napi_value result;
+    if (nret == 1) {
+      result = op.rets[0].aliasArg >= 0 ? undef(env) : fromIValue(env, std::move(stack[0]));
+    } else if (nret == 0) {
+      result = undef(env);
+    } else {
+      ok(napi_create_array_with_length(env, nret, &result));
+      for (size_t i = 0; i < nret; ++i) {
+        napi_value e = (i < op.rets.size() && op.rets[i].aliasArg >= 0) ? undef(env) : fromIValue(env, std::move(stack[i]));
+        ok(napi_set_element(env, result, i, e));
+      }
+    }
+    flushExternal(env, false);
+    return result;
+  });
+}
+
+// Schema listing for the code generator: [[name, overload, schemaString, [[argName, kind, optional, N, hasDefault,
+// kwargOnly, write], ...], [[retKind, optional, aliasArg], ...]], ...]
+napi_value ListOps(napi_env env, napi_callback_info info) {
+  return Guard(env, "listOps", [&]() -> napi_value {
+    auto names = c10::Dispatcher::singleton().getAllOpNames();
+    napi_value arr;
+    ok(napi_create_array(env, &arr));
+    uint32_t idx = 0;
+    for (const auto& n : names) {
+      auto h = c10::Dispatcher::singleton().findOp(n);
+      if (!h || !h->hasSchema()) continue;
+      const auto& schema = h->schema();
+      napi_value row, args, rets;
+      ok(napi_create_array(env, &row));
+      ok(napi_set_element(env, row, 0, str(env, n.name)));
+      ok(napi_set_element(env, row, 1, str(env, n.overload_name)));
+      std::ostringstream ss;
+      ss << schema;
+      ok(napi_set_element(env, row, 2, str(env, ss.str())));
+      ok(napi_create_array(env, &args));
+      uint32_t j = 0;
+      for (const auto& a : schema.arguments()) {
+        bool opt;
+        K k = kindOf(a.real_type(), opt);
+        napi_value ar;
+        ok(napi_create_array(env, &ar));
+        ok(napi_set_element(env, ar, 0, str(env, a.name())));
+        ok(napi_set_element(env, ar, 1, str(env, kindName(k))));
+        ok(napi_set_element(env, ar, 2, boolean(env, opt)));
+        ok(napi_set_element(env, ar, 3, a.N() ? num(env, *a.N()) : null(env)));
+        ok(napi_set_element(env, ar, 4, boolean(env, a.default_value().has_value())));
+        ok(napi_set_element(env, ar, 5, boolean(env, a.kwarg_only())));
+        ok(napi_set_element(env, ar, 6, boolean(env, writeSet(a.alias_info()).has_value())));
+        ok(napi_set_element(env, ar, 7, str(env, a.real_type()->str())));
+        ok(napi_set_element(env, args, j++, ar));
+      }
+      ok(napi_set_element(env, row, 3, args));
+      ok(napi_create_array(env, &rets));
+      j = 0;
+      for (const auto& r : schema.returns()) {
+        bool opt;
+        K k = kindOf(r.real_type(), opt);
+        int alias = -1;
+        if (auto s = writeSet(r.alias_info())) {
+          for (size_t i = 0; i < schema.arguments().size(); ++i) {
+            auto as = writeSet(schema.arguments()[i].alias_info());
+            if (as && *as == *s) {
+              alias = static_cast<int>(i);
+              break;
+            }
+          }
+        }
+        napi_value rr;
+        ok(napi_create_array(env, &rr));
+        ok(napi_set_element(env, rr, 0, str(env, kindName(k))));
+        ok(napi_set_element(env, rr, 1, boolean(env, opt)));
+        ok(napi_set_element(env, rr, 2, num(env, alias)));
+        ok(napi_set_element(env, rets, j++, rr));
+      }
+      ok(napi_set_element(env, row, 4, rets));
+      ok(napi_set_element(env, arr, idx++, row));
+    }
+    return arr;
+  });
+}
+
+napi_value Release(napi_env env, napi_callback_info info) {
+  return Guard(env, "dispose", [&]() -> napi_value {
+    Args a(env, info);
+    a.need(1, "release");
+    int32_t h;
+    if (napi_get_value_int32(env, a[0], &h) != napi_ok) throwType("handle must be a number");
+    release(h);
+    flushExternal(env, false);
+    return nullptr;
+  });
+}
+
+// releaseMany(Int32Array): one crossing for a whole tidy scope.
+napi_value ReleaseMany(napi_env env, napi_callback_info info) {
+  return Guard(env, "dispose", [&]() -> napi_value {
+    Args a(env, info);
+    a.need(2, "releaseMany");
+    bool isTa = false;
+    ok(napi_is_typedarray(env, a[0], &isTa));
+    if (!isTa) throwType("releaseMany expects an Int32Array");
+    napi_typedarray_type tt;
+    size_t len;
+    void* data;
+    ok(napi_get_typedarray_info(env, a[0], &tt, &len, &data, nullptr, nullptr));
+    if (tt != napi_int32_array) throwType("releaseMany expects an Int32Array");
+    uint32_t n;
+    ok(napi_get_value_uint32(env, a[1], &n));
+    if (n > len) throwRange("count exceeds array length");
+    auto* hs = static_cast<int32_t*>(data);
+    for (uint32_t i = 0; i < n; ++i) release(hs[i]);
+    flushExternal(env, false);
+    return nullptr;
+  });
+}
+
+napi_value LiveCount(napi_env env, napi_callback_info) {
+  return Guard(env, "liveTensors", [&]() -> napi_value { return num(env, static_cast<double>(g_live)); });
+}
+
+napi_value Clone(napi_env env, napi_callback_info info) {
+  // A second handle to the same tensor (same TensorImpl, shared autograd identity).
+  return Guard(env, "share", [&]() -> napi_value {
+    Args a(env, info);
+    a.need(1, "share");
+    return i32(env, put(get(getHandle(env, a[0], "tensor"))));
+  });
+}
+
+// --- metadata
+
+napi_value Meta(napi_env env, napi_callback_info info) {
+  // [dtype, device, requiresGrad, ...shape]: one crossing for what the Tensor wrapper needs most.
+  return Guard(env, "meta", [&]() -> napi_value {
+    Args a(env, info);
+    a.need(1, "meta");
+    const at::Tensor& t = get(getHandle(env, a[0], "tensor"));
+    napi_value arr;
+    auto sizes = t.sizes();
+    ok(napi_create_array_with_length(env, sizes.size(), &arr));
+    for (size_t i = 0; i < sizes.size(); ++i) ok(napi_set_element(env, arr, i, num(env, static_cast<double>(sizes[i]))));
+    return arr;
+  });
+}
+
+napi_value Shape(napi_env env, napi_callback_info info) { return Meta(env, info); }
+
+napi_value Strides(napi_env env, napi_callback_info info) {
+  return Guard(env, "strides", [&]() -> napi_value {
+    Args a(env, info);
+    a.need(1, "strides");
+    const at::Tensor& t = get(getHandle(env, a[0], "tensor"));
+    napi_value arr;
+    auto st = t.strides();
+    ok(napi_create_array_with_length(env, st.size(), &arr));
+    for (size_t i = 0; i < st.size(); ++i) ok(napi_set_element(env, arr, i, num(env, static_cast<double>(st[i]))));
+    return arr;
+  });
+}
+
+napi_value Dtype(napi_env env, napi_callback_info info) {
+  return Guard(env, "dtype", [&]() -> napi_value {
+    Args a(env, info);
+    a.need(1, "dtype");
+    return i32(env, static_cast<int32_t>(get(getHandle(env, a[0], "tensor")).scalar_type()));
+  });
+}
+
+napi_value DeviceOf(napi_env env, napi_callback_info info) {
+  return Guard(env, "device", [&]() -> napi_value {
+    Args a(env, info);
+    a.need(1, "device");
+    return str(env, get(getHandle(env, a[0], "tensor")).device().str());
+  });
+}
+
+napi_value Dim(napi_env env, napi_callback_info info) {
+  return Guard(env, "dim", [&]() -> napi_value {
+    Args a(env, info);
+    a.need(1, "dim");
+    return i32(env, static_cast<int32_t>(get(getHandle(env, a[0], "tensor")).dim()));
+  });
+}
+
+napi_value Numel(napi_env env, napi_callback_info info) {
+  return Guard(env, "numel", [&]() -> napi_value {
+    Args a(env, info);
+    a.need(1, "numel");
+    return num(env, static_cast<double>(get(getHandle(env, a[0], "tensor")).numel()));
+  });
+}
+
+napi_value Item(napi_env env, napi_callback_info info) {
+  return Guard(env, "item", [&]() -> napi_value {
+    Args a(env, info);
+    a.need(1, "item");
+    const at::Tensor& t = get(getHandle(env, a[0], "tensor"));
+    if (t.numel() != 1)
+      throwRange("item() needs a tensor with one element, this one has " + std::to_string(t.numel()));
+    auto s = t.item();
+    if (s.isBoolean()) return boolean(env, s.toBool());
+    if (s.isIntegral(false)) return num(env, static_cast<double>(s.toLong()));
+    if (s.isComplex()) throwType("item() of a complex tensor is not supported");
+    return num(env, s.toDouble());
+  });
+}
+
+// --- data in and out
+
+size_t elementSizeOf(at::ScalarType st) { return c10::elementSize(st); }
+
+// fromBytes(buffer|typedArray, dtypeCode, shape): copies the bytes into a new CPU tensor.
+napi_value FromBytes(napi_env env, napi_callback_info info) {
+  return Guard(env, "fromBytes", [&]() -> napi_value {
+    Args a(env, info);
+    a.need(3, "fromBytes");
+    void* data = nullptr;
+    size_t byteLen = 0;
+    bool isTa = false, isAb = false, isBuf = false;
+    ok(napi_is_typedarray(env, a[0], &isTa));
+    ok(napi_is_arraybuffer(env, a[0], &isAb));
+    ok(napi_is_buffer(env, a[0], &isBuf));
+    if (isTa) {
+      napi_typedarray_type tt;
+      size_t len;
+      size_t off;
+      napi_value ab;
+      ok(napi_get_typedarray_info(env, a[0], &tt, &len, &data, &ab, &off));
+      size_t es = 1;
+      switch (tt) {
+        case napi_int16_array: case napi_uint16_array: es = 2; break;
+        case napi_int32_array: case napi_uint32_array: case napi_float32_array: es = 4; break;
+        case napi_float64_array: case napi_bigint64_array: case napi_biguint64_array: es = 8; break;
+        default: es = 1;
+      }
+      byteLen = len * es;
+    } else if (isAb) {
+      ok(napi_get_arraybuffer_info(env, a[0], &data, &byteLen));
+    } else if (isBuf) {
+      ok(napi_get_buffer_info(env, a[0], &data, &byteLen));
+    } else {
+      throwType("data must be a TypedArray, Buffer or ArrayBuffer");
+    }
+    int64_t code = getInt(env, a[1], "dtype");
+    if (code < 0 || code >= static_cast<int64_t>(c10::ScalarType::NumOptions)) throwRange("unknown dtype code");
+    auto st = static_cast<at::ScalarType>(code);
+    auto shape = getIntList(env, a[2], "shape");
+    int64_t n = 1;
+    for (auto d : shape) {
+      if (d < 0) throwRange("shape entries must be non-negative");
+      n *= d;
+    }
+    size_t need = static_cast<size_t>(n) * elementSizeOf(st);
+    if (need != byteLen)
+      throwRange("data has " + std::to_string(byteLen) + " bytes but shape and dtype need " + std::to_string(need));
+    auto t = at::empty(shape, at::TensorOptions().dtype(st));
+    if (need) std::memcpy(t.data_ptr(), data, need);
+    return i32(env, put(std::move(t)));
+  });
+}
+
+// toBytes(h): a fresh ArrayBuffer holding the tensor's elements in row-major order (copied to CPU, contiguous).
+napi_value ToBytes(napi_env env, napi_callback_info info) {
+  return Guard(env, "toBytes", [&]() -> napi_value {
+    Args a(env, info);
+    a.need(1, "toBytes");
+    at::Tensor t = get(getHandle(env, a[0], "tensor"));
+    {
+      at::NoGradGuard ng;
+      t = t.detach().to(at::kCPU).contiguous();
+    }
+    size_t n = static_cast<size_t>(t.numel()) * t.element_size();
+    void* out;
+    napi_value ab;
+    ok(napi_create_arraybuffer(env, n, &out, &ab));
+    if (n) std::memcpy(out, t.data_ptr(), n);
+    return ab;
+  });
+}
+
+// view(h): an ArrayBuffer aliasing a contiguous CPU tensor's memory. The buffer keeps the storage alive, so reading
+// a file straight into it (safetensors) costs one copy and no use-after-free is possible.
+struct Keep {
+  at::Tensor t;
+};
+void finalizeKeep(napi_env, void*, void* hint) { delete static_cast<Keep*>(hint); }
+
+napi_value View(napi_env env, napi_callback_info info) {
+  return Guard(env, "bytesView", [&]() -> napi_value {
+    Args a(env, info);
+    a.need(1, "bytesView");
+    const at::Tensor& t = get(getHandle(env, a[0], "tensor"));
+    if (!t.device().is_cpu()) throwType("bytesView needs a CPU tensor");
+    if (!t.is_contiguous()) throwType("bytesView needs a contiguous tensor");
+    size_t n = static_cast<size_t>(t.numel()) * t.element_size();
+    auto* keep = new Keep{t};
+    napi_value ab;
+    if (n == 0) {
+      delete keep;
+      void* out;
+      ok(napi_create_arraybuffer(env, 0, &out, &ab));
+      return ab;
+    }
+    napi_status s = napi_create_external_arraybuffer(env, t.data_ptr(), n, finalizeKeep, keep, &ab);
+    if (s != napi_ok) {
+      delete keep;
+      throwErr("this Node build does not allow external buffers; use toBytes");
+    }
+    return ab;
+  });
+}
+
+// --- autograd
+
+napi_value Backward(napi_env env, napi_callback_info info) {
+  return Guard(env, "backward", [&]() -> napi_value {
+    Args a(env, info);
+    a.need(1, "backward");
+    std::vector<at::Tensor> outs, grads;
+    uint32_t n = arrayLength(env, a[0], "tensors");
+    for (uint32_t i = 0; i < n; ++i) outs.push_back(get(getHandle(env, element(env, a[0], i), "tensors")));
+    if (a.argc > 1 && !isNullish(env, a[1])) {
+      uint32_t m = arrayLength(env, a[1], "gradients");
+      if (m != n) throwRange("backward: " + std::to_string(n) + " tensors but " + std::to_string(m) + " gradients");
+      for (uint32_t i = 0; i < m; ++i) {
+        napi_value e = element(env, a[1], i);
+        grads.push_back(isNullish(env, e) ? at::Tensor() : get(getHandle(env, e, "gradients")));
+      }
+    }
+    c10::optional<bool> retain;
+    if (a.argc > 2 && !isNullish(env, a[2])) retain = getBool(env, a[2], "retainGraph");
+    bool create = a.argc > 3 && !isNullish(env, a[3]) ? getBool(env, a[3], "createGraph") : false;
+    for (size_t i = 0; i < outs.size(); ++i) {
+      if (!outs[i].requires_grad())
+        throwErr("element " + std::to_string(i) + " of tensors does not require grad and does not have a grad_fn");
+      if ((grads.empty() || !grads[i].defined()) && outs[i].numel() != 1)
+        throwErr("grad can be implicitly created only for scalar outputs; pass a gradient for a tensor of shape " +
+                 c10::str(outs[i].sizes()));
+    }
+    torch::autograd::backward(outs, grads, retain, create);
+    return nullptr;
+  });
+}
+
+napi_value Grad(napi_env env, napi_callback_info info) {
+  return Guard(env, "grad", [&]() -> napi_value {
+    Args a(env, info);
+    a.need(1, "grad");
+    return tensorOrNull(env, get(getHandle(env, a[0], "tensor")).grad());
+  });
+}
+
+napi_value SetGrad(napi_env env, napi_callback_info info) {
+  return Guard(env, "setGrad", [&]() -> napi_value {
+    Args a(env, info);
+    a.need(2, "setGrad");
+    at::Tensor& t = get(getHandle(env, a[0], "tensor"));
+    if (isNullish(env, a[1])) {
+      t.mutable_grad() = at::Tensor();
+      return nullptr;
+    }
+    const at::Tensor& g = get(getHandle(env, a[1], "grad"));
+    if (!g.sizes().equals(t.sizes()))
+      throwRange("assigned grad has shape " + c10::str(g.sizes()) + " but the tensor has shape " + c10::str(t.sizes()));
+    if (g.scalar_type() != t.scalar_type() || g.device() != t.device())
+      throwType("assigned grad must have the tensor's dtype and device");
+    t.mutable_grad() = g;
+    return nullptr;
+  });
+}
+
+napi_value RequiresGrad(napi_env env, napi_callback_info info) {
+  return Guard(env, "requiresGrad", [&]() -> napi_value {
+    Args a(env, info);
+    a.need(1, "requiresGrad");
+    at::Tensor& t = get(getHandle(env, a[0], "tensor"));
+    if (a.argc > 1 && !isNullish(env, a[1])) {
+      bool r = getBool(env, a[1], "requiresGrad");
+      if (r && !(at::isFloatingType(t.scalar_type()) || at::isComplexType(t.scalar_type())))
+        throwType("only floating point tensors can require gradients (dtype is " +
+                  std::string(c10::toString(t.scalar_type())) + ")");
+      if (!r && !t.is_leaf())
+        throwErr("requiresGrad(false) on a non-leaf tensor; use detach() instead");
+      t.set_requires_grad(r);
+    }
+    return boolean(env, t.requires_grad());
+  });
+}
+
+napi_value IsLeaf(napi_env env, napi_callback_info info) {
+  return Guard(env, "isLeaf", [&]() -> napi_value {
+    Args a(env, info);
+    a.need(1, "isLeaf");
+    return boolean(env, get(getHandle(env, a[0], "tensor")).is_leaf());
+  });
+}
+
+napi_value GradFn(napi_env env, napi_callback_info info) {
+  return Guard(env, "gradFn", [&]() -> napi_value {
+    Args a(env, info);
+    a.need(1, "gradFn");
+    const auto& fn = get(getHandle(env, a[0], "tensor")).grad_fn();
+    if (!fn) return null(env);
+    return str(env, fn->name());
+  });
+}
+
+napi_value RetainGrad(napi_env env, napi_callback_info info) {
+  return Guard(env, "retainGrad", [&]() -> napi_value {
+    Args a(env, info);
+    a.need(1, "retainGrad");
+    get(getHandle(env, a[0], "tensor")).retain_grad();
+    return nullptr;
+  });
+}
+
+napi_value GradEnabled(napi_env env, napi_callback_info info) {
+  return Guard(env, "gradEnabled", [&]() -> napi_value {
+    Args a(env, info);
+    bool prev = at::GradMode::is_enabled();
+    if (a.argc > 0 && !isNullish(env, a[0])) at::GradMode::set_enabled(getBool(env, a[0], "enabled"));
+    return boolean(env, prev);
+  });
+}
+
+// Inference mode is a RAII guard in C++; JS scopes are strictly nested, so a stack of heap guards works.
+std::vector<std::unique_ptr<c10::InferenceMode>> g_inference;
+
+napi_value EnterInference(napi_env env, napi_callback_info) {
+  return Guard(env, "inferenceMode", [&]() -> napi_value {
+    g_inference.push_back(std::make_unique<c10::InferenceMode>(true));
+    return i32(env, static_cast<int32_t>(g_inference.size()));
+  });
+}
+
+napi_value ExitInference(napi_env env, napi_callback_info) {
+  return Guard(env, "inferenceMode", [&]() -> napi_value {
+    if (g_inference.empty()) throwErr("exitInference without enterInference");
+    g_inference.pop_back();
+    return nullptr;
+  });
+}
+
+napi_value IsInference(napi_env env, napi_callback_info info) {
+  return Guard(env, "isInference", [&]() -> napi_value {
+    Args a(env, info);
+    a.need(1, "isInference");
+    return boolean(env, get(getHandle(env, a[0], "tensor")).is_inference());
+  });
+}
+
+// --- runtime settings
+
+napi_value ManualSeed(napi_env env, napi_callback_info info) {
+  return Guard(env, "manualSeed", [&]() -> napi_value {
+    Args a(env, info);
+    a.need(1, "manualSeed");
+    int64_t seed = getInt(env, a[0], "seed");
+    at::manual_seed(static_cast<uint64_t>(seed));
+    return nullptr;
+  });
+}
+
+// RNG state of the CPU generator as a uint8 tensor handle (for exact resume), and setting it back.
+napi_value GetRngState(napi_env env, napi_callback_info) {
+  return Guard(env, "getRngState", [&]() -> napi_value {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    return i32(env, put(gen.get_state()));
+  });
+}
+
+napi_value SetRngState(napi_env env, napi_callback_info info) {
+  return Guard(env, "setRngState", [&]() -> napi_value {
+    Args a(env, info);
+    a.need(1, "setRngState");
+    const at::Tensor& s = get(getHandle(env, a[0], "state"));
+    if (s.scalar_type() != at::kByte || !s.device().is_cpu()) throwType("RNG state must be a CPU uint8 tensor");
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(s);
+    return nullptr;
+  });
+}
+
+napi_value NumThreads(napi_env env, napi_callback_info info) {
+  return Guard(env, "numThreads", [&]() -> napi_value {
+    Args a(env, info);
+    if (a.argc > 0 && !isNullish(env, a[0])) {
+      int64_t n = getInt(env, a[0], "threads");
+      if (n < 1) throwRange("thread count must be at least 1");
+      at::set_num_threads(static_cast<int>(n));
+    }
+    return i32(env, at::get_num_threads());
+  });
+}
+
+napi_value CudaInfo(napi_env env, napi_callback_info) {
+  return Guard(env, "cudaInfo", [&]() -> napi_value {
+    bool has = at::hasCUDA();
+    int count = has ? static_cast<int>(at::detail::getCUDAHooks().getNumGPUs()) : 0;
+    return i32(env, count);
+  });
+}
+
+napi_value Version(napi_env env, napi_callback_info) {
+  return Guard(env, "version", [&]() -> napi_value {
+#ifdef TORCH_VERSION_MAJOR
+    return str(env, std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR) + "." +
+                        std::to_string(TORCH_VERSION_PATCH));
+#else
+    return str(env, "unknown");
+#endif
+  });
+}
+
+napi_value ExternalBytes(napi_env env, napi_callback_info) {
+  return Guard(env, "externalBytes", [&]() -> napi_value {
+    flushExternal(env, true);
+    return num(env, static_cast<double>(g_reportedExternal));
+  });
+}
+
+napi_value Init(napi_env env, napi_value exports) {
+  struct Fn {
+    const char* name;
+    napi_callback cb;
+  };
+  Fn fns[] = {
+      {"findOp", FindOp},         {"call", Call},
+      {"listOps", ListOps},       {"release", Release},
+      {"releaseMany", ReleaseMany}, {"liveCount", LiveCount},
+      {"share", Clone},           {"shape", Shape},
+      {"strides", Strides},       {"dtype", Dtype},
+      {"device", DeviceOf},       {"dim", Dim},
+      {"numel", Numel},           {"item", Item},
+      {"fromBytes", FromBytes},   {"toBytes", ToBytes},
+      {"bytesView", View},        {"backward", Backward},
+      {"grad", Grad},             {"setGrad", SetGrad},
+      {"requiresGrad", RequiresGrad}, {"isLeaf", IsLeaf},
+      {"gradFn", GradFn},         {"retainGrad", RetainGrad},
+      {"gradEnabled", GradEnabled}, {"enterInference", EnterInference},
+      {"exitInference", ExitInference}, {"isInference", IsInference},
+      {"manualSeed", ManualSeed}, {"getRngState", GetRngState},
+      {"setRngState", SetRngState}, {"numThreads", NumThreads},
+      {"cudaDeviceCount", CudaInfo}, {"version", Version},
+      {"externalBytes", ExternalBytes},
+  };
+  for (const auto& f : fns) {
+    napi_value fn;
+    if (napi_create_function(env, f.name, NAPI_AUTO_LENGTH, f.cb, nullptr, &fn) != napi_ok) return nullptr;
+    if (napi_set_named_property(env, exports, f.name, fn) != napi_ok) return nullptr;
+  }
+  return exports;
+}
+
+}  // namespace
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, Init)
