@@ -42,7 +42,8 @@ struct JsError : std::runtime_error {
 [[noreturn]] void throwErr(const std::string& m) { throw JsError(JsErrKind::Error, m); }
 
 // Context for error messages: the op being called, so "aten::mm: mat1 and mat2 shapes cannot be multiplied" reads well.
-thread_local const char* g_ctx = nullptr;
+// JS calls arrive on the main thread only; a plain static avoids __tls_get_addr on every op.
+const char* g_ctx = nullptr;
 
 std::string withCtx(const std::string& m) {
   if (!g_ctx) return m;
@@ -143,6 +144,7 @@ int32_t put(at::Tensor t) {
 }
 
 at::Tensor& get(int32_t h) {
+  if (h == -1) throwErr("a disposed tensor was used (dispose() or a finished tidy() released it)");
   if (h < 0 || static_cast<size_t>(h) >= g_slots.size() || !g_slots[h].defined())
     throwErr("tensor handle " + std::to_string(h) + " is not live (was it disposed?)");
   return g_slots[h];
@@ -433,6 +435,11 @@ std::vector<T> expandN(std::vector<T> v, const ArgInfo& a) {
 
 c10::IValue convert(napi_env env, napi_value v, const ArgInfo& a) {
   const char* nm = a.name.c_str();
+  if (a.kind == K::Tensor) {
+    // Fast path: a handle is a number; anything else falls through to the checks below.
+    int32_t h;
+    if (napi_get_value_int32(env, v, &h) == napi_ok) return c10::IValue(get(h));
+  }
   if (isNullish(env, v)) {
     if (a.optional) return c10::IValue();
     if (a.kind == K::Generator) return c10::IValue();
@@ -595,11 +602,16 @@ napi_value Call(napi_env env, napi_callback_info info) {
     size_t nargs = op.args.size();
     if (argc - 1 > nargs)
       throwType("expects at most " + std::to_string(nargs) + " arguments, got " + std::to_string(argc - 1));
-    torch::jit::Stack stack;
-    stack.reserve(std::max(nargs, op.rets.size()));
+    // One reused stack: a fresh std::vector per call was a measurable share of a tiny op's cost.
+    static torch::jit::Stack stack;
+    struct ClearOnExit {
+      torch::jit::Stack& s;
+      ~ClearOnExit() { s.clear(); }  // do not keep argument tensors alive until the next call
+    } clearOnExit{stack};
+    stack.clear();
     for (size_t i = 0; i < nargs; ++i) {
       const ArgInfo& ai = op.args[i];
-      if (i + 1 < argc && !(typeOf(env, argv[i + 1]) == napi_undefined)) {
+      if (i + 1 < argc && (ai.kind == K::Tensor || typeOf(env, argv[i + 1]) != napi_undefined)) {
         stack.push_back(convert(env, argv[i + 1], ai));
       } else if (ai.def) {
         stack.push_back(*ai.def);

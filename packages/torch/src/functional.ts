@@ -1,0 +1,127 @@
+// Functional ops (torch.* and torch.nn.functional.*) that need overload choice or composition over aten.
+import { hasOp, opId, native } from './core.js';
+import { Tensor, tidy, describe } from './tensor.js';
+import * as G from './ops/generated.js';
+
+type Reduction = 'mean' | 'sum' | 'none';
+const REDUCTION = { none: 0, mean: 1, sum: 2 } as const;
+function red(r: Reduction): number {
+  const v = REDUCTION[r];
+  if (v === undefined) throw new TypeError(`reduction must be 'mean', 'sum' or 'none', got '${r}'`);
+  return v;
+}
+
+export function cat(tensors: Tensor[], dim = 0): Tensor {
+  return G.cat(tensors, dim);
+}
+export function stack(tensors: Tensor[], dim = 0): Tensor {
+  return G.stack(tensors, dim);
+}
+export function where(cond: Tensor, a: Tensor | number, b: Tensor | number): Tensor {
+  if (a instanceof Tensor && b instanceof Tensor) return G.where_self(cond, a, b);
+  if (a instanceof Tensor) return G.where_ScalarOther(cond, a, b as number);
+  if (b instanceof Tensor) return G.where_ScalarSelf(cond, a, b);
+  return G.where_Scalar(cond, a, b);
+}
+export function matmul(a: Tensor, b: Tensor): Tensor {
+  return G.matmul(a, b);
+}
+export function softmax(x: Tensor, dim: number): Tensor {
+  return G.softmax_int(x, dim);
+}
+export function logSoftmax(x: Tensor, dim: number): Tensor {
+  return G.log_softmax_int(x, dim);
+}
+export function relu(x: Tensor): Tensor {
+  return G.relu(x);
+}
+export function gelu(x: Tensor, approximate: 'none' | 'tanh' = 'none'): Tensor {
+  return G.gelu(x, approximate);
+}
+export function silu(x: Tensor): Tensor {
+  return G.silu(x);
+}
+export function sigmoid(x: Tensor): Tensor {
+  return G.sigmoid(x);
+}
+export function tanh(x: Tensor): Tensor {
+  return G.tanh(x);
+}
+export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
+  return G.linear(x, weight, bias ?? null);
+}
+export function embedding(indices: Tensor, weight: Tensor, paddingIdx = -1): Tensor {
+  return G.embedding(weight, indices, paddingIdx);
+}
+export function layerNorm(x: Tensor, normalizedShape: number[], weight?: Tensor | null, bias?: Tensor | null, eps = 1e-5): Tensor {
+  return G.layer_norm(x, normalizedShape, weight ?? null, bias ?? null, eps);
+}
+/** RMSNorm as in Llama: x · rsqrt(mean(x², last dim) + eps) · weight, computed in float32 for low-precision inputs. */
+export function rmsNorm(x: Tensor, weight: Tensor | null, eps = 1e-6): Tensor {
+  return tidy(() => {
+    const dtype = x.dtype;
+    const xf = dtype === 'float32' || dtype === 'float64' ? x : x.float();
+    // [.., d] * [.., 1]
+    let y = xf.mul(G.rsqrt(G.add_Scalar(G.mean_dim(G.square(xf), [-1], true), eps)));
+    if (y.dtype !== dtype) y = y.to(dtype);
+    return weight ? y.mul(weight) : y;
+  });
+}
+export function dropout(x: Tensor, p: number, training: boolean): Tensor {
+  if (p < 0 || p > 1) throw new RangeError(`dropout probability must be in [0, 1], got ${p}`);
+  if (!training || p === 0) return G.alias(x);
+  return G.dropout(x, p, true);
+}
+export function conv2d(x: Tensor, w: Tensor, bias: Tensor | null = null, stride: number | number[] = 1, padding: number | number[] = 0, dilation: number | number[] = 1, groups = 1): Tensor {
+  return G.conv2d(x, w, bias, stride, padding, dilation, groups);
+}
+export function batchNorm(x: Tensor, runningMean: Tensor | null, runningVar: Tensor | null, weight: Tensor | null, bias: Tensor | null, training: boolean, momentum = 0.1, eps = 1e-5): Tensor {
+  return G.batch_norm(x, weight, bias, runningMean, runningVar, training, momentum, eps, false);
+}
+export function maxPool2d(x: Tensor, kernel: number | number[], stride?: number | number[], padding: number | number[] = 0): Tensor {
+  return G.max_pool2d(x, kernel, stride ?? kernel, padding);
+}
+export function adaptiveAvgPool2d(x: Tensor, out: number | number[]): Tensor {
+  return G.adaptive_avg_pool2d(x, out);
+}
+
+/** Cross entropy over class logits [N, C] (or [N, C, ...]) with int64 targets; ignoreIndex rows do not count. */
+export function crossEntropy(logits: Tensor, target: Tensor, opts: { reduction?: Reduction; ignoreIndex?: number; labelSmoothing?: number; weight?: Tensor } = {}): Tensor {
+  if (!(logits instanceof Tensor) || !(target instanceof Tensor)) throw new TypeError(`crossEntropy(logits, target) needs Tensors, got ${describe(logits)}, ${describe(target)}`);
+  return G.cross_entropy_loss(logits, target, opts.weight ?? null, red(opts.reduction ?? 'mean'), opts.ignoreIndex ?? -100, opts.labelSmoothing ?? 0);
+}
+export function nllLoss(logProbs: Tensor, target: Tensor, opts: { reduction?: Reduction; ignoreIndex?: number } = {}): Tensor {
+  return G.nll_loss(logProbs, target, null, red(opts.reduction ?? 'mean'), opts.ignoreIndex ?? -100);
+}
+export function mseLoss(a: Tensor, b: Tensor, reduction: Reduction = 'mean'): Tensor {
+  return G.mse_loss(a, b, red(reduction));
+}
+
+let sdpaOp: number | null | undefined;
+/**
+ * Scaled dot-product attention, q,k,v: [B, H, T, D]. Uses aten::scaled_dot_product_attention where this torch has it
+ * (2.x: flash / memory-efficient kernels), otherwise the same maths composed from matmul and softmax.
+ */
+export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts: { causal?: boolean; mask?: Tensor | null; dropout?: number; scale?: number } = {}): Tensor {
+  if (sdpaOp === undefined) sdpaOp = hasOp('aten::scaled_dot_product_attention') ? opId('aten::scaled_dot_product_attention') : null;
+  const causal = opts.causal ?? false;
+  if (sdpaOp !== null && opts.scale === undefined) {
+    return new Tensor(native.call(sdpaOp, q.h, k.h, v.h, opts.mask ? opts.mask.h : null, opts.dropout ?? 0, causal));
+  }
+  return tidy(() => {
+    const d = q.shape[q.ndim - 1];
+    const scale = opts.scale ?? 1 / Math.sqrt(d);
+    // [B, H, T, T]
+    let att = q.matmul(k.transpose(-2, -1)).mul(scale);
+    if (causal) {
+      const T = q.shape[q.ndim - 2];
+      const S = k.shape[k.ndim - 2];
+      const keepMask = G.ones([T, S], 'bool').tril(S - T);
+      att = att.maskedFill(keepMask.logicalNot(), -Infinity);
+    }
+    if (opts.mask) att = opts.mask.dtype === 'bool' ? att.maskedFill(opts.mask.logicalNot(), -Infinity) : att.add(opts.mask);
+    att = att.softmax(-1);
+    if (opts.dropout) att = G.dropout(att, opts.dropout, true);
+    return att.matmul(v);
+  });
+}
