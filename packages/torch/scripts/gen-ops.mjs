@@ -96,7 +96,7 @@ for (const [name, overload, schema, args, rets] of ops) {
     while (used.has(p)) p += '_';
     used.add(p);
     if (kind === 'unsupported') {
-      params.push(`${p}?: undefined`);
+      params.push(i > lastRequired ? `${p}?: undefined` : `${p}: undefined`);
       passes.push('undefined');
       return;
     }

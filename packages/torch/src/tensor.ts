@@ -192,7 +192,14 @@ export class Tensor {
     return native.strides(this.h);
   }
   isContiguous(): boolean {
-    return G.is_contiguous(this);
+    const shape = native.shape(this.h);
+    const strides = native.strides(this.h);
+    let expected = 1;
+    for (let d = shape.length - 1; d >= 0; d--) {
+      if (shape[d] !== 1 && strides[d] !== expected) return false;
+      expected *= shape[d];
+    }
+    return true;
   }
 
   // --- data out -------------------------------------------------------------------------------------------------

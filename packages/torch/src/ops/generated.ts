@@ -6278,7 +6278,7 @@ export function empty_names(size: number | number[], names?: undefined, dtype?: 
 }
 
 /** `aten::empty.names_out(int[] size, *, str[]? names, MemoryFormat? memory_format=None, Tensor(a!) out) -> Tensor(a!)` */
-export function empty_names_out(size: number | number[], names?: undefined, memory_format: number | null | undefined, out: Tensor): Tensor {
+export function empty_names_out(size: number | number[], names: undefined, memory_format: number | null | undefined, out: Tensor): Tensor {
   native.call(op(1149), size, undefined, memory_format, out.h);
   return out;
 }
@@ -7222,7 +7222,7 @@ export function full_names(size: number | number[], fill_value: Scalar, names?: 
 }
 
 /** `aten::full.names_out(int[] size, Scalar fill_value, *, str[]? names, Tensor(a!) out) -> Tensor(a!)` */
-export function full_names_out(size: number | number[], fill_value: Scalar, names?: undefined, out: Tensor): Tensor {
+export function full_names_out(size: number | number[], fill_value: Scalar, names: undefined, out: Tensor): Tensor {
   native.call(op(1320), size, fill_value, undefined, out.h);
   return out;
 }
@@ -11322,7 +11322,7 @@ export function ones_names(size: number | number[], names?: undefined, dtype?: D
 }
 
 /** `aten::ones.names_out(int[] size, *, str[]? names, Tensor(a!) out) -> Tensor(a!)` */
-export function ones_names_out(size: number | number[], names?: undefined, out: Tensor): Tensor {
+export function ones_names_out(size: number | number[], names: undefined, out: Tensor): Tensor {
   native.call(op(2056), size, undefined, out.h);
   return out;
 }
@@ -11864,7 +11864,7 @@ export function rand_generator_with_names(size: number | number[], generator?: n
 }
 
 /** `aten::rand.generator_with_names_out(int[] size, *, Generator? generator, str[]? names, Tensor(a!) out) -> Tensor(a!)` */
-export function rand_generator_with_names_out(size: number | number[], generator: null | undefined, names?: undefined, out: Tensor): Tensor {
+export function rand_generator_with_names_out(size: number | number[], generator: null | undefined, names: undefined, out: Tensor): Tensor {
   native.call(op(2155), size, generator, undefined, out.h);
   return out;
 }
@@ -11875,7 +11875,7 @@ export function rand_names(size: number | number[], names?: undefined, dtype?: D
 }
 
 /** `aten::rand.names_out(int[] size, *, str[]? names, Tensor(a!) out) -> Tensor(a!)` */
-export function rand_names_out(size: number | number[], names?: undefined, out: Tensor): Tensor {
+export function rand_names_out(size: number | number[], names: undefined, out: Tensor): Tensor {
   native.call(op(2157), size, undefined, out.h);
   return out;
 }
@@ -11985,7 +11985,7 @@ export function randn_generator_with_names(size: number | number[], generator?: 
 }
 
 /** `aten::randn.generator_with_names_out(int[] size, *, Generator? generator, str[]? names, Tensor(a!) out) -> Tensor(a!)` */
-export function randn_generator_with_names_out(size: number | number[], generator: null | undefined, names?: undefined, out: Tensor): Tensor {
+export function randn_generator_with_names_out(size: number | number[], generator: null | undefined, names: undefined, out: Tensor): Tensor {
   native.call(op(2177), size, generator, undefined, out.h);
   return out;
 }
@@ -11996,7 +11996,7 @@ export function randn_names(size: number | number[], names?: undefined, dtype?: 
 }
 
 /** `aten::randn.names_out(int[] size, *, str[]? names, Tensor(a!) out) -> Tensor(a!)` */
-export function randn_names_out(size: number | number[], names?: undefined, out: Tensor): Tensor {
+export function randn_names_out(size: number | number[], names: undefined, out: Tensor): Tensor {
   native.call(op(2179), size, undefined, out.h);
   return out;
 }
@@ -16047,7 +16047,7 @@ export function zeros_names(size: number | number[], names?: undefined, dtype?: 
 }
 
 /** `aten::zeros.names_out(int[] size, *, str[]? names, Tensor(a!) out) -> Tensor(a!)` */
-export function zeros_names_out(size: number | number[], names?: undefined, out: Tensor): Tensor {
+export function zeros_names_out(size: number | number[], names: undefined, out: Tensor): Tensor {
   native.call(op(2917), size, undefined, out.h);
   return out;
 }
