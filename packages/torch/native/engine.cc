@@ -19,6 +19,11 @@
 #include <torch/csrc/autograd/variable.h>
 #include <torch/csrc/autograd/function.h>
 
+#ifdef RETAIN_CUDA
+#include <c10/cuda/CUDAFunctions.h>
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
 #include <cstring>
 #include <memory>
 #include <stdexcept>
@@ -551,7 +556,7 @@ napi_value fromIValue(napi_env env, c10::IValue&& v) {
     auto l = v.toList();
     napi_value arr;
     ok(napi_create_array_with_length(env, l.size(), &arr));
-    for (size_t i = 0; i < l.size(); ++i) ok(napi_set_element(env, arr, i, fromIValue(env, l.get(i))));
+    for (size_t i = 0; i < l.size(); ++i) ok(napi_set_element(env, arr, i, fromIValue(env, c10::IValue(l.get(i)))));
     return arr;
   }
   if (v.isTuple()) {
@@ -1124,9 +1129,43 @@ napi_value NumThreads(napi_env env, napi_callback_info info) {
 
 napi_value CudaInfo(napi_env env, napi_callback_info) {
   return Guard(env, "cudaInfo", [&]() -> napi_value {
-    bool has = at::hasCUDA();
-    int count = has ? static_cast<int>(at::detail::getCUDAHooks().getNumGPUs()) : 0;
-    return i32(env, count);
+    // DeviceGuardImpl's deviceCount() exists on every torch version; it is only registered when CUDA is linked.
+    if (!at::hasCUDA()) return i32(env, 0);
+    return i32(env, static_cast<int32_t>(c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA)->deviceCount()));
+  });
+}
+
+// CUDA helpers exist only in CUDA builds; elsewhere they report that CUDA is absent.
+napi_value CudaSynchronize(napi_env env, napi_callback_info) {
+  return Guard(env, "cudaSynchronize", [&]() -> napi_value {
+#ifdef RETAIN_CUDA
+    c10::cuda::device_synchronize();
+    return nullptr;
+#else
+    throwErr("this build has no CUDA (rebuild with TORCH_PYTHON pointing at a CUDA PyTorch)");
+#endif
+  });
+}
+
+// [allocated bytes now, peak allocated, reserved now] for device 0..n; emptyCache with a truthy argument.
+napi_value CudaMemory(napi_env env, napi_callback_info info) {
+  return Guard(env, "cudaMemory", [&]() -> napi_value {
+#ifdef RETAIN_CUDA
+    Args a(env, info);
+    int dev = a.argc > 0 && !isNullish(env, a[0]) ? static_cast<int>(getInt(env, a[0], "device")) : 0;
+    if (a.argc > 1 && !isNullish(env, a[1]) && getBool(env, a[1], "emptyCache")) c10::cuda::CUDACachingAllocator::emptyCache();
+    if (a.argc > 2 && !isNullish(env, a[2]) && getBool(env, a[2], "resetPeak")) c10::cuda::CUDACachingAllocator::resetPeakStats(dev);
+    auto st = c10::cuda::CUDACachingAllocator::getDeviceStats(dev);
+    napi_value arr;
+    ok(napi_create_array_with_length(env, 3, &arr));
+    ok(napi_set_element(env, arr, 0, num(env, static_cast<double>(st.allocated_bytes[0].current))));
+    ok(napi_set_element(env, arr, 1, num(env, static_cast<double>(st.allocated_bytes[0].peak))));
+    ok(napi_set_element(env, arr, 2, num(env, static_cast<double>(st.reserved_bytes[0].current))));
+    return arr;
+#else
+    (void)info;
+    throwErr("this build has no CUDA (rebuild with TORCH_PYTHON pointing at a CUDA PyTorch)");
+#endif
   });
 }
 
@@ -1171,7 +1210,8 @@ napi_value Init(napi_env env, napi_value exports) {
       {"manualSeed", ManualSeed}, {"getRngState", GetRngState},
       {"setRngState", SetRngState}, {"numThreads", NumThreads},
       {"cudaDeviceCount", CudaInfo}, {"version", Version},
-      {"externalBytes", ExternalBytes},
+      {"externalBytes", ExternalBytes}, {"cudaSynchronize", CudaSynchronize},
+      {"cudaMemory", CudaMemory},
   };
   for (const auto& f : fns) {
     napi_value fn;

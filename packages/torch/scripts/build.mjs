@@ -1,6 +1,6 @@
 // Builds the native addon with node-gyp against the libtorch that find-torch.mjs reports.
 // Writes native/torch.gypi (ignored by git) so binding.gyp stays free of machine paths.
-import { writeFileSync, existsSync } from 'node:fs';
+import { writeFileSync, existsSync, mkdirSync, renameSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -29,28 +29,48 @@ const gypi = {
 };
 writeFileSync(join(pkg, 'native', 'torch.gypi'), JSON.stringify(gypi, null, 2));
 
-function nodeGyp() {
+function nodeGypPath() {
   const candidates = [];
   if (process.env.npm_execpath) candidates.push(join(dirname(process.env.npm_execpath), '..', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js'));
   try {
     const npm = execFileSync('sh', ['-c', 'readlink -f "$(command -v npm)"'], { encoding: 'utf8' }).trim();
-    candidates.push(join(dirname(npm), '..', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js'));
+    if (npm) candidates.push(join(dirname(npm), '..', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js'));
   } catch {}
-  const found = candidates.find((c) => existsSync(c));
-  if (!found) {
-    console.error('@retain/torch: node-gyp not found (it ships with npm); install npm or node-gyp');
-    process.exit(1);
-  }
-  return found;
+  return candidates.find((c) => existsSync(c));
 }
 
-const jobs = process.env.JOBS || '2';
-const args = [nodeGyp(), 'rebuild', `--jobs=${jobs}`];
 // node-gyp would download headers; use the ones installed beside this Node (offline machines have no other).
 const nodeDir = process.env.NODE_DIR || process.env.npm_config_nodedir || dirname(dirname(process.execPath));
-if (existsSync(join(nodeDir, 'include', 'node', 'node_api.h'))) args.push(`--nodedir=${nodeDir}`);
+if (!existsSync(join(nodeDir, 'include', 'node', 'node_api.h'))) {
+  console.error(`@retain/torch: Node's headers were not found under ${nodeDir}/include/node; set NODE_DIR to the prefix that has them`);
+  process.exit(1);
+}
+
+// The same flags node-gyp would use, for machines without npm (the lent GPU machine): one g++ call.
+function buildDirect() {
+  const out = join(pkg, 'build', 'Release');
+  mkdirSync(out, { recursive: true });
+  const cxx = process.env.CXX || 'g++';
+  const args = [
+    '-shared', '-fPIC', '-O3', '-std=c++17', '-fexceptions', '-frtti', '-Wno-deprecated-declarations',
+    '-DNODE_GYP_MODULE_NAME=retain_torch', '-DBUILDING_NODE_EXTENSION', ...gypi.defines.map((d) => `-D${d}`),
+    `-I${join(nodeDir, 'include', 'node')}`, ...torch.includeDirs.map((d) => `-I${d}`),
+    join(pkg, 'native', 'engine.cc'), '-o', join(out, 'retain_torch.node.tmp'), ...libs,
+  ];
+  console.log(`@retain/torch: ${cxx} ${args.join(' ')}`);
+  execFileSync(cxx, args, { stdio: 'inherit' });
+  // Rename, never overwrite in place: a running process may have the old library mapped.
+  renameSync(join(out, 'retain_torch.node.tmp'), join(out, 'retain_torch.node'));
+}
+
+const gyp = nodeGypPath();
 try {
-  execFileSync(process.execPath, args, { cwd: pkg, stdio: 'inherit' });
+  if (process.env.RETAIN_BUILD === 'direct' || !gyp) {
+    buildDirect();
+  } else {
+    const args = [gyp, 'rebuild', `--jobs=${process.env.JOBS || '2'}`, `--nodedir=${nodeDir}`];
+    execFileSync(process.execPath, args, { cwd: pkg, stdio: 'inherit' });
+  }
 } catch {
   console.error('@retain/torch: native build failed (see the compiler output above)');
   process.exit(1);

@@ -27,8 +27,14 @@ export function findTorch() {
     const py = process.env.TORCH_PYTHON;
     const code = [
       'import json, os, torch',
-      'from torch.utils.cpp_extension import include_paths',
-      'print(json.dumps({"includeDirs": include_paths(), "libDir": os.path.join(os.path.dirname(torch.__file__), "lib"),',
+      'import torch.utils.cpp_extension as ce',
+      'cuda = torch.version.cuda is not None',
+      'inc = list(ce.include_paths())',
+      'if cuda:',
+      '    try: inc = list(ce.include_paths("cuda"))',
+      '    except TypeError: inc = list(ce.include_paths(cuda=True))',
+      '    if ce.CUDA_HOME: inc.append(os.path.join(ce.CUDA_HOME, "include"))',
+      'print(json.dumps({"includeDirs": inc, "libDir": os.path.join(os.path.dirname(torch.__file__), "lib"),',
       '  "cxx11Abi": bool(torch.compiled_with_cxx11_abi()), "cuda": torch.version.cuda is not None, "version": torch.__version__}))',
     ].join('\n');
     let out;

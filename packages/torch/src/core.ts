@@ -45,6 +45,9 @@ export interface Native {
   cudaDeviceCount(): number;
   version(): string;
   externalBytes(): number;
+  cudaSynchronize(): void;
+  /** [allocated bytes, peak allocated, reserved] of a CUDA device; optionally empties the cache / resets the peak. */
+  cudaMemory(device?: number, emptyCache?: boolean, resetPeak?: boolean): [number, number, number];
 }
 
 function loadNative(): Native {

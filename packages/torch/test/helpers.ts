@@ -10,7 +10,7 @@ export const PYTHON = process.env.RETAIN_TEST_PYTHON || '/usr/bin/python3';
 let pyOk: boolean | undefined;
 export function hasPythonTorch(): boolean {
   if (pyOk === undefined) {
-    const r = existsSync(PYTHON) ? spawnSync(PYTHON, ['-c', 'import torch'], { encoding: 'utf8' }) : null;
+    const r = !PYTHON.includes('/') || existsSync(PYTHON) ? spawnSync(PYTHON, ['-c', 'import torch'], { encoding: 'utf8' }) : null;
     pyOk = !!r && r.status === 0;
   }
   return pyOk;
