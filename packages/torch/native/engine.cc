@@ -24,6 +24,7 @@
 #include <c10/cuda/CUDACachingAllocator.h>
 #endif
 
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <stdexcept>
@@ -308,11 +309,28 @@ struct RetInfo {
   int aliasArg;  // index of the argument this return is an in-place alias of, or -1
 };
 
+// Unboxed fast paths for the commonest signature shapes. Boxing (IValue stack in, boxed kernel wrapper, IValue out)
+// is a fixed cost per call that dominates tiny ops; a typed handle calls the kernel as at::add does. Which path an op
+// takes is decided from its schema alone, so this stays generic: no op is named.
+enum class Fast : uint8_t { None, T, TT, TS, TTS, TSS };
+using SigT = at::Tensor(const at::Tensor&);
+using SigTT = at::Tensor(const at::Tensor&, const at::Tensor&);
+using SigTS = at::Tensor(const at::Tensor&, const at::Scalar&);
+using SigTTS = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Scalar&);
+using SigTSS = at::Tensor(const at::Tensor&, const at::Scalar&, const at::Scalar&);
+
 struct OpInfo {
   c10::OperatorHandle handle;
   std::string fullName;
   std::vector<ArgInfo> args;
   std::vector<RetInfo> rets;
+  Fast fast = Fast::None;
+  c10::optional<c10::TypedOperatorHandle<SigT>> t;
+  c10::optional<c10::TypedOperatorHandle<SigTT>> tt;
+  c10::optional<c10::TypedOperatorHandle<SigTS>> ts;
+  c10::optional<c10::TypedOperatorHandle<SigTTS>> tts;
+  c10::optional<c10::TypedOperatorHandle<SigTSS>> tss;
+  std::vector<c10::Scalar> scalarDefaults;  // per argument; used when JS passes undefined on the fast path
 };
 
 std::vector<std::unique_ptr<OpInfo>> g_ops;
@@ -389,6 +407,40 @@ c10::optional<c10::Symbol> writeSet(const c10::AliasInfo* a) {
   return *a->beforeSets().begin();
 }
 
+// RETAIN_BOXED_ONLY=1 turns the fast paths off (to compare, or to rule them out when debugging).
+const bool g_boxedOnly = [] {
+  const char* e = std::getenv("RETAIN_BOXED_ONLY");
+  return e && *e && *e != '0';
+}();
+
+void chooseFastPath(OpInfo& op) {
+  if (g_boxedOnly) return;
+  if (op.rets.size() != 1 || op.rets[0].kind != K::Tensor || op.rets[0].optional || op.rets[0].aliasArg >= 0) return;
+  std::string pattern;
+  for (const auto& a : op.args) {
+    if (a.optional || a.write) return;
+    if (a.kind == K::Tensor && !a.def) pattern += 'T';
+    else if (a.kind == K::Scalar) pattern += 'S';
+    else return;
+  }
+  // Aliasing returns (views such as `Tensor(a)`) keep the boxed path: their C++ signatures are the same, but being
+  // conservative costs nothing on the ops that matter.
+  if (op.handle.schema().returns()[0].alias_info() != nullptr) return;
+  op.scalarDefaults.resize(op.args.size());
+  for (size_t i = 0; i < op.args.size(); ++i)
+    if (op.args[i].kind == K::Scalar && op.args[i].def) op.scalarDefaults[i] = op.args[i].def->toScalar();
+  try {
+    if (pattern == "T") { op.t = op.handle.typed<SigT>(); op.fast = Fast::T; }
+    else if (pattern == "TT") { op.tt = op.handle.typed<SigTT>(); op.fast = Fast::TT; }
+    else if (pattern == "TS") { op.ts = op.handle.typed<SigTS>(); op.fast = Fast::TS; }
+    else if (pattern == "TTS") { op.tts = op.handle.typed<SigTTS>(); op.fast = Fast::TTS; }
+    else if (pattern == "TSS") { op.tss = op.handle.typed<SigTSS>(); op.fast = Fast::TSS; }
+  } catch (const c10::Error&) {
+    // The registered C++ signature differs (e.g. a SymInt or optional argument): the boxed path handles it.
+    op.fast = Fast::None;
+  }
+}
+
 OpInfo* digest(const c10::OperatorHandle& h) {
   auto info = std::make_unique<OpInfo>(OpInfo{h, "", {}, {}});
   const auto& schema = h.schema();
@@ -414,6 +466,7 @@ OpInfo* digest(const c10::OperatorHandle& h) {
     }
     info->rets.push_back(RetInfo{k, opt, alias});
   }
+  chooseFastPath(*info);
   g_ops.push_back(std::move(info));
   return g_ops.back().get();
 }
@@ -587,6 +640,46 @@ napi_value FindOp(napi_env env, napi_callback_info info) {
   });
 }
 
+const at::Tensor& fastTensor(napi_env env, napi_value v, const ArgInfo& a) {
+  int32_t h;
+  if (napi_get_value_int32(env, v, &h) != napi_ok) {
+    if (isNullish(env, v)) throwType("argument '" + a.name + "' (Tensor) is required");
+    throwType("argument '" + a.name + "' must be a Tensor");
+  }
+  return get(h);
+}
+
+c10::Scalar fastScalar(napi_env env, size_t n, napi_value* argv, const OpInfo& op, size_t i) {
+  if (i < n && typeOf(env, argv[i]) != napi_undefined) return toScalar(env, argv[i], op.args[i].name.c_str());
+  if (!op.args[i].def) throwType("argument '" + op.args[i].name + "' (Scalar) is required");
+  return op.scalarDefaults[i];
+}
+
+napi_value callFast(napi_env env, OpInfo& op, size_t n, napi_value* argv) {
+  auto arg = [&](size_t i) -> napi_value {
+    if (i < n) return argv[i];
+    napi_value u;
+    ok(napi_get_undefined(env, &u));
+    return u;
+  };
+  at::Tensor r;
+  switch (op.fast) {
+    case Fast::T: r = op.t->call(fastTensor(env, arg(0), op.args[0])); break;
+    case Fast::TT: r = op.tt->call(fastTensor(env, arg(0), op.args[0]), fastTensor(env, arg(1), op.args[1])); break;
+    case Fast::TS: r = op.ts->call(fastTensor(env, arg(0), op.args[0]), fastScalar(env, n, argv, op, 1)); break;
+    case Fast::TTS:
+      r = op.tts->call(fastTensor(env, arg(0), op.args[0]), fastTensor(env, arg(1), op.args[1]), fastScalar(env, n, argv, op, 2));
+      break;
+    case Fast::TSS:
+      r = op.tss->call(fastTensor(env, arg(0), op.args[0]), fastScalar(env, n, argv, op, 1), fastScalar(env, n, argv, op, 2));
+      break;
+    default: throwErr("internal: no fast path");
+  }
+  napi_value out = tensorOrNull(env, std::move(r));
+  flushExternal(env, false);
+  return out;
+}
+
 // call(opId, ...args): the generic entry point. Arguments are positional in schema order; undefined means the
 // schema default. Returns one value, an array for several returns, or undefined when every return aliases an input.
 napi_value Call(napi_env env, napi_callback_info info) {
@@ -604,6 +697,7 @@ napi_value Call(napi_env env, napi_callback_info info) {
   }
   OpInfo& op = *g_ops[id];
   return Guard(env, op.fullName.c_str(), [&]() -> napi_value {
+    if (op.fast != Fast::None && argc - 1 <= op.args.size()) return callFast(env, op, argc - 1, argv + 1);
     size_t nargs = op.args.size();
     if (argc - 1 > nargs)
       throwType("expects at most " + std::to_string(nargs) + " arguments, got " + std::to_string(argc - 1));
