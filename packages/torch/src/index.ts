@@ -5,3 +5,4 @@ export * from './creation.js';
 export * from './autograd.js';
 export * from './functional.js';
 export * as ops from './ops/generated.js';
+export * as io from './io/index.js';
