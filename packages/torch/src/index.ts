@@ -5,4 +5,5 @@ export * from './creation.js';
 export * from './autograd.js';
 export * from './functional.js';
 export * as ops from './ops/generated.js';
+export * as nn from './nn/index.js';
 export * as io from './io/index.js';

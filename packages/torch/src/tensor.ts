@@ -26,7 +26,10 @@ function track(t: Tensor): void {
 }
 
 function untrackToGc(t: Tensor): void {
-  if (t.h >= 0) gcRegistry.register(t, t.h, t);
+  if (t.h < 0) return;
+  // A tensor made outside any scope is registered already; a second registration would release its handle twice.
+  gcRegistry.unregister(t);
+  gcRegistry.register(t, t.h, t);
 }
 
 /** Number of tensors alive in the native table (for leak tests). */
@@ -286,6 +289,22 @@ export class Tensor {
   }
   detach_(): this {
     G.detach_(this);
+    return this;
+  }
+  /**
+   * @internal Points this wrapper at src's native tensor, releasing the one it held, and disposes src's wrapper.
+   * Every holder of this object (a module field, an optimizer) then sees the new value, as PyTorch's `param.data = x`;
+   * nn.Module.to() converts parameters this way.
+   */
+  _replaceWith(src: Tensor): this {
+    if (this.h < 0) throw new Error('_replaceWith: this tensor was disposed');
+    const h = native.share(needTensor(src, 'src').h);
+    src.dispose();
+    // The GC registration holds the old handle number; move it to the new one.
+    const registered = gcRegistry.unregister(this);
+    if (this.h >= 0) native.release(this.h);
+    this.h = h;
+    if (registered) gcRegistry.register(this, h, this);
     return this;
   }
   get isInference(): boolean {
