@@ -7,3 +7,4 @@ export * from './functional.js';
 export * as ops from './ops/generated.js';
 export * as nn from './nn/index.js';
 export * as io from './io/index.js';
+export * as optim from './optim/index.js';
