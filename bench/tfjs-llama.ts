@@ -2,7 +2,7 @@
 // SwiGLU MLP, untied head, cross-entropy, Adam) written with tfjs-core ops. TF.js has no decoupled weight decay, so it
 // runs plain Adam: slightly less work than AdamW, which only favours TF.js.
 import { createRequire } from 'node:module';
-import type * as TF from '@tensorflow/tfjs-core';
+import type * as TF from '@tensorflow/tfjs';
 
 // The packages' CommonJS builds: their ESM builds use directory imports that Node's loader rejects.
 const require = createRequire(import.meta.url);
