@@ -1,0 +1,141 @@
+// Turning records into training examples: token ids, a loss mask (train only on completion / assistant tokens),
+// and the record's id, kept end to end so per-sample methods (FLOW weights, replay accounting) can name samples.
+import type { Tokenizer } from '../tokenizers/llama2c.js';
+import type { Record_ } from './readers.js';
+import { DataError } from './readers.js';
+
+export interface Example {
+  id: string;
+  /** Token ids, BOS first where the tokenizer uses one. */
+  ids: number[];
+  /** 1 where the token at this position is a target of the loss (it is predicted from the positions before it). */
+  lossMask: number[];
+  /** Which data source this came from (mixing logs shares per source). */
+  source: string;
+  /** Classification label index, for classification formats. */
+  label?: number;
+}
+
+export interface ChatMessage {
+  role: string;
+  content: string;
+}
+
+/** Renders a conversation; `addGenerationPrompt` appends the opening of an assistant turn. */
+export type ChatTemplate = (messages: ChatMessage[], addGenerationPrompt: boolean) => string;
+
+export type FormatSpec =
+  | { type: 'prompt_completion'; promptField?: string; completionField?: string; template?: string }
+  | { type: 'chat'; messagesField?: string }
+  | { type: 'text'; textField?: string }
+  | { type: 'classification'; textField?: string; labelField?: string; labels: string[]; template?: string };
+
+export interface FormatContext {
+  tokenizer: Tokenizer;
+  chatTemplate?: ChatTemplate;
+  source?: string;
+  /** Truncate each example to this many tokens (from the right, keeping the prompt's start). */
+  maxLength?: number;
+}
+
+function field(r: Record_, name: string, kind: string): string {
+  const v = r[name];
+  if (typeof v !== 'string') {
+    const keys = Object.keys(r).filter((k) => k !== 'id').join(', ');
+    throw new DataError(`record ${r.id}: ${kind} field '${name}' is ${v === undefined ? 'missing' : `a ${typeof v}, not a string`} (record has: ${keys})`);
+  }
+  return v;
+}
+
+/** Fills `{name}` placeholders from the record; unknown names are an error naming the placeholder. */
+export function fillTemplate(template: string, r: Record<string, unknown>, id: string): string {
+  return template.replace(/\{(\w+)\}/g, (_, k: string) => {
+    if (!(k in r)) throw new DataError(`record ${id}: the template uses {${k}} but the record has no '${k}' field`);
+    return String(r[k]);
+  });
+}
+
+function truncate(ex: Example, maxLength?: number): Example {
+  if (!maxLength || ex.ids.length <= maxLength) return ex;
+  return { ...ex, ids: ex.ids.slice(0, maxLength), lossMask: ex.lossMask.slice(0, maxLength) };
+}
+
+/** Tokens of `text` that continue `prefixIds`, so BPE merges at the seam match tokenizing the whole. */
+function continuation(tok: Tokenizer, prefixText: string, fullText: string): { prefix: number[]; full: number[] } {
+  return { prefix: tok.encode(prefixText, { bos: true }), full: tok.encode(fullText, { bos: true }) };
+}
+
+export function toExample(r: Record_, spec: FormatSpec, ctx: FormatContext): Example {
+  const tok = ctx.tokenizer;
+  const source = ctx.source ?? 'data';
+  switch (spec.type) {
+    case 'prompt_completion': {
+      const prompt = spec.template ? fillTemplate(spec.template, r, r.id) : field(r, spec.promptField ?? 'prompt', 'prompt');
+      const completion = field(r, spec.completionField ?? 'completion', 'completion');
+      const { prefix, full } = continuation(tok, prompt, prompt + completion);
+      // Positions whose tokens agree with the prompt's tokenization are prompt; the rest (and EOS) are trained.
+      let k = 0;
+      while (k < prefix.length && k < full.length && prefix[k] === full[k]) k++;
+      const ids = [...full, tok.eosId];
+      const lossMask = ids.map((_, i) => (i >= k ? 1 : 0));
+      return truncate({ id: r.id, ids, lossMask, source }, ctx.maxLength);
+    }
+    case 'chat': {
+      const msgs = r[spec.messagesField ?? 'messages'];
+      if (!Array.isArray(msgs) || msgs.some((m) => !m || typeof m.role !== 'string' || typeof m.content !== 'string')) {
+        throw new DataError(`record ${r.id}: '${spec.messagesField ?? 'messages'}' must be an array of {role, content} strings`);
+      }
+      if (!ctx.chatTemplate) throw new DataError('chat data needs a chat template (the model\'s tokenizer_config.json chat_template, or `chat_template` in the config)');
+      const messages = msgs as ChatMessage[];
+      const ids = tok.encode(ctx.chatTemplate(messages, false), { bos: false });
+      const lossMask = new Array<number>(ids.length).fill(0);
+      // Each assistant turn is what the rendering gains from the turn before it with a generation prompt.
+      messages.forEach((m, i) => {
+        if (m.role !== 'assistant') return;
+        const before = tok.encode(ctx.chatTemplate!(messages.slice(0, i), true), { bos: false }).length;
+        const after = tok.encode(ctx.chatTemplate!(messages.slice(0, i + 1), false), { bos: false }).length;
+        for (let p = before; p < Math.min(after, ids.length); p++) lossMask[p] = 1;
+      });
+      if (!lossMask.some((v) => v)) throw new DataError(`record ${r.id}: the conversation has no assistant turn to train on`);
+      return truncate({ id: r.id, ids, lossMask, source }, ctx.maxLength);
+    }
+    case 'text': {
+      const text = field(r, spec.textField ?? 'text', 'text');
+      const ids = [...tok.encode(text, { bos: true }), tok.eosId];
+      return truncate({ id: r.id, ids, lossMask: ids.map((_, i) => (i === 0 ? 0 : 1)), source }, ctx.maxLength);
+    }
+    case 'classification': {
+      const text = spec.template ? fillTemplate(spec.template, r, r.id) : field(r, spec.textField ?? 'text', 'text');
+      const raw = r[spec.labelField ?? 'label'];
+      const label = typeof raw === 'number' ? raw : spec.labels.indexOf(String(raw));
+      if (!Number.isInteger(label) || label < 0 || label >= spec.labels.length) {
+        throw new DataError(`record ${r.id}: label ${JSON.stringify(raw)} is not one of ${spec.labels.join(', ')}`);
+      }
+      const ids = tok.encode(text, { bos: true });
+      return truncate({ id: r.id, ids, lossMask: ids.map(() => 0), source, label }, ctx.maxLength);
+    }
+  }
+}
+
+/**
+ * Packs examples end to end into blocks of `blockSize` tokens (raw-text LM): no padding, one sample id per block
+ * (`<first id>+<count>`), loss on every position after the first.
+ */
+export function pack(examples: Example[], blockSize: number): Example[] {
+  const out: Example[] = [];
+  let ids: number[] = [];
+  let mask: number[] = [];
+  let members: string[] = [];
+  for (const ex of examples) {
+    ids.push(...ex.ids);
+    mask.push(...ex.lossMask);
+    members.push(ex.id);
+    while (ids.length >= blockSize) {
+      out.push({ id: `${members[0]}+${members.length}#${out.length}`, ids: ids.slice(0, blockSize), lossMask: mask.slice(0, blockSize), source: ex.source });
+      ids = ids.slice(blockSize);
+      mask = mask.slice(blockSize);
+      members = [ex.id];
+    }
+  }
+  return out;
+}

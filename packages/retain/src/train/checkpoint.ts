@@ -1,0 +1,123 @@
+// Checkpoints that a SIGKILL cannot corrupt: everything of step N is written into `checkpoint-N.tmp/`, flushed, and
+// only then renamed to `checkpoint-N/`; `latest` is replaced atomically afterwards. A resumed run reads the newest
+// complete checkpoint and continues bit-identically on CPU (weights, optimizer, schedule, RNG, data position).
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import * as torch from '@retain/torch';
+import type { Tensor } from '@retain/torch';
+
+/** Splits a JSON-like object holding tensors into plain JSON (tensors replaced by references) and a tensor map. */
+export function splitTensors(v: unknown, prefix: string, out: Map<string, Tensor>): unknown {
+  if (v instanceof torch.Tensor) {
+    const key = prefix || 'value';
+    out.set(key, v);
+    return { __tensor__: key };
+  }
+  if (Array.isArray(v)) return v.map((x, i) => splitTensors(x, `${prefix}.${i}`, out));
+  if (v instanceof Map) return { __map__: [...v.entries()].map(([k, x], i) => [k, splitTensors(x, `${prefix}.m${i}`, out)]) };
+  if (v && typeof v === 'object') {
+    const o: Record<string, unknown> = {};
+    for (const [k, x] of Object.entries(v)) o[k] = splitTensors(x, prefix ? `${prefix}.${k}` : k, out);
+    return o;
+  }
+  if (typeof v === 'number' && !Number.isFinite(v)) return { __number__: String(v) };
+  return v;
+}
+
+export function joinTensors(v: unknown, tensors: Map<string, Tensor>): unknown {
+  if (Array.isArray(v)) return v.map((x) => joinTensors(x, tensors));
+  if (v && typeof v === 'object') {
+    const o = v as Record<string, unknown>;
+    if (typeof o.__tensor__ === 'string') {
+      const t = tensors.get(o.__tensor__);
+      if (!t) throw new Error(`checkpoint is missing tensor '${o.__tensor__}'`);
+      return t;
+    }
+    if (Array.isArray(o.__map__)) return new Map((o.__map__ as [string, unknown][]).map(([k, x]) => [k, joinTensors(x, tensors)]));
+    if (typeof o.__number__ === 'string') return Number(o.__number__);
+    const r: Record<string, unknown> = {};
+    for (const [k, x] of Object.entries(o)) r[k] = joinTensors(x, tensors);
+    return r;
+  }
+  return v;
+}
+
+function fsyncDir(dir: string): void {
+  try {
+    const fd = openSync(dir, 'r');
+    fsyncSync(fd);
+    closeSync(fd);
+  } catch {
+    // Some filesystems refuse fsync on directories; the rename is still atomic.
+  }
+}
+
+export function writeJsonAtomic(file: string, value: unknown): void {
+  const tmp = `${file}.tmp-${process.pid}`;
+  writeFileSync(tmp, JSON.stringify(value, null, 2));
+  const fd = openSync(tmp, 'r');
+  fsyncSync(fd);
+  closeSync(fd);
+  renameSync(tmp, file);
+}
+
+export interface CheckpointParts {
+  step: number;
+  /** Model tensors by checkpoint key. */
+  model: Map<string, Tensor>;
+  /** Any JSON-like state (optimizer, scheduler, loader, methods), tensors allowed anywhere inside. */
+  state: Record<string, unknown>;
+}
+
+/** Writes checkpoint-<step>/ under dir atomically and points `latest` at it; keeps the newest `keep` checkpoints. */
+export function saveCheckpoint(dir: string, parts: CheckpointParts, keep = 2): string {
+  mkdirSync(dir, { recursive: true });
+  const name = `checkpoint-${parts.step}`;
+  const final = join(dir, name);
+  const tmp = join(dir, `${name}.tmp`);
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp);
+  for (const [k, t] of parts.model) {
+    const bad = torch.tidy(() => t.isfinite().all().item() === 0);
+    if (bad) throw new Error(`refusing to save checkpoint ${name}: weight '${k}' holds NaN or Inf`);
+  }
+  torch.io.saveSafetensors(join(tmp, 'model.safetensors'), parts.model, { format: 'pt' });
+  const stateTensors = new Map<string, Tensor>();
+  const json = splitTensors(parts.state, '', stateTensors);
+  torch.io.saveSafetensors(join(tmp, 'state.safetensors'), stateTensors, { format: 'pt' });
+  writeJsonAtomic(join(tmp, 'state.json'), { step: parts.step, state: json });
+  fsyncDir(tmp);
+  rmSync(final, { recursive: true, force: true });
+  renameSync(tmp, final);
+  fsyncDir(dir);
+  writeJsonAtomic(join(dir, 'latest.json'), { checkpoint: name, step: parts.step });
+  // Old checkpoints go only after the new one is complete.
+  const all = listCheckpoints(dir);
+  for (const old of all.slice(0, Math.max(0, all.length - keep))) rmSync(join(dir, `checkpoint-${old}`), { recursive: true, force: true });
+  return final;
+}
+
+/** Steps of the complete checkpoints in dir, ascending (unfinished `.tmp` folders are ignored). */
+export function listCheckpoints(dir: string): number[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir)
+    .map((f) => /^checkpoint-(\d+)$/.exec(f))
+    .filter((m): m is RegExpExecArray => !!m && existsSync(join(dir, m[0], 'state.json')))
+    .map((m) => Number(m[1]))
+    .sort((a, b) => a - b);
+}
+
+export function loadCheckpoint(path: string): CheckpointParts {
+  for (const f of ['model.safetensors', 'state.safetensors', 'state.json']) {
+    if (!existsSync(join(path, f))) throw new Error(`checkpoint ${path} is incomplete: ${f} is missing`);
+  }
+  const model = torch.io.loadSafetensors(join(path, 'model.safetensors'));
+  const tensors = torch.io.loadSafetensors(join(path, 'state.safetensors'));
+  const meta = JSON.parse(readFileSync(join(path, 'state.json'), 'utf8')) as { step: number; state: unknown };
+  return { step: meta.step, model, state: joinTensors(meta.state, tensors) as Record<string, unknown> };
+}
+
+export function latestCheckpoint(dir: string): string | null {
+  const steps = listCheckpoints(dir);
+  return steps.length ? join(dir, `checkpoint-${steps[steps.length - 1]}`) : null;
+}

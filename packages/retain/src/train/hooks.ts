@@ -1,0 +1,95 @@
+// The named points of the training loop where methods act, with a typed context.
+//
+// A method declares which exclusive roles it takes (replacing the optimizer step, the forward/backward, the
+// parameterisation); the run refuses two methods claiming the same role before training starts, instead of letting
+// plugins silently overwrite each other.
+import type { Tensor } from '@retain/torch';
+import type * as torch from '@retain/torch';
+import type { Batch } from '../data/loader.js';
+
+export type Role = 'optimizer-step' | 'forward-backward' | 'parameterization' | 'batch-composition';
+
+/** What the loop needs from a model: a module whose forward maps a batch to per-sample losses. */
+export interface TrainableModel extends torch.nn.Module {
+  forward(...args: any[]): any;
+}
+
+export interface OptimizerLike {
+  step(): void;
+  zeroGrad(): void;
+  paramGroups: { lr: number; params: Tensor[]; [k: string]: unknown }[];
+  stateDict(): unknown;
+  loadStateDict(s: any): void;
+}
+
+/** Per-sample losses for a batch: sums of token losses [B] and the number of trained tokens per sample [B]. */
+export interface SampleLosses {
+  sums: Tensor;
+  counts: Tensor;
+}
+
+export interface TrainContext {
+  model: TrainableModel;
+  optimizer: OptimizerLike;
+  /** Trainable parameters with their checkpoint names (after any re-parameterisation). */
+  params: [string, Tensor][];
+  step: number;
+  epoch: number;
+  /** Optimizer steps planned in total. */
+  totalSteps: number;
+  /** Computes per-sample losses of a batch with the current weights (methods call it: FLOW, SAM, EWC). */
+  sampleLosses(batch: Batch): SampleLosses;
+  /** Structured log line (goes to metrics.jsonl and the progress display). */
+  log(fields: Record<string, number | string>): void;
+  /** Method-private storage that survives checkpoints when the value is JSON (tensors: see Method.stateTensors). */
+  state: Map<string, unknown>;
+}
+
+export interface Method {
+  readonly name: string;
+  /** Exclusive roles this method takes; two methods with one role cannot run together. */
+  readonly roles?: Role[];
+  /** Methods this one cannot be combined with, and why. */
+  readonly conflicts?: { [method: string]: string };
+  /** Before the first step: compute weights, Fisher, wrap layers, freeze parameters. */
+  setup?(ctx: TrainContext): void | Promise<void>;
+  /** Data level: build the batch of this step (mixing composes it from several sources). */
+  composeBatch?(ctx: TrainContext, next: () => Batch): Batch;
+  /** Per-sample loss weights [B] for this batch (FLOW); null keeps weight 1. */
+  sampleWeights?(ctx: TrainContext, batch: Batch): Tensor | null;
+  /** Extra scalar loss terms added to the data loss before backward (L2-SP, EWC). */
+  lossTerms?(ctx: TrainContext): { name: string; value: Tensor }[];
+  /** Replaces the plain forward+backward of a step; `closure` computes the loss and backpropagates it (SAM). */
+  forwardBackward?(ctx: TrainContext, closure: () => number): number;
+  /** After gradients exist, before clipping and the optimizer (HFT masks frozen halves). */
+  afterBackward?(ctx: TrainContext): void;
+  /** Replaces optimizer.step() (MoFO). */
+  optimizerStep?(ctx: TrainContext): void;
+  afterStep?(ctx: TrainContext): void;
+  onEpochStart?(ctx: TrainContext, epoch: number): void;
+  /** After the last step, before the final save (WiSE-FT interpolation, LoRA merge). */
+  finish?(ctx: TrainContext): void | Promise<void>;
+  /** Tensors to store in checkpoints so a resumed run continues exactly. */
+  stateTensors?(): Map<string, Tensor>;
+  loadStateTensors?(t: Map<string, Tensor>): void;
+}
+
+/** Refuses combinations up front: a shared exclusive role, or a declared conflict. */
+export function checkComposition(methods: Method[]): void {
+  const seen = new Map<Role, string>();
+  const names = new Set<string>();
+  for (const m of methods) {
+    if (names.has(m.name)) throw new Error(`method '${m.name}' is listed twice`);
+    names.add(m.name);
+    for (const r of m.roles ?? []) {
+      const other = seen.get(r);
+      if (other) throw new Error(`methods '${other}' and '${m.name}' cannot run together: both take the ${r} role`);
+      seen.set(r, m.name);
+    }
+  }
+  for (const m of methods) {
+    for (const [other, why] of Object.entries(m.conflicts ?? {})) {
+      if (names.has(other)) throw new Error(`methods '${m.name}' and '${other}' cannot run together: ${why}`);
+    }
+  }
+}

@@ -1,0 +1,222 @@
+// The explicit training loop. One optimizer step = `gradAccum` micro-batches; the data loss of the step is
+//   Σ_i w_i · (sum of sample i's token losses) / (trained tokens in the whole step)
+// which is the token mean for standard fine-tuning (w_i = 1) and FLOW's weighted loss otherwise. Methods act at the
+// hook points of hooks.ts. Checkpoints are atomic and resume is exact on CPU.
+import { appendFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import * as torch from '@retain/torch';
+import type { Tensor } from '@retain/torch';
+import { collate, DataLoader, disposeBatch, type Batch } from '../data/loader.js';
+import type { Example } from '../data/formats.js';
+import { checkComposition, type Method, type OptimizerLike, type SampleLosses, type TrainableModel, type TrainContext } from './hooks.js';
+import { latestCheckpoint, loadCheckpoint, saveCheckpoint } from './checkpoint.js';
+import { lrAt, type ScheduleSpec } from '@retain/torch/src/optim/schedule.js';
+import { Progress } from './progress.js';
+
+export class NonFiniteLossError extends Error {}
+
+/** Maps a batch to per-sample loss sums and trained-token counts. */
+export type LossFn = (model: TrainableModel, batch: Batch) => SampleLosses;
+
+/** Causal-LM loss: next-token cross-entropy per position, summed per sample. */
+export const causalLmLoss: LossFn = (model, batch) => {
+  const logits = model.forward(batch.ids) as Tensor; // [B, T, V]
+  const [B, T, V] = logits.shape;
+  const tok = torch.crossEntropy(logits.reshape(B * T, V), batch.targets.reshape(B * T), { reduction: 'none' }).view(B, T); // [B, T]
+  const counts = batch.targets.ne(-100).sum(1).to('float32'); // [B]
+  return { sums: tok.sum(1), counts };
+};
+
+/** Classification loss over class logits [B, C] against batch.labels [B]. */
+export const classificationLoss: LossFn = (model, batch) => {
+  if (!batch.labels) throw new Error('classification loss needs labelled examples');
+  const logits = model.forward(batch) as Tensor;
+  const sums = torch.crossEntropy(logits, batch.labels, { reduction: 'none' });
+  return { sums, counts: torch.onesLike(sums) };
+};
+
+export interface TrainOptions {
+  model: TrainableModel;
+  optimizer: OptimizerLike;
+  examples: Example[];
+  lossFn?: LossFn;
+  batchSize: number;
+  gradAccum?: number;
+  epochs?: number;
+  maxSteps?: number;
+  schedule: ScheduleSpec;
+  clipGradNorm?: number | null;
+  seed?: number;
+  padId?: number;
+  methods?: Method[];
+  outputDir?: string | null;
+  saveEvery?: number | null;
+  keepCheckpoints?: number;
+  /** Resume from the newest complete checkpoint in outputDir if there is one. */
+  resume?: boolean;
+  evalEvery?: number | null;
+  evaluate?: (ctx: TrainContext) => Record<string, number>;
+  logEvery?: number;
+  progress?: boolean;
+  /** Parameter names to train; default: every parameter with requiresGrad. */
+  trainable?: (name: string) => boolean;
+}
+
+export interface TrainResult {
+  steps: number;
+  finalLoss: number;
+  history: Record<string, number | string>[];
+  resumedFrom: number | null;
+}
+
+export async function train(o: TrainOptions): Promise<TrainResult> {
+  const methods = o.methods ?? [];
+  checkComposition(methods);
+  const lossFn = o.lossFn ?? causalLmLoss;
+  const accum = o.gradAccum ?? 1;
+  const seed = o.seed ?? 0;
+  const loader = new DataLoader(o.examples.length, o.batchSize, seed);
+  const stepsPerEpoch = Math.max(1, Math.ceil(loader.batchesPerEpoch / accum));
+  const totalSteps = o.maxSteps ?? stepsPerEpoch * (o.epochs ?? 1);
+  if (!(totalSteps > 0)) throw new Error('nothing to train: set epochs or max_steps to a positive number');
+  const history: Record<string, number | string>[] = [];
+  const metricsFile = o.outputDir ? join(o.outputDir, 'metrics.jsonl') : null;
+  if (o.outputDir) mkdirSync(o.outputDir, { recursive: true });
+  const progress = new Progress(totalSteps, o.progress ?? true);
+
+  const ctx: TrainContext = {
+    model: o.model,
+    optimizer: o.optimizer,
+    params: o.model.namedParameters().filter(([n, p]) => p.requiresGrad && (o.trainable ? o.trainable(n) : true)),
+    step: 0,
+    epoch: 0,
+    totalSteps,
+    sampleLosses: (b) => lossFn(o.model, b),
+    log: (fields) => {
+      const line = { step: ctx.step, ...fields };
+      history.push(line);
+      if (metricsFile) appendFileSync(metricsFile, JSON.stringify(line) + '\n');
+    },
+    state: new Map(),
+  };
+
+  torch.manualSeed(seed);
+  let resumedFrom: number | null = null;
+  const ckpt = o.resume && o.outputDir ? latestCheckpoint(o.outputDir) : null;
+  for (const m of methods) await m.setup?.(ctx);
+  if (ckpt) {
+    const c = loadCheckpoint(ckpt);
+    o.model.loadStateDict(c.model, { strict: true });
+    torch.dispose(c.model.values());
+    const s = c.state as { optimizer: unknown; loader: { epoch: number; cursor: number }; rng: Tensor; methods: Record<string, { json?: unknown; tensors?: Map<string, Tensor> }> };
+    o.optimizer.loadStateDict(s.optimizer);
+    loader.restore(s.loader);
+    torch.setRngState(s.rng);
+    for (const m of methods) {
+      const ms = s.methods?.[m.name];
+      if (ms?.json !== undefined) ctx.state.set(m.name, ms.json);
+      if (ms?.tensors) m.loadStateTensors?.(ms.tensors);
+    }
+    ctx.step = c.step;
+    ctx.epoch = loader.epoch;
+    resumedFrom = c.step;
+    progress.note(`resumed from ${ckpt} (step ${c.step})`);
+  }
+
+  const nextBatch = (): Batch => {
+    const { indices, epoch, newEpoch } = loader.next();
+    if (newEpoch || ctx.epoch !== epoch) {
+      ctx.epoch = epoch;
+      for (const m of methods) m.onEpochStart?.(ctx, epoch);
+    }
+    return collate(indices.map((i) => o.examples[i]), o.padId ?? 0);
+  };
+  const composer = methods.find((m) => m.composeBatch);
+  const weighters = methods.filter((m) => m.sampleWeights);
+  const penalties = methods.filter((m) => m.lossTerms);
+  const fb = methods.find((m) => m.forwardBackward);
+  const stepper = methods.find((m) => m.optimizerStep);
+
+  let finalLoss = NaN;
+  const t0 = performance.now();
+  let tokensSeen = 0;
+  while (ctx.step < totalSteps) {
+    const micro: Batch[] = [];
+    for (let a = 0; a < accum; a++) micro.push(composer ? composer.composeBatch!(ctx, nextBatch) : nextBatch());
+    const totalTokens = micro.reduce((s, b) => s + b.tokenCounts.reduce((x, y) => x + y, 0), 0);
+    if (totalTokens === 0) throw new Error(`step ${ctx.step + 1}: the batch has no trained tokens (are all completions truncated away?)`);
+    const extra: Record<string, number> = {};
+
+    // Computes the step's loss and backpropagates it; SAM calls this twice.
+    const closure = (): number => {
+      let total = 0;
+      for (const p of ctx.params) p[1].grad = null;
+      micro.forEach((b, i) => {
+        torch.tidy(() => {
+          const sl = lossFn(o.model, b);
+          let sums = sl.sums;
+          for (const w of weighters) {
+            const wt = w.sampleWeights!(ctx, b);
+            if (wt) sums = sums.mul(wt);
+          }
+          let loss = sums.sum().div(totalTokens);
+          if (i === 0) {
+            for (const p of penalties) {
+              for (const term of p.lossTerms!(ctx)) {
+                extra[term.name] = term.value.item();
+                loss = loss.add(term.value);
+              }
+            }
+          }
+          total += loss.item();
+          loss.backward();
+        });
+      });
+      return total;
+    };
+
+    const loss = fb ? fb.forwardBackward!(ctx, closure) : closure();
+    micro.forEach(disposeBatch);
+    if (!Number.isFinite(loss)) {
+      throw new NonFiniteLossError(
+        `loss became ${loss} at step ${ctx.step + 1}; training stopped and no checkpoint was written from this state. ` +
+          'Lower the learning rate, enable clip_grad_norm, or check the data for empty or broken examples.',
+      );
+    }
+    for (const m of methods) m.afterBackward?.(ctx);
+    let gradNorm = NaN;
+    if (o.clipGradNorm) gradNorm = torch.optim.clipGradNorm_(ctx.params.map((p) => p[1]), o.clipGradNorm);
+    const lr = lrAt(o.schedule, ctx.step, totalSteps);
+    for (const g of o.optimizer.paramGroups) g.lr = lr * ((g.lrScale as number | undefined) ?? 1);
+    torch.tidy(() => (stepper ? stepper.optimizerStep!(ctx) : o.optimizer.step()));
+    ctx.step++;
+    for (const m of methods) m.afterStep?.(ctx);
+    finalLoss = loss;
+    tokensSeen += totalTokens;
+    const elapsed = (performance.now() - t0) / 1000;
+    const tps = tokensSeen / Math.max(elapsed, 1e-9);
+    const logEvery = o.logEvery ?? 1;
+    if (ctx.step % logEvery === 0 || ctx.step === totalSteps) {
+      ctx.log({ epoch: ctx.epoch, loss: +loss.toFixed(6), lr, tokens: totalTokens, tokens_per_s: +tps.toFixed(1), ...(Number.isNaN(gradNorm) ? {} : { grad_norm: +gradNorm.toFixed(6) }), ...extra });
+    }
+    progress.update(ctx.step, { loss, tokensPerSec: tps });
+    if (o.evaluate && o.evalEvery && ctx.step % o.evalEvery === 0) ctx.log({ ...o.evaluate(ctx), kind: 'eval' });
+    if (o.outputDir && o.saveEvery && ctx.step % o.saveEvery === 0 && ctx.step < totalSteps) save(o, ctx, loader, methods);
+  }
+  for (const m of methods) await m.finish?.(ctx);
+  if (o.outputDir && o.saveEvery) save(o, ctx, loader, methods);
+  progress.done();
+  return { steps: ctx.step, finalLoss, history, resumedFrom };
+}
+
+function save(o: TrainOptions, ctx: TrainContext, loader: DataLoader, methods: Method[]): void {
+  const rng = torch.getRngState();
+  const methodState: Record<string, unknown> = {};
+  for (const m of methods) {
+    const json = ctx.state.get(m.name);
+    const tensors = m.stateTensors?.();
+    if (json !== undefined || tensors) methodState[m.name] = { json, tensors };
+  }
+  saveCheckpoint(o.outputDir!, { step: ctx.step, model: o.model.stateDict(), state: { optimizer: o.optimizer.stateDict(), loader: loader.state(), rng, methods: methodState } }, o.keepCheckpoints ?? 2);
+  rng.dispose();
+}
