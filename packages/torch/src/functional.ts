@@ -109,19 +109,34 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
     return new Tensor(native.call(sdpaOp, q.h, k.h, v.h, opts.mask ? opts.mask.h : null, opts.dropout ?? 0, causal));
   }
   return tidy(() => {
-    const d = q.shape[q.ndim - 1];
-    const scale = opts.scale ?? 1 / Math.sqrt(d);
-    // [B, H, T, T]
-    let att = q.matmul(k.transpose(-2, -1)).mul(scale);
-    if (causal) {
-      const T = q.shape[q.ndim - 2];
-      const S = k.shape[k.ndim - 2];
-      const keepMask = G.ones([T, S], 'bool').tril(S - T);
-      att = att.maskedFill(keepMask.logicalNot(), -Infinity);
+    const qs = q.shape;
+    const T = qs[qs.length - 2];
+    const D = qs[qs.length - 1];
+    const S = k.shape[k.ndim - 2];
+    const scale = opts.scale ?? 1 / Math.sqrt(D);
+    // Fold batch and heads: [..., T, D] -> [BH, T, D]
+    const q3 = q.reshape(-1, T, D);
+    const k3 = k.reshape(-1, S, D);
+    const v3 = v.reshape(-1, S, v.shape[v.ndim - 1]);
+    // The causal mask and any user mask become one additive bias; baddbmm then computes scale·QKᵀ + bias in one
+    // pass instead of a product, a scaling and a masked fill.
+    let bias: Tensor | null = causal ? causalBias(T, S, q.dtype, q.device) : null;
+    if (opts.mask) {
+      const m = opts.mask.dtype === 'bool' ? G.masked_fill_Scalar(G.zeros(opts.mask.shape, q.dtype, null, q.device), opts.mask.logicalNot(), -Infinity) : opts.mask;
+      const m3 = m.ndim > 2 ? m.expand([...qs.slice(0, -2), T, S]).reshape(-1, T, S) : m;
+      bias = bias ? m3.add(bias) : m3;
     }
-    if (opts.mask) att = opts.mask.dtype === 'bool' ? att.maskedFill(opts.mask.logicalNot(), -Infinity) : att.add(opts.mask);
+    // [BH, T, S]
+    let att = bias ? G.baddbmm(bias, q3, k3.transpose(1, 2), 1, scale) : G.bmm(q3, k3.transpose(1, 2)).mul(scale);
     att = att.softmax(-1);
     if (opts.dropout) att = G.dropout(att, opts.dropout, true);
-    return att.matmul(v);
+    // [BH, T, Dv] -> [..., T, Dv]
+    return G.bmm(att, v3).reshape([...qs.slice(0, -1), v.shape[v.ndim - 1]]);
   });
+}
+
+// Additive causal bias [T, S]: 0 where a query may attend, -inf elsewhere (bottom-right aligned when S > T). Built
+// per call rather than cached, so no tensor outlives the caller's scope; it is T·S elements against B·H·T·S.
+function causalBias(T: number, S: number, dtype: string, device: string): Tensor {
+  return G.masked_fill_Scalar(G.zeros([T, S], dtype as never, null, device), G.ones([T, S], 'bool', null, device).tril(S - T).logicalNot(), -Infinity);
 }

@@ -79,7 +79,10 @@ export function ropeInvFreq(c: LlamaConfig, seqLen?: number): Float64Array {
   return inv;
 }
 
-/** cos and sin tables [T, hd] for positions start..start+T-1 (the two halves repeat the hd/2 frequencies). */
+/**
+ * cos and signed-sin tables [T, hd] for positions start..start+T-1 (the two halves repeat the hd/2 frequencies).
+ * The sin table's first half is negated so that rotate_half(x)·sin = roll(x, hd/2)·sin± (see applyRope).
+ */
 export function ropeTables(c: LlamaConfig, start: number, T: number, device: string, dtype: torch.DType): [Tensor, Tensor] {
   return torch.tidy(() => {
     const inv = torch.tensor(ropeInvFreq(c, start + T), { dtype: 'float64' });
@@ -87,20 +90,34 @@ export function ropeTables(c: LlamaConfig, start: number, T: number, device: str
     const freqs = pos.unsqueeze(1).mul(inv.unsqueeze(0)); // [T, hd/2]
     const emb = torch.cat([freqs, freqs], 1); // [T, hd]
     const cos = emb.cos().to({ dtype, device });
-    const sin = emb.sin().to({ dtype, device });
+    const sin = torch.cat([freqs.sin().neg(), freqs.sin()], 1).to({ dtype, device });
     return [cos, sin] as [Tensor, Tensor];
   });
 }
 
-// [.., hd] -> [.., hd]: (x1, x2) -> (-x2, x1) over the two halves.
-function rotateHalf(x: Tensor): Tensor {
-  const h = x.shape[x.ndim - 1] / 2;
-  return torch.cat([x.narrow(-1, h, h).neg(), x.narrow(-1, 0, h)], -1);
+// x·cos + rotate_half(x)·sin with rotate_half(x) = (-x2, x1): rolling x by hd/2 gives (x2, x1), and the sign lives
+// in the sin table, so the rotation costs three passes (mul, roll, addcmul) instead of five.
+function applyRope(x: Tensor, cos: Tensor, sinSigned: Tensor): Tensor {
+  // x [B, H, T, hd]; cos/sin [T, hd] broadcast over B and H
+  const hd = x.shape[x.ndim - 1];
+  return torch.ops.addcmul(x.mul(cos), x.roll(hd / 2, -1), sinSigned);
 }
 
-function applyRope(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
-  // x [B, H, T, hd]; cos/sin [T, hd] broadcast over B and H
-  return x.mul(cos).add(rotateHalf(x).mul(sin));
+// Plain Linear layers that share an input run as one matrix product over their concatenated weights (one read of
+// the input, one larger GEMM, and one gradient for the input instead of a sum of several). A layer replaced by an
+// adapter (LoRA) is not a plain Linear, and then each runs on its own.
+function fusedLinear(x: Tensor, layers: torch.nn.Linear[]): Tensor[] {
+  if (!layers.every((l) => l.constructor === nn.Linear)) return layers.map((l) => l.forward(x));
+  const w = torch.cat(layers.map((l) => l.weight), 0);
+  const hasBias = layers.every((l) => l.bias);
+  const b = hasBias ? torch.cat(layers.map((l) => l.bias!), 0) : null;
+  const y = torch.linear(x, w, b); // [.., sum(out)]
+  let off = 0;
+  return layers.map((l) => {
+    const part = y.narrow(-1, off, l.outFeatures);
+    off += l.outFeatures;
+    return part;
+  });
 }
 
 /** Per-layer key/value buffers [B, kvH, maxLen, hd], written in place as tokens arrive. */
@@ -146,9 +163,11 @@ export class LlamaAttention extends nn.Module {
   forward(x: Tensor, cos: Tensor, sin: Tensor, cache?: KVCache, mask?: Tensor | null): Tensor {
     const [B, T] = x.shape;
     // [B, T, C] -> [B, H, T, hd]
-    const q = applyRope(this.q_proj.forward(x).view(B, T, this.nHeads, this.hd).transpose(1, 2), cos, sin);
-    let k = applyRope(this.k_proj.forward(x).view(B, T, this.nKv, this.hd).transpose(1, 2), cos, sin);
-    let v = this.v_proj.forward(x).view(B, T, this.nKv, this.hd).transpose(1, 2);
+    const mixedBias = !!this.q_proj.bias !== !!this.k_proj.bias || !!this.q_proj.bias !== !!this.v_proj.bias;
+    const [qx, kx, vx] = mixedBias ? [this.q_proj, this.k_proj, this.v_proj].map((l) => l.forward(x)) : fusedLinear(x, [this.q_proj, this.k_proj, this.v_proj]);
+    const q = applyRope(qx.reshape(B, T, this.nHeads, this.hd).transpose(1, 2), cos, sin);
+    let k = applyRope(kx.reshape(B, T, this.nKv, this.hd).transpose(1, 2), cos, sin);
+    let v = vx.reshape(B, T, this.nKv, this.hd).transpose(1, 2);
     let causal = true;
     if (cache) {
       const start = cache.length;
@@ -191,7 +210,8 @@ export class LlamaMLP extends nn.Module {
 
   forward(x: Tensor): Tensor {
     // SwiGLU: down(silu(gate(x)) * up(x))
-    return this.down_proj.forward(torch.silu(this.gate_proj.forward(x)).mul(this.up_proj.forward(x)));
+    const [g, u] = this.gate_proj.bias || this.up_proj.bias ? [this.gate_proj.forward(x), this.up_proj.forward(x)] : fusedLinear(x, [this.gate_proj, this.up_proj]);
+    return this.down_proj.forward(torch.silu(g).mul(u));
   }
 }
 
