@@ -24,7 +24,9 @@
 #include <c10/cuda/CUDACachingAllocator.h>
 #endif
 
+#include <cerrno>
 #include <cstdlib>
+#include <unistd.h>
 #include <cstring>
 #include <memory>
 #include <stdexcept>
@@ -1036,6 +1038,63 @@ napi_value View(napi_env env, napi_callback_info info) {
   });
 }
 
+// "EFBIG (File too large)": the code name first, as Node reports file errors.
+std::string errnoText(int e) {
+  const char* name = ::strerrorname_np(e);
+  return std::string(name ? name : "E?") + " (" + std::strerror(e) + ")";
+}
+
+// readInto(h, fd, position) / writeFrom(h, fd, position): file I/O straight between a file descriptor and a
+// contiguous CPU tensor's memory. Unlike bytesView(), nothing on the JS side keeps the storage alive afterwards.
+napi_value ReadInto(napi_env env, napi_callback_info info) {
+  return Guard(env, "readInto", [&]() -> napi_value {
+    Args a(env, info);
+    a.need(3, "readInto");
+    at::Tensor& t = get(getHandle(env, a[0], "tensor"));
+    if (!t.device().is_cpu() || !t.is_contiguous()) throwType("readInto needs a contiguous CPU tensor");
+    int fd = static_cast<int>(getInt(env, a[1], "fd"));
+    int64_t pos = getInt(env, a[2], "position");
+    if (pos < 0) throwRange("position must be non-negative");
+    auto* dst = static_cast<char*>(t.data_ptr());
+    size_t n = static_cast<size_t>(t.numel()) * t.element_size();
+    size_t done = 0;
+    while (done < n) {
+      ssize_t r = ::pread(fd, dst + done, std::min<size_t>(n - done, size_t(1) << 30), static_cast<off_t>(pos + done));
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        throwErr(std::string("read failed: ") + errnoText(errno));
+      }
+      if (r == 0) throwErr("the file ended at byte " + std::to_string(pos + done) + " while reading (was it truncated?)");
+      done += static_cast<size_t>(r);
+    }
+    return num(env, static_cast<double>(done));
+  });
+}
+
+napi_value WriteFrom(napi_env env, napi_callback_info info) {
+  return Guard(env, "writeFrom", [&]() -> napi_value {
+    Args a(env, info);
+    a.need(3, "writeFrom");
+    at::Tensor& t = get(getHandle(env, a[0], "tensor"));
+    if (!t.device().is_cpu() || !t.is_contiguous()) throwType("writeFrom needs a contiguous CPU tensor");
+    int fd = static_cast<int>(getInt(env, a[1], "fd"));
+    int64_t pos = getInt(env, a[2], "position");
+    if (pos < 0) throwRange("position must be non-negative");
+    const auto* src = static_cast<const char*>(t.data_ptr());
+    size_t n = static_cast<size_t>(t.numel()) * t.element_size();
+    size_t done = 0;
+    while (done < n) {
+      ssize_t w = ::pwrite(fd, src + done, std::min<size_t>(n - done, size_t(1) << 30), static_cast<off_t>(pos + done));
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        throwErr(std::string("write failed: ") + errnoText(errno));
+      }
+      done += static_cast<size_t>(w);
+    }
+    return num(env, static_cast<double>(done));
+  });
+}
+
 // --- autograd
 
 napi_value Backward(napi_env env, napi_callback_info info) {
@@ -1305,7 +1364,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"setRngState", SetRngState}, {"numThreads", NumThreads},
       {"cudaDeviceCount", CudaInfo}, {"version", Version},
       {"externalBytes", ExternalBytes}, {"cudaSynchronize", CudaSynchronize},
-      {"cudaMemory", CudaMemory},
+      {"cudaMemory", CudaMemory}, {"readInto", ReadInto}, {"writeFrom", WriteFrom},
   };
   for (const auto& f : fns) {
     napi_value fn;

@@ -27,6 +27,10 @@ export interface Native {
   fromBytes(data: ArrayBufferView | ArrayBuffer, dtype: number, shape: number[]): number;
   toBytes(h: number): ArrayBuffer;
   bytesView(h: number): ArrayBuffer;
+  /** pread the tensor's bytes from fd at position (contiguous CPU tensor); returns the byte count. */
+  readInto(h: number, fd: number, position: number): number;
+  /** pwrite the tensor's bytes to fd at position (contiguous CPU tensor). */
+  writeFrom(h: number, fd: number, position: number): number;
   backward(ts: number[], grads: (number | null)[] | null, retainGraph: boolean | null, createGraph: boolean): void;
   grad(h: number): number | null;
   setGrad(h: number, g: number | null): void;

@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { endianness } from 'node:os';
 import { randomBytes } from 'node:crypto';
-import { DTYPE_SIZE, isFloating, type DType, type DeviceLike } from '../core.js';
+import { DTYPE_SIZE, isFloating, native, type DType, type DeviceLike } from '../core.js';
 import { Tensor, keep } from '../tensor.js';
 import { empty } from '../creation.js';
 import { noGrad } from '../autograd.js';
@@ -241,64 +241,66 @@ function needsStaging(info: TensorInfo, conv: ConvertOptions): boolean {
   return info.byteLength > 0 && (targetDType(info, conv) !== info.dtype || !isCpu(conv.device));
 }
 
-/**
- * A reusable uint8 CPU buffer for tensors that are converted or moved after reading. Reading those into a fresh
- * tensor would leave its memory pinned by the ArrayBuffer view until V8 happens to collect it (V8 does not see the
- * size of that memory), so a model loaded onto a GPU could hold its whole size in host memory for a while.
- */
+/** A reusable uint8 CPU buffer for tensors that are converted, moved, or gathered around file I/O. */
 class Staging {
   private t: Tensor | null = null;
-  private bytes: Uint8Array | null = null;
 
   reserve(n: number): void {
-    if (this.bytes !== null && this.bytes.length >= n) return;
+    if (this.t !== null && this.t.numel() >= n) return;
     this.dispose();
     this.t = keep(empty([n], { dtype: 'uint8' }));
-    this.bytes = new Uint8Array(this.t.bytesView());
   }
 
-  /** The first n bytes, as a byte array to fill and as a tensor aliasing them. */
-  take(n: number): { bytes: Uint8Array; tensor: () => Tensor } {
+  /** A uint8 tensor [n] aliasing the first n bytes of the buffer (dispose it after use). */
+  take(n: number): Tensor {
     this.reserve(n);
-    const t = this.t!;
-    return { bytes: this.bytes!.subarray(0, n), tensor: () => G.narrow(t, 0, 0, n) };
+    return G.narrow(this.t!, 0, 0, n);
   }
 
   dispose(): void {
     this.t?.dispose();
     this.t = null;
-    this.bytes = null;
   }
+}
+
+function ioError(e: unknown, file: string, name: string | null): unknown {
+  const msg = (e as Error).message ?? '';
+  return /file ended|read failed|write failed/.test(msg) ? new SafetensorsError(file, name, msg.replace(/^(readInto|writeFrom): /, '')) : e;
 }
 
 function readTensor(fd: number, file: string, info: TensorInfo, conv: ConvertOptions, staging: Staging): Tensor {
   const dtype = targetDType(info, conv);
   if (info.byteLength === 0) return empty(info.shape, { dtype, device: conv.device });
-  if (!needsStaging(info, conv)) {
+  if (!needsStaging(info, conv) && dtype !== 'bool') {
+    // Straight from the file into the tensor's memory: one copy, and no JS buffer keeps it alive afterwards.
     const t = empty(info.shape, { dtype });
     try {
-      const bytes = new Uint8Array(t.bytesView());
-      readFully(fd, bytes, info.fileOffset, file, info.name);
-      if (dtype === 'bool') normalizeBool(bytes);
+      native.readInto(t.h, fd, info.fileOffset);
     } catch (e) {
       t.dispose();
-      throw e;
+      throw ioError(e, file, info.name);
     }
     return t;
   }
-  const { bytes, tensor } = staging.take(info.byteLength);
-  readFully(fd, bytes, info.fileOffset, file, info.name);
-  if (info.dtype === 'bool') normalizeBool(bytes);
   return noGrad(() => {
-    const raw = tensor();
-    const typed = G.view_dtype(raw, info.dtype);
-    const shaped = G.view(typed, info.shape);
+    const raw = staging.take(info.byteLength);
     try {
-      // copy: the staging memory is reused for the next tensor.
-      return shaped.to({ dtype, device: conv.device ?? 'cpu', copy: true });
+      native.readInto(raw.h, fd, info.fileOffset);
+      // torch assumes a bool byte is 0 or 1 (other values break ~, sum and comparisons), while the reference reader
+      // passes any non-zero byte through as true; storing 1 keeps the tensor sound.
+      if (info.dtype === 'bool') G.clamp_(raw, null, 1);
+      const typed = G.view_dtype(raw, info.dtype);
+      const shaped = G.view(typed, info.shape);
+      try {
+        // copy: the staging memory is reused for the next tensor.
+        return shaped.to({ dtype, device: conv.device ?? 'cpu', copy: true });
+      } finally {
+        shaped.dispose();
+        typed.dispose();
+      }
+    } catch (e) {
+      throw ioError(e, file, info.name);
     } finally {
-      shaped.dispose();
-      typed.dispose();
       raw.dispose();
     }
   });
@@ -554,26 +556,24 @@ export function writeFile(tmp: string, items: Planned[], metadata: Record<string
 function writeTensor(fd: number, it: Planned, position: number, staging: Staging): void {
   const t = it.tensor;
   if (t.device === 'cpu' && t.isContiguous()) {
-    // The tensor's own memory goes to the file: no copy.
-    writeFully(fd, new Uint8Array(t.bytesView()), position);
+    // The tensor's own memory goes to the file: no copy, and no JS view pinning it.
+    native.writeFrom(t.h, fd, position);
     return;
   }
-  // GPU or strided tensors are gathered into a reused CPU buffer rather than a fresh copy per tensor, whose memory
-  // the ArrayBuffer view would pin until V8 collects it.
-  const { bytes, tensor } = staging.take(it.byteLength);
+  // GPU or strided tensors are gathered into the reused CPU buffer rather than a fresh copy per tensor.
   noGrad(() => {
-    const raw = tensor();
+    const raw = staging.take(it.byteLength);
     const typed = G.view_dtype(raw, it.dtype);
     const shaped = G.view(typed, it.shape);
     try {
       G.copy_(shaped, t);
+      native.writeFrom(raw.h, fd, position);
     } finally {
       shaped.dispose();
       typed.dispose();
       raw.dispose();
     }
   });
-  writeFully(fd, bytes, position);
 }
 
 /** @internal A temporary name beside the target, so the final rename stays within one file system. */
