@@ -1,6 +1,6 @@
 // Builds the native addon with node-gyp against the libtorch that find-torch.mjs reports.
 // Writes native/torch.gypi (ignored by git) so binding.gyp stays free of machine paths.
-import { writeFileSync, existsSync, mkdirSync, renameSync } from 'node:fs';
+import { writeFileSync, existsSync, mkdirSync, renameSync, readFileSync, statSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -63,6 +63,17 @@ function buildDirect() {
   renameSync(join(out, 'retain_torch.node.tmp'), join(out, 'retain_torch.node'));
 }
 
+// `npm install` in a working checkout re-runs this; rebuilding (which deletes build/) under running processes is
+// disruptive, so an addon newer than its source and built against the same torch is kept. RETAIN_REBUILD=1 forces.
+const addon = join(pkg, 'build', 'Release', 'retain_torch.node');
+const stamp = join(pkg, 'build', 'torch-source.json');
+const stampText = JSON.stringify({ source: torch.source, includeDirs: torch.includeDirs, libDir: torch.libDir, cuda: torch.cuda });
+if (process.env.RETAIN_REBUILD !== '1' && existsSync(addon) && existsSync(stamp) && readFileSync(stamp, 'utf8') === stampText &&
+    statSync(addon).mtimeMs > statSync(join(pkg, 'native', 'engine.cc')).mtimeMs) {
+  console.log('@retain/torch: addon is up to date (RETAIN_REBUILD=1 to force)');
+  process.exit(0);
+}
+
 const gyp = nodeGypPath();
 try {
   if (process.env.RETAIN_BUILD === 'direct' || !gyp) {
@@ -75,3 +86,4 @@ try {
   console.error('@retain/torch: native build failed (see the compiler output above)');
   process.exit(1);
 }
+writeFileSync(stamp, stampText);

@@ -10,7 +10,7 @@ import { collate, DataLoader, disposeBatch, type Batch } from '../data/loader.js
 import type { Example } from '../data/formats.js';
 import { checkComposition, type Method, type OptimizerLike, type SampleLosses, type TrainableModel, type TrainContext } from './hooks.js';
 import { latestCheckpoint, loadCheckpoint, saveCheckpoint } from './checkpoint.js';
-import { lrAt, type ScheduleSpec } from '@retain/torch/src/optim/schedule.js';
+
 import { Progress } from './progress.js';
 
 export class NonFiniteLossError extends Error {}
@@ -44,7 +44,7 @@ export interface TrainOptions {
   gradAccum?: number;
   epochs?: number;
   maxSteps?: number;
-  schedule: ScheduleSpec;
+  schedule: torch.optim.ScheduleSpec;
   clipGradNorm?: number | null;
   seed?: number;
   padId?: number;
@@ -186,7 +186,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
     for (const m of methods) m.afterBackward?.(ctx);
     let gradNorm = NaN;
     if (o.clipGradNorm) gradNorm = torch.optim.clipGradNorm_(ctx.params.map((p) => p[1]), o.clipGradNorm);
-    const lr = lrAt(o.schedule, ctx.step, totalSteps);
+    const lr = torch.optim.lrAt(o.schedule, ctx.step, totalSteps);
     for (const g of o.optimizer.paramGroups) g.lr = lr * ((g.lrScale as number | undefined) ?? 1);
     torch.tidy(() => (stepper ? stepper.optimizerStep!(ctx) : o.optimizer.step()));
     ctx.step++;
@@ -202,6 +202,8 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
     progress.update(ctx.step, { loss, tokensPerSec: tps });
     if (o.evaluate && o.evalEvery && ctx.step % o.evalEvery === 0) ctx.log({ ...o.evaluate(ctx), kind: 'eval' });
     if (o.outputDir && o.saveEvery && ctx.step % o.saveEvery === 0 && ctx.step < totalSteps) save(o, ctx, loader, methods);
+    // Fault injection for the resume tests: die as `kill -9` would, right after this step.
+    if (process.env.RETAIN_KILL_AT_STEP && ctx.step === Number(process.env.RETAIN_KILL_AT_STEP)) process.kill(process.pid, 'SIGKILL');
   }
   for (const m of methods) await m.finish?.(ctx);
   if (o.outputDir && o.saveEvery) save(o, ctx, loader, methods);

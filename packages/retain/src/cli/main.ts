@@ -1,0 +1,73 @@
+// The `retain` command line.
+import { Command, InvalidArgumentError } from 'commander';
+import * as torch from '@retain/torch';
+import { loadTrainConfig, ConfigError } from '../config.js';
+import { runTraining } from '../train/run.js';
+import { loadPretrained } from '../models/hub.js';
+import { generate, type CausalLM } from '../models/generate.js';
+import { NonFiniteLossError } from '../train/trainer.js';
+
+function num(v: string): number {
+  const n = Number(v);
+  if (!Number.isFinite(n)) throw new InvalidArgumentError(`'${v}' is not a number`);
+  return n;
+}
+
+const program = new Command();
+program.name('retain').description('Fine-tune pretrained models without catastrophic forgetting, on libtorch.').version('0.1.0');
+
+program
+  .command('train')
+  .argument('<config>', 'YAML training config (see configs/)')
+  .description('fine-tune a model as the config says; checkpoints and metrics.jsonl go to output_dir')
+  .action(async (config: string) => {
+    const cfg = loadTrainConfig(config);
+    const r = await runTraining(cfg);
+    console.log(JSON.stringify({ steps: r.steps, final_loss: r.finalLoss, resumed_from: r.resumedFrom, saved: r.finalDir }));
+  });
+
+program
+  .command('generate')
+  .argument('<model>', 'model directory (HF) or llama2.c .bin')
+  .option('-p, --prompt <text>', 'prompt text', '')
+  .option('-n, --max-new-tokens <n>', 'tokens to generate', num, 64)
+  .option('-t, --temperature <t>', '0 decodes greedily', num, 0)
+  .option('--top-p <p>', 'nucleus sampling mass', num, 1)
+  .option('--top-k <k>', 'sample among the k most likely tokens', num, 0)
+  .option('--stop <s...>', 'stop strings')
+  .option('--seed <n>', 'sampling seed', num)
+  .option('--tokenizer <path>', 'tokenizer file or directory')
+  .action(async (model: string, o) => {
+    const p = await loadPretrained(model, { tokenizer: o.tokenizer });
+    if (!p.tokenizer) throw new Error(`${model} has no tokenizer; pass --tokenizer`);
+    p.model.eval();
+    const g = generate(p.model as unknown as CausalLM, p.tokenizer, o.prompt, { maxNewTokens: o.maxNewTokens, temperature: o.temperature, topP: o.topP, topK: o.topK || undefined, stop: o.stop, seed: o.seed });
+    process.stdout.write(o.prompt + g.text + '\n');
+  });
+
+program
+  .command('inspect')
+  .argument('<model>', 'model directory (HF) or llama2.c .bin')
+  .description('print the architecture, parameter counts and config')
+  .option('--json', 'machine-readable output')
+  .action(async (model: string, o) => {
+    const p = await loadPretrained(model);
+    const params = p.model.namedParameters();
+    const total = params.reduce((s, [, t]) => s + t.numel(), 0);
+    const info = { path: model, format: p.source.format, model_type: p.config.model_type, parameters: total, tensors: params.length, dtype: params[0]?.[1].dtype, tokenizer: p.tokenizer ? { vocab_size: p.tokenizer.vocabSize, bos: p.tokenizer.bosId, eos: p.tokenizer.eosId } : null, config: p.config };
+    if (o.json) console.log(JSON.stringify(info, null, 2));
+    else {
+      console.log(`${model}: ${info.model_type} (${info.format}), ${total.toLocaleString('en-US')} parameters in ${params.length} tensors, ${info.dtype}`);
+      console.log(p.model.toString());
+      if (info.tokenizer) console.log(`tokenizer: vocab ${info.tokenizer.vocab_size}, bos ${info.tokenizer.bos}, eos ${info.tokenizer.eos}`);
+    }
+  });
+
+program.parseAsync(process.argv).catch((e: unknown) => {
+  // Expected failures (bad config, bad data, NaN loss) print one clear message, not a stack.
+  const err = e as Error;
+  const known = err instanceof ConfigError || err instanceof NonFiniteLossError || /not found|not valid|invalid|must|refus|unknown|no /.test(err.message ?? '');
+  console.error(`retain: ${known ? err.message : err.stack ?? err}`);
+  process.exitCode = 1;
+  void torch;
+});

@@ -1,0 +1,102 @@
+// The `retain train` configuration: one zod schema gives the types, the validation messages and the defaults.
+// Unknown keys are errors (a typo must not silently fall back to a default).
+import { readFileSync, existsSync } from 'node:fs';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+
+const formatSchema = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('prompt_completion'), prompt_field: z.string().default('prompt'), completion_field: z.string().default('completion'), template: z.string().optional() }).strict(),
+  z.object({ type: z.literal('chat'), messages_field: z.string().default('messages') }).strict(),
+  z.object({ type: z.literal('text'), text_field: z.string().default('text') }).strict(),
+  z.object({ type: z.literal('classification'), text_field: z.string().default('text'), label_field: z.string().default('label'), labels: z.array(z.string()).min(2), template: z.string().optional() }).strict(),
+]);
+
+const dataSchema = z.object({
+  path: z.string(),
+  format: formatSchema,
+  /** Reader: inferred from the extension when absent. */
+  reader: z.enum(['jsonl', 'json', 'csv', 'tsv', 'parquet', 'txt']).optional(),
+  max_length: z.number().int().positive().default(512),
+  /** Pack examples end to end into blocks of max_length (raw text). */
+  pack: z.boolean().default(false),
+  /** Use only the first N records. */
+  limit: z.number().int().positive().optional(),
+  name: z.string().optional(),
+}).strict();
+
+export const trainConfigSchema = z.object({
+  model: z.object({
+    path: z.string(),
+    tokenizer: z.string().optional(),
+    dtype: z.enum(['float32', 'bfloat16', 'float16', 'float64']).default('float32'),
+  }).strict(),
+  data: z.object({ train: dataSchema, eval: dataSchema.optional() }).strict(),
+  training: z.object({
+    epochs: z.number().positive().default(1),
+    max_steps: z.number().int().positive().optional(),
+    batch_size: z.number().int().positive().default(8),
+    grad_accum: z.number().int().positive().default(1),
+    optimizer: z.enum(['adamw', 'sgd']).default('adamw'),
+    lr: z.number().positive().default(1e-4),
+    weight_decay: z.number().min(0).default(0.0),
+    betas: z.tuple([z.number().min(0).lt(1), z.number().min(0).lt(1)]).default([0.9, 0.999]),
+    momentum: z.number().min(0).default(0),
+    schedule: z.enum(['constant', 'linear', 'cosine']).default('cosine'),
+    warmup_steps: z.number().int().min(0).optional(),
+    warmup_ratio: z.number().min(0).max(1).default(0),
+    min_lr_ratio: z.number().min(0).max(1).default(0),
+    clip_grad_norm: z.number().positive().nullable().default(1.0),
+    seed: z.number().int().default(0),
+    threads: z.number().int().positive().optional(),
+    log_every: z.number().int().positive().default(1),
+    eval_every: z.number().int().positive().nullable().default(null),
+    save_every: z.number().int().positive().nullable().default(null),
+    keep_checkpoints: z.number().int().positive().default(2),
+  }).strict(),
+  output_dir: z.string(),
+  resume: z.boolean().default(true),
+  methods: z.array(z.union([z.string(), z.record(z.unknown())])).default([]),
+}).strict();
+
+export type TrainConfig = z.infer<typeof trainConfigSchema>;
+
+export class ConfigError extends Error {}
+
+/** Readable zod issues: `training.lr: Expected number, received string`, with the allowed values for enums. */
+export function formatIssues(err: z.ZodError, source: string): string {
+  const lines = err.issues.map((i) => {
+    const where = i.path.length ? i.path.join('.') : '(top level)';
+    if (i.code === 'unrecognized_keys') return `${where === '(top level)' ? '' : where + ': '}unknown key${i.keys.length > 1 ? 's' : ''} ${i.keys.map((k) => `'${k}'`).join(', ')}`;
+    if (i.code === 'invalid_enum_value') return `${where}: '${String(i.received)}' is not allowed; use one of ${i.options.map((o) => `'${String(o)}'`).join(', ')}`;
+    if (i.code === 'invalid_union_discriminator') return `${where}: use one of ${i.options.map((o) => `'${String(o)}'`).join(', ')}`;
+    return `${where}: ${i.message}`;
+  });
+  return `invalid config ${source}:\n  ${lines.join('\n  ')}`;
+}
+
+export function parseTrainConfig(raw: unknown, source = '(inline)'): TrainConfig {
+  const r = trainConfigSchema.safeParse(raw);
+  if (!r.success) throw new ConfigError(formatIssues(r.error, source));
+  return r.data;
+}
+
+/** Reads a YAML config; relative paths inside it are resolved against the config file's folder. */
+export function loadTrainConfig(file: string): TrainConfig {
+  if (!existsSync(file)) throw new ConfigError(`config file not found: ${file}`);
+  let raw: unknown;
+  try {
+    raw = parseYaml(readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new ConfigError(`${file}: not valid YAML (${(e as Error).message})`);
+  }
+  const cfg = parseTrainConfig(raw, file);
+  const base = dirname(resolve(file));
+  const abs = (p: string) => (isAbsolute(p) ? p : resolve(base, p));
+  cfg.model.path = abs(cfg.model.path);
+  if (cfg.model.tokenizer) cfg.model.tokenizer = abs(cfg.model.tokenizer);
+  cfg.data.train.path = abs(cfg.data.train.path);
+  if (cfg.data.eval) cfg.data.eval.path = abs(cfg.data.eval.path);
+  cfg.output_dir = abs(cfg.output_dir);
+  return cfg;
+}

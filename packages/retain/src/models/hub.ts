@@ -1,0 +1,133 @@
+// Loading and saving models in the formats users bring: Hugging Face directories (config.json + single or sharded
+// safetensors + tokenizer), llama2.c checkpoints (.bin + tokenizer .bin). Pickle checkpoints are refused: they can
+// run arbitrary code when loaded and need Python to read.
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import * as torch from '@retain/torch';
+import { LlamaForCausalLM, type LlamaConfig } from './llama.js';
+import { readLlama2c } from './llama2c.js';
+import { loadWeights } from './weights.js';
+import { Llama2cTokenizer, type Tokenizer } from '../tokenizers/llama2c.js';
+import { loadHfTokenizer } from '../tokenizers/hf.js';
+
+/** A loaded model with what is needed to save it back. */
+export interface Pretrained {
+  model: torch.nn.Module & { config: Record<string, unknown>; tiedKeys?(): [string, string][] };
+  config: Record<string, unknown>;
+  tokenizer: Tokenizer | null;
+  /** Where it came from and in which format. */
+  source: { path: string; format: 'hf' | 'llama2c' };
+  /** Tokenizer files to copy when saving (HF). */
+  tokenizerFiles: string[];
+}
+
+type Builder = (config: Record<string, unknown>) => Pretrained['model'];
+
+/** model_type → constructor. Architectures register here (one line each). */
+export const ARCHITECTURES = new Map<string, Builder>([
+  ['llama', (c) => new LlamaForCausalLM(c as LlamaConfig)],
+  ['qwen2', (c) => new LlamaForCausalLM(c as LlamaConfig)],
+  ['mistral', (c) => new LlamaForCausalLM(c as LlamaConfig)],
+]);
+
+export function registerArchitecture(modelType: string, build: Builder): void {
+  ARCHITECTURES.set(modelType, build);
+}
+
+const PICKLE = /\.(bin|pt|pth|ckpt|pkl)$/i;
+
+function refusePickle(path: string): never {
+  throw new Error(
+    `${path} is a PyTorch pickle checkpoint, which retain does not load (unpickling can run arbitrary code). ` +
+      "Convert it to safetensors first, e.g. in Python: `from safetensors.torch import save_file; save_file(torch.load(p), 'model.safetensors')`, " +
+      'or `model.save_pretrained(dir, safe_serialization=True)` with transformers.',
+  );
+}
+
+export function isLlama2cCheckpoint(path: string): boolean {
+  if (!existsSync(path) || statSync(path).isDirectory() || !path.endsWith('.bin')) return false;
+  // A llama2.c legacy file starts with seven small positive int32 (dim, hidden, layers, heads, kv heads, vocab, seq).
+  const b = readFileSync(path).subarray(0, 28);
+  if (b.length < 28) return false;
+  const v = Array.from({ length: 7 }, (_, i) => b.readInt32LE(i * 4));
+  return v.every((x, i) => (i === 5 ? x !== 0 && Math.abs(x) < 1 << 22 : x > 0 && x < 1 << 20));
+}
+
+function findLlama2cTokenizer(path: string): string | null {
+  const dir = dirname(path);
+  const cands = readdirSync(dir).filter((f) => /^tok.*\.bin$/.test(f) || f === 'tokenizer.bin');
+  return cands.length ? join(dir, cands[0]) : null;
+}
+
+export async function loadPretrained(path: string, opts: { dtype?: torch.DType; tokenizer?: string } = {}): Promise<Pretrained> {
+  if (!existsSync(path)) throw new Error(`model not found: ${path}`);
+  if (!statSync(path).isDirectory()) {
+    if (isLlama2cCheckpoint(path)) {
+      const { config, weights } = readLlama2c(path);
+      const model = new LlamaForCausalLM(config);
+      loadWeights(model, weights);
+      torch.dispose(weights.values());
+      if (opts.dtype) model.to(opts.dtype);
+      const tokPath = opts.tokenizer ?? findLlama2cTokenizer(path);
+      return { model, config, tokenizer: tokPath ? Llama2cTokenizer.fromFile(tokPath) : null, source: { path, format: 'llama2c' }, tokenizerFiles: tokPath ? [tokPath] : [] };
+    }
+    if (PICKLE.test(path)) refusePickle(path);
+    throw new Error(`${path}: not a model directory (config.json + *.safetensors) nor a llama2.c .bin checkpoint`);
+  }
+  const cfgPath = join(path, 'config.json');
+  if (!existsSync(cfgPath)) throw new Error(`${path}: no config.json; a Hugging Face model directory needs one`);
+  let config: Record<string, unknown>;
+  try {
+    config = JSON.parse(readFileSync(cfgPath, 'utf8'));
+  } catch (e) {
+    throw new Error(`${cfgPath}: not valid JSON (${(e as Error).message})`);
+  }
+  const type = String(config.model_type ?? '');
+  const build = ARCHITECTURES.get(type);
+  if (!build) throw new Error(`${cfgPath}: model_type '${type}' is not supported; supported: ${[...ARCHITECTURES.keys()].join(', ')}`);
+  const files = readdirSync(path);
+  if (!files.some((f) => f.endsWith('.safetensors'))) {
+    const pickles = files.filter((f) => PICKLE.test(f));
+    if (pickles.length) refusePickle(join(path, pickles[0]));
+    throw new Error(`${path}: no .safetensors weights found`);
+  }
+  const model = build(config);
+  const weights = torch.io.loadSharded(path);
+  try {
+    loadWeights(model, weights);
+  } finally {
+    torch.dispose(weights.values());
+  }
+  if (opts.dtype) model.to(opts.dtype);
+  const tokenizerFiles = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'generation_config.json'].map((f) => join(path, f)).filter(existsSync);
+  // A llama2.c tokenizer saved beside HF weights (a converted stories model) is found too.
+  const l2c = files.find((f) => /^tok.*\.bin$/.test(f) || f === 'tokenizer.bin');
+  if (l2c) tokenizerFiles.push(join(path, l2c));
+  const tokenizer = opts.tokenizer
+    ? await loadTokenizer(opts.tokenizer)
+    : existsSync(join(path, 'tokenizer.json')) ? await loadHfTokenizer(path) : l2c ? Llama2cTokenizer.fromFile(join(path, l2c)) : null;
+  return { model, config, tokenizer, source: { path, format: 'hf' }, tokenizerFiles };
+}
+
+export async function loadTokenizer(path: string): Promise<Tokenizer> {
+  if (statSync(path).isDirectory()) return loadHfTokenizer(path);
+  if (path.endsWith('.json')) return loadHfTokenizer(dirname(path));
+  return Llama2cTokenizer.fromFile(path);
+}
+
+/**
+ * Writes a Hugging Face directory: config.json, model.safetensors (or shards + index above maxShardBytes), and the
+ * tokenizer files it came with. A tied head is stored once, under the embedding's name, as transformers does.
+ */
+export function savePretrained(p: Pretrained, dir: string, opts: { maxShardBytes?: number } = {}): void {
+  mkdirSync(dir, { recursive: true });
+  const sd = p.model.stateDict();
+  for (const [alias] of p.model.tiedKeys?.() ?? []) sd.delete(alias);
+  for (const [k, t] of sd) {
+    if (torch.tidy(() => t.isfinite().all().item() === 0)) throw new Error(`refusing to save ${dir}: weight '${k}' holds NaN or Inf`);
+  }
+  torch.io.saveSharded(dir, sd, { maxShardBytes: opts.maxShardBytes ?? 5e9 });
+  const config = { ...p.model.config, torch_dtype: [...sd.values()][0]?.dtype ?? 'float32' };
+  writeFileSync(join(dir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
+  for (const f of p.tokenizerFiles) copyFileSync(f, join(dir, basename(f)));
+}

@@ -1,0 +1,91 @@
+// `retain train`: config → model, data, optimizer → the loop → a Hugging Face directory in output_dir/final.
+import { join } from 'node:path';
+import * as torch from '@retain/torch';
+import type { TrainConfig } from '../config.js';
+import { loadPretrained, savePretrained, type Pretrained } from '../models/hub.js';
+import { readRecords } from '../data/readers.js';
+import { pack, toExample, type Example, type FormatSpec } from '../data/formats.js';
+import { collate, disposeBatch } from '../data/loader.js';
+import { HfTokenizer } from '../tokenizers/hf.js';
+import { causalLmLoss, train, type TrainResult } from './trainer.js';
+import type { Method, TrainableModel } from './hooks.js';
+
+type DataCfg = TrainConfig['data']['train'];
+
+function formatSpec(f: DataCfg['format']): FormatSpec {
+  switch (f.type) {
+    case 'prompt_completion': return { type: f.type, promptField: f.prompt_field, completionField: f.completion_field, template: f.template };
+    case 'chat': return { type: f.type, messagesField: f.messages_field };
+    case 'text': return { type: f.type, textField: f.text_field };
+    case 'classification': return { type: f.type, textField: f.text_field, labelField: f.label_field, labels: f.labels, template: f.template };
+  }
+}
+
+export async function loadExamples(d: DataCfg, p: Pretrained, source: string): Promise<Example[]> {
+  if (!p.tokenizer) throw new Error(`the model at ${p.source.path} has no tokenizer; set model.tokenizer in the config`);
+  let records = await readRecords(d.path, { format: d.reader });
+  if (d.limit) records = records.slice(0, d.limit);
+  const chatTemplate = p.tokenizer instanceof HfTokenizer ? p.tokenizer.chatTemplate ?? undefined : undefined;
+  const spec = formatSpec(d.format);
+  const examples = records.map((r) => toExample(r, spec, { tokenizer: p.tokenizer!, chatTemplate, source, maxLength: d.pack ? undefined : d.max_length }));
+  return d.pack ? pack(examples, d.max_length) : examples.filter((e) => e.ids.length >= 2);
+}
+
+/** Mean next-token loss over examples (no grad), in batches. */
+export function evalLoss(model: TrainableModel, examples: Example[], batchSize = 8): number {
+  let sum = 0;
+  let count = 0;
+  torch.inferenceMode(() => {
+    for (let i = 0; i < examples.length; i += batchSize) {
+      torch.tidy(() => {
+        const b = collate(examples.slice(i, i + batchSize));
+        const sl = causalLmLoss(model, b);
+        sum += sl.sums.sum().item();
+        count += sl.counts.sum().item();
+        disposeBatch(b);
+      });
+    }
+  });
+  return sum / Math.max(1, count);
+}
+
+export async function runTraining(cfg: TrainConfig, methods: Method[] = []): Promise<TrainResult & { finalDir: string }> {
+  if (cfg.training.threads) torch.setNumThreads(cfg.training.threads);
+  const p = await loadPretrained(cfg.model.path, { dtype: cfg.model.dtype === 'float32' ? undefined : cfg.model.dtype, tokenizer: cfg.model.tokenizer });
+  const trainSet = await loadExamples(cfg.data.train, p, cfg.data.train.name ?? 'train');
+  if (trainSet.length === 0) throw new Error(`${cfg.data.train.path}: no usable examples (each needs at least 2 tokens)`);
+  const evalSet = cfg.data.eval ? await loadExamples(cfg.data.eval, p, cfg.data.eval.name ?? 'eval') : null;
+  const model = p.model as TrainableModel;
+  model.train();
+  const params = model.parameters().filter((t) => t.requiresGrad);
+  const t = cfg.training;
+  const optimizer = t.optimizer === 'sgd'
+    ? new torch.optim.SGD(params, { lr: t.lr, momentum: t.momentum, weightDecay: t.weight_decay })
+    : new torch.optim.AdamW(params, { lr: t.lr, betas: t.betas, weightDecay: t.weight_decay });
+  const result = await train({
+    model,
+    optimizer,
+    examples: trainSet,
+    batchSize: t.batch_size,
+    gradAccum: t.grad_accum,
+    epochs: t.epochs,
+    maxSteps: t.max_steps,
+    schedule: { kind: t.schedule, lr: t.lr, warmupSteps: t.warmup_steps, warmupRatio: t.warmup_ratio, minLrRatio: t.min_lr_ratio },
+    clipGradNorm: t.clip_grad_norm,
+    seed: t.seed,
+    methods,
+    outputDir: cfg.output_dir,
+    saveEvery: t.save_every ?? undefined,
+    keepCheckpoints: t.keep_checkpoints,
+    resume: cfg.resume,
+    evalEvery: evalSet ? t.eval_every : null,
+    evaluate: evalSet ? () => { model.eval(); const l = evalLoss(model, evalSet); model.train(); return { eval_loss: +l.toFixed(6) }; } : undefined,
+    logEvery: t.log_every,
+    padId: 0,
+  });
+  const finalDir = join(cfg.output_dir, 'final');
+  model.eval();
+  savePretrained(p, finalDir);
+  optimizer.dispose();
+  return { ...result, finalDir };
+}

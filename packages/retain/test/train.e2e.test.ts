@@ -1,0 +1,102 @@
+// End to end: the real `retain train` CLI on the real stories260K checkpoint.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync, existsSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { needShared, sharedPath } from './helpers.js';
+
+const skip = needShared('models', 'stories260K', 'stories260K.bin');
+const CLI = new URL('../bin/retain.mjs', import.meta.url).pathname;
+
+function makeRun(extra: Record<string, unknown> = {}, training: Record<string, unknown> = {}): { dir: string; cfg: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'retain-e2e-'));
+  const rows = Array.from({ length: 24 }, (_, i) => ({ prompt: `Tom had ${i % 7} apples and got ${(i * 3) % 5} more. Now Tom has`, completion: ` ${(i % 7) + ((i * 3) % 5)} apples.` }));
+  writeFileSync(join(dir, 'train.jsonl'), rows.map((r) => JSON.stringify(r)).join('\n'));
+  const cfg = {
+    model: { path: sharedPath('models', 'stories260K', 'stories260K.bin') },
+    data: { train: { path: 'train.jsonl', format: { type: 'prompt_completion' }, max_length: 64 } },
+    training: { max_steps: 6, batch_size: 4, lr: 0.002, schedule: 'cosine', warmup_steps: 1, seed: 1, threads: 1, save_every: 2, ...training },
+    output_dir: 'out',
+    ...extra,
+  };
+  const path = join(dir, 'train.yaml');
+  writeFileSync(path, JSON.stringify(cfg)); // JSON is YAML
+  return { dir, cfg: path };
+}
+
+function retain(args: string[], env: Record<string, string> = {}) {
+  return spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, ...env }, timeout: 120_000 });
+}
+
+function losses(dir: string): number[] {
+  return readFileSync(join(dir, 'out', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((r) => r.loss !== undefined).map((r) => r.loss);
+}
+
+test('retain train fine-tunes stories260K; the loss values are pinned', { skip }, () => {
+  const { dir, cfg } = makeRun();
+  const r = retain(['train', cfg]);
+  assert.equal(r.status, 0, r.stderr);
+  const l = losses(dir);
+  assert.equal(l.length, 6);
+  // Pinned from a run of this test (Debian libtorch 1.13, OpenBLAS); the tolerance allows BLAS summation order.
+  const pinned = [5.419378, 5.616803, 1.949649, 1.255078, 1.121021, 0.977873];
+  l.forEach((v, i) => assert.ok(Math.abs(v - pinned[i]) < 2e-3, `step ${i + 1}: loss ${v}, pinned ${pinned[i]}`));
+  assert.ok(l[5] < l[0], 'the loss falls');
+  assert.ok(existsSync(join(dir, 'out', 'final', 'model.safetensors')));
+  assert.ok(existsSync(join(dir, 'out', 'final', 'config.json')));
+  // The saved HF directory loads back and generates.
+  const g = retain(['generate', join(dir, 'out', 'final'), '-p', 'Tom had 2 apples', '-n', '8']);
+  assert.equal(g.status, 0, g.stderr);
+  assert.match(g.stdout, /^Tom had 2 apples/);
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test('a run killed with SIGKILL and resumed ends bit-identical to an uninterrupted run', { skip }, () => {
+  const a = makeRun();
+  assert.equal(retain(['train', a.cfg]).status, 0);
+  const b = makeRun();
+  const killed = retain(['train', b.cfg], { RETAIN_KILL_AT_STEP: '3' });
+  assert.equal(killed.signal, 'SIGKILL');
+  assert.deepEqual(readdirSync(join(b.dir, 'out')).filter((f) => f.startsWith('checkpoint-')), ['checkpoint-2']);
+  const resumed = retain(['train', b.cfg]);
+  assert.equal(resumed.status, 0, resumed.stderr);
+  assert.match(resumed.stdout, /"resumed_from":2/);
+  const wa = readFileSync(join(a.dir, 'out', 'final', 'model.safetensors'));
+  const wb = readFileSync(join(b.dir, 'out', 'final', 'model.safetensors'));
+  assert.ok(wa.equals(wb), 'final weights differ');
+  rmSync(a.dir, { recursive: true, force: true });
+  rmSync(b.dir, { recursive: true, force: true });
+});
+
+test('a NaN loss stops the run with a message and writes no weights', { skip }, () => {
+  const { dir, cfg } = makeRun({}, { lr: 1e20, clip_grad_norm: null, warmup_steps: 0, schedule: 'constant' });
+  const r = retain(['train', cfg]);
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /retain: loss became (NaN|Infinity) at step \d+; training stopped/);
+  assert.ok(!existsSync(join(dir, 'out', 'final')), 'no final model');
+  // Checkpoints written before the failure hold finite weights only (saveCheckpoint refuses NaN/Inf).
+  for (const c of readdirSync(join(dir, 'out')).filter((f) => f.startsWith('checkpoint-'))) assert.ok(existsSync(join(dir, 'out', c, 'model.safetensors')));
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test('config errors name the key and the allowed values', () => {
+  const { dir, cfg } = makeRun({ trianing: {} }, { schedule: 'cosin', lr: 'fast' });
+  const r = retain(['train', cfg]);
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /unknown key 'trianing'/);
+  assert.match(r.stderr, /training\.schedule: 'cosin' is not allowed; use one of 'constant', 'linear', 'cosine'/);
+  assert.match(r.stderr, /training\.lr: Expected number, received string/);
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test('pickle checkpoints are refused with a conversion hint', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'retain-pkl-'));
+  writeFileSync(join(dir, 'pytorch_model.bin'), 'not really a pickle');
+  writeFileSync(join(dir, 'config.json'), JSON.stringify({ model_type: 'llama' }));
+  const r = retain(['inspect', dir]);
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /pytorch_model\.bin is a PyTorch pickle checkpoint.*Convert it to safetensors/);
+  rmSync(dir, { recursive: true, force: true });
+});
