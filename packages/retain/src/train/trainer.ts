@@ -44,7 +44,7 @@ export interface TrainOptions {
   gradAccum?: number;
   epochs?: number;
   maxSteps?: number;
-  schedule: torch.optim.ScheduleSpec;
+  schedule: torch.optim.Schedule;
   clipGradNorm?: number | null;
   seed?: number;
   padId?: number;
