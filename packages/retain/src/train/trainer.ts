@@ -141,6 +141,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
   const t0 = performance.now();
   let tokensSeen = 0;
   while (ctx.step < totalSteps) {
+    const stepStart = performance.now();
     const micro: Batch[] = [];
     for (let a = 0; a < accum; a++) micro.push(composer ? composer.composeBatch!(ctx, nextBatch) : nextBatch());
     const totalTokens = micro.reduce((s, b) => s + b.tokenCounts.reduce((x, y) => x + y, 0), 0);
@@ -197,7 +198,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
     const tps = tokensSeen / Math.max(elapsed, 1e-9);
     const logEvery = o.logEvery ?? 1;
     if (ctx.step % logEvery === 0 || ctx.step === totalSteps) {
-      ctx.log({ epoch: ctx.epoch, loss: +loss.toFixed(6), lr, tokens: totalTokens, tokens_per_s: +tps.toFixed(1), ...(Number.isNaN(gradNorm) ? {} : { grad_norm: +gradNorm.toFixed(6) }), ...extra });
+      ctx.log({ epoch: ctx.epoch, loss: +loss.toFixed(6), lr, tokens: totalTokens, tokens_per_s: +tps.toFixed(1), step_ms: +(performance.now() - stepStart).toFixed(2), ...(Number.isNaN(gradNorm) ? {} : { grad_norm: +gradNorm.toFixed(6) }), ...extra });
     }
     progress.update(ctx.step, { loss, tokensPerSec: tps });
     if (o.evaluate && o.evalEvery && ctx.step % o.evalEvery === 0) ctx.log({ ...o.evaluate(ctx), kind: 'eval' });
