@@ -1,0 +1,26 @@
+// The anti-forgetting methods by name. Each method lives in its own file (or folder) and registers here with one
+// line; `methods: [flow, lora, {name: l2, lambda: 0.01}]` in a config resolves through this table.
+import type { Method } from '../train/hooks.js';
+
+/** Builds a method from its config options (everything in the config entry except `name`). */
+export type MethodFactory = (options: Record<string, unknown>) => Method;
+
+export const METHODS = new Map<string, MethodFactory>([
+  // one line per method, e.g. ['flow', (o) => new Flow(o)],
+]);
+
+export function registerMethod(name: string, factory: MethodFactory): void {
+  METHODS.set(name, factory);
+}
+
+/** Resolves config entries (`'flow'` or `{ name: 'flow', tau: 'median' }`) into methods, with clear errors. */
+export function buildMethods(entries: (string | Record<string, unknown>)[]): Method[] {
+  return entries.map((e, i) => {
+    const name = typeof e === 'string' ? e : String(e.name ?? '');
+    const factory = METHODS.get(name);
+    if (!factory) throw new Error(`methods[${i}]: unknown method '${name}'; available: ${[...METHODS.keys()].sort().join(', ') || '(none registered)'}`);
+    const { name: _n, ...opts } = typeof e === 'string' ? { name } : e;
+    void _n;
+    return factory(opts);
+  });
+}
