@@ -9,6 +9,7 @@ import { collate, disposeBatch } from '../data/loader.js';
 import { HfTokenizer } from '../tokenizers/hf.js';
 import { causalLmLoss, train, type TrainResult } from './trainer.js';
 import type { Method, TrainableModel } from './hooks.js';
+import { buildMethods } from '../methods/registry.js';
 
 type DataCfg = TrainConfig['data']['train'];
 
@@ -49,7 +50,7 @@ export function evalLoss(model: TrainableModel, examples: Example[], batchSize =
   return sum / Math.max(1, count);
 }
 
-export async function runTraining(cfg: TrainConfig, methods: Method[] = []): Promise<TrainResult & { finalDir: string }> {
+export async function runTraining(cfg: TrainConfig, methods: Method[] = buildMethods(cfg.methods)): Promise<TrainResult & { finalDir: string }> {
   if (cfg.training.threads) torch.setNumThreads(cfg.training.threads);
   const p = await loadPretrained(cfg.model.path, { dtype: cfg.model.dtype === 'float32' ? undefined : cfg.model.dtype, tokenizer: cfg.model.tokenizer });
   const trainSet = await loadExamples(cfg.data.train, p, cfg.data.train.name ?? 'train');
