@@ -1,0 +1,79 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync, existsSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as torch from '@retain/torch';
+import { loadPretrained, savePretrained } from '../src/models/hub.js';
+import { generate, sampleNext } from '../src/models/generate.js';
+import type { LlamaForCausalLM } from '../src/models/llama.js';
+import { assertClose } from '../../torch/test/helpers.js';
+import { needShared, sharedPath } from './helpers.js';
+
+const skip = needShared('models', 'stories260K', 'stories260K.bin');
+
+test('llama2.c → Hugging Face directory → load back: same logits, tied head stored once, shards with an index', { skip }, async () => {
+  const a = await loadPretrained(sharedPath('models', 'stories260K', 'stories260K.bin'));
+  const dir = mkdtempSync(join(tmpdir(), 'retain-hf-'));
+  savePretrained(a, join(dir, 'one'));
+  const cfg = JSON.parse(readFileSync(join(dir, 'one', 'config.json'), 'utf8'));
+  assert.equal(cfg.model_type, 'llama');
+  assert.equal(cfg.tie_word_embeddings, true);
+  const st = torch.io.openSafetensors(join(dir, 'one', 'model.safetensors'));
+  assert.ok(!st.names.includes('lm_head.weight'), 'a tied head is saved once, as HF does');
+  assert.ok(st.names.includes('model.layers.4.mlp.down_proj.weight'));
+  st.close();
+  // Small shards force the sharded layout with an index.
+  savePretrained(a, join(dir, 'sharded'), { maxShardBytes: 200_000 });
+  assert.ok(existsSync(join(dir, 'sharded', 'model.safetensors.index.json')));
+  assert.ok(readdirSync(join(dir, 'sharded')).filter((f) => /^model-\d+-of-\d+\.safetensors$/.test(f)).length > 1);
+  for (const sub of ['one', 'sharded']) {
+    const b = await loadPretrained(join(dir, sub));
+    assert.ok(b.tokenizer, 'the llama2.c tokenizer travels with the directory');
+    torch.tidy(() => {
+      const ids = torch.tensor([[1, 403, 407, 261, 378]]);
+      const la = (a.model as LlamaForCausalLM).forward(ids);
+      const lb = (b.model as LlamaForCausalLM).forward(ids);
+      assert.ok(la.equal(lb), `${sub}: logits differ after the round trip`);
+    });
+    b.model.dispose();
+  }
+  a.model.dispose();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test('sampling: temperature, top-k and top-p keep only the allowed tokens; seeds repeat', () => {
+  torch.tidy(() => {
+    const logits = torch.tensor([2.0, 1.0, 0.5, -1.0, -3.0]);
+    assert.equal(sampleNext(logits, {}), 0);
+    const drawn = new Set<number>();
+    torch.manualSeed(0);
+    for (let i = 0; i < 200; i++) drawn.add(sampleNext(logits, { temperature: 1, topK: 2 }));
+    assert.deepEqual([...drawn].sort(), [0, 1]);
+    // p = softmax: [0.607, 0.223, 0.135, 0.030, 0.004]; top-p 0.8 keeps the two tokens whose mass reaches 0.8 (0.607 + 0.223).
+    const kept = new Set<number>();
+    for (let i = 0; i < 300; i++) kept.add(sampleNext(logits, { temperature: 1, topP: 0.8 }));
+    assert.deepEqual([...kept].sort(), [0, 1]);
+    torch.manualSeed(5);
+    const s1 = Array.from({ length: 20 }, () => sampleNext(logits, { temperature: 2 }));
+    torch.manualSeed(5);
+    const s2 = Array.from({ length: 20 }, () => sampleNext(logits, { temperature: 2 }));
+    assert.deepEqual(s1, s2);
+    assertClose(logits.softmax(0).i(0), [0.60697], { atol: 1e-4 });
+  });
+});
+
+test('generation stops at stop strings and reports why', { skip }, async () => {
+  const p = await loadPretrained(sharedPath('models', 'stories260K', 'stories260K.bin'));
+  const m = p.model as unknown as LlamaForCausalLM;
+  const g = generate(m, p.tokenizer!, '', { maxNewTokens: 60, stop: ['Lily'] });
+  assert.equal(g.finishReason, 'stop_string');
+  assert.equal(g.text, 'Once upon a time, there was a little girl named ');
+  const h = generate(m, p.tokenizer!, 'Once upon a time', { maxNewTokens: 5 });
+  assert.equal(h.finishReason, 'length');
+  assert.equal(h.ids.length, 5);
+  const s = generate(m, p.tokenizer!, 'Once upon a time', { maxNewTokens: 20, temperature: 0.8, topP: 0.9, seed: 3 });
+  const s2 = generate(m, p.tokenizer!, 'Once upon a time', { maxNewTokens: 20, temperature: 0.8, topP: 0.9, seed: 3 });
+  assert.equal(s.text, s2.text);
+  p.model.dispose();
+});
