@@ -30,6 +30,7 @@ export const trainConfigSchema = z.object({
     path: z.string(),
     tokenizer: z.string().optional(),
     dtype: z.enum(['float32', 'bfloat16', 'float16', 'float64']).default('float32'),
+    device: z.string().regex(/^(cpu|cuda(:\d+)?)$/, "use 'cpu', 'cuda' or 'cuda:N'").default('cpu'),
   }).strict(),
   data: z.object({ train: dataSchema, eval: dataSchema.optional() }).strict(),
   training: z.object({
@@ -48,6 +49,8 @@ export const trainConfigSchema = z.object({
     min_lr_ratio: z.number().min(0).max(1).default(0),
     clip_grad_norm: z.number().positive().nullable().default(1.0),
     seed: z.number().int().default(0),
+    /** bf16/fp16 autocast (CUDA only); fp32 runs in the model's dtype. */
+    precision: z.enum(['fp32', 'bf16', 'fp16']).default('fp32'),
     threads: z.number().int().positive().optional(),
     log_every: z.number().int().positive().default(1),
     eval_every: z.number().int().positive().nullable().default(null),

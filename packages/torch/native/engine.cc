@@ -11,6 +11,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/autocast_mode.h>
 #include <torch/version.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/core/grad_mode.h>
@@ -1234,6 +1235,31 @@ napi_value IsInference(napi_env env, napi_callback_info info) {
   });
 }
 
+// autocast(enabled, dtypeCode): CUDA autocast on or off (mixed precision in bf16 or f16). Returns whether it was on.
+// Leaving the outermost region clears the cast cache, as torch.autocast's __exit__ does.
+napi_value Autocast(napi_env env, napi_callback_info info) {
+  return Guard(env, "autocast", [&]() -> napi_value {
+    Args a(env, info);
+    a.need(2, "autocast");
+    bool enable = getBool(env, a[0], "enabled");
+    int64_t code = getInt(env, a[1], "dtype");
+    if (code != static_cast<int64_t>(at::kBFloat16) && code != static_cast<int64_t>(at::kHalf))
+      throwType("autocast dtype must be bfloat16 or float16");
+#if TORCH_VERSION_MAJOR >= 2 && TORCH_VERSION_MINOR >= 4
+    bool prev = at::autocast::is_autocast_enabled(at::kCUDA);
+    at::autocast::set_autocast_dtype(at::kCUDA, static_cast<at::ScalarType>(code));
+    at::autocast::set_autocast_enabled(at::kCUDA, enable);
+#else
+    bool prev = at::autocast::is_enabled();
+    at::autocast::set_autocast_gpu_dtype(static_cast<at::ScalarType>(code));
+    at::autocast::set_enabled(enable);
+#endif
+    if (enable) at::autocast::increment_nesting();
+    else if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    return boolean(env, prev);
+  });
+}
+
 // --- runtime settings
 
 napi_value ManualSeed(napi_env env, napi_callback_info info) {
@@ -1364,7 +1390,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"setRngState", SetRngState}, {"numThreads", NumThreads},
       {"cudaDeviceCount", CudaInfo}, {"version", Version},
       {"externalBytes", ExternalBytes}, {"cudaSynchronize", CudaSynchronize},
-      {"cudaMemory", CudaMemory}, {"readInto", ReadInto}, {"writeFrom", WriteFrom},
+      {"cudaMemory", CudaMemory}, {"readInto", ReadInto}, {"writeFrom", WriteFrom}, {"autocast", Autocast},
   };
   for (const auto& f : fns) {
     napi_value fn;

@@ -1,5 +1,5 @@
 // Grad-mode scopes, multi-tensor backward, RNG seeding.
-import { native } from './core.js';
+import { native, DTYPE_CODE } from './core.js';
 import { Tensor, describe } from './tensor.js';
 
 /** Runs fn with gradient recording off (torch.no_grad). */
@@ -71,4 +71,19 @@ export function cudaDeviceCount(): number {
 
 export function torchVersion(): string {
   return native.version();
+}
+
+/**
+ * torch.autocast('cuda', dtype): inside fn, CUDA ops that benefit run in bf16 (or f16) while parameters stay float32.
+ * Gradients flow back in each parameter's own dtype.
+ */
+let autocastDepth = 0;
+export function autocast<T>(dtype: 'bfloat16' | 'float16', fn: () => T): T {
+  // Only the outermost region switches the mode, so nested regions cannot turn it off early.
+  if (autocastDepth++ === 0) native.autocast(true, DTYPE_CODE[dtype]);
+  try {
+    return fn();
+  } finally {
+    if (--autocastDepth === 0) native.autocast(false, DTYPE_CODE[dtype]);
+  }
 }

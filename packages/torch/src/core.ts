@@ -50,6 +50,8 @@ export interface Native {
   version(): string;
   externalBytes(): number;
   cudaSynchronize(): void;
+  /** CUDA autocast on/off with a dtype code; returns the previous state. */
+  autocast(enabled: boolean, dtype: number): boolean;
   /** [allocated bytes, peak allocated, reserved] of a CUDA device; optionally empties the cache / resets the peak. */
   cudaMemory(device?: number, emptyCache?: boolean, resetPeak?: boolean): [number, number, number];
 }

@@ -57,6 +57,7 @@ export async function runTraining(cfg: TrainConfig, methods: Method[] = buildMet
   if (trainSet.length === 0) throw new Error(`${cfg.data.train.path}: no usable examples (each needs at least 2 tokens)`);
   const evalSet = cfg.data.eval ? await loadExamples(cfg.data.eval, p, cfg.data.eval.name ?? 'eval') : null;
   const model = p.model as TrainableModel;
+  if (cfg.model.device !== 'cpu') model.to(cfg.model.device);
   model.train();
   const params = model.parameters().filter((t) => t.requiresGrad);
   const t = cfg.training;
@@ -82,6 +83,7 @@ export async function runTraining(cfg: TrainConfig, methods: Method[] = buildMet
     evalEvery: evalSet ? t.eval_every : null,
     evaluate: evalSet ? () => { model.eval(); const l = evalLoss(model, evalSet); model.train(); return { eval_loss: +l.toFixed(6) }; } : undefined,
     logEvery: t.log_every,
+    autocast: t.precision === 'bf16' ? 'bfloat16' : t.precision === 'fp16' ? 'float16' : null,
     padId: 0,
   });
   const finalDir = join(cfg.output_dir, 'final');

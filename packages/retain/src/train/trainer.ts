@@ -58,6 +58,8 @@ export interface TrainOptions {
   evaluate?: (ctx: TrainContext) => Record<string, number>;
   logEvery?: number;
   progress?: boolean;
+  /** Mixed precision on CUDA: forward and loss under torch.autocast in this dtype (parameters stay float32). */
+  autocast?: 'bfloat16' | 'float16' | null;
   /** Parameter names to train; default: every parameter with requiresGrad. */
   trainable?: (name: string) => boolean;
 }
@@ -72,7 +74,11 @@ export interface TrainResult {
 export async function train(o: TrainOptions): Promise<TrainResult> {
   const methods = o.methods ?? [];
   checkComposition(methods);
-  const lossFn = o.lossFn ?? causalLmLoss;
+  const baseLoss = o.lossFn ?? causalLmLoss;
+  if (o.autocast && !o.model.parameters()[0]?.device.startsWith('cuda')) {
+    throw new Error(`autocast ${o.autocast} needs the model on a CUDA device; on CPU load the model in that dtype instead (model.dtype)`);
+  }
+  const lossFn: LossFn = o.autocast ? (m, b) => torch.autocast(o.autocast!, () => baseLoss(m, b)) : baseLoss;
   const accum = o.gradAccum ?? 1;
   const seed = o.seed ?? 0;
   const loader = new DataLoader(o.examples.length, o.batchSize, seed);
@@ -123,13 +129,18 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
     progress.note(`resumed from ${ckpt} (step ${c.step})`);
   }
 
+  const device = o.model.parameters()[0]?.device ?? 'cpu';
   const nextBatch = (): Batch => {
     const { indices, epoch, newEpoch } = loader.next();
     if (newEpoch || ctx.epoch !== epoch) {
       ctx.epoch = epoch;
       for (const m of methods) m.onEpochStart?.(ctx, epoch);
     }
-    return collate(indices.map((i) => o.examples[i]), o.padId ?? 0);
+    const b = collate(indices.map((i) => o.examples[i]), o.padId ?? 0);
+    if (device === 'cpu') return b;
+    const moved = { ...b, ids: b.ids.to({ device }), targets: b.targets.to({ device }), labels: b.labels?.to({ device }) };
+    disposeBatch(b);
+    return moved;
   };
   const composer = methods.find((m) => m.composeBatch);
   const weighters = methods.filter((m) => m.sampleWeights);
