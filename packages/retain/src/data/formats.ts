@@ -14,6 +14,9 @@ export interface Example {
   source: string;
   /** Classification label index, for classification formats. */
   label?: number;
+  /** Dense inputs (image pixels, features) for models that do not read tokens, row-major in `featureShape`. */
+  features?: Float32Array;
+  featureShape?: number[];
 }
 
 export interface ChatMessage {
@@ -28,7 +31,8 @@ export type FormatSpec =
   | { type: 'prompt_completion'; promptField?: string; completionField?: string; template?: string }
   | { type: 'chat'; messagesField?: string }
   | { type: 'text'; textField?: string }
-  | { type: 'classification'; textField?: string; labelField?: string; labels: string[]; template?: string };
+  | { type: 'classification'; textField?: string; labelField?: string; labels: string[]; template?: string }
+  | { type: 'image_classification'; imageField?: string; labelField?: string; shape: number[]; numClasses: number; scale?: number };
 
 export interface FormatContext {
   tokenizer: Tokenizer;
@@ -69,6 +73,8 @@ export function toExample(r: Record_, spec: FormatSpec, ctx: FormatContext): Exa
   const tok = ctx.tokenizer;
   const source = ctx.source ?? 'data';
   switch (spec.type) {
+    case 'image_classification':
+      return imageExample(r, spec, source);
     case 'prompt_completion': {
       const prompt = spec.template ? fillTemplate(spec.template, r, r.id) : field(r, spec.promptField ?? 'prompt', 'prompt');
       const completion = field(r, spec.completionField ?? 'completion', 'completion');
@@ -115,6 +121,19 @@ export function toExample(r: Record_, spec: FormatSpec, ctx: FormatContext): Exa
       return truncate({ id: r.id, ids, lossMask: ids.map(() => 0), source, label }, ctx.maxLength);
     }
   }
+}
+
+function imageExample(r: Record_, spec: Extract<FormatSpec, { type: 'image_classification' }>, source: string): Example {
+  const name = spec.imageField ?? 'image';
+  const px = r[name];
+  const n = spec.shape.reduce((a, b) => a * b, 1);
+  if (!Array.isArray(px) || px.length !== n || px.some((v) => typeof v !== 'number')) {
+    throw new DataError(`record ${r.id}: '${name}' must be an array of ${n} numbers (shape [${spec.shape}])`);
+  }
+  const label = Number(r[spec.labelField ?? 'label']);
+  if (!Number.isInteger(label) || label < 0 || label >= spec.numClasses) throw new DataError(`record ${r.id}: label must be an integer in 0..${spec.numClasses - 1}`);
+  const scale = spec.scale ?? 1;
+  return { id: r.id, ids: [], lossMask: [], source, label, features: Float32Array.from(px as number[], (v) => v * scale), featureShape: spec.shape };
 }
 
 /**

@@ -13,6 +13,8 @@ export interface Batch {
   targets: Tensor;
   /** Per-sample class labels [B] for classification examples. */
   labels?: Tensor;
+  /** Dense inputs [B, ...featureShape] for examples that carry features (images). */
+  features?: Tensor;
   sampleIds: string[];
   sources: string[];
   /** Trained tokens per sample (for per-sample losses and token shares). */
@@ -22,6 +24,7 @@ export interface Batch {
 /** Pads to the longest example; position t predicts token t+1, and only masked-in targets count. */
 export function collate(examples: Example[], padId = 0): Batch {
   if (examples.length === 0) throw new Error('collate: empty batch');
+  if (examples[0].features) return collateFeatures(examples);
   const T = Math.max(...examples.map((e) => e.ids.length)) - 1;
   if (T < 1) throw new Error(`collate: examples need at least 2 tokens (sample ${examples[0].id} has ${examples[0].ids.length})`);
   const B = examples.length;
@@ -50,8 +53,28 @@ export function collate(examples: Example[], padId = 0): Batch {
   return batch;
 }
 
+// Feature examples (images): inputs [B, ...shape] and labels [B]; no token targets.
+function collateFeatures(examples: Example[]): Batch {
+  const shape = examples[0].featureShape!;
+  const n = examples[0].features!.length;
+  const data = new Float32Array(examples.length * n);
+  examples.forEach((e, b) => {
+    if (!e.features || e.features.length !== n) throw new Error(`collate: sample ${e.id} has ${e.features?.length ?? 0} features, expected ${n}`);
+    data.set(e.features, b * n);
+  });
+  return {
+    ids: torch.zeros([0], { dtype: 'int64' }),
+    targets: torch.zeros([0], { dtype: 'int64' }),
+    features: torch.tensor(data, { shape: [examples.length, ...shape] }),
+    labels: torch.tensor(examples.map((e) => e.label ?? 0), { dtype: 'int64' }),
+    sampleIds: examples.map((e) => e.id),
+    sources: examples.map((e) => e.source),
+    tokenCounts: examples.map(() => 1),
+  };
+}
+
 export function disposeBatch(b: Batch): void {
-  torch.dispose([b.ids, b.targets, b.labels]);
+  torch.dispose([b.ids, b.targets, b.labels, b.features]);
 }
 
 /** splitmix32: a small, well-mixed PRNG for data order, independent of libtorch's generator. */

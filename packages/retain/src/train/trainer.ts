@@ -27,10 +27,10 @@ export const causalLmLoss: LossFn = (model, batch) => {
   return { sums: tok.sum(1), counts };
 };
 
-/** Classification loss over class logits [B, C] against batch.labels [B]. */
+/** Classification loss over class logits [B, C] against batch.labels [B]; the model reads batch.features. */
 export const classificationLoss: LossFn = (model, batch) => {
-  if (!batch.labels) throw new Error('classification loss needs labelled examples');
-  const logits = model.forward(batch) as Tensor;
+  if (!batch.labels || !batch.features) throw new Error('classification loss needs labelled feature examples (image_classification format)');
+  const logits = model.forward(batch.features) as Tensor; // [B, C]
   const sums = torch.crossEntropy(logits, batch.labels, { reduction: 'none' });
   return { sums, counts: torch.onesLike(sums) };
 };
@@ -138,7 +138,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
     }
     const b = collate(indices.map((i) => o.examples[i]), o.padId ?? 0);
     if (device === 'cpu') return b;
-    const moved = { ...b, ids: b.ids.to({ device }), targets: b.targets.to({ device }), labels: b.labels?.to({ device }) };
+    const moved = { ...b, ids: b.ids.to({ device }), targets: b.targets.to({ device }), labels: b.labels?.to({ device }), features: b.features?.to({ device }) };
     disposeBatch(b);
     return moved;
   };
