@@ -3,12 +3,18 @@
 import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
 import type { Tokenizer } from '../tokenizers/llama2c.js';
-import type { KVCache } from './llama.js';
+
+/** What generation needs from a model's cache (Llama's KVCache, GPT-2's): positions held, capacity, release. */
+export interface GenerationCache {
+  length: number;
+  readonly maxLen: number;
+  dispose(): void;
+}
 
 /** What generation needs from a model: a forward over ids with an optional cache, and a way to make a cache. */
 export interface CausalLM {
-  forward(ids: Tensor, opts?: { cache?: KVCache; lastOnly?: boolean }): Tensor;
-  newCache(batch: number, maxLen?: number): KVCache;
+  forward(ids: Tensor, opts?: { cache?: GenerationCache; lastOnly?: boolean }): Tensor;
+  newCache(batch: number, maxLen?: number): GenerationCache;
   config: { max_position_embeddings: number };
 }
 
