@@ -6,6 +6,7 @@
 import type { Tensor } from '@retain/torch';
 import type * as torch from '@retain/torch';
 import type { Batch } from '../data/loader.js';
+import type { Example } from '../data/formats.js';
 
 export type Role = 'optimizer-step' | 'forward-backward' | 'parameterization' | 'batch-composition';
 
@@ -43,6 +44,12 @@ export interface TrainContext {
   log(fields: Record<string, number | string>): void;
   /** Method-private storage that survives checkpoints when the value is JSON (tensors: see Method.stateTensors). */
   state: Map<string, unknown>;
+  /** The training set as the loop sees it (tokenized, templated, truncated): FLOW scores it, mixing re-collates it. */
+  examples: Example[];
+  /** Where the run writes (checkpoints, metrics); methods keep caches here. Null when the run writes nothing. */
+  outputDir: string | null;
+  /** Loads a data spec of the config's shape ({path, format, max_length, ...}) with the run's tokenizer, when the run has one. */
+  loadData?: (spec: unknown, source: string) => Promise<Example[]>;
 }
 
 export interface Method {
@@ -55,6 +62,10 @@ export interface Method {
   setup?(ctx: TrainContext): void | Promise<void>;
   /** Data level: build the batch of this step (mixing composes it from several sources). */
   composeBatch?(ctx: TrainContext, next: () => Batch): Batch;
+  /** With composeBatch: how many training-set examples one `next()` yields when a step holds `batchSize` in all (m:n mixing). */
+  loaderBatchSize?(batchSize: number): number;
+  /** At the start of every optimizer step, before its batches are composed (LP-FT's phase switch, EWC's lazy Fisher). */
+  beforeStep?(ctx: TrainContext): void;
   /** Per-sample loss weights [B] for this batch (FLOW); null keeps weight 1. */
   sampleWeights?(ctx: TrainContext, batch: Batch): Tensor | null;
   /** Extra scalar loss terms added to the data loss before backward (L2-SP, EWC). */

@@ -1,7 +1,7 @@
 // `retain train`: config → model, data, optimizer → the loop → a Hugging Face directory in output_dir/final.
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import * as torch from '@retain/torch';
-import type { TrainConfig } from '../config.js';
+import { formatIssues, trainConfigSchema, type TrainConfig } from '../config.js';
 import { loadPretrained, savePretrained, type Pretrained } from '../models/hub.js';
 import { readRecords } from '../data/readers.js';
 import { pack, toExample, type Example, type FormatSpec } from '../data/formats.js';
@@ -85,6 +85,13 @@ export async function runTraining(cfg: TrainConfig, methods: Method[] = buildMet
     logEvery: t.log_every,
     autocast: t.precision === 'bf16' ? 'bfloat16' : t.precision === 'fp16' ? 'float16' : null,
     padId: 0,
+    // Methods' own data (mixing's general set, EWC's Fisher data, WiSE-FT's held-out set) in the train data's shape.
+    // Relative paths resolve against the working directory.
+    loadData: (spec, source) => {
+      const r = trainConfigSchema.shape.data.shape.train.safeParse(spec);
+      if (!r.success) throw new Error(formatIssues(r.error, `method data '${source}'`));
+      return loadExamples({ ...r.data, path: resolve(r.data.path) }, p, r.data.name ?? source);
+    },
   });
   const finalDir = join(cfg.output_dir, 'final');
   model.eval();

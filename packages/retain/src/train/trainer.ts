@@ -62,6 +62,8 @@ export interface TrainOptions {
   autocast?: 'bfloat16' | 'float16' | null;
   /** Parameter names to train; default: every parameter with requiresGrad. */
   trainable?: (name: string) => boolean;
+  /** Loads further data specs with the run's tokenizer (methods' general or held-out data); see TrainContext.loadData. */
+  loadData?: (spec: unknown, source: string) => Promise<Example[]>;
 }
 
 export interface TrainResult {
@@ -81,7 +83,9 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
   const lossFn: LossFn = o.autocast ? (m, b) => torch.autocast(o.autocast!, () => baseLoss(m, b)) : baseLoss;
   const accum = o.gradAccum ?? 1;
   const seed = o.seed ?? 0;
-  const loader = new DataLoader(o.examples.length, o.batchSize, seed);
+  // A batch composer that fills part of each batch from elsewhere takes fewer training examples per step.
+  const loaderBatch = methods.find((m) => m.composeBatch)?.loaderBatchSize?.(o.batchSize) ?? o.batchSize;
+  const loader = new DataLoader(o.examples.length, loaderBatch, seed);
   const stepsPerEpoch = Math.max(1, Math.ceil(loader.batchesPerEpoch / accum));
   const totalSteps = o.maxSteps ?? stepsPerEpoch * (o.epochs ?? 1);
   if (!(totalSteps > 0)) throw new Error('nothing to train: set epochs or max_steps to a positive number');
@@ -104,6 +108,9 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
       if (metricsFile) appendFileSync(metricsFile, JSON.stringify(line) + '\n');
     },
     state: new Map(),
+    examples: o.examples,
+    outputDir: o.outputDir ?? null,
+    loadData: o.loadData,
   };
 
   torch.manualSeed(seed);
@@ -152,6 +159,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
   const t0 = performance.now();
   let tokensSeen = 0;
   while (ctx.step < totalSteps) {
+    for (const m of methods) m.beforeStep?.(ctx);
     const stepStart = performance.now();
     const micro: Batch[] = [];
     for (let a = 0; a < accum; a++) micro.push(composer ? composer.composeBatch!(ctx, nextBatch) : nextBatch());
