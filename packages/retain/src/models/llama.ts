@@ -103,23 +103,6 @@ function applyRope(x: Tensor, cos: Tensor, sinSigned: Tensor): Tensor {
   return torch.ops.addcmul(x.mul(cos), x.roll(hd / 2, -1), sinSigned);
 }
 
-// Plain Linear layers that share an input run as one matrix product over their concatenated weights (one read of
-// the input, one larger GEMM, and one gradient for the input instead of a sum of several). A layer replaced by an
-// adapter (LoRA) is not a plain Linear, and then each runs on its own.
-function fusedLinear(x: Tensor, layers: torch.nn.Linear[]): Tensor[] {
-  if (!layers.every((l) => l.constructor === nn.Linear)) return layers.map((l) => l.forward(x));
-  const w = torch.cat(layers.map((l) => l.weight), 0);
-  const hasBias = layers.every((l) => l.bias);
-  const b = hasBias ? torch.cat(layers.map((l) => l.bias!), 0) : null;
-  const y = torch.linear(x, w, b); // [.., sum(out)]
-  let off = 0;
-  return layers.map((l) => {
-    const part = y.narrow(-1, off, l.outFeatures);
-    off += l.outFeatures;
-    return part;
-  });
-}
-
 /** Per-layer key/value buffers [B, kvH, maxLen, hd], written in place as tokens arrive. */
 export class KVCache {
   readonly k: Tensor[] = [];
@@ -163,11 +146,9 @@ export class LlamaAttention extends nn.Module {
   forward(x: Tensor, cos: Tensor, sin: Tensor, cache?: KVCache, mask?: Tensor | null): Tensor {
     const [B, T] = x.shape;
     // [B, T, C] -> [B, H, T, hd]
-    const mixedBias = !!this.q_proj.bias !== !!this.k_proj.bias || !!this.q_proj.bias !== !!this.v_proj.bias;
-    const [qx, kx, vx] = mixedBias ? [this.q_proj, this.k_proj, this.v_proj].map((l) => l.forward(x)) : fusedLinear(x, [this.q_proj, this.k_proj, this.v_proj]);
-    const q = applyRope(qx.reshape(B, T, this.nHeads, this.hd).transpose(1, 2), cos, sin);
-    let k = applyRope(kx.reshape(B, T, this.nKv, this.hd).transpose(1, 2), cos, sin);
-    let v = vx.reshape(B, T, this.nKv, this.hd).transpose(1, 2);
+    const q = applyRope(this.q_proj.forward(x).view(B, T, this.nHeads, this.hd).transpose(1, 2), cos, sin);
+    let k = applyRope(this.k_proj.forward(x).view(B, T, this.nKv, this.hd).transpose(1, 2), cos, sin);
+    let v = this.v_proj.forward(x).view(B, T, this.nKv, this.hd).transpose(1, 2);
     let causal = true;
     if (cache) {
       const start = cache.length;
@@ -210,8 +191,7 @@ export class LlamaMLP extends nn.Module {
 
   forward(x: Tensor): Tensor {
     // SwiGLU: down(silu(gate(x)) * up(x))
-    const [g, u] = this.gate_proj.bias || this.up_proj.bias ? [this.gate_proj.forward(x), this.up_proj.forward(x)] : fusedLinear(x, [this.gate_proj, this.up_proj]);
-    return this.down_proj.forward(torch.silu(g).mul(u));
+    return this.down_proj.forward(torch.silu(this.gate_proj.forward(x)).mul(this.up_proj.forward(x)));
   }
 }
 
