@@ -1,12 +1,20 @@
 // The anti-forgetting methods by name. Each method lives in its own file (or folder) and registers here with one
 // line; `methods: [flow, lora, {name: l2, lambda: 0.01}]` in a config resolves through this table.
 import type { Method } from '../train/hooks.js';
+import { Sam } from './sam.js';
+import { Mofo } from './mofo.js';
+import { Lora } from './lora/index.js';
+import { Hft } from './hft.js';
 
 /** Builds a method from its config options (everything in the config entry except `name`). */
 export type MethodFactory = (options: Record<string, unknown>) => Method;
 
 export const METHODS = new Map<string, MethodFactory>([
   // one line per method, e.g. ['flow', (o) => new Flow(o)],
+  ['sam', (o) => new Sam(o)],
+  ['mofo', (o) => new Mofo(o)],
+  ['lora', (o) => new Lora(o)],
+  ['hft', (o) => new Hft(o)],
 ]);
 
 export function registerMethod(name: string, factory: MethodFactory): void {

@@ -7,6 +7,7 @@ import type { Tensor } from '@retain/torch';
 import type * as torch from '@retain/torch';
 import type { Batch } from '../data/loader.js';
 import type { Example } from '../data/formats.js';
+import type { Pretrained } from '../models/hub.js';
 
 export type Role = 'optimizer-step' | 'forward-backward' | 'parameterization' | 'batch-composition';
 
@@ -52,6 +53,17 @@ export interface TrainContext {
   loadData?: (spec: unknown, source: string) => Promise<Example[]>;
 }
 
+/** What a method needs to write the final output of `retain train` itself. */
+export interface FinalSave {
+  model: TrainableModel;
+  /** The directory to write (output_dir/final). */
+  dir: string;
+  /** The loaded model with its config and tokenizer files, for savePretrained. */
+  pretrained: Pretrained;
+  /** The model path from the config (an adapter's base_model_name_or_path). */
+  basePath: string;
+}
+
 export interface Method {
   readonly name: string;
   /** Exclusive roles this method takes; two methods with one role cannot run together. */
@@ -80,6 +92,8 @@ export interface Method {
   onEpochStart?(ctx: TrainContext, epoch: number): void;
   /** After the last step, before the final save (WiSE-FT interpolation, LoRA merge). */
   finish?(ctx: TrainContext): void | Promise<void>;
+  /** Writes the run's final output into `dir` in place of the full model (LoRA: the adapter in PEFT's layout). */
+  saveFinal?(f: FinalSave): void | Promise<void>;
   /** Tensors to store in checkpoints so a resumed run continues exactly. */
   stateTensors?(): Map<string, Tensor>;
   loadStateTensors?(t: Map<string, Tensor>): void;

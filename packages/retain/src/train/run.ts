@@ -95,7 +95,10 @@ export async function runTraining(cfg: TrainConfig, methods: Method[] = buildMet
   });
   const finalDir = join(cfg.output_dir, 'final');
   model.eval();
-  savePretrained(p, finalDir);
+  // A method that changes what the result is (LoRA: an adapter over the base) writes it; otherwise the full model.
+  const saver = methods.find((m) => m.saveFinal);
+  if (saver) await saver.saveFinal!({ model, dir: finalDir, pretrained: p, basePath: cfg.model.path });
+  else savePretrained(p, finalDir);
   optimizer.dispose();
   return { ...result, finalDir };
 }

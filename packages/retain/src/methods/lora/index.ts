@@ -1,0 +1,99 @@
+// LoRA (Hu et al. 2021; Biderman et al. 2024, "LoRA Learns Less and Forgets Less"), METHODS.md §8, as a method of
+// the training loop: W = W₀ + (α/r)·B·A on the target layers, A random (kaiming-uniform, a = √5), B = 0, and only A
+// and B train — every pretrained tensor, embeddings and head included, is frozen.
+//
+// Defaults: r = 8, α = 16 (α = 2r, Biderman et al.'s recommendation), dropout 0, targets q,k,v,o,gate,up,down (all
+// linear layers of a Llama block). The FLOW comparison used r = 64, α = r: set them in the config.
+//
+// setup() swaps the layers (before a checkpoint is loaded, so a resumed run finds the adapter keys in the model),
+// points ctx.params at the adapters and moves them into the loop's optimizer in place of the frozen weights.
+// The final save (`retain train`) writes the adapter in PEFT's layout into output_dir/final; with save_merged, the
+// merged model (W₀ + s·B·A, adapters removed) goes to output_dir/final/merged as a Hugging Face directory too.
+import { join } from 'node:path';
+import type { Tensor } from '@retain/torch';
+import type { FinalSave, Method, Role, TrainContext } from '../../train/hooks.js';
+import { savePretrained } from '../../models/hub.js';
+import { LoraLinear } from './layer.js';
+import { DEFAULT_TARGETS, loraModules, mergeAndUnload, setAdapterScale, wrapLinears, type Targets } from './wrap.js';
+import { saveAdapter } from './peft.js';
+
+export { LoraLinear } from './layer.js';
+export { DEFAULT_TARGETS, loraModules, mergeAdapters, mergeAndUnload, setAdapterScale, targetMatcher, unmergeAdapters, wrapLinears, type Targets } from './wrap.js';
+export { loadAdapter, readAdapterConfig, saveAdapter, PEFT_PREFIX, type AdapterConfig } from './peft.js';
+
+export interface LoraOptions {
+  r?: number;
+  alpha?: number;
+  dropout?: number;
+  targets?: Targets;
+  /** Also write the merged model to final/merged. */
+  save_merged?: boolean;
+}
+
+export class Lora implements Method {
+  readonly name = 'lora';
+  readonly roles: Role[] = ['parameterization'];
+  readonly r: number;
+  readonly alpha: number;
+  readonly dropout: number;
+  readonly targets: Targets;
+  readonly saveMerged: boolean;
+  /** Paths of the wrapped layers (after setup). */
+  wrapped: string[] = [];
+
+  constructor(o: LoraOptions = {}) {
+    this.r = o.r ?? 8;
+    this.alpha = o.alpha ?? 2 * this.r;
+    this.dropout = o.dropout ?? 0;
+    this.targets = o.targets ?? DEFAULT_TARGETS;
+    this.saveMerged = o.save_merged ?? false;
+    if (!Number.isInteger(this.r) || this.r <= 0) throw new Error(`lora: r must be a positive integer, got ${JSON.stringify(o.r)}`);
+    if (!(typeof this.alpha === 'number' && Number.isFinite(this.alpha))) throw new Error(`lora: alpha must be a number, got ${JSON.stringify(o.alpha)}`);
+    if (!(typeof this.dropout === 'number' && this.dropout >= 0 && this.dropout < 1)) throw new Error(`lora: dropout must be in [0, 1), got ${JSON.stringify(o.dropout)}`);
+  }
+
+  setup(ctx: TrainContext): void {
+    const model = ctx.model;
+    this.wrapped = loraModules(model).length ? loraModules(model).map(([p]) => p) : wrapLinears(model, this.targets, { r: this.r, alpha: this.alpha, dropout: this.dropout });
+    for (const p of model.parameters()) p.requiresGrad = false;
+    const adapters: Tensor[] = [];
+    for (const [, l] of loraModules(model)) {
+      for (const w of [l.lora_A.weight, l.lora_B.weight]) {
+        w.requiresGrad = true;
+        adapters.push(w);
+      }
+    }
+    ctx.params = model.namedParameters().filter(([, p]) => p.requiresGrad);
+    // The loop's optimizer was built over the pretrained weights: keep its groups (and their settings), drop what is
+    // frozen now, and let the first group train the adapters.
+    const trainable = new Set(adapters);
+    const placed = new Set<Tensor>();
+    for (const g of ctx.optimizer.paramGroups) {
+      const keepers = g.params.filter((p) => trainable.has(p));
+      g.params.splice(0, g.params.length, ...keepers);
+      for (const p of keepers) placed.add(p);
+    }
+    if (ctx.optimizer.paramGroups.length === 0) throw new Error('lora: the optimizer has no parameter group to put the adapters in');
+    ctx.optimizer.paramGroups[0].params.push(...adapters.filter((p) => !placed.has(p)));
+    const base = model.parameters().reduce((n, p) => n + (p.requiresGrad ? 0 : p.numel()), 0);
+    const train = adapters.reduce((n, p) => n + p.numel(), 0);
+    ctx.log({ kind: 'lora', lora_layers: this.wrapped.length, lora_r: this.r, lora_alpha: this.alpha, lora_trainable: train, lora_frozen: base });
+  }
+
+  /** Scales every adapter (WiSE-FT's α for LoRA). */
+  setScale(model: TrainContext['model'], scale: number): void {
+    setAdapterScale(model, scale);
+  }
+
+  saveFinal(f: FinalSave): void {
+    saveAdapter(f.model, f.dir, { baseModel: f.basePath });
+    if (this.saveMerged) {
+      mergeAndUnload(f.model);
+      savePretrained(f.pretrained, join(f.dir, 'merged'));
+    }
+  }
+}
+
+export function isLoraLayer(m: unknown): m is LoraLinear {
+  return m instanceof LoraLinear;
+}

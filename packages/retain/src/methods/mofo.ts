@@ -1,0 +1,211 @@
+// MoFO, the momentum-filtered optimizer (Chen et al., arXiv 2407.20999), METHODS.md §7.
+//
+// AdamW whose moments m, v update densely every step, but within each filtered parameter tensor only the coordinates
+// with the largest |m| move: p ← p − lr·m̂/(√v̂+ε) on the top k = max(1, ⌊α·n⌋) of them and by 0 elsewhere. Bias and
+// norm tensors (1-D parameters, or names containing 'norm' or 'bias') update unfiltered. Decoupled weight decay
+// p ← p·(1 − lr·wd) still applies to every coordinate, as in the reference, because AdamW applies it before the update.
+//
+// Rounding: k = max(1, ⌊α·n⌋). ⌊α·n⌋ alone would freeze a tensor with fewer than 1/α elements outright, which is not
+// what filtering means; for any tensor with n ≥ 1/α the two agree.
+//
+// Selection: exact top-k of |m| (ties broken by torch.topk) for tensors up to `exact_max` elements (2²⁴ by default).
+// Above that, a full top-k per step costs more than the rest of the update, so the (1−α)-quantile of |m| is estimated
+// from an evenly strided sample of `sample_size` coordinates (2²⁰ by default; the stride is made coprime with the
+// last dimension so that the sample does not fall on a few columns) and every coordinate with |m| ≥ that threshold
+// moves: about α·n of them, not exactly. No random numbers are drawn, so the run's RNG stream is the same as AdamW's.
+//
+// The method owns its optimizer (a subclass of torch.optim.AdamW hooking transformUpdates): the loop's optimizer is
+// used only for its hyper-parameters and learning rate, which are copied every step (so schedules and per-group lr
+// scales apply). It is built at the first step, after every method's setup, so it trains whatever parameter set a
+// re-parameterisation (LoRA) or freezing (HFT) left; parameters whose gradient is null (frozen) are skipped entirely.
+// Its moments travel in checkpoints through stateTensors().
+import * as torch from '@retain/torch';
+import type { Tensor } from '@retain/torch';
+import type { Method, Role, TrainContext } from '../train/hooks.js';
+
+export interface MofoOptions {
+  /** Fraction of each filtered tensor's coordinates that move per step (the reference class uses 0.03; 0.05-0.2 recommended, 0.15 published). */
+  alpha?: number;
+  /** Largest tensor (elements) that gets an exact top-k; larger ones use the sampled quantile. */
+  exact_max?: number;
+  /** Coordinates sampled for the quantile estimate. */
+  sample_size?: number;
+}
+
+/** Whether MoFO filters a parameter: matrices and embeddings yes, biases and norm weights no. */
+export function isFiltered(name: string, p: Tensor): boolean {
+  return p.ndim >= 2 && !/norm|bias/i.test(name);
+}
+
+/** Coordinates that move in a filtered tensor of n elements. */
+export function mofoK(alpha: number, n: number): number {
+  return Math.min(n, Math.max(1, Math.floor(alpha * n)));
+}
+
+function gcd(a: number, b: number): number {
+  while (b) [a, b] = [b, a % b];
+  return a;
+}
+
+export interface MofoAdamWOptions extends torch.optim.AdamWOptions {
+  alpha: number;
+  names: Map<Tensor, string>;
+  exactMax?: number;
+  sampleSize?: number;
+}
+
+/** torch.optim.AdamW with MoFO's per-tensor momentum filter on the update. */
+export class MofoAdamW extends torch.optim.AdamW {
+  readonly alpha: number;
+  readonly names: Map<Tensor, string>;
+  readonly exactMax: number;
+  readonly sampleSize: number;
+
+  constructor(params: torch.optim.ParamsArg<torch.optim.AdamHyper>, o: MofoAdamWOptions) {
+    super(params, o);
+    if (!(o.alpha > 0 && o.alpha <= 1)) throw new Error(`mofo: alpha must be in (0, 1], got ${o.alpha}`);
+    this.alpha = o.alpha;
+    this.names = o.names;
+    this.exactMax = o.exactMax ?? 2 ** 24;
+    this.sampleSize = o.sampleSize ?? 2 ** 20;
+  }
+
+  protected override transformUpdates(batch: torch.optim.UpdateBatch): void {
+    const { params, updates, states } = batch;
+    for (let i = 0; i < params.length; i++) {
+      const p = params[i];
+      if (!isFiltered(this.names.get(p) ?? '', p)) continue;
+      const n = p.numel();
+      const k = mofoK(this.alpha, n);
+      if (k >= n) continue;
+      if (!updates[i].isContiguous()) updates[i] = updates[i].contiguous();
+      const u = updates[i].view(-1); // [n], aliases updates[i]
+      const score = states[i].exp_avg.abs().view(-1); // [n]
+      if (n <= this.exactMax) {
+        const [, idx] = score.topk(k, 0, true, false); // [k]
+        const kept = u.gather(0, idx); // [k]
+        u.zero_();
+        torch.ops.scatter__src(u, 0, idx, kept);
+      } else {
+        u.mul_(score.ge(this.threshold(score, p.shape, k / n)));
+      }
+    }
+  }
+
+  /** |m| value above which a fraction `frac` of coordinates lies, estimated on a strided sample. */
+  private threshold(score: Tensor, shape: number[], frac: number): Tensor {
+    const n = score.numel();
+    let stride = Math.max(1, Math.floor(n / this.sampleSize));
+    const last = shape[shape.length - 1];
+    while (stride > 1 && gcd(stride, last) !== 1) stride++;
+    const sample = score.slice(0, 0, null, stride); // [≈ sampleSize]
+    const s = sample.numel();
+    const rank = Math.min(s, Math.max(1, s - Math.floor(frac * s) + 1));
+    return torch.ops.kthvalue(sample, rank, 0)[0];
+  }
+}
+
+export class Mofo implements Method {
+  readonly name = 'mofo';
+  readonly roles: Role[] = ['optimizer-step'];
+  readonly alpha: number;
+  readonly exactMax: number;
+  readonly sampleSize: number;
+  /** The optimizer doing the steps (null until the first step). */
+  optimizer: MofoAdamW | null = null;
+  // For each of our groups, the loop optimizer's group whose lr (and hyper-parameters) it follows.
+  private sources: Record<string, unknown>[] = [];
+  private pending: Map<string, Tensor> | null = null;
+
+  constructor(o: MofoOptions = {}) {
+    this.alpha = o.alpha ?? 0.03;
+    if (!(typeof this.alpha === 'number' && this.alpha > 0 && this.alpha <= 1)) throw new Error(`mofo: alpha must be a fraction in (0, 1], got ${JSON.stringify(o.alpha)}`);
+    this.exactMax = o.exact_max ?? 2 ** 24;
+    this.sampleSize = o.sample_size ?? 2 ** 20;
+  }
+
+  setup(ctx: TrainContext): void {
+    const g = ctx.optimizer.paramGroups[0] as Record<string, unknown> | undefined;
+    if (!g || !Array.isArray(g.betas) || typeof g.eps !== 'number') {
+      throw new Error("mofo is a filtered AdamW: it needs the run's optimizer to be adamw (training.optimizer: adamw), whose betas, eps and weight decay it uses");
+    }
+  }
+
+  private build(ctx: TrainContext): MofoAdamW {
+    const names = new Map(ctx.params.map(([n, p]) => [p, n] as [Tensor, string]));
+    const groups: (Partial<torch.optim.AdamHyper> & { params: Tensor[] })[] = [];
+    this.sources = [];
+    const placed = new Set<Tensor>();
+    for (const src of ctx.optimizer.paramGroups) {
+      const params = src.params.filter((p) => names.has(p) && !placed.has(p));
+      if (params.length === 0) continue;
+      for (const p of params) placed.add(p);
+      groups.push({ params, ...hyperOf(src) });
+      this.sources.push(src);
+    }
+    // Trainable tensors the loop's optimizer does not hold (a re-parameterisation that did not register them there)
+    // train with the first group's settings.
+    const rest = ctx.params.map(([, p]) => p).filter((p) => !placed.has(p));
+    if (rest.length) {
+      groups.push({ params: rest, ...hyperOf(ctx.optimizer.paramGroups[0]) });
+      this.sources.push(ctx.optimizer.paramGroups[0]);
+    }
+    const opt = new MofoAdamW(groups, { alpha: this.alpha, names, exactMax: this.exactMax, sampleSize: this.sampleSize });
+    const filtered = ctx.params.filter(([n, p]) => isFiltered(n, p));
+    ctx.log({ kind: 'mofo', mofo_alpha: this.alpha, mofo_filtered_tensors: filtered.length, mofo_unfiltered_tensors: ctx.params.length - filtered.length });
+    if (this.pending) {
+      for (const [name, p] of ctx.params) {
+        const m = this.pending.get(`${name}.exp_avg`);
+        const v = this.pending.get(`${name}.exp_avg_sq`);
+        const step = this.pending.get(`${name}.step`);
+        if (!m || !v || !step) continue;
+        opt.state.set(p, {
+          step: step.item(),
+          exp_avg: torch.keep(m.to({ dtype: p.dtype, device: p.device, copy: true })),
+          exp_avg_sq: torch.keep(v.to({ dtype: p.dtype, device: p.device, copy: true })),
+        });
+      }
+      torch.dispose(this.pending.values());
+      this.pending = null;
+    }
+    return opt;
+  }
+
+  optimizerStep(ctx: TrainContext): void {
+    if (!this.optimizer) this.optimizer = this.build(ctx);
+    this.optimizer.paramGroups.forEach((g, i) => Object.assign(g, hyperOf(this.sources[i])));
+    this.optimizer.step();
+  }
+
+  stateTensors(): Map<string, Tensor> {
+    const out = new Map<string, Tensor>();
+    if (!this.optimizer) return out;
+    for (const [p, s] of this.optimizer.state) {
+      const name = this.optimizer.names.get(p);
+      if (name === undefined) continue;
+      out.set(`${name}.exp_avg`, s.exp_avg);
+      out.set(`${name}.exp_avg_sq`, s.exp_avg_sq);
+      out.set(`${name}.step`, torch.tensor(s.step, { dtype: 'float64' }));
+    }
+    return out;
+  }
+
+  loadStateTensors(t: Map<string, Tensor>): void {
+    // Applied when the optimizer is built, which needs the final parameter set.
+    this.pending = new Map([...t].map(([k, v]) => [k, torch.keep(v.clone())]));
+  }
+
+  /** Frees the moments. Not done in finish(): the loop's final checkpoint, written after finish, still saves them. */
+  dispose(): void {
+    this.optimizer?.dispose();
+    this.optimizer = null;
+  }
+}
+
+function hyperOf(g: Record<string, unknown>): Partial<torch.optim.AdamHyper> {
+  const out: Partial<torch.optim.AdamHyper> = { lr: g.lr as number };
+  if (Array.isArray(g.betas)) out.betas = [g.betas[0], g.betas[1]];
+  if (typeof g.eps === 'number') out.eps = g.eps;
+  if (typeof g.weightDecay === 'number') out.weightDecay = g.weightDecay;
+  return out;
+}
