@@ -1,0 +1,707 @@
+// One table for every method of METHODS.md: a row per method and a row per pair the composition rules allow. Each row
+// trains a tiny Llama (vocab 64, hidden 16, 2 layers) for a few steps through the real loop with gradient
+// accumulation, writes checkpoints, resumes a second run from the middle one and requires the final weights to be
+// bit-identical (save + reload), and checks each of its methods' defining property on the first run. Pairs the rules
+// refuse must be refused before training, with a message naming both methods and the reason.
+//
+// Rows of methods whose file is not in src/methods yet are skipped with that reason, never passed.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as torch from '@retain/torch';
+import type { Tensor } from '@retain/torch';
+import { LlamaForCausalLM, type LlamaConfig } from '../src/models/llama.js';
+import { causalLmLoss, train, type LossFn } from '../src/train/trainer.js';
+import { checkComposition, type Method, type TrainContext } from '../src/train/hooks.js';
+import { buildMethods, METHODS } from '../src/methods/registry.js';
+import { collate, disposeBatch, rng, type Batch } from '../src/data/loader.js';
+import type { Example } from '../src/data/formats.js';
+import type { Sam } from '../src/methods/sam.js';
+import { isFiltered, mofoK, type Mofo } from '../src/methods/mofo.js';
+import type { Hft } from '../src/methods/hft.js';
+import { loadAdapter, loraModules, mergeAdapters, mergeAndUnload, saveAdapter, setAdapterScale, unmergeAdapters } from '../src/methods/lora/index.js';
+
+const METHODS_DIR = new URL('../src/methods/', import.meta.url).pathname;
+const CONFIG: LlamaConfig = {
+  model_type: 'llama', vocab_size: 64, hidden_size: 16, intermediate_size: 32, num_hidden_layers: 2, num_attention_heads: 2,
+  num_key_value_heads: 2, max_position_embeddings: 32, rms_norm_eps: 1e-5, rope_theta: 10000, tie_word_embeddings: false,
+};
+const SEED = 11;
+const LR = 1e-2;
+const WD = 0.1;
+const STEPS = 6; // 4 steps per epoch (16 examples, 2 per micro-batch, 2 micro-batches): the run crosses an epoch
+const SAVE_EVERY = 3;
+
+function makeExamples(n: number, seed: number, source: string): Example[] {
+  const r = rng(seed);
+  return Array.from({ length: n }, (_, i) => {
+    const len = 8 + (i % 5);
+    const ids = Array.from({ length: len }, () => Math.floor(r() * CONFIG.vocab_size));
+    // The first token is a prompt token (no loss), the rest are trained.
+    return { id: `${source}-${i}`, ids, lossMask: ids.map((_, t) => (t === 0 ? 0 : 1)), source };
+  });
+}
+const TRAIN = makeExamples(16, 1, 'train');
+const GENERAL = makeExamples(16, 2, 'general');
+
+// --- tensor helpers --------------------------------------------------------------------------------------------
+
+const held: Tensor[] = [];
+function hold(t: Tensor): Tensor {
+  held.push(torch.keep(t));
+  return t;
+}
+function releaseHeld(): void {
+  torch.dispose(held.splice(0));
+}
+function snapshot(pairs: Iterable<[string, Tensor]>): Map<string, Tensor> {
+  const out = new Map<string, Tensor>();
+  torch.noGrad(() => {
+    for (const [n, t] of pairs) out.set(n, hold(t.detach().clone()));
+  });
+  return out;
+}
+function gradsOf(ctx: TrainContext): Map<string, Tensor> {
+  const out = new Map<string, Tensor>();
+  for (const [n, p] of ctx.params) {
+    const g = p.grad;
+    if (g) out.set(n, hold(g.clone()));
+  }
+  return out;
+}
+function maxAbsDiff(a: Tensor, b: Tensor): number {
+  return torch.tidy(() => a.double().sub(b.double()).abs().max().item());
+}
+function allEqual(a: Map<string, Tensor>, b: Map<string, Tensor>): string[] {
+  const bad: string[] = [];
+  for (const [k, t] of a) if (!b.has(k) || !t.equal(b.get(k)!)) bad.push(k);
+  for (const k of b.keys()) if (!a.has(k)) bad.push(k);
+  return bad;
+}
+function newModel(): LlamaForCausalLM {
+  torch.manualSeed(SEED);
+  return new LlamaForCausalLM(CONFIG);
+}
+function probeBatch(): Batch {
+  return collate(TRAIN.slice(0, 4));
+}
+
+// --- the table -------------------------------------------------------------------------------------------------
+
+/** What a row's instrumentation records for its method's check. */
+type Rec = Record<string, any>;
+
+interface RowEnv {
+  methods: Method[];
+  /** Called with every batch the loss function sees. */
+  onLoss: ((b: Batch) => void) | null;
+}
+
+interface Run {
+  names: string[];
+  model: LlamaForCausalLM;
+  theta0: Map<string, Tensor>;
+  methods: Map<string, Method>;
+  recs: Map<string, Rec>;
+  dir: string;
+  history: Record<string, number | string>[];
+}
+
+interface Spec {
+  name: string;
+  /** Its file or folder in src/methods. */
+  file: string;
+  options?: Record<string, unknown>;
+  instrument?(m: Method, rec: Rec, env: RowEnv): void;
+  /** Asserts the defining property; returns the measured numbers for the report. */
+  check(run: Run, rec: Rec, solo: boolean): Record<string, number | string>;
+}
+
+const SPECS: Spec[] = [];
+
+// FLOW (§1): w_i = exp(−f_i(θ₀)/τ), τ the median of the pretrained per-sample losses, weights fixed.
+SPECS.push({
+  name: 'flow',
+  file: 'flow.ts',
+  instrument(m, rec) {
+    const inner = m.setup!.bind(m);
+    m.setup = async (ctx) => {
+      await inner(ctx);
+      // The pretrained per-sample loss, computed here from scratch: mean token cross-entropy of each example.
+      const f: number[] = [];
+      torch.noGrad(() => {
+        for (const e of TRAIN) {
+          const b = collate([e]);
+          torch.tidy(() => {
+            const sl = causalLmLoss(ctx.model, b);
+            f.push(sl.sums.item() / sl.counts.item());
+          });
+          disposeBatch(b);
+        }
+      });
+      const all = collate(TRAIN);
+      rec.weights = torch.tidy(() => Array.from(m.sampleWeights!(ctx, all)!.double().data() as Float64Array));
+      disposeBatch(all);
+      rec.losses = f;
+    };
+  },
+  check(_run, rec) {
+    const f = rec.losses as number[];
+    const s = [...f].sort((a, b) => a - b);
+    const mid = s.length / 2;
+    const medians = s.length % 2 ? [s[(s.length - 1) / 2]] : [(s[mid - 1] + s[mid]) / 2, s[mid - 1], s[mid]];
+    const errs = medians.map((tau) => Math.max(...f.map((fi, i) => Math.abs(Math.exp(-fi / tau) - rec.weights[i]))));
+    const best = Math.min(...errs);
+    assert.ok(best < 1e-5, `FLOW weights differ from exp(−f/τ) by ${best} for every median convention`);
+    return { flow_weight_max_err: +best.toExponential(2), tau: +medians[errs.indexOf(best)].toFixed(5) };
+  },
+});
+
+// Mixed training (§2): every step has the configured number of general examples.
+SPECS.push({
+  name: 'mixing',
+  file: 'mixing.ts',
+  options: { ratio: '1:1', general: GENERAL },
+  instrument(m, rec) {
+    const inner = m.composeBatch!.bind(m);
+    rec.sources = [] as string[][];
+    m.composeBatch = (ctx, next) => {
+      const b = inner(ctx, next);
+      rec.sources.push([...b.sources]);
+      return b;
+    };
+  },
+  check(_run, rec) {
+    const shares = (rec.sources as string[][]).map((s) => s.filter((x) => x === 'general').length / s.length);
+    assert.ok(shares.length > 0, 'no batch was composed');
+    for (const s of shares) assert.equal(s, 0.5, `a 1:1 batch has general share ${s}`);
+    return { mixing_batches: shares.length, general_share: shares[0] };
+  },
+});
+
+// SAM (§4): g' is the gradient at θ + ρ·g/‖g‖, θ comes back bit-exactly, g' is what the optimizer sees.
+SPECS.push({
+  name: 'sam',
+  file: 'sam.ts',
+  options: { rho: 0.05 },
+  instrument(m, rec, env) {
+    const inner = m.forwardBackward!.bind(m);
+    rec.steps = [];
+    m.forwardBackward = (ctx, closure) => {
+      const s: Rec = {};
+      let calls = 0;
+      let micro: Batch[] = [];
+      const spy = (): number => {
+        calls++;
+        if (calls === 1) s.theta = snapshot(ctx.params);
+        if (calls === 2) {
+          s.g = gradsOf(ctx);
+          s.point = snapshot(ctx.params);
+          s.pointState = snapshot(ctx.model.stateDict());
+          micro = [];
+          env.onLoss = (b) => micro.push(b);
+        }
+        const loss = closure();
+        env.onLoss = null;
+        if (calls === 2) {
+          s.gPrime = gradsOf(ctx);
+          s.micro = micro.map((b) => ({ ...b, ids: hold(b.ids.clone()), targets: hold(b.targets.clone()) }));
+          s.recomputed = recompute(ctx, env.methods, micro);
+          // Put g' back exactly as the closure left it.
+          for (const [n, p] of ctx.params) p.grad = s.gPrime.get(n) ? s.gPrime.get(n).clone() : null;
+        }
+        return loss;
+      };
+      const loss = inner(ctx, spy);
+      s.after = snapshot(ctx.params);
+      s.gradAfter = gradsOf(ctx);
+      s.calls = calls;
+      rec.steps.push(s);
+      return loss;
+    };
+  },
+  check(run, rec, solo) {
+    const rho = (run.methods.get('sam') as Sam).rho;
+    let pertErr = 0;
+    let gradErr = 0;
+    let indepErr = 0;
+    let gNorm = 0;
+    for (const s of rec.steps as Rec[]) {
+      assert.equal(s.calls, 2, 'SAM evaluates the loss twice per step');
+      const g = s.g as Map<string, Tensor>;
+      const norm = Math.sqrt([...g.values()].reduce((a, t) => a + torch.tidy(() => t.double().square().sum().item()), 0));
+      gNorm = norm;
+      for (const [n, gt] of g) {
+        // (θ+ε) − θ against ρ·g/‖g‖ in float64, in units of float32 rounding: θ+ε is one float32 addition of a
+        // float32 product whose scale came from float32 per-tensor norms, so the error is within (|θ+ε| + 4|ε|)·2⁻²³.
+        const e = torch.tidy(() => {
+          const eps = gt.double().mul(rho / norm);
+          const point = s.point.get(n).double();
+          const err = point.sub(s.theta.get(n).double()).sub(eps).abs();
+          return err.div(point.abs().add(eps.abs().mul(4)).mul(2 ** -23).add(1e-30)).max().item();
+        });
+        pertErr = Math.max(pertErr, e);
+      }
+      assert.deepEqual(allEqual(s.after, s.theta), [], 'θ is restored bit-exactly after the second pass');
+      assert.deepEqual(allEqual(s.gradAfter, s.gPrime), [], "the optimizer receives g'");
+      for (const [n, gp] of s.gPrime as Map<string, Tensor>) gradErr = Math.max(gradErr, maxAbsDiff(gp, s.recomputed.get(n)));
+      const moved = [...(s.gPrime as Map<string, Tensor>)].some(([n, gp]) => !gp.equal(g.get(n)!));
+      assert.ok(moved, "g' differs from g");
+      if (solo) indepErr = Math.max(indepErr, independentGradError(s));
+    }
+    assert.ok(pertErr <= 1, `θ+ε − θ differs from ρg/‖g‖ by ${pertErr} times the float32 rounding bound`);
+    assert.ok(gradErr < 1e-6, `g' differs from the gradient recomputed at θ+ε by ${gradErr}`);
+    assert.ok(indepErr < 1e-6, `g' differs from a fresh model's gradient at θ+ε by ${indepErr}`);
+    return { sam_steps: rec.steps.length, last_grad_norm: +gNorm.toFixed(6), perturbation_err_in_rounding_bounds: +pertErr.toFixed(3), grad_at_point_max_err: +gradErr.toExponential(2), ...(solo ? { fresh_model_grad_max_err: +indepErr.toExponential(2) } : {}) };
+  },
+});
+
+// The step's loss as the loop defines it, rebuilt from the methods' hooks, and its gradient at the current weights.
+function recompute(ctx: TrainContext, methods: Method[], micro: Batch[]): Map<string, Tensor> {
+  const saved = new Map(ctx.params.map(([n, p]) => [n, p.grad] as const));
+  for (const [, p] of ctx.params) p.grad = null;
+  const total = micro.reduce((a, b) => a + b.tokenCounts.reduce((x, y) => x + y, 0), 0);
+  micro.forEach((b, i) => {
+    torch.tidy(() => {
+      let sums = causalLmLoss(ctx.model, b).sums;
+      for (const m of methods) {
+        const w = m.sampleWeights?.(ctx, b);
+        if (w) sums = sums.mul(w);
+      }
+      let loss = sums.sum().div(total);
+      if (i === 0) for (const m of methods) for (const t of m.lossTerms?.(ctx) ?? []) loss = loss.add(t.value);
+      loss.backward();
+    });
+  });
+  const out = gradsOf(ctx);
+  for (const [n, p] of ctx.params) p.grad = saved.get(n) ?? null;
+  return out;
+}
+
+// SAM alone: a new model loaded with θ+ε, the plain token-mean loss of the recorded micro-batches, its gradient.
+function independentGradError(s: Rec): number {
+  const fresh = new LlamaForCausalLM(CONFIG);
+  fresh.loadStateDict(s.pointState);
+  const micro = s.micro as Batch[];
+  const total = micro.reduce((a, b) => a + b.tokenCounts.reduce((x, y) => x + y, 0), 0);
+  for (const b of micro) {
+    torch.tidy(() => {
+      const logits = fresh.forward(b.ids); // [B, T, V]
+      const [B, T, V] = logits.shape;
+      torch.crossEntropy(logits.reshape(B * T, V), b.targets.reshape(B * T), { reduction: 'sum' }).div(total).backward();
+    });
+  }
+  let err = 0;
+  for (const [n, p] of fresh.namedParameters()) {
+    const gp = (s.gPrime as Map<string, Tensor>).get(n);
+    if (gp) torch.tidy(() => (err = Math.max(err, maxAbsDiff(gp, p.grad!))));
+  }
+  fresh.dispose();
+  return err;
+}
+
+// L2-SP (§5): the penalty the loop adds is λ·Σ(θ−θ₀)² (sum) or its mean, over the trained tensors.
+SPECS.push({
+  name: 'l2',
+  file: 'l2sp.ts',
+  instrument(m, rec) {
+    const inner = m.lossTerms!.bind(m);
+    rec.terms = [];
+    rec.theta0 = null;
+    const setup = m.setup?.bind(m);
+    m.setup = async (ctx) => {
+      rec.theta0 = snapshot(ctx.params);
+      await setup?.(ctx);
+    };
+    m.lossTerms = (ctx) => {
+      const terms = inner(ctx);
+      const sq = torch.tidy(() => ctx.params.reduce((a, [n, p]) => a + (rec.theta0.has(n) ? p.detach().double().sub(rec.theta0.get(n).double()).square().sum().item() : 0), 0));
+      const count = ctx.params.reduce((a, [n, p]) => a + (rec.theta0.has(n) ? p.numel() : 0), 0);
+      rec.terms.push({ value: terms.reduce((a, t) => a + t.value.item(), 0), sq, count });
+      return terms;
+    };
+  },
+  check(_run, rec) {
+    const terms = rec.terms as { value: number; sq: number; count: number }[];
+    assert.ok(terms.length > 0, 'the penalty was never evaluated');
+    assert.ok(Math.abs(terms[0].value) < 1e-12, `at θ = θ₀ the penalty is ${terms[0].value}`);
+    const last = terms[terms.length - 1];
+    assert.ok(last.sq > 0, 'the weights moved');
+    const lamSum = last.value / last.sq;
+    const lamMean = (last.value * last.count) / last.sq;
+    // The ratio value/Σ(θ−θ₀)² must be one constant across steps (λ, or λ/n for the mean form).
+    for (const t of terms.slice(1)) if (t.sq > 0) assert.ok(Math.abs(t.value / t.sq - lamSum) <= 1e-4 * Math.abs(lamSum), 'the penalty is λ·Σ(θ−θ₀)²');
+    return { l2_steps: terms.length, lambda_if_sum: +lamSum.toPrecision(6), lambda_if_mean: +lamMean.toPrecision(6) };
+  },
+});
+
+// EWC (§6): Σ (λ/2)·F·(θ−θ₀)², zero at θ₀ and growing as θ leaves it.
+SPECS.push({
+  name: 'ewc',
+  file: 'ewc.ts',
+  options: { general: GENERAL },
+  instrument(m, rec) {
+    const inner = m.lossTerms!.bind(m);
+    rec.values = [];
+    m.lossTerms = (ctx) => {
+      const terms = inner(ctx);
+      rec.values.push(terms.reduce((a, t) => a + t.value.item(), 0));
+      return terms;
+    };
+  },
+  check(_run, rec) {
+    const v = rec.values as number[];
+    assert.ok(v.length > 0, 'the penalty was never evaluated');
+    assert.ok(Math.abs(v[0]) < 1e-12, `at θ = θ₀ the EWC penalty is ${v[0]}`);
+    assert.ok(v.every((x) => x >= 0) && v[v.length - 1] > 0, 'the EWC penalty is non-negative and grows off θ₀');
+    return { ewc_first: v[0], ewc_last: +v[v.length - 1].toPrecision(6) };
+  },
+});
+
+// MoFO (§7): per filtered tensor exactly k = max(1, ⌊α·n⌋) coordinates move beyond the decoupled decay, and the
+// moments are plain AdamW's.
+SPECS.push({
+  name: 'mofo',
+  file: 'mofo.ts',
+  instrument(m, rec) {
+    const mofo = m as Mofo;
+    const inner = m.optimizerStep!.bind(m);
+    rec.checked = 0;
+    rec.mismatches = [] as string[];
+    rec.momentMismatch = [] as string[];
+    rec.unfiltered = [] as number[];
+    m.optimizerStep = (ctx) => {
+      const before = snapshot(ctx.params);
+      const grads = gradsOf(ctx);
+      inner(ctx);
+      const opt = mofo.optimizer!;
+      const g0 = ctx.optimizer.paramGroups[0] as Record<string, any>;
+      if (!rec.shadow) {
+        // Moments depend on the gradients only, so a shadow AdamW over copies sees the same m and v.
+        rec.shadowParams = new Map([...before].map(([n, t]) => [n, hold(t.clone().requiresGrad_(true))]));
+        rec.shadow = new torch.optim.AdamW([...rec.shadowParams.values()], { lr: g0.lr, betas: g0.betas, eps: g0.eps, weightDecay: g0.weightDecay });
+      }
+      for (const [n, sp] of rec.shadowParams as Map<string, Tensor>) sp.grad = grads.get(n) ?? null;
+      rec.shadow.paramGroups[0].lr = g0.lr;
+      rec.shadow.step();
+      const decay = 1 - g0.lr * g0.weightDecay;
+      for (const [n, p] of ctx.params) {
+        if (!grads.has(n)) continue;
+        const s = opt.moments(p)!;
+        const sh = rec.shadow.moments(rec.shadowParams.get(n))!;
+        if (!s.exp_avg.equal(sh.exp_avg) || !s.exp_avg_sq.equal(sh.exp_avg_sq)) rec.momentMismatch.push(`${n}@${ctx.step}`);
+        const moved = torch.tidy(() => p.ne(before.get(n)!.mul(decay)).sum().item());
+        if (isFiltered(n, p)) {
+          rec.checked++;
+          // A coordinate whose momentum is exactly 0 has a zero update even when selected (LoRA's A before B moves).
+          const live = torch.tidy(() => s.exp_avg.ne(0).sum().item());
+          const k = Math.min(mofoK(mofo.alpha, p.numel()), live);
+          if (moved !== k) rec.mismatches.push(`${n}@${ctx.step}: moved ${moved}, expected ${k}`);
+        } else rec.unfiltered.push(moved / p.numel());
+      }
+    };
+  },
+  check(run, rec) {
+    assert.ok(rec.checked > 0, 'no filtered tensor was checked');
+    assert.deepEqual(rec.mismatches, [], 'every filtered tensor moves exactly k coordinates');
+    assert.deepEqual(rec.momentMismatch, [], "MoFO's moments are plain AdamW's, bit for bit");
+    const dense = rec.unfiltered.length ? Math.min(...rec.unfiltered) : 1;
+    assert.ok(dense > 0.9, `unfiltered tensors update densely (lowest moved fraction ${dense})`);
+    const alpha = (run.methods.get('mofo') as Mofo).alpha;
+    return { mofo_alpha: alpha, filtered_tensor_steps_checked: rec.checked, k_for_16x16: mofoK(alpha, 256), unfiltered_min_moved_fraction: +dense.toFixed(3) };
+  },
+});
+
+// LoRA (§8): the base stays frozen; merging equals the unmerged forward (float64); the PEFT files round-trip.
+SPECS.push({
+  name: 'lora',
+  file: 'lora',
+  check(run) {
+    const model = run.model;
+    const layers = loraModules(model);
+    assert.equal(layers.length, 14, 'q,k,v,o,gate,up,down in 2 layers are wrapped');
+    const sd = model.stateDict();
+    const baseMoved = [...run.theta0.keys()].filter((k) => !sd.get(k)!.equal(run.theta0.get(k)!));
+    // WiSE-FT scales the adapter; any other partner leaves the pretrained tensors alone too.
+    assert.deepEqual(baseMoved, [], 'every pretrained tensor is bit-identical after LoRA training');
+    assert.ok(layers.every(([, l]) => torch.tidy(() => l.lora_B.weight.abs().max().item()) > 0), 'B trained away from zero');
+
+    // PEFT layout: file names, keys, shapes, config fields; then a fresh base + loadAdapter reproduces the model.
+    const dir = join(run.dir, 'adapter');
+    saveAdapter(model, dir, { baseModel: 'tiny-llama' });
+    const cfg = JSON.parse(readFileSync(join(dir, 'adapter_config.json'), 'utf8'));
+    assert.equal(cfg.peft_type, 'LORA');
+    assert.equal(cfg.task_type, 'CAUSAL_LM');
+    assert.equal(cfg.bias, 'none');
+    assert.equal(cfg.base_model_name_or_path, 'tiny-llama');
+    assert.deepEqual([cfg.r, cfg.lora_alpha, cfg.lora_dropout], [8, 16, 0]);
+    assert.deepEqual(cfg.target_modules, ['down_proj', 'gate_proj', 'k_proj', 'o_proj', 'q_proj', 'up_proj', 'v_proj']);
+    const header = safetensorsHeader(join(dir, 'adapter_model.safetensors'));
+    const expected: Record<string, number[]> = {};
+    for (const [p, l] of layers) {
+      expected[`base_model.model.${p}.lora_A.weight`] = [8, l.inFeatures];
+      expected[`base_model.model.${p}.lora_B.weight`] = [l.outFeatures, 8];
+    }
+    assert.deepEqual(Object.fromEntries(Object.entries(header).filter(([k]) => k !== '__metadata__').map(([k, v]: [string, any]) => [k, v.shape])), expected);
+    const fresh = newModel();
+    loadAdapter(fresh, dir);
+    const b = probeBatch();
+    model.eval();
+    fresh.eval();
+    const same = torch.tidy(() => fresh.forward(b.ids).equal(model.forward(b.ids)));
+    assert.ok(same, 'a fresh base with the loaded adapter gives the trained forward bit for bit');
+    fresh.dispose();
+
+    // Merge in float64: W₀ + (α/r)·B·A gives the unmerged forward; unmerge gives it back; scale 0 is the base.
+    model.to('float64');
+    const base64 = newModel().to('float64');
+    base64.eval();
+    const [e1, e2, e3, e4] = torch.tidy(() => {
+      const y1 = model.forward(b.ids);
+      mergeAdapters(model);
+      const y2 = model.forward(b.ids);
+      unmergeAdapters(model);
+      const y3 = model.forward(b.ids);
+      setAdapterScale(model, 0);
+      const y0 = model.forward(b.ids);
+      setAdapterScale(model, 1);
+      mergeAndUnload(model);
+      const y4 = model.forward(b.ids);
+      return [maxAbsDiff(y1, y2), maxAbsDiff(y1, y3), maxAbsDiff(y0, base64.forward(b.ids)), maxAbsDiff(y1, y4)];
+    });
+    disposeBatch(b);
+    base64.dispose();
+    assert.ok(e1 < 1e-12, `merged forward differs by ${e1}`);
+    assert.ok(e2 < 1e-12, `unmerged-again forward differs by ${e2}`);
+    assert.ok(e3 < 1e-12, `scale 0 differs from the base by ${e3}`);
+    assert.ok(e4 < 1e-12, `merge-and-unload (plain fused Linear layers) differs by ${e4}`);
+    assert.equal(loraModules(model).length, 0);
+    assert.ok(model.model.layers.get(0).self_attn.q_proj.constructor === torch.nn.Linear, 'unloaded layers are plain nn.Linear again');
+    return { merge_f64_max_diff: e1, unmerge_f64_max_diff: e2, scale0_vs_base: e3, unload_f64_max_diff: e4, peft_keys: Object.keys(expected).length };
+  },
+});
+
+// WiSE-FT (§9): θ_α = (1−α)·θ₀ + α·θ_ft over the state dict (for an adapter: its scale).
+SPECS.push({
+  name: 'wise',
+  file: 'wise.ts',
+  options: { alpha: 0.5 },
+  instrument(m, rec) {
+    const inner = m.finish!.bind(m);
+    m.finish = async (ctx) => {
+      rec.ft = snapshot(ctx.model.stateDict());
+      await inner(ctx);
+      rec.out = snapshot(ctx.model.stateDict());
+    };
+  },
+  check(run, rec) {
+    let err = 0;
+    for (const [k, t0] of run.theta0) {
+      const ft = rec.ft.get(k);
+      const out = rec.out.get(k);
+      if (!ft || !out) continue;
+      err = Math.max(err, torch.tidy(() => out.double().sub(t0.double().mul(0.5).add(ft.double().mul(0.5))).abs().max().item()));
+    }
+    assert.ok(err < 1e-6, `θ_0.5 differs from (θ₀+θ_ft)/2 by ${err}`);
+    return { wise_alpha: 0.5, interpolation_max_err: +err.toExponential(2) };
+  },
+});
+
+// HFT (§10): within an epoch the frozen half is bit-identical after every step (weight decay and momentum included).
+SPECS.push({
+  name: 'hft',
+  file: 'hft.ts',
+  options: { seed: 5 },
+  instrument(m, rec) {
+    const h = m as Hft;
+    rec.draws = [] as Map<number, Set<string>>[];
+    rec.violations = [] as string[];
+    rec.trainedChanged = new Set<string>();
+    rec.frozenAfterTraining = 0;
+    const take = (ctx: TrainContext) => {
+      rec.draws.push(new Map([...h.draw].map(([l, s]) => [l, new Set(s)])));
+      const prev = rec.current;
+      rec.current = new Map([...h.governed].map(([p, g]) => [p, { name: g.name, trains: g.trains, value: hold(p.detach().clone()) }]));
+      // A tensor that trained in the previous epoch and is frozen now carries momentum: it must still not move.
+      if (prev) for (const [p, g] of rec.current) if (!g.trains && prev.get(p)?.trains) rec.frozenAfterTraining++;
+      void ctx;
+    };
+    const setup = h.setup.bind(h);
+    h.setup = (ctx) => {
+      setup(ctx);
+      take(ctx);
+    };
+    const onEpoch = h.onEpochStart.bind(h);
+    h.onEpochStart = (ctx, e) => {
+      onEpoch(ctx, e);
+      take(ctx);
+    };
+    (h as Method).afterStep = (ctx: TrainContext) => {
+      for (const [p, g] of rec.current as Map<Tensor, { name: string; trains: boolean; value: Tensor }>) {
+        if (!g.trains && !p.equal(g.value)) rec.violations.push(`${g.name}@${ctx.step}`);
+        if (g.trains && !p.equal(g.value)) rec.trainedChanged.add(g.name);
+      }
+    };
+  },
+  check(_run, rec) {
+    assert.deepEqual(rec.violations, [], 'frozen tensors stay bit-identical while frozen');
+    const draws = rec.draws as Map<number, Set<string>>[];
+    assert.ok(draws.length >= 2, 'the run crossed an epoch and drew again');
+    for (const d of draws) {
+      const mlp2 = [...d.values()].filter((s) => ['gate_proj', 'up_proj', 'down_proj'].filter((c) => s.has(c)).length === 2).length;
+      for (const s of d.values()) assert.equal(['q_proj', 'k_proj', 'v_proj', 'o_proj'].filter((c) => s.has(c)).length, 2, 'attention trains 2 of 4');
+      assert.equal(mlp2, 1, 'one of the two layers trains 2 of 3 MLP projections, the other 1 of 3');
+    }
+    const key = (d: Map<number, Set<string>>) => JSON.stringify([...d].map(([l, s]) => [l, [...s].sort()]));
+    assert.notEqual(key(draws[0]), key(draws[1]), 'the halves are drawn again at the new epoch');
+    assert.ok(rec.frozenAfterTraining > 0, 'some tensor went from trained (with momentum) to frozen');
+    return { draws: draws.length, trained_tensors_that_moved: rec.trainedChanged.size, frozen_after_training_with_momentum: rec.frozenAfterTraining };
+  },
+});
+
+// Linear probe (§11): only the head trains.
+SPECS.push({
+  name: 'probe',
+  file: 'probe.ts',
+  check(run) {
+    const sd = run.model.stateDict();
+    const moved = [...run.theta0.keys()].filter((k) => !sd.get(k)!.equal(run.theta0.get(k)!));
+    assert.ok(moved.length > 0 && moved.every((k) => k.startsWith('lm_head')), `only the head trains (moved: ${moved.join(', ')})`);
+    return { probe_moved: moved.join(',') };
+  },
+});
+
+// Pairs that must be refused, with what the message must say.
+const MUST_REFUSE: Record<string, RegExp> = {
+  'lora+hft': /HFT chooses which pretrained weights train/,
+  'hft+probe': /linear probe trains only the new head/,
+};
+
+// --- the runs --------------------------------------------------------------------------------------------------
+
+const specOf = new Map(SPECS.map((s) => [s.name, s]));
+const present = (s: Spec) => existsSync(join(METHODS_DIR, s.file)) && METHODS.has(s.name);
+function missing(names: string[]): string | false {
+  const gone = names.map((n) => specOf.get(n)!).filter((s) => !present(s));
+  return gone.length ? `not implemented yet: ${gone.map((s) => `${s.name} (src/methods/${s.file} or its registry line is missing)`).join(', ')}` : false;
+}
+
+async function runOnce(names: string[], dir: string, resume: boolean, instrument: boolean): Promise<Run> {
+  const model = newModel();
+  const theta0 = snapshot(model.stateDict());
+  const methods = buildMethods(names.map((n) => ({ name: n, ...(specOf.get(n)!.options ?? {}) })));
+  const env: RowEnv = { methods, onLoss: null };
+  const recs = new Map<string, Rec>();
+  if (instrument) {
+    methods.forEach((m, i) => {
+      const rec: Rec = {};
+      recs.set(names[i], rec);
+      specOf.get(names[i])!.instrument?.(m, rec, env);
+    });
+  }
+  const lossFn: LossFn = (mdl, b) => {
+    env.onLoss?.(b);
+    return causalLmLoss(mdl, b);
+  };
+  const optimizer = new torch.optim.AdamW(model.parameters(), { lr: LR, weightDecay: WD });
+  const r = await train({
+    model, optimizer, examples: TRAIN, batchSize: 2, gradAccum: 2, maxSteps: STEPS, schedule: { kind: 'constant', lr: LR },
+    clipGradNorm: 1.0, seed: SEED, methods, outputDir: dir, saveEvery: SAVE_EVERY, keepCheckpoints: 3, resume, progress: false, lossFn,
+  });
+  assert.equal(r.steps, STEPS);
+  return { names, model, theta0, methods: new Map(methods.map((m, i) => [names[i], m])), recs, dir, history: r.history };
+}
+
+async function runRow(names: string[], t: { diagnostic(s: string): void }): Promise<void> {
+  const root = mkdtempSync(join(tmpdir(), `retain-methods-${names.join('-')}-`));
+  try {
+    const a = await runOnce(names, join(root, 'a'), false, true);
+    assert.ok(existsSync(join(root, 'a', `checkpoint-${SAVE_EVERY}`)) && existsSync(join(root, 'a', `checkpoint-${STEPS}`)), 'checkpoints written');
+    // Reload: a second run resumes from the middle checkpoint and must end exactly where the first did.
+    cpSync(join(root, 'a', `checkpoint-${SAVE_EVERY}`), join(root, 'b', `checkpoint-${SAVE_EVERY}`), { recursive: true });
+    const b = await runOnce(names, join(root, 'b'), true, false);
+    const diff = allEqual(snapshot(a.model.stateDict()), snapshot(b.model.stateDict()));
+    assert.deepEqual(diff, [], 'a run resumed from its checkpoint ends bit-identical to the uninterrupted run');
+    b.model.dispose();
+    const solo = names.length === 1;
+    const report: Record<string, number | string> = { resumed_bit_identical: 'yes', final_loss: a.history.filter((h) => h.loss !== undefined).pop()!.loss };
+    for (const n of names) Object.assign(report, specOf.get(n)!.check(a, a.recs.get(n)!, solo));
+    t.diagnostic(`${names.join('+')}: ${JSON.stringify(report)}`);
+    a.model.dispose();
+  } finally {
+    releaseHeld();
+    rmSync(root, { recursive: true, force: true });
+  }
+}
+
+// Rows: every method alone, then every pair the composition rules allow.
+for (const s of SPECS) {
+  test(`method ${s.name}: trains, resumes bit-identically, has its defining property`, { skip: missing([s.name]) }, async (t) => {
+    await runRow([s.name], t);
+  });
+}
+
+for (let i = 0; i < SPECS.length; i++) {
+  for (let j = i + 1; j < SPECS.length; j++) {
+    const names = [SPECS[i].name, SPECS[j].name];
+    const key = names.join('+');
+    const why = MUST_REFUSE[key] ?? MUST_REFUSE[[...names].reverse().join('+')];
+    const skip = missing(names);
+    if (why) {
+      test(`pair ${key}: refused before training`, { skip }, async () => {
+        const model = newModel();
+        const before = snapshot(model.stateDict());
+        const optimizer = new torch.optim.AdamW(model.parameters(), { lr: LR });
+        await assert.rejects(
+          train({ model, optimizer, examples: TRAIN, batchSize: 2, maxSteps: 2, schedule: { kind: 'constant', lr: LR }, methods: buildMethods(names), progress: false }),
+          (e: Error) => e.message.includes(`'${names[0]}'`) && e.message.includes(`'${names[1]}'`) && why.test(e.message),
+        );
+        assert.deepEqual(allEqual(before, snapshot(model.stateDict())), [], 'nothing was trained');
+        releaseHeld();
+        model.dispose();
+      });
+      continue;
+    }
+    test(`pair ${key}: both properties hold together`, { skip }, async (t) => {
+      let refused: Error | null = null;
+      try {
+        checkComposition(buildMethods(names));
+      } catch (e) {
+        refused = e as Error;
+      }
+      // A refusal this table does not expect must still name both and say why; the row then reports it.
+      if (refused) {
+        assert.ok(refused.message.includes(`'${names[0]}'`) && refused.message.includes(`'${names[1]}'`) && /:\s*\S/.test(refused.message), `refusal message: ${refused.message}`);
+        t.diagnostic(`refused: ${refused.message}`);
+        return;
+      }
+      await runRow(names, t);
+    });
+  }
+}
+
+// The exclusive roles, with stand-ins for a second claimant, and a method listed twice.
+test('two methods with one exclusive role are refused with both names and the role', () => {
+  const stand = (name: string, role: 'optimizer-step' | 'forward-backward' | 'parameterization' | 'batch-composition'): Method => ({ name, roles: [role] });
+  const cases: [string, Method][] = [['mofo', stand('other-optimizer', 'optimizer-step')], ['sam', stand('other-fb', 'forward-backward')], ['lora', stand('other-adapter', 'parameterization')]];
+  for (const [real, other] of cases) {
+    if (!METHODS.has(real)) continue;
+    const [m] = buildMethods([real]);
+    assert.throws(() => checkComposition([m, other]), new RegExp(`methods '${real}' and '${other.name}' cannot run together: both take the ${other.roles![0]} role`));
+  }
+  assert.throws(() => checkComposition(buildMethods(['sam', 'sam'])), /method 'sam' is listed twice/);
+});
+
+test('every method of METHODS.md has a row in this table', () => {
+  assert.deepEqual(SPECS.map((s) => s.name), ['flow', 'mixing', 'sam', 'l2', 'ewc', 'mofo', 'lora', 'wise', 'hft', 'probe']);
+  for (const name of METHODS.keys()) assert.ok(specOf.has(name), `registered method '${name}' has no row`);
+});
+
+// safetensors' header read with nothing but its definition: 8-byte little-endian length, then JSON.
+function safetensorsHeader(file: string): Record<string, any> {
+  const buf = readFileSync(file);
+  const n = Number(buf.readBigUInt64LE(0));
+  return JSON.parse(buf.subarray(8, 8 + n).toString('utf8'));
+}
