@@ -63,7 +63,7 @@ export class BasicLSTMCell extends nn.Module {
     const H = this.hiddenSize;
     return torch.tidy(() => {
       // TensorFlow's column blocks i, j, f, o → PyTorch's row blocks i, f, g(=j), o.
-      const order = torch.tensor([0, 2, 1, 3]);
+      const order = torch.tensor([0, 2, 1, 3], { device: this.weights.device });
       const w = this.weights.view(this.inputSize + H, 4, H).indexSelect(1, order).reshape(this.inputSize + H, 4 * H); // [in+H, 4H]
       const wIh = w.narrow(0, 0, this.inputSize).t().contiguous(); // [4H, in]
       const wHh = w.narrow(0, this.inputSize, H).t().contiguous(); // [4H, H]
@@ -226,18 +226,19 @@ export class CharLSTM extends nn.Module {
     if (o.seed !== undefined) torch.manualSeed(o.seed);
     const length = o.length ?? 100;
     const state = this.newState(1);
+    const device = this.embedding.device;
     const out: number[] = [];
     try {
       torch.inferenceMode(() => {
         let next = torch.tidy(() => {
-          const logits = this.forward(torch.tensor([vocab.encode(prompt)], { dtype: 'int64' }), { state }); // [1, T, V]
+          const logits = this.forward(torch.tensor([vocab.encode(prompt)], { dtype: 'int64', device }), { state }); // [1, T, V]
           return sampleNext(logits.i(0, -1), o);
         });
         while (out.length < length) {
           out.push(next);
           if (out.length === length) break;
           const prev = next;
-          next = torch.tidy(() => sampleNext(this.forward(torch.tensor([[prev]], { dtype: 'int64' }), { state }).i(0, 0), o));
+          next = torch.tidy(() => sampleNext(this.forward(torch.tensor([[prev]], { dtype: 'int64', device }), { state }).i(0, 0), o));
         }
       });
     } finally {

@@ -523,7 +523,7 @@ export class T5ForConditionalGeneration extends nn.Module {
         let cur = new Array<number>(B).fill(this.config.decoder_start_token_id ?? 0);
         for (let step = 0; step < maxNew && !done.every(Boolean); step++) {
           cur = torch.tidy(() => {
-            const logits = this.decode(torch.tensor(cur.map((t) => [t]), { dtype: 'int64' }), null, { cache, lastOnly: true }); // [B, 1, V]
+            const logits = this.decode(torch.tensor(cur.map((t) => [t]), { dtype: 'int64', device: inputIds.device }), null, { cache, lastOnly: true }); // [B, 1, V]
             return cur.map((_, b) => (done[b] ? this.config.pad_token_id ?? 0 : sampleNext(logits.i(b, 0), o)));
           });
           cur.forEach((t, b) => {
