@@ -5,6 +5,7 @@ import { Sam } from './sam.js';
 import { Mofo } from './mofo.js';
 import { Lora } from './lora/index.js';
 import { Hft } from './hft.js';
+import { Flow } from './flow.js';
 
 /** Builds a method from its config options (everything in the config entry except `name`). */
 export type MethodFactory = (options: Record<string, unknown>) => Method;
@@ -15,6 +16,8 @@ export const METHODS = new Map<string, MethodFactory>([
   ['mofo', (o) => new Mofo(o)],
   ['lora', (o) => new Lora(o)],
   ['hft', (o) => new Hft(o)],
+  ['flow', (o) => new Flow(o)],
+  ['flow_vision', (o) => new Flow(o, 'vision')],
 ]);
 
 export function registerMethod(name: string, factory: MethodFactory): void {

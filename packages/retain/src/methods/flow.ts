@@ -1,0 +1,257 @@
+// FLOW (Sanyal et al., arXiv 2502.02797), METHODS.md §1: weight every fine-tuning sample by how well the pretrained
+// model already fits it, wᵢ = exp(−fᵢ(θ₀)/τ), so samples far from the pretrained distribution pull the weights less.
+//
+// fᵢ(θ₀) is the sample's mean cross-entropy per trained token — the trainer's own loss function on the trainer's own
+// Examples, so tokenization, template, masking and truncation are exactly those of training — computed once before
+// the first step in eval mode without autograd. τ is the median of {fᵢ} over the whole set (or a number, or the median
+// of each batch), times `tau_scale`. The weights stay fixed for the run; a NaN (a sample without trained tokens)
+// becomes 0. The trainer then minimises Σᵢ wᵢ·(sum of sample i's token losses) / (trained tokens in the step), the
+// paper's loss. `normalize: none` (the paper's reference code, and the default) leaves the effective learning rate
+// scaled by the mean weight (≈ e⁻¹ at the median); `mean` rescales each batch's weights to mean 1; `sum` makes the
+// loss the weighted token mean Σwᵢsᵢ / Σwᵢnᵢ.
+//
+// The losses are cached in <cache_dir or output_dir>/flow-<hash>.json as {sample id → loss, weight}, keyed by a hash
+// of the model's weights and of the Examples (ids, tokens, masks, labels), so a rerun or a resumed run scores nothing.
+//
+// Vision with a new head (`flow_vision`, or `head` on `flow`): a linear probe trains the head on the frozen body first
+// (probe.ts); at the switch τ and the weights come from the probe model's losses — a snapshot of the probe, which is
+// what "a frozen copy of the probe model" computes, since the weights are fixed from then on — and everything
+// fine-tunes from the probe with those weights. Those losses are kept in the checkpoint state so a resumed run,
+// whose weights have moved on, reuses them.
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createHash } from 'node:crypto';
+import * as torch from '@retain/torch';
+import type { Tensor } from '@retain/torch';
+import type { Batch } from '../data/loader.js';
+import type { Example } from '../data/formats.js';
+import type { Method, TrainContext } from '../train/hooks.js';
+import { writeJsonAtomic } from '../train/checkpoint.js';
+import { HeadProbe } from './probe.js';
+import { checkOptions, enumOption, hashExamples, hashModel, indexById, median, numberOption, perSampleLosses, sampleKey, summary, type Options } from './support.js';
+
+export type TauRule = 'median' | 'batch_median' | number;
+export type Normalize = 'none' | 'sum' | 'mean';
+
+const OPTIONS = ['tau', 'tau_scale', 'normalize', 'batch_size', 'cache', 'cache_dir', 'other_weight', 'head', 'probe_steps', 'probe_epochs'];
+
+/** wᵢ = exp(−fᵢ/τ), with NaN (no trained tokens, or a non-finite loss) → 0. */
+export function flowWeight(loss: number, tau: number): number {
+  const w = Math.exp(-loss / tau);
+  return Number.isNaN(w) ? 0 : w;
+}
+
+interface CacheFile {
+  format: 'retain.flow/1';
+  key: string;
+  loss: string;
+  tau_rule: string;
+  tau: number | null;
+  samples: Record<string, { loss: number | null; weight: number | null }>;
+}
+
+export class Flow implements Method {
+  readonly name: string;
+  readonly conflicts: Record<string, string>;
+  readonly tauRule: TauRule;
+  readonly tauScale: number;
+  readonly normalize: Normalize;
+  readonly batchSize: number;
+  readonly useCache: boolean;
+  readonly cacheDir: string | null;
+  readonly otherWeight: number;
+  readonly probe: HeadProbe | null;
+
+  /** fᵢ per training example (in ctx.examples order), and the fixed weights (null for a per-batch τ). */
+  losses: Float64Array | null = null;
+  weights: Float64Array | null = null;
+  tau: number | null = null;
+  /** Batches scored by forward passes in this process (a cached run scores none). */
+  forwardBatches = 0;
+  cacheFile: string | null = null;
+  private index = new Map<string, number>();
+
+  constructor(o: Options = {}, variant: 'text' | 'vision' = 'text') {
+    this.name = variant === 'vision' ? 'flow_vision' : 'flow';
+    checkOptions(this.name, o, OPTIONS);
+    const tau = o.tau ?? 'median';
+    if (!(tau === 'median' || tau === 'batch_median' || (typeof tau === 'number' && tau > 0 && Number.isFinite(tau)))) {
+      throw new Error(`${this.name}: option 'tau' must be 'median', 'batch_median' or a positive number, got ${JSON.stringify(tau)}`);
+    }
+    this.tauRule = tau as TauRule;
+    this.tauScale = numberOption(this.name, o, 'tau_scale', 1, (v) => v > 0 && Number.isFinite(v), 'a positive number');
+    this.normalize = enumOption(this.name, o, 'normalize', ['none', 'sum', 'mean'] as const, 'none');
+    this.batchSize = numberOption(this.name, o, 'batch_size', 16, (v) => Number.isInteger(v) && v > 0, 'a positive integer');
+    if (o.cache !== undefined && typeof o.cache !== 'boolean') throw new Error(`${this.name}: option 'cache' must be true or false`);
+    this.useCache = (o.cache as boolean | undefined) ?? true;
+    if (o.cache_dir !== undefined && typeof o.cache_dir !== 'string') throw new Error(`${this.name}: option 'cache_dir' must be a path`);
+    this.cacheDir = (o.cache_dir as string | undefined) ?? null;
+    this.otherWeight = numberOption(this.name, o, 'other_weight', 1, (v) => v >= 0 && Number.isFinite(v), 'a non-negative number');
+    const vision = variant === 'vision' || o.head !== undefined;
+    if (variant === 'vision' && o.head === undefined) throw new Error(`${this.name}: option 'head' is required: a regular expression matching the new head's parameter names`);
+    if (!vision && (o.probe_steps !== undefined || o.probe_epochs !== undefined)) throw new Error(`${this.name}: probe_steps/probe_epochs need 'head' (the vision variant's linear probe)`);
+    this.probe = vision ? new HeadProbe(this.name, { head: o.head, then: 'finetune', probe_steps: o.probe_steps, probe_epochs: o.probe_epochs }) : null;
+    this.conflicts = vision ? { probe: `${this.name} runs its own linear probe`, hft: 'both decide which parameters train' } : {};
+  }
+
+  async setup(ctx: TrainContext): Promise<void> {
+    this.index = indexById(this.name, ctx.examples);
+    if (this.probe) {
+      this.probe.setup(ctx);
+      return;
+    }
+    this.score(ctx, 'pretrained');
+  }
+
+  beforeStep(ctx: TrainContext): void {
+    this.enterPhase(ctx);
+  }
+
+  onEpochStart(ctx: TrainContext): void {
+    this.enterPhase(ctx);
+  }
+
+  afterBackward(ctx: TrainContext): void {
+    this.probe?.dropBodyGrads(ctx);
+  }
+
+  private enterPhase(ctx: TrainContext): void {
+    if (!this.probe) return;
+    const probing = this.probe.probing(ctx);
+    // Score the probe model before its body unfreezes; the probe's own modes (body in eval) do not matter here.
+    if (!probing && this.losses === null) {
+      const saved = ctx.state.get(this.name) as { losses?: number[]; key?: string } | undefined;
+      if (saved?.losses && saved.losses.length === ctx.examples.length) {
+        this.losses = Float64Array.from(saved.losses, (v) => (v === null ? NaN : v));
+        this.finishWeights(ctx, 'probe', true, saved.key ?? null, 0);
+      } else {
+        this.score(ctx, 'probe');
+        ctx.state.set(this.name, { losses: Array.from(this.losses!), key: this.cacheKey });
+      }
+    }
+    this.probe.apply(ctx);
+  }
+
+  private cacheKey: string | null = null;
+
+  /** Computes (or reads from the cache) fᵢ for every training example with the model as it is now. */
+  score(ctx: TrainContext, phase: 'pretrained' | 'probe'): void {
+    const t0 = performance.now();
+    const examples = ctx.examples;
+    const dir = this.useCache ? this.cacheDir ?? ctx.outputDir : null;
+    const key = createHash('sha256').update(`retain.flow/1\u0000${hashModel(ctx.model)}\u0000${hashExamples(examples)}`).digest('hex');
+    this.cacheKey = key;
+    this.cacheFile = dir ? join(dir, `flow-${key.slice(0, 16)}.json`) : null;
+    const cached = this.cacheFile ? this.readCache(this.cacheFile, key, examples) : null;
+    if (cached) {
+      this.losses = cached;
+    } else {
+      this.losses = perSampleLosses(ctx, examples, this.batchSize);
+      this.forwardBatches += Math.ceil(examples.length / this.batchSize);
+    }
+    this.finishWeights(ctx, phase, cached !== null, key, (performance.now() - t0) / 1000);
+  }
+
+  private finishWeights(ctx: TrainContext, phase: string, cached: boolean, key: string | null, seconds: number): void {
+    const losses = this.losses!;
+    const lossMedian = median(losses);
+    const nanLosses = losses.filter((v) => !Number.isFinite(v)).length;
+    if (this.tauRule === 'batch_median') {
+      this.tau = null;
+      this.weights = null;
+    } else {
+      this.tau = (this.tauRule === 'median' ? lossMedian : this.tauRule) * this.tauScale;
+      if (!(this.tau > 0 && Number.isFinite(this.tau))) {
+        throw new Error(`${this.name}: τ = ${this.tau} (median loss ${lossMedian} × tau_scale ${this.tauScale}); the ${phase} model's losses give no usable temperature — set tau to a positive number`);
+      }
+      const tau = this.tau;
+      this.weights = losses.map((f) => flowWeight(f, tau));
+    }
+    if (this.cacheFile && !cached && key) this.writeCache(this.cacheFile, key, ctx.examples);
+    const fields: Record<string, number | string> = {
+      kind: this.name, flow_phase: phase, flow_samples: losses.length, flow_cached: cached ? 1 : 0, flow_seconds: +seconds.toFixed(3),
+      flow_tau_rule: String(this.tauRule), flow_tau_scale: this.tauScale, flow_normalize: this.normalize,
+      flow_loss_median: +lossMedian.toPrecision(7), flow_nan_losses: nanLosses,
+    };
+    if (this.tau !== null) fields.flow_tau = +this.tau.toPrecision(7);
+    if (this.weights) {
+      const s = summary(this.weights);
+      Object.assign(fields, {
+        flow_weight_mean: +s.mean.toPrecision(7), flow_weight_min: +s.min.toPrecision(7), flow_weight_median: +s.median.toPrecision(7),
+        flow_weight_max: +s.max.toPrecision(7), flow_zero_weights: this.weights.filter((w) => w === 0).length,
+      });
+    }
+    if (this.cacheFile) fields.flow_cache = this.cacheFile;
+    ctx.log(fields);
+  }
+
+  /** Cache keys are sample ids; ids repeated across sources get their source as a prefix. */
+  private keysOf(examples: Example[]): string[] {
+    const seen = new Set<string>();
+    const clash = examples.some((e) => (seen.has(e.id) ? true : (seen.add(e.id), false)));
+    return examples.map((e) => (clash ? `${e.source}/${e.id}` : e.id));
+  }
+
+  private readCache(file: string, key: string, examples: Example[]): Float64Array | null {
+    if (!existsSync(file)) return null;
+    let c: CacheFile;
+    try {
+      c = JSON.parse(readFileSync(file, 'utf8')) as CacheFile;
+    } catch {
+      return null; // a torn or foreign file: score again and overwrite it
+    }
+    if (c.format !== 'retain.flow/1' || c.key !== key) return null;
+    const keys = this.keysOf(examples);
+    const out = new Float64Array(examples.length);
+    for (let i = 0; i < keys.length; i++) {
+      const s = c.samples[keys[i]];
+      if (!s) return null;
+      out[i] = s.loss === null ? NaN : s.loss;
+    }
+    return out;
+  }
+
+  private writeCache(file: string, key: string, examples: Example[]): void {
+    const keys = this.keysOf(examples);
+    const samples: CacheFile['samples'] = {};
+    keys.forEach((k, i) => {
+      const f = this.losses![i];
+      samples[k] = { loss: Number.isFinite(f) ? f : null, weight: this.weights ? this.weights[i] : null };
+    });
+    const body: CacheFile = { format: 'retain.flow/1', key, loss: 'mean cross-entropy per trained token at the scored weights', tau_rule: String(this.tauRule), tau: this.tau, samples };
+    mkdirSync(join(file, '..'), { recursive: true });
+    writeJsonAtomic(file, body);
+  }
+
+  /** The batch's weights [B], by sample id; samples from other sources (mixing's general data) get `other_weight`. */
+  sampleWeights(ctx: TrainContext, batch: Batch): Tensor | null {
+    if (this.probe?.probing(ctx)) return null;
+    if (!this.losses) throw new Error(`${this.name}: weights were not computed (setup did not run)`);
+    const B = batch.sampleIds.length;
+    const idx = batch.sampleIds.map((id, i) => this.index.get(sampleKey(batch.sources[i], id)));
+    let w: number[];
+    if (this.weights) {
+      w = idx.map((k) => (k === undefined ? this.otherWeight : this.weights![k]));
+    } else {
+      const tau = median(idx.filter((k): k is number => k !== undefined).map((k) => this.losses![k])) * this.tauScale;
+      w = idx.map((k) => (k === undefined ? this.otherWeight : tau > 0 ? flowWeight(this.losses![k], tau) : 0));
+    }
+    w = normalizeWeights(w, batch.tokenCounts, this.normalize);
+    const device = (batch.features ?? batch.ids).device;
+    const t = torch.tensor(Float32Array.from(w), { shape: [B] }); // [B]
+    return device === 'cpu' ? t : t.to({ device });
+  }
+}
+
+/** Batch-level normalisation of FLOW weights; a batch whose weights are all 0 stays 0. */
+export function normalizeWeights(w: number[], tokenCounts: number[], mode: Normalize): number[] {
+  if (mode === 'none') return w;
+  if (mode === 'mean') {
+    const mean = w.reduce((a, b) => a + b, 0) / w.length;
+    return mean > 0 ? w.map((x) => x / mean) : w;
+  }
+  // Σᵢ w'ᵢ·sᵢ / Σ n = Σᵢ wᵢ·sᵢ / Σᵢ wᵢ·nᵢ: the token-weighted mean of the losses.
+  const tokens = tokenCounts.reduce((a, b) => a + b, 0);
+  const weighted = w.reduce((a, x, i) => a + x * tokenCounts[i], 0);
+  return weighted > 0 ? w.map((x) => (x * tokens) / weighted) : w;
+}
