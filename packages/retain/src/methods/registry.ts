@@ -6,6 +6,7 @@ import { Mofo } from './mofo.js';
 import { Lora } from './lora/index.js';
 import { Hft } from './hft.js';
 import { Flow } from './flow.js';
+import { Mixing } from './mixing.js';
 
 /** Builds a method from its config options (everything in the config entry except `name`). */
 export type MethodFactory = (options: Record<string, unknown>) => Method;
@@ -18,6 +19,7 @@ export const METHODS = new Map<string, MethodFactory>([
   ['hft', (o) => new Hft(o)],
   ['flow', (o) => new Flow(o)],
   ['flow_vision', (o) => new Flow(o, 'vision')],
+  ['mixing', (o) => new Mixing(o)],
 ]);
 
 export function registerMethod(name: string, factory: MethodFactory): void {
