@@ -7,6 +7,8 @@ import { Lora } from './lora/index.js';
 import { Hft } from './hft.js';
 import { Flow } from './flow.js';
 import { Mixing } from './mixing.js';
+import { L2SP } from './l2sp.js';
+import { EWC } from './ewc.js';
 
 /** Builds a method from its config options (everything in the config entry except `name`). */
 export type MethodFactory = (options: Record<string, unknown>) => Method;
@@ -20,6 +22,8 @@ export const METHODS = new Map<string, MethodFactory>([
   ['flow', (o) => new Flow(o)],
   ['flow_vision', (o) => new Flow(o, 'vision')],
   ['mixing', (o) => new Mixing(o)],
+  ['l2', (o) => new L2SP(o)],
+  ['ewc', (o) => new EWC(o)],
 ]);
 
 export function registerMethod(name: string, factory: MethodFactory): void {
