@@ -9,6 +9,8 @@ import { Flow } from './flow.js';
 import { Mixing } from './mixing.js';
 import { L2SP } from './l2sp.js';
 import { EWC } from './ewc.js';
+import { WiseFT } from './wise.js';
+import { LinearProbe } from './probe.js';
 
 /** Builds a method from its config options (everything in the config entry except `name`). */
 export type MethodFactory = (options: Record<string, unknown>) => Method;
@@ -24,6 +26,8 @@ export const METHODS = new Map<string, MethodFactory>([
   ['mixing', (o) => new Mixing(o)],
   ['l2', (o) => new L2SP(o)],
   ['ewc', (o) => new EWC(o)],
+  ['wise', (o) => new WiseFT(o)],
+  ['probe', (o) => new LinearProbe(o)],
 ]);
 
 export function registerMethod(name: string, factory: MethodFactory): void {

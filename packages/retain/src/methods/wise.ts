@@ -1,0 +1,174 @@
+// WiSE-FT, weight-space ensembling (Wortsman et al., CVPR 2022, arXiv 2109.01903), METHODS.md §9: after fine-tuning,
+// θ_α = (1−α)·θ₀ + α·θ_ft over every tensor of the state dict, buffers included; α = 0 is the pretrained model and
+// α = 1 the fine-tuned one, bit for bit.
+//
+// `alpha: <number>` applies one α in the finish hook; `alpha: sweep` tries 0, 0.1, …, 1 (or `alphas`), scores each on
+// held-out data — `eval_data` (higher score = lower mean token loss), or an `evaluate(model)` function given in code —
+// logs every score and keeps the best. `wiseInterpolate` is the same rule as a plain function for other code (the
+// evaluation harness sweeps with it).
+//
+// With LoRA, interpolating A and B separately is not WiSE-FT (the product BA is not linear in them); scaling the
+// adapter's contribution by α is: W₀ + α·ΔW. A model with LoRA layers is therefore scaled (lora's setAdapterScale)
+// instead of interpolated, and `scale_adapter(model, α)` can be passed in code for other kinds of adapters.
+import * as torch from '@retain/torch';
+import type { Tensor } from '@retain/torch';
+import type { Method, TrainableModel, TrainContext } from '../train/hooks.js';
+import type { Example } from '../data/formats.js';
+import { checkOptions, perSampleLosses, resolveData, type Options } from './support.js';
+import { loraModules, setAdapterScale } from './lora/index.js';
+
+const OPTIONS = ['alpha', 'alphas', 'eval_data', 'evaluate', 'scale_adapter', 'batch_size'];
+
+export type StateDict = Map<string, Tensor>;
+
+/** Scales the adapters of a model by α (W₀ + α·ΔW); lora's setAdapterScale is the one for LoRA layers. */
+export type AdapterScaler = (model: TrainableModel, alpha: number) => void;
+
+function checkAlpha(alpha: number): void {
+  if (typeof alpha !== 'number' || !(alpha >= 0 && alpha <= 1)) throw new RangeError(`WiSE-FT: alpha must be a number in [0, 1], got ${alpha}`);
+}
+
+/**
+ * θ_α = (1−α)·base + α·tuned for every key (new tensors owned by the caller's scope). α = 0 and α = 1 copy one side
+ * exactly. Integer tensors (counters such as num_batches_tracked) are interpolated and rounded; boolean ones come
+ * from the nearer side. Keys, shapes and dtypes must agree.
+ */
+export function wiseInterpolate(base: StateDict, tuned: StateDict, alpha: number): StateDict {
+  checkAlpha(alpha);
+  const missing = [...base.keys()].filter((k) => !tuned.has(k));
+  const extra = [...tuned.keys()].filter((k) => !base.has(k));
+  if (missing.length || extra.length) {
+    throw new Error(`wiseInterpolate: the state dicts differ: ${missing.length ? `missing from the tuned one: ${missing.slice(0, 5).join(', ')}` : ''}${missing.length && extra.length ? '; ' : ''}${extra.length ? `only in the tuned one: ${extra.slice(0, 5).join(', ')}` : ''}`);
+  }
+  const out: StateDict = new Map();
+  torch.noGrad(() => {
+    for (const [k, a] of base) {
+      const b = tuned.get(k)!;
+      if (a.shape.join() !== b.shape.join() || a.dtype !== b.dtype) throw new Error(`wiseInterpolate: '${k}' is ${a.dtype}[${a.shape}] in the base and ${b.dtype}[${b.shape}] in the tuned state`);
+      out.set(k, interpolateTensor(a, b, alpha));
+    }
+  });
+  return out;
+}
+
+function interpolateTensor(a: Tensor, b: Tensor, alpha: number): Tensor {
+  if (alpha === 0) return a.detach().clone();
+  if (alpha === 1) return b.detach().clone();
+  return torch.tidy(() => {
+    if (a.dtype === 'bool') return (alpha < 0.5 ? a : b).clone();
+    if (!torch.isFloating(a.dtype)) return a.double().mul(1 - alpha).add(b.double(), alpha).round().to(a.dtype);
+    // (1−α)·a + α·b, the formula as written (add's alpha multiplies b).
+    return a.mul(1 - alpha).add(b, alpha);
+  });
+}
+
+/** Writes θ_α into the model in place (every parameter and persistent buffer). */
+export function applyWise(model: TrainableModel, base: StateDict, tuned: StateDict, alpha: number): void {
+  torch.tidy(() => {
+    model.loadStateDict(wiseInterpolate(base, tuned, alpha), { strict: true });
+  });
+}
+
+/** Copies of every state-dict tensor, kept until disposed. */
+function snapshot(model: TrainableModel): StateDict {
+  return torch.noGrad(() => torch.tidy(() => {
+    const out: StateDict = new Map();
+    for (const [k, t] of model.stateDict()) out.set(k, torch.keep(t.clone()));
+    return out;
+  }));
+}
+
+export class WiseFT implements Method {
+  readonly name = 'wise';
+  readonly alpha: number | 'sweep';
+  readonly alphas: number[];
+  readonly batchSize: number;
+  private readonly evalSpec: unknown;
+  private readonly evaluateFn: ((model: TrainableModel) => number) | null;
+  private readonly scaleAdapter: AdapterScaler | null;
+  base: StateDict | null = null;
+  evalData: Example[] | null = null;
+  /** Every α tried and its score (sweep), and the α applied. */
+  scores: [number, number][] = [];
+  chosen: number | null = null;
+
+  constructor(o: Options = {}) {
+    checkOptions(this.name, o, OPTIONS);
+    const a = o.alpha ?? 'sweep';
+    if (a !== 'sweep') checkAlpha(a as number);
+    this.alpha = a as number | 'sweep';
+    const grid = o.alphas ?? Array.from({ length: 11 }, (_, i) => i / 10);
+    if (!Array.isArray(grid) || grid.length === 0) throw new Error('wise: alphas must be a non-empty list of numbers in [0, 1]');
+    grid.forEach((x) => checkAlpha(x as number));
+    this.alphas = grid as number[];
+    if (o.alphas !== undefined && a !== 'sweep') throw new Error('wise: alphas apply to alpha: sweep');
+    if (o.evaluate !== undefined && typeof o.evaluate !== 'function') throw new Error('wise: evaluate must be a function (model) => score, higher is better');
+    this.evaluateFn = (o.evaluate as ((model: TrainableModel) => number) | undefined) ?? null;
+    if (o.scale_adapter !== undefined && typeof o.scale_adapter !== 'function') throw new Error('wise: scale_adapter must be a function (model, alpha) => void');
+    this.scaleAdapter = (o.scale_adapter as AdapterScaler | undefined) ?? null;
+    this.evalSpec = o.eval_data;
+    this.batchSize = typeof o.batch_size === 'number' ? o.batch_size : 16;
+    if (a === 'sweep' && !this.evaluateFn && o.eval_data === undefined) throw new Error('wise: alpha: sweep needs held-out data to choose α: eval_data (Examples or a data spec), or evaluate(model) in code');
+  }
+
+  async setup(ctx: TrainContext): Promise<void> {
+    // Setup runs before a resumed run loads its checkpoint: this is θ₀ either way. Scaled adapters need no copy.
+    if (!this.scaleAdapter && loraModules(ctx.model).length === 0) this.base = snapshot(ctx.model);
+    if (this.evalSpec !== undefined) this.evalData = await resolveData(this.name, ctx, this.evalSpec, 'wise_eval');
+  }
+
+  /** Score of the model as it is: the evaluate function, or minus the mean token loss on eval_data. */
+  score(ctx: TrainContext): number {
+    if (this.evaluateFn) return this.evaluateFn(ctx.model);
+    const losses = perSampleLosses(ctx, this.evalData!, this.batchSize);
+    // Mean over samples of each sample's token-mean loss; samples without trained tokens do not count.
+    const ok = Array.from(losses).filter(Number.isFinite);
+    return -(ok.reduce((a, b) => a + b, 0) / Math.max(1, ok.length));
+  }
+
+  private setAlpha(ctx: TrainContext, tuned: StateDict | null, alpha: number, scaler: AdapterScaler | null): void {
+    if (scaler) scaler(ctx.model, alpha);
+    else applyWise(ctx.model, this.base!, tuned!, alpha);
+  }
+
+  finish(ctx: TrainContext): void {
+    const done = ctx.state.get(this.name) as { alpha?: number } | undefined;
+    if (done?.alpha !== undefined) {
+      // A run resumed from its final checkpoint holds θ_α already; interpolating again would move it.
+      this.chosen = done.alpha;
+      ctx.log({ kind: this.name, wise_alpha: done.alpha, wise_note: 'already applied before the final checkpoint' });
+      return;
+    }
+    const scaler = this.scaleAdapter ?? (loraModules(ctx.model).length ? setAdapterScale : null);
+    const scaled = scaler !== null;
+    if (!scaled && !this.base) throw new Error('wise: θ₀ was not recorded (setup did not run, or LoRA layers were removed before the end)');
+    const tuned = scaled ? null : snapshot(ctx.model);
+    try {
+      let alpha: number;
+      if (this.alpha === 'sweep') {
+        this.scores = [];
+        for (const a of this.alphas) {
+          this.setAlpha(ctx, tuned, a, scaler);
+          const s = this.score(ctx);
+          this.scores.push([a, s]);
+          ctx.log({ kind: this.name, wise_alpha: a, wise_score: +s.toPrecision(7) });
+        }
+        // Best score; ties go to the larger α (closer to the fine-tuned model the run was for).
+        alpha = this.scores.reduce((best, cur) => (cur[1] > best[1] || (cur[1] === best[1] && cur[0] > best[0]) ? cur : best))[0];
+      } else {
+        alpha = this.alpha;
+      }
+      this.setAlpha(ctx, tuned, alpha, scaler);
+      this.chosen = alpha;
+      ctx.state.set(this.name, { alpha });
+      ctx.log({ kind: this.name, wise_alpha_chosen: alpha, wise_by: scaled ? 'adapter scale' : 'state-dict interpolation', ...(this.alpha === 'sweep' ? { wise_score: +this.scores.find(([a]) => a === alpha)![1].toPrecision(7) } : {}) });
+    } finally {
+      if (tuned) torch.dispose(tuned.values());
+    }
+  }
+
+  dispose(): void {
+    if (this.base) torch.dispose(this.base.values());
+    this.base = null;
+  }
+}
