@@ -188,7 +188,8 @@ export class CharLSTM extends nn.Module {
           let cl: Tensor;
           if (opts.fused ?? true) {
             // [B, T, in] -> [B, T, H]; aten's state is [layers, B, H]
-            const [out, hn, cn] = torch.ops.lstm_input(x, [state.h[l].unsqueeze(0), state.c[l].unsqueeze(0)], cell.atenWeights(), true, 1, 0, false, false, true);
+            // train = grad mode: cuDNN keeps what its backward needs only when asked (there is no dropout either way).
+            const [out, hn, cn] = torch.ops.lstm_input(x, [state.h[l].unsqueeze(0), state.c[l].unsqueeze(0)], cell.atenWeights(), true, 1, 0, torch.isGradEnabled(), false, true);
             x = out;
             hl = hn.squeeze(0);
             cl = cn.squeeze(0);
