@@ -31,8 +31,9 @@ const CONFIG: LlamaConfig = {
 const SEED = 11;
 const LR = 1e-2;
 const WD = 0.1;
-const STEPS = 6; // 4 steps per epoch (16 examples, 2 per micro-batch, 2 micro-batches): the run crosses an epoch
-const SAVE_EVERY = 3;
+// 4 steps per epoch (16 examples, 2 per micro-batch, 2 micro-batches): 6 steps cross an epoch. Mixing at 1:1 takes
+// half as many training examples per step, so its rows run 10.
+const stepsFor = (names: string[]) => (names.includes('mixing') ? 10 : 6);
 
 function makeExamples(n: number, seed: number, source: string): Example[] {
   const r = rng(seed);
@@ -116,7 +117,7 @@ interface Spec {
   options?: Record<string, unknown>;
   instrument?(m: Method, rec: Rec, env: RowEnv): void;
   /** Asserts the defining property; returns the measured numbers for the report. */
-  check(run: Run, rec: Rec, solo: boolean): Record<string, number | string>;
+  check(run: Run, rec: Rec, solo: boolean): Record<string, number | string> | Promise<Record<string, number | string>>;
 }
 
 const SPECS: Spec[] = [];
@@ -129,35 +130,79 @@ SPECS.push({
     const inner = m.setup!.bind(m);
     m.setup = async (ctx) => {
       await inner(ctx);
-      // The pretrained per-sample loss, computed here from scratch: mean token cross-entropy of each example.
-      const f: number[] = [];
-      torch.noGrad(() => {
-        for (const e of TRAIN) {
-          const b = collate([e]);
-          torch.tidy(() => {
-            const sl = causalLmLoss(ctx.model, b);
-            f.push(sl.sums.item() / sl.counts.item());
-          });
-          disposeBatch(b);
-        }
-      });
+      rec.losses = ownLosses(ctx);
       const all = collate(TRAIN);
       rec.weights = torch.tidy(() => Array.from(m.sampleWeights!(ctx, all)!.double().data() as Float64Array));
       disposeBatch(all);
-      rec.losses = f;
     };
   },
   check(_run, rec) {
-    const f = rec.losses as number[];
-    const s = [...f].sort((a, b) => a - b);
-    const mid = s.length / 2;
-    const medians = s.length % 2 ? [s[(s.length - 1) / 2]] : [(s[mid - 1] + s[mid]) / 2, s[mid - 1], s[mid]];
-    const errs = medians.map((tau) => Math.max(...f.map((fi, i) => Math.abs(Math.exp(-fi / tau) - rec.weights[i]))));
-    const best = Math.min(...errs);
-    assert.ok(best < 1e-5, `FLOW weights differ from exp(−f/τ) by ${best} for every median convention`);
-    return { flow_weight_max_err: +best.toExponential(2), tau: +medians[errs.indexOf(best)].toFixed(5) };
+    const { err, tau } = weightError(rec.losses, rec.weights);
+    assert.ok(err < 1e-5, `FLOW weights differ from exp(−f/τ) by ${err}`);
+    return { flow_weight_max_err: +err.toExponential(2), tau: +tau.toFixed(5) };
   },
 });
+
+// FLOW with a new head (§1, vision): a linear probe trains the head on the frozen body first, then τ and the weights
+// come from the probe model's losses and everything fine-tunes.
+SPECS.push({
+  name: 'flow_vision',
+  file: 'flow.ts',
+  options: { head: '^lm_head\\.', probe_steps: 2 },
+  instrument(m, rec) {
+    const inner = m.beforeStep!.bind(m);
+    m.beforeStep = (ctx) => {
+      if (ctx.step === 0 && !rec.start) rec.start = snapshot(ctx.model.stateDict());
+      if (ctx.step === 2 && !rec.losses) {
+        rec.atSwitch = snapshot(ctx.model.stateDict());
+        rec.losses = ownLosses(ctx);
+        inner(ctx);
+        const all = collate(TRAIN);
+        rec.weights = torch.tidy(() => Array.from(m.sampleWeights!(ctx, all)!.double().data() as Float64Array));
+        disposeBatch(all);
+        return;
+      }
+      inner(ctx);
+    };
+  },
+  check(run, rec) {
+    const during = [...rec.start.keys()].filter((k: string) => !rec.start.get(k).equal(rec.atSwitch.get(k)));
+    assert.ok(during.length > 0 && during.every((k: string) => k.startsWith('lm_head')), `only the head trains during the probe (moved: ${during.join(', ')})`);
+    const sd = run.model.stateDict();
+    const after = [...rec.atSwitch.keys()].filter((k: string) => !k.startsWith('lm_head') && sd.has(k) && !sd.get(k)!.equal(rec.atSwitch.get(k)));
+    assert.ok(after.length > 0, 'the body trains after the probe');
+    const { err, tau } = weightError(rec.losses, rec.weights);
+    assert.ok(err < 1e-5, `flow_vision weights differ from exp(−f/τ) of the probe model by ${err}`);
+    return { probe_phase_moved: during.join(','), body_tensors_moved_after: after.length, flow_weight_max_err: +err.toExponential(2), tau: +tau.toFixed(5) };
+  },
+});
+
+// Per-sample mean token loss of every training example with the model as it is, computed here from scratch.
+function ownLosses(ctx: TrainContext): number[] {
+  const f: number[] = [];
+  torch.noGrad(() => {
+    for (const e of TRAIN) {
+      const b = collate([e]);
+      torch.tidy(() => {
+        const sl = causalLmLoss(ctx.model, b);
+        f.push(sl.sums.item() / sl.counts.item());
+      });
+      disposeBatch(b);
+    }
+  });
+  return f;
+}
+
+// max |exp(−fᵢ/τ) − wᵢ| with τ the median of f (mean of the two middle values for an even count; the lower and upper
+// middle values are tried too and the best one reported).
+function weightError(f: number[], w: number[]): { err: number; tau: number } {
+  const s = [...f].sort((a, b) => a - b);
+  const mid = s.length / 2;
+  const medians = s.length % 2 ? [s[(s.length - 1) / 2]] : [(s[mid - 1] + s[mid]) / 2, s[mid - 1], s[mid]];
+  const errs = medians.map((tau) => Math.max(...f.map((fi, i) => Math.abs(Math.exp(-fi / tau) - w[i]))));
+  const err = Math.min(...errs);
+  return { err, tau: medians[errs.indexOf(err)] };
+}
 
 // Mixed training (§2): every step has the configured number of general examples.
 SPECS.push({
@@ -302,14 +347,15 @@ function independentGradError(s: Rec): number {
   return err;
 }
 
-// L2-SP (§5): the penalty the loop adds is λ·Σ(θ−θ₀)² (sum) or its mean, over the trained tensors.
+// L2-SP (§5): the penalty the loop adds is λ·Σ(θ−θ₀)² (reduction sum) over the tensors that train at that moment.
+const L2_LAMBDA = 0.1;
 SPECS.push({
   name: 'l2',
   file: 'l2sp.ts',
+  options: { lambda: L2_LAMBDA, reduction: 'sum' },
   instrument(m, rec) {
     const inner = m.lossTerms!.bind(m);
     rec.terms = [];
-    rec.theta0 = null;
     const setup = m.setup?.bind(m);
     m.setup = async (ctx) => {
       rec.theta0 = snapshot(ctx.params);
@@ -317,46 +363,74 @@ SPECS.push({
     };
     m.lossTerms = (ctx) => {
       const terms = inner(ctx);
-      const sq = torch.tidy(() => ctx.params.reduce((a, [n, p]) => a + (rec.theta0.has(n) ? p.detach().double().sub(rec.theta0.get(n).double()).square().sum().item() : 0), 0));
-      const count = ctx.params.reduce((a, [n, p]) => a + (rec.theta0.has(n) ? p.numel() : 0), 0);
-      rec.terms.push({ value: terms.reduce((a, t) => a + t.value.item(), 0), sq, count });
+      const sq = torch.tidy(() => ctx.params.reduce((a, [n, p]) => a + (p.requiresGrad && rec.theta0.has(n) ? p.detach().double().sub(rec.theta0.get(n).double()).square().sum().item() : 0), 0));
+      rec.terms.push({ value: terms.reduce((a, t) => a + t.value.item(), 0), sq });
       return terms;
     };
   },
   check(_run, rec) {
-    const terms = rec.terms as { value: number; sq: number; count: number }[];
+    const terms = rec.terms as { value: number; sq: number }[];
     assert.ok(terms.length > 0, 'the penalty was never evaluated');
+    assert.ok(terms[terms.length - 1].sq > 0, 'the weights moved');
+    let err = 0;
+    for (const t of terms) err = Math.max(err, Math.abs(t.value - L2_LAMBDA * t.sq) / Math.max(1e-12, L2_LAMBDA * t.sq, Math.abs(t.value)));
     assert.ok(Math.abs(terms[0].value) < 1e-12, `at θ = θ₀ the penalty is ${terms[0].value}`);
-    const last = terms[terms.length - 1];
-    assert.ok(last.sq > 0, 'the weights moved');
-    const lamSum = last.value / last.sq;
-    const lamMean = (last.value * last.count) / last.sq;
-    // The ratio value/Σ(θ−θ₀)² must be one constant across steps (λ, or λ/n for the mean form).
-    for (const t of terms.slice(1)) if (t.sq > 0) assert.ok(Math.abs(t.value / t.sq - lamSum) <= 1e-4 * Math.abs(lamSum), 'the penalty is λ·Σ(θ−θ₀)²');
-    return { l2_steps: terms.length, lambda_if_sum: +lamSum.toPrecision(6), lambda_if_mean: +lamMean.toPrecision(6) };
+    assert.ok(err < 1e-5, `the penalty differs from λ·Σ(θ−θ₀)² by a relative ${err}`);
+    return { l2_lambda: L2_LAMBDA, l2_evaluations: terms.length, l2_last_penalty: +terms[terms.length - 1].value.toPrecision(6), l2_rel_err: +err.toExponential(2) };
   },
 });
 
-// EWC (§6): Σ (λ/2)·F·(θ−θ₀)², zero at θ₀ and growing as θ leaves it.
+// EWC (§6): the penalty is Σ (λ/2)·F·(θ−θ₀)² with F the empirical Fisher at θ₀ on the general data (the mean of
+// squared per-sample gradients), recomputed here on a fresh copy of the pretrained model.
+const EWC_LAMBDA = 10;
 SPECS.push({
   name: 'ewc',
   file: 'ewc.ts',
-  options: { general: GENERAL },
+  options: { lambda: EWC_LAMBDA, data: GENERAL, fisher: 'per_sample' },
   instrument(m, rec) {
     const inner = m.lossTerms!.bind(m);
-    rec.values = [];
+    rec.calls = [];
     m.lossTerms = (ctx) => {
       const terms = inner(ctx);
-      rec.values.push(terms.reduce((a, t) => a + t.value.item(), 0));
+      rec.calls.push({ value: terms.reduce((a, t) => a + t.value.item(), 0), params: snapshot(ctx.params.filter(([, p]) => p.requiresGrad)) });
       return terms;
     };
   },
-  check(_run, rec) {
-    const v = rec.values as number[];
-    assert.ok(v.length > 0, 'the penalty was never evaluated');
-    assert.ok(Math.abs(v[0]) < 1e-12, `at θ = θ₀ the EWC penalty is ${v[0]}`);
-    assert.ok(v.every((x) => x >= 0) && v[v.length - 1] > 0, 'the EWC penalty is non-negative and grows off θ₀');
-    return { ewc_first: v[0], ewc_last: +v[v.length - 1].toPrecision(6) };
+  check(run, rec) {
+    // F by its definition, in float64: mean over the general samples of (∇ of the sample's mean token loss)².
+    const fresh = newModel().to('float64');
+    fresh.eval();
+    const F = new Map<string, Tensor>(fresh.namedParameters().map(([n, p]) => [n, hold(torch.zerosLike(p))]));
+    for (const e of GENERAL) {
+      const b = collate([e]);
+      fresh.zeroGrad();
+      torch.tidy(() => {
+        const sl = causalLmLoss(fresh, b);
+        sl.sums.sum().div(sl.counts.sum()).backward();
+        for (const [n, p] of fresh.namedParameters()) F.get(n)!.addcmul_(p.grad!, p.grad!);
+      });
+      disposeBatch(b);
+    }
+    for (const f of F.values()) f.div_(GENERAL.length);
+    const ewc = run.methods.get('ewc') as unknown as { entries: { name: string; fisher: Tensor }[] };
+    let fisherErr = 0;
+    for (const e of ewc.entries) {
+      const mine = F.get(e.name)!;
+      fisherErr = Math.max(fisherErr, torch.tidy(() => e.fisher.double().sub(mine).abs().max().item() / Math.max(1e-30, mine.abs().max().item())));
+    }
+    assert.ok(fisherErr < 1e-4, `the Fisher differs from the per-sample definition by a relative ${fisherErr}`);
+    let penErr = 0;
+    const calls = rec.calls as { value: number; params: Map<string, Tensor> }[];
+    assert.ok(calls.length > 0, 'the penalty was never evaluated');
+    for (const c of calls) {
+      const expected = torch.tidy(() => [...c.params].reduce((a, [n, p]) => a + (EWC_LAMBDA / 2) * F.get(n)!.mul(p.double().sub(run.theta0.get(n)!.double()).square()).sum().item(), 0));
+      penErr = Math.max(penErr, Math.abs(c.value - expected) / Math.max(1e-20, Math.abs(expected)));
+      if (expected === 0) assert.ok(Math.abs(c.value) < 1e-12);
+    }
+    assert.ok(calls[calls.length - 1].value > 0, 'the penalty grows as θ leaves θ₀');
+    assert.ok(penErr < 1e-3, `the EWC penalty differs from Σ(λ/2)F(θ−θ₀)² by a relative ${penErr}`);
+    fresh.dispose();
+    return { ewc_lambda: EWC_LAMBDA, fisher_rel_err: +fisherErr.toExponential(2), penalty_rel_err: +penErr.toExponential(2), ewc_last_penalty: +calls[calls.length - 1].value.toPrecision(6) };
   },
 });
 
@@ -464,9 +538,10 @@ SPECS.push({
       const y2 = model.forward(b.ids);
       unmergeAdapters(model);
       const y3 = model.forward(b.ids);
+      const scale = layers[0][1].scale;
       setAdapterScale(model, 0);
       const y0 = model.forward(b.ids);
-      setAdapterScale(model, 1);
+      setAdapterScale(model, scale);
       mergeAndUnload(model);
       const y4 = model.forward(b.ids);
       return [maxAbsDiff(y1, y2), maxAbsDiff(y1, y3), maxAbsDiff(y0, base64.forward(b.ids)), maxAbsDiff(y1, y4)];
@@ -483,7 +558,7 @@ SPECS.push({
   },
 });
 
-// WiSE-FT (§9): θ_α = (1−α)·θ₀ + α·θ_ft over the state dict (for an adapter: its scale).
+// WiSE-FT (§9): θ_α = (1−α)·θ₀ + α·θ_ft over the state dict (for an adapter: its scale); α = 0 is θ₀ and α = 1 θ_ft.
 SPECS.push({
   name: 'wise',
   file: 'wise.ts',
@@ -494,18 +569,29 @@ SPECS.push({
       rec.ft = snapshot(ctx.model.stateDict());
       await inner(ctx);
       rec.out = snapshot(ctx.model.stateDict());
+      rec.scales = loraModules(ctx.model).map(([, l]) => l.scale);
     };
   },
-  check(run, rec) {
+  async check(run, rec): Promise<Record<string, number | string>> {
+    if (rec.scales.length) {
+      // LoRA: the adapter is scaled by α; nothing in the state dict changes.
+      assert.ok(rec.scales.every((x: number) => x === 0.5), 'every adapter is scaled by α = 0.5');
+      assert.deepEqual(allEqual(rec.ft, rec.out), []);
+      return { wise_alpha: 0.5, wise_by: 'adapter scale' };
+    }
     let err = 0;
     for (const [k, t0] of run.theta0) {
       const ft = rec.ft.get(k);
       const out = rec.out.get(k);
-      if (!ft || !out) continue;
       err = Math.max(err, torch.tidy(() => out.double().sub(t0.double().mul(0.5).add(ft.double().mul(0.5))).abs().max().item()));
     }
     assert.ok(err < 1e-6, `θ_0.5 differs from (θ₀+θ_ft)/2 by ${err}`);
-    return { wise_alpha: 0.5, interpolation_max_err: +err.toExponential(2) };
+    const { wiseInterpolate } = await import('../src/methods/wise.js');
+    const at0 = torch.tidy(() => allEqual(wiseInterpolate(run.theta0, rec.ft, 0), run.theta0));
+    const at1 = torch.tidy(() => allEqual(wiseInterpolate(run.theta0, rec.ft, 1), rec.ft));
+    assert.deepEqual(at0, [], 'α = 0 gives θ₀ bit for bit');
+    assert.deepEqual(at1, [], 'α = 1 gives θ_ft bit for bit');
+    return { wise_alpha: 0.5, interpolation_max_err: +err.toExponential(2), alpha0_is_base: 'bitwise', alpha1_is_finetuned: 'bitwise' };
   },
 });
 
@@ -565,6 +651,7 @@ SPECS.push({
 SPECS.push({
   name: 'probe',
   file: 'probe.ts',
+  options: { head: '^lm_head\\.' },
   check(run) {
     const sd = run.model.stateDict();
     const moved = [...run.theta0.keys()].filter((k) => !sd.get(k)!.equal(run.theta0.get(k)!));
@@ -576,7 +663,13 @@ SPECS.push({
 // Pairs that must be refused, with what the message must say.
 const MUST_REFUSE: Record<string, RegExp> = {
   'lora+hft': /HFT chooses which pretrained weights train/,
-  'hft+probe': /linear probe trains only the new head/,
+  'hft+probe': /linear probe trains only the new head|both decide which parameters train/,
+  'l2+lora': /LoRA freezes them/,
+  'ewc+lora': /LoRA freezes them/,
+  'lora+probe': /disagree on what trains/,
+  'flow_vision+lora': /disagree on what trains/,
+  'flow_vision+hft': /both decide which parameters train/,
+  'flow_vision+probe': /runs its own linear probe/,
 };
 
 // --- the runs --------------------------------------------------------------------------------------------------
@@ -588,10 +681,16 @@ function missing(names: string[]): string | false {
   return gone.length ? `not implemented yet: ${gone.map((s) => `${s.name} (src/methods/${s.file} or its registry line is missing)`).join(', ')}` : false;
 }
 
+/** The row's methods with their table options. */
+function build(names: string[]): Method[] {
+  return buildMethods(names.map((n) => ({ name: n, ...(specOf.get(n)!.options ?? {}) })));
+}
+
 async function runOnce(names: string[], dir: string, resume: boolean, instrument: boolean): Promise<Run> {
+  const steps = stepsFor(names);
   const model = newModel();
   const theta0 = snapshot(model.stateDict());
-  const methods = buildMethods(names.map((n) => ({ name: n, ...(specOf.get(n)!.options ?? {}) })));
+  const methods = build(names);
   const env: RowEnv = { methods, onLoss: null };
   const recs = new Map<string, Rec>();
   if (instrument) {
@@ -607,27 +706,28 @@ async function runOnce(names: string[], dir: string, resume: boolean, instrument
   };
   const optimizer = new torch.optim.AdamW(model.parameters(), { lr: LR, weightDecay: WD });
   const r = await train({
-    model, optimizer, examples: TRAIN, batchSize: 2, gradAccum: 2, maxSteps: STEPS, schedule: { kind: 'constant', lr: LR },
-    clipGradNorm: 1.0, seed: SEED, methods, outputDir: dir, saveEvery: SAVE_EVERY, keepCheckpoints: 3, resume, progress: false, lossFn,
+    model, optimizer, examples: TRAIN, batchSize: 2, gradAccum: 2, maxSteps: steps, schedule: { kind: 'constant', lr: LR },
+    clipGradNorm: 1.0, seed: SEED, methods, outputDir: dir, saveEvery: steps / 2, keepCheckpoints: 3, resume, progress: false, lossFn,
   });
-  assert.equal(r.steps, STEPS);
+  assert.equal(r.steps, steps);
   return { names, model, theta0, methods: new Map(methods.map((m, i) => [names[i], m])), recs, dir, history: r.history };
 }
 
 async function runRow(names: string[], t: { diagnostic(s: string): void }): Promise<void> {
   const root = mkdtempSync(join(tmpdir(), `retain-methods-${names.join('-')}-`));
+  const half = stepsFor(names) / 2;
   try {
     const a = await runOnce(names, join(root, 'a'), false, true);
-    assert.ok(existsSync(join(root, 'a', `checkpoint-${SAVE_EVERY}`)) && existsSync(join(root, 'a', `checkpoint-${STEPS}`)), 'checkpoints written');
+    assert.ok(existsSync(join(root, 'a', `checkpoint-${half}`)) && existsSync(join(root, 'a', `checkpoint-${2 * half}`)), 'checkpoints written');
     // Reload: a second run resumes from the middle checkpoint and must end exactly where the first did.
-    cpSync(join(root, 'a', `checkpoint-${SAVE_EVERY}`), join(root, 'b', `checkpoint-${SAVE_EVERY}`), { recursive: true });
+    cpSync(join(root, 'a', `checkpoint-${half}`), join(root, 'b', `checkpoint-${half}`), { recursive: true });
     const b = await runOnce(names, join(root, 'b'), true, false);
     const diff = allEqual(snapshot(a.model.stateDict()), snapshot(b.model.stateDict()));
     assert.deepEqual(diff, [], 'a run resumed from its checkpoint ends bit-identical to the uninterrupted run');
     b.model.dispose();
     const solo = names.length === 1;
     const report: Record<string, number | string> = { resumed_bit_identical: 'yes', final_loss: a.history.filter((h) => h.loss !== undefined).pop()!.loss };
-    for (const n of names) Object.assign(report, specOf.get(n)!.check(a, a.recs.get(n)!, solo));
+    for (const n of names) Object.assign(report, await specOf.get(n)!.check(a, a.recs.get(n)!, solo));
     t.diagnostic(`${names.join('+')}: ${JSON.stringify(report)}`);
     a.model.dispose();
   } finally {
@@ -655,7 +755,7 @@ for (let i = 0; i < SPECS.length; i++) {
         const before = snapshot(model.stateDict());
         const optimizer = new torch.optim.AdamW(model.parameters(), { lr: LR });
         await assert.rejects(
-          train({ model, optimizer, examples: TRAIN, batchSize: 2, maxSteps: 2, schedule: { kind: 'constant', lr: LR }, methods: buildMethods(names), progress: false }),
+          train({ model, optimizer, examples: TRAIN, batchSize: 2, maxSteps: 2, schedule: { kind: 'constant', lr: LR }, methods: build(names), progress: false }),
           (e: Error) => e.message.includes(`'${names[0]}'`) && e.message.includes(`'${names[1]}'`) && why.test(e.message),
         );
         assert.deepEqual(allEqual(before, snapshot(model.stateDict())), [], 'nothing was trained');
@@ -667,7 +767,7 @@ for (let i = 0; i < SPECS.length; i++) {
     test(`pair ${key}: both properties hold together`, { skip }, async (t) => {
       let refused: Error | null = null;
       try {
-        checkComposition(buildMethods(names));
+        checkComposition(build(names));
       } catch (e) {
         refused = e as Error;
       }
@@ -695,7 +795,7 @@ test('two methods with one exclusive role are refused with both names and the ro
 });
 
 test('every method of METHODS.md has a row in this table', () => {
-  assert.deepEqual(SPECS.map((s) => s.name), ['flow', 'mixing', 'sam', 'l2', 'ewc', 'mofo', 'lora', 'wise', 'hft', 'probe']);
+  assert.deepEqual(SPECS.map((s) => s.name), ['flow', 'flow_vision', 'mixing', 'sam', 'l2', 'ewc', 'mofo', 'lora', 'wise', 'hft', 'probe']);
   for (const name of METHODS.keys()) assert.ok(specOf.has(name), `registered method '${name}' has no row`);
 });
 

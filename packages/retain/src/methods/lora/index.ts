@@ -33,6 +33,14 @@ export interface LoraOptions {
 export class Lora implements Method {
   readonly name = 'lora';
   readonly roles: Role[] = ['parameterization'];
+  // Methods that act on the pretrained weights themselves find them frozen under LoRA: their effect would silently
+  // vanish (a penalty on tensors that no longer train is constant) or fight over what trains.
+  readonly conflicts = {
+    l2: 'L2-SP pulls the pretrained weights toward θ₀, and LoRA freezes them, so the penalty would do nothing (regularise the adapters with weight decay instead)',
+    ewc: "EWC holds the pretrained weights near θ₀ with their Fisher, and LoRA freezes them, so the penalty would do nothing",
+    probe: 'a linear probe trains only the head and LoRA only the adapters; they disagree on what trains',
+    flow_vision: "flow_vision's linear probe trains only the head and LoRA only the adapters; they disagree on what trains",
+  };
   readonly r: number;
   readonly alpha: number;
   readonly dropout: number;

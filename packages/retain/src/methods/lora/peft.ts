@@ -41,7 +41,9 @@ export function saveAdapter(model: torch.nn.Module, dir: string, opts: { baseMod
   const tensors = new Map<string, Tensor>();
   for (const [path, l] of layers) {
     tensors.set(`${PEFT_PREFIX}${path}.lora_A.weight`, l.lora_A.weight.detach());
-    tensors.set(`${PEFT_PREFIX}${path}.lora_B.weight`, l.lora_B.weight.detach());
+    // PEFT has no per-layer scale: a scaled adapter (WiSE-FT's α) is saved with the scale folded into B, so the
+    // file describes the model as it is.
+    tensors.set(`${PEFT_PREFIX}${path}.lora_B.weight`, l.scale === 1 ? l.lora_B.weight.detach() : torch.noGrad(() => l.lora_B.weight.mul(l.scale)));
   }
   const config: AdapterConfig = {
     peft_type: 'LORA',
