@@ -117,7 +117,7 @@ class Llama(nn.Module):
         freqs = torch.outer(torch.arange(T, dtype=torch.float64), inv)
         emb = torch.cat((freqs, freqs), dim=-1)
         dt = self.embed_tokens.weight.dtype
-        cos, sin = emb.cos().to(dt), emb.sin().to(dt)
+        cos, sin = emb.cos().to(dtype=dt, device=idx.device), emb.sin().to(dtype=dt, device=idx.device)
         x = self.embed_tokens(idx)
         for layer in self.layers:
             x = layer(x, cos, sin)

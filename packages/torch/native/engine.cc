@@ -130,7 +130,9 @@ void flushExternal(napi_env env, bool force) {
 }
 
 inline int64_t storageBytes(const at::Tensor& t) {
-  if (!t.defined() || !t.has_storage()) return 0;
+  // Only host memory is V8's business: reporting gigabytes of GPU activations as external memory made V8 run
+  // full collections over and over in a CUDA training loop.
+  if (!t.defined() || !t.has_storage() || !t.device().is_cpu()) return 0;
   // Views share a storage: count only the first reference so V8 is not told about one buffer many times.
   const auto& st = t.storage();
   if (st.use_count() > 1) return 0;
@@ -162,7 +164,7 @@ at::Tensor& get(int32_t h) {
 void release(int32_t h) {
   if (h < 0 || static_cast<size_t>(h) >= g_slots.size() || !g_slots[h].defined()) return;
   auto& t = g_slots[h];
-  if (t.has_storage() && t.storage().use_count() == 1) g_pendingExternal -= static_cast<int64_t>(t.storage().nbytes());
+  if (t.has_storage() && t.device().is_cpu() && t.storage().use_count() == 1) g_pendingExternal -= static_cast<int64_t>(t.storage().nbytes());
   t.reset();
   g_free.push_back(h);
   --g_live;

@@ -210,8 +210,12 @@ export class LlamaDecoderLayer extends nn.Module {
   }
 
   forward(x: Tensor, cos: Tensor, sin: Tensor, cache?: KVCache, mask?: Tensor | null): Tensor {
-    const h = x.add(this.self_attn.forward(this.input_layernorm.forward(x), cos, sin, cache, mask));
-    return h.add(this.mlp.forward(this.post_attention_layernorm.forward(h)));
+    // A scope per layer: intermediates that autograd does not save are freed here, as Python's reference counting
+    // would, instead of at the end of the whole step (autograd holds its own references to what backward needs).
+    return torch.tidy(() => {
+      const h = x.add(this.self_attn.forward(this.input_layernorm.forward(x), cos, sin, cache, mask));
+      return h.add(this.mlp.forward(this.post_attention_layernorm.forward(h)));
+    });
   }
 }
 
@@ -270,7 +274,12 @@ export class LlamaForCausalLM extends nn.Module {
     if (start + T > (opts.cache?.maxLen ?? Infinity)) throw new RangeError(`sequence of ${start + T} tokens exceeds the cache of ${opts.cache!.maxLen}`);
     let x = this.model.embed_tokens.forward(ids); // [B, T, C]
     const [cos, sin] = ropeTables(this.config, start, T, x.device, x.dtype);
-    for (const layer of this.model.layers) x = layer.forward(x, cos, sin, opts.cache, opts.mask);
+    for (const layer of this.model.layers) {
+      const next = layer.forward(x, cos, sin, opts.cache, opts.mask);
+      // The previous hidden state's handle is no longer needed (autograd keeps what it saved).
+      if (x !== next) x.dispose();
+      x = next;
+    }
     if (opts.cache) opts.cache.length += T;
     x = this.model.norm.forward(x);
     if (opts.hidden) return x;
