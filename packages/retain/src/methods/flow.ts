@@ -69,6 +69,7 @@ export class Flow implements Method {
   /** Batches scored by forward passes in this process (a cached run scores none). */
   forwardBatches = 0;
   cacheFile: string | null = null;
+  private cacheKey: string | null = null;
   private index = new Map<string, number>();
 
   constructor(o: Options = {}, variant: 'text' | 'vision' = 'text') {
@@ -131,8 +132,6 @@ export class Flow implements Method {
     }
     this.probe.apply(ctx);
   }
-
-  private cacheKey: string | null = null;
 
   /** Computes (or reads from the cache) fᵢ for every training example with the model as it is now. */
   score(ctx: TrainContext, phase: 'pretrained' | 'probe'): void {
