@@ -1,0 +1,247 @@
+// The parts of SAM, MoFO, LoRA and HFT that the methods table does not reach: MoFO's quantile estimate for large
+// tensors, HFT's draws and a resume from a later epoch, LoRA's target matching, adapter-file errors, dropout and
+// precision, and `retain train` writing a PEFT adapter (and the merged model) from a config.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as torch from '@retain/torch';
+import { LlamaForCausalLM, type LlamaConfig } from '../src/models/llama.js';
+import { loadPretrained } from '../src/models/hub.js';
+import { train } from '../src/train/trainer.js';
+import { rng } from '../src/data/loader.js';
+import { buildMethods } from '../src/methods/registry.js';
+import { MofoAdamW, mofoK } from '../src/methods/mofo.js';
+import { hftDraw } from '../src/methods/hft.js';
+import { LoraLinear, loadAdapter, loraModules, saveAdapter, targetMatcher, wrapLinears } from '../src/methods/lora/index.js';
+import { needShared, sharedPath } from './helpers.js';
+
+const CONFIG: LlamaConfig = {
+  model_type: 'llama', vocab_size: 64, hidden_size: 16, intermediate_size: 32, num_hidden_layers: 2, num_attention_heads: 2,
+  num_key_value_heads: 2, max_position_embeddings: 32, rms_norm_eps: 1e-5, rope_theta: 10000, tie_word_embeddings: false,
+};
+const PATHS = ['model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.k_proj', 'model.layers.0.mlp.down_proj', 'model.layers.1.mlp.gate_proj', 'lm_head'];
+
+function examples(n: number, seed: number) {
+  const r = rng(seed);
+  return Array.from({ length: n }, (_, i) => {
+    const ids = Array.from({ length: 10 }, () => Math.floor(r() * 64));
+    return { id: `s${i}`, ids, lossMask: ids.map((_, t) => (t === 0 ? 0 : 1)), source: 'train' };
+  });
+}
+
+test('MoFO above exact_max estimates the quantile from a strided sample: about α·n coordinates move', (t) => {
+  torch.manualSeed(3);
+  const p = torch.randn([300, 337]).requiresGrad_(true); // n = 101100
+  const names = new Map([[p, 'layers.0.mlp.up_proj.weight']]);
+  const exact = p.detach().clone().requiresGrad_(true);
+  const est = new MofoAdamW([p], { lr: 1e-2, weightDecay: 0, alpha: 0.1, names, exactMax: 1000, sampleSize: 4096 });
+  const ref = new MofoAdamW([exact], { lr: 1e-2, weightDecay: 0, alpha: 0.1, names: new Map([[exact, 'layers.0.mlp.up_proj.weight']]) });
+  const k = mofoK(0.1, p.numel());
+  const counts: number[] = [];
+  for (let s = 0; s < 3; s++) {
+    const g = torch.randn([300, 337]);
+    const before = p.detach().clone();
+    const beforeExact = exact.detach().clone();
+    p.grad = g;
+    exact.grad = g.clone();
+    est.step();
+    ref.step();
+    counts.push(torch.tidy(() => p.ne(before).sum().item()));
+    assert.equal(torch.tidy(() => exact.ne(beforeExact).sum().item()), k, 'the exact path moves exactly k');
+  }
+  for (const c of counts) assert.ok(Math.abs(c - k) / k < 0.1, `estimated path moved ${c}, k = ${k}`);
+  t.diagnostic(`n = ${p.numel()}, k = ${k}, estimated path moved ${counts.join(', ')}`);
+  est.dispose();
+  ref.dispose();
+});
+
+test('MoFO refuses a run whose optimizer is not AdamW', async () => {
+  const model = new LlamaForCausalLM(CONFIG);
+  const optimizer = new torch.optim.SGD(model.parameters(), { lr: 0.1 });
+  await assert.rejects(
+    train({ model, optimizer, examples: examples(4, 1), batchSize: 2, maxSteps: 1, schedule: { kind: 'constant', lr: 0.1 }, methods: buildMethods(['mofo']), progress: false }),
+    /mofo is a filtered AdamW: it needs the run's optimizer to be adamw/,
+  );
+  model.dispose();
+});
+
+test('HFT draws: a pure function of (seed, epoch); 2 of 4 attention and half the layers 2 of 3 MLP projections', () => {
+  for (const L of [2, 5, 6, 32]) {
+    const layers = Array.from({ length: L }, (_, i) => i);
+    const a = hftDraw(layers, 7, 3);
+    const b = hftDraw(layers, 7, 3);
+    assert.deepEqual([...a].map(([l, s]) => [l, [...s].sort()]), [...b].map(([l, s]) => [l, [...s].sort()]));
+    let two = 0;
+    for (const s of a.values()) {
+      assert.equal(['q_proj', 'k_proj', 'v_proj', 'o_proj'].filter((c) => s.has(c)).length, 2);
+      const mlp = ['gate_proj', 'up_proj', 'down_proj'].filter((c) => s.has(c)).length;
+      assert.ok(mlp === 1 || mlp === 2);
+      if (mlp === 2) two++;
+    }
+    assert.ok(two === Math.floor(L / 2) || two === Math.ceil(L / 2), `${two} of ${L} layers train 2 MLP projections`);
+  }
+  const layers = Array.from({ length: 8 }, (_, i) => i);
+  const key = (e: number) => JSON.stringify([...hftDraw(layers, 1, e)].map(([l, s]) => [l, [...s].sort()]));
+  assert.ok(new Set([0, 1, 2, 3].map(key)).size > 1, 'different epochs draw different halves');
+});
+
+test('HFT resumed from a checkpoint in a later epoch redraws that epoch and ends bit-identical', async () => {
+  const root = mkdtempSync(join(tmpdir(), 'retain-hft-'));
+  const run = async (dir: string, resume: boolean) => {
+    torch.manualSeed(4);
+    const model = new LlamaForCausalLM(CONFIG);
+    const optimizer = new torch.optim.AdamW(model.parameters(), { lr: 1e-2, weightDecay: 0.1 });
+    // 8 examples, batch 2: 4 steps per epoch; 12 steps are 3 epochs; the checkpoint at 6 is inside epoch 1.
+    await train({ model, optimizer, examples: examples(8, 2), batchSize: 2, maxSteps: 12, schedule: { kind: 'constant', lr: 1e-2 }, seed: 4, methods: buildMethods([{ name: 'hft', seed: 9 }]), outputDir: dir, saveEvery: 6, progress: false, resume });
+    return model;
+  };
+  try {
+    const a = await run(join(root, 'a'), false);
+    cpSync(join(root, 'a', 'checkpoint-6'), join(root, 'b', 'checkpoint-6'), { recursive: true });
+    const b = await run(join(root, 'b'), true);
+    const sa = a.stateDict();
+    const sb = b.stateDict();
+    assert.deepEqual([...sa.keys()].filter((k) => !sa.get(k)!.equal(sb.get(k)!)), []);
+    const lines = readFileSync(join(root, 'a', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((r) => r.kind === 'hft');
+    assert.deepEqual(lines.map((r) => r.epoch), [0, 1, 2], 'one draw per epoch, logged with the modules that train');
+    assert.match(lines[0].hft_training, /^0:[a-z,]+ 1:[a-z,]+$/);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test('LoRA targets: names, aliases, dotted suffixes, /regex/, a full-match string, all-linear', () => {
+  const on = (t: Parameters<typeof targetMatcher>[0]) => PATHS.filter(targetMatcher(t));
+  assert.deepEqual(on(['q', 'down']), ['model.layers.0.self_attn.q_proj', 'model.layers.0.mlp.down_proj']);
+  assert.deepEqual(on(['self_attn.k_proj']), ['model.layers.0.self_attn.k_proj']);
+  assert.deepEqual(on(['/layers\\.1\\./']), ['model.layers.1.mlp.gate_proj']);
+  assert.deepEqual(on('.*\\.(q|k)_proj'), ['model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.k_proj']);
+  assert.deepEqual(on('q_proj'), [], 'a string is a full-path regular expression, as in PEFT');
+  assert.deepEqual(on('all-linear'), PATHS.slice(0, 4), 'all-linear leaves the output head alone');
+  const model = new LlamaForCausalLM(CONFIG);
+  assert.throws(() => wrapLinears(model, ['query'], { r: 2, alpha: 4 }), /no Linear layer matches targets \["query"\]; this model's Linear layers are named: down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj/);
+  assert.throws(() => wrapLinears(model, ['layers.0.mlp'], { r: 2, alpha: 4 }), /model\.layers\.0\.mlp \(LlamaMLP\) matched the targets but only Linear layers can take an adapter/);
+  model.dispose();
+});
+
+test('LoRA layer: starts as the base layer, dropout only in training, rsLoRA scaling, float32 adapters on a bf16 base', () => {
+  torch.manualSeed(1);
+  const base = new torch.nn.Linear(8, 6);
+  const x = torch.randn([3, 8]);
+  const y0 = base.forward(x);
+  const l = new LoraLinear(base, { r: 4, alpha: 8, dropout: 0.5 });
+  assert.deepEqual(l.lora_A.weight.shape, [4, 8]);
+  assert.deepEqual(l.lora_B.weight.shape, [6, 4]);
+  assert.ok(l.forward(x).equal(y0), 'B = 0: the wrapped layer is the base layer');
+  const bound = 1 / Math.sqrt(8);
+  assert.ok(torch.tidy(() => l.lora_A.weight.abs().max().item()) <= bound, 'A ~ kaiming-uniform(a=√5) = U(±1/√in)');
+  torch.noGrad(() => l.lora_B.weight.normal_());
+  l.eval();
+  const ref = y0.add(x.matmul(l.lora_A.weight.t()).matmul(l.lora_B.weight.t()).mul(8 / 4));
+  assert.ok(torch.tidy(() => l.forward(x).sub(ref).abs().max().item()) < 1e-5, 'eval: y = xW₀ᵀ + b + (α/r)·xAᵀBᵀ');
+  l.train();
+  assert.ok(!torch.tidy(() => l.forward(x).allclose(ref)), 'training: dropout on the adapter input');
+  const rs = new LoraLinear(new torch.nn.Linear(8, 6), { r: 4, alpha: 8, rslora: true });
+  assert.equal(rs.scaling, 8 / 2);
+  const half = new torch.nn.Linear(8, 6, { dtype: 'bfloat16' });
+  const lb = new LoraLinear(half, { r: 2, alpha: 2 });
+  assert.equal(lb.lora_A.weight.dtype, 'float32');
+  assert.equal(lb.forward(x.bfloat16()).dtype, 'bfloat16');
+});
+
+test('PEFT adapter files: errors name the problem; keys with an adapter name (.default.) load too', () => {
+  const root = mkdtempSync(join(tmpdir(), 'retain-peft-'));
+  try {
+    torch.manualSeed(2);
+    const model = new LlamaForCausalLM(CONFIG);
+    wrapLinears(model, ['q_proj', 'v_proj'], { r: 2, alpha: 4 });
+    for (const [, l] of loraModules(model)) torch.noGrad(() => l.lora_B.weight.normal_());
+    const dir = join(root, 'ok');
+    saveAdapter(model, dir, { baseModel: 'base' });
+    // A file written by PEFT with its adapter name in the keys.
+    const named = join(root, 'named');
+    mkdirSync(named);
+    const t = torch.io.loadSafetensors(join(dir, 'adapter_model.safetensors'));
+    torch.io.saveSafetensors(join(named, 'adapter_model.safetensors'), new Map([...t].map(([k, v]) => [k.replace(/\.weight$/, '.default.weight'), v])));
+    cpSync(join(dir, 'adapter_config.json'), join(named, 'adapter_config.json'));
+    torch.manualSeed(2);
+    const fresh = new LlamaForCausalLM(CONFIG);
+    loadAdapter(fresh, named);
+    const ids = torch.tensor([[1, 2, 3, 4]]);
+    assert.ok(torch.tidy(() => fresh.forward(ids).equal(model.forward(ids))));
+    // A key gone, and a DoRA config.
+    const broken = join(root, 'broken');
+    mkdirSync(broken);
+    torch.io.saveSafetensors(join(broken, 'adapter_model.safetensors'), new Map([...t].filter(([k]) => !k.includes('layers.1.self_attn.v_proj.lora_B'))));
+    cpSync(join(dir, 'adapter_config.json'), join(broken, 'adapter_config.json'));
+    torch.manualSeed(2);
+    assert.throws(() => loadAdapter(new LlamaForCausalLM(CONFIG), broken), /model\.layers\.1\.self_attn\.v_proj\.lora_B\.weight is missing/);
+    const dora = join(root, 'dora');
+    cpSync(dir, dora, { recursive: true });
+    writeFileSync(join(dora, 'adapter_config.json'), JSON.stringify({ ...JSON.parse(readFileSync(join(dir, 'adapter_config.json'), 'utf8')), use_dora: true }));
+    assert.throws(() => loadAdapter(new LlamaForCausalLM(CONFIG), dora), /DoRA adapters \(use_dora: true\) are not supported/);
+    assert.throws(() => loadAdapter(new LlamaForCausalLM(CONFIG), root), /no adapter_config\.json/);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+const CLI = new URL('../bin/retain.mjs', import.meta.url).pathname;
+const skipStories = needShared('models', 'stories260K', 'stories260K.bin');
+
+function cliRun(methods: unknown[], steps = 4): { dir: string; status: number | null; stderr: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'retain-methods-cli-'));
+  const rows = Array.from({ length: 16 }, (_, i) => ({ prompt: `Lily had ${i % 5} cats.`, completion: ` She loved them ${i % 3} times.` }));
+  writeFileSync(join(dir, 'train.jsonl'), rows.map((r) => JSON.stringify(r)).join('\n'));
+  const cfg = {
+    model: { path: sharedPath('models', 'stories260K', 'stories260K.bin') },
+    data: { train: { path: 'train.jsonl', format: { type: 'prompt_completion' }, max_length: 48 } },
+    training: { max_steps: steps, batch_size: 4, lr: 0.005, schedule: 'constant', seed: 1, threads: 1 },
+    methods,
+    output_dir: 'out',
+  };
+  writeFileSync(join(dir, 'train.yaml'), JSON.stringify(cfg));
+  const r = spawnSync(process.execPath, [CLI, 'train', join(dir, 'train.yaml')], { encoding: 'utf8', timeout: 120_000 });
+  return { dir, status: r.status, stderr: r.stderr };
+}
+
+test('retain train with lora writes a PEFT adapter and, with save_merged, the merged model that matches it', { skip: skipStories }, async () => {
+  const { dir, status, stderr } = cliRun([{ name: 'lora', r: 4, alpha: 8, targets: ['q', 'v', 'down'], save_merged: true }]);
+  try {
+    assert.equal(status, 0, stderr);
+    const final = join(dir, 'out', 'final');
+    const cfg = JSON.parse(readFileSync(join(final, 'adapter_config.json'), 'utf8'));
+    assert.equal(cfg.base_model_name_or_path, sharedPath('models', 'stories260K', 'stories260K.bin'));
+    assert.deepEqual(cfg.target_modules, ['down_proj', 'q_proj', 'v_proj']);
+    assert.ok(existsSync(join(final, 'adapter_model.safetensors')));
+    assert.ok(!existsSync(join(final, 'model.safetensors')), 'the adapter replaces the full model in final/');
+    const merged = await loadPretrained(join(final, 'merged'));
+    const base = await loadPretrained(sharedPath('models', 'stories260K', 'stories260K.bin'));
+    loadAdapter(base.model, final);
+    const ids = torch.tensor([[1, 300, 20, 45, 7, 99]]);
+    base.model.eval();
+    merged.model.eval();
+    const diff = torch.tidy(() => (base.model as LlamaForCausalLM).forward(ids).sub((merged.model as LlamaForCausalLM).forward(ids)).abs().max().item());
+    assert.ok(diff < 1e-4, `merged model vs base + adapter: ${diff}`);
+    assert.ok(loraModules(base.model).length === 15, '5 layers × 3 targets');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('retain train runs sam + mofo + hft from a config and logs each', { skip: skipStories }, () => {
+  const { dir, status, stderr } = cliRun(['sam', { name: 'mofo', alpha: 0.1 }, { name: 'hft', seed: 3 }], 3);
+  try {
+    assert.equal(status, 0, stderr);
+    const lines = readFileSync(join(dir, 'out', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    assert.equal(lines.filter((r) => r.kind === 'sam').length, 3);
+    assert.ok(lines.some((r) => r.kind === 'mofo' && r.mofo_alpha === 0.1));
+    assert.ok(lines.some((r) => r.kind === 'hft' && typeof r.hft_training === 'string'));
+    assert.ok(existsSync(join(dir, 'out', 'final', 'model.safetensors')));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
