@@ -29,6 +29,8 @@
 #include <cstdlib>
 #include <unistd.h>
 #include <cstring>
+#include <functional>
+#include <unordered_map>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -336,6 +338,9 @@ struct OpInfo {
   c10::optional<c10::TypedOperatorHandle<SigTTS>> tts;
   c10::optional<c10::TypedOperatorHandle<SigTSS>> tss;
   std::vector<c10::Scalar> scalarDefaults;  // per argument; used when JS passes undefined on the fast path
+  // Argument checks for ops whose libtorch kernels crash (abort, SIGFPE, heap corruption) on inputs they should
+  // reject; found by the fuzz test. Runs on the converted stack before the call.
+  std::function<void(const torch::jit::Stack&)> guard;
 };
 
 std::vector<std::unique_ptr<OpInfo>> g_ops;
@@ -446,6 +451,79 @@ void chooseFastPath(OpInfo& op) {
   }
 }
 
+// Guards by operator name (all overloads). Each names what it requires, so the user gets an error, not a crash.
+using Guard_ = std::function<void(const torch::jit::Stack&)>;
+Guard_ refuse(const char* why) {
+  return [why](const torch::jit::Stack&) { throwErr(why); };
+}
+const at::Tensor& T(const torch::jit::Stack& s, size_t i) { return s[i].toTensor(); }
+
+const std::unordered_map<std::string, Guard_>& guards() {
+  static const std::unordered_map<std::string, Guard_> g = {
+      {"aten::native_channel_shuffle", [](const torch::jit::Stack& s) {
+         const auto& x = T(s, 0);
+         int64_t groups = s[1].toInt();
+         if (x.dim() < 3 || groups <= 0 || x.size(1) % groups != 0)
+           throwErr("needs a tensor of 3+ dimensions whose channel count (dim 1) is divisible by groups > 0");
+       }},
+      {"aten::channel_shuffle", [](const torch::jit::Stack& s) {
+         const auto& x = T(s, 0);
+         int64_t groups = s[1].toInt();
+         if (x.dim() < 3 || groups <= 0 || x.size(1) % groups != 0)
+           throwErr("needs a tensor of 3+ dimensions whose channel count (dim 1) is divisible by groups > 0");
+       }},
+      {"aten::matrix_exp_backward", [](const torch::jit::Stack& s) {
+         const auto& x = T(s, 0);
+         if (x.dim() < 2 || x.size(-1) != x.size(-2) || !T(s, 1).sizes().equals(x.sizes()))
+           throwErr("needs square matrices (.., n, n) and a gradient of the same shape");
+       }},
+      {"aten::rrelu_with_noise", [](const torch::jit::Stack& s) {
+         if (T(s, 1).numel() != T(s, 0).numel()) throwErr("noise must have as many elements as self");
+       }},
+      {"aten::rrelu_with_noise_", [](const torch::jit::Stack& s) {
+         if (T(s, 1).numel() != T(s, 0).numel()) throwErr("noise must have as many elements as self");
+       }},
+      {"aten::rrelu_with_noise_backward", [](const torch::jit::Stack& s) {
+         if (T(s, 2).numel() != T(s, 1).numel() || T(s, 0).numel() != T(s, 1).numel())
+           throwErr("grad_output, self and noise must have the same number of elements");
+       }},
+      {"aten::_stack", [](const torch::jit::Stack& s) {
+         if (s[0].toTensorList().empty()) throwErr("needs at least one tensor");
+       }},
+      {"aten::_transform_bias_rescale_qkv", [](const torch::jit::Stack& s) {
+         int64_t heads = s[2].toInt();
+         const auto& qkv = T(s, 0);
+         if (heads <= 0 || qkv.dim() != 3 || qkv.size(2) % (3 * heads) != 0)
+           throwErr("needs qkv [B, T, 3·D] with D divisible by num_heads > 0");
+       }},
+      {"aten::_symeig_helper", [](const torch::jit::Stack& s) {
+         const auto& x = T(s, 0);
+         if (x.dim() < 2 || x.size(-1) != x.size(-2)) throwErr("needs square matrices (.., n, n)");
+       }},
+      {"aten::unfold_backward", [](const torch::jit::Stack& s) {
+         if (s[3].toInt() <= 0 || s[4].toInt() <= 0) throwErr("size and step must be positive");
+       }},
+      {"aten::quantized_lstm_cell", [](const torch::jit::Stack& s) {
+         if (s[1].toTensorList().size() != 2) throwErr("hx must hold two tensors (h, c)");
+       }},
+      {"aten::_thnn_differentiable_lstm_cell_backward",
+       refuse("is an autograd internal that libtorch 1.13 does not validate; use lstm_cell and backward()")},
+      {"aten::_thnn_differentiable_gru_cell_backward",
+       refuse("is an autograd internal that libtorch 1.13 does not validate; use gru_cell and backward()")},
+      {"aten::_remove_batch_dim", refuse("is a functorch (vmap) internal, not callable on plain tensors")},
+      {"aten::_add_batch_dim", refuse("is a functorch (vmap) internal, not callable on plain tensors")},
+      {"aten::_new_zeros_with_same_feature_meta", refuse("is a forward-AD internal; use zeros_like")},
+  };
+  return g;
+}
+
+// The FFT internals index `dim` without wrapping or checking.
+void checkFftDims(const torch::jit::Stack& s) {
+  const auto& x = T(s, 0);
+  for (auto d : s[1].toIntVector())
+    if (d < 0 || d >= x.dim()) throwErr("dims must be in [0, " + std::to_string(x.dim()) + ") (the public fft functions accept negative dims)");
+}
+
 OpInfo* digest(const c10::OperatorHandle& h) {
   auto info = std::make_unique<OpInfo>(OpInfo{h, "", {}, {}});
   const auto& schema = h.schema();
@@ -472,6 +550,11 @@ OpInfo* digest(const c10::OperatorHandle& h) {
     info->rets.push_back(RetInfo{k, opt, alias});
   }
   chooseFastPath(*info);
+  const std::string& base = schema.name();
+  auto it = guards().find(base);
+  if (it != guards().end()) info->guard = it->second;
+  if (base == "aten::_fft_r2c" || base == "aten::_fft_c2r" || base == "aten::_fft_c2c") info->guard = checkFftDims;
+  if (info->guard) info->fast = Fast::None;
   g_ops.push_back(std::move(info));
   return g_ops.back().get();
 }
@@ -490,10 +573,23 @@ c10::Scalar toScalar(napi_env env, napi_value v, const char* what) {
   return c10::Scalar(d);
 }
 
+// `int[2] stride` takes one value (broadcast, as in Python) or exactly N: kernels index N elements unchecked.
 template <typename T>
 std::vector<T> expandN(std::vector<T> v, const ArgInfo& a) {
-  if (v.size() == 1 && a.N && *a.N > 1) v.assign(*a.N, v[0]);
+  if (!a.N) return v;
+  if (v.size() == 1 && *a.N > 1) v.assign(*a.N, v[0]);
+  else if (static_cast<int32_t>(v.size()) != *a.N)
+    throwType("argument '" + a.name + "' needs " + std::to_string(*a.N) + " values (or one, repeated), got " + std::to_string(v.size()));
   return v;
+}
+
+// Dtypes JS may name: the plain numeric ones and complex. Quantized and sub-byte packed types (qint8, quint4x2, ...)
+// have storage sizes that differ from numel·itemsize, which generic paths (fromBytes) would overrun.
+at::ScalarType checkDtypeCode(int64_t code, const char* what) {
+  // uint8 int8 int16 int32 int64 float16 float32 float64 | complex64 complex128 | bool | bfloat16
+  static const bool allowed[16] = {1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 0, 0, 0, 1};
+  if (code < 0 || code > 15 || !allowed[code]) throwType(std::string(what) + ": dtype code " + std::to_string(code) + " is not supported (use a numeric, bool or complex dtype)");
+  return static_cast<at::ScalarType>(code);
 }
 
 c10::IValue convert(napi_env env, napi_value v, const ArgInfo& a) {
@@ -558,12 +654,7 @@ c10::IValue convert(napi_env env, napi_value v, const ArgInfo& a) {
       for (uint32_t i = 0; i < n; ++i) out.push_back(toScalar(env, element(env, v, i), nm));
       return c10::IValue(out);
     }
-    case K::ScalarType: {
-      int64_t st = getInt(env, v, nm);
-      if (st < 0 || st >= static_cast<int64_t>(c10::ScalarType::NumOptions))
-        throwRange("argument '" + a.name + "': unknown dtype code " + std::to_string(st));
-      return c10::IValue(st);
-    }
+    case K::ScalarType: return c10::IValue(static_cast<int64_t>(checkDtypeCode(getInt(env, v, nm), a.name.c_str())));
     case K::Layout: {
       int64_t l = getInt(env, v, nm);
       if (l != 0) throwRange("argument '" + a.name + "': only the strided layout (0) is supported");
@@ -689,8 +780,16 @@ napi_value callFast(napi_env env, OpInfo& op, size_t n, napi_value* argv) {
 // schema default. Returns one value, an array for several returns, or undefined when every return aliases an input.
 napi_value Call(napi_env env, napi_callback_info info) {
   size_t argc = 24;
-  napi_value argv[24];
+  napi_value argvBuf[24];
+  napi_value* argv = argvBuf;
   napi_status s = napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  // Ops with 24+ arguments exist (e.g. _cudnn_rnn_backward.out has 26): fetch them all, never read past a buffer.
+  std::vector<napi_value> argvBig;
+  if (s == napi_ok && argc > 24) {
+    argvBig.resize(argc);
+    s = napi_get_cb_info(env, info, &argc, argvBig.data(), nullptr, nullptr);
+    argv = argvBig.data();
+  }
   if (s != napi_ok || argc < 1) {
     throwJs(env, JsErrKind::TypeError, "call(opId, ...args): missing op id");
     return nullptr;
@@ -706,12 +805,20 @@ napi_value Call(napi_env env, napi_callback_info info) {
     size_t nargs = op.args.size();
     if (argc - 1 > nargs)
       throwType("expects at most " + std::to_string(nargs) + " arguments, got " + std::to_string(argc - 1));
-    // One reused stack: a fresh std::vector per call was a measurable share of a tiny op's cost.
-    static torch::jit::Stack stack;
-    struct ClearOnExit {
+    // Reused stacks, one per nesting depth: a fresh std::vector per call was a measurable share of a tiny op's
+    // cost, and a JS getter that runs during argument conversion may call the engine again (re-entrancy).
+    static std::vector<std::unique_ptr<torch::jit::Stack>> stacks;
+    static size_t depth = 0;
+    if (depth == stacks.size()) stacks.push_back(std::make_unique<torch::jit::Stack>());
+    torch::jit::Stack& stack = *stacks[depth];
+    struct Leave {
       torch::jit::Stack& s;
-      ~ClearOnExit() { s.clear(); }  // do not keep argument tensors alive until the next call
-    } clearOnExit{stack};
+      size_t& d;
+      ~Leave() {
+        s.clear();  // do not keep argument tensors alive until the next call
+        --d;
+      }
+    } leave{stack, ++depth};
     stack.clear();
     for (size_t i = 0; i < nargs; ++i) {
       const ArgInfo& ai = op.args[i];
@@ -725,6 +832,7 @@ napi_value Call(napi_env env, napi_callback_info info) {
         throwType("argument '" + ai.name + "' (" + kindName(ai.kind) + ") is required");
       }
     }
+    if (op.guard) op.guard(stack);
     op.handle.callBoxed(&stack);
     size_t nret = stack.size();
     napi_value result;
@@ -972,9 +1080,7 @@ napi_value FromBytes(napi_env env, napi_callback_info info) {
     } else {
       throwType("data must be a TypedArray, Buffer or ArrayBuffer");
     }
-    int64_t code = getInt(env, a[1], "dtype");
-    if (code < 0 || code >= static_cast<int64_t>(c10::ScalarType::NumOptions)) throwRange("unknown dtype code");
-    auto st = static_cast<at::ScalarType>(code);
+    auto st = checkDtypeCode(getInt(env, a[1], "dtype"), "dtype");
     auto shape = getIntList(env, a[2], "shape");
     int64_t n = 1;
     for (auto d : shape) {
@@ -1009,38 +1115,6 @@ napi_value ToBytes(napi_env env, napi_callback_info info) {
   });
 }
 
-// view(h): an ArrayBuffer aliasing a contiguous CPU tensor's memory. The buffer keeps the storage alive, so reading
-// a file straight into it (safetensors) costs one copy and no use-after-free is possible.
-struct Keep {
-  at::Tensor t;
-};
-void finalizeKeep(napi_env, void*, void* hint) { delete static_cast<Keep*>(hint); }
-
-napi_value View(napi_env env, napi_callback_info info) {
-  return Guard(env, "bytesView", [&]() -> napi_value {
-    Args a(env, info);
-    a.need(1, "bytesView");
-    const at::Tensor& t = get(getHandle(env, a[0], "tensor"));
-    if (!t.device().is_cpu()) throwType("bytesView needs a CPU tensor");
-    if (!t.is_contiguous()) throwType("bytesView needs a contiguous tensor");
-    size_t n = static_cast<size_t>(t.numel()) * t.element_size();
-    auto* keep = new Keep{t};
-    napi_value ab;
-    if (n == 0) {
-      delete keep;
-      void* out;
-      ok(napi_create_arraybuffer(env, 0, &out, &ab));
-      return ab;
-    }
-    napi_status s = napi_create_external_arraybuffer(env, t.data_ptr(), n, finalizeKeep, keep, &ab);
-    if (s != napi_ok) {
-      delete keep;
-      throwErr("this Node build does not allow external buffers; use toBytes");
-    }
-    return ab;
-  });
-}
-
 // "EFBIG (File too large)": the code name first, as Node reports file errors.
 std::string errnoText(int e) {
   const char* name = ::strerrorname_np(e);
@@ -1048,7 +1122,7 @@ std::string errnoText(int e) {
 }
 
 // readInto(h, fd, position) / writeFrom(h, fd, position): file I/O straight between a file descriptor and a
-// contiguous CPU tensor's memory. Unlike bytesView(), nothing on the JS side keeps the storage alive afterwards.
+// contiguous CPU tensor's memory, with no JS buffer aliasing tensor memory (which resize_ or set_ could free).
 napi_value ReadInto(napi_env env, napi_callback_info info) {
   return Guard(env, "readInto", [&]() -> napi_value {
     Args a(env, info);
@@ -1382,7 +1456,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"device", DeviceOf},       {"dim", Dim},
       {"numel", Numel},           {"item", Item},
       {"fromBytes", FromBytes},   {"toBytes", ToBytes},
-      {"bytesView", View},        {"backward", Backward},
+        {"backward", Backward},
       {"grad", Grad},             {"setGrad", SetGrad},
       {"requiresGrad", RequiresGrad}, {"isLeaf", IsLeaf},
       {"gradFn", GradFn},         {"retainGrad", RetainGrad},

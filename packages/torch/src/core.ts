@@ -26,7 +26,6 @@ export interface Native {
   item(h: number): number | boolean;
   fromBytes(data: ArrayBufferView | ArrayBuffer, dtype: number, shape: number[]): number;
   toBytes(h: number): ArrayBuffer;
-  bytesView(h: number): ArrayBuffer;
   /** pread the tensor's bytes from fd at position (contiguous CPU tensor); returns the byte count. */
   readInto(h: number, fd: number, position: number): number;
   /** pwrite the tensor's bytes to fd at position (contiguous CPU tensor). */

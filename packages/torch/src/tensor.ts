@@ -240,10 +240,6 @@ export class Tensor {
     };
     return build(0);
   }
-  /** An ArrayBuffer aliasing this contiguous CPU tensor's memory (writes go into the tensor). */
-  bytesView(): ArrayBuffer {
-    return native.bytesView(this.h);
-  }
   toString(): string {
     return formatTensor(this);
   }

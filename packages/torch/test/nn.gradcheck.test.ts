@@ -29,16 +29,19 @@ function gradCheck(loss: () => Tensor, tensors: [string, Tensor][], opts: { h?: 
   tensors.forEach(([name, t], ti) => {
     assert.equal(t.dtype, 'float64', `${name} must be float64`);
     assert.ok(t.isContiguous(), `${name} must be contiguous`);
-    const mem = new Float64Array(t.bytesView());
+    // Perturb one element at a time in place (no grad), read back from a copy of the values.
+    const mem = Float64Array.from(t.detach().data() as Float64Array);
+    const flat = t.detach().view(-1);
+    const set = (i: number, v: number) => torch.noGrad(() => flat.setIndex(i, v));
     const n = mem.length;
     const step = Math.max(1, Math.floor(n / perTensor));
     for (let i = 0; i < n; i += step) {
       const orig = mem[i];
-      mem[i] = orig + h;
+      set(i, orig + h);
       const up = value();
-      mem[i] = orig - h;
+      set(i, orig - h);
       const down = value();
-      mem[i] = orig;
+      set(i, orig);
       const numeric = (up - down) / (2 * h);
       const a = analytic[ti][i];
       assert.ok(Math.abs(a - numeric) <= atol + rtol * Math.abs(numeric), `${name}[${i}]: autograd ${a} vs finite difference ${numeric}`);

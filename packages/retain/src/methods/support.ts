@@ -148,8 +148,7 @@ export function hashTensor(h: Hash, name: string, t: Tensor): void {
   h.update(`${name}\u0000${t.dtype}\u0000${t.shape.join(',')}\u0000`);
   torch.tidy(() => {
     const c = t.detach().cpu().contiguous();
-    // bytesView aliases the tensor's memory: hash it before the scope releases the tensor.
-    h.update(new Uint8Array(c.bytesView()));
+    h.update(new Uint8Array(torch.native.toBytes(c.h)));
   });
 }
 
