@@ -189,6 +189,29 @@ test('PEFT adapter files: errors name the problem; keys with an adapter name (.d
   }
 });
 
+test('LoRA + WiSE-FT: the adapter scale survives a resume from the final checkpoint', async () => {
+  const root = mkdtempSync(join(tmpdir(), 'retain-lora-wise-'));
+  const run = async (resume: boolean) => {
+    torch.manualSeed(5);
+    const model = new LlamaForCausalLM(CONFIG);
+    const optimizer = new torch.optim.AdamW(model.parameters(), { lr: 1e-2 });
+    const methods = buildMethods([{ name: 'lora', r: 2 }, { name: 'wise', alpha: 0.3 }]);
+    await train({ model, optimizer, examples: examples(8, 3), batchSize: 2, maxSteps: 4, schedule: { kind: 'constant', lr: 1e-2 }, methods, outputDir: root, saveEvery: 2, progress: false, resume });
+    return model;
+  };
+  try {
+    const a = await run(false);
+    assert.ok(loraModules(a).every(([, l]) => l.scale === 0.3));
+    // The run is complete: resuming loads checkpoint-4 (written after WiSE-FT), trains nothing, and must keep α.
+    const b = await run(true);
+    assert.ok(loraModules(b).every(([, l]) => l.scale === 0.3), 'the scale came back from the checkpoint');
+    const ids = torch.tensor([[1, 2, 3, 4, 5]]);
+    assert.ok(torch.tidy(() => a.forward(ids).equal(b.forward(ids))));
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
 const CLI = new URL('../bin/retain.mjs', import.meta.url).pathname;
 const skipStories = needShared('models', 'stories260K', 'stories260K.bin');
 

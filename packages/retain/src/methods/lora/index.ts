@@ -10,6 +10,7 @@
 // The final save (`retain train`) writes the adapter in PEFT's layout into output_dir/final; with save_merged, the
 // merged model (W₀ + s·B·A, adapters removed) goes to output_dir/final/merged as a Hugging Face directory too.
 import { join } from 'node:path';
+import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
 import type { FinalSave, Method, Role, TrainContext } from '../../train/hooks.js';
 import { savePretrained } from '../../models/hub.js';
@@ -62,6 +63,7 @@ export class Lora implements Method {
 
   setup(ctx: TrainContext): void {
     const model = ctx.model;
+    this.model = model;
     this.wrapped = loraModules(model).length ? loraModules(model).map(([p]) => p) : wrapLinears(model, this.targets, { r: this.r, alpha: this.alpha, dropout: this.dropout });
     for (const p of model.parameters()) p.requiresGrad = false;
     const adapters: Tensor[] = [];
@@ -91,6 +93,24 @@ export class Lora implements Method {
   /** Scales every adapter (WiSE-FT's α for LoRA). */
   setScale(model: TrainContext['model'], scale: number): void {
     setAdapterScale(model, scale);
+  }
+
+  // The adapters' scales are not in the state dict; the checkpoint written after finish() (WiSE-FT's α applied)
+  // carries them, so a run resumed from it saves the same adapter.
+  private model: TrainContext['model'] | null = null;
+
+  stateTensors(): Map<string, Tensor> {
+    const layers = this.model ? loraModules(this.model) : [];
+    return new Map(layers.length ? [['scale', torch.tensor(Float64Array.from(layers.map(([, l]) => l.scale)))]] : []);
+  }
+
+  loadStateTensors(t: Map<string, Tensor>): void {
+    const s = t.get('scale');
+    if (!s || !this.model) return;
+    const values = Array.from(s.data() as Float64Array);
+    const layers = loraModules(this.model);
+    if (values.length !== layers.length) throw new Error(`lora: the checkpoint has scales for ${values.length} adapters, the model has ${layers.length}`);
+    layers.forEach(([, l], i) => (l.scale = values[i]));
   }
 
   saveFinal(f: FinalSave): void {
