@@ -33,6 +33,19 @@ function fo(o: FactoryOptions): { dtype?: FactoryOptions['dtype']; device?: Fact
   return { dtype: o.dtype, device: o.device };
 }
 
+/**
+ * PyTorch's default for Linear and Conv: kaiming_uniform(a = √5) weights, i.e. U(±1/√fan_in), and a bias drawn from
+ * U(±1/√fan_in), in that order (the generator order matters for seeded parity).
+ */
+function resetLinearLike(weight: Tensor, bias: Tensor | null): void {
+  init.kaimingUniform_(weight, { a: Math.sqrt(5) });
+  if (bias) {
+    const [fanIn] = init.calculateFanInAndFanOut(weight);
+    const bound = fanIn > 0 ? 1 / Math.sqrt(fanIn) : 0;
+    init.uniform_(bias, -bound, bound);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 
 export interface LinearOptions extends FactoryOptions {
@@ -56,13 +69,7 @@ export class Linear extends Module {
   }
 
   resetParameters(): void {
-    // kaiming_uniform(a = √5) is U(±1/√fan_in): PyTorch's long-standing default.
-    init.kaimingUniform_(this.weight, { a: Math.sqrt(5) });
-    if (this.bias) {
-      const [fanIn] = init.calculateFanInAndFanOut(this.weight);
-      const bound = fanIn > 0 ? 1 / Math.sqrt(fanIn) : 0;
-      init.uniform_(this.bias, -bound, bound);
-    }
+    resetLinearLike(this.weight, this.bias);
   }
 
   forward(x: Tensor): Tensor {
@@ -263,12 +270,7 @@ export class Conv2d extends Module {
   }
 
   resetParameters(): void {
-    init.kaimingUniform_(this.weight, { a: Math.sqrt(5) });
-    if (this.bias) {
-      const [fanIn] = init.calculateFanInAndFanOut(this.weight);
-      const bound = fanIn > 0 ? 1 / Math.sqrt(fanIn) : 0;
-      init.uniform_(this.bias, -bound, bound);
-    }
+    resetLinearLike(this.weight, this.bias);
   }
 
   forward(x: Tensor): Tensor {

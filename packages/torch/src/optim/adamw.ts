@@ -139,8 +139,11 @@ export class AdamW extends Optimizer<AdamHyper, AdamState> {
     return type === 'cuda' && !fusedUnsupported.has(type) && hasOp(this.fusedOp);
   }
 
-  // torch's _single_tensor_adam(w).
-  private stepOne(g: ParamGroup<AdamHyper>, p: Tensor, grad: Tensor, s: AdamState): void {
+  /**
+   * The per-tensor part shared by the reference step and the hooked one: weight decay (decoupled or L2), the dense
+   * moment updates, and the denominator √v̂ + eps (with the running maximum under amsgrad).
+   */
+  private momentsAndDenom(g: ParamGroup<AdamHyper>, p: Tensor, grad: Tensor, s: AdamState): Tensor {
     const [b1, b2] = g.betas;
     if (g.maximize) grad = grad.neg();
     if (this.decoupled) {
@@ -150,7 +153,13 @@ export class AdamW extends Optimizer<AdamHyper, AdamState> {
     s.exp_avg_sq.mul_(b2).addcmul_(grad, grad, 1 - b2);
     let v = s.exp_avg_sq;
     if (g.amsgrad) v = G.maximum_out(s.max_exp_avg_sq!, v, s.max_exp_avg_sq!);
-    const denom = v.sqrt().div(Math.sqrt(1 - b2 ** s.step)).add_(g.eps);
+    return v.sqrt().div(Math.sqrt(1 - b2 ** s.step)).add_(g.eps);
+  }
+
+  // torch's _single_tensor_adam(w).
+  private stepOne(g: ParamGroup<AdamHyper>, p: Tensor, grad: Tensor, s: AdamState): void {
+    const [b1] = g.betas;
+    const denom = this.momentsAndDenom(g, p, grad, s);
     p.addcdiv_(s.exp_avg, denom, -(g.lr / (1 - b1 ** s.step)));
   }
 
@@ -187,20 +196,12 @@ export class AdamW extends Optimizer<AdamHyper, AdamState> {
   }
 
   private stepHooked(g: ParamGroup<AdamHyper>, params: Tensor[], grads: Tensor[], states: AdamState[]): void {
-    const [b1, b2] = g.betas;
+    const [b1] = g.betas;
     let updates: Tensor[];
     if (this.impl === 'single') {
       updates = params.map((p, i) => {
         const s = states[i];
-        let grad = g.maximize ? grads[i].neg() : grads[i];
-        if (this.decoupled) {
-          if (g.lr * g.weightDecay !== 0) p.mul_(1 - g.lr * g.weightDecay);
-        } else if (g.weightDecay !== 0) grad = grad.add(p, g.weightDecay);
-        s.exp_avg.mul_(b1).add_(grad, 1 - b1);
-        s.exp_avg_sq.mul_(b2).addcmul_(grad, grad, 1 - b2);
-        let v = s.exp_avg_sq;
-        if (g.amsgrad) v = G.maximum_out(s.max_exp_avg_sq!, v, s.max_exp_avg_sq!);
-        const denom = v.sqrt().div(Math.sqrt(1 - b2 ** s.step)).add_(g.eps);
+        const denom = this.momentsAndDenom(g, p, grads[i], s);
         return s.exp_avg.div(denom).div_(1 - b1 ** s.step);
       });
     } else {
