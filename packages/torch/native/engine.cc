@@ -574,10 +574,14 @@ c10::Scalar toScalar(napi_env env, napi_value v, const char* what) {
 }
 
 // `int[2] stride` takes one value (broadcast, as in Python) or exactly N: kernels index N elements unchecked.
+// `int[1] dim` is different: the 1 only says a lone int becomes a list, and any length is valid.
 template <typename T>
 std::vector<T> expandN(std::vector<T> v, const ArgInfo& a) {
-  if (!a.N) return v;
-  if (v.size() == 1 && *a.N > 1) v.assign(*a.N, v[0]);
+  if (!a.N || *a.N < 2) return v;
+  // An empty list is a valid sentinel where the schema's own default is empty (pooling: stride=[] means kernel).
+  bool emptyOk = a.def && a.def->isList() && a.def->toListRef().empty();
+  if (v.size() == 1) v.assign(*a.N, v[0]);
+  else if (v.empty() && emptyOk) return v;
   else if (static_cast<int32_t>(v.size()) != *a.N)
     throwType("argument '" + a.name + "' needs " + std::to_string(*a.N) + " values (or one, repeated), got " + std::to_string(v.size()));
   return v;
