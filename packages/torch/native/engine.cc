@@ -506,6 +506,34 @@ const std::unordered_map<std::string, Guard_>& guards() {
       {"aten::quantized_lstm_cell", [](const torch::jit::Stack& s) {
          if (s[1].toTensorList().size() != 2) throwErr("hx must hold two tensors (h, c)");
        }},
+      {"aten::native_batch_norm", [](const torch::jit::Stack& s) {
+         if (T(s, 0).numel() == 0) throwErr("needs a non-empty input (batch_norm handles empty inputs)");
+       }},
+      {"aten::align_tensors", [](const torch::jit::Stack& s) {
+         if (s[0].toTensorList().empty()) throwErr("needs at least one tensor");
+       }},
+      {"aten::pixel_shuffle", [](const torch::jit::Stack& s) {
+         int64_t f = s[1].toInt();
+         if (f <= 0 || f > (int64_t(1) << 15)) throwErr("upscale_factor must be in 1..32768");
+       }},
+      {"aten::pixel_unshuffle", [](const torch::jit::Stack& s) {
+         int64_t f = s[1].toInt();
+         if (f <= 0 || f > (int64_t(1) << 15)) throwErr("downscale_factor must be in 1..32768");
+       }},
+      {"aten::adaptive_max_pool2d_backward", [](const torch::jit::Stack& s) {
+         const auto& g = T(s, 0);
+         const auto& x = T(s, 1);
+         const auto& idx = T(s, 2);
+         if (x.dim() < 3 || !g.sizes().equals(idx.sizes()) || g.dim() != x.dim() || g.size(0) != x.size(0) || (x.dim() == 4 && g.size(1) != x.size(1)))
+           throwErr("grad_output and indices must have the pooled output's shape, with self's leading dimensions");
+       }},
+      {"aten::adaptive_max_pool3d_backward", [](const torch::jit::Stack& s) {
+         const auto& g = T(s, 0);
+         const auto& x = T(s, 1);
+         const auto& idx = T(s, 2);
+         if (x.dim() < 4 || !g.sizes().equals(idx.sizes()) || g.dim() != x.dim() || g.size(0) != x.size(0))
+           throwErr("grad_output and indices must have the pooled output's shape, with self's leading dimensions");
+       }},
       {"aten::_thnn_differentiable_lstm_cell_backward",
        refuse("is an autograd internal that libtorch 1.13 does not validate; use lstm_cell and backward()")},
       {"aten::_thnn_differentiable_gru_cell_backward",
