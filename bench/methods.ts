@@ -18,8 +18,9 @@
 // Data: the first stories of shared/data/text/tinystories_lowercase_sample.txt tokenized with the stories260K
 // tokenizer (tok512.bin) and packed into 129-token rows; without the shared folder, synthetic uniform token ids of the
 // same shape (the work per step does not depend on the values). `data` in the output says which.
-// Environment: BENCH_THREADS (1), BENCH_SEQS (192 sequences = 12 steps per epoch; the default run takes about 8
-// minutes on 2 cores), BENCH_METHODS (comma-separated subset of the keys below).
+// Environment: BENCH_THREADS (1), BENCH_SEQS (128 training sequences = 8 steps per epoch, plus as many general ones
+// for mixing and EWC: about 8 minutes on 2 busy cores, every run paying for its paired standard steps; 256 gives the
+// 16-step epoch and twice the time), BENCH_METHODS (comma-separated subset of the keys below).
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -34,7 +35,7 @@ import type { Method } from '../packages/retain/src/train/hooks.js';
 import { buildMethods, METHODS } from '../packages/retain/src/methods/registry.js';
 
 const threads = Number(process.env.BENCH_THREADS ?? 1);
-const nSeqs = Number(process.env.BENCH_SEQS ?? 192);
+const nSeqs = Number(process.env.BENCH_SEQS ?? 128);
 const only = process.env.BENCH_METHODS ? new Set(process.env.BENCH_METHODS.split(',').map((s) => s.trim())) : null;
 const shared = new URL('../../shared/', import.meta.url).pathname;
 const BATCH = 16;

@@ -58,6 +58,15 @@ test('MoFO above exact_max estimates the quantile from a strided sample: about Î
   ref.dispose();
 });
 
+test('SAM, MoFO, LoRA and HFT refuse option names they do not know', () => {
+  assert.throws(() => buildMethods([{ name: 'sam', rh0: 0.1 }]), /sam: unknown option 'rh0'; allowed: rho/);
+  assert.throws(() => buildMethods([{ name: 'mofo', aplha: 0.1 }]), /mofo: unknown option 'aplha'/);
+  assert.throws(() => buildMethods([{ name: 'lora', rank: 4 }]), /lora: unknown option 'rank'; allowed: r, alpha, dropout, targets, save_merged/);
+  assert.throws(() => buildMethods([{ name: 'hft', seeds: 1 }]), /hft: unknown option 'seeds'/);
+  assert.throws(() => buildMethods([{ name: 'sam', rho: -1 }]), /sam: rho must be a number â‰¥ 0/);
+  assert.throws(() => buildMethods([{ name: 'mofo', alpha: 1.5 }]), /mofo: alpha must be a fraction in \(0, 1\]/);
+});
+
 test('MoFO refuses a run whose optimizer is not AdamW', async () => {
   const model = new LlamaForCausalLM(CONFIG);
   const optimizer = new torch.optim.SGD(model.parameters(), { lr: 0.1 });

@@ -19,6 +19,7 @@ import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
 import type { Method, Role, TrainContext } from '../train/hooks.js';
 import { rng } from '../data/loader.js';
+import { checkOptions } from './support.js';
 
 export interface HftOptions {
   /** Seed of the per-epoch draw. */
@@ -74,6 +75,7 @@ export class Hft implements Method {
   readonly governed = new Map<Tensor, { name: string; layer: number | null; category: string | null; trains: boolean }>();
 
   constructor(o: HftOptions = {}) {
+    checkOptions('hft', o as Record<string, unknown>, ['seed', 'others']);
     this.seed = o.seed ?? 0;
     if (!Number.isInteger(this.seed)) throw new Error(`hft: seed must be an integer, got ${JSON.stringify(o.seed)}`);
     this.others = o.others ?? 'train';

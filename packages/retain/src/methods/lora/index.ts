@@ -17,6 +17,7 @@ import { savePretrained } from '../../models/hub.js';
 import { LoraLinear } from './layer.js';
 import { DEFAULT_TARGETS, loraModules, mergeAndUnload, setAdapterScale, wrapLinears, type Targets } from './wrap.js';
 import { saveAdapter } from './peft.js';
+import { checkOptions } from '../support.js';
 
 export { LoraLinear } from './layer.js';
 export { DEFAULT_TARGETS, loraModules, mergeAdapters, mergeAndUnload, setAdapterScale, targetMatcher, unmergeAdapters, wrapLinears, type Targets } from './wrap.js';
@@ -51,6 +52,7 @@ export class Lora implements Method {
   wrapped: string[] = [];
 
   constructor(o: LoraOptions = {}) {
+    checkOptions('lora', o as Record<string, unknown>, ['r', 'alpha', 'dropout', 'targets', 'save_merged']);
     this.r = o.r ?? 8;
     this.alpha = o.alpha ?? 2 * this.r;
     this.dropout = o.dropout ?? 0;
