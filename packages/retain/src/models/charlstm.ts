@@ -321,6 +321,10 @@ export class CharVocab {
     return this.chars.length;
   }
 
+  has(ch: string): boolean {
+    return this.ids.has(ch);
+  }
+
   /** Text → ids; a character outside the vocabulary is an error naming it and its position. */
   encode(text: string): number[] {
     const out: number[] = [];

@@ -1,0 +1,93 @@
+// `retain eval` and `retain compare`.
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { Command } from 'commander';
+import { loadEvalModel } from './model.js';
+import { evaluate } from './harness.js';
+import { resolveTasks, type ResolvedTask } from './tasks.js';
+import type { CompareResults, EvalResults, Role } from './results.js';
+
+const list = (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean);
+
+function writeJson(path: string, v: unknown): void {
+  mkdirSync(dirname(path), { recursive: true });
+  writeFileSync(path, JSON.stringify(v, null, 2) + '\n');
+}
+
+interface CommonOpts {
+  tasks: string[];
+  target?: string[];
+  limit?: number;
+  batchSize: number;
+  dataDir?: string;
+  maxLength?: number;
+  tokenizer?: string;
+  seed: number;
+}
+
+function tasksFrom(o: CommonOpts): ResolvedTask[] {
+  const role: Record<string, Role> = {};
+  for (const t of o.target ?? []) role[t] = 'target';
+  const tasks = resolveTasks(o.tasks, { dataDir: o.dataDir, role });
+  // A name given to --target that is not among the tasks is a typo, not a no-op.
+  for (const t of o.target ?? []) if (!tasks.some((x) => x.spec.name === t)) throw new Error(`--target ${t}: not one of the tasks (${tasks.map((x) => x.spec.name).join(', ')})`);
+  return tasks;
+}
+
+async function evalOne(path: string, tasks: ResolvedTask[], o: CommonOpts, label?: string, methods: string[] = []): Promise<EvalResults> {
+  const m = await loadEvalModel(path, { tokenizer: o.tokenizer, maxLength: o.maxLength });
+  return evaluate(m, tasks, { limit: o.limit, batchSize: o.batchSize, seed: o.seed, label, methods, progress: true });
+}
+
+function common(c: Command): Command {
+  const num = (v: string) => {
+    const n = Number(v);
+    if (!Number.isFinite(n)) throw new Error(`'${v}' is not a number`);
+    return n;
+  };
+  return c
+    .requiredOption('--tasks <list>', 'comma-separated built-in tasks, groups (commonsense) or task files', list)
+    .option('--target <list>', 'tasks that measure the new skill (the rest are general)', list)
+    .option('--limit <n>', 'score at most n examples per task', num)
+    .option('--batch-size <n>', 'sequences per forward pass', num, 16)
+    .option('--data-dir <dir>', 'folder holding the built-in tasks\' data (default: $RETAIN_DATA_DIR, ./data, ../shared/data)')
+    .option('--max-length <n>', 'cap on the model\'s context window (tokens)', num)
+    .option('--tokenizer <path>', 'tokenizer file or directory')
+    .option('--seed <n>', 'seed for few-shot sampling', num, 0);
+}
+
+export function registerEvalCommands(program: Command): void {
+  common(program.command('eval'))
+    .description('evaluate a model on tasks and write results JSON (lm-evaluation-harness layout)')
+    .requiredOption('--model <path>', 'model directory, llama2.c .bin, or ml5 folder')
+    .option('--label <name>', 'name of this run in tables and reports')
+    .option('-o, --output <file>', 'results JSON path', 'results.json')
+    .action(async (o: CommonOpts & { model: string; label?: string; output: string }) => {
+      const tasks = tasksFrom(o);
+      const r = await evalOne(o.model, tasks, o, o.label);
+      writeJson(o.output, r);
+      for (const row of r.rows.filter((x) => x.primary)) console.log(`${row.task}\t${row.metric}\t${row.value.toFixed(4)}${row.stderr !== null ? ` ± ${row.stderr.toFixed(4)}` : ''}\tn=${row.n}\t${row.role}`);
+      console.log(`wrote ${o.output}`);
+    });
+
+  common(program.command('compare'))
+    .description('evaluate a base model and tuned models on the same tasks; print the forgetting table')
+    .requiredOption('--base <path>', 'the model before fine-tuning')
+    .requiredOption('--tuned <paths...>', 'fine-tuned models (label them with name=path)')
+    .option('-o, --output <file>', 'compare JSON path', 'compare.json')
+    .action(async (o: CommonOpts & { base: string; tuned: string[]; output: string }) => {
+      const tasks = tasksFrom(o);
+      const base = await evalOne(o.base, tasks, o, 'base');
+      const tuned: EvalResults[] = [];
+      for (const t of o.tuned) {
+        const eq = t.indexOf('=');
+        const [label, path] = eq > 0 && !t.startsWith('/') ? [t.slice(0, eq), t.slice(eq + 1)] : [undefined, t];
+        tuned.push(await evalOne(path, tasks, o, label, ['fine-tuned']));
+      }
+      const out: CompareResults = { format: 'retain.compare/1', date: new Date().toISOString(), base, tuned };
+      writeJson(o.output, out);
+      const { forgettingTableText } = await import('../report/table.js');
+      console.log(forgettingTableText(base, tuned));
+      console.log(`wrote ${o.output}`);
+    });
+}

@@ -1,0 +1,220 @@
+// Runs tasks on a model and assembles the results JSON (results.ts). One function per task kind; every number in
+// the output comes from per-example scores so stderr and n are always known.
+import * as torch from '@retain/torch';
+import { defaultPrimary, readTaskRecords, splitText, toDoc, type Doc, type ResolvedTask, type TaskSpec } from './tasks.js';
+import { exactMatch, extractAnswer, loglikelihood, meanStderr, textLoglik } from './score.js';
+import { modelHash, parameterCount, type EvalModel } from './model.js';
+import type { EvalResults, ResultRow } from './results.js';
+
+export interface EvalOptions {
+  /** Score at most this many examples per task (the first ones, or a seeded sample with `sample: true`). */
+  limit?: number | null;
+  batchSize?: number;
+  seed?: number;
+  label?: string;
+  methods?: string[];
+  /** Prints progress lines (to stderr). */
+  progress?: boolean;
+}
+
+interface Metric {
+  name: string;
+  value: number;
+  stderr: number | null;
+  higherIsBetter: boolean;
+}
+
+/** A deterministic permutation (mulberry32), for few-shot sampling. */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** The k-shot prefix for a doc: k other docs with their gold answers, joined by the few-shot delimiter. */
+function fewshotPrefix(spec: TaskSpec, pool: Doc[], doc: Doc, seed: number): string {
+  if (spec.num_fewshot === 0) return '';
+  const r = rng(seed ^ hashString(doc.id));
+  const cand = pool.filter((d) => d.id !== doc.id);
+  const shots: Doc[] = [];
+  const used = new Set<number>();
+  while (shots.length < Math.min(spec.num_fewshot, cand.length)) {
+    const i = Math.floor(r() * cand.length);
+    if (used.has(i)) continue;
+    used.add(i);
+    shots.push(cand[i]);
+  }
+  return shots.map((d) => {
+    const ans = spec.kind === 'multiple_choice' ? d.choices![d.gold!] : d.answer!;
+    return (d.contexts ? d.contexts[d.gold!] : d.prompt) + spec.target_delimiter + ans;
+  }).join(spec.fewshot_delimiter) + spec.fewshot_delimiter;
+}
+
+function hashString(s: string): number {
+  let h = 2166136261;
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 16777619);
+  return h >>> 0;
+}
+
+function say(o: EvalOptions, msg: string): void {
+  if (o.progress) process.stderr.write(msg + '\n');
+}
+
+function runMultipleChoice(m: EvalModel, spec: TaskSpec, docs: Doc[], pool: Doc[], o: EvalOptions): Metric[] {
+  const reqs = docs.flatMap((d) => {
+    const prefix = fewshotPrefix(spec, pool, d, o.seed ?? 0);
+    return d.choices!.map((c, j) => ({ context: prefix + (d.contexts ? d.contexts[j] : d.prompt), continuation: spec.target_delimiter + c }));
+  });
+  let last = 0;
+  const ll = loglikelihood(m, reqs, o.batchSize ?? 16, (done) => {
+    if (o.progress && done - last >= 256) {
+      last = done;
+      say(o, `  ${spec.name}: ${done}/${reqs.length} continuations`);
+    }
+  });
+  const acc: number[] = [];
+  const accNorm: number[] = [];
+  let k = 0;
+  for (const d of docs) {
+    const n = d.choices!.length;
+    const lls = ll.slice(k, k + n).map((x) => x.logprob);
+    const norm = lls.map((x, j) => x / reqs[k + j].continuation.length);
+    k += n;
+    const argmax = (xs: number[]) => xs.reduce((bi, x, i) => (x > xs[bi] ? i : bi), 0);
+    acc.push(argmax(lls) === d.gold ? 1 : 0);
+    accNorm.push(argmax(norm) === d.gold ? 1 : 0);
+  }
+  const a = meanStderr(acc);
+  const an = meanStderr(accNorm);
+  return [
+    { name: 'acc', value: a.mean, stderr: a.stderr, higherIsBetter: true },
+    { name: 'acc_norm', value: an.mean, stderr: an.stderr, higherIsBetter: true },
+  ];
+}
+
+function runGenerate(m: EvalModel, spec: TaskSpec, docs: Doc[], pool: Doc[], o: EvalOptions): Metric[] {
+  const em: number[] = [];
+  const t0 = performance.now();
+  docs.forEach((d, i) => {
+    const prompt = fewshotPrefix(spec, pool, d, o.seed ?? 0) + d.prompt;
+    const text = torch.inferenceMode(() => m.generate(prompt, { maxNewTokens: spec.generation.max_new_tokens, stop: spec.generation.stop }));
+    em.push(exactMatch(extractAnswer(text, spec.generation.extract), d.answer!) ? 1 : 0);
+    if (o.progress && (i + 1) % 50 === 0) say(o, `  ${spec.name}: ${i + 1}/${docs.length} generated (${((i + 1) / ((performance.now() - t0) / 1000)).toFixed(1)}/s)`);
+  });
+  const e = meanStderr(em);
+  return [{ name: 'exact_match', value: e.mean, stderr: e.stderr, higherIsBetter: true }];
+}
+
+function runPerplexity(m: EvalModel, spec: TaskSpec, docs: Doc[], o: EvalOptions): Metric[] {
+  const texts = docs.map((d) => (spec.unknown_chars === 'drop' ? m.dropUnknown(d.text!) : d.text!));
+  const s = textLoglik(m, texts, o.batchSize ?? 8);
+  const tot = s.reduce((a, x) => ({ nll: a.nll + x.nll, tokens: a.tokens + x.tokens, correct: a.correct + x.correct, chars: a.chars + x.chars, bytes: a.bytes + x.bytes }), { nll: 0, tokens: 0, correct: 0, chars: 0, bytes: 0 });
+  if (tot.tokens === 0) throw new Error(`task ${spec.name}: the text has no tokens to score`);
+  const acc = tot.correct / tot.tokens;
+  return [
+    { name: 'next_token_acc', value: acc, stderr: Math.sqrt((acc * (1 - acc)) / Math.max(1, tot.tokens - 1)), higherIsBetter: true },
+    { name: 'ce', value: tot.nll / tot.tokens, stderr: null, higherIsBetter: false },
+    { name: 'perplexity', value: Math.exp(tot.nll / tot.tokens), stderr: null, higherIsBetter: false },
+    { name: 'bits_per_char', value: tot.nll / Math.LN2 / tot.chars, stderr: null, higherIsBetter: false },
+    { name: 'bits_per_byte', value: tot.nll / Math.LN2 / tot.bytes, stderr: null, higherIsBetter: false },
+    { name: 'nats_per_char', value: tot.nll / tot.chars, stderr: null, higherIsBetter: false },
+  ];
+}
+
+function runImageClassification(m: EvalModel, spec: TaskSpec, docs: Doc[], o: EvalOptions): Metric[] {
+  const bs = (o.batchSize ?? 16) * 16;
+  const acc: number[] = [];
+  const device = m.module.parameters()[0]?.device ?? 'cpu';
+  torch.inferenceMode(() => {
+    for (let s = 0; s < docs.length; s += bs) {
+      const chunk = docs.slice(s, s + bs);
+      const n = chunk[0].image!.length;
+      const flat = new Float32Array(chunk.length * n);
+      chunk.forEach((d, i) => flat.set(d.image!, i * n));
+      const pred = torch.tidy(() => m.classify(torch.tensor(flat, { shape: [chunk.length, ...spec.image_shape] }).to({ device })).argmax(-1).to({ device: 'cpu' }).data() as BigInt64Array);
+      chunk.forEach((d, i) => acc.push(Number(pred[i]) === d.label ? 1 : 0));
+    }
+  });
+  const a = meanStderr(acc);
+  return [{ name: 'acc', value: a.mean, stderr: a.stderr, higherIsBetter: true }];
+}
+
+/** Loads a task's docs (and few-shot pool), applying the limit. */
+export async function loadDocs(t: ResolvedTask, limit?: number | null): Promise<{ docs: Doc[]; pool: Doc[]; original: number }> {
+  const records = await readTaskRecords(t.spec, t.dataPath);
+  let docs = records.map((r) => toDoc(t.spec, r));
+  if (t.spec.kind === 'perplexity') docs = splitText(t.spec, docs);
+  const original = docs.length;
+  const pool = t.fewshotPath ? (await readTaskRecords(t.spec, t.fewshotPath)).map((r) => toDoc(t.spec, r)) : docs;
+  if (limit && limit > 0) docs = docs.slice(0, limit);
+  return { docs, pool, original };
+}
+
+export async function evaluateTask(m: EvalModel, t: ResolvedTask, o: EvalOptions = {}): Promise<{ rows: ResultRow[]; n: number; original: number }> {
+  const { docs, pool, original } = await loadDocs(t, o.limit);
+  const spec = t.spec;
+  const wanted = spec.kind === 'image_classification' ? 'classifier' : 'lm';
+  if (m.kind !== wanted) throw new Error(`task ${spec.name} (${spec.kind}) needs a ${wanted === 'lm' ? 'language model' : 'classifier'}; ${m.name} is a ${m.kind === 'lm' ? 'language model' : 'classifier'}`);
+  const wasTraining = m.module.training;
+  m.module.eval();
+  let metrics: Metric[];
+  try {
+    switch (spec.kind) {
+      case 'multiple_choice': metrics = runMultipleChoice(m, spec, docs, pool, o); break;
+      case 'generate': metrics = runGenerate(m, spec, docs, pool, o); break;
+      case 'perplexity': metrics = runPerplexity(m, spec, docs, o); break;
+      case 'image_classification': metrics = runImageClassification(m, spec, docs, o); break;
+    }
+  } finally {
+    if (wasTraining) m.module.train();
+  }
+  const primary = defaultPrimary(spec);
+  if (!metrics.some((x) => x.name === primary)) throw new Error(`task ${spec.name}: primary metric '${primary}' is not one of ${metrics.map((x) => x.name).join(', ')}`);
+  const rows = metrics.map((x) => ({ task: spec.name, metric: x.name, value: x.value, stderr: x.stderr, higher_is_better: x.higherIsBetter, n: docs.length, role: spec.role, primary: x.name === primary }));
+  return { rows, n: docs.length, original };
+}
+
+/** Evaluates every task and returns the results document. */
+export async function evaluate(m: EvalModel, tasks: ResolvedTask[], o: EvalOptions = {}): Promise<EvalResults> {
+  const t0 = performance.now();
+  const res: EvalResults = {
+    format: 'retain.eval/1',
+    label: o.label ?? m.name,
+    model: { path: m.path, name: m.name, hash: modelHash(m.module), parameters: parameterCount(m.module) },
+    methods: o.methods ?? [],
+    date: new Date().toISOString(),
+    config: { tasks: tasks.map((t) => t.spec.name), limit: o.limit ?? null, batch_size: o.batchSize ?? 16, seed: o.seed ?? 0, device: m.module.parameters()[0]?.device ?? 'cpu' },
+    rows: [],
+    results: {},
+    higher_is_better: {},
+    'n-samples': {},
+    versions: {},
+    configs: {},
+  };
+  for (const t of tasks) {
+    const ts = performance.now();
+    say(o, `${t.spec.name}: evaluating ${m.name}`);
+    const r = await evaluateTask(m, t, o);
+    res.rows.push(...r.rows);
+    const name = t.spec.name;
+    res.results[name] = { alias: name };
+    res.higher_is_better[name] = {};
+    for (const row of r.rows) {
+      res.results[name][`${row.metric},none`] = row.value;
+      res.results[name][`${row.metric}_stderr,none`] = row.stderr ?? 'N/A';
+      res.higher_is_better[name][row.metric] = row.higher_is_better;
+    }
+    res['n-samples'][name] = { original: r.original, effective: r.n };
+    res.versions[name] = t.spec.version;
+    res.configs[name] = { ...t.spec, data: t.dataPath };
+    const p = r.rows.find((x) => x.primary)!;
+    say(o, `${name}: ${p.metric} = ${p.value.toFixed(4)} (n=${r.n}, ${((performance.now() - ts) / 1000).toFixed(1)} s)`);
+  }
+  res.eval_seconds = +((performance.now() - t0) / 1000).toFixed(2);
+  return res;
+}

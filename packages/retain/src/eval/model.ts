@@ -1,0 +1,146 @@
+// What evaluation needs from a model, whatever its architecture: token log-likelihoods for language models, class
+// logits for classifiers, and greedy generation. Adapters wrap the loaded models (Llama family and llama2.c, the
+// char-LSTM, the MNIST MLP) so tasks never look at architectures.
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import * as torch from '@retain/torch';
+import type { Tensor } from '@retain/torch';
+import { loadPretrained, type Pretrained } from '../models/hub.js';
+import { generate, type CausalLM } from '../models/generate.js';
+import { CharLSTM, type CharVocab } from '../models/charlstm.js';
+import { MnistMLP } from '../models/mlp.js';
+
+export interface EvalModel {
+  /** Display name (the folder's name). */
+  name: string;
+  path: string;
+  kind: 'lm' | 'classifier';
+  module: torch.nn.Module;
+  /** Longest input the model takes in one forward (tokens); windows and truncation use it. */
+  maxLength: number;
+  /** Token id prepended to every sequence, or null when the model has none (the first token is then context only). */
+  bosId: number | null;
+  encode(text: string): number[];
+  decode(ids: number[]): string;
+  /** The text without characters the vocabulary cannot encode (character models); other models return it whole. */
+  dropUnknown(text: string): string;
+  /** ids [B, T] int64 → logits [B, T, V]. */
+  logits(ids: Tensor): Tensor;
+  /** Greedy continuation of `prompt`, cut before the first stop string. */
+  generate(prompt: string, o: { maxNewTokens: number; stop: string[] }): string;
+  /** features [B, ...] → class logits [B, C] (classifiers). */
+  classify(x: Tensor): Tensor;
+}
+
+function cutAtStop(text: string, stop: string[]): string {
+  let end = text.length;
+  for (const s of stop) {
+    const i = text.indexOf(s);
+    if (i >= 0 && i < end) end = i;
+  }
+  return text.slice(0, end);
+}
+
+const notLm = (name: string) => () => {
+  throw new Error(`${name} is a classifier; this task needs a language model`);
+};
+const notClassifier = (name: string) => (): never => {
+  throw new Error(`${name} is a language model; image classification tasks need a classifier`);
+};
+
+/** A decoder LM with a KV cache (Llama family, llama2.c) and its tokenizer. */
+export function causalLmEvalModel(p: Pretrained, name = p.source.path.split('/').filter(Boolean).pop() ?? 'model'): EvalModel {
+  const tok = p.tokenizer;
+  if (!tok) throw new Error(`${p.source.path}: no tokenizer found; evaluation needs one (pass --tokenizer)`);
+  const lm = p.model as unknown as CausalLM;
+  const maxLength = Number(p.config.max_position_embeddings ?? p.config.n_positions ?? 2048);
+  return {
+    name,
+    path: p.source.path,
+    kind: 'lm',
+    module: p.model,
+    maxLength,
+    bosId: tok.bosId >= 0 ? tok.bosId : null,
+    encode: (t) => tok.encode(t, { bos: false }),
+    decode: (ids) => tok.decode(ids),
+    dropUnknown: (t) => t,
+    logits: (ids) => lm.forward(ids) as Tensor,
+    generate: (prompt, o) => cutAtStop(generate(lm, tok, prompt, { maxNewTokens: o.maxNewTokens, temperature: 0, stop: o.stop }).text, o.stop),
+    classify: notClassifier(name),
+  };
+}
+
+/** The character-level LSTM: no BOS, unlimited context (windows bound it for comparability). */
+export function charLstmEvalModel(model: CharLSTM, vocab: CharVocab, name: string, path = name, maxLength = 512): EvalModel {
+  return {
+    name,
+    path,
+    kind: 'lm',
+    module: model,
+    maxLength,
+    bosId: null,
+    encode: (t) => vocab.encode(t),
+    decode: (ids) => vocab.decode(ids),
+    dropUnknown: (t) => [...t].filter((ch) => vocab.has(ch)).join(''),
+    logits: (ids) => model.forward(ids),
+    generate: (prompt, o) => cutAtStop(model.sample(vocab, prompt, { length: o.maxNewTokens, temperature: 0 }), o.stop),
+    classify: notClassifier(name),
+  };
+}
+
+export function classifierEvalModel(model: torch.nn.Module & { forward(x: Tensor): Tensor }, name: string, path = name): EvalModel {
+  return {
+    name,
+    path,
+    kind: 'classifier',
+    module: model,
+    maxLength: 0,
+    bosId: null,
+    encode: notLm(name),
+    decode: notLm(name),
+    dropUnknown: notLm(name),
+    logits: notLm(name),
+    generate: notLm(name),
+    classify: (x) => model.forward(x),
+  };
+}
+
+/** Loads any model retain reads: HF directory, llama2.c .bin, ml5 char-LSTM or ml5 MLP folder. */
+export async function loadEvalModel(path: string, opts: { tokenizer?: string; maxLength?: number } = {}): Promise<EvalModel> {
+  if (!existsSync(path)) throw new Error(`model not found: ${path}`);
+  const name = path.split('/').filter(Boolean).pop() ?? path;
+  if (existsSync(join(path, 'manifest.json'))) {
+    if (existsSync(join(path, 'vocab.json'))) {
+      const { model, vocab } = CharLSTM.fromMl5(path);
+      model.eval();
+      return charLstmEvalModel(model, vocab, name, path, opts.maxLength ?? 512);
+    }
+    const m = MnistMLP.fromMl5(path);
+    m.eval();
+    return classifierEvalModel(m, name, path);
+  }
+  const p = await loadPretrained(path, { tokenizer: opts.tokenizer });
+  p.model.eval();
+  const em = causalLmEvalModel(p, name);
+  if (opts.maxLength) em.maxLength = Math.min(em.maxLength, opts.maxLength);
+  return em;
+}
+
+/** sha256 over the state dict (names, shapes, dtypes, bytes): the same weights give the same hash in any format. */
+export function modelHash(m: torch.nn.Module): string {
+  const h = createHash('sha256');
+  for (const [k, t] of [...m.stateDict()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+    h.update(`${k}:${t.dtype}:${t.shape.join('x')};`);
+    torch.tidy(() => {
+      const c = t.device === 'cpu' ? t.contiguous() : t.to({ device: 'cpu' }).contiguous();
+      const d = c.data() as ArrayBufferView;
+      h.update(new Uint8Array(d.buffer, d.byteOffset, d.byteLength));
+    });
+  }
+  return h.digest('hex').slice(0, 16);
+}
+
+export function parameterCount(m: torch.nn.Module): number {
+  return m.namedParameters().reduce((s, [, t]) => s + t.numel(), 0);
+}

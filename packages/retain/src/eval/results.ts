@@ -1,0 +1,76 @@
+// The results JSON that `retain eval` and `retain compare` write and `retain report` reads. Reports are rendered
+// only from these files (as lm-evaluation-harness does), so everything a table or chart shows must be in here.
+//
+// The `results` / `higher_is_better` / `n-samples` / `versions` / `configs` blocks follow lm-evaluation-harness's
+// layout (metric keys carry the filter name: "acc,none"); `rows` repeats the same numbers flat for easy reading.
+
+export type Role = 'general' | 'target';
+
+/** One measured number. */
+export interface ResultRow {
+  task: string;
+  metric: string;
+  value: number;
+  /** Standard error of the mean over examples (null when not defined, e.g. perplexity). */
+  stderr: number | null;
+  higher_is_better: boolean;
+  /** Examples scored. */
+  n: number;
+  /** What the task measures in a forgetting study: skill to keep ('general') or skill to gain ('target'). */
+  role: Role;
+  /** True for the task's headline metric (the one tables and charts use). */
+  primary: boolean;
+}
+
+/** A point of the forgetting monitor during training: probe values at an optimizer step. */
+export interface MonitorPoint {
+  step: number;
+  task: string;
+  metric: string;
+  value: number;
+  role: Role;
+  higher_is_better?: boolean;
+}
+
+export interface EvalResults {
+  format: 'retain.eval/1';
+  /** Display name of this run in tables and charts (base, FT, FLOW, mix 1:1, ...). */
+  label: string;
+  model: { path: string; name: string; hash: string; parameters: number };
+  /** Methods the model was trained with (empty for a base model). */
+  methods: string[];
+  date: string;
+  config: { tasks: string[]; limit: number | null; batch_size: number; seed: number; device: string };
+  rows: ResultRow[];
+  results: Record<string, Record<string, number | string>>;
+  higher_is_better: Record<string, Record<string, boolean>>;
+  'n-samples': Record<string, { original: number; effective: number }>;
+  versions: Record<string, number>;
+  configs: Record<string, unknown>;
+  /** Forgetting-monitor points from training, when the run had a monitor. */
+  monitor?: MonitorPoint[];
+  /** Training loss by step (from metrics.jsonl), when known. */
+  train?: { step: number; loss: number }[];
+  /** Seconds the evaluation took. */
+  eval_seconds?: number;
+}
+
+/** `retain compare` output: the base and each tuned model on the same tasks. */
+export interface CompareResults {
+  format: 'retain.compare/1';
+  date: string;
+  base: EvalResults;
+  tuned: EvalResults[];
+}
+
+/** The primary row of each task, in task order. */
+export function primaryRows(r: EvalResults): ResultRow[] {
+  return r.rows.filter((x) => x.primary);
+}
+
+/** Mean of the primary metric over tasks of a role (values as stored: fractions for accuracies), or null when none. */
+export function roleAverage(r: EvalResults, role: Role): number | null {
+  const rows = primaryRows(r).filter((x) => x.role === role);
+  if (!rows.length) return null;
+  return rows.reduce((s, x) => s + x.value, 0) / rows.length;
+}

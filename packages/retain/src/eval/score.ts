@@ -1,0 +1,197 @@
+// Scoring primitives: log-likelihood of continuations (multiple choice, label words), rolling log-likelihood of text
+// (perplexity, bits per character, next-token accuracy), greedy generation with answer extraction, and classifier
+// accuracy. Definitions follow lm-evaluation-harness where it has one.
+import * as torch from '@retain/torch';
+import type { EvalModel } from './model.js';
+
+export interface LoglikRequest {
+  context: string;
+  continuation: string;
+}
+
+export interface Loglik {
+  /** Sum of the continuation tokens' log-probabilities. */
+  logprob: number;
+  /** Whether greedy decoding would have produced exactly the continuation. */
+  greedy: boolean;
+  tokens: number;
+}
+
+interface Encoded {
+  /** Context then continuation token ids, BOS first when the model has one. */
+  ids: number[];
+  /** Continuation tokens are ids[ids.length - contLen ..]. */
+  contLen: number;
+}
+
+/**
+ * Tokenises as lm-evaluation-harness does: encode context + continuation together and take the tokens past the
+ * context's own encoding as the continuation, so a continuation that starts with a space gets the tokenizer's
+ * word-initial tokens. When the joint encoding does not start with the context's, encode the two apart.
+ */
+export function encodeRequest(m: EvalModel, r: LoglikRequest): Encoded {
+  const pre = m.bosId === null ? [] : [m.bosId];
+  const ctx = [...pre, ...m.encode(r.context)];
+  const whole = [...pre, ...m.encode(r.context + r.continuation)];
+  let ids: number[];
+  let contLen: number;
+  if (whole.length > ctx.length && ctx.every((t, i) => whole[i] === t)) {
+    ids = whole;
+    contLen = whole.length - ctx.length;
+  } else {
+    const cont = m.encode(r.continuation);
+    ids = [...ctx, ...cont];
+    contLen = cont.length;
+  }
+  if (contLen === 0) throw new Error(`the continuation ${JSON.stringify(r.continuation)} encodes to no tokens`);
+  if (ids.length - contLen < 1) throw new Error(`empty context and the model has no BOS token: the first token of ${JSON.stringify(r.continuation)} cannot be scored`);
+  return { ids, contLen };
+}
+
+/**
+ * Runs windows through the model in batches and returns, per window, the log-probability and argmax-hit of each
+ * target. A window is input ids and the targets of its last `n` positions.
+ */
+function scoreWindows(m: EvalModel, windows: { input: number[]; targets: number[] }[], batchSize: number, onBatch?: (done: number) => void): { logp: Float64Array; hit: Uint8Array }[] {
+  const out = new Array<{ logp: Float64Array; hit: Uint8Array }>(windows.length);
+  // Longest first: batches of similar lengths waste less padding, and an out-of-memory shows up at once.
+  const order = windows.map((_, i) => i).sort((a, b) => windows[b].input.length - windows[a].input.length);
+  const device = m.module.parameters()[0]?.device ?? 'cpu';
+  torch.inferenceMode(() => {
+    for (let s = 0; s < order.length; s += batchSize) {
+      const idx = order.slice(s, s + batchSize);
+      torch.tidy(() => {
+        const B = idx.length;
+        const T = windows[idx[0]].input.length;
+        const flat = new BigInt64Array(B * T);
+        const rows: number[] = [];
+        const tg: number[] = [];
+        idx.forEach((w, b) => {
+          const { input, targets } = windows[w];
+          input.forEach((t, j) => (flat[b * T + j] = BigInt(t)));
+          const first = input.length - targets.length;
+          targets.forEach((t, j) => {
+            rows.push(b * T + first + j);
+            tg.push(t);
+          });
+        });
+        const ids = torch.tensor(flat, { shape: [B, T] }).to({ device });
+        const logits = m.logits(ids); // [B, T, V]
+        const V = logits.shape[2];
+        const picked = logits.reshape(B * T, V).indexSelect(0, torch.tensor(rows, { dtype: 'int64' }).to({ device })); // [N, V]
+        // Half-precision logits are widened for the softmax; float64 models keep their precision.
+        const sel = picked.dtype === 'float64' ? picked : picked.float();
+        const target = torch.tensor(tg, { dtype: 'int64' }).to({ device }); // [N]
+        const lp = sel.logSoftmax(-1).gather(1, target.unsqueeze(1)).squeeze(1).to({ device: 'cpu', dtype: 'float64' }).data() as Float64Array;
+        const hits = sel.argmax(-1).eq(target).to({ device: 'cpu' }).data() as Uint8Array;
+        let k = 0;
+        for (const w of idx) {
+          const n = windows[w].targets.length;
+          out[w] = { logp: lp.slice(k, k + n), hit: hits.slice(k, k + n) };
+          k += n;
+        }
+      });
+      onBatch?.(Math.min(s + batchSize, order.length));
+    }
+  });
+  return out;
+}
+
+/** Log-likelihood of each continuation given its context; inputs longer than the model's window lose their left end. */
+export function loglikelihood(m: EvalModel, reqs: LoglikRequest[], batchSize = 16, onBatch?: (done: number) => void): Loglik[] {
+  const windows = reqs.map((r) => {
+    const { ids, contLen } = encodeRequest(m, r);
+    const keep = ids.slice(-(m.maxLength + 1));
+    if (contLen > keep.length - 1) throw new Error(`a continuation of ${contLen} tokens does not fit the model's window of ${m.maxLength}`);
+    return { input: keep.slice(0, -1), targets: keep.slice(-contLen) };
+  });
+  return scoreWindows(m, windows, batchSize, onBatch).map((w) => ({
+    logprob: w.logp.reduce((a, b) => a + b, 0),
+    greedy: w.hit.every((h) => h === 1),
+    tokens: w.logp.length,
+  }));
+}
+
+export interface TextScore {
+  /** Negative log-likelihood, nats, summed over predicted tokens. */
+  nll: number;
+  tokens: number;
+  correct: number;
+  /** Characters and UTF-8 bytes of the predicted text. */
+  chars: number;
+  bytes: number;
+}
+
+/**
+ * Every token of each text predicted exactly once, in disjoint windows of the model's length (a window's first
+ * input is the last token of the previous window), as lm-evaluation-harness's rolling log-likelihood. A model
+ * without BOS cannot predict a text's first token; it counts as context.
+ */
+export function textLoglik(m: EvalModel, texts: string[], batchSize = 8, onBatch?: (done: number) => void): TextScore[] {
+  const L = m.maxLength;
+  const windows: { input: number[]; targets: number[]; doc: number }[] = [];
+  const chars: number[] = [];
+  const bytes: number[] = [];
+  texts.forEach((text, d) => {
+    const ids = m.bosId === null ? m.encode(text) : [m.bosId, ...m.encode(text)];
+    const predicted = m.bosId === null ? m.decode(ids.slice(1)) : text;
+    chars.push([...predicted].length);
+    bytes.push(Buffer.byteLength(predicted, 'utf8'));
+    for (let s = 1; s < ids.length; s += L) {
+      const e = Math.min(s + L, ids.length);
+      windows.push({ input: ids.slice(s - 1, e - 1), targets: ids.slice(s, e), doc: d });
+    }
+  });
+  const scored = scoreWindows(m, windows, batchSize, onBatch);
+  const res = texts.map((_, d) => ({ nll: 0, tokens: 0, correct: 0, chars: chars[d], bytes: bytes[d] }));
+  windows.forEach((w, i) => {
+    const r = res[w.doc];
+    for (const v of scored[i].logp) r.nll -= v;
+    r.tokens += scored[i].logp.length;
+    for (const h of scored[i].hit) r.correct += h;
+  });
+  return res;
+}
+
+// --- Answer extraction (generative tasks) ----------------------------------------------------------------------------
+
+const NUMBER = /-?[\d,]*\.?\d+/g;
+
+/** Pulls the answer out of generated text: `#### N` for GSM8K (else the last number), the last number, or the text. */
+export function extractAnswer(text: string, how: 'trim' | 'first_line' | 'gsm8k' | 'last_number'): string {
+  const normNum = (s: string) => {
+    const t = s.replace(/,/g, '').replace(/\.$/, '');
+    const n = Number(t);
+    return Number.isFinite(n) ? String(n) : t;
+  };
+  switch (how) {
+    case 'trim': return text.trim();
+    case 'first_line': return text.trim().split(/\r?\n/)[0].trim();
+    case 'gsm8k': {
+      const m = /####\s*(-?[\d,]*\.?\d+)/.exec(text);
+      if (m) return normNum(m[1]);
+      return extractAnswer(text, 'last_number');
+    }
+    case 'last_number': {
+      const all = text.match(NUMBER);
+      return all ? normNum(all[all.length - 1]) : text.trim();
+    }
+  }
+}
+
+/** Exact match after trimming and lower-casing, as the mixed-training study scores short answers. */
+export function exactMatch(pred: string, gold: string): boolean {
+  return pred.trim().toLowerCase() === gold.trim().toLowerCase();
+}
+
+// --- Statistics ------------------------------------------------------------------------------------------------------
+
+/** Mean and its standard error (sample standard deviation / √n), as lm-evaluation-harness reports. */
+export function meanStderr(xs: number[]): { mean: number; stderr: number | null } {
+  const n = xs.length;
+  if (n === 0) return { mean: NaN, stderr: null };
+  const mean = xs.reduce((a, b) => a + b, 0) / n;
+  if (n < 2) return { mean, stderr: null };
+  const v = xs.reduce((a, b) => a + (b - mean) ** 2, 0) / (n - 1);
+  return { mean, stderr: Math.sqrt(v / n) };
+}
