@@ -57,6 +57,19 @@ export const trainConfigSchema = z.object({
     save_every: z.number().int().positive().nullable().default(null),
     keep_checkpoints: z.number().int().positive().default(2),
   }).strict(),
+  /** Forgetting monitor: probes evaluated every N steps during training (see src/eval/monitor.ts). */
+  monitor: z.object({
+    every: z.number().int().positive(),
+    /** Built-in task names or task files (relative to the config file). */
+    tasks: z.array(z.string()).min(1),
+    /** Which of the tasks measure the new skill; the rest are general. */
+    target: z.array(z.string()).default([]),
+    limit: z.number().int().positive().default(200),
+    max_forgetting: z.number().min(0).nullable().default(null),
+    on_exceed: z.enum(['stop', 'rollback']).default('rollback'),
+    data_dir: z.string().optional(),
+    batch_size: z.number().int().positive().default(16),
+  }).strict().optional(),
   output_dir: z.string(),
   resume: z.boolean().default(true),
   methods: z.array(z.union([z.string(), z.record(z.unknown())])).default([]),
@@ -101,5 +114,10 @@ export function loadTrainConfig(file: string): TrainConfig {
   cfg.data.train.path = abs(cfg.data.train.path);
   if (cfg.data.eval) cfg.data.eval.path = abs(cfg.data.eval.path);
   cfg.output_dir = abs(cfg.output_dir);
+  if (cfg.monitor) {
+    // Task files are paths; built-in names have no extension and stay as they are.
+    cfg.monitor.tasks = cfg.monitor.tasks.map((t) => (/\.(ya?ml|json)$/.test(t) ? abs(t) : t));
+    if (cfg.monitor.data_dir) cfg.monitor.data_dir = abs(cfg.monitor.data_dir);
+  }
   return cfg;
 }

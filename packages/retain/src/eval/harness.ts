@@ -155,9 +155,8 @@ export async function loadDocs(t: ResolvedTask, limit?: number | null): Promise<
   return { docs, pool, original };
 }
 
-export async function evaluateTask(m: EvalModel, t: ResolvedTask, o: EvalOptions = {}): Promise<{ rows: ResultRow[]; n: number; original: number }> {
-  const { docs, pool, original } = await loadDocs(t, o.limit);
-  const spec = t.spec;
+/** Scores loaded docs (synchronous, so the training loop can call it between steps). */
+export function scoreDocs(m: EvalModel, spec: TaskSpec, docs: Doc[], pool: Doc[], o: EvalOptions = {}): ResultRow[] {
   const wanted = spec.kind === 'image_classification' ? 'classifier' : 'lm';
   if (m.kind !== wanted) throw new Error(`task ${spec.name} (${spec.kind}) needs a ${wanted === 'lm' ? 'language model' : 'classifier'}; ${m.name} is a ${m.kind === 'lm' ? 'language model' : 'classifier'}`);
   const wasTraining = m.module.training;
@@ -175,8 +174,12 @@ export async function evaluateTask(m: EvalModel, t: ResolvedTask, o: EvalOptions
   }
   const primary = defaultPrimary(spec);
   if (!metrics.some((x) => x.name === primary)) throw new Error(`task ${spec.name}: primary metric '${primary}' is not one of ${metrics.map((x) => x.name).join(', ')}`);
-  const rows = metrics.map((x) => ({ task: spec.name, metric: x.name, value: x.value, stderr: x.stderr, higher_is_better: x.higherIsBetter, n: docs.length, role: spec.role, primary: x.name === primary }));
-  return { rows, n: docs.length, original };
+  return metrics.map((x) => ({ task: spec.name, metric: x.name, value: x.value, stderr: x.stderr, higher_is_better: x.higherIsBetter, n: docs.length, role: spec.role, primary: x.name === primary }));
+}
+
+export async function evaluateTask(m: EvalModel, t: ResolvedTask, o: EvalOptions = {}): Promise<{ rows: ResultRow[]; n: number; original: number }> {
+  const { docs, pool, original } = await loadDocs(t, o.limit);
+  return { rows: scoreDocs(m, t.spec, docs, pool, o), n: docs.length, original };
 }
 
 /** Evaluates every task and returns the results document. */

@@ -49,6 +49,8 @@ export interface TrainContext {
   examples: Example[];
   /** Where the run writes (checkpoints, metrics); methods keep caches here. Null when the run writes nothing. */
   outputDir: string | null;
+  /** Set by a method to end the run after the current step (the forgetting monitor); the reason is reported. */
+  stop?: string;
   /** Loads a data spec of the config's shape ({path, format, max_length, ...}) with the run's tokenizer, when the run has one. */
   loadData?: (spec: unknown, source: string) => Promise<Example[]>;
 }

@@ -10,6 +10,9 @@ import { HfTokenizer } from '../tokenizers/hf.js';
 import { causalLmLoss, train, type TrainResult } from './trainer.js';
 import type { Method, TrainableModel } from './hooks.js';
 import { buildMethods } from '../methods/registry.js';
+import { ForgettingMonitor } from '../eval/monitor.js';
+import { causalLmEvalModel } from '../eval/model.js';
+import { resolveTasks } from '../eval/tasks.js';
 
 type DataCfg = TrainConfig['data']['train'];
 
@@ -50,7 +53,12 @@ export function evalLoss(model: TrainableModel, examples: Example[], batchSize =
   return sum / Math.max(1, count);
 }
 
-export async function runTraining(cfg: TrainConfig, methods: Method[] = buildMethods(cfg.methods)): Promise<TrainResult & { finalDir: string }> {
+export interface RunResult extends TrainResult {
+  finalDir: string;
+  monitor: ForgettingMonitor | null;
+}
+
+export async function runTraining(cfg: TrainConfig, methods: Method[] = buildMethods(cfg.methods), opts: { progress?: boolean } = {}): Promise<RunResult> {
   if (cfg.training.threads) torch.setNumThreads(cfg.training.threads);
   const p = await loadPretrained(cfg.model.path, { dtype: cfg.model.dtype === 'float32' ? undefined : cfg.model.dtype, tokenizer: cfg.model.tokenizer });
   const trainSet = await loadExamples(cfg.data.train, p, cfg.data.train.name ?? 'train');
@@ -58,6 +66,16 @@ export async function runTraining(cfg: TrainConfig, methods: Method[] = buildMet
   const evalSet = cfg.data.eval ? await loadExamples(cfg.data.eval, p, cfg.data.eval.name ?? 'eval') : null;
   const model = p.model as TrainableModel;
   if (cfg.model.device !== 'cpu') model.to(cfg.model.device);
+  let monitor: ForgettingMonitor | null = null;
+  if (cfg.monitor) {
+    const mc = cfg.monitor;
+    const role = Object.fromEntries(mc.target.map((t) => [t, 'target' as const]));
+    const tasks = resolveTasks(mc.tasks, { dataDir: mc.data_dir, role });
+    for (const t of mc.target) if (!tasks.some((x) => x.spec.name === t)) throw new Error(`monitor.target: '${t}' is not one of monitor.tasks (${tasks.map((x) => x.spec.name).join(', ')})`);
+    monitor = new ForgettingMonitor(causalLmEvalModel(p), { every: mc.every, tasks, limit: mc.limit, maxForgetting: mc.max_forgetting, onExceed: mc.on_exceed, batchSize: mc.batch_size, verbose: opts.progress ?? true });
+    // Last, so that it sees each step's weights after every other method has acted.
+    methods = [...methods, monitor];
+  }
   model.train();
   const params = model.parameters().filter((t) => t.requiresGrad);
   const t = cfg.training;
@@ -83,6 +101,7 @@ export async function runTraining(cfg: TrainConfig, methods: Method[] = buildMet
     evalEvery: evalSet ? t.eval_every : null,
     evaluate: evalSet ? () => { model.eval(); const l = evalLoss(model, evalSet); model.train(); return { eval_loss: +l.toFixed(6) }; } : undefined,
     logEvery: t.log_every,
+    progress: opts.progress,
     autocast: t.precision === 'bf16' ? 'bfloat16' : t.precision === 'fp16' ? 'float16' : null,
     padId: 0,
     // Methods' own data (mixing's general set, EWC's Fisher data, WiSE-FT's held-out set) in the train data's shape.
@@ -100,5 +119,6 @@ export async function runTraining(cfg: TrainConfig, methods: Method[] = buildMet
   if (saver) await saver.saveFinal!({ model, dir: finalDir, pretrained: p, basePath: cfg.model.path });
   else savePretrained(p, finalDir);
   optimizer.dispose();
-  return { ...result, finalDir };
+  monitor?.dispose();
+  return { ...result, finalDir, monitor };
 }

@@ -71,6 +71,8 @@ export interface TrainResult {
   finalLoss: number;
   history: Record<string, number | string>[];
   resumedFrom: number | null;
+  /** Why the run ended before its planned steps (a method asked it to stop), or null. */
+  stopped?: string | null;
 }
 
 export async function train(o: TrainOptions): Promise<TrainResult> {
@@ -224,11 +226,15 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
     if (o.outputDir && o.saveEvery && ctx.step % o.saveEvery === 0 && ctx.step < totalSteps) save(o, ctx, loader, methods);
     // Fault injection for the resume tests: die as `kill -9` would, right after this step.
     if (process.env.RETAIN_KILL_AT_STEP && ctx.step === Number(process.env.RETAIN_KILL_AT_STEP)) process.kill(process.pid, 'SIGKILL');
+    if (ctx.stop) {
+      progress.note(ctx.stop);
+      break;
+    }
   }
   for (const m of methods) await m.finish?.(ctx);
   if (o.outputDir && o.saveEvery) save(o, ctx, loader, methods);
   progress.done();
-  return { steps: ctx.step, finalLoss, history, resumedFrom };
+  return { steps: ctx.step, finalLoss, history, resumedFrom, stopped: ctx.stop ?? null };
 }
 
 function save(o: TrainOptions, ctx: TrainContext, loader: DataLoader, methods: Method[]): void {

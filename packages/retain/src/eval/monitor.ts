@@ -1,0 +1,140 @@
+// The forgetting monitor: evaluates chosen probes (general skills to keep, optionally target skills to gain) every N
+// optimizer steps during training, logs them, and with `max_forgetting: X` stops the run — or rolls the weights back
+// to the best evaluated state that stayed within X — once the general score falls more than X below the base.
+//
+// Forgetting at a step = mean over the general probes of (base − now) on each probe's primary metric, in points
+// (×100) for fraction metrics such as accuracy and in raw units for losses, with the sign turned so that positive
+// always means worse. "Best" among the states within budget is the highest mean target score, or the latest state
+// when there are no target probes.
+import { appendFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import * as torch from '@retain/torch';
+import type { Tensor } from '@retain/torch';
+import type { Method, TrainContext } from '../train/hooks.js';
+import type { EvalModel } from './model.js';
+import { loadDocs, scoreDocs } from './harness.js';
+import type { Doc } from './tasks.js';
+import type { ResolvedTask } from './tasks.js';
+import type { MonitorPoint, ResultRow } from './results.js';
+
+export interface MonitorOptions {
+  every: number;
+  tasks: ResolvedTask[];
+  /** Examples per probe (keeps each evaluation cheap). */
+  limit?: number;
+  maxForgetting?: number | null;
+  onExceed?: 'stop' | 'rollback';
+  batchSize?: number;
+  /** Prints a line per evaluation. */
+  verbose?: boolean;
+}
+
+const FRACTION_METRICS = new Set(['acc', 'acc_norm', 'exact_match', 'next_token_acc']);
+
+function points(r: ResultRow): number {
+  return FRACTION_METRICS.has(r.metric) ? r.value * 100 : r.value;
+}
+
+export class ForgettingMonitor implements Method {
+  readonly name = 'monitor';
+  readonly points: MonitorPoint[] = [];
+  base: ResultRow[] = [];
+  /** Forgetting (points) at each evaluated step. */
+  readonly forgetting = new Map<number, number>();
+  stoppedAt: number | null = null;
+  rolledBackTo: number | null = null;
+  message: string | null = null;
+  private best: { step: number; target: number; weights: Map<string, Tensor> } | null = null;
+  private lastStep = -1;
+  private loaded: { t: ResolvedTask; docs: Doc[]; pool: Doc[] }[] = [];
+
+  constructor(private readonly em: EvalModel, private readonly o: MonitorOptions) {
+    if (!(o.every >= 1)) throw new Error(`monitor: every must be a positive number of steps, got ${o.every}`);
+    if (!o.tasks.length) throw new Error('monitor: name at least one probe task');
+    if (o.maxForgetting !== undefined && o.maxForgetting !== null && !(o.maxForgetting >= 0)) throw new Error(`monitor: max_forgetting must be ≥ 0, got ${o.maxForgetting}`);
+  }
+
+  private probe(step: number): ResultRow[] {
+    const rows: ResultRow[] = [];
+    for (const { t, docs, pool } of this.loaded) {
+      const p = scoreDocs(this.em, t.spec, docs, pool, { batchSize: this.o.batchSize ?? 16 }).find((x) => x.primary)!;
+      rows.push(p);
+      this.points.push({ step, task: p.task, metric: p.metric, value: p.value, role: p.role, higher_is_better: p.higher_is_better });
+    }
+    return rows;
+  }
+
+  private score(rows: ResultRow[]): { forgetting: number; target: number | null } {
+    const gen = rows.filter((r) => r.role === 'general');
+    const forgetting = gen.length
+      ? gen.reduce((s, r) => {
+        const b = this.base.find((x) => x.task === r.task)!;
+        const d = points(b) - points(r);
+        return s + (r.higher_is_better ? d : -d);
+      }, 0) / gen.length
+      : 0;
+    const tgt = rows.filter((r) => r.role === 'target');
+    const target = tgt.length ? tgt.reduce((s, r) => s + (r.higher_is_better ? points(r) : -points(r)), 0) / tgt.length : null;
+    return { forgetting, target };
+  }
+
+  private record(ctx: TrainContext, step: number, rows: ResultRow[], forgetting: number): void {
+    const fields: Record<string, number | string> = { kind: 'monitor', forgetting: +forgetting.toFixed(4) };
+    for (const r of rows) fields[`${r.task}/${r.metric}`] = +r.value.toFixed(6);
+    ctx.log(fields);
+    if (ctx.outputDir) {
+      mkdirSync(ctx.outputDir, { recursive: true });
+      appendFileSync(join(ctx.outputDir, 'monitor.jsonl'), this.points.filter((p) => p.step === step).map((p) => JSON.stringify(p)).join('\n') + '\n');
+    }
+    if (this.o.verbose) process.stderr.write(`monitor @${step}: ${rows.map((r) => `${r.task} ${r.metric} ${r.value.toFixed(4)}`).join(', ')}; forgetting ${forgetting.toFixed(2)}\n`);
+  }
+
+  private snapshot(ctx: TrainContext, target: number | null): void {
+    const t = target ?? ctx.step; // no target probes: the latest state within budget is the best
+    if (this.best && t < this.best.target) return;
+    if (this.best) torch.dispose(this.best.weights.values());
+    const weights = new Map<string, Tensor>();
+    for (const [k, v] of ctx.model.stateDict()) weights.set(k, torch.noGrad(() => v.detach().clone()));
+    this.best = { step: ctx.step, target: t, weights };
+  }
+
+  async setup(ctx: TrainContext): Promise<void> {
+    for (const t of this.o.tasks) this.loaded.push({ t, ...(await loadDocs(t, this.o.limit ?? 200)) });
+    this.base = this.probe(ctx.step);
+    this.forgetting.set(ctx.step, 0);
+    this.record(ctx, ctx.step, this.base, 0);
+    if (this.o.maxForgetting !== undefined && this.o.maxForgetting !== null) this.snapshot(ctx, this.score(this.base).target);
+  }
+
+  afterStep(ctx: TrainContext): void {
+    if (ctx.step % this.o.every !== 0 && ctx.step !== ctx.totalSteps) return;
+    if (ctx.step === this.lastStep) return;
+    this.lastStep = ctx.step;
+    const rows = this.probe(ctx.step);
+    const { forgetting, target } = this.score(rows);
+    this.forgetting.set(ctx.step, forgetting);
+    this.record(ctx, ctx.step, rows, forgetting);
+    const max = this.o.maxForgetting;
+    if (max === undefined || max === null) return;
+    if (forgetting <= max) {
+      this.snapshot(ctx, target);
+      return;
+    }
+    this.stoppedAt = ctx.step;
+    if (this.o.onExceed === 'rollback' && this.best) {
+      torch.noGrad(() => ctx.model.loadStateDict(this.best!.weights, { strict: true }));
+      this.rolledBackTo = this.best.step;
+      this.message = `forgetting ${forgetting.toFixed(2)} exceeded max_forgetting ${max} at step ${ctx.step}; rolled the weights back to step ${this.best.step} (forgetting ${this.forgetting.get(this.best.step)!.toFixed(2)}) and stopped`;
+    } else {
+      this.message = `forgetting ${forgetting.toFixed(2)} exceeded max_forgetting ${max} at step ${ctx.step}; stopped training`;
+    }
+    ctx.log({ kind: 'monitor_stop', message: this.message });
+    process.stderr.write(`retain: ${this.message}\n`);
+    ctx.stop = this.message;
+  }
+
+  dispose(): void {
+    if (this.best) torch.dispose(this.best.weights.values());
+    this.best = null;
+  }
+}
