@@ -6,6 +6,7 @@ import { runTraining } from '../train/run.js';
 import { loadPretrained } from '../models/hub.js';
 import { generate, type CausalLM } from '../models/generate.js';
 import { NonFiniteLossError } from '../train/trainer.js';
+import { registerReportCommand } from '../report/cli.js';
 
 function num(v: string): number {
   const n = Number(v);
@@ -62,6 +63,8 @@ program
       if (info.tokenizer) console.log(`tokenizer: vocab ${info.tokenizer.vocab_size}, bos ${info.tokenizer.bos}, eos ${info.tokenizer.eos}`);
     }
   });
+
+registerReportCommand(program);
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   // Expected failures (bad config, bad data, NaN loss) print one clear message, not a stack.

@@ -1,0 +1,214 @@
+// Charts as Vega-Lite specs, rendered headlessly: Vega-Lite → Vega → SVG string (Vega's 'none' renderer needs no
+// canvas), and SVG → PNG with resvg (a Rust rasteriser with no system dependencies besides a font file).
+import { existsSync } from 'node:fs';
+import * as vega from 'vega';
+import * as vl from 'vega-lite';
+import { Resvg } from '@resvg/resvg-js';
+import type { EvalResults, MonitorPoint } from '../eval/results.js';
+import { isFractionMetric, metricName, runAverages } from './table.js';
+
+// The same family list in the SVG serves the browser (which picks what it has) and resvg (which is given the files).
+const FONT = 'DejaVu Sans, Liberation Sans, Arial, Helvetica, sans-serif';
+
+const CONFIG = {
+  font: FONT,
+  background: 'white',
+  view: { stroke: '#ddd' },
+  axis: { labelFontSize: 11, titleFontSize: 12, gridColor: '#eee' },
+  legend: { labelFontSize: 11, titleFontSize: 12, labelLimit: 260 },
+  header: { labelFontSize: 12, labelLimit: 0 },
+  title: { fontSize: 14 },
+};
+
+type VlSpec = Record<string, unknown>;
+
+export interface ChartResult {
+  name: 'dynamics' | 'pareto';
+  title: string;
+  /** Null when the chart had nothing to show; `note` says why. */
+  spec: VlSpec | null;
+  note: string | null;
+}
+
+interface DynPoint {
+  run: string;
+  step: number;
+  panel: string;
+  order: number;
+  value: number;
+}
+
+/** Monitor points of the runs, in the unit shown (percent for fractions). */
+function dynamicsData(runs: EvalResults[]): { points: DynPoint[]; panels: string[] } {
+  const panels = new Map<string, { role: string; order: number }>();
+  const points: DynPoint[] = [];
+  const panelOf = (p: MonitorPoint) => {
+    const m = metricName(p.metric);
+    const dir = p.higher_is_better === false ? ' ↓' : '';
+    return `${p.role}: ${p.task} ${isFractionMetric(m) ? `${m} %` : m}${dir}`;
+  };
+  for (const r of runs) {
+    for (const p of r.monitor ?? []) {
+      if (!Number.isFinite(p.step) || !Number.isFinite(p.value)) continue;
+      const panel = panelOf(p);
+      if (!panels.has(panel)) panels.set(panel, { role: p.role, order: panels.size });
+      points.push({ run: r.label, step: p.step, panel, order: 0, value: isFractionMetric(p.metric) ? p.value * 100 : p.value });
+    }
+  }
+  // General probes first, then target, each in first-seen order.
+  const ordered = [...panels.entries()].sort((a, b) => (a[1].role === b[1].role ? a[1].order - b[1].order : a[1].role === 'general' ? -1 : 1)).map(([k]) => k);
+  for (const p of points) p.order = ordered.indexOf(p.panel);
+  return { points, panels: ordered };
+}
+
+/**
+ * Training dynamics: each probe's primary metric against the optimizer step, one panel per probe (general probes
+ * first, each titled with its role), one line per run. Panels keep their own y scale because a perplexity and an
+ * accuracy share no axis.
+ */
+export function dynamicsChart(runs: EvalResults[]): ChartResult {
+  const title = 'Training dynamics';
+  const { points, panels } = dynamicsData(runs);
+  if (!points.length) return { name: 'dynamics', title, spec: null, note: 'No run has forgetting-monitor data (train with a monitor, or give the run directory with its monitor.jsonl), so there is no training-dynamics chart.' };
+  const labels = runs.filter((r) => r.monitor?.length).map((r) => r.label);
+  const spec: VlSpec = {
+    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+    config: CONFIG,
+    title: { text: title, anchor: 'start' },
+    data: { values: points },
+    facet: { field: 'panel', type: 'nominal', title: null, sort: panels },
+    columns: Math.min(3, panels.length),
+    resolve: { scale: { y: 'independent' } },
+    spec: {
+      width: 260,
+      height: 170,
+      mark: { type: 'line', point: { size: 30 }, strokeWidth: 2 },
+      encoding: {
+        x: { field: 'step', type: 'quantitative', title: 'step' },
+        y: { field: 'value', type: 'quantitative', title: null, scale: { zero: false } },
+        color: { field: 'run', type: 'nominal', title: 'run', sort: labels },
+        tooltip: [{ field: 'run' }, { field: 'step' }, { field: 'value', format: '.3f' }],
+      },
+    },
+  };
+  return { name: 'dynamics', title, spec, note: null };
+}
+
+export interface ParetoPoint {
+  label: string;
+  target: number;
+  general: number;
+  base: boolean;
+  frontier: boolean;
+}
+
+/** Points that no other point beats on both axes (ties on both count as non-dominated), sorted by x. */
+export function paretoFrontier<T extends { target: number; general: number }>(pts: T[]): T[] {
+  const dominated = (p: T) => pts.some((q) => q !== p && q.target >= p.target && q.general >= p.general && (q.target > p.target || q.general > p.general));
+  return pts.filter((p) => !dominated(p)).sort((a, b) => a.target - b.target || b.general - a.general);
+}
+
+export function paretoPoints(base: EvalResults, tuned: EvalResults[]): { points: ParetoPoint[]; missing: string[] } {
+  const all = [base, ...tuned];
+  const points: ParetoPoint[] = [];
+  const missing: string[] = [];
+  for (const r of all) {
+    const a = runAverages(r, all);
+    if (a.general === null || a.target === null) missing.push(r.label);
+    else points.push({ label: r.label, target: a.target * 100, general: a.general * 100, base: r === base, frontier: false });
+  }
+  for (const p of paretoFrontier(points)) p.frontier = true;
+  return { points, missing };
+}
+
+/** Pareto chart: target average (x) against general average (y), one labelled point per run, frontier as a line. */
+export function paretoChart(base: EvalResults, tuned: EvalResults[]): ChartResult {
+  const title = 'Forgetting vs learning';
+  const { points, missing } = paretoPoints(base, tuned);
+  const skipped = missing.length ? `Left out of the Pareto chart (no general or no target average): ${missing.join(', ')}.` : null;
+  if (!points.length) return { name: 'pareto', title, spec: null, note: skipped ?? 'No run has both general and target averages, so there is no Pareto chart.' };
+  const frontier = paretoFrontier(points).map((p, i) => ({ ...p, i }));
+  const kind = (p: ParetoPoint) => (p.base ? 'base' : p.frontier ? 'on frontier' : 'dominated');
+  const values = points.map((p) => ({ ...p, kind: kind(p) }));
+  const spec: VlSpec = {
+    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+    config: CONFIG,
+    title: { text: title, subtitle: 'up = keeps general skill, right = gains target skill (averages, %)', anchor: 'start' },
+    width: 460,
+    height: 320,
+    layer: [
+      {
+        data: { values: frontier },
+        mark: { type: 'line', color: '#888', strokeDash: [5, 3], strokeWidth: 1.5 },
+        encoding: {
+          x: { field: 'target', type: 'quantitative' },
+          y: { field: 'general', type: 'quantitative' },
+          order: { field: 'i', type: 'quantitative' },
+        },
+      },
+      {
+        data: { values },
+        layer: [
+          {
+            mark: { type: 'point', filled: true, opacity: 1 },
+            encoding: {
+              x: { field: 'target', type: 'quantitative', title: 'target average (%)', scale: { zero: false, padding: 24 } },
+              y: { field: 'general', type: 'quantitative', title: 'general average (%)', scale: { zero: false, padding: 24 } },
+              color: { field: 'kind', type: 'nominal', title: null, scale: { domain: ['base', 'on frontier', 'dominated'], range: ['#d62728', '#1f77b4', '#9aa5b1'] } },
+              shape: { field: 'kind', type: 'nominal', title: null, scale: { domain: ['base', 'on frontier', 'dominated'], range: ['diamond', 'circle', 'circle'] } },
+              size: { condition: { test: 'datum.base', value: 160 }, value: 80 },
+              tooltip: [{ field: 'label' }, { field: 'target', format: '.1f' }, { field: 'general', format: '.1f' }],
+            },
+          },
+          // Two text layers rather than a conditional weight: Vega-Lite has no fontWeight encoding channel.
+          ...[true, false].map((isBase) => ({
+            transform: [{ filter: isBase ? 'datum.base' : '!datum.base' }],
+            mark: { type: 'text', align: 'left', dx: 8, dy: -8, fontSize: 11, fontWeight: isBase ? 'bold' : 'normal' },
+            encoding: {
+              x: { field: 'target', type: 'quantitative' },
+              y: { field: 'general', type: 'quantitative' },
+              text: { field: 'label', type: 'nominal' },
+            },
+          })),
+        ],
+      },
+    ],
+  };
+  return { name: 'pareto', title, spec, note: skipped };
+}
+
+/** Renders a Vega-Lite spec to an SVG string without a browser or canvas. */
+export async function renderSvg(spec: VlSpec): Promise<string> {
+  const compiled = vl.compile(spec as unknown as vl.TopLevelSpec).spec;
+  const view = new vega.View(vega.parse(compiled), { renderer: 'none' });
+  try {
+    return await view.toSVG();
+  } finally {
+    view.finalize();
+  }
+}
+
+// Debian's fonts-dejavu-core and fonts-liberation (Chromium pulls the latter); resvg also scans system folders.
+const FONT_FILES = [
+  '/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf',
+  '/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf',
+  '/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf',
+  '/usr/share/fonts/truetype/liberation/LiberationSans-Bold.ttf',
+];
+
+/** Font files found for PNG text; empty means PNGs will have no text. */
+export function pngFonts(): string[] {
+  const env = process.env.RETAIN_FONT_FILE;
+  return [...(env ? [env] : []), ...FONT_FILES].filter((f) => existsSync(f));
+}
+
+export function svgToPng(svg: string, scale = 2): Buffer {
+  const files = pngFonts();
+  const family = files.some((f) => /DejaVu/.test(f)) ? 'DejaVu Sans' : files.length ? 'Liberation Sans' : 'sans-serif';
+  const r = new Resvg(svg, {
+    fitTo: { mode: 'zoom', value: scale },
+    background: 'white',
+    font: { loadSystemFonts: files.length === 0, fontFiles: files, defaultFontFamily: family, sansSerifFamily: family },
+  });
+  return r.render().asPng();
+}

@@ -1,0 +1,31 @@
+// `retain report`.
+import { resolve } from 'node:path';
+import type { Command } from 'commander';
+import { forgettingTableText } from './table.js';
+
+export function registerReportCommand(program: Command): void {
+  program
+    .command('report')
+    .argument('<runs...>', 'results JSON files (from retain eval or retain compare) or run directories holding results.json (+ monitor.jsonl)')
+    .description('render results JSON as report.md, a self-contained report.html and charts (SVG + PNG)')
+    .option('-o, --out <dir>', 'output folder', 'report')
+    .option('--base <label>', 'label of the base run (default: the run with no methods, else the first)')
+    .action(async (args: string[], o: { out: string; base?: string }) => {
+      // Loaded here so that other commands do not pay for Vega and resvg at start-up.
+      const { loadRuns, ReportInputError, writeReport } = await import('./report.js');
+      let set;
+      try {
+        set = loadRuns(args, { base: o.base });
+      } catch (e) {
+        // Bad input is the user's to fix: one line naming the file, no stack.
+        if (!(e instanceof ReportInputError)) throw e;
+        console.error(`retain report: ${e.message}`);
+        process.exitCode = 1;
+        return;
+      }
+      const r = await writeReport([set.base, ...set.tuned], o.out, { base: set.base.label });
+      process.stdout.write(forgettingTableText(set.base, set.tuned));
+      for (const n of r.notes) console.log(`note: ${n}`);
+      console.log(`wrote ${r.files.map((f) => resolve(f)).join('\n      ')}`);
+    });
+}

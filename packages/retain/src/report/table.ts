@@ -1,0 +1,238 @@
+// The forgetting table: one row per run (base first), one column per task's primary metric, general tasks then their
+// average, target tasks, then the overall average. Tuned cells carry "tuned − base" in brackets.
+//
+// The table is first built as a model (numbers, not strings) so that Markdown, terminal text and HTML render the
+// same figures and the same rounding.
+import type { EvalResults, ResultRow, Role } from '../eval/results.js';
+
+/** Unicode minus: a hyphen reads as a dash in a table of numbers and misaligns in proportional fonts. */
+export const MINUS = '\u2212';
+
+// Accuracy-like metrics are stored as fractions 0..1 and shown as percentages; anything else (losses, perplexity,
+// bits per char) is shown raw. Metric names may carry lm-evaluation-harness's filter suffix ("acc,none").
+const FRACTION = new Set(['acc', 'acc_norm', 'exact_match', 'next_token_acc', 'accuracy', 'em', 'f1']);
+
+export function metricName(metric: string): string {
+  const i = metric.indexOf(',');
+  return i < 0 ? metric : metric.slice(0, i);
+}
+
+export function isFractionMetric(metric: string): boolean {
+  const m = metricName(metric);
+  return FRACTION.has(m) || /_acc$/.test(m);
+}
+
+export interface Column {
+  kind: 'task' | 'avg';
+  /** Task name, or 'general avg' / 'overall avg'. */
+  name: string;
+  role: Role | null;
+  metric: string;
+  fraction: boolean;
+  higherIsBetter: boolean;
+}
+
+export interface Cell {
+  value: number | null;
+  /** value − base value in the column's display unit (points for fractions); null for the base row or when missing. */
+  delta: number | null;
+  text: string;
+  deltaText: string | null;
+  /** Whether the change is an improvement in the metric's own direction (null when no delta or no change). */
+  better: boolean | null;
+}
+
+export interface TableRow {
+  label: string;
+  isBase: boolean;
+  cells: Cell[];
+}
+
+export interface ForgettingTable {
+  columns: Column[];
+  rows: TableRow[];
+  /** Tasks left out of the averages, with the reason; empty when every task counted. */
+  leftOut: { task: string; metric: string; reason: string }[];
+  footnote: string | null;
+}
+
+export interface TableOptions {
+  /** Decimals for percentages (default 1). */
+  pctDigits?: number;
+  /** Decimals for raw metrics such as losses (default 3). */
+  rawDigits?: number;
+}
+
+interface TaskInfo {
+  task: string;
+  metric: string;
+  role: Role;
+  higherIsBetter: boolean;
+}
+
+/** Tasks in column order: every task any run has (base first decides order and role), general before target. */
+function taskColumns(runs: EvalResults[]): TaskInfo[] {
+  const seen = new Map<string, TaskInfo>();
+  for (const r of runs) {
+    for (const row of r.rows) {
+      if (!row.primary || seen.has(row.task)) continue;
+      seen.set(row.task, { task: row.task, metric: row.metric, role: row.role, higherIsBetter: row.higher_is_better });
+    }
+  }
+  const all = [...seen.values()];
+  return [...all.filter((t) => t.role === 'general'), ...all.filter((t) => t.role !== 'general')];
+}
+
+function primaryOf(r: EvalResults, task: string): ResultRow | undefined {
+  return r.rows.find((x) => x.primary && x.task === task);
+}
+
+/** Whether a task's primary metric can be averaged with accuracies: higher is better and a fraction. */
+export function averageable(t: { metric: string; higherIsBetter: boolean }): boolean {
+  return t.higherIsBetter && isFractionMetric(t.metric);
+}
+
+/**
+ * Mean of the averageable primary metrics of a run over a role (or all roles), as a fraction; null when none.
+ * Only tasks in `tasks` count, so that every run is averaged over the same tasks and a run missing one is not
+ * silently compared on an easier subset: such a run gets null.
+ */
+function meanOf(r: EvalResults, tasks: TaskInfo[]): number | null {
+  if (!tasks.length) return null;
+  let s = 0;
+  for (const t of tasks) {
+    const row = primaryOf(r, t.task);
+    if (!row || row.metric !== t.metric || !Number.isFinite(row.value)) return null;
+    s += row.value;
+  }
+  return s / tasks.length;
+}
+
+/** Averages of one run over the tasks that can be averaged, as fractions (general, target, overall). */
+export function runAverages(r: EvalResults, columnsFrom: EvalResults[] = [r]): { general: number | null; target: number | null; overall: number | null } {
+  const tasks = taskColumns(columnsFrom).filter(averageable);
+  return {
+    general: meanOf(r, tasks.filter((t) => t.role === 'general')),
+    target: meanOf(r, tasks.filter((t) => t.role === 'target')),
+    overall: meanOf(r, tasks),
+  };
+}
+
+function fmtNumber(x: number, digits: number): string {
+  const s = Math.abs(x).toFixed(digits);
+  // A value that rounds to zero gets no sign, so "−0.0" never appears.
+  if (Number(s) === 0) return s;
+  return (x < 0 ? MINUS : '') + s;
+}
+
+function fmtDelta(d: number, digits: number): string {
+  const s = Math.abs(d).toFixed(digits);
+  if (Number(s) === 0) return s;
+  return (d < 0 ? MINUS : '+') + s;
+}
+
+export function buildForgettingTable(base: EvalResults, tuned: EvalResults[], opts: TableOptions = {}): ForgettingTable {
+  const pct = opts.pctDigits ?? 1;
+  const raw = opts.rawDigits ?? 3;
+  const runs = [base, ...tuned];
+  const tasks = taskColumns(runs);
+  const avgTasks = tasks.filter(averageable);
+  const genAvg = avgTasks.filter((t) => t.role === 'general');
+  const columns: Column[] = [];
+  const getters: ((r: EvalResults) => number | null)[] = [];
+  const taskCol = (t: TaskInfo) => {
+    columns.push({ kind: 'task', name: t.task, role: t.role, metric: metricName(t.metric), fraction: isFractionMetric(t.metric), higherIsBetter: t.higherIsBetter });
+    getters.push((r) => {
+      const row = primaryOf(r, t.task);
+      // A run whose primary metric for the task differs (another task file version) cannot be compared in this column.
+      return row && row.metric === t.metric && Number.isFinite(row.value) ? row.value : null;
+    });
+  };
+  const avgCol = (name: string, role: Role | null, over: TaskInfo[]) => {
+    columns.push({ kind: 'avg', name, role, metric: 'mean', fraction: true, higherIsBetter: true });
+    getters.push((r) => meanOf(r, over));
+  };
+  for (const t of tasks.filter((x) => x.role === 'general')) taskCol(t);
+  avgCol('general avg', 'general', genAvg);
+  for (const t of tasks.filter((x) => x.role !== 'general')) taskCol(t);
+  avgCol('overall avg', null, avgTasks);
+
+  const baseValues = getters.map((g) => g(base));
+  const rows: TableRow[] = runs.map((r, ri) => {
+    const isBase = ri === 0;
+    const cells = columns.map((c, ci): Cell => {
+      const v = getters[ci](r);
+      const scale = c.fraction ? 100 : 1;
+      const digits = c.fraction ? pct : raw;
+      if (v === null) return { value: null, delta: null, text: '–', deltaText: null, better: null };
+      const text = fmtNumber(v * scale, digits);
+      const b = baseValues[ci];
+      if (isBase || b === null) return { value: v, delta: null, text, deltaText: null, better: null };
+      const delta = (v - b) * scale;
+      const deltaText = fmtDelta(delta, digits);
+      const better = Number(Math.abs(delta).toFixed(digits)) === 0 ? null : (delta > 0) === c.higherIsBetter;
+      return { value: v, delta, text, deltaText, better };
+    });
+    return { label: r.label, isBase, cells };
+  });
+
+  const leftOut = tasks.filter((t) => !averageable(t)).map((t) => ({
+    task: t.task,
+    metric: metricName(t.metric),
+    reason: !t.higherIsBetter ? 'lower is better' : 'not a fraction',
+  }));
+  const footnote = leftOut.length
+    ? `Averages leave out ${leftOut.map((x) => `${x.task} (${x.metric}: ${x.reason})`).join(', ')}; they average only higher-is-better fraction metrics.`
+    : null;
+  return { columns, rows, leftOut, footnote };
+}
+
+export function cellString(c: Cell): string {
+  return c.deltaText === null ? c.text : `${c.text} (${c.deltaText})`;
+}
+
+export function columnHeader(c: Column): string {
+  if (c.kind === 'avg') return c.name;
+  return `${c.name} ${c.metric}${c.higherIsBetter ? '' : ' ↓'}`;
+}
+
+/** The footnote marker on the average columns when some task was left out of them. */
+export function mark(t: ForgettingTable, c: Column): string {
+  return c.kind === 'avg' && t.footnote ? '*' : '';
+}
+
+/** Escapes text for a Markdown table cell: pipes would split the cell, and raw HTML must not pass to a renderer. */
+export function mdEscape(s: string): string {
+  return s.replace(/[\\|<>*[\]`]/g, (ch) => '\\' + ch).replace(/\r?\n/g, ' ');
+}
+
+/** The forgetting table as GitHub Markdown (with a footnote line when a task is left out of the averages). */
+export function forgettingTable(base: EvalResults, tuned: EvalResults[], opts: TableOptions = {}): string {
+  return tableMarkdown(buildForgettingTable(base, tuned, opts));
+}
+
+export function tableMarkdown(t: ForgettingTable): string {
+  const head = ['run', ...t.columns.map((c) => columnHeader(c) + mark(t, c))].map(mdEscape);
+  const lines = [
+    `| ${head.join(' | ')} |`,
+    `|${['---', ...t.columns.map(() => '---:')].join('|')}|`,
+    ...t.rows.map((r) => `| ${[mdEscape(r.label), ...r.cells.map(cellString)].join(' | ')} |`),
+  ];
+  if (t.footnote) lines.push('', `\\* ${mdEscape(t.footnote)}`);
+  return lines.join('\n') + '\n';
+}
+
+/** The forgetting table for a terminal: two header lines (task, metric), columns padded to align. */
+export function forgettingTableText(base: EvalResults, tuned: EvalResults[], opts: TableOptions = {}): string {
+  const t = buildForgettingTable(base, tuned, opts);
+  const head1 = ['run', ...t.columns.map((c) => c.name + mark(t, c))];
+  const head2 = ['', ...t.columns.map((c) => (c.kind === 'avg' ? '' : `${c.metric}${c.higherIsBetter ? '' : ' ↓'}`))];
+  const body = t.rows.map((r) => [r.label.replace(/\s+/g, ' '), ...r.cells.map(cellString)]);
+  const all = [head1, head2, ...body];
+  const width = head1.map((_, i) => Math.max(...all.map((row) => [...row[i]].length)));
+  const pad = (s: string, i: number) => (i === 0 ? s + ' '.repeat(width[i] - [...s].length) : ' '.repeat(width[i] - [...s].length) + s);
+  const line = (row: string[]) => row.map(pad).join('  ').trimEnd();
+  const out = [line(head1), line(head2), width.map((w) => '-'.repeat(w)).join('  '), ...body.map(line)];
+  if (t.footnote) out.push(`* ${t.footnote}`);
+  return out.join('\n') + '\n';
+}
