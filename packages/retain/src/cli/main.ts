@@ -6,6 +6,9 @@ import { runTraining } from '../train/run.js';
 import { loadPretrained } from '../models/hub.js';
 import { generate, type CausalLM } from '../models/generate.js';
 import { NonFiniteLossError } from '../train/trainer.js';
+import { registerEvalCommands } from '../eval/cli.js';
+import { registerDemoCommand } from '../suite/demo.js';
+import { registerTuneCommand } from '../suite/tune.js';
 import { registerReportCommand } from '../report/cli.js';
 
 function num(v: string): number {
@@ -64,6 +67,9 @@ program
     }
   });
 
+registerEvalCommands(program);
+registerDemoCommand(program);
+registerTuneCommand(program);
 registerReportCommand(program);
 
 program.parseAsync(process.argv).catch((e: unknown) => {

@@ -6,6 +6,7 @@ import { loadEvalModel } from './model.js';
 import { evaluate } from './harness.js';
 import { resolveTasks, type ResolvedTask } from './tasks.js';
 import type { CompareResults, EvalResults, Role } from './results.js';
+import { forgettingTableText } from '../report/table.js';
 
 const list = (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean);
 
@@ -86,7 +87,6 @@ export function registerEvalCommands(program: Command): void {
       }
       const out: CompareResults = { format: 'retain.compare/1', date: new Date().toISOString(), base, tuned };
       writeJson(o.output, out);
-      const { forgettingTableText } = await import('../report/table.js');
       console.log(forgettingTableText(base, tuned));
       console.log(`wrote ${o.output}`);
     });

@@ -1,0 +1,139 @@
+// npm run bench:forgetting — the forgetting suite: every method of METHODS.md on real pretrained models, each result
+// scored on the skill to keep (general) and the skill to gain (target), with a report per suite.
+//   stories   stories260K → arithmetic (the demo's setup, more steps): every method alone and every pair of methods
+//             (pairs that cannot compose are listed with the reason they were refused)
+//   charlstm  char-LSTM Shakespeare → Darwin (general: Shakespeare bits/char; target: Darwin bits/char)
+//   mnist     MNIST MLP → rotated digits (same head), and → a new-head task with linear probe and FLOW's vision variant
+//   mixstudy  the mixed-training study at small scale: NLI model → linear equations, math-only vs 1:1 … 15:1
+// Usage: npm run bench:forgetting -- [--only stories,charlstm,mnist,mixstudy] [--steps N] [--no-pairs] [--out dir]
+//        [--write-docs]   (replaces the suite's block in docs/RESULTS.md with the table, command, machine and date)
+// Prints one JSON object (per suite: seconds, runs, refused pairs, the Pareto-best runs) on stdout; progress on stderr.
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { join, resolve } from 'node:path';
+import { ASSETS, runDemo, type Recipe } from '../packages/retain/src/suite/demo.js';
+import { buildMethods } from '../packages/retain/src/methods/registry.js';
+import { checkComposition } from '../packages/retain/src/train/hooks.js';
+import type { CompareResults, EvalResults } from '../packages/retain/src/eval/results.js';
+import { forgettingTable } from '../packages/retain/src/report/table.js';
+import { writeReport } from '../packages/retain/src/report/report.js';
+
+const args = process.argv.slice(2);
+const flag = (name: string) => args.includes(name);
+const opt = (name: string) => {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : undefined;
+};
+const SUITES = ['stories', 'charlstm', 'mnist', 'mixstudy'] as const;
+const only = (opt('--only') ?? SUITES.join(',')).split(',').map((s) => s.trim());
+for (const s of only) if (!(SUITES as readonly string[]).includes(s)) throw new Error(`--only: unknown suite '${s}'; suites: ${SUITES.join(', ')}`);
+const steps = opt('--steps') ? Number(opt('--steps')) : undefined;
+const outRoot = resolve(opt('--out') ?? 'runs/forgetting');
+const root = new URL('..', import.meta.url).pathname;
+
+const replay = join(ASSETS, 'data', 'tinystories-replay.txt');
+const general = { path: replay, format: { type: 'text' }, max_length: 64, name: 'tinystories' };
+
+/** One entry per method of METHODS.md, with the options this setup uses. */
+export const STORIES_METHODS: Record<string, Recipe> = {
+  mix: { label: 'mix 1:1', methods: [{ name: 'mixing', ratio: '1:1', general }] },
+  flow: { label: 'FLOW', methods: ['flow'] },
+  sam: { label: 'SAM', methods: [{ name: 'sam', rho: 0.05 }] },
+  l2: { label: 'L2', methods: [{ name: 'l2', lambda: 0.05, reduction: 'sum' }] },
+  ewc: { label: 'EWC', methods: [{ name: 'ewc', lambda: 50, data: general, fisher: 'per_batch', fisher_samples: 256 }] },
+  mofo: { label: 'MoFO', methods: [{ name: 'mofo', alpha: 0.15 }] },
+  lora: { label: 'LoRA', methods: [{ name: 'lora', r: 16, save_merged: true }], training: { lr: 0.005 } },
+  wise: { label: 'WiSE-FT', methods: [{ name: 'wise', alpha: 0.5 }] },
+  hft: { label: 'HFT', methods: ['hft'] },
+  probe: { label: 'probe', methods: [{ name: 'probe', head: 'lm_head' }] },
+};
+
+function storiesRecipes(pairs: boolean): { recipes: Recipe[]; refused: { label: string; reason: string }[] } {
+  const keys = Object.keys(STORIES_METHODS);
+  const recipes: Recipe[] = [{ label: 'FT', methods: [] }, ...keys.map((k) => STORIES_METHODS[k])];
+  const refused: { label: string; reason: string }[] = [];
+  if (pairs) {
+    for (let i = 0; i < keys.length; i++) {
+      for (let j = i + 1; j < keys.length; j++) {
+        const a = STORIES_METHODS[keys[i]];
+        const b = STORIES_METHODS[keys[j]];
+        const r: Recipe = { label: `${a.label} + ${b.label}`, methods: [...a.methods, ...b.methods], training: { ...a.training, ...b.training } };
+        try {
+          checkComposition(buildMethods(r.methods as (string | Record<string, unknown>)[]));
+          recipes.push(r);
+        } catch (e) {
+          refused.push({ label: r.label, reason: (e as Error).message });
+        }
+      }
+    }
+  }
+  return { recipes, refused };
+}
+
+function paretoBest(c: CompareResults): string[] {
+  const pt = (r: EvalResults) => {
+    const p = r.rows.filter((x) => x.primary && x.higher_is_better);
+    const g = p.filter((x) => x.role === 'general');
+    const t = p.filter((x) => x.role === 'target');
+    const avg = (xs: typeof p) => (xs.length ? xs.reduce((s, x) => s + x.value, 0) / xs.length : NaN);
+    // Lower-is-better primaries (bits/char) count negated so that "up" is always better.
+    const lo = r.rows.filter((x) => x.primary && !x.higher_is_better);
+    const gl = lo.filter((x) => x.role === 'general').map((x) => -x.value);
+    const tl = lo.filter((x) => x.role === 'target').map((x) => -x.value);
+    return { label: r.label, g: g.length ? avg(g) : gl.reduce((a, b) => a + b, 0) / gl.length, t: t.length ? avg(t) : tl.reduce((a, b) => a + b, 0) / tl.length };
+  };
+  const pts = c.tuned.map(pt);
+  return pts.filter((p) => !pts.some((q) => q !== p && q.g >= p.g && q.t >= p.t && (q.g > p.g || q.t > p.t))).map((p) => p.label);
+}
+
+function machine(): string {
+  return `${cpus().length} × ${cpus()[0]?.model ?? 'CPU'}, Node ${process.version}`;
+}
+
+/** Replaces the block between `<!-- forgetting:<suite> -->` markers in docs/RESULTS.md (appends it if absent). */
+function writeDocs(suite: string, body: string): void {
+  const file = join(root, 'docs', 'RESULTS.md');
+  const start = `<!-- forgetting:${suite}:start -->`;
+  const end = `<!-- forgetting:${suite}:end -->`;
+  let doc = readFileSync(file, 'utf8');
+  const block = `${start}\n${body.trim()}\n${end}`;
+  const i = doc.indexOf(start);
+  const j = doc.indexOf(end);
+  doc = i >= 0 && j > i ? doc.slice(0, i) + block + doc.slice(j + end.length) : doc.trimEnd() + '\n\n' + block + '\n';
+  writeFileSync(file, doc);
+}
+
+const summary: Record<string, unknown> = {};
+const t00 = performance.now();
+for (const suite of only) {
+  const t0 = performance.now();
+  const outDir = join(outRoot, suite);
+  mkdirSync(outDir, { recursive: true });
+  let c: CompareResults;
+  let refused: { label: string; reason: string }[] = [];
+  process.stderr.write(`\n== ${suite} ==\n`);
+  if (suite === 'stories') {
+    const r = storiesRecipes(!flag('--no-pairs'));
+    refused = r.refused;
+    c = await runDemo({ outDir, recipes: r.recipes, steps: steps ?? 300 });
+  } else {
+    const file = { charlstm: 'charlstm', mnist: 'mnist', mixstudy: 'mixstudy' }[suite]!;
+    const path = join(root, 'packages/retain/src/suite', `${file}.ts`);
+    if (!existsSync(path)) throw new Error(`suite '${suite}' is not built yet (${path} is missing)`);
+    const mod = await import(path);
+    const fn = Object.values(mod).find((v) => typeof v === 'function' && /^run\w*Suite$/.test((v as { name: string }).name)) as (o: { outDir: string; steps?: number }) => Promise<CompareResults>;
+    c = await fn({ outDir, steps });
+  }
+  await writeReport(c, outDir);
+  const seconds = +((performance.now() - t0) / 1000).toFixed(1);
+  const table = forgettingTable(c.base, c.tuned);
+  const best = paretoBest(c);
+  summary[suite] = { seconds, runs: c.tuned.length, refused, pareto: best, out: outDir };
+  writeFileSync(join(outDir, 'table.md'), table + '\n');
+  if (flag('--write-docs')) {
+    const cmd = `npm run bench:forgetting -- --only ${suite}${steps ? ` --steps ${steps}` : ''}${flag('--no-pairs') ? ' --no-pairs' : ''} --write-docs`;
+    const refusedMd = refused.length ? `\n\nRefused pairs (checked before training):\n${refused.map((r) => `- ${r.label}: ${r.reason}`).join('\n')}` : '';
+    writeDocs(suite, `Command: \`${cmd}\` · machine: ${machine()} · date: ${new Date().toISOString().slice(0, 10)} · ${seconds} s. Report: \`${join('runs/forgetting', suite, 'report.html')}\`.\n\n${table}\n\nOn the Pareto frontier (general vs target): ${best.join(', ')}.${refusedMd}`);
+  }
+}
+console.log(JSON.stringify({ suites: summary, seconds: +((performance.now() - t00) / 1000).toFixed(1), machine: machine(), date: new Date().toISOString() }, null, 2));

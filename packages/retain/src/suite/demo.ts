@@ -1,0 +1,183 @@
+// `retain demo`: the embedded stories260K (a real pretrained TinyStories Llama) learns arithmetic it cannot do, once
+// per recipe — standard fine-tuning, mixing 1:1 with TinyStories replay, FLOW, L2-SP, LoRA, WiSE-FT and a
+// combination — and every result is scored on the same general probe (TinyStories next-token accuracy and loss on
+// held-out stories) and target probe (exact match on held-out problems). Everything it reads ships in assets/.
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import * as torch from '@retain/torch';
+import { parseTrainConfig, type TrainConfig } from '../config.js';
+import { runTraining } from '../train/run.js';
+import { loadEvalModel } from '../eval/model.js';
+import { evaluate } from '../eval/harness.js';
+import { resolveTasks, type ResolvedTask } from '../eval/tasks.js';
+import type { CompareResults, EvalResults } from '../eval/results.js';
+import { arithmeticProblems } from './arith.js';
+import { forgettingTableText } from '../report/table.js';
+
+export const ASSETS = resolve(new URL('../../assets', import.meta.url).pathname);
+export const DEFAULT_MODEL = join(ASSETS, 'stories260K', 'stories260K.bin');
+
+export interface Recipe {
+  label: string;
+  methods: (string | Record<string, unknown>)[];
+  /** Overrides of the training section for this recipe (LoRA trains at a higher learning rate). */
+  training?: Record<string, unknown>;
+}
+
+/** The recipes of the demo; the combination is the one that scored best in the suite (docs/RESULTS.md). */
+export function demoRecipes(replay: string): Recipe[] {
+  const mix = { name: 'mixing', ratio: '1:1', general: { path: replay, format: { type: 'text' }, max_length: 64, name: 'tinystories' } };
+  return [
+    { label: 'FT', methods: [] },
+    { label: 'mix 1:1', methods: [mix] },
+    { label: 'FLOW', methods: ['flow'] },
+    { label: 'L2', methods: [{ name: 'l2', lambda: 0.05, reduction: 'sum' }] },
+    { label: 'LoRA', methods: [{ name: 'lora', r: 16, save_merged: true }], training: { lr: 0.01 } },
+    { label: 'WiSE-FT', methods: [{ name: 'wise', alpha: 0.5 }] },
+    { label: 'mix+FLOW+L2', methods: [mix, 'flow', { name: 'l2', lambda: 0.05, reduction: 'sum' }] },
+  ];
+}
+
+export interface DemoOptions {
+  outDir: string;
+  model?: string;
+  steps?: number;
+  trainSize?: number;
+  testSize?: number;
+  /** Probe evaluations during training (the dynamics chart). */
+  monitorEvery?: number;
+  recipes?: Recipe[];
+  /** Only recipes whose label is listed. */
+  only?: string[];
+  progress?: boolean;
+  seed?: number;
+}
+
+function writeJsonl(path: string, rows: unknown[]): void {
+  writeFileSync(path, rows.map((r) => JSON.stringify(r)).join('\n') + '\n');
+}
+
+/** Writes the demo's data and task files under outDir and returns the resolved tasks (general first). */
+export function prepareDemoData(outDir: string, o: { trainSize: number; testSize: number; seed: number }): { train: string; replay: string; tasks: ResolvedTask[] } {
+  const dir = join(outDir, 'data');
+  mkdirSync(dir, { recursive: true });
+  const test = arithmeticProblems(o.testSize, o.seed + 1000);
+  const train = arithmeticProblems(o.trainSize, o.seed, { exclude: new Set(test.map((p) => p.prompt.slice(10, -8))) });
+  const trainPath = join(dir, 'arith-train.jsonl');
+  writeJsonl(trainPath, train);
+  writeJsonl(join(dir, 'arith-test.jsonl'), test);
+  writeFileSync(join(dir, 'tasks.yaml'), [
+    '# Written by retain demo. General: held-out TinyStories text; target: held-out arithmetic, exact match.',
+    '- name: tinystories_heldout',
+    '  kind: perplexity',
+    `  data: ${JSON.stringify(join(ASSETS, 'data', 'tinystories-eval.txt'))}`,
+    '  split: blank_lines',
+    '  primary: next_token_acc',
+    '  role: general',
+    '- name: tinystories_loss',
+    '  kind: perplexity',
+    `  data: ${JSON.stringify(join(ASSETS, 'data', 'tinystories-eval.txt'))}`,
+    '  split: blank_lines',
+    '  primary: ce',
+    '  role: general',
+    '- name: arithmetic',
+    '  kind: generate',
+    '  data: arith-test.jsonl',
+    '  prompt: "{prompt}"',
+    '  answer: answer',
+    '  generation: { max_new_tokens: 8, stop: ["\\n"], extract: trim }',
+    '  role: target',
+    '',
+  ].join('\n'));
+  return { train: trainPath, replay: join(ASSETS, 'data', 'tinystories-replay.txt'), tasks: resolveTasks([join(dir, 'tasks.yaml')]) };
+}
+
+function trainConfig(o: { model: string; train: string; outDir: string; steps: number; seed: number; monitorEvery: number; tasksFile: string }, r: Recipe): TrainConfig {
+  return parseTrainConfig({
+    model: { path: o.model },
+    data: { train: { path: o.train, format: { type: 'prompt_completion' }, max_length: 64 } },
+    training: { max_steps: o.steps, batch_size: 16, lr: 0.002, schedule: 'cosine', warmup_ratio: 0.06, weight_decay: 0.01, clip_grad_norm: 1.0, seed: o.seed, log_every: 10, ...r.training },
+    monitor: { every: o.monitorEvery, tasks: [o.tasksFile], target: ['arithmetic'], limit: 60 },
+    output_dir: o.outDir,
+    resume: false,
+    methods: r.methods,
+  }, `demo recipe '${r.label}'`);
+}
+
+/** Runs the demo; returns the comparison (base + one result per recipe). */
+export async function runDemo(o: DemoOptions): Promise<CompareResults> {
+  const seed = o.seed ?? 0;
+  const model = o.model ?? DEFAULT_MODEL;
+  const outDir = resolve(o.outDir);
+  const data = prepareDemoData(outDir, { trainSize: o.trainSize ?? 1500, testSize: o.testSize ?? 200, seed });
+  const tasksFile = join(outDir, 'data', 'tasks.yaml');
+  const say = (m: string) => o.progress !== false && process.stderr.write(m + '\n');
+  let recipes = o.recipes ?? demoRecipes(data.replay);
+  if (o.only?.length) {
+    const unknown = o.only.filter((l) => !recipes.some((r) => r.label === l));
+    if (unknown.length) throw new Error(`unknown recipe ${unknown.map((u) => `'${u}'`).join(', ')}; recipes: ${recipes.map((r) => `'${r.label}'`).join(', ')}`);
+    recipes = recipes.filter((r) => o.only!.includes(r.label));
+  }
+
+  say(`retain demo: ${model}\n  target: arithmetic (${o.trainSize ?? 1500} training problems, ${o.testSize ?? 200} held out); general: held-out TinyStories`);
+  const baseModel = await loadEvalModel(model);
+  const base = await evaluate(baseModel, data.tasks, { label: 'base', progress: false });
+  baseModel.module.dispose();
+  say(`  base: ${summary(base)}`);
+
+  const tuned: EvalResults[] = [];
+  for (const r of recipes) {
+    const t0 = performance.now();
+    const runDir = join(outDir, 'runs', r.label.replace(/[^\w.-]+/g, '_'));
+    if (existsSync(runDir)) rmSync(runDir, { recursive: true });
+    say(`  training ${r.label}${r.methods.length ? ` (${r.methods.map((m) => (typeof m === 'string' ? m : String(m.name))).join(' + ')})` : ''} …`);
+    const cfg = trainConfig({ model, train: data.train, outDir: runDir, steps: o.steps ?? 300, seed, monitorEvery: o.monitorEvery ?? 25, tasksFile }, r);
+    const res = await runTraining(cfg, undefined, { progress: o.progress !== false });
+    // LoRA writes the adapter as its final output; the merged model beside it is what gets scored.
+    const finalModel = existsSync(join(res.finalDir, 'merged')) ? join(res.finalDir, 'merged') : res.finalDir;
+    const em = await loadEvalModel(finalModel);
+    const ev = await evaluate(em, data.tasks, { label: r.label, methods: r.methods.map((m) => (typeof m === 'string' ? m : String(m.name))), progress: false });
+    em.module.dispose();
+    ev.monitor = res.monitor?.points ?? [];
+    ev.train = res.history.filter((h) => typeof h.loss === 'number').map((h) => ({ step: Number(h.step), loss: Number(h.loss) }));
+    writeFileSync(join(runDir, 'results.json'), JSON.stringify(ev, null, 2) + '\n');
+    tuned.push(ev);
+    say(`  ${r.label}: ${summary(ev)} (${((performance.now() - t0) / 1000).toFixed(0)} s)`);
+    torch.dispose([]);
+  }
+  const out: CompareResults = { format: 'retain.compare/1', date: new Date().toISOString(), base, tuned };
+  writeFileSync(join(outDir, 'compare.json'), JSON.stringify(out, null, 2) + '\n');
+  return out;
+}
+
+function summary(r: EvalResults): string {
+  const g = r.rows.find((x) => x.task === 'tinystories_heldout' && x.metric === 'next_token_acc')!;
+  const ce = r.rows.find((x) => x.task === 'tinystories_heldout' && x.metric === 'ce')!;
+  const t = r.rows.find((x) => x.task === 'arithmetic' && x.metric === 'exact_match')!;
+  return `TinyStories next-token acc ${(g.value * 100).toFixed(2)}%, loss ${ce.value.toFixed(3)}; arithmetic exact match ${(t.value * 100).toFixed(1)}%`;
+}
+
+/** `retain demo`: runs the recipes, prints the forgetting table and writes the report next to the results. */
+export function registerDemoCommand(program: import('commander').Command): void {
+  const num = (v: string) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n <= 0) throw new Error(`'${v}' is not a positive integer`);
+    return n;
+  };
+  program
+    .command('demo')
+    .description('fine-tune the embedded stories260K on arithmetic with each anti-forgetting recipe; print the forgetting table and write report.html')
+    .option('--out <dir>', 'where runs, results and the report go', 'runs/demo')
+    .option('--model <path>', 'base model (default: the embedded stories260K)')
+    .option('--steps <n>', 'optimizer steps per recipe', num, 300)
+    .option('--only <labels>', 'comma-separated recipe labels to run (FT, "mix 1:1", FLOW, L2, LoRA, WiSE-FT, ...)')
+    .action(async (o: { out: string; model?: string; steps: number; only?: string }) => {
+      const t0 = performance.now();
+      const c = await runDemo({ outDir: o.out, model: o.model, steps: o.steps, only: o.only?.split(',').map((s) => s.trim()) });
+      // The report pulls in vega; load it only when the demo runs.
+      const { writeReport } = await import('../report/report.js');
+      console.log('\n' + forgettingTableText(c.base, c.tuned));
+      await writeReport(c, o.out);
+      console.log(`\nreport: ${join(resolve(o.out), 'report.html')} (${((performance.now() - t0) / 1000).toFixed(0)} s in all)`);
+    });
+}
