@@ -42,7 +42,7 @@ export const STORIES_METHODS: Record<string, Recipe> = {
   l2: { label: 'L2', methods: [{ name: 'l2', lambda: 0.05, reduction: 'sum' }] },
   ewc: { label: 'EWC', methods: [{ name: 'ewc', lambda: 50, data: general, fisher: 'per_batch', fisher_samples: 256 }] },
   mofo: { label: 'MoFO', methods: [{ name: 'mofo', alpha: 0.15 }] },
-  lora: { label: 'LoRA', methods: [{ name: 'lora', r: 16, save_merged: true }], training: { lr: 0.005 } },
+  lora: { label: 'LoRA', methods: [{ name: 'lora', r: 16, save_merged: true }] },
   wise: { label: 'WiSE-FT', methods: [{ name: 'wise', alpha: 0.5 }] },
   hft: { label: 'HFT', methods: ['hft'] },
   probe: { label: 'probe', methods: [{ name: 'probe', head: 'lm_head' }] },
@@ -115,7 +115,7 @@ for (const suite of only) {
   if (suite === 'stories') {
     const r = storiesRecipes(!flag('--no-pairs'));
     refused = r.refused;
-    c = await runDemo({ outDir, recipes: r.recipes, steps: steps ?? 300 });
+    c = await runDemo({ outDir, recipes: r.recipes, steps: steps ?? 400, monitorEvery: 50 });
   } else {
     const file = { charlstm: 'charlstm', mnist: 'mnist', mixstudy: 'mixstudy' }[suite]!;
     const path = join(root, 'packages/retain/src/suite', `${file}.ts`);

@@ -200,3 +200,35 @@ test('retain eval: charrnn-shakespeare scores 1.33 ± 0.02 nats/char on shakespe
   assert.equal(r.rows.find((x) => x.primary)!.metric, 'bits_per_char');
   m.module.dispose();
 });
+
+test('retain eval and retain compare (CLI): results JSON in lm-evaluation-harness layout, table with deltas', { timeout: 120_000 }, async () => {
+  const { spawnSync } = await import('node:child_process');
+  const { readFileSync, writeFileSync: write } = await import('node:fs');
+  const BIN = new URL('../bin/retain.mjs', import.meta.url).pathname;
+  const MODEL = new URL('../assets/stories260K/stories260K.bin', import.meta.url).pathname;
+  const TEXT = new URL('../assets/data/tinystories-eval.txt', import.meta.url).pathname;
+  const dir = mkdtempSync(join(tmpdir(), 'retain-evalcli-'));
+  write(join(dir, 'tasks.yaml'), `- name: stories\n  kind: perplexity\n  data: ${TEXT}\n  split: blank_lines\n  primary: next_token_acc\n- name: story_mc\n  kind: multiple_choice\n  data: mc.jsonl\n  prompt: "{p}"\n  choices: [" park.", " moon."]\n  answer: a\n  role: target\n`);
+  write(join(dir, 'mc.jsonl'), ['{"p": "lily went to play in the", "a": 0}', '{"p": "the dog ran to the", "a": 0}', '{"p": "they looked up at the", "a": 1}'].join('\n'));
+  const run = (...a: string[]) => spawnSync(process.execPath, [BIN, ...a], { encoding: 'utf8', cwd: dir });
+  const e = run('eval', '--model', MODEL, '--tasks', join(dir, 'tasks.yaml'), '--limit', '20', '-o', join(dir, 'r.json'));
+  assert.equal(e.status, 0, e.stderr);
+  const r = JSON.parse(readFileSync(join(dir, 'r.json'), 'utf8'));
+  assert.equal(r.format, 'retain.eval/1');
+  assert.equal(typeof r.results.stories['next_token_acc,none'], 'number');
+  assert.equal(r.results.stories['perplexity_stderr,none'], 'N/A');
+  assert.equal(r.higher_is_better.stories.ce, false);
+  assert.deepEqual(r['n-samples'].stories, { original: 152, effective: 20 });
+  assert.equal(r.rows.find((x: { task: string; primary: boolean }) => x.task === 'story_mc' && x.primary).role, 'target');
+  assert.match(e.stdout, /stories\tnext_token_acc\t0\.\d{4}/);
+  // The same weights under two names: every delta is zero, and the hash is the same.
+  const c = run('compare', '--base', MODEL, '--tuned', `copy=${MODEL}`, '--tasks', join(dir, 'tasks.yaml'), '--limit', '20', '-o', join(dir, 'c.json'));
+  assert.equal(c.status, 0, c.stderr);
+  const cj = JSON.parse(readFileSync(join(dir, 'c.json'), 'utf8'));
+  assert.equal(cj.tuned[0].label, 'copy');
+  assert.equal(cj.tuned[0].model.hash, cj.base.model.hash);
+  assert.match(c.stdout, /copy\s+\d+\.\d \(0\.0\)/);
+  const bad = run('eval', '--model', MODEL, '--tasks', 'gsm8k', '--data-dir', join(dir, 'nodata'));
+  assert.equal(bad.status, 1);
+  assert.match(bad.stderr, /task data not found: looked for .*nodata\/gsm8k\/test\.jsonl/);
+});

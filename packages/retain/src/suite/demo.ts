@@ -20,7 +20,7 @@ export const DEFAULT_MODEL = join(ASSETS, 'stories260K', 'stories260K.bin');
 export interface Recipe {
   label: string;
   methods: (string | Record<string, unknown>)[];
-  /** Overrides of the training section for this recipe (LoRA trains at a higher learning rate). */
+  /** Overrides of the training section for this recipe. */
   training?: Record<string, unknown>;
 }
 
@@ -32,7 +32,7 @@ export function demoRecipes(replay: string): Recipe[] {
     { label: 'mix 1:1', methods: [mix] },
     { label: 'FLOW', methods: ['flow'] },
     { label: 'L2', methods: [{ name: 'l2', lambda: 0.05, reduction: 'sum' }] },
-    { label: 'LoRA', methods: [{ name: 'lora', r: 16, save_merged: true }], training: { lr: 0.01 } },
+    { label: 'LoRA', methods: [{ name: 'lora', r: 16, save_merged: true }] },
     { label: 'WiSE-FT', methods: [{ name: 'wise', alpha: 0.5 }] },
     { label: 'mix+FLOW+L2', methods: [mix, 'flow', { name: 'l2', lambda: 0.05, reduction: 'sum' }] },
   ];

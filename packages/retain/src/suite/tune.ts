@@ -20,7 +20,7 @@ export function tuneRecipes(knobs: readonly Knob[], replay = join(ASSETS, 'data'
     if (k === 'mixing') for (const r of ['1:1', '3:1', '7:1', '15:1']) out.push({ label: `mix ${r}`, methods: [{ name: 'mixing', ratio: r, general }] });
     if (k === 'wise') for (const a of [0.3, 0.5, 0.7]) out.push({ label: `WiSE α=${a}`, methods: [{ name: 'wise', alpha: a }] });
     if (k === 'sam') for (const rho of [0.02, 0.05, 0.1]) out.push({ label: `SAM ρ=${rho}`, methods: [{ name: 'sam', rho }] });
-    if (k === 'lora') for (const r of [4, 16, 64]) out.push({ label: `LoRA r=${r}`, methods: [{ name: 'lora', r, save_merged: true }], training: { lr: 0.005 } });
+    if (k === 'lora') for (const r of [4, 16, 64]) out.push({ label: `LoRA r=${r}`, methods: [{ name: 'lora', r, save_merged: true }] });
   }
   return out;
 }
