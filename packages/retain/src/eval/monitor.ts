@@ -3,8 +3,9 @@
 // to the best evaluated state that stayed within X — once the general score falls more than X below the base.
 //
 // Forgetting at a step = mean over the general probes of (base − now) on each probe's primary metric, in points
-// (×100) for fraction metrics such as accuracy and in raw units for losses, with the sign turned so that positive
-// always means worse. "Best" among the states within budget is the highest mean target score, or the latest state
+// (×100) for fraction metrics such as accuracy, with the sign turned so that positive always means worse. Points and
+// raw losses do not average: when any general probe reports an accuracy-like metric only those count (as in the
+// report's averages); with loss-only probes (bits per char, ce) the raw differences are averaged. "Best" among the states within budget is the highest mean target score, or the latest state
 // when there are no target probes.
 import { appendFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -65,7 +66,9 @@ export class ForgettingMonitor implements Method {
   }
 
   private score(rows: ResultRow[]): { forgetting: number; target: number | null } {
-    const gen = rows.filter((r) => r.role === 'general');
+    const allGen = rows.filter((r) => r.role === 'general');
+    const frac = allGen.filter((r) => FRACTION_METRICS.has(r.metric));
+    const gen = frac.length ? frac : allGen;
     const forgetting = gen.length
       ? gen.reduce((s, r) => {
         const b = this.base.find((x) => x.task === r.task)!;
