@@ -77,3 +77,25 @@ test('generation stops at stop strings and reports why', { skip }, async () => {
   assert.equal(s.text, s2.text);
   p.model.dispose();
 });
+
+test('GPT-2 Hugging Face directory (original key names without transformer.) loads, saves and reloads to the same logits', async () => {
+  const { GPT2LMHeadModel } = await import('../src/models/gpt2.js');
+  const { writeFileSync } = await import('node:fs');
+  const config = { model_type: 'gpt2', vocab_size: 50, n_positions: 32, n_embd: 32, n_layer: 2, n_head: 4 };
+  torch.manualSeed(3);
+  const m = new GPT2LMHeadModel(config).eval(); // GPT-2's dropout defaults to 0.1
+  const dir = mkdtempSync(join(tmpdir(), 'retain-gpt2-'));
+  // The layout of the released gpt2 files: h.0.attn.c_attn.weight, wte.weight, ... and no lm_head (tied).
+  const sd = new Map([...m.stateDict()].filter(([k]) => k !== 'lm_head.weight').map(([k, t]) => [k.replace(/^transformer\./, ''), t] as [string, torch.Tensor]));
+  torch.io.saveSafetensors(join(dir, 'model.safetensors'), sd);
+  writeFileSync(join(dir, 'config.json'), JSON.stringify(config));
+  const p = await loadPretrained(dir);
+  p.model.eval();
+  const ids = torch.tensor([[1, 7, 3, 9]]);
+  assert.ok(torch.tidy(() => (p.model as InstanceType<typeof GPT2LMHeadModel>).forward(ids).equal(m.forward(ids))));
+  savePretrained(p, join(dir, 'back'));
+  const q = await loadPretrained(join(dir, 'back'));
+  q.model.eval();
+  assert.ok(torch.tidy(() => (q.model as InstanceType<typeof GPT2LMHeadModel>).forward(ids).equal(m.forward(ids))));
+  rmSync(dir, { recursive: true, force: true });
+});

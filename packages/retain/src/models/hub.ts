@@ -5,6 +5,7 @@ import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSyn
 import { basename, dirname, join } from 'node:path';
 import * as torch from '@retain/torch';
 import { LlamaForCausalLM, type LlamaConfig } from './llama.js';
+import { GPT2LMHeadModel, gpt2CheckpointKeys, type GPT2Config } from './gpt2.js';
 import { readLlama2c } from './llama2c.js';
 import { loadWeights } from './weights.js';
 import { Llama2cTokenizer, type Tokenizer } from '../tokenizers/llama2c.js';
@@ -28,7 +29,11 @@ export const ARCHITECTURES = new Map<string, Builder>([
   ['llama', (c) => new LlamaForCausalLM(c as LlamaConfig)],
   ['qwen2', (c) => new LlamaForCausalLM(c as LlamaConfig)],
   ['mistral', (c) => new LlamaForCausalLM(c as LlamaConfig)],
+  ['gpt2', (c) => new GPT2LMHeadModel(c as GPT2Config)],
 ]);
+
+/** Checkpoint key fix-ups by model_type (the original GPT-2 files store keys without the `transformer.` prefix). */
+const CHECKPOINT_KEYS = new Map<string, (w: Map<string, torch.Tensor>) => Map<string, torch.Tensor>>([['gpt2', gpt2CheckpointKeys]]);
 
 export function registerArchitecture(modelType: string, build: Builder): void {
   ARCHITECTURES.set(modelType, build);
@@ -94,7 +99,7 @@ export async function loadPretrained(path: string, opts: { dtype?: torch.DType; 
   const model = build(config);
   const weights = torch.io.loadSharded(path);
   try {
-    loadWeights(model, weights);
+    loadWeights(model, CHECKPOINT_KEYS.get(type)?.(weights) ?? weights);
   } finally {
     torch.dispose(weights.values());
   }
