@@ -26,9 +26,15 @@ interface Run {
 const MALLOC_DEBUG = ['/usr/lib/x86_64-linux-gnu/libc_malloc_debug.so.0', '/usr/lib/aarch64-linux-gnu/libc_malloc_debug.so.0'].find((p) => existsSync(p));
 const checkingMalloc = MALLOC_DEBUG ? { LD_PRELOAD: MALLOC_DEBUG, MALLOC_CHECK_: '3' } : {};
 
+// Random calls reach file-writing ops (save, to_file, ...) with random names: the child runs in a scratch folder
+// so those files land there, and tsx is named by its resolved path so it loads from any folder.
+const TSX = import.meta.resolve('tsx');
+
 function runChild(args: string[], timeoutMs: number): Promise<Run> {
+  const cwd = mkdtempSync(join(tmpdir(), 'retain-fuzz-'));
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', ...args], {
+    const child = spawn(process.execPath, ['--import', TSX, ...args], {
+      cwd,
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, OMP_NUM_THREADS: '1', ...checkingMalloc },
     });
@@ -43,6 +49,7 @@ function runChild(args: string[], timeoutMs: number): Promise<Run> {
     }, timeoutMs);
     child.on('close', (code, signal) => {
       clearTimeout(timer);
+      rmSync(cwd, { recursive: true, force: true });
       resolve({ code, signal, stdout, stderr, timedOut });
     });
   });
