@@ -75,7 +75,7 @@ export function registerTuneCommand(program: Command): void {
       }
       const summary = { max_forgetting: o.maxForgetting, best: best ? { label: best.label, methods: best.methods, target: best.target, forgetting: best.forgetting } : null, points };
       writeFileSync(join(resolve(o.out), 'tune.json'), JSON.stringify(summary, null, 2) + '\n');
-      if (best) console.log(`\nbest within ${o.maxForgetting} points: ${best.label} (target ${best.target.toFixed(1)}%, forgetting ${best.forgetting.toFixed(2)})\nmethods:\n${toYaml(best.methods).replace(/^/gm, '  ')}`);
+      if (best) console.log(`\nbest within ${o.maxForgetting} points: ${best.label} (target ${best.target.toFixed(1)}%, forgetting ${best.forgetting.toFixed(2)})\nmethods:\n${toYaml(best.methods).trimEnd().replace(/^/gm, '  ')}`);
       else console.log(`\nno configuration stayed within ${o.maxForgetting} points of forgetting; the least forgetful was ${[...points].sort((a, b) => a.forgetting - b.forgetting)[0]?.label}`);
       console.log(`report: ${join(resolve(o.out), 'report.html')}`);
     });
