@@ -10,6 +10,7 @@ import { registerEvalCommands } from '../eval/cli.js';
 import { registerDemoCommand } from '../suite/demo.js';
 import { registerTuneCommand } from '../suite/tune.js';
 import { registerReportCommand } from '../report/cli.js';
+import { registerSynthCommand } from '../synth/cli.js';
 
 function num(v: string): number {
   const n = Number(v);
@@ -71,6 +72,7 @@ registerEvalCommands(program);
 registerDemoCommand(program);
 registerTuneCommand(program);
 registerReportCommand(program);
+registerSynthCommand(program);
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   // Expected failures (bad config, bad data, NaN loss) print one clear message, not a stack.

@@ -145,6 +145,8 @@ export interface CharLSTMForwardOptions {
    * step-by-step cell. Same numbers up to floating-point summation order; both are differentiable. Default true.
    */
   fused?: boolean;
+  /** Return the last layer's outputs [B, T, H] instead of logits (sentence embeddings for synthesis). */
+  hidden?: boolean;
 }
 
 export class CharLSTM extends nn.Module {
@@ -171,7 +173,7 @@ export class CharLSTM extends nn.Module {
     return new LSTMState(this.cells.map(z), this.cells.map(z));
   }
 
-  /** ids [B, T] int64 → logits [B, T, V]; with opts.state, continues from it and leaves the final state in it. */
+  /** ids [B, T] int64 → logits [B, T, V] (hidden: outputs [B, T, H]); with opts.state, continues from it and leaves the final state in it. */
   forward(ids: Tensor, opts: CharLSTMForwardOptions = {}): Tensor {
     if (ids.ndim !== 2) throw new RangeError(`CharLSTM: expected ids [B, T], got ${ids.ndim}D`);
     const [B, T] = ids.shape;
@@ -206,6 +208,7 @@ export class CharLSTM extends nn.Module {
           hs.push(hl);
           cs.push(cl);
         });
+        if (opts.hidden) return [x, hs, cs] as [Tensor, Tensor[], Tensor[]];
         // [B, T, H]·[H, V] + [V] -> [B, T, V]
         const out = torch.ops.addmm(this.rnnlm.softmax_b, x.reshape(B * T, -1), this.rnnlm.softmax_w).view(B, T, -1);
         return [out, hs, cs] as [Tensor, Tensor[], Tensor[]];

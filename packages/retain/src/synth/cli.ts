@@ -1,0 +1,90 @@
+// `retain synth`: the command-line face of synthesize() (src/synth/index.ts).
+import { readFileSync } from 'node:fs';
+import { InvalidArgumentError, type Command } from 'commander';
+import { synthesize, type SynthMode } from './index.js';
+
+function num(v: string): number {
+  const n = Number(v);
+  if (!Number.isFinite(n)) throw new InvalidArgumentError(`'${v}' is not a number`);
+  return n;
+}
+
+function int(v: string): number {
+  const n = num(v);
+  if (!Number.isInteger(n)) throw new InvalidArgumentError(`'${v}' is not an integer`);
+  return n;
+}
+
+export function registerSynthCommand(program: Command): void {
+  program
+    .command('synth')
+    .description('generate general-domain replay data from the base model (bos, magpie or fewshot), filtered, deduplicated, resumable')
+    .requiredOption('--model <path>', 'base model: HF directory, llama2.c .bin or ml5 folder')
+    .requiredOption('--out <file.jsonl>', 'output JSONL; rerunning with the same file resumes it')
+    .requiredOption('--count <n>', 'records wanted (with --select-k: the pool size)', int)
+    .option('--mode <mode>', 'bos (context-free) | magpie (open user turn of the chat template) | fewshot (from --demos)', 'bos')
+    .option('--demos <file>', 'fewshot demonstrations (JSONL/JSON/CSV records)')
+    .option('--shots <k>', 'demonstrations per fewshot prompt', int, 3)
+    .option('--prompt-field <name>', 'fewshot + consensus: the field answered (default: the first field)')
+    .option('--answer-field <name>', 'fewshot + consensus: the answer field (default: the last field)')
+    .option('--no-answer', 'magpie: keep instructions only ({"text": ...}) instead of answering them')
+    .option('--system <text>', 'magpie: system message before the user turn')
+    .option('--chat-template <file>', 'Jinja chat template overriding the tokenizer\'s')
+    .option('--start-text <text>', 'models without BOS/EOS (char-LSTM): context-free samples start after this text', '\n')
+    .option('--tokenizer <path>', 'tokenizer file or directory')
+    .option('-n, --max-new-tokens <n>', 'tokens per sample', int, 128)
+    .option('--answer-tokens <n>', 'tokens per answer (default: --max-new-tokens)', int)
+    .option('-t, --temperature <t>', 'sampling temperature (0 decodes greedily)', num, 1)
+    .option('--top-p <p>', 'nucleus sampling mass', num, 1)
+    .option('--top-k <k>', 'sample among the k most likely tokens (0: all)', int, 0)
+    .option('--seed <n>', 'seed (each record stores its seed and sample index)', int, 0)
+    .option('--batch-size <n>', 'samples drawn per prompt in one batch', int, 16)
+    .option('--min-tokens <n>', 'drop samples with fewer tokens', int)
+    .option('--max-tokens <n>', 'drop samples with more tokens', int)
+    .option('--max-repeat <r>', 'drop samples whose repeated word 3-gram share exceeds r (1 turns it off)', num, 0.5)
+    .option('--min-loss <x>', "drop samples whose mean token loss under the base model is below x (loops)", num)
+    .option('--max-loss <x>', 'drop samples whose mean token loss is above x (gibberish)', num)
+    .option('--jaccard <j>', 'near-duplicate threshold on word 3-gram Jaccard similarity (1 keeps all but exact duplicates)', num, 0.7)
+    .option('--no-dedup', 'keep duplicates')
+    .option('--answer-models <paths>', 'comma-separated models that answer every prompt and score every answer (consensus)')
+    .option('--min-score <s>', 'drop prompts whose best answer scores below s (1-5)', num)
+    .option('--select-k <k>', 'k-means clusters for diverse selection (the pool goes to <out>.pool.jsonl)', int)
+    .option('--per-cluster <n>', 'records kept nearest each centroid', int, 1)
+    .option('--max-attempts <n>', 'give up after this many candidates (default 50 × count)', int)
+    .option('--threads <n>', 'intra-op threads', int)
+    .option('--quiet', 'no progress lines')
+    .action(async (o) => {
+      if (o.threads) (await import('@retain/torch')).setNumThreads(o.threads);
+      const r = await synthesize({
+        model: o.model,
+        tokenizer: o.tokenizer,
+        out: o.out,
+        count: o.count,
+        mode: o.mode as SynthMode,
+        demos: o.demos,
+        shots: o.shots,
+        promptField: o.promptField,
+        answerField: o.answerField,
+        answer: o.answer,
+        system: o.system,
+        chatTemplate: o.chatTemplate ? readFileSync(o.chatTemplate, 'utf8') : undefined,
+        startText: o.startText,
+        maxNewTokens: o.maxNewTokens,
+        answerTokens: o.answerTokens,
+        temperature: o.temperature,
+        topP: o.topP < 1 ? o.topP : undefined,
+        topK: o.topK > 0 ? o.topK : undefined,
+        seed: o.seed,
+        batchSize: o.batchSize,
+        dedup: o.dedup === false ? false : { jaccard: o.jaccard >= 1 ? null : o.jaccard },
+        filters: { minTokens: o.minTokens, maxTokens: o.maxTokens, maxRepeat: o.maxRepeat >= 1 ? null : o.maxRepeat, minLoss: o.minLoss, maxLoss: o.maxLoss },
+        answerModels: o.answerModels ? String(o.answerModels).split(',').map((s: string) => s.trim()).filter(Boolean) : undefined,
+        minScore: o.minScore,
+        select: o.selectK ? { k: o.selectK, perCluster: o.perCluster } : undefined,
+        maxAttempts: o.maxAttempts,
+        progress: o.quiet ? false : true,
+      });
+      console.log(JSON.stringify({ out: r.out, pool: r.pool, records: r.records.length, accepted: r.accepted, added: r.added, attempted: r.attempted, rejected: r.rejected, selected: r.selected, seconds: +r.seconds.toFixed(2) }));
+      if (r.accepted < o.count) process.exitCode = 2;
+    });
+}
