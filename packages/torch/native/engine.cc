@@ -9,6 +9,8 @@
 
 #include <node_api.h>
 
+#include "engine.h"
+
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/autocast_mode.h>
@@ -1505,9 +1507,17 @@ napi_value Init(napi_env env, napi_value exports) {
     if (napi_create_function(env, f.name, NAPI_AUTO_LENGTH, f.cb, nullptr, &fn) != napi_ok) return nullptr;
     if (napi_set_named_property(env, exports, f.name, fn) != napi_ok) return nullptr;
   }
+  retain::registerDistributed(env, exports);
   return exports;
 }
 
 }  // namespace
+
+// The bridge declared in engine.h, for dist.cc.
+namespace retain {
+at::Tensor& tensorAt(int32_t handle) { return get(handle); }
+int32_t adoptTensor(at::Tensor t) { return put(std::move(t)); }
+napi_value guarded(napi_env env, const char* ctx, const std::function<napi_value()>& f) { return Guard(env, ctx, f); }
+}  // namespace retain
 
 NAPI_MODULE(NODE_GYP_MODULE_NAME, Init)

@@ -8,6 +8,8 @@ import { findTorch } from './find-torch.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const pkg = resolve(here, '..');
+// Translation units of the addon; binding.gyp lists the same.
+const SOURCES = ['engine.cc', 'dist.cc'];
 
 let torch;
 try {
@@ -18,16 +20,45 @@ try {
 }
 console.log(`@retain/torch: building against ${torch.source}${torch.cuda ? ' (CUDA)' : ''}`);
 
+const c10d = detectC10d(torch);
+console.log(`@retain/torch: distributed (c10d): ${c10d.gloo ? `Gloo${c10d.nccl ? ' + NCCL' : ''}` : `off (${c10d.why})`}`);
+
 const libs = ['-Wl,--no-as-needed', `-L${torch.libDir}`, '-ltorch', '-ltorch_cpu', '-lc10'];
 if (torch.cuda) libs.push('-ltorch_cuda', '-lc10_cuda');
 libs.push('-Wl,--as-needed', `-Wl,-rpath,${torch.libDir}`);
 // Included inside the target, so these keys merge into it.
 const gypi = {
-  include_dirs: torch.includeDirs,
-  defines: [`_GLIBCXX_USE_CXX11_ABI=${torch.cxx11Abi ? 1 : 0}`, ...(torch.cuda ? ['RETAIN_CUDA=1'] : [])],
+  include_dirs: [...torch.includeDirs, ...c10d.includeDirs],
+  defines: [
+    `_GLIBCXX_USE_CXX11_ABI=${torch.cxx11Abi ? 1 : 0}`, ...(torch.cuda ? ['RETAIN_CUDA=1'] : []),
+    ...(c10d.gloo ? ['RETAIN_C10D=1', 'USE_C10D_GLOO=1'] : []), ...(c10d.nccl ? ['RETAIN_NCCL=1', 'USE_C10D_NCCL=1'] : []),
+  ],
   libraries: libs,
 };
 writeFileSync(join(pkg, 'native', 'torch.gypi'), JSON.stringify(gypi, null, 2));
+
+// c10d is compiled in only when everything it needs is present: libtorch's c10d headers, Gloo's own headers (Debian:
+// libgloo-dev; not every PyTorch ships them) and ProcessGroupGloo exported from libtorch_cpu (a USE_DISTRIBUTED
+// build). NCCL additionally needs a CUDA libtorch, its c10d NCCL header and nccl.h. RETAIN_C10D=0 turns it off.
+function detectC10d(t) {
+  const off = (why) => ({ gloo: false, nccl: false, includeDirs: [], why });
+  if (process.env.RETAIN_C10D === '0') return off('RETAIN_C10D=0');
+  const c10dDir = t.includeDirs.map((d) => join(d, 'torch', 'csrc', 'distributed', 'c10d')).find((d) => existsSync(join(d, 'ProcessGroupGloo.hpp')));
+  if (!c10dDir) return off('libtorch has no c10d headers');
+  const glooRoots = [...t.includeDirs, '/usr/include', '/usr/local/include'];
+  const glooInc = glooRoots.find((d) => existsSync(join(d, 'gloo', 'algorithm.h')));
+  if (!glooInc) return off('Gloo headers not found: apt-get install -y libgloo-dev');
+  try {
+    const syms = execFileSync('nm', ['-D', '-C', join(t.libDir, 'libtorch_cpu.so')], { encoding: 'utf8', maxBuffer: 1 << 30, stdio: ['ignore', 'pipe', 'ignore'] });
+    if (!/ T c10d::ProcessGroupGloo::ProcessGroupGloo\(/.test(syms)) return off('libtorch_cpu.so does not export ProcessGroupGloo');
+  } catch {
+    // Without nm the headers decide; a mismatch shows up as an undefined symbol when the addon loads.
+  }
+  const extra = glooRoots.includes(glooInc) && t.includeDirs.includes(glooInc) ? [] : [glooInc];
+  const nccl = Boolean(t.cuda) && existsSync(join(c10dDir, 'ProcessGroupNCCL.hpp')) &&
+    [...t.includeDirs, '/usr/include', '/usr/local/cuda/include'].some((d) => existsSync(join(d, 'nccl.h')));
+  return { gloo: true, nccl, includeDirs: extra, why: '' };
+}
 
 function nodeGypPath() {
   const candidates = [];
@@ -55,7 +86,7 @@ function buildDirect() {
     '-shared', '-fPIC', '-O3', '-std=c++17', '-fexceptions', '-frtti', '-Wno-deprecated-declarations',
     '-DNODE_GYP_MODULE_NAME=retain_torch', '-DBUILDING_NODE_EXTENSION', ...gypi.defines.map((d) => `-D${d}`),
     `-I${join(nodeDir, 'include', 'node')}`, ...torch.includeDirs.map((d) => `-I${d}`),
-    join(pkg, 'native', 'engine.cc'), '-o', join(out, 'retain_torch.node.tmp'), ...libs,
+    ...SOURCES.map((f) => join(pkg, 'native', f)), '-o', join(out, 'retain_torch.node.tmp'), ...libs,
   ];
   console.log(`@retain/torch: ${cxx} ${args.join(' ')}`);
   execFileSync(cxx, args, { stdio: 'inherit' });
@@ -67,9 +98,9 @@ function buildDirect() {
 // disruptive, so an addon newer than its source and built against the same torch is kept. RETAIN_REBUILD=1 forces.
 const addon = join(pkg, 'build', 'Release', 'retain_torch.node');
 const stamp = join(pkg, 'build', 'torch-source.json');
-const stampText = JSON.stringify({ source: torch.source, includeDirs: torch.includeDirs, libDir: torch.libDir, cuda: torch.cuda });
+const stampText = JSON.stringify({ source: torch.source, includeDirs: torch.includeDirs, libDir: torch.libDir, cuda: torch.cuda, c10d: gypi.defines });
 if (process.env.RETAIN_REBUILD !== '1' && existsSync(addon) && existsSync(stamp) && readFileSync(stamp, 'utf8') === stampText &&
-    statSync(addon).mtimeMs > statSync(join(pkg, 'native', 'engine.cc')).mtimeMs) {
+    [...SOURCES, 'engine.h'].every((f) => statSync(addon).mtimeMs > statSync(join(pkg, 'native', f)).mtimeMs)) {
   console.log('@retain/torch: addon is up to date (RETAIN_REBUILD=1 to force)');
   process.exit(0);
 }

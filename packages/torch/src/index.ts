@@ -8,3 +8,4 @@ export * as ops from './ops/generated.js';
 export * as nn from './nn/index.js';
 export * as io from './io/index.js';
 export * as optim from './optim/index.js';
+export * as distributed from './distributed.js';

@@ -6,6 +6,7 @@ import { runTraining } from '../train/run.js';
 import { loadPretrained } from '../models/hub.js';
 import { generate, type CausalLM } from '../models/generate.js';
 import { NonFiniteLossError } from '../train/trainer.js';
+import { checkDistConfig, DistConfigError, distSettings, launchWorkers, startDist, stopDist } from '../train/dist.js';
 import { registerEvalCommands } from '../eval/cli.js';
 import { registerDemoCommand } from '../suite/demo.js';
 import { registerTuneCommand } from '../suite/tune.js';
@@ -21,14 +22,53 @@ function num(v: string): number {
 const program = new Command();
 program.name('retain').description('Fine-tune pretrained models without catastrophic forgetting, on libtorch.').version('0.1.0');
 
+function int(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n)) throw new InvalidArgumentError(`'${v}' is not an integer`);
+  return n;
+}
+
 program
   .command('train')
   .argument('<config>', 'YAML training config (see configs/)')
   .description('fine-tune a model as the config says; checkpoints and metrics.jsonl go to output_dir')
-  .action(async (config: string) => {
+  .option('--nproc <n>', 'data-parallel worker processes on this machine (training.batch_size is the global batch)', int)
+  .option('--rank <r>', 'multi-machine launch: this process\'s rank (or RANK)', int)
+  .option('--world-size <n>', 'multi-machine launch: number of processes in all (or WORLD_SIZE)', int)
+  .option('--master-addr <host>', 'multi-machine launch: address of rank 0 (or MASTER_ADDR)')
+  .option('--master-port <port>', 'multi-machine launch: TCP port of the store on rank 0 (or MASTER_PORT)', int)
+  .option('--dist-timeout <s>', 'seconds a rendezvous or collective may wait for the other ranks (or RETAIN_DIST_TIMEOUT; default 300)', num)
+  .action(async (config: string, o: { nproc?: number; rank?: number; worldSize?: number; masterAddr?: string; masterPort?: number; distTimeout?: number }) => {
     const cfg = loadTrainConfig(config);
-    const r = await runTraining(cfg);
-    console.log(JSON.stringify({ steps: r.steps, final_loss: r.finalLoss, resumed_from: r.resumedFrom, saved: r.finalDir }));
+    if (o.nproc !== undefined) {
+      if (o.nproc < 1) throw new DistConfigError(`--nproc must be at least 1, got ${o.nproc}`);
+      if (o.nproc > 1) {
+        if (o.rank !== undefined || o.worldSize !== undefined) throw new DistConfigError('--nproc starts every rank itself; --rank/--world-size are for launching one process per machine');
+        checkDistConfig(cfg, o.nproc);
+        const per = cfg.training.batch_size / o.nproc;
+        for (let r = 0; r < o.nproc; r++) console.error(`retain: rank ${r}: rows ${r * per}..${(r + 1) * per - 1} of every global batch of ${cfg.training.batch_size}${r === 0 ? '; writes checkpoints, metrics.jsonl and the final model' : ''}`);
+        const args = [...process.execArgv, process.argv[1], 'train', config, ...(o.distTimeout ? ['--dist-timeout', String(o.distTimeout)] : [])];
+        process.exitCode = await launchWorkers({ nproc: o.nproc, args, timeoutS: o.distTimeout });
+        return;
+      }
+    }
+    const dist = distSettings({ rank: o.rank, worldSize: o.worldSize, masterAddr: o.masterAddr, masterPort: o.masterPort, timeout: o.distTimeout });
+    if (dist) {
+      dist.backend = checkDistConfig(cfg, dist.worldSize);
+      const per = cfg.training.batch_size / dist.worldSize;
+      console.error(`retain: rank ${dist.rank} of ${dist.worldSize} (${dist.backend}, store ${dist.masterAddr}:${dist.masterPort}): joining; trains rows ${dist.rank * per}..${(dist.rank + 1) * per - 1} of every global batch of ${cfg.training.batch_size}${dist.rank === 0 ? ', writes checkpoints, metrics and the final model' : ''}`);
+      startDist(dist);
+    }
+    let r;
+    try {
+      r = await runTraining(cfg, undefined, { progress: !dist || dist.rank === 0 });
+    } catch (e) {
+      // No barrier: the other ranks may be the reason this one failed.
+      if (dist) console.error(`retain: rank ${dist.rank} of ${dist.worldSize} failed`);
+      throw e;
+    }
+    stopDist();
+    if (!dist || dist.rank === 0) console.log(JSON.stringify({ steps: r.steps, final_loss: r.finalLoss, resumed_from: r.resumedFrom, saved: r.finalDir, ...(dist ? { world_size: dist.worldSize } : {}) }));
   });
 
 program
@@ -77,7 +117,7 @@ registerSynthCommand(program);
 program.parseAsync(process.argv).catch((e: unknown) => {
   // Expected failures (bad config, bad data, NaN loss) print one clear message, not a stack.
   const err = e as Error;
-  const known = err instanceof ConfigError || err instanceof NonFiniteLossError || /not found|not valid|invalid|must|refus|unknown|no /.test(err.message ?? '');
+  const known = err instanceof ConfigError || err instanceof NonFiniteLossError || err instanceof DistConfigError || /^distributed\./.test(err.message ?? '') || /not found|not valid|invalid|must|refus|unknown|no /.test(err.message ?? '');
   console.error(`retain: ${known ? err.message : err.stack ?? err}`);
   process.exitCode = 1;
   void torch;

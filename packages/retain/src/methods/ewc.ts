@@ -97,7 +97,10 @@ export class EWC implements Method {
         const groups: Example[][] = [];
         const size = this.fisherMode === 'per_sample' ? 1 : this.fisherBatchSize;
         for (let i = 0; i < this.data.length; i += size) groups.push(this.data.slice(i, i + size));
-        for (const g of groups) {
+        // Data-parallel: each rank takes every world-th group; the sums are added up over ranks below.
+        const dist = ctx.dist;
+        for (const [gi, g] of groups.entries()) {
+          if (dist && gi % dist.worldSize !== dist.rank) continue;
           clear();
           const ok = torch.tidy(() => {
             const b = collateOn(g, device);
@@ -121,6 +124,15 @@ export class EWC implements Method {
       clear();
       for (const [p, r] of grads) p.requiresGrad = r;
       if (moved) this.swapBack(moved);
+    }
+    if (ctx.dist) {
+      const dist = ctx.dist;
+      torch.noGrad(() => torch.tidy(() => {
+        dist.allReduce(sums.map((t) => t.detach()), 'sum');
+        const counts = torch.tensor(Float64Array.from([used, skipped]));
+        dist.allReduce([counts], 'sum');
+        [used, skipped] = Array.from(counts.data() as Float64Array);
+      }));
     }
     if (used === 0) throw new Error('ewc: no Fisher sample has a trained token; check the data and its format');
     torch.noGrad(() => this.entries.forEach((e, k) => {

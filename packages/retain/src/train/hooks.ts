@@ -53,6 +53,23 @@ export interface TrainContext {
   stop?: string;
   /** Loads a data spec of the config's shape ({path, format, max_length, ...}) with the run's tokenizer, when the run has one. */
   loadData?: (spec: unknown, source: string) => Promise<Example[]>;
+  /** Set when the run is data-parallel (train/dist.ts): this process is one rank of several. */
+  dist?: DistContext;
+}
+
+/**
+ * Data parallelism as methods see it. Every rank runs the same loop over the same global batches and trains on its
+ * own rows of each; the trainer sums the gradients. A method whose setup computes over data (FLOW's scores, EWC's
+ * Fisher) shares the work by `rank` and combines it with these collectives, which every rank must call in the same
+ * order. Only rank 0 writes files.
+ */
+export interface DistContext {
+  rank: number;
+  worldSize: number;
+  /** Sums (or takes the max of) each tensor over all ranks, in place; synchronous. */
+  allReduce(tensors: Tensor[], op?: 'sum' | 'max'): void;
+  /** Every rank gets root's values, in place. */
+  broadcast(tensors: Tensor[], root?: number): void;
 }
 
 /** What a method needs to write the final output of `retain train` itself. */

@@ -13,6 +13,7 @@ import { buildMethods } from '../methods/registry.js';
 import { ForgettingMonitor } from '../eval/monitor.js';
 import { causalLmEvalModel } from '../eval/model.js';
 import { resolveTasks } from '../eval/tasks.js';
+import { activeDist } from './dist.js';
 
 type DataCfg = TrainConfig['data']['train'];
 
@@ -106,6 +107,7 @@ export async function runTraining(cfg: TrainConfig, methods: Method[] = buildMet
     padId: 0,
     // Methods' own data (mixing's general set, EWC's Fisher data, WiSE-FT's held-out set) in the train data's shape.
     // Relative paths resolve against the working directory.
+    dist: activeDist(),
     loadData: (spec, source) => {
       const r = trainConfigSchema.shape.data.shape.train.safeParse(spec);
       if (!r.success) throw new Error(formatIssues(r.error, `method data '${source}'`));
@@ -116,8 +118,11 @@ export async function runTraining(cfg: TrainConfig, methods: Method[] = buildMet
   model.eval();
   // A method that changes what the result is (LoRA: an adapter over the base) writes it; otherwise the full model.
   const saver = methods.find((m) => m.saveFinal);
-  if (saver) await saver.saveFinal!({ model, dir: finalDir, pretrained: p, basePath: cfg.model.path });
-  else savePretrained(p, finalDir);
+  // Under data parallelism the replicas are identical; rank 0 writes the one copy.
+  if ((activeDist()?.rank ?? 0) === 0) {
+    if (saver) await saver.saveFinal!({ model, dir: finalDir, pretrained: p, basePath: cfg.model.path });
+    else savePretrained(p, finalDir);
+  }
   optimizer.dispose();
   monitor?.dispose();
   return { ...result, finalDir, monitor };

@@ -8,7 +8,8 @@ import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
 import { collate, DataLoader, disposeBatch, type Batch } from '../data/loader.js';
 import type { Example } from '../data/formats.js';
-import { checkComposition, type Method, type OptimizerLike, type SampleLosses, type TrainableModel, type TrainContext } from './hooks.js';
+import { checkComposition, type DistContext, type Method, type OptimizerLike, type SampleLosses, type TrainableModel, type TrainContext } from './hooks.js';
+import { shardBatch, shardRange } from './dist.js';
 import { latestCheckpoint, loadCheckpoint, saveCheckpoint } from './checkpoint.js';
 
 import { Progress } from './progress.js';
@@ -64,6 +65,8 @@ export interface TrainOptions {
   trainable?: (name: string) => boolean;
   /** Loads further data specs with the run's tokenizer (methods' general or held-out data); see TrainContext.loadData. */
   loadData?: (spec: unknown, source: string) => Promise<Example[]>;
+  /** Data parallelism (train/dist.ts): batchSize is the global batch; this rank trains on its rows of it. */
+  dist?: DistContext | null;
 }
 
 export interface TrainResult {
@@ -92,9 +95,12 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
   const totalSteps = o.maxSteps ?? stepsPerEpoch * (o.epochs ?? 1);
   if (!(totalSteps > 0)) throw new Error('nothing to train: set epochs or max_steps to a positive number');
   const history: Record<string, number | string>[] = [];
-  const metricsFile = o.outputDir ? join(o.outputDir, 'metrics.jsonl') : null;
-  if (o.outputDir) mkdirSync(o.outputDir, { recursive: true });
-  const progress = new Progress(totalSteps, o.progress ?? true);
+  const dist = o.dist ?? null;
+  // Under data parallelism only rank 0 writes (metrics, checkpoints, method caches) and shows progress.
+  const writer = !dist || dist.rank === 0;
+  const metricsFile = o.outputDir && writer ? join(o.outputDir, 'metrics.jsonl') : null;
+  if (o.outputDir && writer) mkdirSync(o.outputDir, { recursive: true });
+  const progress = new Progress(totalSteps, writer && (o.progress ?? true));
 
   const ctx: TrainContext = {
     model: o.model,
@@ -111,8 +117,9 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
     },
     state: new Map(),
     examples: o.examples,
-    outputDir: o.outputDir ?? null,
+    outputDir: writer ? o.outputDir ?? null : null,
     loadData: o.loadData,
+    ...(dist ? { dist } : {}),
   };
 
   torch.manualSeed(seed);
@@ -137,6 +144,9 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
     resumedFrom = c.step;
     progress.note(`resumed from ${ckpt} (step ${c.step})`);
   }
+  // Every rank starts from rank 0's weights, as DDP does: a method's random initialisation (LoRA) or a checkpoint read
+  // on another machine cannot leave the replicas apart.
+  if (dist) torch.noGrad(() => torch.tidy(() => dist.broadcast(ctx.params.map(([, p]) => p.detach()), 0)));
 
   const device = o.model.parameters()[0]?.device ?? 'cpu';
   const nextBatch = (): Batch => {
@@ -168,6 +178,22 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
     const totalTokens = micro.reduce((s, b) => s + b.tokenCounts.reduce((x, y) => x + y, 0), 0);
     if (totalTokens === 0) throw new Error(`step ${ctx.step + 1}: the batch has no trained tokens (are all completions truncated away?)`);
     const extra: Record<string, number> = {};
+    // Sample weights of the whole (global) batch, so that a per-batch rule (FLOW's normalisation, batch median) sees
+    // what one process sees; under data parallelism each rank then keeps its rows, of the weights as of the batch.
+    const microWeights = micro.map((b) => weighters.map((w) => torch.keep(w.sampleWeights!(ctx, b))));
+    if (dist) {
+      micro.forEach((b, i) => {
+        const [lo, hi] = shardRange(b.sampleIds.length, dist.rank, dist.worldSize);
+        microWeights[i] = microWeights[i].map((w) => {
+          if (!w) return w;
+          const mine = torch.keep(w.narrow(0, lo, hi - lo));
+          w.dispose();
+          return mine;
+        });
+        micro[i] = shardBatch(b, dist.rank, dist.worldSize);
+        disposeBatch(b);
+      });
+    }
 
     // Computes the step's loss and backpropagates it; SAM calls this twice.
     const closure = (): number => {
@@ -175,30 +201,38 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
       for (const p of ctx.params) p[1].grad = null;
       micro.forEach((b, i) => {
         torch.tidy(() => {
-          const sl = lossFn(o.model, b);
-          let sums = sl.sums;
-          for (const w of weighters) {
-            const wt = w.sampleWeights!(ctx, b);
-            if (wt) sums = sums.mul(wt);
+          // A rank's share of a short last batch can be empty: it adds no data gradient, only (rank 0) the penalties.
+          let loss: Tensor | null = null;
+          if (b.sampleIds.length > 0) {
+            const sl = lossFn(o.model, b);
+            let sums = sl.sums;
+            for (const wt of microWeights[i]) if (wt) sums = sums.mul(wt);
+            loss = sums.sum().div(totalTokens);
           }
-          let loss = sums.sum().div(totalTokens);
-          if (i === 0) {
+          // Penalties depend on the weights only; summed over ranks they must count once.
+          if (i === 0 && writer) {
             for (const p of penalties) {
               for (const term of p.lossTerms!(ctx)) {
                 extra[term.name] = term.value.item();
-                loss = loss.add(term.value);
+                loss = loss ? loss.add(term.value) : term.value;
               }
             }
           }
-          total += loss.item();
-          loss.backward();
+          if (loss) {
+            total += loss.item();
+            if (loss.requiresGrad) loss.backward();
+          }
         });
       });
+      // The rows' gradients summed over ranks are the global batch's gradient; the loss is summed with them, so every
+      // rank sees the same loss (and the same non-finite-loss decision).
+      if (dist) total = torch.distributed.reduceGradients(ctx.params.filter(([, p]) => p.requiresGrad).map(([, p]) => p), { scalars: [total] }).scalars[0];
       return total;
     };
 
     const loss = fb ? fb.forwardBackward!(ctx, closure) : closure();
     micro.forEach(disposeBatch);
+    for (const ws of microWeights) torch.dispose(ws);
     if (!Number.isFinite(loss)) {
       throw new NonFiniteLossError(
         `loss became ${loss} at step ${ctx.step + 1}; training stopped and no checkpoint was written from this state. ` +
@@ -223,16 +257,17 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
     }
     progress.update(ctx.step, { loss, tokensPerSec: tps });
     if (o.evaluate && o.evalEvery && ctx.step % o.evalEvery === 0) ctx.log({ ...o.evaluate(ctx), kind: 'eval' });
-    if (o.outputDir && o.saveEvery && ctx.step % o.saveEvery === 0 && ctx.step < totalSteps) save(o, ctx, loader, methods);
-    // Fault injection for the resume tests: die as `kill -9` would, right after this step.
-    if (process.env.RETAIN_KILL_AT_STEP && ctx.step === Number(process.env.RETAIN_KILL_AT_STEP)) process.kill(process.pid, 'SIGKILL');
+    if (o.outputDir && writer && o.saveEvery && ctx.step % o.saveEvery === 0 && ctx.step < totalSteps) save(o, ctx, loader, methods);
+    // Fault injection for the resume tests: die as `kill -9` would, right after this step (RETAIN_KILL_RANK: one rank).
+    if (process.env.RETAIN_KILL_AT_STEP && ctx.step === Number(process.env.RETAIN_KILL_AT_STEP) &&
+        (!process.env.RETAIN_KILL_RANK || Number(process.env.RETAIN_KILL_RANK) === (dist?.rank ?? 0))) process.kill(process.pid, 'SIGKILL');
     if (ctx.stop) {
       progress.note(ctx.stop);
       break;
     }
   }
   for (const m of methods) await m.finish?.(ctx);
-  if (o.outputDir && o.saveEvery) save(o, ctx, loader, methods);
+  if (o.outputDir && writer && o.saveEvery) save(o, ctx, loader, methods);
   progress.done();
   return { steps: ctx.step, finalLoss, history, resumedFrom, stopped: ctx.stop ?? null };
 }

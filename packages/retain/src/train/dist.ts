@@ -1,0 +1,194 @@
+// Data-parallel training (issue #8): N processes, one rank each, over c10d (Gloo on CPU, NCCL on CUDA builds that
+// have it), rendezvous through a TCPStore at MASTER_ADDR:MASTER_PORT — torchrun's environment variables.
+//
+// The scheme (docs/DISTRIBUTED.md has the argument per method): `training.batch_size` is the GLOBAL batch. Every rank
+// runs the same loader, the same batch composer and the same method hooks on the same global batch, so the sample
+// order, mixing's composition, FLOW's per-batch normalisation and the batch's trained-token count are those of one
+// process; each rank then forwards only its contiguous rows of the batch, and the gradients are summed over ranks
+// (the loss is Σ token losses / tokens of the GLOBAL batch, so the sum of the ranks' gradients is the one-process
+// gradient). Weights and optimizer state then stay identical on every rank without being sent.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
+import * as torch from '@retain/torch';
+import type { Tensor } from '@retain/torch';
+import type { Batch } from '../data/loader.js';
+import type { DistContext } from './hooks.js';
+
+export interface DistSettings {
+  rank: number;
+  worldSize: number;
+  masterAddr: string;
+  masterPort: number;
+  /** Rendezvous and collective timeout. */
+  timeoutMs: number;
+  backend: 'gloo' | 'nccl';
+}
+
+export class DistConfigError extends Error {}
+
+const DEFAULT_TIMEOUT_S = 300;
+
+function intOf(v: string | number | undefined, what: string): number | undefined {
+  if (v === undefined || v === '') return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n)) throw new DistConfigError(`${what} must be an integer, got '${v}'`);
+  return n;
+}
+
+/**
+ * Reads the launch settings: command-line flags first, then torchrun's variables (RANK, WORLD_SIZE, MASTER_ADDR,
+ * MASTER_PORT) and RETAIN_DIST_TIMEOUT (seconds). Null when the run is a single process.
+ */
+export function distSettings(flags: { rank?: number; worldSize?: number; masterAddr?: string; masterPort?: number; timeout?: number } = {}, env: NodeJS.ProcessEnv = process.env): DistSettings | null {
+  const worldSize = flags.worldSize ?? intOf(env.WORLD_SIZE, 'WORLD_SIZE') ?? 1;
+  if (worldSize < 1) throw new DistConfigError(`world size must be at least 1, got ${worldSize}`);
+  if (worldSize === 1) return null;
+  const rank = flags.rank ?? intOf(env.RANK, 'RANK');
+  if (rank === undefined) throw new DistConfigError(`world size is ${worldSize} but this process has no rank: pass --rank or set RANK`);
+  if (rank < 0 || rank >= worldSize) throw new DistConfigError(`rank ${rank} is outside 0..${worldSize - 1}`);
+  const masterAddr = flags.masterAddr ?? env.MASTER_ADDR ?? '127.0.0.1';
+  const masterPort = flags.masterPort ?? intOf(env.MASTER_PORT, 'MASTER_PORT') ?? 29500;
+  if (masterPort < 1 || masterPort > 65535) throw new DistConfigError(`master port must be in 1..65535, got ${masterPort}`);
+  const timeoutS = flags.timeout ?? (env.RETAIN_DIST_TIMEOUT ? Number(env.RETAIN_DIST_TIMEOUT) : DEFAULT_TIMEOUT_S);
+  if (!(timeoutS > 0)) throw new DistConfigError(`the distributed timeout must be a positive number of seconds, got ${timeoutS}`);
+  return { rank, worldSize, masterAddr, masterPort, timeoutMs: Math.round(timeoutS * 1000), backend: 'gloo' };
+}
+
+/** Refuses what data parallelism cannot run as configured, before any process joins the group. */
+export function checkDistConfig(cfg: { model: { device: string }; training: { batch_size: number } }, worldSize: number): 'gloo' | 'nccl' {
+  if (!Number.isInteger(worldSize) || worldSize < 1) throw new DistConfigError(`--nproc must be a positive integer, got ${worldSize}`);
+  if (cfg.training.batch_size % worldSize !== 0) {
+    throw new DistConfigError(`training.batch_size ${cfg.training.batch_size} is the global batch and must divide evenly over ${worldSize} processes (each takes batch_size / ${worldSize} rows); use a multiple of ${worldSize}`);
+  }
+  const avail = torch.distributed.available();
+  if (!avail.c10d) throw new DistConfigError('data-parallel training needs c10d, but @retain/torch was built without c10d/Gloo (install libgloo-dev, then RETAIN_REBUILD=1 npm ci)');
+  if (cfg.model.device.startsWith('cuda')) {
+    if (!avail.nccl) throw new DistConfigError(`model.device is ${cfg.model.device} but this build has no NCCL, and Gloo here reduces CPU tensors only; train on cpu or rebuild against a CUDA PyTorch with NCCL (TORCH_PYTHON=...)`);
+    return 'nccl';
+  }
+  return 'gloo';
+}
+
+let active: DistContext | null = null;
+
+/** The data-parallel context of this process, or null when it trains alone. */
+export function activeDist(): DistContext | null {
+  return active;
+}
+
+/** Joins the process group (blocks until every rank has) and makes it the active context. */
+export function startDist(s: DistSettings): DistContext {
+  if (active) throw new Error('data parallelism is already started in this process');
+  torch.distributed.initProcessGroup({ rank: s.rank, worldSize: s.worldSize, masterAddr: s.masterAddr, masterPort: s.masterPort, timeoutMs: s.timeoutMs, backend: s.backend });
+  active = {
+    rank: s.rank,
+    worldSize: s.worldSize,
+    allReduce: (ts: Tensor[], op: 'sum' | 'max' = 'sum') => {
+      for (const t of ts) torch.distributed.allReduce([t], op).wait();
+    },
+    broadcast: (ts: Tensor[], root = 0) => torch.distributed.broadcast(ts, root),
+  };
+  return active;
+}
+
+/** Waits for every rank, then leaves the group. */
+export function stopDist(opts: { barrier?: boolean } = {}): void {
+  if (!active) return;
+  try {
+    if (opts.barrier ?? true) torch.distributed.barrier();
+  } finally {
+    torch.distributed.destroyProcessGroup();
+    active = null;
+  }
+}
+
+/** Rows [lo, hi) of a batch of n that `rank` trains on: contiguous, as even as n allows. */
+export function shardRange(n: number, rank: number, world: number): [number, number] {
+  return [Math.floor((rank * n) / world), Math.floor(((rank + 1) * n) / world)];
+}
+
+/** This rank's rows of a global batch (views; the padding of the global batch is kept, as one process has it). */
+export function shardBatch(b: Batch, rank: number, world: number): Batch {
+  const n = b.sampleIds.length;
+  const [lo, hi] = shardRange(n, rank, world);
+  const rows = (t: Tensor | undefined) => (t === undefined ? undefined : t.ndim > 0 && t.shape[0] === n ? t.narrow(0, lo, hi - lo) : t.clone());
+  return {
+    ids: rows(b.ids)!,
+    targets: rows(b.targets)!,
+    labels: rows(b.labels),
+    features: rows(b.features),
+    sampleIds: b.sampleIds.slice(lo, hi),
+    sources: b.sources.slice(lo, hi),
+    tokenCounts: b.tokenCounts.slice(lo, hi),
+  };
+}
+
+/** A free TCP port on this machine for the store (there is a short race with other programs, as with torchrun). */
+export async function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const a = srv.address();
+      const port = typeof a === 'object' && a ? a.port : 0;
+      srv.close(() => resolvePort(port));
+    });
+  });
+}
+
+export interface LaunchOptions {
+  nproc: number;
+  /** The command each worker runs: argv after the node executable. */
+  args: string[];
+  masterPort?: number;
+  timeoutS?: number;
+  /** After one worker fails, how long the others get to fail on their own (with their error) before SIGTERM. */
+  graceMs?: number;
+  log?: (line: string) => void;
+}
+
+/**
+ * Single-machine launcher (what torchrun does): N copies of `retain train` with RANK/WORLD_SIZE/MASTER_ADDR/
+ * MASTER_PORT set. Resolves with the exit code for the whole run: 0 only when every worker succeeded.
+ */
+export async function launchWorkers(o: LaunchOptions): Promise<number> {
+  const log = o.log ?? ((l: string) => console.error(l));
+  const port = o.masterPort ?? (await freePort());
+  const timeoutS = o.timeoutS ?? (process.env.RETAIN_DIST_TIMEOUT ? Number(process.env.RETAIN_DIST_TIMEOUT) : DEFAULT_TIMEOUT_S);
+  log(`retain: launching ${o.nproc} worker processes (Gloo, store at 127.0.0.1:${port}, timeout ${timeoutS} s); rank 0 writes checkpoints, metrics and the final model`);
+  const children: ChildProcess[] = [];
+  const exits: Promise<{ rank: number; code: number | null; signal: NodeJS.Signals | null }>[] = [];
+  for (let rank = 0; rank < o.nproc; rank++) {
+    const env = { ...process.env, RANK: String(rank), LOCAL_RANK: String(rank), WORLD_SIZE: String(o.nproc), MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), RETAIN_DIST_TIMEOUT: String(timeoutS) };
+    const child = spawn(process.execPath, o.args, { env, stdio: ['ignore', rank === 0 ? 'inherit' : 'ignore', 'inherit'] });
+    children.push(child);
+    exits.push(new Promise((res) => child.on('exit', (code, signal) => res({ rank, code, signal }))));
+  }
+  // Ctrl-C or a kill of the launcher ends the workers too.
+  const forward = (sig: NodeJS.Signals) => children.forEach((c) => c.exitCode === null && c.kill(sig));
+  const onInt = () => forward('SIGINT');
+  const onTerm = () => forward('SIGTERM');
+  process.on('SIGINT', onInt);
+  process.on('SIGTERM', onTerm);
+  let failed = false;
+  let killer: NodeJS.Timeout | null = null;
+  const results = await Promise.all(exits.map((p) => p.then((r) => {
+    if (r.code !== 0) {
+      log(`retain: rank ${r.rank} ${r.signal ? `was killed by ${r.signal}` : `exited with code ${r.code}`}`);
+      if (!failed) {
+        failed = true;
+        killer = setTimeout(() => {
+          for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGTERM');
+        }, o.graceMs ?? 15_000);
+      }
+    }
+    return r;
+  })));
+  if (killer) clearTimeout(killer);
+  process.off('SIGINT', onInt);
+  process.off('SIGTERM', onTerm);
+  const bad = results.filter((r) => r.code !== 0);
+  if (bad.length) log(`retain: data-parallel run failed (${bad.map((r) => `rank ${r.rank}: ${r.signal ?? `code ${r.code}`}`).join(', ')})`);
+  return bad.length ? 1 : 0;
+}

@@ -1,0 +1,467 @@
+// Data-parallel communication over PyTorch's own c10d: a TCPStore rendezvous and one default process group (Gloo on
+// CPU; NCCL when the build found its headers and libtorch has CUDA). JS sees a small API: init, allreduce returning a
+// work id, wait, broadcast, allgather, barrier, destroy.
+//
+// Built only when RETAIN_C10D is defined (build.mjs defines it when the c10d Gloo headers, gloo's own headers and the
+// exported symbols are all there). Without it every function throws one clear error, so the rest of the addon still
+// builds against a libtorch that lacks c10d.
+//
+// Nothing may wait forever: the store and the Gloo context get the caller's timeout, and wait() passes a deadline to
+// Work::wait. A peer that dies closes its sockets, so the collectives of the survivors fail at once rather than at the
+// deadline; the deadline covers a peer that hangs.
+#include "engine.h"
+
+#include <chrono>
+#include <cstdlib>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#ifdef RETAIN_C10D
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#ifdef RETAIN_NCCL
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
+#endif
+
+namespace {
+
+using retain::guarded;
+
+// --- small N-API helpers (engine.cc's are private to it)
+
+struct DistArgs {
+  static constexpr size_t kMax = 8;
+  size_t argc = kMax;
+  napi_value argv[kMax];
+  DistArgs(napi_env env, napi_callback_info info) {
+    if (napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok) throw std::runtime_error("bad call");
+  }
+  napi_value at(size_t i, const char* fn) const {
+    if (i >= argc) throw std::invalid_argument(std::string(fn) + ": missing argument " + std::to_string(i + 1));
+    return argv[i];
+  }
+};
+
+double number(napi_env env, napi_value v, const char* what) {
+  double d;
+  if (napi_get_value_double(env, v, &d) != napi_ok) throw std::invalid_argument(std::string(what) + " must be a number");
+  return d;
+}
+
+std::string text(napi_env env, napi_value v, const char* what) {
+  size_t len = 0;
+  if (napi_get_value_string_utf8(env, v, nullptr, 0, &len) != napi_ok) throw std::invalid_argument(std::string(what) + " must be a string");
+  std::string s(len, '\0');
+  napi_get_value_string_utf8(env, v, s.data(), len + 1, &len);
+  return s;
+}
+
+std::vector<at::Tensor> tensorList(napi_env env, napi_value v, const char* what) {
+  bool isArr = false;
+  napi_is_array(env, v, &isArr);
+  if (!isArr) throw std::invalid_argument(std::string(what) + " must be an array of tensors");
+  uint32_t n = 0;
+  napi_get_array_length(env, v, &n);
+  std::vector<at::Tensor> out;
+  out.reserve(n);
+  for (uint32_t i = 0; i < n; ++i) {
+    napi_value e;
+    napi_get_element(env, v, i, &e);
+    int32_t h;
+    if (napi_get_value_int32(env, e, &h) != napi_ok) throw std::invalid_argument(std::string(what) + " must be an array of tensors");
+    out.push_back(retain::tensorAt(h));
+  }
+  return out;
+}
+
+napi_value undef(napi_env env) {
+  napi_value r;
+  napi_get_undefined(env, &r);
+  return r;
+}
+
+napi_value integer(napi_env env, int64_t v) {
+  napi_value r;
+  napi_create_double(env, static_cast<double>(v), &r);
+  return r;
+}
+
+napi_value flag(napi_env env, bool b) {
+  napi_value r;
+  napi_get_boolean(env, b, &r);
+  return r;
+}
+
+#ifdef RETAIN_C10D
+
+struct Group {
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::ProcessGroup> pg;
+  int rank = 0;
+  int world = 1;
+  std::string backend;
+  std::chrono::milliseconds timeout{0};
+};
+
+// A raw pointer on purpose: a static owner would run ProcessGroupGloo's destructor during exit(), which joins worker
+// threads that may be blocked on a dead peer. destroy() frees it; a process that exits without it just leaves.
+Group* g_group = nullptr;
+
+struct Pending {
+  c10::intrusive_ptr<c10d::Work> work;
+  std::vector<at::Tensor> tensors;
+  double divisor = 1;  // Gloo has no AVG reduction: sum, then divide once the work is done
+};
+std::unordered_map<int64_t, Pending> g_pending;
+int64_t g_nextWork = 1;
+
+Group& group(const char* fn) {
+  if (!g_group) throw std::runtime_error(std::string(fn) + ": the process group is not initialised (call init first)");
+  return *g_group;
+}
+
+void checkTensors(const std::vector<at::Tensor>& ts, const Group& gr, const char* fn) {
+  if (ts.empty()) throw std::invalid_argument(std::string(fn) + ": no tensors given");
+  for (const auto& t : ts) {
+    if (!t.is_contiguous()) throw std::invalid_argument(std::string(fn) + ": tensors must be contiguous (call contiguous() first)");
+    if (gr.backend == "gloo" && !t.device().is_cpu())
+      throw std::invalid_argument(std::string(fn) + ": the Gloo backend takes CPU tensors, got one on " + t.device().str());
+    if (t.requires_grad() && t.is_leaf())
+      throw std::invalid_argument(std::string(fn) + ": a leaf tensor that requires grad cannot be written in place; pass its detached data");
+  }
+}
+
+void waitFor(const c10::intrusive_ptr<c10d::Work>& w, const Group& gr) {
+  // Generous beyond the Gloo context's own timeout, so the backend's error (naming the failed peer) arrives first.
+  w->wait(gr.timeout + std::chrono::milliseconds(5000));
+}
+
+std::string rankText(const Group& gr) { return "rank " + std::to_string(gr.rank) + " of " + std::to_string(gr.world); }
+
+// Rethrows a c10d/Gloo failure with the rank in it: the raw messages ("Connection closed by peer") do not say who.
+template <typename F>
+auto tagged(const Group& gr, const char* what, F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const c10::Error& e) {
+    throw std::runtime_error(std::string("c10d ") + what + " failed on " + rankText(gr) + ": " + e.what_without_backtrace());
+  } catch (const std::invalid_argument&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw std::runtime_error(std::string("c10d ") + what + " failed on " + rankText(gr) + ": " + e.what());
+  }
+}
+
+std::shared_ptr<::gloo::transport::Device> glooDevice(const std::string& addr) {
+  // GLOO_SOCKET_IFNAME picks the interface as in torch.distributed; a loopback master means a single machine, where
+  // binding to 127.0.0.1 avoids depending on the host name resolving; otherwise Gloo's default (the host's address).
+  if (const char* ifname = std::getenv("GLOO_SOCKET_IFNAME"); ifname && *ifname)
+    return c10d::ProcessGroupGloo::createDeviceForInterface(ifname);
+  if (addr == "localhost" || addr.rfind("127.", 0) == 0) return c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1");
+  return c10d::ProcessGroupGloo::createDefaultDevice();
+}
+
+c10d::ReduceOp reduceOp(const std::string& op, double& divisor, int world) {
+  if (op == "sum") return c10d::ReduceOp::SUM;
+  if (op == "avg") {
+    divisor = world;
+    return c10d::ReduceOp::SUM;
+  }
+  if (op == "max") return c10d::ReduceOp::MAX;
+  if (op == "min") return c10d::ReduceOp::MIN;
+  if (op == "product") return c10d::ReduceOp::PRODUCT;
+  throw std::invalid_argument("allreduce: op must be 'sum', 'avg', 'max', 'min' or 'product', got '" + op + "'");
+}
+
+#endif  // RETAIN_C10D
+
+[[noreturn, maybe_unused]] void unavailable(const char* fn) {
+  throw std::runtime_error(std::string(fn) +
+                           ": this build of @retain/torch has no c10d/Gloo (built without c10d/Gloo: install libgloo-dev, "
+                           "use a libtorch with USE_DISTRIBUTED, then rebuild with RETAIN_REBUILD=1 npm ci)");
+}
+
+// available() -> { c10d, gloo, nccl }
+napi_value Available(napi_env env, napi_callback_info) {
+  return guarded(env, "distributed.available", [&]() -> napi_value {
+    napi_value o;
+    napi_create_object(env, &o);
+#ifdef RETAIN_C10D
+    bool c10d = true;
+#else
+    bool c10d = false;
+#endif
+#ifdef RETAIN_NCCL
+    bool nccl = true;
+#else
+    bool nccl = false;
+#endif
+    napi_set_named_property(env, o, "c10d", flag(env, c10d));
+    napi_set_named_property(env, o, "gloo", flag(env, c10d));
+    napi_set_named_property(env, o, "nccl", flag(env, nccl));
+    return o;
+  });
+}
+
+// init(rank, world, masterAddr, masterPort, timeoutMs, backend)
+napi_value Init(napi_env env, napi_callback_info info) {
+  return guarded(env, "distributed.init", [&]() -> napi_value {
+    DistArgs a(env, info);
+    const char* fn = "init";
+    int rank = static_cast<int>(number(env, a.at(0, fn), "rank"));
+    int world = static_cast<int>(number(env, a.at(1, fn), "worldSize"));
+    std::string addr = text(env, a.at(2, fn), "masterAddr");
+    double port = number(env, a.at(3, fn), "masterPort");
+    double timeoutMs = number(env, a.at(4, fn), "timeoutMs");
+    std::string backend = text(env, a.at(5, fn), "backend");
+    if (world < 1) throw std::invalid_argument("init: worldSize must be at least 1");
+    if (rank < 0 || rank >= world) throw std::invalid_argument("init: rank must be in [0, worldSize)");
+    if (!(port >= 1 && port <= 65535)) throw std::invalid_argument("init: masterPort must be in 1..65535");
+    if (!(timeoutMs > 0)) throw std::invalid_argument("init: timeoutMs must be positive");
+#ifdef RETAIN_C10D
+    if (g_group) throw std::runtime_error("init: a process group already exists in this process (destroy it first)");
+    auto gr = std::make_unique<Group>();
+    gr->rank = rank;
+    gr->world = world;
+    gr->backend = backend;
+    gr->timeout = std::chrono::milliseconds(static_cast<int64_t>(timeoutMs));
+    tagged(*gr, "rendezvous", [&]() {
+      c10d::TCPStoreOptions so;
+      so.port = static_cast<uint16_t>(port);
+      so.isServer = rank == 0;
+      so.numWorkers = static_cast<size_t>(world);
+      so.waitWorkers = true;
+      so.timeout = gr->timeout;
+      gr->store = c10::make_intrusive<c10d::TCPStore>(addr, so);
+      if (backend == "gloo") {
+        auto opts = c10d::ProcessGroupGloo::Options::create(gr->timeout);
+        opts->devices.push_back(glooDevice(addr));
+        gr->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(gr->store, rank, world, opts);
+      } else if (backend == "nccl") {
+#ifdef RETAIN_NCCL
+        auto opts = c10d::ProcessGroupNCCL::Options::create();
+        opts->timeout = gr->timeout;
+        gr->pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(gr->store, rank, world, opts);
+#else
+        throw std::invalid_argument("init: this build has no NCCL (a CUDA libtorch with NCCL headers is needed); use backend 'gloo' on CPU");
+#endif
+      } else {
+        throw std::invalid_argument("init: backend must be 'gloo' or 'nccl', got '" + backend + "'");
+      }
+      return 0;
+    });
+    g_group = gr.release();
+    return undef(env);
+#else
+    (void)rank;
+    (void)backend;
+    unavailable("distributed.init");
+#endif
+  });
+}
+
+// allreduce(tensors, op) -> work id. One tensor: allreduce; several: allreduce_coalesced (one dtype).
+napi_value Allreduce(napi_env env, napi_callback_info info) {
+  return guarded(env, "distributed.allreduce", [&]() -> napi_value {
+#ifdef RETAIN_C10D
+    DistArgs a(env, info);
+    Group& gr = group("allreduce");
+    auto ts = tensorList(env, a.at(0, "allreduce"), "tensors");
+    checkTensors(ts, gr, "allreduce");
+    double divisor = 1;
+    std::string op = a.argc > 1 ? text(env, a.argv[1], "op") : "sum";
+    auto rop = reduceOp(op, divisor, gr.world);
+    auto work = tagged(gr, "allreduce", [&]() {
+      if (ts.size() == 1) {
+        c10d::AllreduceOptions o;
+        o.reduceOp = rop;
+        o.timeout = gr.timeout;
+        return gr.pg->allreduce(ts, o);
+      }
+      c10d::AllreduceCoalescedOptions o;
+      o.reduceOp = rop;
+      o.timeout = gr.timeout;
+      return gr.pg->allreduce_coalesced(ts, o);
+    });
+    int64_t id = g_nextWork++;
+    g_pending.emplace(id, Pending{work, std::move(ts), divisor});
+    return integer(env, id);
+#else
+    (void)info;
+    unavailable("distributed.allreduce");
+#endif
+  });
+}
+
+// wait(workId): blocks until the work is done (or fails, or passes its deadline); the id is spent either way.
+napi_value Wait(napi_env env, napi_callback_info info) {
+  return guarded(env, "distributed.wait", [&]() -> napi_value {
+#ifdef RETAIN_C10D
+    DistArgs a(env, info);
+    Group& gr = group("wait");
+    auto id = static_cast<int64_t>(number(env, a.at(0, "wait"), "work"));
+    auto it = g_pending.find(id);
+    if (it == g_pending.end()) throw std::invalid_argument("wait: work " + std::to_string(id) + " is unknown or was already waited on");
+    Pending p = std::move(it->second);
+    g_pending.erase(it);
+    tagged(gr, "allreduce", [&]() {
+      waitFor(p.work, gr);
+      return 0;
+    });
+    if (p.divisor != 1) {
+      at::NoGradGuard ng;
+      for (auto& t : p.tensors) t.div_(p.divisor);
+    }
+    return undef(env);
+#else
+    (void)info;
+    unavailable("distributed.wait");
+#endif
+  });
+}
+
+// broadcast(tensors, root): in place, synchronous.
+napi_value Broadcast(napi_env env, napi_callback_info info) {
+  return guarded(env, "distributed.broadcast", [&]() -> napi_value {
+#ifdef RETAIN_C10D
+    DistArgs a(env, info);
+    Group& gr = group("broadcast");
+    auto ts = tensorList(env, a.at(0, "broadcast"), "tensors");
+    int root = static_cast<int>(number(env, a.at(1, "broadcast"), "root"));
+    if (root < 0 || root >= gr.world) throw std::invalid_argument("broadcast: root must be a rank in [0, worldSize)");
+    checkTensors(ts, gr, "broadcast");
+    tagged(gr, "broadcast", [&]() {
+      // Gloo broadcasts one tensor per call (a list means one tensor per device), so each goes on its own.
+      std::vector<c10::intrusive_ptr<c10d::Work>> works;
+      for (auto& t : ts) {
+        std::vector<at::Tensor> one{t};
+        c10d::BroadcastOptions o;
+        o.rootRank = root;
+        o.rootTensor = 0;
+        o.timeout = gr.timeout;
+        works.push_back(gr.pg->broadcast(one, o));
+      }
+      for (auto& w : works) waitFor(w, gr);
+      return 0;
+    });
+    return undef(env);
+#else
+    (void)info;
+    unavailable("distributed.broadcast");
+#endif
+  });
+}
+
+// allgather(tensor) -> [handle per rank], synchronous.
+napi_value Allgather(napi_env env, napi_callback_info info) {
+  return guarded(env, "distributed.allgather", [&]() -> napi_value {
+#ifdef RETAIN_C10D
+    DistArgs a(env, info);
+    Group& gr = group("allgather");
+    auto in = tensorList(env, a.at(0, "allgather"), "tensor");
+    if (in.size() != 1) throw std::invalid_argument("allgather: pass exactly one tensor");
+    checkTensors(in, gr, "allgather");
+    std::vector<std::vector<at::Tensor>> out(1);
+    for (int r = 0; r < gr.world; ++r) out[0].push_back(at::empty_like(in[0]));
+    tagged(gr, "allgather", [&]() {
+      c10d::AllgatherOptions o;
+      o.timeout = gr.timeout;
+      waitFor(gr.pg->allgather(out, in, o), gr);
+      return 0;
+    });
+    napi_value arr;
+    napi_create_array_with_length(env, out[0].size(), &arr);
+    for (size_t r = 0; r < out[0].size(); ++r) {
+      napi_value h;
+      napi_create_int32(env, retain::adoptTensor(out[0][r]), &h);
+      napi_set_element(env, arr, static_cast<uint32_t>(r), h);
+    }
+    return arr;
+#else
+    (void)info;
+    unavailable("distributed.allgather");
+#endif
+  });
+}
+
+napi_value Barrier(napi_env env, napi_callback_info) {
+  return guarded(env, "distributed.barrier", [&]() -> napi_value {
+#ifdef RETAIN_C10D
+    Group& gr = group("barrier");
+    tagged(gr, "barrier", [&]() {
+      c10d::BarrierOptions o;
+      o.timeout = gr.timeout;
+      waitFor(gr.pg->barrier(o), gr);
+      return 0;
+    });
+    return undef(env);
+#else
+    unavailable("distributed.barrier");
+#endif
+  });
+}
+
+// destroy(): drops the group and the store; pending works are abandoned. A no-op without a group.
+napi_value Destroy(napi_env env, napi_callback_info) {
+  return guarded(env, "distributed.destroy", [&]() -> napi_value {
+#ifdef RETAIN_C10D
+    g_pending.clear();
+    delete g_group;
+    g_group = nullptr;
+#endif
+    return undef(env);
+  });
+}
+
+// info() -> { rank, worldSize, backend } or null when no group exists.
+napi_value Info(napi_env env, napi_callback_info) {
+  return guarded(env, "distributed.info", [&]() -> napi_value {
+#ifdef RETAIN_C10D
+    if (!g_group) {
+      napi_value n;
+      napi_get_null(env, &n);
+      return n;
+    }
+    napi_value o;
+    napi_create_object(env, &o);
+    napi_set_named_property(env, o, "rank", integer(env, g_group->rank));
+    napi_set_named_property(env, o, "worldSize", integer(env, g_group->world));
+    napi_value b;
+    napi_create_string_utf8(env, g_group->backend.c_str(), NAPI_AUTO_LENGTH, &b);
+    napi_set_named_property(env, o, "backend", b);
+    napi_set_named_property(env, o, "pending", integer(env, static_cast<int64_t>(g_pending.size())));
+    return o;
+#else
+    napi_value n;
+    napi_get_null(env, &n);
+    return n;
+#endif
+  });
+}
+
+}  // namespace
+
+namespace retain {
+
+void registerDistributed(napi_env env, napi_value exports) {
+  struct Fn {
+    const char* name;
+    napi_callback cb;
+  };
+  const Fn fns[] = {
+      {"distAvailable", Available}, {"distInit", Init},           {"distAllreduce", Allreduce}, {"distWait", Wait},
+      {"distBroadcast", Broadcast}, {"distAllgather", Allgather}, {"distBarrier", Barrier},     {"distDestroy", Destroy},
+      {"distInfo", Info},
+  };
+  for (const auto& f : fns) {
+    napi_value fn;
+    if (napi_create_function(env, f.name, NAPI_AUTO_LENGTH, f.cb, nullptr, &fn) != napi_ok) return;
+    napi_set_named_property(env, exports, f.name, fn);
+  }
+}
+
+}  // namespace retain

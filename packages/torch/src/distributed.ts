@@ -1,0 +1,212 @@
+// torch.distributed for TypeScript: one default process group over PyTorch's own c10d (native/dist.cc) — a TCPStore
+// rendezvous, Gloo on CPU, NCCL on CUDA where the build has it — and a DDP-style gradient reducer on top.
+//
+// Collectives are matched by call order across processes, exactly as in torch.distributed: every rank must issue the
+// same collectives in the same order with tensors of the same shapes. Failures (a peer that died, a timeout) are JS
+// exceptions naming the rank; nothing waits past the group's timeout.
+import { native } from './core.js';
+import { Tensor, tidy, wrap, hs } from './tensor.js';
+import { zeros, tensor as makeTensor } from './creation.js';
+import { noGrad } from './autograd.js';
+import * as G from './ops/generated.js';
+
+export type ReduceOp = 'sum' | 'avg' | 'max' | 'min' | 'product';
+export type Backend = 'gloo' | 'nccl';
+
+interface DistNative {
+  distAvailable(): { c10d: boolean; gloo: boolean; nccl: boolean };
+  distInit(rank: number, world: number, addr: string, port: number, timeoutMs: number, backend: string): void;
+  distAllreduce(handles: number[], op: string): number;
+  distWait(work: number): void;
+  distBroadcast(handles: number[], root: number): void;
+  distAllgather(handles: number[]): number[];
+  distBarrier(): void;
+  distDestroy(): void;
+  distInfo(): { rank: number; worldSize: number; backend: Backend; pending: number } | null;
+}
+
+const dn = native as unknown as DistNative;
+
+/** What this build of the addon can do: c10d at all, Gloo, NCCL. */
+export function available(): { c10d: boolean; gloo: boolean; nccl: boolean } {
+  if (typeof dn.distAvailable !== 'function') return { c10d: false, gloo: false, nccl: false };
+  return dn.distAvailable();
+}
+
+export interface InitOptions {
+  rank: number;
+  worldSize: number;
+  /** Address of rank 0, which hosts the TCPStore. */
+  masterAddr: string;
+  masterPort: number;
+  /** Rendezvous and per-collective timeout (default 300 s). */
+  timeoutMs?: number;
+  backend?: Backend;
+}
+
+/** Joins the default process group; blocks until every rank has joined (or the timeout passes). */
+export function initProcessGroup(o: InitOptions): void {
+  const a = available();
+  const backend = o.backend ?? 'gloo';
+  if (!a.c10d) throw new Error('torch.distributed: @retain/torch was built without c10d/Gloo (install libgloo-dev, then RETAIN_REBUILD=1 npm ci)');
+  if (backend === 'nccl' && !a.nccl) throw new Error('torch.distributed: this build has no NCCL (needs a CUDA libtorch with NCCL headers at build time); use the gloo backend');
+  dn.distInit(o.rank, o.worldSize, o.masterAddr, o.masterPort, o.timeoutMs ?? 300_000, backend);
+}
+
+export function isInitialized(): boolean {
+  return typeof dn.distInfo === 'function' && dn.distInfo() !== null;
+}
+
+function info(fn: string): { rank: number; worldSize: number; backend: Backend } {
+  const i = typeof dn.distInfo === 'function' ? dn.distInfo() : null;
+  if (!i) throw new Error(`torch.distributed.${fn}: the process group is not initialised`);
+  return i;
+}
+
+export function getRank(): number {
+  return info('getRank').rank;
+}
+
+export function getWorldSize(): number {
+  return info('getWorldSize').worldSize;
+}
+
+export function getBackend(): Backend {
+  return info('getBackend').backend;
+}
+
+/** An asynchronous collective in flight; wait() once before reading its tensors. */
+export class Work {
+  private done = false;
+  constructor(private readonly id: number) {}
+  wait(): void {
+    if (this.done) return;
+    this.done = true;
+    dn.distWait(this.id);
+  }
+}
+
+/** Starts an in-place reduction of `tensors` across ranks (several tensors: one coalesced collective, one dtype). */
+export function allReduce(tensors: Tensor[], op: ReduceOp = 'sum'): Work {
+  return new Work(dn.distAllreduce(hs(tensors), op));
+}
+
+/** In-place, synchronous: every rank ends with root's values. */
+export function broadcast(tensors: Tensor[], root = 0): void {
+  dn.distBroadcast(hs(tensors), root);
+}
+
+/** Every rank's copy of `t` (same shape on every rank), in rank order. */
+export function allGather(t: Tensor): Tensor[] {
+  return dn.distAllgather(hs([t])).map(wrap);
+}
+
+export function barrier(): void {
+  dn.distBarrier();
+}
+
+/** Leaves the group (pending works are abandoned). Safe to call when no group exists. */
+export function destroyProcessGroup(): void {
+  if (typeof dn.distDestroy === 'function') dn.distDestroy();
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Gradient reduction, as DDP does it: gradients are flattened into buckets of about `bucketBytes` (25 MB, DDP's
+// default) in reverse parameter order — roughly the order backward produces them — and each bucket's all-reduce is
+// launched as soon as it is flattened, so communication of bucket k overlaps flattening of k+1..n and the
+// scatter-back of earlier ones. Every work is waited before this returns, that is before the optimizer step.
+
+export interface ReduceGradsOptions {
+  /** Bucket size in bytes (default 25 MiB). */
+  bucketBytes?: number;
+  /** 'sum' (default) or 'avg' of the gradients over ranks. */
+  op?: 'sum' | 'avg';
+  /** Scalars reduced (summed) in the same round, returned in order: the step's loss, counts. */
+  scalars?: number[];
+}
+
+export interface ReduceGradsResult {
+  scalars: number[];
+  buckets: number;
+}
+
+interface Bucket {
+  params: Tensor[];
+  numels: number[];
+  dtype: Tensor['dtype'];
+  device: string;
+}
+
+/** Groups parameters into buckets: reverse order, one dtype and device per bucket, about `bytes` each. */
+export function gradBuckets(params: Tensor[], bytes = 25 * 2 ** 20): Bucket[] {
+  const out: Bucket[] = [];
+  let cur: Bucket | null = null;
+  let curBytes = 0;
+  for (let i = params.length - 1; i >= 0; i--) {
+    const p = params[i];
+    const n = p.numel();
+    const dtype = p.dtype;
+    const device = p.device;
+    const size = n * ({ float64: 8, float32: 4, float16: 2, bfloat16: 2 } as Record<string, number>)[dtype];
+    if (!cur || cur.dtype !== dtype || cur.device !== device || curBytes + size > bytes) {
+      if (cur && cur.params.length) out.push(cur);
+      cur = { params: [], numels: [], dtype, device };
+      curBytes = 0;
+    }
+    cur.params.push(p);
+    cur.numels.push(n);
+    curBytes += size;
+  }
+  if (cur && cur.params.length) out.push(cur);
+  return out;
+}
+
+/**
+ * Reduces the `.grad` of every parameter across ranks, in place. A null gradient counts as zeros; a parameter whose
+ * gradient is null on every rank keeps a null gradient (as an unused parameter has in one process), so optimizers
+ * that skip gradient-less parameters behave as they would alone.
+ */
+export function reduceGradients(params: Tensor[], o: ReduceGradsOptions = {}): ReduceGradsResult {
+  const backend = getBackend();
+  const world = getWorldSize();
+  const op = o.op ?? 'sum';
+  const scalars = o.scalars ?? [];
+  const buckets = gradBuckets(params, o.bucketBytes);
+  return noGrad(() => tidy(() => {
+    const works: Work[] = [];
+    const flats: Tensor[] = [];
+    for (const b of buckets) {
+      const parts = b.params.map((p, k) => {
+        const g = p.grad;
+        return g === null ? zeros([b.numels[k]], { dtype: b.dtype, device: b.device }) : g.reshape(-1);
+      });
+      let flat = parts.length === 1 ? parts[0].clone() : G.cat(parts);
+      // Gloo reduces CPU tensors and has no bfloat16 sum: such buckets travel as CPU float32.
+      if (backend === 'gloo' && (b.device !== 'cpu' || b.dtype === 'bfloat16')) flat = flat.to({ device: 'cpu', dtype: b.dtype === 'bfloat16' ? 'float32' : b.dtype });
+      flats.push(flat);
+      works.push(allReduce([flat], 'sum'));
+    }
+    // One small reduction carries which parameters have a gradient anywhere, and the caller's scalars (float64).
+    const meta = makeTensor(Float64Array.from([...params.map((p) => (p.grad === null ? 0 : 1)), ...scalars]), { shape: [params.length + scalars.length] });
+    works.push(allReduce([meta], 'sum'));
+    for (const w of works) w.wait();
+    const m = meta.data() as Float64Array;
+    const present = new Map<Tensor, boolean>(params.map((p, i) => [p, m[i] > 0]));
+    buckets.forEach((b, k) => {
+      let flat = flats[k];
+      if (op === 'avg') flat = flat.div(world);
+      if (flat.device !== b.device || flat.dtype !== b.dtype) flat = flat.to({ device: b.device, dtype: b.dtype });
+      let off = 0;
+      b.params.forEach((p, j) => {
+        const n = b.numels[j];
+        const slice = flat.narrow(0, off, n).view(p.shape);
+        off += n;
+        if (!present.get(p)) return;
+        const g = p.grad;
+        if (g !== null) g.copy_(slice);
+        else p.grad = slice.clone(); // the grad slot holds the native tensor; this scope releases only the handle
+      });
+    });
+    return { scalars: Array.from(m.subarray(params.length)), buckets: buckets.length };
+  }));
+}
