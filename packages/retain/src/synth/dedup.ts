@@ -91,6 +91,11 @@ export class Deduplicator {
     if (!(Number.isInteger(this.n) && this.n >= 1)) throw new RangeError(`dedup: ngram must be a positive integer, got ${this.n}`);
   }
 
+  /** The options with their defaults filled in. */
+  get settings(): Required<DedupOptions> {
+    return { exact: this.exact, jaccard: this.threshold, ngram: this.n, bands: this.bands, rows: this.rows };
+  }
+
   get size(): number {
     return this.sets.length;
   }

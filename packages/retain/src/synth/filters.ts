@@ -17,6 +17,13 @@ export interface FilterOptions {
 
 export type FilterReason = 'empty' | 'too_short' | 'too_long' | 'repetitive' | 'loss_low' | 'loss_high' | 'loss_nan';
 
+/** The options with their defaults filled in (what a run records to recognise its settings on resume). */
+export function resolveFilters(o: FilterOptions): FilterOptions {
+  const r: FilterOptions = { maxRepeat: o.maxRepeat === undefined ? 0.5 : o.maxRepeat, repeatNgram: o.repeatNgram ?? 3 };
+  for (const k of ['minTokens', 'maxTokens', 'minLoss', 'maxLoss'] as const) if (o[k] !== undefined) r[k] = o[k];
+  return r;
+}
+
 /** Share of the text's word n-grams that already occurred earlier in it: 0 for no repeats, near 1 for a loop. */
 export function repeatedNgramRatio(text: string, n = 3): number {
   const w = text.toLowerCase().split(/\s+/).filter(Boolean);

@@ -27,7 +27,7 @@ import { epochOrder } from '../data/loader.js';
 import type { ChatTemplate } from '../data/formats.js';
 import { synthModel, type Sample, type SampleOptions, type SynthModel } from './lm.js';
 import { Deduplicator, type DedupOptions } from './dedup.js';
-import { lossFilter, textFilter, type FilterOptions } from './filters.js';
+import { lossFilter, resolveFilters, textFilter } from './filters.js';
 import { demoFields, fewshotPrompt, jinjaChatTemplate, parseFewshot, stopText, userTurnOpening, type Demo } from './prompts.js';
 import { answer, basePromptIds, rankAnswers, specialStops, type AnswerTask, type Candidate } from './consensus.js';
 import { selectDiverse } from './kmeans.js';
@@ -206,7 +206,7 @@ export async function synthesize(o: SynthOptions): Promise<SynthResult> {
   const seed = o.seed ?? 0;
   const sampling: SampleOptions = { maxNewTokens: o.maxNewTokens ?? 128, temperature: o.temperature ?? 1, topP: o.topP, topK: o.topK };
   const answerOpts: SampleOptions = { ...sampling, maxNewTokens: o.answerTokens ?? sampling.maxNewTokens };
-  const filters = o.filters ?? {};
+  const filters = resolveFilters(o.filters ?? {});
   const answerModelsGiven = o.answerModels ?? [];
   if (mode === 'bos' && (answerModelsGiven.length || o.minScore !== undefined)) throw new Error('synth: bos samples have no prompt to answer; answer models and min score need mode magpie or fewshot');
   if (o.select && !(Number.isInteger(o.select.k) && o.select.k > 0 && Number.isInteger(o.select.perCluster) && o.select.perCluster > 0)) {
@@ -278,13 +278,14 @@ export async function synthesize(o: SynthOptions): Promise<SynthResult> {
     const scorers = answerers.length ? answerers : [m];
 
     // ---- output, settings and resume --------------------------------------------------------------------------
+    const dedup = o.dedup === false ? null : new Deduplicator(o.dedup);
     const file = o.select ? poolPath(o.out) : o.out;
     const metaPath = `${file}.meta.json`;
     const settings = {
       version: 1, model: typeof o.model === 'string' ? resolve(o.model) : base.p.source.path, mode, seed, batchSize, sampling, answerOpts,
-      startText: o.startText ?? null, system: o.system ?? null, chatTemplate: o.chatTemplate ? hashOf(o.chatTemplate) : null,
+      startIds, system: o.system ?? null, chatTemplate: o.chatTemplate ? hashOf(o.chatTemplate) : null,
       demos: mode === 'fewshot' ? hashOf(demos) : null, shots: o.shots ?? 3, promptField, answerField, answer: answerMagpie,
-      dedup: o.dedup === false ? false : o.dedup ?? {}, filters, answerModels: answerers.map((a) => (typeof a.name === 'string' && existsSync(a.name) ? resolve(a.name) : a.name)), minScore: o.minScore ?? null,
+      dedup: dedup?.settings ?? false, filters, answerModels: answerers.map((a) => (typeof a.name === 'string' && existsSync(a.name) ? resolve(a.name) : a.name)), minScore: o.minScore ?? null,
     };
     const existing = readExisting(file);
     if (existsSync(file) && statSync(file).size > 0) {
@@ -300,7 +301,6 @@ export async function synthesize(o: SynthOptions): Promise<SynthResult> {
     if (existing.goodBytes < existing.size) truncateSync(file, existing.goodBytes); // a torn last line from an interrupted write
     writeFileSync(metaPath, JSON.stringify({ settings }, null, 2) + '\n');
 
-    const dedup = o.dedup === false ? null : new Deduplicator(o.dedup);
     const records = existing.records.slice();
     for (const r of records) dedup?.add(recordKey(r, fields));
     let lastIndex = records.length ? Math.max(...records.map((r) => r.synth.index)) : -1;
