@@ -27,7 +27,7 @@ import { epochOrder } from '../data/loader.js';
 import type { ChatTemplate } from '../data/formats.js';
 import { synthModel, type Sample, type SampleOptions, type SynthModel } from './lm.js';
 import { Deduplicator, type DedupOptions } from './dedup.js';
-import { lossFilter, resolveFilters, textFilter } from './filters.js';
+import { lossFilter, resolveFilters, textFilter, type FilterOptions } from './filters.js';
 import { demoFields, fewshotPrompt, jinjaChatTemplate, parseFewshot, stopText, userTurnOpening, type Demo } from './prompts.js';
 import { answer, basePromptIds, rankAnswers, specialStops, type AnswerTask, type Candidate } from './consensus.js';
 import { selectDiverse } from './kmeans.js';
