@@ -12,7 +12,7 @@ import { synthesize, type SynthOptions } from '../src/synth/index.js';
 import { synthModel } from '../src/synth/lm.js';
 import { answerLogProb, rankAnswers } from '../src/synth/consensus.js';
 import { loadPretrained } from '../src/models/hub.js';
-import { parseTrainConfig } from '../src/config.js';
+import { loadTrainConfig, parseTrainConfig } from '../src/config.js';
 import { runTraining } from '../src/train/run.js';
 import { readRecords } from '../src/data/readers.js';
 import { needShared, sharedPath } from './helpers.js';
@@ -193,4 +193,15 @@ test('char-LSTM: context-free sampling after a start character, deterministic, c
     for (const ch of r.text) assert.ok(vocab.has(ch), `character ${JSON.stringify(ch)}`);
     assert.ok(r.synth.loss > 0 && r.synth.loss < 5);
   }
+});
+
+test('the shipped synth-mix config trains on the shipped synthesised set (2 steps, from the repository root)', async () => {
+  const root = new URL('../../../', import.meta.url).pathname;
+  const cfg = loadTrainConfig(new URL('../configs/stories260k-arith-synth-mix.yaml', import.meta.url).pathname);
+  const mix = cfg.methods.find((m) => typeof m === 'object' && m.name === 'mixing') as { general: { path: string } };
+  const general = join(root, mix.general.path);
+  const recs = lines(general);
+  assert.ok(recs.length >= 256 && recs.every((r) => typeof r.text === 'string' && r.synth.mode === 'bos'));
+  const res = await runTraining({ ...cfg, methods: [{ ...mix, general: { ...mix.general, path: general } }], training: { ...cfg.training, max_steps: 2, batch_size: 4 }, output_dir: join(dir, 'shipped') }, undefined, { progress: false });
+  assert.equal(res.steps, 2);
 });

@@ -19,7 +19,6 @@
 // settings is refused. Each record is one write of a whole line, synced; a torn last line is cut off on resume.
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, statSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import { createHash } from 'node:crypto';
-import { resolve } from 'node:path';
 import * as torch from '@retain/torch';
 import { loadPretrained, type Pretrained } from '../models/hub.js';
 import { readRecords } from '../data/readers.js';
@@ -282,10 +281,10 @@ export async function synthesize(o: SynthOptions): Promise<SynthResult> {
     const file = o.select ? poolPath(o.out) : o.out;
     const metaPath = `${file}.meta.json`;
     const settings = {
-      version: 1, model: typeof o.model === 'string' ? resolve(o.model) : base.p.source.path, mode, seed, batchSize, sampling, answerOpts,
+      version: 1, model: typeof o.model === 'string' ? o.model : base.p.source.path, mode, seed, batchSize, sampling, answerOpts,
       startIds, system: o.system ?? null, chatTemplate: o.chatTemplate ? hashOf(o.chatTemplate) : null,
       demos: mode === 'fewshot' ? hashOf(demos) : null, shots: o.shots ?? 3, promptField, answerField, answer: answerMagpie,
-      dedup: dedup?.settings ?? false, filters, answerModels: answerers.map((a) => (typeof a.name === 'string' && existsSync(a.name) ? resolve(a.name) : a.name)), minScore: o.minScore ?? null,
+      dedup: dedup?.settings ?? false, filters, answerModels: answerers.map((a) => a.name), minScore: o.minScore ?? null,
     };
     const existing = readExisting(file);
     if (existsSync(file) && statSync(file).size > 0) {
