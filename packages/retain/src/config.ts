@@ -10,6 +10,8 @@ const formatSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('chat'), messages_field: z.string().default('messages') }).strict(),
   z.object({ type: z.literal('text'), text_field: z.string().default('text') }).strict(),
   z.object({ type: z.literal('classification'), text_field: z.string().default('text'), label_field: z.string().default('label'), labels: z.array(z.string()).min(2), template: z.string().optional() }).strict(),
+  // Dense inputs (image pixels) and a class index; the run trains with the classification loss (MNIST MLP).
+  z.object({ type: z.literal('image_classification'), image_field: z.string().default('image'), label_field: z.string().default('label'), shape: z.array(z.number().int().positive()).min(1).default([784]), num_classes: z.number().int().min(2), scale: z.number().positive().default(1) }).strict(),
 ]);
 
 const dataSchema = z.object({

@@ -64,6 +64,11 @@ function truncate(ex: Example, maxLength?: number): Example {
   return { ...ex, ids: ex.ids.slice(0, maxLength), lossMask: ex.lossMask.slice(0, maxLength) };
 }
 
+/** A tokenizer without an end-of-sequence token (a character vocabulary: eosId −1) gets none appended. */
+function withEos(ids: number[], tok: Tokenizer): number[] {
+  return tok.eosId >= 0 ? [...ids, tok.eosId] : ids;
+}
+
 /** Tokens of `text` that continue `prefixIds`, so BPE merges at the seam match tokenizing the whole. */
 function continuation(tok: Tokenizer, prefixText: string, fullText: string): { prefix: number[]; full: number[] } {
   return { prefix: tok.encode(prefixText, { bos: true }), full: tok.encode(fullText, { bos: true }) };
@@ -82,7 +87,7 @@ export function toExample(r: Record_, spec: FormatSpec, ctx: FormatContext): Exa
       // Positions whose tokens agree with the prompt's tokenization are prompt; the rest (and EOS) are trained.
       let k = 0;
       while (k < prefix.length && k < full.length && prefix[k] === full[k]) k++;
-      const ids = [...full, tok.eosId];
+      const ids = withEos(full, tok);
       const lossMask = ids.map((_, i) => (i >= k ? 1 : 0));
       return truncate({ id: r.id, ids, lossMask, source }, ctx.maxLength);
     }
@@ -107,7 +112,7 @@ export function toExample(r: Record_, spec: FormatSpec, ctx: FormatContext): Exa
     }
     case 'text': {
       const text = field(r, spec.textField ?? 'text', 'text');
-      const ids = [...tok.encode(text, { bos: true }), tok.eosId];
+      const ids = withEos(tok.encode(text, { bos: true }), tok);
       return truncate({ id: r.id, ids, lossMask: ids.map((_, i) => (i === 0 ? 0 : 1)), source }, ctx.maxLength);
     }
     case 'classification': {

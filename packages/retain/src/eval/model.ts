@@ -10,6 +10,7 @@ import { loadPretrained, type Pretrained } from '../models/hub.js';
 import { generate, type CausalLM } from '../models/generate.js';
 import { CharLSTM, type CharVocab } from '../models/charlstm.js';
 import { MnistMLP } from '../models/mlp.js';
+import { CharTokenizer } from '../tokenizers/char.js';
 
 export interface EvalModel {
   /** Display name (the folder's name). */
@@ -106,6 +107,13 @@ export function classifierEvalModel(model: torch.nn.Module & { forward(x: Tensor
   };
 }
 
+/** The adapter for whatever loadPretrained returned: the char-LSTM and the MNIST MLP by model_type, else a causal LM. */
+export function pretrainedEvalModel(p: Pretrained, name = p.source.path.split('/').filter(Boolean).pop() ?? 'model', maxLength = 512): EvalModel {
+  if (p.config.model_type === 'charlstm' && p.tokenizer instanceof CharTokenizer) return charLstmEvalModel(p.model as unknown as CharLSTM, p.tokenizer.vocab, name, p.source.path, maxLength);
+  if (p.config.model_type === 'mnist_mlp') return classifierEvalModel(p.model as unknown as MnistMLP, name, p.source.path);
+  return causalLmEvalModel(p, name);
+}
+
 /** Loads any model retain reads: HF directory, llama2.c .bin, ml5 char-LSTM or ml5 MLP folder. */
 export async function loadEvalModel(path: string, opts: { tokenizer?: string; maxLength?: number } = {}): Promise<EvalModel> {
   if (!existsSync(path)) throw new Error(`model not found: ${path}`);
@@ -122,7 +130,7 @@ export async function loadEvalModel(path: string, opts: { tokenizer?: string; ma
   }
   const p = await loadPretrained(path, { tokenizer: opts.tokenizer });
   p.model.eval();
-  const em = causalLmEvalModel(p, name);
+  const em = pretrainedEvalModel(p, name, opts.maxLength ?? 512);
   if (opts.maxLength) em.maxLength = Math.min(em.maxLength, opts.maxLength);
   return em;
 }

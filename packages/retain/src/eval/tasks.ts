@@ -271,6 +271,12 @@ function goldIndex(v: unknown, choices: string[], labels: string[] | undefined, 
   throw new Error(`record ${id}: answer '${s}' is neither a choice index, a choice label${labels ? ` (${labels.join(', ')})` : ''} nor the text of a choice`);
 }
 
+// Class labels '0'..'65535' for goldIndex, built once: building them per image made scoring 2,000 digits take ~10 s.
+let classIndexCache: string[] | null = null;
+function classIndices(): string[] {
+  return (classIndexCache ??= Array.from({ length: 1 << 16 }, (_, i) => String(i)));
+}
+
 export function toDoc(spec: TaskSpec, r: Record_): Doc {
   const pre = spec.preprocess && !['piqa', 'hellaswag'].includes(spec.preprocess) ? PREPROCESS[spec.preprocess] : undefined;
   if (spec.preprocess && !pre && !['piqa', 'hellaswag'].includes(spec.preprocess)) {
@@ -308,7 +314,7 @@ export function toDoc(spec: TaskSpec, r: Record_): Doc {
       const n = spec.image_shape.reduce((a, b) => a * b, 1);
       if (px.length !== n) throw new Error(`record ${id}: image has ${px.length} values, image_shape ${JSON.stringify(spec.image_shape)} needs ${n}`);
       const img = Float32Array.from(px as number[], (v) => v / spec.image_scale);
-      return { id, prompt: '', image: img, label: goldIndex(x[spec.answer], Array.from({ length: 1 << 16 }, (_, i) => String(i)), spec.choice_labels, id) };
+      return { id, prompt: '', image: img, label: goldIndex(x[spec.answer], classIndices(), spec.choice_labels, id) };
     }
   }
 }

@@ -1,15 +1,21 @@
 // Loading and saving models in the formats users bring: Hugging Face directories (config.json + single or sharded
-// safetensors + tokenizer), llama2.c checkpoints (.bin + tokenizer .bin). Pickle checkpoints are refused: they can
-// run arbitrary code when loaded and need Python to read.
+// safetensors + tokenizer), llama2.c checkpoints (.bin + tokenizer .bin), ml5 folders (manifest.json + raw float32
+// files: the char-LSTM when vocab.json is beside them, else the MNIST MLP). Pickle checkpoints are refused: they can
+// run arbitrary code when loaded and need Python to read. The ml5 models save as HF-style directories (model_type
+// 'charlstm' / 'mnist_mlp', safetensors under the ml5 variable names with '/' → '.', vocab.json copied), so a
+// fine-tuned one reloads through the same path.
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import * as torch from '@retain/torch';
 import { LlamaForCausalLM, type LlamaConfig } from './llama.js';
 import { GPT2LMHeadModel, gpt2CheckpointKeys, type GPT2Config } from './gpt2.js';
 import { readLlama2c } from './llama2c.js';
+import { CharLSTM, type CharLSTMConfig } from './charlstm.js';
+import { MnistMLP } from './mlp.js';
 import { loadWeights } from './weights.js';
 import { Llama2cTokenizer, type Tokenizer } from '../tokenizers/llama2c.js';
 import { loadHfTokenizer } from '../tokenizers/hf.js';
+import { CharTokenizer } from '../tokenizers/char.js';
 
 /** A loaded model with what is needed to save it back. */
 export interface Pretrained {
@@ -17,7 +23,7 @@ export interface Pretrained {
   config: Record<string, unknown>;
   tokenizer: Tokenizer | null;
   /** Where it came from and in which format. */
-  source: { path: string; format: 'hf' | 'llama2c' };
+  source: { path: string; format: 'hf' | 'llama2c' | 'ml5' };
   /** Tokenizer files to copy when saving (HF). */
   tokenizerFiles: string[];
 }
@@ -30,6 +36,9 @@ export const ARCHITECTURES = new Map<string, Builder>([
   ['qwen2', (c) => new LlamaForCausalLM(c as LlamaConfig)],
   ['mistral', (c) => new LlamaForCausalLM(c as LlamaConfig)],
   ['gpt2', (c) => new GPT2LMHeadModel(c as GPT2Config)],
+  // Their typed configs lack an index signature; the loop only reads `config` back for saving.
+  ['charlstm', (c) => new CharLSTM(c as unknown as CharLSTMConfig) as unknown as Pretrained['model']],
+  ['mnist_mlp', (c) => new MnistMLP({ sizes: c.sizes as number[] }) as unknown as Pretrained['model']],
 ]);
 
 /** Checkpoint key fix-ups by model_type (the original GPT-2 files store keys without the `transformer.` prefix). */
@@ -79,6 +88,7 @@ export async function loadPretrained(path: string, opts: { dtype?: torch.DType; 
     if (PICKLE.test(path)) refusePickle(path);
     throw new Error(`${path}: not a model directory (config.json + *.safetensors) nor a llama2.c .bin checkpoint`);
   }
+  if (existsSync(join(path, 'manifest.json')) && !existsSync(join(path, 'config.json'))) return loadMl5(path, opts.dtype);
   const cfgPath = join(path, 'config.json');
   if (!existsSync(cfgPath)) throw new Error(`${path}: no config.json; a Hugging Face model directory needs one`);
   let config: Record<string, unknown>;
@@ -108,10 +118,29 @@ export async function loadPretrained(path: string, opts: { dtype?: torch.DType; 
   // A llama2.c tokenizer saved beside HF weights (a converted stories model) is found too.
   const l2c = files.find((f) => /^tok.*\.bin$/.test(f) || f === 'tokenizer.bin');
   if (l2c) tokenizerFiles.push(join(path, l2c));
+  // A character vocabulary (a saved char-LSTM) goes with its weights as the tokenizer files do.
+  const charVocab = type === 'charlstm' && existsSync(join(path, 'vocab.json')) ? join(path, 'vocab.json') : null;
+  if (charVocab) tokenizerFiles.push(charVocab);
   const tokenizer = opts.tokenizer
     ? await loadTokenizer(opts.tokenizer)
-    : existsSync(join(path, 'tokenizer.json')) ? await loadHfTokenizer(path) : l2c ? Llama2cTokenizer.fromFile(join(path, l2c)) : null;
+    : existsSync(join(path, 'tokenizer.json')) ? await loadHfTokenizer(path) : l2c ? Llama2cTokenizer.fromFile(join(path, l2c)) : charVocab ? CharTokenizer.fromFile(charVocab) : null;
   return { model, config, tokenizer, source: { path, format: 'hf' }, tokenizerFiles };
+}
+
+function loadMl5(path: string, dtype?: torch.DType): Pretrained {
+  const vocabPath = join(path, 'vocab.json');
+  let p: Pretrained;
+  if (existsSync(vocabPath)) {
+    const { model, vocab } = CharLSTM.fromMl5(path);
+    const config = { model_type: 'charlstm', ...model.config };
+    p = { model: model as unknown as Pretrained['model'], config, tokenizer: new CharTokenizer(vocab), source: { path, format: 'ml5' }, tokenizerFiles: [vocabPath] };
+  } else {
+    const model = MnistMLP.fromMl5(path);
+    const config = { model_type: 'mnist_mlp', ...model.config };
+    p = { model: model as unknown as Pretrained['model'], config, tokenizer: null, source: { path, format: 'ml5' }, tokenizerFiles: [] };
+  }
+  if (dtype) p.model.to(dtype);
+  return p;
 }
 
 export async function loadTokenizer(path: string): Promise<Tokenizer> {
@@ -132,7 +161,8 @@ export function savePretrained(p: Pretrained, dir: string, opts: { maxShardBytes
     if (torch.tidy(() => t.isfinite().all().item() === 0)) throw new Error(`refusing to save ${dir}: weight '${k}' holds NaN or Inf`);
   }
   torch.io.saveSharded(dir, sd, { maxShardBytes: opts.maxShardBytes ?? 5e9 });
-  const config = { ...p.model.config, torch_dtype: [...sd.values()][0]?.dtype ?? 'float32' };
+  // The ml5 models' own configs have no model_type; the loader put it in p.config.
+  const config = { model_type: p.config.model_type, ...p.model.config, torch_dtype: [...sd.values()][0]?.dtype ?? 'float32' };
   writeFileSync(join(dir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
   for (const f of p.tokenizerFiles) copyFileSync(f, join(dir, basename(f)));
 }

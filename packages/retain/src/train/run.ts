@@ -7,11 +7,11 @@ import { readRecords } from '../data/readers.js';
 import { pack, toExample, type Example, type FormatSpec } from '../data/formats.js';
 import { collate, disposeBatch } from '../data/loader.js';
 import { HfTokenizer } from '../tokenizers/hf.js';
-import { causalLmLoss, train, type TrainResult } from './trainer.js';
+import { causalLmLoss, classificationLoss, train, type LossFn, type TrainResult } from './trainer.js';
 import type { Method, TrainableModel } from './hooks.js';
 import { buildMethods } from '../methods/registry.js';
 import { ForgettingMonitor } from '../eval/monitor.js';
-import { causalLmEvalModel } from '../eval/model.js';
+import { pretrainedEvalModel } from '../eval/model.js';
 import { resolveTasks } from '../eval/tasks.js';
 import { activeDist } from './dist.js';
 
@@ -23,10 +23,18 @@ function formatSpec(f: DataCfg['format']): FormatSpec {
     case 'chat': return { type: f.type, messagesField: f.messages_field };
     case 'text': return { type: f.type, textField: f.text_field };
     case 'classification': return { type: f.type, textField: f.text_field, labelField: f.label_field, labels: f.labels, template: f.template };
+    case 'image_classification': return { type: f.type, imageField: f.image_field, labelField: f.label_field, shape: f.shape, numClasses: f.num_classes, scale: f.scale };
   }
 }
 
 export async function loadExamples(d: DataCfg, p: Pretrained, source: string): Promise<Example[]> {
+  // Images need no tokenizer (the MNIST MLP has none).
+  if (d.format.type === 'image_classification') {
+    let records = await readRecords(d.path, { format: d.reader });
+    if (d.limit) records = records.slice(0, d.limit);
+    const spec = formatSpec(d.format);
+    return records.map((r) => toExample(r, spec, { tokenizer: null as never, source }));
+  }
   if (!p.tokenizer) throw new Error(`the model at ${p.source.path} has no tokenizer; set model.tokenizer in the config`);
   let records = await readRecords(d.path, { format: d.reader });
   if (d.limit) records = records.slice(0, d.limit);
@@ -37,14 +45,14 @@ export async function loadExamples(d: DataCfg, p: Pretrained, source: string): P
 }
 
 /** Mean next-token loss over examples (no grad), in batches. */
-export function evalLoss(model: TrainableModel, examples: Example[], batchSize = 8): number {
+export function evalLoss(model: TrainableModel, examples: Example[], batchSize = 8, lossFn: LossFn = causalLmLoss): number {
   let sum = 0;
   let count = 0;
   torch.inferenceMode(() => {
     for (let i = 0; i < examples.length; i += batchSize) {
       torch.tidy(() => {
         const b = collate(examples.slice(i, i + batchSize));
-        const sl = causalLmLoss(model, b);
+        const sl = lossFn(model, b);
         sum += sl.sums.sum().item();
         count += sl.counts.sum().item();
         disposeBatch(b);
@@ -73,13 +81,14 @@ export async function runTraining(cfg: TrainConfig, methods: Method[] = buildMet
     const role = Object.fromEntries(mc.target.map((t) => [t, 'target' as const]));
     const tasks = resolveTasks(mc.tasks, { dataDir: mc.data_dir, role });
     for (const t of mc.target) if (!tasks.some((x) => x.spec.name === t)) throw new Error(`monitor.target: '${t}' is not one of monitor.tasks (${tasks.map((x) => x.spec.name).join(', ')})`);
-    monitor = new ForgettingMonitor(causalLmEvalModel(p), { every: mc.every, tasks, limit: mc.limit, maxForgetting: mc.max_forgetting, onExceed: mc.on_exceed, batchSize: mc.batch_size, verbose: opts.progress ?? true });
+    monitor = new ForgettingMonitor(pretrainedEvalModel(p), { every: mc.every, tasks, limit: mc.limit, maxForgetting: mc.max_forgetting, onExceed: mc.on_exceed, batchSize: mc.batch_size, verbose: opts.progress ?? true });
     // Last, so that it sees each step's weights after every other method has acted.
     methods = [...methods, monitor];
   }
   model.train();
   const params = model.parameters().filter((t) => t.requiresGrad);
   const t = cfg.training;
+  const lossFn: LossFn = cfg.data.train.format.type === 'image_classification' ? classificationLoss : causalLmLoss;
   const optimizer = t.optimizer === 'sgd'
     ? new torch.optim.SGD(params, { lr: t.lr, momentum: t.momentum, weightDecay: t.weight_decay })
     : new torch.optim.AdamW(params, { lr: t.lr, betas: t.betas, weightDecay: t.weight_decay });
@@ -87,6 +96,7 @@ export async function runTraining(cfg: TrainConfig, methods: Method[] = buildMet
     model,
     optimizer,
     examples: trainSet,
+    lossFn,
     batchSize: t.batch_size,
     gradAccum: t.grad_accum,
     epochs: t.epochs,
@@ -100,7 +110,7 @@ export async function runTraining(cfg: TrainConfig, methods: Method[] = buildMet
     keepCheckpoints: t.keep_checkpoints,
     resume: cfg.resume,
     evalEvery: evalSet ? t.eval_every : null,
-    evaluate: evalSet ? () => { model.eval(); const l = evalLoss(model, evalSet); model.train(); return { eval_loss: +l.toFixed(6) }; } : undefined,
+    evaluate: evalSet ? () => { model.eval(); const l = evalLoss(model, evalSet, 8, lossFn); model.train(); return { eval_loss: +l.toFixed(6) }; } : undefined,
     logEvery: t.log_every,
     progress: opts.progress,
     autocast: t.precision === 'bf16' ? 'bfloat16' : t.precision === 'fp16' ? 'float16' : null,

