@@ -6,6 +6,7 @@
 //   mnist     MNIST MLP → rotated digits (same head), and → a new-head task with linear probe and FLOW's vision variant
 //   mixstudy  the mixed-training study at small scale: NLI model → linear equations, math-only vs 1:1 … 15:1
 // Usage: npm run bench:forgetting -- [--only stories,charlstm,mnist,mixstudy] [--steps N] [--no-pairs] [--out dir]
+//        [--fresh]        (retrain every recipe; by default finished runs with unchanged settings are reused)
 //        [--write-docs]   (replaces the suite's block in docs/RESULTS.md with the table, command, machine and date)
 // Prints one JSON object (per suite: seconds, runs, refused pairs, the Pareto-best runs) on stdout; progress on stderr.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -45,7 +46,8 @@ export const STORIES_METHODS: Record<string, Recipe> = {
   lora: { label: 'LoRA', methods: [{ name: 'lora', r: 16, save_merged: true }] },
   wise: { label: 'WiSE-FT', methods: [{ name: 'wise', alpha: 0.5 }] },
   hft: { label: 'HFT', methods: ['hft'] },
-  probe: { label: 'probe', methods: [{ name: 'probe', head: 'lm_head' }] },
+  // stories260K ties its head to the token embedding, so the probed "head" is that shared matrix.
+  probe: { label: 'probe (tied head)', methods: [{ name: 'probe', head: 'embed_tokens' }] },
 };
 
 function storiesRecipes(pairs: boolean): { recipes: Recipe[]; refused: { label: string; reason: string }[] } {
@@ -115,7 +117,7 @@ for (const suite of only) {
   if (suite === 'stories') {
     const r = storiesRecipes(!flag('--no-pairs'));
     refused = r.refused;
-    c = await runDemo({ outDir, recipes: r.recipes, steps: steps ?? 400, monitorEvery: 50 });
+    c = await runDemo({ outDir, recipes: r.recipes, steps: steps ?? 400, monitorEvery: 50, reuse: !flag('--fresh'), keepGoing: true });
   } else {
     const file = { charlstm: 'charlstm', mnist: 'mnist', mixstudy: 'mixstudy' }[suite]!;
     const path = join(root, 'packages/retain/src/suite', `${file}.ts`);
@@ -128,11 +130,14 @@ for (const suite of only) {
   const seconds = +((performance.now() - t0) / 1000).toFixed(1);
   const table = forgettingTable(c.base, c.tuned);
   const best = paretoBest(c);
-  summary[suite] = { seconds, runs: c.tuned.length, refused, pareto: best, out: outDir };
+  const failedFile = join(outDir, 'failed.json');
+  const failed: { label: string; error: string }[] = existsSync(failedFile) ? JSON.parse(readFileSync(failedFile, 'utf8')) : [];
+  summary[suite] = { seconds, runs: c.tuned.length, refused, failed, pareto: best, out: outDir };
   writeFileSync(join(outDir, 'table.md'), table + '\n');
   if (flag('--write-docs')) {
     const cmd = `npm run bench:forgetting -- --only ${suite}${steps ? ` --steps ${steps}` : ''}${flag('--no-pairs') ? ' --no-pairs' : ''} --write-docs`;
-    const refusedMd = refused.length ? `\n\nRefused pairs (checked before training):\n${refused.map((r) => `- ${r.label}: ${r.reason}`).join('\n')}` : '';
+    const refusedMd = (refused.length ? `\n\nRefused pairs (checked before training):\n${refused.map((r) => `- ${r.label}: ${r.reason}`).join('\n')}` : '') +
+      (failed.length ? `\n\nRuns that failed:\n${failed.map((r) => `- ${r.label}: ${r.error}`).join('\n')}` : '');
     writeDocs(suite, `Command: \`${cmd}\` · machine: ${machine()} · date: ${new Date().toISOString().slice(0, 10)} · ${seconds} s. Report: \`${join('runs/forgetting', suite, 'report.html')}\`.\n\n${table}\n\nOn the Pareto frontier (general vs target): ${best.join(', ')}.${refusedMd}`);
   }
 }

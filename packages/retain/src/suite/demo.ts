@@ -2,7 +2,7 @@
 // per recipe — standard fine-tuning, mixing 1:1 with TinyStories replay, FLOW, L2-SP, LoRA, WiSE-FT and a
 // combination — and every result is scored on the same general probe (TinyStories next-token accuracy and loss on
 // held-out stories) and target probe (exact match on held-out problems). Everything it reads ships in assets/.
-import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import * as torch from '@retain/torch';
 import { parseTrainConfig, type TrainConfig } from '../config.js';
@@ -51,6 +51,10 @@ export interface DemoOptions {
   only?: string[];
   progress?: boolean;
   seed?: number;
+  /** Reuse finished runs whose recipe and settings are unchanged (recipe.json beside results.json). */
+  reuse?: boolean;
+  /** Record a failing recipe in failed.json and go on with the others. */
+  keepGoing?: boolean;
 }
 
 function writeJsonl(path: string, rows: unknown[]): void {
@@ -126,25 +130,44 @@ export async function runDemo(o: DemoOptions): Promise<CompareResults> {
   say(`  base: ${summary(base)}`);
 
   const tuned: EvalResults[] = [];
+  const failed: { label: string; error: string }[] = [];
   for (const r of recipes) {
     const t0 = performance.now();
     const runDir = join(outDir, 'runs', r.label.replace(/[^\w.-]+/g, '_'));
+    const steps = o.steps ?? 300;
+    // What decides a run's result; a finished run with the same key is reused (a long suite resumes where it stopped).
+    const key = JSON.stringify({ recipe: r, steps, seed, model, monitorEvery: o.monitorEvery ?? 25, trainSize: o.trainSize ?? 1500, testSize: o.testSize ?? 200 });
+    const done = join(runDir, 'results.json');
+    if (o.reuse && existsSync(done) && existsSync(join(runDir, 'recipe.json')) && readFileSync(join(runDir, 'recipe.json'), 'utf8') === key) {
+      tuned.push(JSON.parse(readFileSync(done, 'utf8')) as EvalResults);
+      say(`  ${r.label}: reused ${done}`);
+      continue;
+    }
     if (existsSync(runDir)) rmSync(runDir, { recursive: true });
     say(`  training ${r.label}${r.methods.length ? ` (${r.methods.map((m) => (typeof m === 'string' ? m : String(m.name))).join(' + ')})` : ''} …`);
-    const cfg = trainConfig({ model, train: data.train, outDir: runDir, steps: o.steps ?? 300, seed, monitorEvery: o.monitorEvery ?? 25, tasksFile }, r);
-    const res = await runTraining(cfg, undefined, { progress: o.progress !== false });
-    // LoRA writes the adapter as its final output; the merged model beside it is what gets scored.
-    const finalModel = existsSync(join(res.finalDir, 'merged')) ? join(res.finalDir, 'merged') : res.finalDir;
-    const em = await loadEvalModel(finalModel);
-    const ev = await evaluate(em, data.tasks, { label: r.label, methods: r.methods.map((m) => (typeof m === 'string' ? m : String(m.name))), progress: false });
-    em.module.dispose();
-    ev.monitor = res.monitor?.points ?? [];
-    ev.train = res.history.filter((h) => typeof h.loss === 'number').map((h) => ({ step: Number(h.step), loss: Number(h.loss) }));
-    writeFileSync(join(runDir, 'results.json'), JSON.stringify(ev, null, 2) + '\n');
-    tuned.push(ev);
-    say(`  ${r.label}: ${summary(ev)} (${((performance.now() - t0) / 1000).toFixed(0)} s)`);
-    torch.dispose([]);
+    try {
+      const cfg = trainConfig({ model, train: data.train, outDir: runDir, steps, seed, monitorEvery: o.monitorEvery ?? 25, tasksFile }, r);
+      const res = await runTraining(cfg, undefined, { progress: o.progress !== false });
+      // LoRA writes the adapter as its final output; the merged model beside it is what gets scored.
+      const finalModel = existsSync(join(res.finalDir, 'merged')) ? join(res.finalDir, 'merged') : res.finalDir;
+      const em = await loadEvalModel(finalModel);
+      const ev = await evaluate(em, data.tasks, { label: r.label, methods: r.methods.map((m) => (typeof m === 'string' ? m : String(m.name))), progress: false });
+      em.module.dispose();
+      ev.monitor = res.monitor?.points ?? [];
+      ev.train = res.history.filter((h) => typeof h.loss === 'number').map((h) => ({ step: Number(h.step), loss: Number(h.loss) }));
+      writeFileSync(done, JSON.stringify(ev, null, 2) + '\n');
+      writeFileSync(join(runDir, 'recipe.json'), key);
+      tuned.push(ev);
+      say(`  ${r.label}: ${summary(ev)} (${((performance.now() - t0) / 1000).toFixed(0)} s)`);
+    } catch (e) {
+      // One broken recipe must not cost the others; the demo (keepGoing false) stops at once.
+      if (!o.keepGoing) throw e;
+      failed.push({ label: r.label, error: (e as Error).message });
+      say(`  ${r.label}: FAILED — ${(e as Error).message}`);
+    }
   }
+  if (failed.length) writeFileSync(join(outDir, 'failed.json'), JSON.stringify(failed, null, 2) + '\n');
+  else rmSync(join(outDir, 'failed.json'), { force: true });
   const out: CompareResults = { format: 'retain.compare/1', date: new Date().toISOString(), base, tuned };
   writeFileSync(join(outDir, 'compare.json'), JSON.stringify(out, null, 2) + '\n');
   return out;
