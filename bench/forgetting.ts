@@ -50,9 +50,17 @@ export const STORIES_METHODS: Record<string, Recipe> = {
   probe: { label: 'probe (tied head)', methods: [{ name: 'probe', head: 'embed_tokens' }] },
 };
 
+// Data-oblivious replay (issue #7): the same mixing and EWC, but with text the base model wrote itself from BOS
+// (`retain synth`, shipped in assets) instead of real TinyStories; FT is the no-replay row.
+const synth = { path: join(ASSETS, 'data', 'stories260k-synth.jsonl'), format: { type: 'text' }, max_length: 64, name: 'synth' };
+const SYNTH_RECIPES: Recipe[] = [
+  { label: 'mix 1:1 (synth)', methods: [{ name: 'mixing', ratio: '1:1', general: synth }] },
+  { label: 'EWC (synth Fisher)', methods: [{ name: 'ewc', lambda: 50, data: synth, fisher: 'per_batch', fisher_samples: 256 }] },
+];
+
 function storiesRecipes(pairs: boolean): { recipes: Recipe[]; refused: { label: string; reason: string }[] } {
   const keys = Object.keys(STORIES_METHODS);
-  const recipes: Recipe[] = [{ label: 'FT', methods: [] }, ...keys.map((k) => STORIES_METHODS[k])];
+  const recipes: Recipe[] = [{ label: 'FT', methods: [] }, ...keys.map((k) => STORIES_METHODS[k]), ...SYNTH_RECIPES];
   const refused: { label: string; reason: string }[] = [];
   if (pairs) {
     for (let i = 0; i < keys.length; i++) {
