@@ -116,6 +116,17 @@ export function loadTrainConfig(file: string): TrainConfig {
   cfg.data.train.path = abs(cfg.data.train.path);
   if (cfg.data.eval) cfg.data.eval.path = abs(cfg.data.eval.path);
   cfg.output_dir = abs(cfg.output_dir);
+  // Methods' own data specs (mixing's general source, EWC's Fisher data, WiSE-FT's held-out set) resolve like the
+  // train data: any {path, format} object inside a method entry.
+  const fixData = (v: unknown): void => {
+    if (Array.isArray(v)) v.forEach(fixData);
+    else if (v && typeof v === 'object') {
+      const o = v as Record<string, unknown>;
+      if (typeof o.path === 'string' && 'format' in o) o.path = abs(o.path);
+      Object.values(o).forEach(fixData);
+    }
+  };
+  fixData(cfg.methods);
   if (cfg.monitor) {
     // Task files are paths; built-in names have no extension and stay as they are.
     cfg.monitor.tasks = cfg.monitor.tasks.map((t) => (/\.(ya?ml|json)$/.test(t) ? abs(t) : t));

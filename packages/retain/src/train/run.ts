@@ -116,7 +116,8 @@ export async function runTraining(cfg: TrainConfig, methods: Method[] = buildMet
     autocast: t.precision === 'bf16' ? 'bfloat16' : t.precision === 'fp16' ? 'float16' : null,
     padId: 0,
     // Methods' own data (mixing's general set, EWC's Fisher data, WiSE-FT's held-out set) in the train data's shape.
-    // Relative paths resolve against the working directory.
+    // loadTrainConfig made a config file's relative paths absolute; a programmatic config's resolve against the
+    // working directory.
     dist: activeDist(),
     loadData: (spec, source) => {
       const r = trainConfigSchema.shape.data.shape.train.safeParse(spec);
