@@ -13,7 +13,7 @@
 // Not run: LoRA and HFT (the MLP's layers are TensorFlow-layout Dense modules, not nn.Linear, and it has no
 // attention/MLP projections; see MNIST_NOT_RUN). Every other method of METHODS.md works with the classification loss:
 // FLOW's weights come from per-sample cross-entropy (one "token" per image), EWC's Fisher from the original digits.
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import * as torch from '@retain/torch';
@@ -26,7 +26,6 @@ import { MnistMLP } from '../models/mlp.js';
 import { epochOrder } from '../data/loader.js';
 import type { Recipe } from './demo.js';
 import { finishResults, methodNames, primaryValue, runDirOf, selectRecipes, trainRecipe, writeJsonl, type SuiteOptions } from './common.js';
-import { writeFileSync } from 'node:fs';
 
 const SHARED = resolve(new URL('../../../../../shared', import.meta.url).pathname);
 export const MNIST_MODEL = join(SHARED, 'models', 'mnist-mlp');
