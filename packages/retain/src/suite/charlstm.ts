@@ -18,6 +18,7 @@ import { resolveTasks, type ResolvedTask } from '../eval/tasks.js';
 import type { CompareResults, EvalResults } from '../eval/results.js';
 import { CharVocab } from '../models/charlstm.js';
 import type { Recipe } from './demo.js';
+import { synthesize } from '../synth/index.js';
 import { finishResults, methodNames, primaryValue, runDirOf, selectRecipes, trainRecipe, writeJsonl, type SuiteOptions } from './common.js';
 
 const SHARED = resolve(new URL('../../../../../shared', import.meta.url).pathname);
@@ -34,8 +35,10 @@ export const CHARLSTM_NOT_RUN: Record<string, string> = {
 const WINDOW = 128;
 const EVAL_CHARS = 20_000;
 
-export function charlstmRecipes(replay: string): Recipe[] {
+export function charlstmRecipes(replay: string, synth?: string): Recipe[] {
   const general = { path: replay, format: { type: 'text' }, max_length: WINDOW + 1, name: 'shakespeare' };
+  // Data-oblivious replay (issue #7): text the base model sampled itself (`retain synth`), in place of Shakespeare.
+  const synthRecipes: Recipe[] = synth ? [{ label: 'mix 1:1 (synth)', methods: [{ name: 'mixing', ratio: '1:1', general: { path: synth, format: { type: 'text' }, max_length: WINDOW + 1, name: 'synth' } }] }] : [];
   const mix = { name: 'mixing', ratio: '1:1', general };
   const l2 = { name: 'l2', lambda: 0.05, reduction: 'sum' };
   return [
@@ -50,6 +53,7 @@ export function charlstmRecipes(replay: string): Recipe[] {
     { label: 'MoFO', methods: [{ name: 'mofo', alpha: 0.15 }] },
     { label: 'WiSE-FT', methods: [{ name: 'wise', alpha: 0.5 }] },
     { label: 'mix+FLOW+L2', methods: [mix, 'flow', l2] },
+    ...synthRecipes,
   ];
 }
 
@@ -118,7 +122,9 @@ export async function runCharlstmSuite(o: SuiteOptions): Promise<CompareResults>
   const say = (m: string) => progress && process.stderr.write(m + '\n');
   const batch = 16;
   const data = prepareCharlstmData(outDir, { trainWindows: Math.max(256, steps * batch), replayWindows: Math.max(256, steps * batch) });
-  const recipes = selectRecipes(charlstmRecipes(data.replay), o.only);
+  // 256 samples of 128 characters from the base model (resumable: a rerun reuses the file).
+  const synth = await synthesize({ model: CHARLSTM_MODEL, out: join(outDir, 'data', 'charlstm-synth.jsonl'), count: 256, maxNewTokens: WINDOW, seed, progress: false });
+  const recipes = selectRecipes(charlstmRecipes(data.replay, synth.out), o.only);
 
   say(`char-LSTM suite: ${CHARLSTM_MODEL} → Darwin (${steps} steps × ${batch} windows of ${WINDOW} chars); general: Shakespeare bits/char`);
   const baseModel = await loadEvalModel(CHARLSTM_MODEL);
