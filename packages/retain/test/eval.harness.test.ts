@@ -232,3 +232,12 @@ test('retain eval and retain compare (CLI): results JSON in lm-evaluation-harnes
   assert.equal(bad.status, 1);
   assert.match(bad.stderr, /task data not found: looked for .*nodata\/gsm8k\/test\.jsonl/);
 });
+
+test('inputs longer than the window lose their left end; an over-long continuation is scored on the tokens that fit', () => {
+  const { em } = tinyModel(8);
+  const [short] = loglikelihood(em, [{ context: 'abc', continuation: ' de' }]);
+  assert.equal(short.tokens, 3);
+  const [long] = loglikelihood(em, [{ context: 'abc', continuation: ' defghijklmnop' }]);
+  assert.equal(long.tokens, 8);
+  assert.ok(Number.isFinite(long.logprob) && long.logprob < 0);
+});

@@ -29,9 +29,14 @@ interface Encoded {
  * context's own encoding as the continuation, so a continuation that starts with a space gets the tokenizer's
  * word-initial tokens. When the joint encoding does not start with the context's, encode the two apart.
  */
-export function encodeRequest(m: EvalModel, r: LoglikRequest): Encoded {
+export function encodeRequest(m: EvalModel, r: LoglikRequest, contexts?: Map<string, number[]>): Encoded {
   const pre = m.bosId === null ? [] : [m.bosId];
-  const ctx = [...pre, ...m.encode(r.context)];
+  // Every choice of a question shares its context: `contexts` memoises the context's own encoding across them.
+  let ctx = contexts?.get(r.context);
+  if (!ctx) {
+    ctx = [...pre, ...m.encode(r.context)];
+    contexts?.set(r.context, ctx);
+  }
   const whole = [...pre, ...m.encode(r.context + r.continuation)];
   let ids: number[];
   let contLen: number;
@@ -97,13 +102,17 @@ function scoreWindows(m: EvalModel, windows: { input: number[]; targets: number[
   return out;
 }
 
-/** Log-likelihood of each continuation given its context; inputs longer than the model's window lose their left end. */
+/**
+ * Log-likelihood of each continuation given its context; inputs longer than the model's window lose their left end
+ * (and a continuation longer than the window keeps only its last tokens).
+ */
 export function loglikelihood(m: EvalModel, reqs: LoglikRequest[], batchSize = 16, onBatch?: (done: number) => void): Loglik[] {
+  const contexts = new Map<string, number[]>();
   const windows = reqs.map((r) => {
-    const { ids, contLen } = encodeRequest(m, r);
+    const { ids, contLen } = encodeRequest(m, r, contexts);
     const keep = ids.slice(-(m.maxLength + 1));
-    if (contLen > keep.length - 1) throw new Error(`a continuation of ${contLen} tokens does not fit the model's window of ${m.maxLength}`);
-    return { input: keep.slice(0, -1), targets: keep.slice(-contLen) };
+    // A continuation longer than the window is scored on the tokens that fit (every one but the window's first).
+    return { input: keep.slice(0, -1), targets: keep.slice(-Math.min(contLen, keep.length - 1)) };
   });
   return scoreWindows(m, windows, batchSize, onBatch).map((w) => ({
     logprob: w.logp.reduce((a, b) => a + b, 0),
