@@ -90,7 +90,10 @@ test('retain train refuses bad data-parallel settings before training', { skip }
   assert.throws(() => distSettings({}, { WORLD_SIZE: '2' }), /world size is 2 but this process has no rank/);
   assert.throws(() => distSettings({ rank: 2, worldSize: 2 }), /rank 2 is outside 0\.\.1/);
   assert.equal(distSettings({}, {}), null, 'one process: no group');
-  assert.deepEqual(distSettings({}, { WORLD_SIZE: '2', RANK: '1', MASTER_ADDR: '10.0.0.1', MASTER_PORT: '29511', RETAIN_DIST_TIMEOUT: '7' }), { rank: 1, worldSize: 2, masterAddr: '10.0.0.1', masterPort: 29511, timeoutMs: 7000, backend: 'gloo' });
+  assert.deepEqual(distSettings({}, { WORLD_SIZE: '2', RANK: '1', MASTER_ADDR: '10.0.0.1', MASTER_PORT: '29511', RETAIN_DIST_TIMEOUT: '7' }), { rank: 1, worldSize: 2, masterAddr: '10.0.0.1', masterPort: 29511, timeoutMs: 7000, backend: 'gloo', overlap: true, bucketBytes: 25 * 2 ** 20 });
+  const off = distSettings({}, { WORLD_SIZE: '2', RANK: '0', RETAIN_DIST_OVERLAP: '0', RETAIN_DIST_BUCKET_MB: '0.5' })!;
+  assert.deepEqual([off.overlap, off.bucketBytes], [false, 2 ** 19]);
+  assert.throws(() => distSettings({}, { WORLD_SIZE: '2', RANK: '0', RETAIN_DIST_BUCKET_MB: '-1' }), /RETAIN_DIST_BUCKET_MB must be a positive number/);
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -160,6 +163,30 @@ test('FLOW + mixing: 2 ranks give the weights of 1 process (weights and composit
   assert.equal(shares(a).length, 5);
   assert.deepEqual(shares(a)[0].slice(0, 1), [4], '3:1 of 8, two micro-batches: 2 general samples each');
   for (const r of [one, two]) rmSync(r.dir, { recursive: true, force: true });
+});
+
+test('SAM (two reducing backwards per step), gradients summed during backward and after it: 2 ranks give the weights of 1 process', { skip }, () => {
+  // Small buckets, so that several all-reduces are launched from inside each backward.
+  const training = { batch_size: 4, max_steps: 4 };
+  const one = makeRun(training, [{ name: 'sam', rho: 0.05 }]);
+  const on = makeRun(training, [{ name: 'sam', rho: 0.05 }]);
+  const off = makeRun(training, [{ name: 'sam', rho: 0.05 }]);
+  const r1 = retain(['train', one.cfg]);
+  assert.equal(r1.status, 0, r1.stderr);
+  const rOn = retain(['train', on.cfg, '--nproc', '2'], { RETAIN_DIST_BUCKET_MB: '0.25' });
+  assert.equal(rOn.status, 0, rOn.stderr);
+  const rOff = retain(['train', off.cfg, '--nproc', '2'], { RETAIN_DIST_OVERLAP: '0', RETAIN_DIST_BUCKET_MB: '0.25' });
+  assert.equal(rOff.status, 0, rOff.stderr);
+  assert.match(rOn.stderr, /rank 1: gradients summed during backward \(c10d Reducer, 0\.25 MiB buckets\)/);
+  assert.match(rOff.stderr, /rank 1: gradients summed after backward \(reduceGradients, 0\.25 MiB buckets\)/);
+  const relOn = maxRelDiff(finalWeights(one.dir), finalWeights(on.dir));
+  const relOff = maxRelDiff(finalWeights(one.dir), finalWeights(off.dir));
+  console.log(`dist SAM: max relative weight difference ${relOn.toExponential(2)} (overlapped), ${relOff.toExponential(2)} (after backward)`);
+  assert.ok(relOn < 1e-5, `overlapped: weights differ by ${relOn} (relative)`);
+  assert.ok(relOff < 1e-5, `after backward: weights differ by ${relOff} (relative)`);
+  // The two 2-rank paths sum the same numbers in the same order (rank 0's + rank 1's, per element).
+  assert.ok(readFileSync(finalWeights(on.dir)).equals(readFileSync(finalWeights(off.dir))), 'overlapped and post-backward sums give identical weights');
+  for (const r of [one, on, off]) rmSync(r.dir, { recursive: true, force: true });
 });
 
 test('SIGKILL of one rank ends the other with a clear error within the timeout (ranks launched by hand, as on two machines)', { skip }, async () => {

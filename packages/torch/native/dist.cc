@@ -6,6 +6,13 @@
 // exported symbols are all there). Without it every function throws one clear error, so the rest of the addon still
 // builds against a libtorch that lacks c10d.
 //
+// Gradient all-reduce overlapped with backward uses DDP's own engine, c10d::Reducer (compiled in with
+// RETAIN_C10D_REDUCER): it puts a post-hook on every parameter's AccumulateGrad node, copies each gradient into its
+// flat bucket as soon as backward has produced it, launches a bucket's all-reduce the moment its last gradient is in,
+// and at the end of backward (an autograd-engine final callback) waits for all buckets and writes the sums back into
+// .grad. JS only says, before the backward that should reduce, which outputs it starts from (prepare_for_backward);
+// nothing calls into JS during backward.
+//
 // Nothing may wait forever: the store and the Gloo context get the caller's timeout, and wait() passes a deadline to
 // Work::wait. A peer that dies closes its sockets, so the collectives of the survivors fail at once rather than at the
 // deadline; the deadline covers a peer that hangs.
@@ -13,10 +20,12 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <algorithm>
 #include <memory>
 #include <stdexcept>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #ifdef RETAIN_C10D
@@ -24,6 +33,10 @@
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #ifdef RETAIN_NCCL
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
+#ifdef RETAIN_C10D_REDUCER
+#include <torch/csrc/distributed/c10d/logger.hpp>
+#include <torch/csrc/distributed/c10d/reducer.hpp>
 #endif
 #endif
 
@@ -177,6 +190,121 @@ c10d::ReduceOp reduceOp(const std::string& op, double& divisor, int world) {
   throw std::invalid_argument("allreduce: op must be 'sum', 'avg', 'max', 'min' or 'product', got '" + op + "'");
 }
 
+#ifdef RETAIN_C10D_REDUCER
+
+// The Reducer's own reduction averages over ranks (it divides while copying into the bucket). The trainer's loss is
+// already normalised by the GLOBAL token count, so the ranks' gradients must be summed: a communication hook that
+// all-reduces with SUM replaces the default (with a hook installed the Reducer does not divide). Gloo has no
+// bfloat16/half sum, so such buckets travel as float32 and come back in their own dtype, as in reduceGradients.
+class SumHook final : public c10d::CommHookInterface {
+ public:
+  SumHook(c10::intrusive_ptr<c10d::ProcessGroup> pg, bool gloo, std::chrono::milliseconds timeout, std::string who)
+      : pg_(std::move(pg)), gloo_(gloo), timeout_(timeout), who_(std::move(who)) {}
+
+  c10::intrusive_ptr<c10::ivalue::Future> runHook(c10d::GradBucket& bucket) override {
+    at::Tensor buf = bucket.getBufferRef();
+    const auto dtype = buf.scalar_type();
+    if (gloo_ && (dtype == at::kBFloat16 || dtype == at::kHalf)) buf = buf.to(at::kFloat);
+    std::vector<at::Tensor> ts{buf};
+    c10d::AllreduceOptions o;
+    o.reduceOp = c10d::ReduceOp::SUM;
+    o.timeout = timeout_;
+    auto fut = pg_->allreduce(ts, o)->getFuture();
+    // The Reducer rethrows a failed bucket at the end of backward; the raw Gloo text ("Connection closed by peer")
+    // does not say which rank saw it, so the message gets the same prefix as every other collective here.
+    return fut->then(
+        [who = who_, dtype](c10::ivalue::Future& f) -> c10::IValue {
+          if (f.hasError()) throw std::runtime_error("c10d allreduce failed on " + who + ": " + f.tryRetrieveErrorMessage());
+          const c10::IValue& v = f.value();
+          at::Tensor t = v.isTensor() ? v.toTensor() : v.toTensorVector().at(0);
+          return t.scalar_type() == dtype ? t : t.to(dtype);
+        },
+        c10::TensorType::get());
+  }
+
+  at::Tensor parseHookResult(const c10::IValue& result) override { return result.toTensor(); }
+
+ private:
+  c10::intrusive_ptr<c10d::ProcessGroup> pg_;
+  bool gloo_;
+  std::chrono::milliseconds timeout_;
+  std::string who_;
+};
+
+struct Overlap {
+  // The Reducer reports to a Logger and, when a round has unused parameters, calls it without checking that one is
+  // set; DDP always attaches one, so do we. The Logger holds the Reducer; the Reducer holds it weakly.
+  std::shared_ptr<c10d::Reducer> reducer;
+  std::shared_ptr<c10d::Logger> logger;
+  std::vector<std::vector<size_t>> buckets;
+  std::vector<at::Tensor> params;
+  int64_t rounds = 0;  // reductions prepared, for info()
+};
+// Freed before the group they reduce over (destroy()), and never by a static destructor at exit, for the same reason
+// as g_group.
+std::unordered_map<int64_t, Overlap*> g_overlaps;
+int64_t g_nextOverlap = 1;
+
+// prepare_for_backward advises, once per process, turning find_unused_parameters off when a round has no unused
+// parameter. Here it must stay on (methods and losses may leave parameters out of a step, and a missed hook would
+// stall every rank), so that advice is dropped; every other warning goes to the handler that was there.
+class DropUnusedAdvice final : public c10::WarningHandler {
+ public:
+  explicit DropUnusedAdvice(c10::WarningHandler* next) : next_(next) {}
+  void process(const c10::SourceLocation& loc, const std::string& msg, const bool verbatim) override {
+    if (msg.rfind("find_unused_parameters=True was specified", 0) == 0) return;
+    if (next_) next_->process(loc, msg, verbatim);
+  }
+
+ private:
+  c10::WarningHandler* next_;
+};
+
+Overlap& overlapAt(int64_t id, const char* fn) {
+  auto it = g_overlaps.find(id);
+  if (it == g_overlaps.end()) throw std::invalid_argument(std::string(fn) + ": gradient reducer " + std::to_string(id) + " is unknown or was freed");
+  return *it->second;
+}
+
+void freeOverlaps() {
+  for (auto& [id, o] : g_overlaps) delete o;  // ~Reducer removes its hooks from the parameters' grad accumulators
+  g_overlaps.clear();
+}
+
+// Gradient accumulation runs the micro-batches before the last without a reduction round, as DDP's no_sync does; the
+// round's unused-parameter search then sees only the last micro-batch's graph. libtorch 1.13's Reducer treats a
+// parameter outside that graph as unused on this rank even when an earlier micro-batch gave it a gradient, and if
+// every rank does so it leaves that local gradient unreduced (the replicas drift apart; dist.reducer.test.ts shows
+// it). Such a parameter is put into the graph with a term that adds exactly 0 to the output and 0 to its gradient,
+// so its hook fires, it counts as used, and its accumulated gradient is summed like the others.
+at::Tensor touchAccumulated(const Overlap& ov, const std::vector<at::Tensor>& outs) {
+  std::vector<const at::Tensor*> withGrad;
+  for (const auto& p : ov.params)
+    if (p.grad().defined()) withGrad.push_back(&p);
+  if (withGrad.empty()) return {};  // the usual case (grads cleared, one micro-batch): no graph walk
+  std::unordered_set<torch::autograd::Node*> reached;
+  std::vector<torch::autograd::Node*> stack;
+  auto push = [&](torch::autograd::Node* n) {
+    if (n && reached.insert(n).second) stack.push_back(n);
+  };
+  for (const auto& o : outs) push(o.is_leaf() ? torch::autograd::impl::try_get_grad_accumulator(o).get() : o.grad_fn().get());
+  while (!stack.empty()) {
+    auto* n = stack.back();
+    stack.pop_back();
+    for (const auto& e : n->next_edges()) push(e.function.get());
+  }
+  at::Tensor touch;
+  for (const auto* p : withGrad) {
+    auto acc = torch::autograd::impl::try_get_grad_accumulator(*p);
+    if (acc && reached.count(acc.get())) continue;
+    at::Tensor zero = p->mul(0).sum();
+    touch = touch.defined() ? touch.add(zero) : zero;
+  }
+  return touch;
+}
+
+#endif  // RETAIN_C10D_REDUCER
+
 #endif  // RETAIN_C10D
 
 [[noreturn, maybe_unused]] void unavailable(const char* fn) {
@@ -203,6 +331,12 @@ napi_value Available(napi_env env, napi_callback_info) {
     napi_set_named_property(env, o, "c10d", flag(env, c10d));
     napi_set_named_property(env, o, "gloo", flag(env, c10d));
     napi_set_named_property(env, o, "nccl", flag(env, nccl));
+#ifdef RETAIN_C10D_REDUCER
+    bool reducer = true;
+#else
+    bool reducer = false;
+#endif
+    napi_set_named_property(env, o, "reducer", flag(env, reducer));
     return o;
   });
 }
@@ -409,6 +543,9 @@ napi_value Barrier(napi_env env, napi_callback_info) {
 napi_value Destroy(napi_env env, napi_callback_info) {
   return guarded(env, "distributed.destroy", [&]() -> napi_value {
 #ifdef RETAIN_C10D
+#ifdef RETAIN_C10D_REDUCER
+    freeOverlaps();
+#endif
     g_pending.clear();
     delete g_group;
     g_group = nullptr;
@@ -443,6 +580,158 @@ napi_value Info(napi_env env, napi_callback_info) {
   });
 }
 
+#ifndef RETAIN_C10D_REDUCER
+[[noreturn]] void noReducer(const char* fn) {
+  throw std::runtime_error(std::string(fn) + ": this build of @retain/torch has no c10d::Reducer (libtorch without reducer.hpp or its "
+                           "exported symbols); reduce gradients after backward (reduceGradients) instead");
+}
+#endif
+
+// reducerNew(params, names, bucketBytes, firstBucketBytes) -> { id, buckets: [[param index...]...] }
+// `params` in the order backward produces their gradients (the caller passes them last layer first); bucket 0, the
+// first to fill, is capped at firstBucketBytes so that communication starts early, the others at bucketBytes. A
+// parameter listed twice (tied weights) is kept once: it has one grad accumulator. Unused parameters are found per
+// round from the autograd graph (find_unused_parameters): they are marked ready at once, and a parameter that no rank
+// used keeps its .grad untouched (null stays null), as one process would leave it.
+napi_value ReducerNew(napi_env env, napi_callback_info info) {
+  return guarded(env, "distributed.reducerNew", [&]() -> napi_value {
+#ifdef RETAIN_C10D_REDUCER
+    DistArgs a(env, info);
+    const char* fn = "reducerNew";
+    Group& gr = group(fn);
+    auto given = tensorList(env, a.at(0, fn), "params");
+    napi_value namesV = a.at(1, fn);
+    double bucketBytes = number(env, a.at(2, fn), "bucketBytes");
+    double firstBytes = number(env, a.at(3, fn), "firstBucketBytes");
+    if (!(bucketBytes >= 1) || !(firstBytes >= 1)) throw std::invalid_argument("reducerNew: bucket sizes must be positive");
+    std::vector<at::Tensor> params;
+    std::unordered_map<size_t, std::string> names;
+    std::vector<const void*> seen;
+    for (size_t i = 0; i < given.size(); ++i) {
+      const auto& p = given[i];
+      if (!p.is_leaf() || !p.requires_grad())
+        throw std::invalid_argument("reducerNew: parameter " + std::to_string(i) + " is not a leaf that requires grad");
+      if (gr.backend == "gloo" && !p.device().is_cpu())
+        throw std::invalid_argument("reducerNew: the Gloo backend reduces CPU tensors, got a parameter on " + p.device().str());
+      const void* impl = p.unsafeGetTensorImpl();
+      if (std::find(seen.begin(), seen.end(), impl) != seen.end()) continue;
+      seen.push_back(impl);
+      napi_value nv;
+      napi_get_element(env, namesV, static_cast<uint32_t>(i), &nv);
+      napi_valuetype t;
+      napi_typeof(env, nv, &t);
+      if (t == napi_string) names[params.size()] = text(env, nv, "names");
+      params.push_back(p);
+    }
+    if (params.empty()) throw std::invalid_argument("reducerNew: no parameters");
+    auto ov = std::make_unique<Overlap>();
+    ov->params = params;
+    tagged(gr, "reducer setup", [&]() {
+      std::vector<size_t> limits{static_cast<size_t>(firstBytes), static_cast<size_t>(bucketBytes)};
+      std::vector<bool> sparse(params.size(), false);
+      auto assigned = c10d::compute_bucket_assignment_by_size(params, limits, sparse);
+      ov->buckets = std::get<0>(assigned);
+      ov->reducer = std::make_shared<c10d::Reducer>(params, ov->buckets, std::get<1>(assigned), gr.pg, sparse,
+                                                    static_cast<int64_t>(bucketBytes), /*find_unused_parameters=*/true,
+                                                    /*gradient_as_bucket_view=*/false, names, static_cast<int64_t>(firstBytes));
+      ov->logger = std::make_shared<c10d::Logger>(ov->reducer);
+      ov->reducer->set_logger(ov->logger);
+      ov->reducer->register_comm_hook(std::make_unique<SumHook>(gr.pg, gr.backend == "gloo", gr.timeout, rankText(gr)));
+      return 0;
+    });
+    int64_t id = g_nextOverlap++;
+    napi_value o, arr;
+    napi_create_object(env, &o);
+    napi_set_named_property(env, o, "id", integer(env, id));
+    napi_create_array_with_length(env, ov->buckets.size(), &arr);
+    for (size_t b = 0; b < ov->buckets.size(); ++b) {
+      napi_value inner;
+      napi_create_array_with_length(env, ov->buckets[b].size(), &inner);
+      for (size_t k = 0; k < ov->buckets[b].size(); ++k) napi_set_element(env, inner, static_cast<uint32_t>(k), integer(env, static_cast<int64_t>(ov->buckets[b][k])));
+      napi_set_element(env, arr, static_cast<uint32_t>(b), inner);
+    }
+    napi_set_named_property(env, o, "buckets", arr);
+    g_overlaps.emplace(id, ov.release());
+    return o;
+#else
+    (void)info;
+    noReducer("distributed.reducerNew");
+#endif
+  });
+}
+
+// reducerPrepare(id, outputs) -> outputs to run backward from: the next backward from them reduces. Gradients that
+// earlier backwards left in .grad (micro-batches of gradient accumulation run without prepare: DDP's no_sync) are
+// part of what is reduced; when one of those parameters is outside this graph, outputs[0] comes back plus an exact
+// zero that reaches it (touchAccumulated), otherwise the handles given come back.
+napi_value ReducerPrepare(napi_env env, napi_callback_info info) {
+  return guarded(env, "distributed.reducerPrepare", [&]() -> napi_value {
+#ifdef RETAIN_C10D_REDUCER
+    DistArgs a(env, info);
+    const char* fn = "reducerPrepare";
+    Group& gr = group(fn);
+    auto& ov = overlapAt(static_cast<int64_t>(number(env, a.at(0, fn), "reducer")), fn);
+    napi_value given = a.at(1, fn);
+    auto outs = tensorList(env, given, "outputs");
+    if (outs.empty()) throw std::invalid_argument("reducerPrepare: no outputs given");
+    for (const auto& o : outs)
+      if (!o.requires_grad()) throw std::invalid_argument("reducerPrepare: an output does not require grad, so backward from it reduces nothing");
+    bool replaced = false;
+    {
+      at::AutoGradMode on(true);
+      at::Tensor touch = touchAccumulated(ov, outs);
+      if (touch.defined()) {
+        outs[0] = outs[0].add(touch);
+        replaced = true;
+      }
+    }
+    tagged(gr, "reducer prepare", [&]() {
+      // rebuild_buckets() first checks that the previous round finished (a backward that reduced nothing, or failed
+      // half-way, is reported here instead of desynchronising the ranks); with unused-parameter search on it never
+      // re-buckets, so it sends nothing.
+      ov.reducer->rebuild_buckets();
+      ov.reducer->prepare_for_forward();
+      DropUnusedAdvice quiet(c10::Warning::get_warning_handler());
+      c10::Warning::WarningHandlerGuard guard(&quiet);
+      ov.reducer->prepare_for_backward(outs);
+      return 0;
+    });
+    ov.rounds++;
+    if (!replaced) return given;
+    napi_value arr;
+    napi_create_array_with_length(env, outs.size(), &arr);
+    for (size_t i = 0; i < outs.size(); ++i) {
+      napi_value h;
+      if (i == 0) napi_create_int32(env, retain::adoptTensor(outs[0]), &h);
+      else napi_get_element(env, given, static_cast<uint32_t>(i), &h);
+      napi_set_element(env, arr, static_cast<uint32_t>(i), h);
+    }
+    return arr;
+#else
+    (void)info;
+    noReducer("distributed.reducerPrepare");
+#endif
+  });
+}
+
+// reducerFree(id): removes the hooks; a no-op for an unknown id (the group's destroy() frees them all).
+napi_value ReducerFree(napi_env env, napi_callback_info info) {
+  return guarded(env, "distributed.reducerFree", [&]() -> napi_value {
+#ifdef RETAIN_C10D_REDUCER
+    DistArgs a(env, info);
+    auto id = static_cast<int64_t>(number(env, a.at(0, "reducerFree"), "reducer"));
+    auto it = g_overlaps.find(id);
+    if (it != g_overlaps.end()) {
+      delete it->second;
+      g_overlaps.erase(it);
+    }
+#else
+    (void)info;
+#endif
+    return undef(env);
+  });
+}
+
 }  // namespace
 
 namespace retain {
@@ -455,7 +744,8 @@ void registerDistributed(napi_env env, napi_value exports) {
   const Fn fns[] = {
       {"distAvailable", Available}, {"distInit", Init},           {"distAllreduce", Allreduce}, {"distWait", Wait},
       {"distBroadcast", Broadcast}, {"distAllgather", Allgather}, {"distBarrier", Barrier},     {"distDestroy", Destroy},
-      {"distInfo", Info},
+      {"distInfo", Info},           {"distReducerNew", ReducerNew}, {"distReducerPrepare", ReducerPrepare},
+      {"distReducerFree", ReducerFree},
   };
   for (const auto& f : fns) {
     napi_value fn;

@@ -21,7 +21,7 @@ try {
 console.log(`@retain/torch: building against ${torch.source}${torch.cuda ? ' (CUDA)' : ''}`);
 
 const c10d = detectC10d(torch);
-console.log(`@retain/torch: distributed (c10d): ${c10d.gloo ? `Gloo${c10d.nccl ? ' + NCCL' : ''}` : `off (${c10d.why})`}`);
+console.log(`@retain/torch: distributed (c10d): ${c10d.gloo ? `Gloo${c10d.nccl ? ' + NCCL' : ''}${c10d.reducer ? ', c10d::Reducer' : ''}` : `off (${c10d.why})`}`);
 
 const libs = ['-Wl,--no-as-needed', `-L${torch.libDir}`, '-ltorch', '-ltorch_cpu', '-lc10'];
 if (torch.cuda) libs.push('-ltorch_cuda', '-lc10_cuda');
@@ -31,7 +31,7 @@ const gypi = {
   include_dirs: [...torch.includeDirs, ...c10d.includeDirs],
   defines: [
     `_GLIBCXX_USE_CXX11_ABI=${torch.cxx11Abi ? 1 : 0}`, ...(torch.cuda ? ['RETAIN_CUDA=1'] : []),
-    ...(c10d.gloo ? ['RETAIN_C10D=1', 'USE_C10D_GLOO=1'] : []), ...(c10d.nccl ? ['RETAIN_NCCL=1', 'USE_C10D_NCCL=1'] : []),
+    ...(c10d.gloo ? ['RETAIN_C10D=1', 'USE_C10D_GLOO=1'] : []), ...(c10d.reducer ? ['RETAIN_C10D_REDUCER=1'] : []), ...(c10d.nccl ? ['RETAIN_NCCL=1', 'USE_C10D_NCCL=1'] : []),
   ],
   libraries: libs,
 };
@@ -48,8 +48,9 @@ function detectC10d(t) {
   const glooRoots = [...t.includeDirs, '/usr/include', '/usr/local/include'];
   const glooInc = glooRoots.find((d) => existsSync(join(d, 'gloo', 'algorithm.h')));
   if (!glooInc) return off('Gloo headers not found: apt-get install -y libgloo-dev');
+  let syms = null;
   try {
-    const syms = execFileSync('nm', ['-D', '-C', join(t.libDir, 'libtorch_cpu.so')], { encoding: 'utf8', maxBuffer: 1 << 30, stdio: ['ignore', 'pipe', 'ignore'] });
+    syms = execFileSync('nm', ['-D', '-C', join(t.libDir, 'libtorch_cpu.so')], { encoding: 'utf8', maxBuffer: 1 << 30, stdio: ['ignore', 'pipe', 'ignore'] });
     if (!/ T c10d::ProcessGroupGloo::ProcessGroupGloo\(/.test(syms)) return off('libtorch_cpu.so does not export ProcessGroupGloo');
   } catch {
     // Without nm the headers decide; a mismatch shows up as an undefined symbol when the addon loads.
@@ -57,7 +58,13 @@ function detectC10d(t) {
   const extra = glooRoots.includes(glooInc) && t.includeDirs.includes(glooInc) ? [] : [glooInc];
   const nccl = Boolean(t.cuda) && existsSync(join(c10dDir, 'ProcessGroupNCCL.hpp')) &&
     [...t.includeDirs, '/usr/include', '/usr/local/cuda/include'].some((d) => existsSync(join(d, 'nccl.h')));
-  return { gloo: true, nccl, includeDirs: extra, why: '' };
+  // DDP's own Reducer (gradient all-reduce overlapped with backward) needs reducer.hpp and its exported constructor.
+  // Debian's headers lack the dist-autograd context.h that reducer.hpp includes; native/shim declares the two names it
+  // uses, and goes last on the include path so a complete PyTorch install keeps its own.
+  const reducer = existsSync(join(c10dDir, 'reducer.hpp')) && (!syms || / T c10d::Reducer::Reducer\(/.test(syms));
+  const hasContext = t.includeDirs.some((d) => existsSync(join(d, 'torch', 'csrc', 'distributed', 'autograd', 'context', 'context.h')));
+  if (reducer && !hasContext) extra.push(join(pkg, 'native', 'shim'));
+  return { gloo: true, nccl, reducer, includeDirs: extra, why: '' };
 }
 
 function nodeGypPath() {
@@ -85,7 +92,7 @@ function buildDirect() {
   const args = [
     '-shared', '-fPIC', '-O3', '-std=c++17', '-fexceptions', '-frtti', '-Wno-deprecated-declarations',
     '-DNODE_GYP_MODULE_NAME=retain_torch', '-DBUILDING_NODE_EXTENSION', ...gypi.defines.map((d) => `-D${d}`),
-    `-I${join(nodeDir, 'include', 'node')}`, ...torch.includeDirs.map((d) => `-I${d}`),
+    `-I${join(nodeDir, 'include', 'node')}`, ...gypi.include_dirs.map((d) => `-I${d}`),
     ...SOURCES.map((f) => join(pkg, 'native', f)), '-o', join(out, 'retain_torch.node.tmp'), ...libs,
   ];
   console.log(`@retain/torch: ${cxx} ${args.join(' ')}`);

@@ -23,14 +23,18 @@ interface DistNative {
   distBarrier(): void;
   distDestroy(): void;
   distInfo(): { rank: number; worldSize: number; backend: Backend; pending: number } | null;
+  distReducerNew(handles: number[], names: (string | null)[], bucketBytes: number, firstBucketBytes: number): { id: number; buckets: number[][] };
+  distReducerPrepare(id: number, outputs: number[]): number[];
+  distReducerFree(id: number): void;
 }
 
 const dn = native as unknown as DistNative;
 
-/** What this build of the addon can do: c10d at all, Gloo, NCCL. */
-export function available(): { c10d: boolean; gloo: boolean; nccl: boolean } {
-  if (typeof dn.distAvailable !== 'function') return { c10d: false, gloo: false, nccl: false };
-  return dn.distAvailable();
+/** What this build of the addon can do: c10d at all, Gloo, NCCL, and c10d's Reducer (all-reduce during backward). */
+export function available(): { c10d: boolean; gloo: boolean; nccl: boolean; reducer: boolean } {
+  if (typeof dn.distAvailable !== 'function') return { c10d: false, gloo: false, nccl: false, reducer: false };
+  const a = dn.distAvailable() as { c10d: boolean; gloo: boolean; nccl: boolean; reducer?: boolean };
+  return { ...a, reducer: a.reducer ?? false };
 }
 
 export interface InitOptions {
@@ -209,4 +213,62 @@ export function reduceGradients(params: Tensor[], o: ReduceGradsOptions = {}): R
     });
     return { scalars: Array.from(m.subarray(params.length)), buckets: buckets.length };
   }));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Gradient reduction overlapped with backward: c10d's own Reducer, the engine of torch DDP, built natively over the
+// process group (native/dist.cc). Each parameter's gradient is copied into its bucket the moment backward produces
+// it, a bucket's all-reduce starts as soon as its last gradient is in, and backward() returns only after every
+// bucket is summed and written back into .grad. Parameters that a round does not reach are found from the autograd
+// graph, so they cannot stall the other buckets; one that no rank used keeps .grad = null.
+
+export interface GradReducerOptions {
+  /** Bucket size in bytes (default 25 MiB, DDP's). */
+  bucketBytes?: number;
+  /** Cap of the first bucket to fill (default 1 MiB, DDP's), so that communication starts early in backward. */
+  firstBucketBytes?: number;
+  /** Parameter names, for the Reducer's error messages. */
+  names?: string[];
+}
+
+export class GradReducer {
+  private id: number | null;
+  /** How many buckets the Reducer formed (DDP's size-capped assignment). */
+  readonly bucketCount: number;
+  readonly params: readonly Tensor[];
+
+  /**
+   * `params` in model order; they are handed to the Reducer last first, the order in which backward produces their
+   * gradients, so that bucket 0 fills first. Every rank must build its reducer from the same parameters in the same
+   * order.
+   */
+  constructor(params: Tensor[], o: GradReducerOptions = {}) {
+    if (!available().reducer) throw new Error('torch.distributed.GradReducer: this build has no c10d::Reducer; use reduceGradients after backward');
+    this.params = params;
+    const rev = [...params].reverse();
+    const names = o.names ? [...o.names].reverse() : rev.map(() => null);
+    const r = dn.distReducerNew(hs(rev), names, o.bucketBytes ?? 25 * 2 ** 20, o.firstBucketBytes ?? 2 ** 20);
+    this.id = r.id;
+    this.bucketCount = r.buckets.length;
+  }
+
+  /**
+   * Makes the next backward sum the gradients over ranks, and returns the outputs to run that backward from. What is
+   * summed is whatever .grad holds once backward is done with a parameter, so micro-batches run before it without
+   * prepare() accumulate locally, as under DDP's no_sync; a parameter that only such a micro-batch used is reached
+   * through an exact-zero term added to the first output (its value is unchanged). Every rank must call it before
+   * the same backward; backward() returns once the sums are in .grad.
+   */
+  prepare(outputs: Tensor[]): Tensor[] {
+    if (this.id === null) throw new Error('GradReducer: used after dispose()');
+    const hsIn = hs(outputs);
+    const hsOut = dn.distReducerPrepare(this.id, hsIn);
+    return hsOut.map((h, i) => (h === hsIn[i] ? outputs[i] : wrap(h)));
+  }
+
+  /** Removes the reducer's hooks from the parameters. */
+  dispose(): void {
+    if (this.id !== null && typeof dn.distReducerFree === 'function') dn.distReducerFree(this.id);
+    this.id = null;
+  }
 }

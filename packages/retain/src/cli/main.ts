@@ -57,7 +57,8 @@ program
       dist.backend = checkDistConfig(cfg, dist.worldSize);
       const per = cfg.training.batch_size / dist.worldSize;
       console.error(`retain: rank ${dist.rank} of ${dist.worldSize} (${dist.backend}, store ${dist.masterAddr}:${dist.masterPort}): joining; trains rows ${dist.rank * per}..${(dist.rank + 1) * per - 1} of every global batch of ${cfg.training.batch_size}${dist.rank === 0 ? ', writes checkpoints, metrics and the final model' : ''}`);
-      startDist(dist);
+      const ctx = startDist(dist);
+      console.error(`retain: rank ${dist.rank}: gradients summed ${ctx.overlap ? 'during backward (c10d Reducer' : 'after backward (reduceGradients'}, ${+(dist.bucketBytes / 2 ** 20).toFixed(2)} MiB buckets)`);
     }
     let r;
     try {

@@ -22,6 +22,10 @@ export interface DistSettings {
   /** Rendezvous and collective timeout. */
   timeoutMs: number;
   backend: 'gloo' | 'nccl';
+  /** Sum gradients during backward (c10d's Reducer) rather than after it; RETAIN_DIST_OVERLAP=0 turns it off. */
+  overlap: boolean;
+  /** Gradient bucket size (RETAIN_DIST_BUCKET_MB, default 25 MiB as in DDP). */
+  bucketBytes: number;
 }
 
 export class DistConfigError extends Error {}
@@ -51,7 +55,10 @@ export function distSettings(flags: { rank?: number; worldSize?: number; masterA
   if (masterPort < 1 || masterPort > 65535) throw new DistConfigError(`master port must be in 1..65535, got ${masterPort}`);
   const timeoutS = flags.timeout ?? (env.RETAIN_DIST_TIMEOUT ? Number(env.RETAIN_DIST_TIMEOUT) : DEFAULT_TIMEOUT_S);
   if (!(timeoutS > 0)) throw new DistConfigError(`the distributed timeout must be a positive number of seconds, got ${timeoutS}`);
-  return { rank, worldSize, masterAddr, masterPort, timeoutMs: Math.round(timeoutS * 1000), backend: 'gloo' };
+  const overlap = !['0', 'false', 'off'].includes((env.RETAIN_DIST_OVERLAP ?? '').toLowerCase());
+  const bucketMb = env.RETAIN_DIST_BUCKET_MB ? Number(env.RETAIN_DIST_BUCKET_MB) : 25;
+  if (!(bucketMb > 0)) throw new DistConfigError(`RETAIN_DIST_BUCKET_MB must be a positive number of MiB, got '${env.RETAIN_DIST_BUCKET_MB}'`);
+  return { rank, worldSize, masterAddr, masterPort, timeoutMs: Math.round(timeoutS * 1000), backend: 'gloo', overlap, bucketBytes: Math.round(bucketMb * 2 ** 20) };
 }
 
 /** Refuses what data parallelism cannot run as configured, before any process joins the group. */
@@ -87,6 +94,9 @@ export function startDist(s: DistSettings): DistContext {
       for (const t of ts) torch.distributed.allReduce([t], op).wait();
     },
     broadcast: (ts: Tensor[], root = 0) => torch.distributed.broadcast(ts, root),
+    // A build without c10d::Reducer still trains, with the post-backward sum.
+    overlap: s.overlap && torch.distributed.available().reducer,
+    bucketBytes: s.bucketBytes,
   };
   return active;
 }

@@ -70,6 +70,13 @@ export interface DistContext {
   allReduce(tensors: Tensor[], op?: 'sum' | 'max'): void;
   /** Every rank gets root's values, in place. */
   broadcast(tensors: Tensor[], root?: number): void;
+  /**
+   * How the trainer sums gradients: during backward through c10d's Reducer (default where the build has it), or after
+   * backward (reduceGradients; RETAIN_DIST_OVERLAP=0). Both give the same sums.
+   */
+  overlap?: boolean;
+  /** Gradient bucket size in bytes (RETAIN_DIST_BUCKET_MB; default 25 MiB, DDP's). */
+  bucketBytes?: number;
 }
 
 /** What a method needs to write the final output of `retain train` itself. */

@@ -167,6 +167,18 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
   const fb = methods.find((m) => m.forwardBackward);
   const stepper = methods.find((m) => m.optimizerStep);
 
+  // Under data parallelism the gradient sum overlaps backward by default: c10d's Reducer (torch DDP's engine) launches
+  // each bucket's all-reduce from the parameters' grad-accumulator hooks while backward goes on. It is built over the
+  // trainable parameters and rebuilt (identically on every rank) if a method changes which those are.
+  let reducer: torch.distributed.GradReducer | null = null;
+  const reducerFor = (ps: [string, Tensor][]): torch.distributed.GradReducer => {
+    if (!reducer || ps.length !== reducer.params.length || ps.some(([, p], i) => p !== reducer!.params[i])) {
+      reducer?.dispose();
+      reducer = new torch.distributed.GradReducer(ps.map(([, p]) => p), { bucketBytes: dist?.bucketBytes, names: ps.map(([n]) => n) });
+    }
+    return reducer;
+  };
+
   let finalLoss = NaN;
   const t0 = performance.now();
   let tokensSeen = 0;
@@ -181,6 +193,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
     // Sample weights of the whole (global) batch, so that a per-batch rule (FLOW's normalisation, batch median) sees
     // what one process sees; under data parallelism each rank then keeps its rows, of the weights as of the batch.
     const microWeights = micro.map((b) => weighters.map((w) => torch.keep(w.sampleWeights!(ctx, b))));
+    const globalRows = micro.map((b) => b.sampleIds.length);
     if (dist) {
       micro.forEach((b, i) => {
         const [lo, hi] = shardRange(b.sampleIds.length, dist.rank, dist.worldSize);
@@ -199,6 +212,11 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
     const closure = (): number => {
       let total = 0;
       for (const p of ctx.params) p[1].grad = null;
+      // The reducing backward is the last micro-batch's (the ones before accumulate locally, as under DDP's no_sync).
+      // Every rank must run it, so the overlapped sum is used only when that micro-batch gives each rank a row — a
+      // fact of the global batch that all ranks share; otherwise this step sums after backward.
+      const trainable = dist ? ctx.params.filter(([, p]) => p.requiresGrad) : [];
+      const red = dist?.overlap && trainable.length > 0 && globalRows[micro.length - 1] >= dist.worldSize ? reducerFor(trainable) : null;
       micro.forEach((b, i) => {
         torch.tidy(() => {
           // A rank's share of a short last batch can be empty: it adds no data gradient, only (rank 0) the penalties.
@@ -220,13 +238,17 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
           }
           if (loss) {
             total += loss.item();
-            if (loss.requiresGrad) loss.backward();
+            if (loss.requiresGrad) {
+              if (red && i === micro.length - 1) [loss] = red.prepare([loss]);
+              loss.backward();
+            }
           }
         });
       });
       // The rows' gradients summed over ranks are the global batch's gradient; the loss is summed with them, so every
       // rank sees the same loss (and the same non-finite-loss decision).
-      if (dist) total = torch.distributed.reduceGradients(ctx.params.filter(([, p]) => p.requiresGrad).map(([, p]) => p), { scalars: [total] }).scalars[0];
+      if (red) total = sumOverRanks(total);
+      else if (dist) total = torch.distributed.reduceGradients(trainable.map(([, p]) => p), { scalars: [total], bucketBytes: dist.bucketBytes }).scalars[0];
       return total;
     };
 
@@ -266,10 +288,20 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
       break;
     }
   }
+  (reducer as torch.distributed.GradReducer | null)?.dispose();
   for (const m of methods) await m.finish?.(ctx);
   if (o.outputDir && writer && o.saveEvery) save(o, ctx, loader, methods);
   progress.done();
   return { steps: ctx.step, finalLoss, history, resumedFrom, stopped: ctx.stop ?? null };
+}
+
+/** The sum of one number over ranks (float64, so every rank gets the same bits). */
+function sumOverRanks(x: number): number {
+  return torch.noGrad(() => torch.tidy(() => {
+    const t = torch.tensor(Float64Array.of(x), { shape: [1] });
+    torch.distributed.allReduce([t], 'sum').wait();
+    return (t.data() as Float64Array)[0];
+  }));
 }
 
 function save(o: TrainOptions, ctx: TrainContext, loader: DataLoader, methods: Method[]): void {
