@@ -28,6 +28,7 @@
 #endif
 
 #include <cerrno>
+#include <malloc.h>
 #include <cstdlib>
 #include <unistd.h>
 #include <cstring>
@@ -112,6 +113,33 @@ napi_value Guard(napi_env env, const char* ctx, F&& f) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// glibc malloc for tensor-sized blocks (docs/MEMORY.md). By default glibc maps blocks of 128 KiB and more, raises that
+// threshold to the largest block freed so far (at most 32 MiB) and trims the top of the heap whenever more than twice
+// that is free. A training step frees its activations together at its end, so every step gave the top of the heap
+// back and faulted it in again: ~15,000 page faults per d=256 Llama step (Python's peer: 0). Fixed thresholds instead:
+// blocks under 32 MiB come from the heap and up to 512 MiB of free heap top stays mapped (128 MiB was measured too: a
+// step that frees ~450 MB at once then re-faulted all of it every step, 2.7x slower than glibc's default).
+// RETAIN_MALLOC=glibc keeps glibc's defaults; RETAIN_MALLOC=compact maps blocks of 1 MiB and more, so RSS follows live
+// data at the cost of faulting every such block in anew. A MALLOC_*_ variable or GLIBC_TUNABLES set by the user wins.
+#ifdef __GLIBC__
+struct MallocTuning {
+  MallocTuning() {
+    for (const char* v : {"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_", "GLIBC_TUNABLES"})
+      if (std::getenv(v)) return;
+    const char* m = std::getenv("RETAIN_MALLOC");
+    const std::string mode = m ? m : "";
+    if (mode == "glibc") return;
+    if (mode == "compact") {
+      mallopt(M_MMAP_THRESHOLD, 1 << 20);
+      return;
+    }
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 512 << 20);
+  }
+} g_mallocTuning;
+#endif
+
+// ---------------------------------------------------------------------------------------------------------------
 // Handle table. JS refers to tensors by small integers. Freed slots are reused; the JS side invalidates its handle on
 // dispose so a stale object cannot reach a reused slot.
 
@@ -120,6 +148,12 @@ std::vector<int32_t> g_free;
 int64_t g_live = 0;
 
 // Storage bytes reported to V8 are batched: calling napi_adjust_external_memory on every op costs more than the op.
+// Only tensors that the garbage collector is responsible for are reported: JS calls gcOwned(h) when it hands a tensor
+// to its FinalizationRegistry (made outside any tidy() scope, or kept). Temporaries inside a scope are freed by the
+// scope, never by GC; reporting them made V8 start one or two full collections per training step that could free
+// nothing (about 25 ms of a 300 ms d=256 Llama step, docs/RESULTS.md). The bytes are remembered per handle, so a
+// release takes back exactly what was reported (the old count-on-create rule drifted under autograd, MEMORY.md).
+std::vector<int64_t> g_reported;  // parallel to g_slots
 int64_t g_pendingExternal = 0;
 int64_t g_reportedExternal = 0;
 constexpr int64_t kExternalBatch = 8 << 20;
@@ -144,7 +178,6 @@ inline int64_t storageBytes(const at::Tensor& t) {
 }
 
 int32_t put(at::Tensor t) {
-  g_pendingExternal += storageBytes(t);
   int32_t h;
   if (!g_free.empty()) {
     h = g_free.back();
@@ -153,6 +186,7 @@ int32_t put(at::Tensor t) {
   } else {
     h = static_cast<int32_t>(g_slots.size());
     g_slots.push_back(std::move(t));
+    g_reported.push_back(0);
   }
   ++g_live;
   return h;
@@ -168,7 +202,8 @@ at::Tensor& get(int32_t h) {
 void release(int32_t h) {
   if (h < 0 || static_cast<size_t>(h) >= g_slots.size() || !g_slots[h].defined()) return;
   auto& t = g_slots[h];
-  if (t.has_storage() && t.device().is_cpu() && t.storage().use_count() == 1) g_pendingExternal -= static_cast<int64_t>(t.storage().nbytes());
+  g_pendingExternal -= g_reported[h];
+  g_reported[h] = 0;
   t.reset();
   g_free.push_back(h);
   --g_live;
@@ -1469,6 +1504,24 @@ napi_value Version(napi_env env, napi_callback_info) {
   });
 }
 
+// gcOwned(h): the tensor is now the garbage collector's to free; report its storage to V8 (once per handle).
+napi_value GcOwned(napi_env env, napi_callback_info info) {
+  return Guard(env, "gcOwned", [&]() -> napi_value {
+    size_t argc = 1;
+    napi_value argv[1];
+    ok(napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+    if (argc < 1) throwType("gcOwned(handle)");
+    int32_t h = getHandle(env, argv[0], "handle");
+    const at::Tensor& t = get(h);
+    if (g_reported[h] == 0) {
+      g_reported[h] = storageBytes(t);
+      g_pendingExternal += g_reported[h];
+      flushExternal(env, false);
+    }
+    return undef(env);
+  });
+}
+
 napi_value ExternalBytes(napi_env env, napi_callback_info) {
   return Guard(env, "externalBytes", [&]() -> napi_value {
     flushExternal(env, true);
@@ -1499,7 +1552,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"manualSeed", ManualSeed}, {"getRngState", GetRngState},
       {"setRngState", SetRngState}, {"numThreads", NumThreads},
       {"cudaDeviceCount", CudaInfo}, {"version", Version},
-      {"externalBytes", ExternalBytes}, {"cudaSynchronize", CudaSynchronize},
+      {"externalBytes", ExternalBytes}, {"gcOwned", GcOwned}, {"cudaSynchronize", CudaSynchronize},
       {"cudaMemory", CudaMemory}, {"readInto", ReadInto}, {"writeFrom", WriteFrom}, {"autocast", Autocast},
   };
   for (const auto& f : fns) {

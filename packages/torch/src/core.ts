@@ -48,6 +48,8 @@ export interface Native {
   cudaDeviceCount(): number;
   version(): string;
   externalBytes(): number;
+  /** The tensor is now the garbage collector's to free: report its storage to V8 as external memory (once). */
+  gcOwned(h: number): void;
   cudaSynchronize(): void;
   /** CUDA autocast on/off with a dtype code; returns the previous state. */
   autocast(enabled: boolean, dtype: number): boolean;

@@ -19,17 +19,24 @@ const gcRegistry = new FinalizationRegistry<number>((h) => {
   }
 });
 
+// Hands a tensor to the garbage collector, and tells V8 how much native memory the collector would free with it.
+// Tensors in a scope are not reported: the scope frees them, and V8 counting them ran useless full collections.
+function gcOwn(t: Tensor): void {
+  gcRegistry.register(t, t.h, t);
+  native.gcOwned(t.h);
+}
+
 function track(t: Tensor): void {
   const s = scopes[scopes.length - 1];
   if (s !== undefined) s.push(t);
-  else gcRegistry.register(t, t.h, t);
+  else gcOwn(t);
 }
 
 function untrackToGc(t: Tensor): void {
   if (t.h < 0) return;
   // A tensor made outside any scope is registered already; a second registration would release its handle twice.
   gcRegistry.unregister(t);
-  gcRegistry.register(t, t.h, t);
+  gcOwn(t);
 }
 
 /** Number of tensors alive in the native table (for leak tests). */
@@ -300,7 +307,7 @@ export class Tensor {
     const registered = gcRegistry.unregister(this);
     if (this.h >= 0) native.release(this.h);
     this.h = h;
-    if (registered) gcRegistry.register(this, h, this);
+    if (registered) gcOwn(this);
     return this;
   }
   get isInference(): boolean {
