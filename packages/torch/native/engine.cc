@@ -21,6 +21,7 @@
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/variable.h>
 #include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/custom_function.h>
 
 #ifdef RETAIN_CUDA
 #include <c10/cuda/CUDAFunctions.h>
@@ -28,6 +29,7 @@
 #endif
 
 #include <cerrno>
+#include <dlfcn.h>
 #include <malloc.h>
 #include <cstdlib>
 #include <unistd.h>
@@ -1529,6 +1531,8 @@ napi_value ExternalBytes(napi_env env, napi_callback_info) {
   });
 }
 
+#include "fused.h"
+
 napi_value Init(napi_env env, napi_value exports) {
   struct Fn {
     const char* name;
@@ -1552,7 +1556,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"manualSeed", ManualSeed}, {"getRngState", GetRngState},
       {"setRngState", SetRngState}, {"numThreads", NumThreads},
       {"cudaDeviceCount", CudaInfo}, {"version", Version},
-      {"externalBytes", ExternalBytes}, {"gcOwned", GcOwned}, {"cudaSynchronize", CudaSynchronize},
+      {"externalBytes", ExternalBytes}, {"gcOwned", GcOwned}, {"linear", Linear}, {"rmsNorm", RmsNorm}, {"cudaSynchronize", CudaSynchronize},
       {"cudaMemory", CudaMemory}, {"readInto", ReadInto}, {"writeFrom", WriteFrom}, {"autocast", Autocast},
   };
   for (const auto& f : fns) {

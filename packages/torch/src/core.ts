@@ -50,6 +50,10 @@ export interface Native {
   externalBytes(): number;
   /** The tensor is now the garbage collector's to free: report its storage to V8 as external memory (once). */
   gcOwned(h: number): void;
+  /** aten::linear, on oneDNN's GEMM for CPU float32 (native/fused.h). */
+  linear(x: number, weight: number, bias: number | null): number;
+  /** RMSNorm with a weight as one autograd node on CPU float32/float64 (native/fused.h); null where it does not apply. */
+  rmsNorm(x: number, weight: number, eps: number): number | null;
   cudaSynchronize(): void;
   /** CUDA autocast on/off with a dtype code; returns the previous state. */
   autocast(enabled: boolean, dtype: number): boolean;

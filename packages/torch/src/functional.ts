@@ -47,8 +47,10 @@ export function sigmoid(x: Tensor): Tensor {
 export function tanh(x: Tensor): Tensor {
   return G.tanh(x);
 }
+/** y = x·Wᵀ + b. On CPU float32 the products run on oneDNN's GEMM (see native/fused.h), else aten::linear. */
 export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
-  return G.linear(x, weight, bias ?? null);
+  if (!(x instanceof Tensor) || !(weight instanceof Tensor) || (bias != null && !(bias instanceof Tensor))) return G.linear(x, weight, bias ?? null);
+  return new Tensor(native.linear(x.h, weight.h, bias ? bias.h : null));
 }
 export function embedding(indices: Tensor, weight: Tensor, paddingIdx = -1): Tensor {
   return G.embedding(weight, indices, paddingIdx);
@@ -58,6 +60,11 @@ export function layerNorm(x: Tensor, normalizedShape: number[], weight?: Tensor 
 }
 /** RMSNorm as in Llama: x · rsqrt(mean(x², last dim) + eps) · weight, computed in float32 for low-precision inputs. */
 export function rmsNorm(x: Tensor, weight: Tensor | null, eps = 1e-6): Tensor {
+  // CPU float32/float64 with a weight: one custom autograd node with a cheap backward (native/fused.h).
+  if (weight instanceof Tensor && x instanceof Tensor) {
+    const h = native.rmsNorm(x.h, weight.h, eps);
+    if (h !== null) return new Tensor(h);
+  }
   return tidy(() => {
     const dtype = x.dtype;
     const xf = dtype === 'float32' || dtype === 'float64' ? x : x.float();
