@@ -497,6 +497,33 @@ Guard_ refuse(const char* why) {
 }
 const at::Tensor& T(const torch::jit::Stack& s, size_t i) { return s[i].toTensor(); }
 
+
+// histogramdd's kernels read bins[i] for every coordinate dimension without checking the list's length.
+void checkHistogramddBins(const torch::jit::Stack& s) {
+  const auto& x = T(s, 0);
+  if (x.dim() < 1) throwErr("self must have at least one dimension (the last holds the coordinates)");
+  const int64_t D = x.size(-1);
+  const auto& b = s[1];
+  if (b.isInt()) {
+    if (b.toInt() < 1) throwErr("bins must be at least 1");
+  } else if (b.isIntList()) {
+    auto v = b.toIntVector();
+    if (static_cast<int64_t>(v.size()) != D) throwErr("bins must have one entry per coordinate (self.size(-1) = " + std::to_string(D) + ")");
+    for (auto n : v) if (n < 1) throwErr("every bin count must be at least 1");
+  } else if (b.isTensorList()) {
+    if (static_cast<int64_t>(b.toTensorList().size()) != D) throwErr("bins must have one tensor per coordinate (self.size(-1) = " + std::to_string(D) + ")");
+  }
+}
+
+// The adaptive average pooling backwards index grad_output by self's geometry.
+void checkPoolBackward(const torch::jit::Stack& s, int64_t lo, int64_t hi) {
+  const auto& g = T(s, 0);
+  const auto& x = T(s, 1);
+  if (x.dim() < lo || x.dim() > hi || g.dim() != x.dim()) throwErr("grad_output and self must have the same rank (" + std::to_string(lo) + " or " + std::to_string(hi) + ")");
+  for (int64_t i = 0; i < x.dim() - (lo - 1); ++i)
+    if (g.size(i) != x.size(i)) throwErr("grad_output must keep self's leading (batch, channel) dimensions");
+}
+
 const std::unordered_map<std::string, Guard_>& guards() {
   static const std::unordered_map<std::string, Guard_> g = {
       {"aten::native_channel_shuffle", [](const torch::jit::Stack& s) {
@@ -525,9 +552,6 @@ const std::unordered_map<std::string, Guard_>& guards() {
       {"aten::rrelu_with_noise_backward", [](const torch::jit::Stack& s) {
          if (T(s, 2).numel() != T(s, 1).numel() || T(s, 0).numel() != T(s, 1).numel())
            throwErr("grad_output, self and noise must have the same number of elements");
-       }},
-      {"aten::_stack", [](const torch::jit::Stack& s) {
-         if (s[0].toTensorList().empty()) throwErr("needs at least one tensor");
        }},
       {"aten::_transform_bias_rescale_qkv", [](const torch::jit::Stack& s) {
          int64_t heads = s[2].toInt();
@@ -572,6 +596,65 @@ const std::unordered_map<std::string, Guard_>& guards() {
          const auto& idx = T(s, 2);
          if (x.dim() < 4 || !g.sizes().equals(idx.sizes()) || g.dim() != x.dim() || g.size(0) != x.size(0))
            throwErr("grad_output and indices must have the pooled output's shape, with self's leading dimensions");
+       }},
+      // The crashers the fuzzer found last (test/fixtures/crashers.ts): kernels of libtorch 1.13 that index, loop
+      // or write on trust.
+      {"aten::histogramdd", checkHistogramddBins},
+      {"aten::_histogramdd_bin_edges", checkHistogramddBins},
+      {"aten::_histogramdd_from_bin_cts", checkHistogramddBins},
+      {"aten::_histogramdd_from_bin_tensors", checkHistogramddBins},
+      {"aten::choose_qparams_optimized", [](const torch::jit::Stack& s) {
+         const auto& x = T(s, 0);
+         int64_t numel = s[1].toInt(), bins = s[2].toInt(), bits = s[4].toInt();
+         double ratio = s[3].toDouble();
+         if (numel != x.numel() || numel <= 0) throwErr("numel must equal input.numel() and be positive");
+         if (bins <= 0 || bins > (int64_t(1) << 20)) throwErr("n_bins must be in 1..1048576");
+         if (!(ratio > 0 && ratio <= 1)) throwErr("ratio must be in (0, 1]");
+         if (bits < 1 || bits > 16) throwErr("bit_width must be in 1..16");
+       }},
+      {"aten::_convert_indices_from_coo_to_csr", [](const torch::jit::Stack& s) {
+         const auto& idx = T(s, 0);
+         int64_t size = s[1].toInt();
+         if (size < 0) throwErr("size must be non-negative");
+         if (idx.numel() > 0) {
+           at::NoGradGuard ng;
+           if (idx.min().item<int64_t>() < 0 || idx.max().item<int64_t>() >= size) throwErr("indices must lie in [0, size)");
+         }
+       }},
+      {"aten::_convert_indices_from_csr_to_coo", [](const torch::jit::Stack& s) {
+         const auto& crow = T(s, 0);
+         const auto& col = T(s, 1);
+         if (crow.dim() != 1 || col.dim() != 1 || crow.numel() < 1) throwErr("needs 1-D crow_indices (at least one entry) and 1-D col_indices");
+         at::NoGradGuard ng;
+         if (crow.index({0}).item<int64_t>() != 0 || crow.index({-1}).item<int64_t>() != col.numel() ||
+             (crow.numel() > 1 && (crow.slice(0, 1).lt(crow.slice(0, 0, -1))).any().item<bool>()))
+           throwErr("crow_indices must start at 0, never decrease and end at col_indices.numel()");
+       }},
+      {"aten::_local_scalar_dense", [](const torch::jit::Stack& s) {
+         if (T(s, 0).numel() != 1) throwErr("needs a tensor with exactly one element");
+       }},
+      {"aten::_adaptive_avg_pool2d_backward", [](const torch::jit::Stack& s) { checkPoolBackward(s, 3, 4); }},
+      {"aten::_adaptive_avg_pool3d_backward", [](const torch::jit::Stack& s) { checkPoolBackward(s, 4, 5); }},
+      {"aten::_stack", [](const torch::jit::Stack& s) {
+         auto list = s[0].toTensorList();
+         if (list.empty()) throwErr("needs at least one tensor");
+         const at::Tensor first = list.get(0);
+         int64_t dim = s[1].toInt(), d = first.dim();
+         if (dim < -(d + 1) || dim > d) throwErr("dim out of range");
+         for (size_t i = 0; i < list.size(); ++i) {
+           const at::Tensor t = list.get(i);
+           if (!t.sizes().equals(first.sizes())) throwErr("all tensors must have the same shape");
+           if (!t.is_contiguous()) throwErr("needs contiguous tensors (stack() accepts any)");
+         }
+       }},
+      {"aten::binomial", [](const torch::jit::Stack& s) {
+         at::NoGradGuard ng;
+         const auto& count = T(s, 0);
+         const auto& prob = T(s, 1);
+         if (count.numel() > 0 && !(count.isfinite().all().item<bool>() && count.ge(0).all().item<bool>()))
+           throwErr("count must be finite and non-negative");
+         if (prob.numel() > 0 && !(prob.ge(0).all().item<bool>() && prob.le(1).all().item<bool>()))
+           throwErr("prob must lie in [0, 1]");
        }},
       {"aten::_thnn_differentiable_lstm_cell_backward",
        refuse("is an autograd internal that libtorch 1.13 does not validate; use lstm_cell and backward()")},
