@@ -244,10 +244,20 @@ inline bool getBool(napi_env env, napi_value v, const char* what) {
   return b;
 }
 
+// Handles and op ids are int32 in JS numbers. napi_get_value_int32 would turn NaN and Infinity into 0 and truncate
+// 1.5 to 1, silently naming another tensor, so a value is accepted only when it is exactly an int32.
+inline bool asInt32(napi_env env, napi_value v, int32_t* out) {
+  double d;
+  if (napi_get_value_double(env, v, &d) != napi_ok) return false;
+  if (!(d >= -2147483648.0 && d <= 2147483647.0) || d != static_cast<double>(static_cast<int32_t>(d))) return false;
+  *out = static_cast<int32_t>(d);
+  return true;
+}
+
 inline int32_t getHandle(napi_env env, napi_value v, const char* what) {
   int32_t h;
   if (typeOf(env, v) != napi_number) throwType(std::string(what) + " must be a Tensor");
-  ok(napi_get_value_int32(env, v, &h));
+  if (!asInt32(env, v, &h)) throwType(std::string(what) + ": a tensor handle must be an integer");
   return h;
 }
 
@@ -751,7 +761,8 @@ c10::IValue convert(napi_env env, napi_value v, const ArgInfo& a) {
   if (a.kind == K::Tensor) {
     // Fast path: a handle is a number; anything else falls through to the checks below.
     int32_t h;
-    if (napi_get_value_int32(env, v, &h) == napi_ok) return c10::IValue(get(h));
+    if (asInt32(env, v, &h)) return c10::IValue(get(h));
+    if (typeOf(env, v) == napi_number) throwType("argument '" + a.name + "': a tensor handle must be an integer");
   }
   if (isNullish(env, v)) {
     if (a.optional) return c10::IValue();
@@ -892,8 +903,9 @@ napi_value FindOp(napi_env env, napi_callback_info info) {
 
 const at::Tensor& fastTensor(napi_env env, napi_value v, const ArgInfo& a) {
   int32_t h;
-  if (napi_get_value_int32(env, v, &h) != napi_ok) {
+  if (!asInt32(env, v, &h)) {
     if (isNullish(env, v)) throwType("argument '" + a.name + "' (Tensor) is required");
+    if (typeOf(env, v) == napi_number) throwType("argument '" + a.name + "': a tensor handle must be an integer");
     throwType("argument '" + a.name + "' must be a Tensor");
   }
   return get(h);
@@ -949,7 +961,7 @@ napi_value Call(napi_env env, napi_callback_info info) {
     return nullptr;
   }
   int32_t id = -1;
-  if (napi_get_value_int32(env, argv[0], &id) != napi_ok || id < 0 || static_cast<size_t>(id) >= g_ops.size()) {
+  if (!asInt32(env, argv[0], &id) || id < 0 || static_cast<size_t>(id) >= g_ops.size()) {
     throwJs(env, JsErrKind::TypeError, "call: invalid op id");
     return nullptr;
   }
@@ -1077,7 +1089,7 @@ napi_value Release(napi_env env, napi_callback_info info) {
     Args a(env, info);
     a.need(1, "release");
     int32_t h;
-    if (napi_get_value_int32(env, a[0], &h) != napi_ok) throwType("handle must be a number");
+    if (!asInt32(env, a[0], &h)) throwType("release: a tensor handle must be an integer");
     release(h);
     flushExternal(env, false);
     return nullptr;

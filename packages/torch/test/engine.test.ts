@@ -336,7 +336,7 @@ test('requiresGrad on an integer or bool tensor is a clear TypeError', () => {
   });
 });
 
-test('native entry points refuse handles and op ids that are not integers', { todo: 'the engine reads them with napi_get_value_int32: NaN and Infinity become 0, 1.5 becomes 1' }, () => {
+test('native entry points refuse handles and op ids that are not integers', () => {
   torch.tidy(() => {
     const a = torch.tensor([42]);
     for (const bad of [NaN, Infinity, a.h + 0.5]) {
@@ -344,7 +344,9 @@ test('native entry points refuse handles and op ids that are not integers', { to
       assert.throws(() => torch.native.call(torch.opId('aten::neg'), bad), /handle|integer/, `call(neg, ${bad})`);
       assert.throws(() => torch.native.call(bad, a.h), /op id/, `call(${bad})`);
     }
-    // release(NaN) frees tensor 0 today; not exercised here, since it would free another test's tensor.
+    assert.throws(() => torch.native.release(NaN), /integer/);
+    assert.throws(() => torch.native.release(a.h + 0.5), /integer/);
+    assert.equal(a.item(), 42, 'a refused release frees nothing');
   });
 });
 
