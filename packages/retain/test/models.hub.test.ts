@@ -99,3 +99,26 @@ test('GPT-2 Hugging Face directory (original key names without transformer.) loa
   assert.ok(torch.tidy(() => (q.model as InstanceType<typeof GPT2LMHeadModel>).forward(ids).equal(m.forward(ids))));
   rmSync(dir, { recursive: true, force: true });
 });
+
+test('T5 Hugging Face directory loads through the hub (tied copies filled), saves and reloads to the same generation', async () => {
+  const { T5ForConditionalGeneration } = await import('../src/models/t5.js');
+  const { writeFileSync } = await import('node:fs');
+  const config = { model_type: 't5', vocab_size: 40, d_model: 16, d_kv: 4, d_ff: 24, num_layers: 2, num_heads: 4, relative_attention_num_buckets: 8, relative_attention_max_distance: 20, dropout_rate: 0, layer_norm_epsilon: 1e-6, feed_forward_proj: 'relu', tie_word_embeddings: true, decoder_start_token_id: 0, pad_token_id: 0, eos_token_id: 1 };
+  torch.manualSeed(5);
+  const m = new T5ForConditionalGeneration(config).eval();
+  const dir = mkdtempSync(join(tmpdir(), 'retain-t5-'));
+  // As transformers writes it: the shared embedding once, no encoder/decoder embed_tokens or tied lm_head copies.
+  const drop = new Set(['encoder.embed_tokens.weight', 'decoder.embed_tokens.weight', 'lm_head.weight']);
+  torch.io.saveSafetensors(join(dir, 'model.safetensors'), new Map([...m.stateDict()].filter(([k]) => !drop.has(k))));
+  writeFileSync(join(dir, 'config.json'), JSON.stringify(config));
+  const p = await loadPretrained(dir);
+  p.model.eval();
+  const ids = torch.tensor([[5, 9, 3, 1]]);
+  const want = m.generate(ids, { maxNewTokens: 6 });
+  assert.deepEqual((p.model as InstanceType<typeof T5ForConditionalGeneration>).generate(ids, { maxNewTokens: 6 }), want);
+  savePretrained(p, join(dir, 'back'));
+  const q = await loadPretrained(join(dir, 'back'));
+  q.model.eval();
+  assert.deepEqual((q.model as InstanceType<typeof T5ForConditionalGeneration>).generate(ids, { maxNewTokens: 6 }), want);
+  rmSync(dir, { recursive: true, force: true });
+});

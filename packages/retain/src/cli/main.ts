@@ -5,6 +5,7 @@ import { loadTrainConfig, ConfigError } from '../config.js';
 import { runTraining } from '../train/run.js';
 import { loadPretrained } from '../models/hub.js';
 import { generate, type CausalLM } from '../models/generate.js';
+import type { T5ForConditionalGeneration } from '../models/t5.js';
 import { NonFiniteLossError } from '../train/trainer.js';
 import { checkDistConfig, DistConfigError, distSettings, launchWorkers, startDist, stopDist } from '../train/dist.js';
 import { registerEvalCommands } from '../eval/cli.js';
@@ -87,6 +88,18 @@ program
     const p = await loadPretrained(model, { tokenizer: o.tokenizer });
     if (!p.tokenizer) throw new Error(`${model} has no tokenizer; pass --tokenizer`);
     p.model.eval();
+    if ((p.model as { kind?: string }).kind === 'seq2seq-lm') {
+      // Encoder-decoder (T5): the prompt is the encoder's input, the answer is decoded from the start token.
+      const t5 = p.model as unknown as T5ForConditionalGeneration;
+      const ids = p.tokenizer.encode(o.prompt, { bos: false });
+      const eos = p.tokenizer.eosId;
+      const input = torch.tensor([eos >= 0 && ids[ids.length - 1] !== eos ? [...ids, eos] : ids], { dtype: 'int64' });
+      const out = t5.generate(input, { maxNewTokens: o.maxNewTokens, temperature: o.temperature, topP: o.topP, topK: o.topK || undefined, seed: o.seed })[0];
+      let text = p.tokenizer.decode(out.filter((t) => t !== eos));
+      for (const s of o.stop ?? []) if (text.includes(s)) text = text.slice(0, text.indexOf(s));
+      process.stdout.write(text + '\n');
+      return;
+    }
     const g = generate(p.model as unknown as CausalLM, p.tokenizer, o.prompt, { maxNewTokens: o.maxNewTokens, temperature: o.temperature, topP: o.topP, topK: o.topK || undefined, stop: o.stop, seed: o.seed });
     process.stdout.write(o.prompt + g.text + '\n');
   });

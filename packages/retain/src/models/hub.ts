@@ -9,6 +9,7 @@ import { basename, dirname, join } from 'node:path';
 import * as torch from '@retain/torch';
 import { LlamaForCausalLM, type LlamaConfig } from './llama.js';
 import { GPT2LMHeadModel, gpt2CheckpointKeys, type GPT2Config } from './gpt2.js';
+import { T5ForConditionalGeneration, type T5Config } from './t5.js';
 import { readLlama2c } from './llama2c.js';
 import { CharLSTM, type CharLSTMConfig } from './charlstm.js';
 import { MnistMLP } from './mlp.js';
@@ -36,6 +37,7 @@ export const ARCHITECTURES = new Map<string, Builder>([
   ['qwen2', (c) => new LlamaForCausalLM(c as LlamaConfig)],
   ['mistral', (c) => new LlamaForCausalLM(c as LlamaConfig)],
   ['gpt2', (c) => new GPT2LMHeadModel(c as GPT2Config)],
+  ['t5', (c) => new T5ForConditionalGeneration(c as T5Config)],
   // Their typed configs lack an index signature; the loop only reads `config` back for saving.
   ['charlstm', (c) => new CharLSTM(c as unknown as CharLSTMConfig) as unknown as Pretrained['model']],
   ['mnist_mlp', (c) => new MnistMLP({ sizes: c.sizes as number[] }) as unknown as Pretrained['model']],
