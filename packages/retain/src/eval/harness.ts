@@ -5,6 +5,7 @@ import { defaultPrimary, readTaskRecords, splitText, toDoc, type Doc, type Resol
 import { exactMatch, extractAnswer, loglikelihood, meanStderr, textLoglik } from './score.js';
 import { modelHash, parameterCount, type EvalModel } from './model.js';
 import type { EvalResults, ResultRow } from './results.js';
+import { mulberry32 as rng } from '../data/random.js';
 
 export interface EvalOptions {
   /** Score at most this many examples per task (the first ones, or a seeded sample with `sample: true`). */
@@ -24,17 +25,6 @@ interface Metric {
   higherIsBetter: boolean;
 }
 
-/** A deterministic permutation (mulberry32), for few-shot sampling. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** The k-shot prefix for a doc: k other docs with their gold answers, joined by the few-shot delimiter. */
 function fewshotPrefix(spec: TaskSpec, pool: Doc[], doc: Doc, seed: number): string {

@@ -2,6 +2,8 @@
 // arithmetic__mul, algebra__linear_1d), generated deterministically from a seed. Small numbers and lower case, so
 // that a 260K-parameter TinyStories model can read them with its 512-token vocabulary and can learn some of them.
 
+import { mulberry32 as rng } from '../data/random.js';
+
 export interface ArithProblem {
   id: string;
   family: 'add_or_sub' | 'mul' | 'linear_1d';
@@ -10,16 +12,6 @@ export interface ArithProblem {
   answer: string;
 }
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const int = (r: () => number, lo: number, hi: number) => lo + Math.floor(r() * (hi - lo + 1));
 

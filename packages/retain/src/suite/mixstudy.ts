@@ -25,6 +25,7 @@ import { dataDirs, resolveData, resolveTasks, type ResolvedTask } from '../eval/
 import type { CompareResults, EvalResults } from '../eval/results.js';
 import { arithmeticProblems } from './arith.js';
 import { DEFAULT_MODEL } from './demo.js';
+import { mulberry32 as rng } from '../data/random.js';
 
 /** SICK judgement → the word the model answers with. */
 export const NLI_LABELS: Record<string, string> = { ENTAILMENT: 'yes', NEUTRAL: 'maybe', CONTRADICTION: 'no' };
@@ -78,17 +79,6 @@ function readSick(path: string): SickRow[] {
   });
 }
 
-/** mulberry32, for the seeded choice of the balanced NLI subset. */
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function shuffled<T>(xs: T[], seed: number): T[] {
   const r = rng(seed);
