@@ -5,7 +5,7 @@ import { defaultPrimary, readTaskRecords, splitText, toDoc, type Doc, type Resol
 import { exactMatch, extractAnswer, loglikelihood, meanStderr, textLoglik } from './score.js';
 import { modelHash, parameterCount, type EvalModel } from './model.js';
 import type { EvalResults, ResultRow } from './results.js';
-import { mulberry32 as rng } from '../data/random.js';
+import { fnv1a, mulberry32 as rng } from '../data/random.js';
 
 export interface EvalOptions {
   /** Score at most this many examples per task (the first ones, or a seeded sample with `sample: true`). */
@@ -29,7 +29,7 @@ interface Metric {
 /** The k-shot prefix for a doc: k other docs with their gold answers, joined by the few-shot delimiter. */
 function fewshotPrefix(spec: TaskSpec, pool: Doc[], doc: Doc, seed: number): string {
   if (spec.num_fewshot === 0) return '';
-  const r = rng(seed ^ hashString(doc.id));
+  const r = rng(seed ^ fnv1a(doc.id));
   const cand = pool.filter((d) => d.id !== doc.id);
   const shots: Doc[] = [];
   const used = new Set<number>();
@@ -45,11 +45,6 @@ function fewshotPrefix(spec: TaskSpec, pool: Doc[], doc: Doc, seed: number): str
   }).join(spec.fewshot_delimiter) + spec.fewshot_delimiter;
 }
 
-function hashString(s: string): number {
-  let h = 2166136261;
-  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 16777619);
-  return h >>> 0;
-}
 
 function say(o: EvalOptions, msg: string): void {
   if (o.progress) process.stderr.write(msg + '\n');

@@ -19,6 +19,7 @@ import { disposeBatch, epochOrder, rng } from '../data/loader.js';
 import type { Example } from '../data/formats.js';
 import type { Method, Role, TrainContext } from '../train/hooks.js';
 import { checkOptions, collateOn, indexById, modelDevice, numberOption, resolveData, sampleKey, type Options } from './support.js';
+import { fnv1a } from '../data/random.js';
 
 const OPTIONS = ['ratio', 'mode', 'probabilities', 'general', 'seed'];
 
@@ -52,11 +53,6 @@ export function ratioSplit(batch: number, m: number, n: number): [number, number
   return [target, general];
 }
 
-function stringSeed(s: string): number {
-  let h = 2166136261;
-  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 16777619);
-  return h >>> 0;
-}
 
 export class Mixing implements Method {
   readonly name = 'mixing';
@@ -160,7 +156,7 @@ export class Mixing implements Method {
       }
       let o = this.orders.get(source);
       if (!o || o.epoch !== s.epoch) {
-        o = { epoch: s.epoch, order: epochOrder(ex.length, (this.seed ^ stringSeed(source)) >>> 0, s.epoch) };
+        o = { epoch: s.epoch, order: epochOrder(ex.length, (this.seed ^ fnv1a(source)) >>> 0, s.epoch) };
         this.orders.set(source, o);
       }
       const n = Math.min(k - out.length, ex.length - s.cursor);

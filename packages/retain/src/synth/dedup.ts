@@ -2,6 +2,7 @@
 // similarity of word n-gram sets. MinHash signatures split into LSH bands find the candidate pairs (so checking a new
 // text costs about the same whatever the number already kept); the exact Jaccard of the two n-gram sets then decides,
 // so the threshold means what it says rather than a MinHash estimate of it.
+import { fnv1a } from '../data/random.js';
 
 /** Lower case, letters and digits only, single spaces: the key under which two texts count as the same. */
 export function normalize(text: string): string {
@@ -29,11 +30,6 @@ export function jaccard(a: Set<string>, b: Set<string>): number {
   return inter / (a.size + b.size - inter);
 }
 
-function fnv1a(s: string): number {
-  let h = 2166136261;
-  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 16777619);
-  return h >>> 0;
-}
 
 // A 32-bit finaliser (murmur3's): each signature row hashes the shingle's hash with its own seed.
 function mix(x: number, seed: number): number {
