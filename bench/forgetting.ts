@@ -18,6 +18,7 @@ import { checkComposition } from '../packages/retain/src/train/hooks.js';
 import type { CompareResults, EvalResults } from '../packages/retain/src/eval/results.js';
 import { forgettingTable } from '../packages/retain/src/report/table.js';
 import { writeReport } from '../packages/retain/src/report/report.js';
+import { paretoFrontier } from '../packages/retain/src/report/charts.js';
 
 const args = process.argv.slice(2);
 const flag = (name: string) => args.includes(name);
@@ -80,20 +81,21 @@ function storiesRecipes(pairs: boolean): { recipes: Recipe[]; refused: { label: 
   return { recipes, refused };
 }
 
+/**
+ * The runs on the Pareto frontier of general vs target (base left out). Unlike the report's chart, which averages
+ * accuracy-like metrics only, lower-is-better primaries (bits/char) count here, negated, so the char-LSTM suite has a
+ * frontier too.
+ */
 function paretoBest(c: CompareResults): string[] {
-  const pt = (r: EvalResults) => {
-    const p = r.rows.filter((x) => x.primary && x.higher_is_better);
-    const g = p.filter((x) => x.role === 'general');
-    const t = p.filter((x) => x.role === 'target');
-    const avg = (xs: typeof p) => (xs.length ? xs.reduce((s, x) => s + x.value, 0) / xs.length : NaN);
-    // Lower-is-better primaries (bits/char) count negated so that "up" is always better.
-    const lo = r.rows.filter((x) => x.primary && !x.higher_is_better);
-    const gl = lo.filter((x) => x.role === 'general').map((x) => -x.value);
-    const tl = lo.filter((x) => x.role === 'target').map((x) => -x.value);
-    return { label: r.label, g: g.length ? avg(g) : gl.reduce((a, b) => a + b, 0) / gl.length, t: t.length ? avg(t) : tl.reduce((a, b) => a + b, 0) / tl.length };
+  const score = (r: EvalResults, role: 'general' | 'target') => {
+    const rows = r.rows.filter((x) => x.primary && x.role === role);
+    const up = rows.filter((x) => x.higher_is_better);
+    const use = up.length ? up : rows;
+    return use.reduce((s, x) => s + (x.higher_is_better ? x.value : -x.value), 0) / use.length;
   };
-  const pts = c.tuned.map(pt);
-  return pts.filter((p) => !pts.some((q) => q !== p && q.g >= p.g && q.t >= p.t && (q.g > p.g || q.t > p.t))).map((p) => p.label);
+  const pts = c.tuned.map((r) => ({ label: r.label, general: score(r, 'general'), target: score(r, 'target') }));
+  const front = new Set(paretoFrontier(pts));
+  return pts.filter((p) => front.has(p)).map((p) => p.label);
 }
 
 function machine(): string {

@@ -16,7 +16,7 @@ import type { EvalModel } from './model.js';
 import { loadDocs, scoreDocs } from './harness.js';
 import type { Doc } from './tasks.js';
 import type { ResolvedTask } from './tasks.js';
-import type { MonitorPoint, ResultRow } from './results.js';
+import { isFractionMetric, type MonitorPoint, type ResultRow } from './results.js';
 
 export interface MonitorOptions {
   every: number;
@@ -30,10 +30,8 @@ export interface MonitorOptions {
   verbose?: boolean;
 }
 
-const FRACTION_METRICS = new Set(['acc', 'acc_norm', 'exact_match', 'next_token_acc']);
-
 function points(r: ResultRow): number {
-  return FRACTION_METRICS.has(r.metric) ? r.value * 100 : r.value;
+  return isFractionMetric(r.metric) ? r.value * 100 : r.value;
 }
 
 export class ForgettingMonitor implements Method {
@@ -67,7 +65,7 @@ export class ForgettingMonitor implements Method {
 
   private score(rows: ResultRow[]): { forgetting: number; target: number | null } {
     const allGen = rows.filter((r) => r.role === 'general');
-    const frac = allGen.filter((r) => FRACTION_METRICS.has(r.metric));
+    const frac = allGen.filter((r) => isFractionMetric(r.metric));
     const gen = frac.length ? frac : allGen;
     const forgetting = gen.length
       ? gen.reduce((s, r) => {

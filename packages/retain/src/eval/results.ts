@@ -63,6 +63,20 @@ export interface CompareResults {
   tuned: EvalResults[];
 }
 
+// Accuracy-like metrics are stored as fractions 0..1 and shown as percentages (points); anything else (losses,
+// perplexity, bits per char) is raw. Metric names may carry lm-evaluation-harness's filter suffix ("acc,none").
+const FRACTION = new Set(['acc', 'acc_norm', 'exact_match', 'next_token_acc', 'accuracy', 'em', 'f1']);
+
+export function metricName(metric: string): string {
+  const i = metric.indexOf(',');
+  return i < 0 ? metric : metric.slice(0, i);
+}
+
+export function isFractionMetric(metric: string): boolean {
+  const m = metricName(metric);
+  return FRACTION.has(m) || /_acc$/.test(m);
+}
+
 /** The primary row of each task, in task order. */
 export function primaryRows(r: EvalResults): ResultRow[] {
   return r.rows.filter((x) => x.primary);

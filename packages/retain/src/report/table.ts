@@ -3,24 +3,12 @@
 //
 // The table is first built as a model (numbers, not strings) so that Markdown, terminal text and HTML render the
 // same figures and the same rounding.
-import type { EvalResults, ResultRow, Role } from '../eval/results.js';
+import { isFractionMetric, metricName, type EvalResults, type ResultRow, type Role } from '../eval/results.js';
+
+export { isFractionMetric, metricName };
 
 /** Unicode minus: a hyphen reads as a dash in a table of numbers and misaligns in proportional fonts. */
 export const MINUS = '\u2212';
-
-// Accuracy-like metrics are stored as fractions 0..1 and shown as percentages; anything else (losses, perplexity,
-// bits per char) is shown raw. Metric names may carry lm-evaluation-harness's filter suffix ("acc,none").
-const FRACTION = new Set(['acc', 'acc_norm', 'exact_match', 'next_token_acc', 'accuracy', 'em', 'f1']);
-
-export function metricName(metric: string): string {
-  const i = metric.indexOf(',');
-  return i < 0 ? metric : metric.slice(0, i);
-}
-
-export function isFractionMetric(metric: string): boolean {
-  const m = metricName(metric);
-  return FRACTION.has(m) || /_acc$/.test(m);
-}
 
 export interface Column {
   kind: 'task' | 'avg';
