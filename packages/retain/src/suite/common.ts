@@ -2,7 +2,6 @@
 // `retain train`'s own path (runTraining, so the suites exercise what users run), and the per-run results file.
 import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import * as torch from '@retain/torch';
 import { parseTrainConfig } from '../config.js';
 import { runTraining, type RunResult } from '../train/run.js';
 import type { EvalResults } from '../eval/results.js';
@@ -53,9 +52,7 @@ export async function trainRecipe(o: { model: string; runDir: string; data: unkn
     resume: false,
     methods: r.methods,
   }, `suite recipe '${r.label}'`);
-  const res = await runTraining(cfg, undefined, { progress: o.progress });
-  torch.dispose([]);
-  return res;
+  return runTraining(cfg, undefined, { progress: o.progress });
 }
 
 /** Adds the run's dynamics (monitor points, training loss) to its results and writes runDir/results.json. */

@@ -4,15 +4,13 @@
 // held-out stories) and target probe (exact match on held-out problems). Everything it reads ships in assets/.
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import * as torch from '@retain/torch';
-import { parseTrainConfig, type TrainConfig } from '../config.js';
-import { runTraining } from '../train/run.js';
 import { loadEvalModel } from '../eval/model.js';
 import { evaluate } from '../eval/harness.js';
 import { resolveTasks, type ResolvedTask } from '../eval/tasks.js';
 import type { CompareResults, EvalResults } from '../eval/results.js';
 import { arithmeticProblems } from './arith.js';
 import { forgettingTableText } from '../report/table.js';
+import { finishResults, methodNames, runDirOf, selectRecipes, trainRecipe, writeJsonl } from './common.js';
 
 export const ASSETS = resolve(new URL('../../assets', import.meta.url).pathname);
 export const DEFAULT_MODEL = join(ASSETS, 'stories260K', 'stories260K.bin');
@@ -60,9 +58,6 @@ export interface DemoOptions {
   keepGoing?: boolean;
 }
 
-function writeJsonl(path: string, rows: unknown[]): void {
-  writeFileSync(path, rows.map((r) => JSON.stringify(r)).join('\n') + '\n');
-}
 
 /** Writes the demo's data and task files under outDir and returns the resolved tasks (general first). */
 export function prepareDemoData(outDir: string, o: { trainSize: number; testSize: number; seed: number }): { train: string; replay: string; tasks: ResolvedTask[] } {
@@ -99,17 +94,6 @@ export function prepareDemoData(outDir: string, o: { trainSize: number; testSize
   return { train: trainPath, replay: join(ASSETS, 'data', 'tinystories-replay.txt'), tasks: resolveTasks([join(dir, 'tasks.yaml')]) };
 }
 
-function trainConfig(o: { model: string; train: string; outDir: string; steps: number; seed: number; monitorEvery: number; tasksFile: string }, r: Recipe): TrainConfig {
-  return parseTrainConfig({
-    model: { path: o.model },
-    data: { train: { path: o.train, format: { type: 'prompt_completion' }, max_length: 64 } },
-    training: { max_steps: o.steps, batch_size: 16, lr: 0.002, schedule: 'cosine', warmup_ratio: 0.06, weight_decay: 0.01, clip_grad_norm: 1.0, seed: o.seed, log_every: 10, ...r.training },
-    monitor: { every: o.monitorEvery, tasks: [o.tasksFile], target: ['arithmetic'], limit: 60 },
-    output_dir: o.outDir,
-    resume: false,
-    methods: r.methods,
-  }, `demo recipe '${r.label}'`);
-}
 
 /** Runs the demo; returns the comparison (base + one result per recipe). */
 export async function runDemo(o: DemoOptions): Promise<CompareResults> {
@@ -119,12 +103,7 @@ export async function runDemo(o: DemoOptions): Promise<CompareResults> {
   const data = prepareDemoData(outDir, { trainSize: o.trainSize ?? 1500, testSize: o.testSize ?? 200, seed });
   const tasksFile = join(outDir, 'data', 'tasks.yaml');
   const say = (m: string) => o.progress !== false && process.stderr.write(m + '\n');
-  let recipes = o.recipes ?? demoRecipes(data.replay);
-  if (o.only?.length) {
-    const unknown = o.only.filter((l) => !recipes.some((r) => r.label === l));
-    if (unknown.length) throw new Error(`unknown recipe ${unknown.map((u) => `'${u}'`).join(', ')}; recipes: ${recipes.map((r) => `'${r.label}'`).join(', ')}`);
-    recipes = recipes.filter((r) => o.only!.includes(r.label));
-  }
+  const recipes = selectRecipes(o.recipes ?? demoRecipes(data.replay), o.only);
 
   say(`retain demo: ${model}\n  target: arithmetic (${o.trainSize ?? 1500} training problems, ${o.testSize ?? 200} held out); general: held-out TinyStories`);
   const baseModel = await loadEvalModel(model);
@@ -136,7 +115,7 @@ export async function runDemo(o: DemoOptions): Promise<CompareResults> {
   const failed: { label: string; error: string }[] = [];
   for (const r of recipes) {
     const t0 = performance.now();
-    const runDir = join(outDir, 'runs', r.label.replace(/[^\w.-]+/g, '_'));
+    const runDir = runDirOf(outDir, r.label);
     const steps = o.steps ?? 300;
     // What decides a run's result; a finished run with the same key is reused (a long suite resumes where it stopped).
     const key = JSON.stringify({ recipe: r, steps, seed, model, monitorEvery: o.monitorEvery ?? 25, trainSize: o.trainSize ?? 1500, testSize: o.testSize ?? 200 });
@@ -146,19 +125,22 @@ export async function runDemo(o: DemoOptions): Promise<CompareResults> {
       say(`  ${r.label}: reused ${done}`);
       continue;
     }
-    if (existsSync(runDir)) rmSync(runDir, { recursive: true });
-    say(`  training ${r.label}${r.methods.length ? ` (${r.methods.map((m) => (typeof m === 'string' ? m : String(m.name))).join(' + ')})` : ''} …`);
+    say(`  training ${r.label}${r.methods.length ? ` (${methodNames(r).join(' + ')})` : ''} …`);
     try {
-      const cfg = trainConfig({ model, train: data.train, outDir: runDir, steps, seed, monitorEvery: o.monitorEvery ?? 25, tasksFile }, r);
-      const res = await runTraining(cfg, undefined, { progress: o.progress !== false });
+      const res = await trainRecipe({
+        model,
+        runDir,
+        data: { train: { path: data.train, format: { type: 'prompt_completion' }, max_length: 64 } },
+        training: { max_steps: steps, batch_size: 16, lr: 0.002, schedule: 'cosine', warmup_ratio: 0.06, weight_decay: 0.01, clip_grad_norm: 1.0, seed, log_every: 10 },
+        monitor: { every: o.monitorEvery ?? 25, tasks: [tasksFile], target: ['arithmetic'], limit: 60 },
+        progress: o.progress !== false,
+      }, r);
       // LoRA writes the adapter as its final output; the merged model beside it is what gets scored.
       const finalModel = existsSync(join(res.finalDir, 'merged')) ? join(res.finalDir, 'merged') : res.finalDir;
       const em = await loadEvalModel(finalModel);
-      const ev = await evaluate(em, data.tasks, { label: r.label, methods: r.methods.map((m) => (typeof m === 'string' ? m : String(m.name))), progress: false });
+      const ev = await evaluate(em, data.tasks, { label: r.label, methods: methodNames(r), progress: false });
       em.module.dispose();
-      ev.monitor = res.monitor?.points ?? [];
-      ev.train = res.history.filter((h) => typeof h.loss === 'number').map((h) => ({ step: Number(h.step), loss: Number(h.loss) }));
-      writeFileSync(done, JSON.stringify(ev, null, 2) + '\n');
+      finishResults(ev, res, runDir);
       writeFileSync(join(runDir, 'recipe.json'), key);
       tuned.push(ev);
       say(`  ${r.label}: ${summary(ev)} (${((performance.now() - t0) / 1000).toFixed(0)} s)`);
