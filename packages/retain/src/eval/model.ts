@@ -3,13 +3,12 @@
 // char-LSTM, the MNIST MLP) so tasks never look at architectures.
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
 import { loadPretrained, type Pretrained } from '../models/hub.js';
 import { generate, type CausalLM } from '../models/generate.js';
-import { CharLSTM, type CharVocab } from '../models/charlstm.js';
-import { MnistMLP } from '../models/mlp.js';
+import type { CharLSTM, CharVocab } from '../models/charlstm.js';
+import type { MnistMLP } from '../models/mlp.js';
 import { CharTokenizer } from '../tokenizers/char.js';
 
 export interface EvalModel {
@@ -118,16 +117,7 @@ export function pretrainedEvalModel(p: Pretrained, name = p.source.path.split('/
 export async function loadEvalModel(path: string, opts: { tokenizer?: string; maxLength?: number } = {}): Promise<EvalModel> {
   if (!existsSync(path)) throw new Error(`model not found: ${path}`);
   const name = path.split('/').filter(Boolean).pop() ?? path;
-  if (existsSync(join(path, 'manifest.json'))) {
-    if (existsSync(join(path, 'vocab.json'))) {
-      const { model, vocab } = CharLSTM.fromMl5(path);
-      model.eval();
-      return charLstmEvalModel(model, vocab, name, path, opts.maxLength ?? 512);
-    }
-    const m = MnistMLP.fromMl5(path);
-    m.eval();
-    return classifierEvalModel(m, name, path);
-  }
+  // The hub reads every format, ml5 folders included; pretrainedEvalModel picks the adapter.
   const p = await loadPretrained(path, { tokenizer: opts.tokenizer });
   p.model.eval();
   const em = pretrainedEvalModel(p, name, opts.maxLength ?? 512);
