@@ -1,6 +1,6 @@
 // Data-parallel training (train/dist.ts, native/dist.cc): real worker processes on loopback through c10d/Gloo.
 // Two ranks must train the same weights as one process on the same global batch, for standard fine-tuning and for
-// FLOW + mixing; a rank killed with SIGKILL must end the other with an error, not a hang; a killed run resumes.
+// FLOW + mixing, SAM, EWC + MoFO with the forgetting monitor's rollback; a rank killed with SIGKILL must end the other with an error, not a hang; a killed run resumes.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as torch from '@retain/torch';
 import { checkDistConfig, distSettings, freePort, shardRange } from '../src/train/dist.js';
+import { DEFAULT_MODEL, prepareDemoData } from '../src/suite/demo.js';
 
 const CLI = new URL('../bin/retain.mjs', import.meta.url).pathname;
 const ASSETS = new URL('../assets/stories260K/', import.meta.url).pathname;
@@ -187,6 +188,56 @@ test('SAM (two reducing backwards per step), gradients summed during backward an
   // The two 2-rank paths sum the same numbers in the same order (rank 0's + rank 1's, per element).
   assert.ok(readFileSync(finalWeights(on.dir)).equals(readFileSync(finalWeights(off.dir))), 'overlapped and post-backward sums give identical weights');
   for (const r of [one, on, off]) rmSync(r.dir, { recursive: true, force: true });
+});
+
+test('EWC + MoFO with the forgetting monitor: 2 ranks give the weights of 1 process; only rank 0 probes, and every rank rolls back together', { skip }, () => {
+  const mk = () => {
+    const dir = mkdtempSync(join(tmpdir(), 'retain-dist-mon-'));
+    const d = prepareDemoData(dir, { trainSize: 64, testSize: 12, seed: 0 });
+    writeFileSync(join(dir, 'general.jsonl'), readFileSync(join(ASSETS, '..', 'data', 'tinystories-replay.txt'), 'utf8').split(/\n\s*\n/).slice(0, 16).map((t) => JSON.stringify({ text: t.trim() })).join('\n'));
+    const cfg = {
+      model: { path: DEFAULT_MODEL },
+      data: { train: { path: d.train, format: { type: 'prompt_completion' }, max_length: 64 } },
+      // A learning rate at which the general probe stays within the budget for a few steps, then falls past it (one
+      // process: within at step 4, 2.26 points; past at step 6, 4.29), so the rollback restores a trained state.
+      training: { max_steps: 12, batch_size: 8, lr: 0.001, schedule: 'constant', seed: 0, threads: 1 },
+      methods: [
+        { name: 'ewc', lambda: 50, data: { path: join(dir, 'general.jsonl'), format: { type: 'text' }, max_length: 64 }, fisher_samples: 8, fisher_batch_size: 2 },
+        { name: 'mofo', alpha: 0.2 },
+      ],
+      monitor: { tasks: [join(dir, 'data', 'tasks.yaml')], target: ['arithmetic'], limit: 12, every: 2, max_forgetting: 3, on_exceed: 'rollback' },
+      output_dir: join(dir, 'out'),
+    };
+    writeFileSync(join(dir, 'train.yaml'), JSON.stringify(cfg));
+    return { dir, cfg: join(dir, 'train.yaml') };
+  };
+  const one = mk();
+  const two = mk();
+  const r1 = retain(['train', one.cfg]);
+  assert.equal(r1.status, 0, r1.stderr);
+  const r2 = retain(['train', two.cfg, '--nproc', '2']);
+  assert.equal(r2.status, 0, r2.stderr);
+  const rel = maxRelDiff(finalWeights(one.dir), finalWeights(two.dir));
+  console.log(`dist EWC+MoFO+monitor: max relative weight difference ${rel.toExponential(2)}`);
+  assert.ok(rel < 1e-5, `weights differ by ${rel} (relative)`);
+  // The same stop and rollback as one process, announced once (rank 0), and probe lines once per probed step.
+  const stop = (s: string) => s.match(/retain: forgetting [\d.]+ exceeded max_forgetting 3 at step (\d+); rolled the weights back to step (\d+)/g) ?? [];
+  assert.equal(stop(r1.stderr).length, 1, r1.stderr);
+  assert.deepEqual(stop(r2.stderr), stop(r1.stderr), r2.stderr);
+  const [, stoppedAt, rolledBackTo] = /at step (\d+); rolled the weights back to step (\d+)/.exec(r1.stderr)!.map(Number);
+  assert.ok(rolledBackTo > 0 && stoppedAt > rolledBackTo, `rolled back from ${stoppedAt} to ${rolledBackTo}: the kept state must be a trained one`);
+  const probed = (s: string) => (s.match(/^monitor @(\d+):/gm) ?? []);
+  assert.equal(probed(r1.stderr).length, stoppedAt / 2 + 1);
+  assert.deepEqual(probed(r2.stderr), probed(r1.stderr), 'rank 1 does not probe: one line per probed step');
+  // Rank 0's probes measure what one process measures (up to float summation order).
+  const mon = (d: string) => readFileSync(join(d, 'out', 'monitor.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  const [a, b] = [mon(one.dir), mon(two.dir)];
+  assert.equal(b.length, a.length);
+  a.forEach((p, i) => {
+    assert.deepEqual([b[i].step, b[i].task, b[i].metric], [p.step, p.task, p.metric]);
+    assert.ok(Math.abs(b[i].value - p.value) <= 1e-6 * Math.max(1, Math.abs(p.value)), `${p.task} @${p.step}: ${b[i].value} vs ${p.value}`);
+  });
+  for (const r of [one, two]) rmSync(r.dir, { recursive: true, force: true });
 });
 
 test('SIGKILL of one rank ends the other with a clear error within the timeout (ranks launched by hand, as on two machines)', { skip }, async () => {

@@ -522,6 +522,52 @@ napi_value Allgather(napi_env env, napi_callback_info info) {
   });
 }
 
+// storeSet(key, value): a small string in the rendezvous TCPStore, for decisions one rank makes for all (the forgetting
+// monitor's stop/rollback). Keys live under "retain/" so they cannot meet the process group's own keys.
+napi_value StoreSet(napi_env env, napi_callback_info info) {
+  return guarded(env, "distributed.storeSet", [&]() -> napi_value {
+#ifdef RETAIN_C10D
+    DistArgs a(env, info);
+    Group& gr = group("storeSet");
+    std::string key = "retain/" + text(env, a.at(0, "storeSet"), "key");
+    std::string value = text(env, a.at(1, "storeSet"), "value");
+    tagged(gr, "store set", [&]() {
+      gr.store->set(key, std::vector<uint8_t>(value.begin(), value.end()));
+      return 0;
+    });
+    return undef(env);
+#else
+    (void)info;
+    unavailable("distributed.storeSet");
+#endif
+  });
+}
+
+// storeGet(key, timeoutMs) -> value: waits up to timeoutMs (not the group's timeout: the writer may first run a long
+// computation) for the key, then reads it. A writer that dies closes the store's socket and ends the wait at once.
+napi_value StoreGet(napi_env env, napi_callback_info info) {
+  return guarded(env, "distributed.storeGet", [&]() -> napi_value {
+#ifdef RETAIN_C10D
+    DistArgs a(env, info);
+    Group& gr = group("storeGet");
+    std::string key = "retain/" + text(env, a.at(0, "storeGet"), "key");
+    double timeoutMs = number(env, a.at(1, "storeGet"), "timeoutMs");
+    if (!(timeoutMs > 0)) throw std::invalid_argument("storeGet: timeoutMs must be positive");
+    std::string value = tagged(gr, "store get", [&]() {
+      gr.store->wait({key}, std::chrono::milliseconds(static_cast<int64_t>(timeoutMs)));
+      auto v = gr.store->get(key);
+      return std::string(v.begin(), v.end());
+    });
+    napi_value r;
+    napi_create_string_utf8(env, value.data(), value.size(), &r);
+    return r;
+#else
+    (void)info;
+    unavailable("distributed.storeGet");
+#endif
+  });
+}
+
 napi_value Barrier(napi_env env, napi_callback_info) {
   return guarded(env, "distributed.barrier", [&]() -> napi_value {
 #ifdef RETAIN_C10D
@@ -745,7 +791,7 @@ void registerDistributed(napi_env env, napi_value exports) {
       {"distAvailable", Available}, {"distInit", Init},           {"distAllreduce", Allreduce}, {"distWait", Wait},
       {"distBroadcast", Broadcast}, {"distAllgather", Allgather}, {"distBarrier", Barrier},     {"distDestroy", Destroy},
       {"distInfo", Info},           {"distReducerNew", ReducerNew}, {"distReducerPrepare", ReducerPrepare},
-      {"distReducerFree", ReducerFree},
+      {"distReducerFree", ReducerFree}, {"distStoreSet", StoreSet}, {"distStoreGet", StoreGet},
   };
   for (const auto& f : fns) {
     napi_value fn;

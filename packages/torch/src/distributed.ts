@@ -26,6 +26,8 @@ interface DistNative {
   distReducerNew(handles: number[], names: (string | null)[], bucketBytes: number, firstBucketBytes: number): { id: number; buckets: number[][] };
   distReducerPrepare(id: number, outputs: number[]): number[];
   distReducerFree(id: number): void;
+  distStoreSet?(key: string, value: string): void;
+  distStoreGet?(key: string, timeoutMs: number): string;
 }
 
 const dn = native as unknown as DistNative;
@@ -103,6 +105,22 @@ export function broadcast(tensors: Tensor[], root = 0): void {
 /** Every rank's copy of `t` (same shape on every rank), in rank order. */
 export function allGather(t: Tensor): Tensor[] {
   return dn.distAllgather(hs([t])).map(wrap);
+}
+
+/** Puts a small string into the rendezvous store under `key` (namespaced apart from c10d's own keys). */
+export function storeSet(key: string, value: string): void {
+  if (typeof dn.distStoreSet !== 'function') throw new Error('torch.distributed.storeSet: this build of @retain/torch predates it (RETAIN_REBUILD=1 npm ci)');
+  dn.distStoreSet(key, value);
+}
+
+/**
+ * Waits up to `timeoutMs` for `key` in the rendezvous store and returns its value. Unlike a collective this wait has
+ * its own deadline, so ranks can wait for one rank's long computation (rank 0's forgetting probes) without the
+ * group's timeout; a writer that dies ends the wait at once.
+ */
+export function storeGet(key: string, timeoutMs: number): string {
+  if (typeof dn.distStoreGet !== 'function') throw new Error('torch.distributed.storeGet: this build of @retain/torch predates it (RETAIN_REBUILD=1 npm ci)');
+  return dn.distStoreGet(key, timeoutMs);
 }
 
 export function barrier(): void {

@@ -34,6 +34,9 @@ function points(r: ResultRow): number {
   return isFractionMetric(r.metric) ? r.value * 100 : r.value;
 }
 
+/** What rank 0 tells every rank after a probe. */
+const enum Decision { Continue = 0, Snapshot = 1, Stop = 2, Rollback = 3 }
+
 export class ForgettingMonitor implements Method {
   readonly name = 'monitor';
   readonly points: MonitorPoint[] = [];
@@ -90,47 +93,90 @@ export class ForgettingMonitor implements Method {
     if (this.o.verbose) process.stderr.write(`monitor @${step}: ${rows.map((r) => `${r.task} ${r.metric} ${r.value.toFixed(4)}`).join(', ')}; forgetting ${forgetting.toFixed(2)}\n`);
   }
 
+  /** Whether a state within budget with this target score replaces the kept one (no target probes: the latest does). */
+  private improves(target: number | null, step: number): boolean {
+    return !this.best || (target ?? step) >= this.best.target;
+  }
+
+  /** Keeps a copy of the current weights as the best state within budget (rank 0 decided it is; see share). */
   private snapshot(ctx: TrainContext, target: number | null): void {
-    const t = target ?? ctx.step; // no target probes: the latest state within budget is the best
-    if (this.best && t < this.best.target) return;
     if (this.best) torch.dispose(this.best.weights.values());
     const weights = new Map<string, Tensor>();
     for (const [k, v] of ctx.model.stateDict()) weights.set(k, torch.noGrad(() => v.detach().clone()));
-    this.best = { step: ctx.step, target: t, weights };
+    this.best = { step: ctx.step, target: target ?? ctx.step, weights };
+  }
+
+  /**
+   * Under data parallelism only rank 0 probes (the replicas hold identical weights, so every rank would measure the
+   * same); it publishes [decision, forgetting] through the rendezvous store and every rank acts on it — keeps its own copy of the state within
+   * budget, rolls back to it, or stops — in the same step. Single process: the decision is applied directly.
+   */
+  private share(ctx: TrainContext, key: string, decision: Decision, forgetting: number): { decision: Decision; forgetting: number } {
+    const d = ctx.dist;
+    if (!d) return { decision, forgetting };
+    // JSON numbers round-trip float64 exactly, so every rank logs rank 0's figure.
+    const mine = d.rank === 0 ? JSON.stringify([decision, forgetting]) : null;
+    const [code, f] = JSON.parse(d.fromRank0(`monitor/${key}`, mine)) as [Decision, number];
+    return { decision: code, forgetting: f };
+  }
+
+  private get budgeted(): boolean {
+    return this.o.maxForgetting !== undefined && this.o.maxForgetting !== null;
+  }
+
+  private probes(ctx: TrainContext): boolean {
+    return (ctx.dist?.rank ?? 0) === 0;
   }
 
   async setup(ctx: TrainContext): Promise<void> {
-    for (const t of this.o.tasks) this.loaded.push({ t, ...(await loadDocs(t, this.o.limit ?? 200)) });
-    this.base = this.probe(ctx.step);
+    if (this.probes(ctx)) {
+      for (const t of this.o.tasks) this.loaded.push({ t, ...(await loadDocs(t, this.o.limit ?? 200)) });
+      this.base = this.probe(ctx.step);
+      this.record(ctx, ctx.step, this.base, 0);
+    }
+    // The other ranks wait here rather than in the first collective, whose timeout the base probe could outlast.
+    this.share(ctx, 'base', Decision.Continue, 0);
     this.forgetting.set(ctx.step, 0);
-    this.record(ctx, ctx.step, this.base, 0);
-    if (this.o.maxForgetting !== undefined && this.o.maxForgetting !== null) this.snapshot(ctx, this.score(this.base).target);
+    if (this.budgeted) {
+      const target = this.probes(ctx) ? this.score(this.base).target : null;
+      this.snapshot(ctx, target);
+    }
   }
 
   afterStep(ctx: TrainContext): void {
     if (ctx.step % this.o.every !== 0 && ctx.step !== ctx.totalSteps) return;
     if (ctx.step === this.lastStep) return;
     this.lastStep = ctx.step;
-    const rows = this.probe(ctx.step);
-    const { forgetting, target } = this.score(rows);
-    this.forgetting.set(ctx.step, forgetting);
-    this.record(ctx, ctx.step, rows, forgetting);
     const max = this.o.maxForgetting;
-    if (max === undefined || max === null) return;
-    if (forgetting <= max) {
+    let decision = Decision.Continue;
+    let forgetting = 0;
+    let target: number | null = null;
+    if (this.probes(ctx)) {
+      const rows = this.probe(ctx.step);
+      ({ forgetting, target } = this.score(rows));
+      this.record(ctx, ctx.step, rows, forgetting);
+      if (this.budgeted) {
+        if (forgetting <= max!) decision = this.improves(target, ctx.step) ? Decision.Snapshot : Decision.Continue;
+        else decision = this.o.onExceed === 'rollback' && this.best ? Decision.Rollback : Decision.Stop;
+      }
+    }
+    ({ decision, forgetting } = this.share(ctx, `step-${ctx.step}`, decision, forgetting));
+    this.forgetting.set(ctx.step, forgetting);
+    if (decision === Decision.Continue) return;
+    if (decision === Decision.Snapshot) {
       this.snapshot(ctx, target);
       return;
     }
     this.stoppedAt = ctx.step;
-    if (this.o.onExceed === 'rollback' && this.best) {
+    if (decision === Decision.Rollback) {
       torch.noGrad(() => ctx.model.loadStateDict(this.best!.weights, { strict: true }));
-      this.rolledBackTo = this.best.step;
-      this.message = `forgetting ${forgetting.toFixed(2)} exceeded max_forgetting ${max} at step ${ctx.step}; rolled the weights back to step ${this.best.step} (forgetting ${this.forgetting.get(this.best.step)!.toFixed(2)}) and stopped`;
+      this.rolledBackTo = this.best!.step;
+      this.message = `forgetting ${forgetting.toFixed(2)} exceeded max_forgetting ${max} at step ${ctx.step}; rolled the weights back to step ${this.best!.step} (forgetting ${this.forgetting.get(this.best!.step)!.toFixed(2)}) and stopped`;
     } else {
       this.message = `forgetting ${forgetting.toFixed(2)} exceeded max_forgetting ${max} at step ${ctx.step}; stopped training`;
     }
     ctx.log({ kind: 'monitor_stop', message: this.message });
-    process.stderr.write(`retain: ${this.message}\n`);
+    if (this.probes(ctx)) process.stderr.write(`retain: ${this.message}\n`);
     ctx.stop = this.message;
   }
 

@@ -31,6 +31,8 @@ export interface DistSettings {
 export class DistConfigError extends Error {}
 
 const DEFAULT_TIMEOUT_S = 300;
+/** How long ranks wait for a decision of rank 0's (DistContext.fromRank0): its probes may take far longer than a collective. */
+const DECISION_TIMEOUT_MS = 2 * 3600_000;
 
 function intOf(v: string | number | undefined, what: string): number | undefined {
   if (v === undefined || v === '') return undefined;
@@ -94,6 +96,14 @@ export function startDist(s: DistSettings): DistContext {
       for (const t of ts) torch.distributed.allReduce([t], op).wait();
     },
     broadcast: (ts: Tensor[], root = 0) => torch.distributed.broadcast(ts, root),
+    fromRank0: (key: string, value: string | null) => {
+      if (s.rank === 0) {
+        if (value === null) throw new Error(`fromRank0('${key}'): rank 0 must supply the value`);
+        torch.distributed.storeSet(key, value);
+        return value;
+      }
+      return torch.distributed.storeGet(key, Math.max(s.timeoutMs, DECISION_TIMEOUT_MS));
+    },
     // A build without c10d::Reducer still trains, with the post-backward sum.
     overlap: s.overlap && torch.distributed.available().reducer,
     bucketBytes: s.bucketBytes,

@@ -71,6 +71,12 @@ export interface DistContext {
   /** Every rank gets root's values, in place. */
   broadcast(tensors: Tensor[], root?: number): void;
   /**
+   * A decision rank 0 makes for every rank, after work the others need not repeat (the forgetting monitor's probes):
+   * rank 0 passes `value` and gets it back, the others pass null and wait for it through the rendezvous store, with a
+   * deadline of its own (hours, not the collectives' timeout). Every rank calls it with the same fresh key.
+   */
+  fromRank0(key: string, value: string | null): string;
+  /**
    * How the trainer sums gradients: during backward through c10d's Reducer (default where the build has it), or after
    * backward (reduceGradients; RETAIN_DIST_OVERLAP=0). Both give the same sums.
    */
