@@ -1,10 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, existsSync, readdirSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, rmSync, existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as torch from '@retain/torch';
 import { loadPretrained, savePretrained } from '../src/models/hub.js';
+import { WeightsMismatchError } from '../src/models/weights.js';
 import { generate, sampleNext } from '../src/models/generate.js';
 import type { LlamaForCausalLM } from '../src/models/llama.js';
 import { assertClose } from '../../torch/test/helpers.js';
@@ -120,5 +122,35 @@ test('T5 Hugging Face directory loads through the hub (tied copies filled), save
   const q = await loadPretrained(join(dir, 'back'));
   q.model.eval();
   assert.deepEqual((q.model as InstanceType<typeof T5ForConditionalGeneration>).generate(ids, { maxNewTokens: 6 }), want);
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test('a config.json that does not fit its weights, or a truncated weights file: one short message saying what to check, through the CLI without a stack', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'retain-hub-bad-'));
+  const a = await loadPretrained(new URL('../assets/stories260K/stories260K.bin', import.meta.url).pathname);
+  savePretrained(a, join(dir, 'ok'));
+  cpSync(join(dir, 'ok'), join(dir, 'shape'), { recursive: true });
+  const cfg = JSON.parse(readFileSync(join(dir, 'shape', 'config.json'), 'utf8'));
+  writeFileSync(join(dir, 'shape', 'config.json'), JSON.stringify({ ...cfg, hidden_size: 2 * cfg.hidden_size }));
+  await assert.rejects(loadPretrained(join(dir, 'shape')), (e: Error) => {
+    assert.ok(e instanceof WeightsMismatchError);
+    const lines = e.message.split('\n');
+    assert.match(lines[0], /shape: the weights do not fit the model that .*shape\/config\.json describes:$/);
+    assert.match(lines[1], /size mismatch for model\.embed_tokens\.weight: copying a param with shape \[512, 64\] from checkpoint, the shape in current model is \[512, 128\]/);
+    assert.match(lines[5], /^ {2}… and \d+ more$/);
+    assert.match(lines[6], /^check that .*config\.json belongs to these weights \(hidden_size/);
+    return true;
+  });
+  cpSync(join(dir, 'ok'), join(dir, 'cut'), { recursive: true });
+  const st = join(dir, 'cut', 'model.safetensors');
+  const bytes = readFileSync(st);
+  writeFileSync(st, bytes.subarray(0, bytes.length >> 1));
+  for (const [name, why] of [['shape', /the weights do not fit the model/], ['cut', /the file is truncated/]] as const) {
+    const r = spawnSync(process.execPath, [new URL('../bin/retain.mjs', import.meta.url).pathname, 'inspect', join(dir, name)], { encoding: 'utf8' });
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, why);
+    assert.doesNotMatch(r.stderr, /^\s+at /m, 'no stack trace for a user error');
+  }
+  a.model.dispose();
   rmSync(dir, { recursive: true, force: true });
 });

@@ -81,8 +81,11 @@ export async function loadPretrained(path: string, opts: { dtype?: torch.DType; 
     if (isLlama2cCheckpoint(path)) {
       const { config, weights } = readLlama2c(path);
       const model = new LlamaForCausalLM(config);
-      loadWeights(model, weights);
-      torch.dispose(weights.values());
+      try {
+        loadWeights(model, weights, { source: path });
+      } finally {
+        torch.dispose(weights.values());
+      }
       if (opts.dtype) model.to(opts.dtype);
       const tokPath = opts.tokenizer ?? findLlama2cTokenizer(path);
       return { model, config, tokenizer: tokPath ? Llama2cTokenizer.fromFile(tokPath) : null, source: { path, format: 'llama2c' }, tokenizerFiles: tokPath ? [tokPath] : [] };
@@ -111,7 +114,7 @@ export async function loadPretrained(path: string, opts: { dtype?: torch.DType; 
   const model = build(config);
   const weights = torch.io.loadSharded(path);
   try {
-    loadWeights(model, CHECKPOINT_KEYS.get(type)?.(weights) ?? weights);
+    loadWeights(model, CHECKPOINT_KEYS.get(type)?.(weights) ?? weights, { source: path, config: cfgPath });
   } finally {
     torch.dispose(weights.values());
   }

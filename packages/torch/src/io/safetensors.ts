@@ -184,7 +184,7 @@ export function parseHeader(file: string, raw: Uint8Array, dataStart: number, da
       throw new SafetensorsError(file, name, `'data_offsets' [${b}, ${e}] span ${e - b} bytes but shape [${shape.join(', ')}] of ${format} needs ${need}`);
     }
     if (e > dataLength) {
-      throw new SafetensorsError(file, name, `'data_offsets' [${b}, ${e}] run past the end of the data section (${dataLength} bytes follow the header)`);
+      throw new SafetensorsError(file, name, `'data_offsets' [${b}, ${e}] run past the end of the data section (${dataLength} bytes follow the header): the file is truncated — an interrupted download or copy? Fetch it again`);
     }
     tensors.push({ name, dtype, format, shape, dataOffsets, fileOffset: dataStart + b, byteLength: need });
   }
