@@ -1,12 +1,12 @@
 // The `retain` command line.
-import { Command, InvalidArgumentError } from 'commander';
+import { Command } from 'commander';
+import { int, num, nonNegative, nonNegativeInt, positiveInt, unitInterval } from './args.js';
 import * as torch from '@retain/torch';
 import { loadTrainConfig, ConfigError } from '../config.js';
 import { runTraining } from '../train/run.js';
 import { loadPretrained } from '../models/hub.js';
 import { generate, type CausalLM } from '../models/generate.js';
 import type { T5ForConditionalGeneration } from '../models/t5.js';
-import { NonFiniteLossError } from '../train/trainer.js';
 import { checkDistConfig, DistConfigError, distSettings, launchWorkers, startDist, stopDist } from '../train/dist.js';
 import { registerEvalCommands } from '../eval/cli.js';
 import { registerDemoCommand } from '../suite/demo.js';
@@ -14,20 +14,8 @@ import { registerTuneCommand } from '../suite/tune.js';
 import { registerReportCommand } from '../report/cli.js';
 import { registerSynthCommand } from '../synth/cli.js';
 
-function num(v: string): number {
-  const n = Number(v);
-  if (!Number.isFinite(n)) throw new InvalidArgumentError(`'${v}' is not a number`);
-  return n;
-}
-
 const program = new Command();
 program.name('retain').description('Fine-tune pretrained models without catastrophic forgetting, on libtorch.').version('0.1.0');
-
-function int(v: string): number {
-  const n = Number(v);
-  if (!Number.isInteger(n)) throw new InvalidArgumentError(`'${v}' is not an integer`);
-  return n;
-}
 
 program
   .command('train')
@@ -77,12 +65,12 @@ program
   .command('generate')
   .argument('<model>', 'model directory (HF) or llama2.c .bin')
   .option('-p, --prompt <text>', 'prompt text', '')
-  .option('-n, --max-new-tokens <n>', 'tokens to generate', num, 64)
-  .option('-t, --temperature <t>', '0 decodes greedily', num, 0)
-  .option('--top-p <p>', 'nucleus sampling mass', num, 1)
-  .option('--top-k <k>', 'sample among the k most likely tokens', num, 0)
+  .option('-n, --max-new-tokens <n>', 'tokens to generate', positiveInt, 64)
+  .option('-t, --temperature <t>', '0 decodes greedily', nonNegative, 0)
+  .option('--top-p <p>', 'nucleus sampling mass', unitInterval, 1)
+  .option('--top-k <k>', 'sample among the k most likely tokens (0: all)', nonNegativeInt, 0)
   .option('--stop <s...>', 'stop strings')
-  .option('--seed <n>', 'sampling seed', num)
+  .option('--seed <n>', 'sampling seed', int)
   .option('--tokenizer <path>', 'tokenizer file or directory')
   .action(async (model: string, o) => {
     const p = await loadPretrained(model, { tokenizer: o.tokenizer });
@@ -129,10 +117,15 @@ registerReportCommand(program);
 registerSynthCommand(program);
 
 program.parseAsync(process.argv).catch((e: unknown) => {
-  // Expected failures (bad config, bad data, NaN loss) print one clear message, not a stack.
-  const err = e as Error;
-  const known = err instanceof ConfigError || err instanceof NonFiniteLossError || err instanceof DistConfigError || /^distributed\./.test(err.message ?? '') || /not found|not valid|invalid|must|refus|unknown|no /.test(err.message ?? '');
-  console.error(`retain: ${known ? err.message : err.stack ?? err}`);
+  // A failure the user can act on (bad config, data, checkpoint, shapes, NaN loss, a dead rank) is one clear message;
+  // a stack only helps when retain itself is at fault (a JS programming error), or when asked for.
+  const err = e instanceof Error ? e : new Error(String(e));
+  const bug = err instanceof TypeError || err instanceof ReferenceError || err instanceof SyntaxError;
+  if (process.env.RETAIN_DEBUG === '1' || bug) {
+    console.error(`retain: ${err.stack ?? err.message}`);
+    if (bug) console.error('retain: this looks like a bug in retain itself; please report it with the lines above');
+  } else {
+    console.error(`retain: ${err.message}`);
+  }
   process.exitCode = 1;
-  void torch;
 });

@@ -7,6 +7,7 @@ import { evaluate } from './harness.js';
 import { resolveTasks, type ResolvedTask } from './tasks.js';
 import type { CompareResults, EvalResults, Role } from './results.js';
 import { forgettingTableText } from '../report/table.js';
+import { int, positiveInt } from '../cli/args.js';
 
 const list = (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean);
 
@@ -41,20 +42,15 @@ async function evalOne(path: string, tasks: ResolvedTask[], o: CommonOpts, label
 }
 
 function common(c: Command): Command {
-  const num = (v: string) => {
-    const n = Number(v);
-    if (!Number.isFinite(n)) throw new Error(`'${v}' is not a number`);
-    return n;
-  };
   return c
     .requiredOption('--tasks <list>', 'comma-separated built-in tasks, groups (commonsense) or task files', list)
     .option('--target <list>', 'tasks that measure the new skill (the rest are general)', list)
-    .option('--limit <n>', 'score at most n examples per task', num)
-    .option('--batch-size <n>', 'sequences per forward pass', num, 16)
+    .option('--limit <n>', 'score at most n examples per task', positiveInt)
+    .option('--batch-size <n>', 'sequences per forward pass', positiveInt, 16)
     .option('--data-dir <dir>', 'folder holding the built-in tasks\' data (default: $RETAIN_DATA_DIR, ./data, ../shared/data)')
-    .option('--max-length <n>', 'cap on the model\'s context window (tokens)', num)
+    .option('--max-length <n>', 'cap on the model\'s context window (tokens)', positiveInt)
     .option('--tokenizer <path>', 'tokenizer file or directory')
-    .option('--seed <n>', 'seed for few-shot sampling', num, 0);
+    .option('--seed <n>', 'seed for few-shot sampling', int, 0);
 }
 
 export function registerEvalCommands(program: Command): void {

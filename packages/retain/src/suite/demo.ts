@@ -10,6 +10,7 @@ import { resolveTasks, type ResolvedTask } from '../eval/tasks.js';
 import type { CompareResults, EvalResults } from '../eval/results.js';
 import { arithmeticProblems } from './arith.js';
 import { forgettingTableText } from '../report/table.js';
+import { positiveInt } from '../cli/args.js';
 import { finishResults, methodNames, runDirOf, selectRecipes, trainRecipe, writeJsonl } from './common.js';
 
 export const ASSETS = resolve(new URL('../../assets', import.meta.url).pathname);
@@ -167,17 +168,12 @@ function summary(r: EvalResults): string {
 
 /** `retain demo`: runs the recipes, prints the forgetting table and writes the report next to the results. */
 export function registerDemoCommand(program: import('commander').Command): void {
-  const num = (v: string) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n <= 0) throw new Error(`'${v}' is not a positive integer`);
-    return n;
-  };
   program
     .command('demo')
     .description('fine-tune the embedded stories260K on arithmetic with each anti-forgetting recipe; print the forgetting table and write report.html')
     .option('--out <dir>', 'where runs, results and the report go', 'runs/demo')
     .option('--model <path>', 'base model (default: the embedded stories260K)')
-    .option('--steps <n>', 'optimizer steps per recipe', num, 300)
+    .option('--steps <n>', 'optimizer steps per recipe', positiveInt, 300)
     .option('--only <labels>', 'comma-separated recipe labels to run (FT, "mix 1:1", FLOW, L2, LoRA, WiSE-FT, ...)')
     .action(async (o: { out: string; model?: string; steps: number; only?: string }) => {
       const t0 = performance.now();

@@ -5,6 +5,7 @@
 import { join, resolve } from 'node:path';
 import { writeFileSync } from 'node:fs';
 import type { Command } from 'commander';
+import { nonNegative, positiveInt } from '../cli/args.js';
 import { stringify as toYaml } from 'yaml';
 import { ASSETS, runDemo, type Recipe } from './demo.js';
 import type { CompareResults, EvalResults } from '../eval/results.js';
@@ -53,13 +54,9 @@ export function registerTuneCommand(program: Command): void {
   program
     .command('tune')
     .description('sweep anti-forgetting knobs on stories260K → arithmetic; return the best target score within a forgetting budget, with the Pareto chart')
-    .requiredOption('--max-forgetting <points>', 'largest allowed drop of the general score (TinyStories next-token accuracy), in points', (v) => {
-      const n = Number(v);
-      if (!(n >= 0)) throw new Error(`--max-forgetting: '${v}' is not a number ≥ 0`);
-      return n;
-    })
+    .requiredOption('--max-forgetting <points>', 'largest allowed drop of the general score (TinyStories next-token accuracy), in points', nonNegative)
     .option('--knobs <list>', `knobs to sweep (${KNOBS.join(', ')})`, (v) => v.split(',').map((s) => s.trim()), [...KNOBS])
-    .option('--steps <n>', 'optimizer steps per run', (v) => Number(v), 300)
+    .option('--steps <n>', 'optimizer steps per run', positiveInt, 300)
     .option('--out <dir>', 'where runs, results and the report go', 'runs/tune')
     .action(async (o: { maxForgetting: number; knobs: string[]; steps: number; out: string }) => {
       const bad = o.knobs.filter((k) => !(KNOBS as readonly string[]).includes(k));

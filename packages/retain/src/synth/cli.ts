@@ -1,19 +1,8 @@
 // `retain synth`: the command-line face of synthesize() (src/synth/index.ts).
 import { readFileSync } from 'node:fs';
-import { InvalidArgumentError, type Command } from 'commander';
+import type { Command } from 'commander';
+import { int, num } from '../cli/args.js';
 import { synthesize, type SynthMode } from './index.js';
-
-function num(v: string): number {
-  const n = Number(v);
-  if (!Number.isFinite(n)) throw new InvalidArgumentError(`'${v}' is not a number`);
-  return n;
-}
-
-function int(v: string): number {
-  const n = num(v);
-  if (!Number.isInteger(n)) throw new InvalidArgumentError(`'${v}' is not an integer`);
-  return n;
-}
 
 export function registerSynthCommand(program: Command): void {
   program

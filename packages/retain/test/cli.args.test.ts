@@ -1,0 +1,35 @@
+// The shared option parsers (src/cli/args.ts): bad numbers are refused by name before anything is loaded.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { int, nonNegative, nonNegativeInt, num, positiveInt, unitInterval } from '../src/cli/args.js';
+
+const CLI = new URL('../bin/retain.mjs', import.meta.url).pathname;
+
+test('option parsers accept what they promise and refuse the rest with the value in the message', () => {
+  assert.equal(num('-2.5'), -2.5);
+  assert.throws(() => num(''), /'' is not a number/);
+  assert.throws(() => num('1e999'), /is not a number/);
+  assert.equal(int('-3'), -3);
+  assert.throws(() => int('1.5'), /'1.5' is not an integer/);
+  assert.equal(positiveInt('7'), 7);
+  assert.throws(() => positiveInt('0'), /'0' must be a positive integer/);
+  assert.equal(nonNegativeInt('0'), 0);
+  assert.throws(() => nonNegativeInt('-1'), /must be an integer ≥ 0/);
+  assert.equal(nonNegative('0.7'), 0.7);
+  assert.throws(() => nonNegative('-0.1'), /must be a number ≥ 0/);
+  assert.equal(unitInterval('1'), 1);
+  assert.throws(() => unitInterval('0'), /must be in \(0, 1\]/);
+});
+
+test('retain generate -n -3 and eval --limit 1.5 stop at the option, naming it, with status 1 and no model loaded', () => {
+  for (const [args, why] of [
+    [['generate', '/nonexistent-model', '-n', '-3'], /option '-n, --max-new-tokens <n>' argument '-3' is invalid\. '-3' must be a positive integer/],
+    [['eval', '--model', '/nonexistent-model', '--tasks', 'tinystories', '--limit', '1.5'], /option '--limit <n>' argument '1\.5' is invalid\. '1\.5' is not an integer/],
+  ] as const) {
+    const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
+    assert.equal(r.status, 1, r.stderr);
+    assert.match(r.stderr, why);
+    assert.doesNotMatch(r.stderr, /model not found/, 'refused before the model path is looked at');
+  }
+});
