@@ -5,6 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync, existsSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import * as torch from '@retain/torch';
 import { needShared, sharedPath } from './helpers.js';
 
 const skip = needShared('models', 'stories260K', 'stories260K.bin');
@@ -74,10 +75,16 @@ test('a NaN loss stops the run with a message and writes no weights', { skip }, 
   const { dir, cfg } = makeRun({}, { lr: 1e20, clip_grad_norm: null, warmup_steps: 0, schedule: 'constant' });
   const r = retain(['train', cfg]);
   assert.equal(r.status, 1);
-  assert.match(r.stderr, /retain: loss became (NaN|Infinity) at step \d+; training stopped/);
+  // Either the loss is already non-finite, or (as here: step 2's update diverges after a finite loss) the weights are
+  // when the checkpoint after step 2 is due.
+  assert.match(r.stderr, /retain: (loss became (NaN|Infinity) at step \d+|weight '[\w.]+' became NaN or Inf by step \d+); training stopped and no checkpoint was written from this state/);
   assert.ok(!existsSync(join(dir, 'out', 'final')), 'no final model');
-  // Checkpoints written before the failure hold finite weights only (saveCheckpoint refuses NaN/Inf).
-  for (const c of readdirSync(join(dir, 'out')).filter((f) => f.startsWith('checkpoint-'))) assert.ok(existsSync(join(dir, 'out', c, 'model.safetensors')));
+  // Any checkpoint left holds finite weights only.
+  for (const c of readdirSync(join(dir, 'out')).filter((f) => /^checkpoint-\d+$/.test(f))) {
+    const w = torch.io.loadSafetensors(join(dir, 'out', c, 'model.safetensors'));
+    for (const [k, t] of w) assert.equal(t.isfinite().all().item(), 1, `${c}: ${k} is not finite`);
+    torch.dispose(w.values());
+  }
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -98,5 +105,18 @@ test('pickle checkpoints are refused with a conversion hint', () => {
   const r = retain(['inspect', dir]);
   assert.equal(r.status, 1);
   assert.match(r.stderr, /pytorch_model\.bin is a PyTorch pickle checkpoint.*Convert it to safetensors/);
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test('saveCheckpoint refuses weights holding NaN or Inf before it writes anything, and keeps the earlier checkpoint', async () => {
+  const { saveCheckpoint, listCheckpoints } = await import('../src/train/checkpoint.js');
+  const dir = mkdtempSync(join(tmpdir(), 'retain-ckpt-'));
+  const w = torch.tensor([1.5, 2, 3]);
+  saveCheckpoint(dir, { step: 1, model: new Map([['w', w]]), state: {} });
+  torch.noGrad(() => w.fill_(Number.POSITIVE_INFINITY));
+  assert.throws(() => saveCheckpoint(dir, { step: 2, model: new Map([['w', w]]), state: {} }), /refusing to save checkpoint checkpoint-2: weight 'w' holds NaN or Inf/);
+  assert.deepEqual(listCheckpoints(dir), [1]);
+  assert.deepEqual(readdirSync(dir).sort(), ['checkpoint-1', 'latest.json'], 'no half-written folder');
+  w.dispose();
   rmSync(dir, { recursive: true, force: true });
 });

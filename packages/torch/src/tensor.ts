@@ -214,8 +214,10 @@ export class Tensor {
 
   // --- data out -------------------------------------------------------------------------------------------------
 
+  /** The one element as a number; a bool tensor gives 1 or 0 (the addon hands back a JS boolean, which `=== 0` never matches). */
   item(): number {
-    return native.item(this.h) as number;
+    const v = native.item(this.h) as number | boolean;
+    return typeof v === 'boolean' ? Number(v) : v;
   }
   /** Elements in row-major order as a typed array (int64 as BigInt64Array, bool as Uint8Array, f16/bf16 widened). */
   data(): Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array | Int8Array | Int16Array {

@@ -111,3 +111,14 @@ test('seeded RNG is deterministic and matches PyTorch', { skip: needPython() }, 
     assertClose(torch.rand([3]), ref.u, { rtol: 1e-6 });
   });
 });
+
+test('item() is a number for every dtype: a bool tensor gives 1 or 0, so a finiteness check can compare it', () => {
+  const t = torch.tensor([1, Number.NaN, 3]);
+  torch.tidy(() => {
+    assert.equal(t.isfinite().all().item(), 0);
+    assert.equal(t.isfinite().any().item(), 1);
+    assert.equal(typeof t.isnan().any().item(), 'number');
+    assert.equal(torch.tensor([7], { dtype: 'int64' }).item(), 7);
+  });
+  t.dispose();
+});

@@ -61,6 +61,13 @@ export function writeJsonAtomic(file: string, value: unknown): void {
   renameSync(tmp, file);
 }
 
+/** A checkpoint was refused because a weight is NaN or Inf (the run diverged between two finite losses). */
+export class NonFiniteWeightsError extends Error {
+  constructor(message: string, readonly key: string) {
+    super(message);
+  }
+}
+
 export interface CheckpointParts {
   step: number;
   /** Model tensors by checkpoint key. */
@@ -71,16 +78,16 @@ export interface CheckpointParts {
 
 /** Writes checkpoint-<step>/ under dir atomically and points `latest` at it; keeps the newest `keep` checkpoints. */
 export function saveCheckpoint(dir: string, parts: CheckpointParts, keep = 2): string {
-  mkdirSync(dir, { recursive: true });
   const name = `checkpoint-${parts.step}`;
+  for (const [k, t] of parts.model) {
+    const bad = torch.tidy(() => !t.isfinite().all().item());
+    if (bad) throw new NonFiniteWeightsError(`refusing to save checkpoint ${name}: weight '${k}' holds NaN or Inf`, k);
+  }
+  mkdirSync(dir, { recursive: true });
   const final = join(dir, name);
   const tmp = join(dir, `${name}.tmp`);
   rmSync(tmp, { recursive: true, force: true });
   mkdirSync(tmp);
-  for (const [k, t] of parts.model) {
-    const bad = torch.tidy(() => t.isfinite().all().item() === 0);
-    if (bad) throw new Error(`refusing to save checkpoint ${name}: weight '${k}' holds NaN or Inf`);
-  }
   torch.io.saveSafetensors(join(tmp, 'model.safetensors'), parts.model, { format: 'pt' });
   const stateTensors = new Map<string, Tensor>();
   const json = splitTensors(parts.state, '', stateTensors);

@@ -10,7 +10,7 @@ import { collate, DataLoader, disposeBatch, type Batch } from '../data/loader.js
 import type { Example } from '../data/formats.js';
 import { checkComposition, type DistContext, type Method, type OptimizerLike, type SampleLosses, type TrainableModel, type TrainContext } from './hooks.js';
 import { shardBatch, shardRange } from './dist.js';
-import { latestCheckpoint, loadCheckpoint, saveCheckpoint } from './checkpoint.js';
+import { latestCheckpoint, loadCheckpoint, NonFiniteWeightsError, saveCheckpoint } from './checkpoint.js';
 
 import { Progress } from './progress.js';
 
@@ -312,6 +312,18 @@ function save(o: TrainOptions, ctx: TrainContext, loader: DataLoader, methods: M
     const tensors = m.stateTensors?.();
     if (json !== undefined || tensors) methodState[m.name] = { json, tensors };
   }
-  saveCheckpoint(o.outputDir!, { step: ctx.step, model: o.model.stateDict(), state: { optimizer: o.optimizer.stateDict(), loader: loader.state(), rng, methods: methodState } }, o.keepCheckpoints ?? 2);
-  rng.dispose();
+  try {
+    saveCheckpoint(o.outputDir!, { step: ctx.step, model: o.model.stateDict(), state: { optimizer: o.optimizer.stateDict(), loader: loader.state(), rng, methods: methodState } }, o.keepCheckpoints ?? 2);
+  } catch (e) {
+    // The step's loss was finite but its update was not: say so as the NaN-loss stop does, with the same advice.
+    if (e instanceof NonFiniteWeightsError) {
+      throw new NonFiniteLossError(
+        `weight '${e.key}' became NaN or Inf by step ${ctx.step}; training stopped and no checkpoint was written from this state. ` +
+          'Lower the learning rate or enable clip_grad_norm.',
+      );
+    }
+    throw e;
+  } finally {
+    rng.dispose();
+  }
 }
