@@ -154,3 +154,21 @@ test('a config.json that does not fit its weights, or a truncated weights file: 
   a.model.dispose();
   rmSync(dir, { recursive: true, force: true });
 });
+
+test('savePretrained replaces a model directory whole: stale files go, nothing is left beside it, and refused weights leave the old one intact', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'retain-hub-save-'));
+  const a = await loadPretrained(new URL('../assets/stories260K/stories260K.bin', import.meta.url).pathname);
+  const out = join(dir, 'final');
+  savePretrained(a, out);
+  writeFileSync(join(out, 'model-00002-of-00002.safetensors'), 'stale shard of an earlier, larger save');
+  savePretrained(a, out);
+  assert.deepEqual(readdirSync(out).sort(), ['config.json', 'model.safetensors', 'tok512.bin']);
+  assert.deepEqual(readdirSync(dir), ['final'], 'no temporary or old directory left beside it');
+  const before = readFileSync(join(out, 'model.safetensors'));
+  const w = a.model.stateDict().get('model.norm.weight')!;
+  torch.noGrad(() => w.fill_(NaN));
+  assert.throws(() => savePretrained(a, out), /refusing to save .*final: weight 'model\.norm\.weight' holds NaN or Inf/);
+  assert.ok(readFileSync(join(out, 'model.safetensors')).equals(before), 'the previous save is untouched');
+  a.model.dispose();
+  rmSync(dir, { recursive: true, force: true });
+});

@@ -4,7 +4,7 @@
 // run arbitrary code when loaded and need Python to read. The ml5 models save as HF-style directories (model_type
 // 'charlstm' / 'mnist_mlp', safetensors under the ml5 variable names with '/' → '.', vocab.json copied), so a
 // fine-tuned one reloads through the same path.
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import * as torch from '@retain/torch';
 import { LlamaForCausalLM, type LlamaConfig } from './llama.js';
@@ -159,15 +159,33 @@ export async function loadTokenizer(path: string): Promise<Tokenizer> {
  * tokenizer files it came with. A tied head is stored once, under the embedding's name, as transformers does.
  */
 export function savePretrained(p: Pretrained, dir: string, opts: { maxShardBytes?: number } = {}): void {
-  mkdirSync(dir, { recursive: true });
   const sd = p.model.stateDict();
   for (const [alias] of p.model.tiedKeys?.() ?? []) sd.delete(alias);
   for (const [k, t] of sd) {
-    if (torch.tidy(() => t.isfinite().all().item() === 0)) throw new Error(`refusing to save ${dir}: weight '${k}' holds NaN or Inf`);
+    if (torch.tidy(() => !t.isfinite().all().item())) throw new Error(`refusing to save ${dir}: weight '${k}' holds NaN or Inf`);
   }
-  torch.io.saveSharded(dir, sd, { maxShardBytes: opts.maxShardBytes ?? 5e9 });
+  // Written beside `dir` and renamed into place, so that a kill mid-write leaves the previous directory (or none),
+  // never a directory with a torn weights file.
+  const tmp = `${dir}.tmp-${process.pid}`;
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp, { recursive: true });
+  torch.io.saveSharded(tmp, sd, { maxShardBytes: opts.maxShardBytes ?? 5e9 });
   // The ml5 models' own configs have no model_type; the loader put it in p.config.
   const config = { model_type: p.config.model_type, ...p.model.config, torch_dtype: [...sd.values()][0]?.dtype ?? 'float32' };
-  writeFileSync(join(dir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
-  for (const f of p.tokenizerFiles) copyFileSync(f, join(dir, basename(f)));
+  writeFileSync(join(tmp, 'config.json'), JSON.stringify(config, null, 2) + '\n');
+  for (const f of p.tokenizerFiles) copyFileSync(f, join(tmp, basename(f)));
+  for (const f of readdirSync(tmp)) {
+    const fd = openSync(join(tmp, f), 'r');
+    fsyncSync(fd);
+    closeSync(fd);
+  }
+  if (existsSync(dir)) {
+    const old = `${dir}.old-${process.pid}`;
+    rmSync(old, { recursive: true, force: true });
+    renameSync(dir, old);
+    renameSync(tmp, dir);
+    rmSync(old, { recursive: true, force: true });
+  } else {
+    renameSync(tmp, dir);
+  }
 }
