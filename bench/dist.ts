@@ -11,7 +11,6 @@
 // Prints one JSON object. Usage: npm run bench:dist (BENCH_DIST_STEPS per way, BENCH_DIST_BUCKET_MB; both ways use
 // the same bucket size).
 import { spawn } from 'node:child_process';
-import { createServer } from 'node:net';
 import { cpus } from 'node:os';
 import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
@@ -97,23 +96,13 @@ function worker(): void {
   process.stdout.write(JSON.stringify({ rank, overlap: world > 1 ? med(t[0]) : null, post: med(t[1]), weight_abs_sum: sum, buckets }) + '\n');
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const srv = createServer();
-    srv.on('error', rej);
-    srv.listen(0, '127.0.0.1', () => {
-      const a = srv.address();
-      srv.close(() => res(typeof a === 'object' && a ? a.port : 0));
-    });
-  });
-}
 
 type Times = { step_ms: number; backward_ms: number; reduce_ms: number };
 type Out = { rank: number; overlap: Times | null; post: Times; weight_abs_sum: number; buckets: number | null };
 
 async function runMode(mode: Mode): Promise<Out[]> {
   const world = mode === 'one' ? 1 : 2;
-  const port = await freePort();
+  const port = await torch.distributed.freePort();
   return Promise.all(Array.from({ length: world }, (_, rank) => new Promise<Out>((res, rej) => {
     const env = { ...process.env, BENCH_DIST_WORKER: '1', BENCH_DIST_MODE: mode, RANK: String(rank), WORLD_SIZE: String(world), MASTER_PORT: String(port), OMP_NUM_THREADS: '1', OPENBLAS_NUM_THREADS: '1' };
     const p = spawn(process.execPath, [...process.execArgv, new URL(import.meta.url).pathname], { env, stdio: ['ignore', 'pipe', 'inherit'] });

@@ -4,6 +4,7 @@
 // Collectives are matched by call order across processes, exactly as in torch.distributed: every rank must issue the
 // same collectives in the same order with tensors of the same shapes. Failures (a peer that died, a timeout) are JS
 // exceptions naming the rank; nothing waits past the group's timeout.
+import { createServer } from 'node:net';
 import { native } from './core.js';
 import { Tensor, tidy, wrap, hs } from './tensor.js';
 import { zeros, tensor as makeTensor } from './creation.js';
@@ -105,6 +106,20 @@ export function broadcast(tensors: Tensor[], root = 0): void {
 /** Every rank's copy of `t` (same shape on every rank), in rank order. */
 export function allGather(t: Tensor): Tensor[] {
   return dn.distAllgather(hs([t])).map(wrap);
+}
+
+/** A free TCP port on this machine for the store (there is a short race with other programs, as with torchrun). */
+export async function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const a = srv.address();
+      const port = typeof a === 'object' && a ? a.port : 0;
+      srv.close(() => resolvePort(port));
+    });
+  });
 }
 
 /** Puts a small string into the rendezvous store under `key` (namespaced apart from c10d's own keys). */

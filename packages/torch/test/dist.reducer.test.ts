@@ -4,46 +4,24 @@
 // round, and backwards outside a round.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { createServer } from 'node:net';
 import * as torch from '../src/index.js';
+import { runRank } from './helpers.js';
 
 const WORKER = new URL('./fixtures/dist-reducer-worker.ts', import.meta.url).pathname;
 const skip = torch.distributed.available().reducer ? false : 'this build of @retain/torch has no c10d::Reducer';
 
-async function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.on('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      s.close(() => res(typeof a === 'object' && a ? a.port : 0));
-    });
-  });
-}
-
-function runRank(rank: number, port: number): Promise<Record<string, any>> {
-  return new Promise((res, rej) => {
-    const p = spawn(process.execPath, ['--import', 'tsx', WORKER], { env: { ...process.env, RANK: String(rank), WORLD_SIZE: '2', MASTER_PORT: String(port) } });
-    let out = '';
-    let err = '';
-    p.stdout.on('data', (d) => (out += d));
-    p.stderr.on('data', (d) => (err += d));
-    const timer = setTimeout(() => p.kill('SIGKILL'), 90_000);
-    p.on('exit', (code) => {
-      clearTimeout(timer);
-      if (code !== 0) rej(new Error(`rank ${rank} exited ${code}: ${err}`));
-      else res(JSON.parse(out.trim().split('\n').pop()!));
-    });
-  });
+async function rankResult(rank: number, port: number): Promise<Record<string, any>> {
+  const r = await runRank(WORKER, rank, port);
+  if (r.code !== 0) throw new Error(`rank ${rank} exited ${r.code}: ${r.err}`);
+  return r.out!;
 }
 
 type G = (number[] | null)[];
 const NAMES = ['w1', 'w2', 'early', 'rank0', 'never'];
 
 test('GradReducer sums gradients during backward exactly as reduceGradients does after it', { skip }, async () => {
-  const port = await freePort();
-  const [r0, r1] = await Promise.all([runRank(0, port), runRank(1, port)]);
+  const port = await torch.distributed.freePort();
+  const [r0, r1] = await Promise.all([rankResult(0, port), rankResult(1, port)]);
   assert.ok(r0.buckets >= 3, `several buckets, got ${r0.buckets}`);
   for (const sc of ['one', 'accum3', 'again']) {
     for (const r of [r0, r1]) {

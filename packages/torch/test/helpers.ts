@@ -1,5 +1,5 @@
 // Shared test helpers: the python3-torch reference and tensor comparison.
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import assert from 'node:assert/strict';
 import { Tensor } from '../src/index.js';
@@ -68,4 +68,24 @@ export function assertClose(actual: Tensor | number[] | number, expected: unknow
     }
   }
   if (worst >= 0) assert.fail(`${opts.msg ?? 'tensors differ'}: element ${worst}: ${a[worst]} vs expected ${b[worst]} (rtol ${rtol}, atol ${atol})`);
+}
+
+/**
+ * Runs one rank of a two-process test: a fixture script under tsx with RANK and MASTER_PORT (plus `env`) set; resolves
+ * with its exit code, the last JSON line it printed (or null) and its stderr. Killed after 90 s so a hang fails.
+ */
+export function runRank(worker: string, rank: number, port: number, env: Record<string, string> = {}): Promise<{ code: number | null; out: Record<string, any> | null; err: string }> {
+  return new Promise((res) => {
+    const p = spawn(process.execPath, ['--import', 'tsx', worker], { env: { ...process.env, RANK: String(rank), WORLD_SIZE: '2', MASTER_PORT: String(port), ...env } });
+    let out = '';
+    let err = '';
+    p.stdout.on('data', (d) => (out += d));
+    p.stderr.on('data', (d) => (err += d));
+    const timer = setTimeout(() => p.kill('SIGKILL'), 90_000);
+    p.on('exit', (code) => {
+      clearTimeout(timer);
+      const last = out.trim().split('\n').pop();
+      res({ code, out: last ? JSON.parse(last) : null, err });
+    });
+  });
 }

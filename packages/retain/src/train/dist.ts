@@ -8,7 +8,6 @@
 // (the loss is Σ token losses / tokens of the GLOBAL batch, so the sum of the ranks' gradients is the one-process
 // gradient). Weights and optimizer state then stay identical on every rank without being sent.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
 import type { Batch } from '../data/loader.js';
@@ -143,19 +142,8 @@ export function shardBatch(b: Batch, rank: number, world: number): Batch {
   };
 }
 
-/** A free TCP port on this machine for the store (there is a short race with other programs, as with torchrun). */
-export async function freePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const srv = createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const a = srv.address();
-      const port = typeof a === 'object' && a ? a.port : 0;
-      srv.close(() => resolvePort(port));
-    });
-  });
-}
+/** A free loopback port for the store (torch.distributed.freePort). */
+export const freePort = torch.distributed.freePort;
 
 export interface LaunchOptions {
   nproc: number;
