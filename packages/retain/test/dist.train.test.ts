@@ -8,7 +8,7 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as torch from '@retain/torch';
-import { checkDistConfig, distSettings, freePort, shardRange } from '../src/train/dist.js';
+import { checkDistConfig, distSettings, freePort, shardRange, workerThreads } from '../src/train/dist.js';
 import { DEFAULT_MODEL, prepareDemoData } from '../src/suite/demo.js';
 
 const CLI = new URL('../bin/retain.mjs', import.meta.url).pathname;
@@ -75,6 +75,13 @@ test('shardRange splits a batch into disjoint contiguous rows that cover it', ()
     }
     assert.deepEqual(rows, Array.from({ length: n }, (_, i) => i), `n=${n} world=${w}`);
   }
+});
+
+test('workers share the cores unless OMP_NUM_THREADS says otherwise', () => {
+  assert.deepEqual(workerThreads(2, 16, {}), { threads: 8, fromEnv: false });
+  assert.deepEqual(workerThreads(3, 2, {}), { threads: 1, fromEnv: false }, 'never below one');
+  assert.deepEqual(workerThreads(2, 16, { OMP_NUM_THREADS: '3' }), { threads: 3, fromEnv: true });
+  assert.deepEqual(workerThreads(2, 16, { OMP_NUM_THREADS: 'lots' }), { threads: 8, fromEnv: false }, 'an unusable value is ignored');
 });
 
 test('retain train refuses bad data-parallel settings before training', { skip }, () => {

@@ -8,6 +8,7 @@
 // (the loss is Σ token losses / tokens of the GLOBAL batch, so the sum of the ranks' gradients is the one-process
 // gradient). Weights and optimizer state then stay identical on every rank without being sent.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { availableParallelism } from 'node:os';
 import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
 import type { Batch } from '../data/loader.js';
@@ -145,6 +146,17 @@ export function shardBatch(b: Batch, rank: number, world: number): Batch {
 /** A free loopback port for the store (torch.distributed.freePort). */
 export const freePort = torch.distributed.freePort;
 
+/**
+ * Threads per worker when the user set none: the cores shared out (torchrun sets OMP_NUM_THREADS=1; libtorch would
+ * otherwise start one thread per core in every worker, N× oversubscribing the machine). An OMP_NUM_THREADS already in
+ * the environment is kept; `training.threads` in the config still sets the worker's own intra-op count.
+ */
+export function workerThreads(nproc: number, cores: number, env: NodeJS.ProcessEnv = process.env): { threads: number; fromEnv: boolean } {
+  const given = Number(env.OMP_NUM_THREADS);
+  if (env.OMP_NUM_THREADS && Number.isInteger(given) && given > 0) return { threads: given, fromEnv: true };
+  return { threads: Math.max(1, Math.floor(cores / nproc)), fromEnv: false };
+}
+
 export interface LaunchOptions {
   nproc: number;
   /** The command each worker runs: argv after the node executable. */
@@ -164,11 +176,12 @@ export async function launchWorkers(o: LaunchOptions): Promise<number> {
   const log = o.log ?? ((l: string) => console.error(l));
   const port = o.masterPort ?? (await freePort());
   const timeoutS = o.timeoutS ?? (process.env.RETAIN_DIST_TIMEOUT ? Number(process.env.RETAIN_DIST_TIMEOUT) : DEFAULT_TIMEOUT_S);
-  log(`retain: launching ${o.nproc} worker processes (Gloo, store at 127.0.0.1:${port}, timeout ${timeoutS} s); rank 0 writes checkpoints, metrics and the final model`);
+  const { threads, fromEnv } = workerThreads(o.nproc, availableParallelism());
+  log(`retain: launching ${o.nproc} worker processes (Gloo, store at 127.0.0.1:${port}, timeout ${timeoutS} s, ${threads} thread${threads === 1 ? '' : 's'} each${fromEnv ? ' from OMP_NUM_THREADS' : ' (OMP_NUM_THREADS; training.threads overrides)'}); rank 0 writes checkpoints, metrics and the final model`);
   const children: ChildProcess[] = [];
   const exits: Promise<{ rank: number; code: number | null; signal: NodeJS.Signals | null }>[] = [];
   for (let rank = 0; rank < o.nproc; rank++) {
-    const env = { ...process.env, RANK: String(rank), LOCAL_RANK: String(rank), WORLD_SIZE: String(o.nproc), MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), RETAIN_DIST_TIMEOUT: String(timeoutS) };
+    const env = { ...process.env, RANK: String(rank), LOCAL_RANK: String(rank), WORLD_SIZE: String(o.nproc), MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), RETAIN_DIST_TIMEOUT: String(timeoutS), OMP_NUM_THREADS: String(threads) };
     const child = spawn(process.execPath, o.args, { env, stdio: ['ignore', rank === 0 ? 'inherit' : 'ignore', 'inherit'] });
     children.push(child);
     exits.push(new Promise((res) => child.on('exit', (code, signal) => res({ rank, code, signal }))));
