@@ -67,6 +67,8 @@ test('a run killed with SIGKILL and resumed ends bit-identical to an uninterrupt
   const wa = readFileSync(join(a.dir, 'out', 'final', 'model.safetensors'));
   const wb = readFileSync(join(b.dir, 'out', 'final', 'model.safetensors'));
   assert.ok(wa.equals(wb), 'final weights differ');
+  // The killed run's log of step 3 (after checkpoint-2) is dropped on resume: one line per step, as uninterrupted.
+  assert.deepEqual(losses(b.dir), losses(a.dir));
   rmSync(a.dir, { recursive: true, force: true });
   rmSync(b.dir, { recursive: true, force: true });
 });
@@ -118,5 +120,44 @@ test('saveCheckpoint refuses weights holding NaN or Inf before it writes anythin
   assert.deepEqual(listCheckpoints(dir), [1]);
   assert.deepEqual(readdirSync(dir).sort(), ['checkpoint-1', 'latest.json'], 'no half-written folder');
   w.dispose();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test('resume: false moves an earlier run aside instead of mixing with it; a damaged newest checkpoint falls back to the one before, with a warning', { skip }, () => {
+  const { dir, cfg } = makeRun({}, { max_steps: 3, save_every: 1 });
+  assert.equal(retain(['train', cfg]).status, 0);
+  const out = join(dir, 'out');
+  const first = losses(dir);
+  // A fresh, shorter run in the same folder: the earlier run's checkpoint-3 must not be resumed by a later rerun.
+  const cfgText = readFileSync(cfg, 'utf8');
+  writeFileSync(cfg, JSON.stringify({ ...JSON.parse(cfgText), resume: false, training: { ...JSON.parse(cfgText).training, max_steps: 2 } }));
+  const fresh = retain(['train', cfg]);
+  assert.equal(fresh.status, 0, fresh.stderr);
+  assert.match(fresh.stderr, /resume: false — the previous run's checkpoints, logs and final model in .* were moved to .*previous-/);
+  const aside = readdirSync(out).filter((f) => f.startsWith('previous-'));
+  assert.equal(aside.length, 1);
+  assert.deepEqual(readdirSync(join(out, aside[0])).sort(), ['checkpoint-2', 'checkpoint-3', 'final', 'latest.json', 'metrics.jsonl']);
+  assert.deepEqual(losses(dir), first.slice(0, 2), 'the new log holds the new run only (same seed: the same first two steps)');
+  assert.deepEqual(readdirSync(out).filter((f) => f.startsWith('checkpoint-')).sort(), ['checkpoint-1', 'checkpoint-2']);
+
+  // Damage the newest checkpoint two ways: resume falls back to checkpoint-1 and says why.
+  writeFileSync(cfg, JSON.stringify({ ...JSON.parse(cfgText), training: { ...JSON.parse(cfgText).training, max_steps: 3 } }));
+  writeFileSync(join(out, 'checkpoint-2', 'state.json'), '{}');
+  const r1 = retain(['train', cfg]);
+  assert.equal(r1.status, 0, r1.stderr);
+  assert.match(r1.stderr, /resume: skipped checkpoint-2: checkpoint .*checkpoint-2: state\.json is not a training state written by retain \(no optimizer, loader, rng\)/);
+  assert.match(r1.stdout, /"resumed_from":1/);
+  const st = join(out, 'checkpoint-3', 'model.safetensors');
+  writeFileSync(st, readFileSync(st).subarray(0, 100));
+  const r2 = retain(['train', cfg]);
+  assert.equal(r2.status, 0, r2.stderr);
+  assert.match(r2.stderr, /resume: skipped checkpoint-3: .*model\.safetensors/);
+  assert.match(r2.stdout, /"resumed_from":2/);
+  // With every checkpoint damaged the run stops, naming each, rather than silently starting over.
+  for (const c of readdirSync(out).filter((f) => /^checkpoint-\d+$/.test(f))) writeFileSync(join(out, c, 'state.json'), 'not json');
+  const r3 = retain(['train', cfg]);
+  assert.equal(r3.status, 1);
+  assert.match(r3.stderr, /cannot resume in .*out: no checkpoint there loads:\n {2}checkpoint-3: .*state\.json is not valid JSON/);
+  assert.match(r3.stderr, /set resume: false to start over/);
   rmSync(dir, { recursive: true, force: true });
 });

@@ -118,13 +118,93 @@ export function loadCheckpoint(path: string): CheckpointParts {
   for (const f of ['model.safetensors', 'state.safetensors', 'state.json']) {
     if (!existsSync(join(path, f))) throw new Error(`checkpoint ${path} is incomplete: ${f} is missing`);
   }
+  let meta: { step: number; state: unknown };
+  try {
+    meta = JSON.parse(readFileSync(join(path, 'state.json'), 'utf8'));
+  } catch (e) {
+    throw new Error(`checkpoint ${path}: state.json is not valid JSON (${(e as Error).message})`);
+  }
+  const st = meta?.state as Record<string, unknown> | undefined;
+  const missing = ['optimizer', 'loader', 'rng'].filter((k) => !st || typeof st !== 'object' || !(k in st));
+  if (!Number.isInteger(meta?.step) || meta.step < 0 || missing.length) {
+    throw new Error(`checkpoint ${path}: state.json is not a training state written by retain (${missing.length ? `no ${missing.join(', ')}` : `step ${JSON.stringify(meta?.step)}`})`);
+  }
   const model = torch.io.loadSafetensors(join(path, 'model.safetensors'));
-  const tensors = torch.io.loadSafetensors(join(path, 'state.safetensors'));
-  const meta = JSON.parse(readFileSync(join(path, 'state.json'), 'utf8')) as { step: number; state: unknown };
-  return { step: meta.step, model, state: joinTensors(meta.state, tensors) as Record<string, unknown> };
+  try {
+    const tensors = torch.io.loadSafetensors(join(path, 'state.safetensors'));
+    return { step: meta.step, model, state: joinTensors(meta.state, tensors) as Record<string, unknown> };
+  } catch (e) {
+    torch.dispose(model.values());
+    throw e;
+  }
 }
 
-export function latestCheckpoint(dir: string): string | null {
-  const steps = listCheckpoints(dir);
-  return steps.length ? join(dir, `checkpoint-${steps[steps.length - 1]}`) : null;
+/**
+ * The newest checkpoint in `dir` that loads, for resuming. A damaged or incomplete newer one (a disk that filled up,
+ * a file edited by hand) is reported through `warn` and the next older one is tried, so a run never restarts from
+ * scratch — or stops — while a good checkpoint exists; when none loads, the error lists each and says what to do.
+ */
+export function loadLatestCheckpoint(dir: string, warn: (msg: string) => void): { path: string; parts: CheckpointParts } | null {
+  if (!existsSync(dir)) return null;
+  const complete = new Set(listCheckpoints(dir));
+  const failures: string[] = [];
+  for (const f of readdirSync(dir)) {
+    const m = /^checkpoint-(\d+)$/.exec(f);
+    if (m && !complete.has(Number(m[1]))) failures.push(`${f}: incomplete (no state.json)`);
+  }
+  for (const step of [...complete].sort((a, b) => b - a)) {
+    const path = join(dir, `checkpoint-${step}`);
+    try {
+      const parts = loadCheckpoint(path);
+      for (const f of failures) warn(`skipped ${f}`);
+      return { path, parts };
+    } catch (e) {
+      failures.push(`checkpoint-${step}: ${(e as Error).message}`);
+    }
+  }
+  if (failures.length) {
+    throw new Error(`cannot resume in ${dir}: no checkpoint there loads:\n  ${failures.join('\n  ')}\nremove the damaged checkpoint folders, or set resume: false to start over (the previous run's files are then moved aside)`);
+  }
+  return null;
+}
+
+/** What a run leaves in its output_dir (method caches such as FLOW's stay: they are keyed by model and data). */
+const RUN_FILES = /^(checkpoint-\d+(\.tmp)?|latest\.json|metrics\.jsonl|monitor\.jsonl|final)$/;
+
+/**
+ * A run that does not resume (resume: false) must not mix with an earlier run in the same output_dir — its
+ * checkpoints would be resumed later, its metrics appended to. They are moved into `previous-<time>/` (nothing is
+ * deleted); returns that folder, or null when there was nothing.
+ */
+export function setAsidePreviousRun(dir: string): string | null {
+  if (!existsSync(dir)) return null;
+  const old = readdirSync(dir).filter((f) => RUN_FILES.test(f));
+  if (!old.length) return null;
+  const aside = join(dir, `previous-${new Date().toISOString().replace(/[:.]/g, '-')}`);
+  mkdirSync(aside);
+  for (const f of old) renameSync(join(dir, f), join(aside, f));
+  return aside;
+}
+
+/** On resume from `step`: drops log lines of the steps after it, which the resumed run is about to redo. */
+export function trimLogs(dir: string, step: number): void {
+  for (const f of ['metrics.jsonl', 'monitor.jsonl']) {
+    const file = join(dir, f);
+    if (!existsSync(file)) continue;
+    const lines = readFileSync(file, 'utf8').split('\n').filter((l) => l.trim());
+    const keep = lines.filter((l) => {
+      try {
+        return !(Number(JSON.parse(l).step) > step);
+      } catch {
+        return false; // a line torn by the kill
+      }
+    });
+    if (keep.length !== lines.length) writeJsonlAtomic(file, keep);
+  }
+}
+
+function writeJsonlAtomic(file: string, lines: string[]): void {
+  const tmp = `${file}.tmp-${process.pid}`;
+  writeFileSync(tmp, lines.length ? lines.join('\n') + '\n' : '');
+  renameSync(tmp, file);
 }

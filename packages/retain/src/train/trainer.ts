@@ -10,7 +10,7 @@ import { collate, DataLoader, disposeBatch, type Batch } from '../data/loader.js
 import type { Example } from '../data/formats.js';
 import { checkComposition, type DistContext, type Method, type OptimizerLike, type SampleLosses, type TrainableModel, type TrainContext } from './hooks.js';
 import { shardBatch, shardRange } from './dist.js';
-import { latestCheckpoint, loadCheckpoint, NonFiniteWeightsError, saveCheckpoint } from './checkpoint.js';
+import { loadLatestCheckpoint, NonFiniteWeightsError, saveCheckpoint, setAsidePreviousRun, trimLogs } from './checkpoint.js';
 
 import { Progress } from './progress.js';
 
@@ -101,6 +101,15 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
   const metricsFile = o.outputDir && writer ? join(o.outputDir, 'metrics.jsonl') : null;
   if (o.outputDir && writer) mkdirSync(o.outputDir, { recursive: true });
   const progress = new Progress(totalSteps, writer && (o.progress ?? true));
+  // Every rank resumes from the same checkpoint (output_dir is shared); rank 0 alone tidies the folder.
+  const found = o.resume && o.outputDir ? loadLatestCheckpoint(o.outputDir, (m) => writer && progress.note(`resume: ${m}`)) : null;
+  if (o.outputDir && writer) {
+    if (found) trimLogs(o.outputDir, found.parts.step);
+    else if (!o.resume) {
+      const aside = setAsidePreviousRun(o.outputDir);
+      if (aside) progress.note(`resume: false — the previous run's checkpoints, logs and final model in ${o.outputDir} were moved to ${aside}`);
+    }
+  }
 
   const ctx: TrainContext = {
     model: o.model,
@@ -124,10 +133,9 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
 
   torch.manualSeed(seed);
   let resumedFrom: number | null = null;
-  const ckpt = o.resume && o.outputDir ? latestCheckpoint(o.outputDir) : null;
   for (const m of methods) await m.setup?.(ctx);
-  if (ckpt) {
-    const c = loadCheckpoint(ckpt);
+  if (found) {
+    const { path: ckpt, parts: c } = found;
     o.model.loadStateDict(c.model, { strict: true });
     torch.dispose(c.model.values());
     const s = c.state as { optimizer: unknown; loader: { epoch: number; cursor: number }; rng: Tensor; methods: Record<string, { json?: unknown; tensors?: Map<string, Tensor> }> };
