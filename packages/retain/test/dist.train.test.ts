@@ -98,6 +98,8 @@ test('retain train refuses bad data-parallel settings before training', { skip }
   assert.throws(() => distSettings({}, { WORLD_SIZE: '2' }), /world size is 2 but this process has no rank/);
   assert.throws(() => distSettings({ rank: 2, worldSize: 2 }), /rank 2 is outside 0\.\.1/);
   assert.equal(distSettings({}, {}), null, 'one process: no group');
+  assert.equal(distSettings({ rank: 0, worldSize: 1 }), null);
+  assert.throws(() => distSettings({ rank: 1, worldSize: 1 }), /rank 1 is outside 0\.\.0: the world size is 1/);
   assert.deepEqual(distSettings({}, { WORLD_SIZE: '2', RANK: '1', MASTER_ADDR: '10.0.0.1', MASTER_PORT: '29511', RETAIN_DIST_TIMEOUT: '7' }), { rank: 1, worldSize: 2, masterAddr: '10.0.0.1', masterPort: 29511, timeoutMs: 7000, backend: 'gloo', overlap: true, bucketBytes: 25 * 2 ** 20 });
   const off = distSettings({}, { WORLD_SIZE: '2', RANK: '0', RETAIN_DIST_OVERLAP: '0', RETAIN_DIST_BUCKET_MB: '0.5' })!;
   assert.deepEqual([off.overlap, off.bucketBytes], [false, 2 ** 19]);

@@ -161,3 +161,17 @@ test('resume: false moves an earlier run aside instead of mixing with it; a dama
   assert.match(r3.stderr, /set resume: false to start over/);
   rmSync(dir, { recursive: true, force: true });
 });
+
+test('max_length past the model\'s context is cut to it, with a notice, instead of asking for a huge attention mask', { skip }, () => {
+  const { dir, cfg } = makeRun({}, { max_steps: 1, save_every: null, batch_size: 1 });
+  const long = Array.from({ length: 400 }, (_, i) => `Once upon a time a cat called ${i} played.`).join(' ');
+  writeFileSync(join(dir, 'long.jsonl'), JSON.stringify({ text: long }) + '\n');
+  const c = JSON.parse(readFileSync(cfg, 'utf8'));
+  writeFileSync(cfg, JSON.stringify({ ...c, data: { train: { path: 'long.jsonl', format: { type: 'text' }, max_length: 100000 } } }));
+  const r = retain(['train', cfg]);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stderr, /retain: train: max_length 100000 is longer than the model's context \(max_position_embeddings 512\); using 512/);
+  const [line] = readFileSync(join(dir, 'out', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((x) => x.loss !== undefined);
+  assert.equal(line.tokens, 511, 'one 512-token window: 511 predicted tokens');
+  rmSync(dir, { recursive: true, force: true });
+});

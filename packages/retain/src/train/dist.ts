@@ -48,8 +48,12 @@ function intOf(v: string | number | undefined, what: string): number | undefined
 export function distSettings(flags: { rank?: number; worldSize?: number; masterAddr?: string; masterPort?: number; timeout?: number } = {}, env: NodeJS.ProcessEnv = process.env): DistSettings | null {
   const worldSize = flags.worldSize ?? intOf(env.WORLD_SIZE, 'WORLD_SIZE') ?? 1;
   if (worldSize < 1) throw new DistConfigError(`world size must be at least 1, got ${worldSize}`);
-  if (worldSize === 1) return null;
   const rank = flags.rank ?? intOf(env.RANK, 'RANK');
+  if (worldSize === 1) {
+    // One process is rank 0; any other rank means the launch line lost its world size.
+    if (rank !== undefined && rank !== 0) throw new DistConfigError(`rank ${rank} is outside 0..0: the world size is 1 (pass --world-size or set WORLD_SIZE)`);
+    return null;
+  }
   if (rank === undefined) throw new DistConfigError(`world size is ${worldSize} but this process has no rank: pass --rank or set RANK`);
   if (rank < 0 || rank >= worldSize) throw new DistConfigError(`rank ${rank} is outside 0..${worldSize - 1}`);
   const masterAddr = flags.masterAddr ?? env.MASTER_ADDR ?? '127.0.0.1';

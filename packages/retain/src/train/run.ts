@@ -27,7 +27,20 @@ function formatSpec(f: DataCfg['format']): FormatSpec {
   }
 }
 
+/** The longest sequence the model takes (learned positions, or the length RoPE was trained to), or null (no limit). */
+function contextLength(p: Pretrained): number | null {
+  const n = Number((p.model as { config?: { max_position_embeddings?: unknown } }).config?.max_position_embeddings);
+  return Number.isInteger(n) && n > 0 ? n : null;
+}
+
 export async function loadExamples(d: DataCfg, p: Pretrained, source: string): Promise<Example[]> {
+  // A max_length past the model's context would index learned positions out of range (GPT-2) or train RoPE at
+  // positions it never saw, and at 100,000 tokens asks for a 40 GB attention mask: examples are cut to the context.
+  const ctx = contextLength(p);
+  if (ctx !== null && d.max_length > ctx && d.format.type !== 'image_classification') {
+    process.stderr.write(`retain: ${source}: max_length ${d.max_length} is longer than the model's context (max_position_embeddings ${ctx}); using ${ctx}\n`);
+    d = { ...d, max_length: ctx };
+  }
   // Images need no tokenizer (the MNIST MLP has none).
   if (d.format.type === 'image_classification') {
     let records = await readRecords(d.path, { format: d.reader });
