@@ -2,7 +2,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { int, nonNegative, nonNegativeInt, num, positiveInt, unitInterval } from '../src/cli/args.js';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describeFsError, int, nonNegative, nonNegativeInt, num, positiveInt, unitInterval } from '../src/cli/args.js';
 
 const CLI = new URL('../bin/retain.mjs', import.meta.url).pathname;
 
@@ -32,4 +35,25 @@ test('retain generate -n -3 and eval --limit 1.5 stop at the option, naming it, 
     assert.match(r.stderr, why);
     assert.doesNotMatch(r.stderr, /model not found/, 'refused before the model path is looked at');
   }
+});
+
+test('filesystem errors name the path and say what the code means', () => {
+  const e = Object.assign(new Error("EISDIR: illegal operation on a directory, read"), { code: 'EISDIR', path: '/tmp/x.jsonl', syscall: 'read' });
+  assert.equal(describeFsError(e), '/tmp/x.jsonl: is a folder, where a file is needed (read EISDIR)');
+  assert.equal(describeFsError(new Error('plain')), null);
+  // output_dir that is a file: through the CLI, the path and the meaning instead of "EEXIST: file already exists, mkdir".
+  const dir = mkdtempSync(join(tmpdir(), 'retain-fs-'));
+  const assets = new URL('../assets/', import.meta.url).pathname;
+  writeFileSync(join(dir, 'taken'), 'a file');
+  writeFileSync(join(dir, 'cfg.yaml'), JSON.stringify({
+    model: { path: join(assets, 'stories260K', 'stories260K.bin') },
+    data: { train: { path: join(assets, 'data', 'arith.jsonl'), format: { type: 'prompt_completion' }, max_length: 32, limit: 8 } },
+    training: { max_steps: 1, batch_size: 2 },
+    output_dir: join(dir, 'taken'),
+  }));
+  const r = spawnSync(process.execPath, [CLI, 'train', join(dir, 'cfg.yaml')], { encoding: 'utf8' });
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /retain: .*taken: a file is in the way where a folder is needed .*\(mkdir EEXIST\)/);
+  rmSync(dir, { recursive: true, force: true });
+  assert.doesNotMatch(r.stderr, /^\s+at /m);
 });

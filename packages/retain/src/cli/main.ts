@@ -1,6 +1,6 @@
 // The `retain` command line.
 import { Command } from 'commander';
-import { int, num, nonNegative, nonNegativeInt, positiveInt, unitInterval } from './args.js';
+import { describeFsError, int, num, nonNegative, nonNegativeInt, positiveInt, unitInterval } from './args.js';
 import * as torch from '@retain/torch';
 import { loadTrainConfig, ConfigError } from '../config.js';
 import { runTraining } from '../train/run.js';
@@ -125,7 +125,7 @@ program.parseAsync(process.argv).catch((e: unknown) => {
     console.error(`retain: ${err.stack ?? err.message}`);
     if (bug) console.error('retain: this looks like a bug in retain itself; please report it with the lines above');
   } else {
-    console.error(`retain: ${err.message}`);
+    console.error(`retain: ${describeFsError(err) ?? err.message}`);
   }
   process.exitCode = 1;
 });
