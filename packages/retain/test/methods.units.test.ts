@@ -65,6 +65,10 @@ test('SAM, MoFO, LoRA and HFT refuse option names they do not know', () => {
   assert.throws(() => buildMethods([{ name: 'hft', seeds: 1 }]), /hft: unknown option 'seeds'/);
   assert.throws(() => buildMethods([{ name: 'sam', rho: -1 }]), /sam: rho must be a number ≥ 0/);
   assert.throws(() => buildMethods([{ name: 'mofo', alpha: 1.5 }]), /mofo: alpha must be a fraction in \(0, 1\]/);
+  assert.throws(() => buildMethods([{ name: 'lora', save_merged: 'maybe' }]), /lora: save_merged must be true or false, got "maybe"/);
+  // YAML's .nan and .inf reach the check as numbers and are shown as such, not as JSON's null.
+  assert.throws(() => buildMethods([{ name: 'l2', lambda: Number.NaN }]), /l2: option 'lambda' must be .*, got NaN$/);
+  assert.throws(() => buildMethods([{ name: 'sam', rho: Number.POSITIVE_INFINITY }]), /sam: rho must be a number ≥ 0, got Infinity$/);
 });
 
 test('MoFO refuses a run whose optimizer is not AdamW', async () => {
@@ -132,6 +136,7 @@ test('LoRA targets: names, aliases, dotted suffixes, /regex/, a full-match strin
   assert.deepEqual(on('all-linear'), PATHS.slice(0, 4), 'all-linear leaves the output head alone');
   const model = new LlamaForCausalLM(CONFIG);
   assert.throws(() => wrapLinears(model, ['query'], { r: 2, alpha: 4 }), /no Linear layer matches targets \["query"\]; this model's Linear layers are named: down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj/);
+  assert.throws(() => wrapLinears(model, 'q_proj', { r: 2, alpha: 4 }), /no Linear layer matches targets "q_proj";.* a single string is a regular expression the whole path must match \(as in PEFT\), e\.g\. '\.\*\\\.q_proj' — for module names give a list: \[q_proj\]/);
   assert.throws(() => wrapLinears(model, ['layers.0.mlp'], { r: 2, alpha: 4 }), /model\.layers\.0\.mlp \(LlamaMLP\) matched the targets but only Linear layers can take an adapter/);
   model.dispose();
 });

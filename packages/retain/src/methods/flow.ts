@@ -28,7 +28,7 @@ import type { Example } from '../data/formats.js';
 import type { Method, TrainContext } from '../train/hooks.js';
 import { writeJsonAtomic } from '../train/checkpoint.js';
 import { HeadProbe } from './probe.js';
-import { checkOptions, enumOption, hashExamples, hashModel, indexById, median, numberOption, perSampleLosses, sampleKey, summary, type Options } from './support.js';
+import { checkOptions, shown, enumOption, hashExamples, hashModel, indexById, median, numberOption, perSampleLosses, sampleKey, summary, type Options } from './support.js';
 
 export type TauRule = 'median' | 'batch_median' | number;
 export type Normalize = 'none' | 'sum' | 'mean';
@@ -77,7 +77,7 @@ export class Flow implements Method {
     checkOptions(this.name, o, OPTIONS);
     const tau = o.tau ?? 'median';
     if (!(tau === 'median' || tau === 'batch_median' || (typeof tau === 'number' && tau > 0 && Number.isFinite(tau)))) {
-      throw new Error(`${this.name}: option 'tau' must be 'median', 'batch_median' or a positive number, got ${JSON.stringify(tau)}`);
+      throw new Error(`${this.name}: option 'tau' must be 'median', 'batch_median' or a positive number, got ${shown(tau)}`);
     }
     this.tauRule = tau as TauRule;
     this.tauScale = numberOption(this.name, o, 'tau_scale', 1, (v) => v > 0 && Number.isFinite(v), 'a positive number');

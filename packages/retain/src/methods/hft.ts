@@ -19,7 +19,7 @@ import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
 import type { Method, Role, TrainContext } from '../train/hooks.js';
 import { rng } from '../data/loader.js';
-import { checkOptions } from './support.js';
+import { checkOptions, shown } from './support.js';
 
 export interface HftOptions {
   /** Seed of the per-epoch draw. */
@@ -77,9 +77,9 @@ export class Hft implements Method {
   constructor(o: HftOptions = {}) {
     checkOptions('hft', o as Record<string, unknown>, ['seed', 'others']);
     this.seed = o.seed ?? 0;
-    if (!Number.isInteger(this.seed)) throw new Error(`hft: seed must be an integer, got ${JSON.stringify(o.seed)}`);
+    if (!Number.isInteger(this.seed)) throw new Error(`hft: seed must be an integer, got ${shown(o.seed)}`);
     this.others = o.others ?? 'train';
-    if (this.others !== 'train' && this.others !== 'freeze') throw new Error(`hft: others must be 'train' or 'freeze', got ${JSON.stringify(o.others)}`);
+    if (this.others !== 'train' && this.others !== 'freeze') throw new Error(`hft: others must be 'train' or 'freeze', got ${shown(o.others)}`);
   }
 
   setup(ctx: TrainContext): void {

@@ -22,7 +22,7 @@
 import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
 import type { Method, Role, TrainContext } from '../train/hooks.js';
-import { checkOptions } from './support.js';
+import { checkOptions, shown } from './support.js';
 
 export interface MofoOptions {
   /** Fraction of each filtered tensor's coordinates that move per step (the reference class uses 0.03; 0.05-0.2 recommended, 0.15 published). */
@@ -121,7 +121,7 @@ export class Mofo implements Method {
   constructor(o: MofoOptions = {}) {
     checkOptions('mofo', o as Record<string, unknown>, ['alpha', 'exact_max', 'sample_size']);
     this.alpha = o.alpha ?? 0.03;
-    if (!(typeof this.alpha === 'number' && this.alpha > 0 && this.alpha <= 1)) throw new Error(`mofo: alpha must be a fraction in (0, 1], got ${JSON.stringify(o.alpha)}`);
+    if (!(typeof this.alpha === 'number' && this.alpha > 0 && this.alpha <= 1)) throw new Error(`mofo: alpha must be a fraction in (0, 1], got ${shown(o.alpha)}`);
     this.exactMax = o.exact_max ?? 2 ** 24;
     this.sampleSize = o.sample_size ?? 2 ** 20;
   }

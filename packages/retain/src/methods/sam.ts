@@ -10,7 +10,7 @@
 import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
 import type { Method, Role, TrainContext } from '../train/hooks.js';
-import { checkOptions } from './support.js';
+import { checkOptions, shown } from './support.js';
 
 export interface SamOptions {
   /** Radius of the neighbourhood (0.05 is the usual default; sweep it). */
@@ -36,7 +36,7 @@ export class Sam implements Method {
   constructor(o: SamOptions = {}) {
     checkOptions('sam', o as Record<string, unknown>, ['rho']);
     const rho = o.rho ?? 0.05;
-    if (!(typeof rho === 'number' && Number.isFinite(rho) && rho >= 0)) throw new Error(`sam: rho must be a number ≥ 0, got ${JSON.stringify(o.rho)}`);
+    if (!(typeof rho === 'number' && Number.isFinite(rho) && rho >= 0)) throw new Error(`sam: rho must be a number ≥ 0, got ${shown(o.rho)}`);
     this.rho = rho;
   }
 

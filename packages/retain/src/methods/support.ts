@@ -16,13 +16,18 @@ export function checkOptions(method: string, o: Options, allowed: string[]): voi
   }
 }
 
+/** A config value as the user wrote it: JSON, except that NaN and ±Infinity (YAML's .nan, .inf) stay themselves. */
+export function shown(v: unknown): string {
+  return typeof v === 'number' && !Number.isFinite(v) ? String(v) : JSON.stringify(v);
+}
+
 export function numberOption(method: string, o: Options, key: string, dflt: number | undefined, ok: (v: number) => boolean = Number.isFinite, what = 'a finite number'): number {
   const v = o[key];
   if (v === undefined) {
     if (dflt === undefined) throw new Error(`${method}: option '${key}' is required (${what})`);
     return dflt;
   }
-  if (typeof v !== 'number' || !ok(v)) throw new Error(`${method}: option '${key}' must be ${what}, got ${JSON.stringify(v)}`);
+  if (typeof v !== 'number' || !ok(v)) throw new Error(`${method}: option '${key}' must be ${what}, got ${shown(v)}`);
   return v;
 }
 

@@ -17,7 +17,7 @@ import { savePretrained } from '../../models/hub.js';
 import { LoraLinear } from './layer.js';
 import { DEFAULT_TARGETS, loraModules, mergeAndUnload, setAdapterScale, wrapLinears, type Targets } from './wrap.js';
 import { saveAdapter } from './peft.js';
-import { checkOptions } from '../support.js';
+import { checkOptions, shown } from '../support.js';
 
 export { LoraLinear } from './layer.js';
 export { DEFAULT_TARGETS, loraModules, mergeAdapters, mergeAndUnload, setAdapterScale, targetMatcher, unmergeAdapters, wrapLinears, type Targets } from './wrap.js';
@@ -58,9 +58,10 @@ export class Lora implements Method {
     this.dropout = o.dropout ?? 0;
     this.targets = o.targets ?? DEFAULT_TARGETS;
     this.saveMerged = o.save_merged ?? false;
-    if (!Number.isInteger(this.r) || this.r <= 0) throw new Error(`lora: r must be a positive integer, got ${JSON.stringify(o.r)}`);
-    if (!(typeof this.alpha === 'number' && Number.isFinite(this.alpha))) throw new Error(`lora: alpha must be a number, got ${JSON.stringify(o.alpha)}`);
-    if (!(typeof this.dropout === 'number' && this.dropout >= 0 && this.dropout < 1)) throw new Error(`lora: dropout must be in [0, 1), got ${JSON.stringify(o.dropout)}`);
+    if (!Number.isInteger(this.r) || this.r <= 0) throw new Error(`lora: r must be a positive integer, got ${shown(o.r)}`);
+    if (!(typeof this.alpha === 'number' && Number.isFinite(this.alpha))) throw new Error(`lora: alpha must be a number, got ${shown(o.alpha)}`);
+    if (!(typeof this.dropout === 'number' && this.dropout >= 0 && this.dropout < 1)) throw new Error(`lora: dropout must be in [0, 1), got ${shown(o.dropout)}`);
+    if (typeof this.saveMerged !== 'boolean') throw new Error(`lora: save_merged must be true or false, got ${shown(o.save_merged)}`);
   }
 
   setup(ctx: TrainContext): void {

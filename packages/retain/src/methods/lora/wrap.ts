@@ -65,7 +65,11 @@ export function wrapLinears(model: torch.nn.Module, targets: Targets, o: LoraLay
   }
   if (chosen.length === 0) {
     const names = [...new Set(linears.map(([p]) => p.split('.').pop()!))].sort();
-    throw new Error(`lora: no Linear layer matches targets ${JSON.stringify(targets)}; this model's Linear layers are named: ${names.join(', ')}`);
+    // PEFT's rule, which surprises: one string is a pattern for the whole path, so 'q_proj' alone matches nothing.
+    const asName = typeof targets === 'string' && names.includes(targets)
+      ? `; a single string is a regular expression the whole path must match (as in PEFT), e.g. '.*\\.${targets}' — for module names give a list: [${targets}]`
+      : '';
+    throw new Error(`lora: no Linear layer matches targets ${JSON.stringify(targets)}; this model's Linear layers are named: ${names.join(', ')}${asName}`);
   }
   for (const [path, lin] of chosen) replaceModule(model, path, new LoraLinear(lin, o));
   return chosen.map(([p]) => p);
