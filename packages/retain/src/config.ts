@@ -44,7 +44,7 @@ export const trainConfigSchema = z.object({
     lr: z.number().positive().default(1e-4),
     weight_decay: z.number().min(0).default(0.0),
     betas: z.tuple([z.number().min(0).lt(1), z.number().min(0).lt(1)]).default([0.9, 0.999]),
-    momentum: z.number().min(0).default(0),
+    momentum: z.number().min(0).lt(1).default(0),
     schedule: z.enum(['constant', 'linear', 'cosine']).default('cosine'),
     warmup_steps: z.number().int().min(0).optional(),
     warmup_ratio: z.number().min(0).max(1).default(0),
@@ -58,7 +58,12 @@ export const trainConfigSchema = z.object({
     eval_every: z.number().int().positive().nullable().default(null),
     save_every: z.number().int().positive().nullable().default(null),
     keep_checkpoints: z.number().int().positive().default(2),
-  }).strict(),
+  }).strict().superRefine((t, ctx) => {
+    // Settings that contradict each other are refused rather than silently resolved one way.
+    if (t.warmup_steps && t.warmup_ratio) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['warmup_steps'], message: `both warmup_steps (${t.warmup_steps}) and warmup_ratio (${t.warmup_ratio}) are set; keep one` });
+    if (t.warmup_steps && t.max_steps && t.warmup_steps > t.max_steps) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['warmup_steps'], message: `${t.warmup_steps} is more than max_steps ${t.max_steps}: the learning rate would never reach lr` });
+    if (t.momentum && t.optimizer !== 'sgd') ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['momentum'], message: `momentum applies to optimizer sgd; AdamW's momentum is betas[0]` });
+  }),
   /** Forgetting monitor: probes evaluated every N steps during training (see src/eval/monitor.ts). */
   monitor: z.object({
     every: z.number().int().positive(),

@@ -28,3 +28,14 @@ for (const f of readdirSync(dir).filter((n) => n.endsWith('.yaml'))) {
     for (const p of specs) assert.ok(existsSync(p), `method data ${p}`);
   });
 }
+
+test('training settings that contradict each other are refused, naming both', async () => {
+  const { parseTrainConfig } = await import('../src/config.js');
+  const base = { model: { path: 'm' }, data: { train: { path: 'd', format: { type: 'text' } } }, output_dir: 'o' };
+  const bad = (training: Record<string, unknown>) => () => parseTrainConfig({ ...base, training });
+  assert.throws(bad({ warmup_steps: 10, warmup_ratio: 0.1 }), /training\.warmup_steps: both warmup_steps \(10\) and warmup_ratio \(0\.1\) are set; keep one/);
+  assert.throws(bad({ max_steps: 2, warmup_steps: 100 }), /training\.warmup_steps: 100 is more than max_steps 2: the learning rate would never reach lr/);
+  assert.throws(bad({ optimizer: 'sgd', momentum: 5 }), /training\.momentum: Number must be less than 1/);
+  assert.throws(bad({ momentum: 0.9 }), /training\.momentum: momentum applies to optimizer sgd; AdamW's momentum is betas\[0\]/);
+  assert.equal(parseTrainConfig({ ...base, training: { optimizer: 'sgd', momentum: 0.9, max_steps: 5, warmup_steps: 5 } }).training.momentum, 0.9);
+});

@@ -135,3 +135,14 @@ test('loader: deterministic order, reshuffled every epoch, exact resume of the p
   c.restore(saved);
   assert.deepEqual([c.next().indices, c.next().indices, c.next().indices], seen.slice(4, 7));
 });
+
+test('a UTF-8 byte-order mark is dropped; a UTF-16 file is refused by name', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'retain-bom-'));
+  writeFileSync(join(dir, 'bom.jsonl'), Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from('{"text": "a"}\n{"text": "b"}\n')]));
+  assert.deepEqual((await readRecords(join(dir, 'bom.jsonl'))).map((r) => r.text), ['a', 'b']);
+  writeFileSync(join(dir, 'bom.csv'), Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from('text,label\nx,1\n')]));
+  assert.deepEqual(Object.keys((await readRecords(join(dir, 'bom.csv')))[0]).sort(), ['id', 'label', 'text'], 'the first CSV header is "text", not "\\ufefftext"');
+  writeFileSync(join(dir, 'u16.jsonl'), Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from('{"text": "a"}\n', 'utf16le')]));
+  await assert.rejects(readRecords(join(dir, 'u16.jsonl')), /u16\.jsonl: the file is UTF-16; data files must be UTF-8/);
+  rmSync(dir, { recursive: true, force: true });
+});

@@ -175,3 +175,18 @@ test('max_length past the model\'s context is cut to it, with a notice, instead 
   assert.equal(line.tokens, 511, 'one 512-token window: 511 predicted tokens');
   rmSync(dir, { recursive: true, force: true });
 });
+
+test('empty data and data too short to train on are told apart, each with what to change', { skip }, () => {
+  const { dir, cfg } = makeRun({}, { max_steps: 1, save_every: null });
+  const c = JSON.parse(readFileSync(cfg, 'utf8'));
+  writeFileSync(join(dir, 'empty.jsonl'), '');
+  writeFileSync(cfg, JSON.stringify({ ...c, data: { train: { path: 'empty.jsonl', format: { type: 'text' } } } }));
+  const e = retain(['train', cfg]);
+  assert.equal(e.status, 1);
+  assert.match(e.stderr, /empty\.jsonl: holds no records \(train data\)/);
+  writeFileSync(cfg, JSON.stringify({ ...c, data: { train: { path: 'train.jsonl', format: { type: 'prompt_completion' }, max_length: 1 } } }));
+  const s = retain(['train', cfg]);
+  assert.equal(s.status, 1);
+  assert.match(s.stderr, /train\.jsonl: no usable examples: each needs at least 2 tokens to train on within max_length 1 \(raise max_length/);
+  rmSync(dir, { recursive: true, force: true });
+});

@@ -8,9 +8,15 @@ export type Record_ = Record<string, unknown> & { id: string };
 
 export class DataError extends Error {}
 
+/** A text data file as UTF-8: a byte-order mark (Windows editors write one) is dropped; UTF-16 is refused by name. */
 function need(path: string): string {
   if (!existsSync(path)) throw new DataError(`data file not found: ${path}`);
-  return readFileSync(path, 'utf8');
+  const buf = readFileSync(path);
+  if (buf.length >= 2 && ((buf[0] === 0xff && buf[1] === 0xfe) || (buf[0] === 0xfe && buf[1] === 0xff))) {
+    throw new DataError(`${path}: the file is UTF-16; data files must be UTF-8 (e.g. iconv -f UTF-16 -t UTF-8 in > out)`);
+  }
+  const start = buf.length >= 3 && buf[0] === 0xef && buf[1] === 0xbb && buf[2] === 0xbf ? 3 : 0;
+  return buf.toString('utf8', start);
 }
 
 function withIds(rows: Record<string, unknown>[], path: string): Record_[] {

@@ -44,12 +44,14 @@ export async function loadExamples(d: DataCfg, p: Pretrained, source: string): P
   // Images need no tokenizer (the MNIST MLP has none).
   if (d.format.type === 'image_classification') {
     let records = await readRecords(d.path, { format: d.reader });
+    if (records.length === 0) throw new Error(`${d.path}: holds no records (${source} data)`);
     if (d.limit) records = records.slice(0, d.limit);
     const spec = formatSpec(d.format);
     return records.map((r) => toExample(r, spec, { tokenizer: null as never, source }));
   }
   if (!p.tokenizer) throw new Error(`the model at ${p.source.path} has no tokenizer; set model.tokenizer in the config`);
   let records = await readRecords(d.path, { format: d.reader });
+  if (records.length === 0) throw new Error(`${d.path}: holds no records (${source} data)`);
   if (d.limit) records = records.slice(0, d.limit);
   const chatTemplate = p.tokenizer instanceof HfTokenizer ? p.tokenizer.chatTemplate ?? undefined : undefined;
   const spec = formatSpec(d.format);
@@ -84,7 +86,7 @@ export async function runTraining(cfg: TrainConfig, methods: Method[] = buildMet
   if (cfg.training.threads) torch.setNumThreads(cfg.training.threads);
   const p = await loadPretrained(cfg.model.path, { dtype: cfg.model.dtype === 'float32' ? undefined : cfg.model.dtype, tokenizer: cfg.model.tokenizer });
   const trainSet = await loadExamples(cfg.data.train, p, cfg.data.train.name ?? 'train');
-  if (trainSet.length === 0) throw new Error(`${cfg.data.train.path}: no usable examples (each needs at least 2 tokens)`);
+  if (trainSet.length === 0) throw new Error(`${cfg.data.train.path}: no usable examples: each needs at least 2 tokens to train on within max_length ${cfg.data.train.max_length} (raise max_length, or check the records' fields)`);
   const evalSet = cfg.data.eval ? await loadExamples(cfg.data.eval, p, cfg.data.eval.name ?? 'eval') : null;
   const model = p.model as TrainableModel;
   if (cfg.model.device !== 'cpu') model.to(cfg.model.device);
