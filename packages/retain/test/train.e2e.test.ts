@@ -102,7 +102,8 @@ test('config errors name the key and the allowed values', () => {
 
 test('pickle checkpoints are refused with a conversion hint', () => {
   const dir = mkdtempSync(join(tmpdir(), 'retain-pkl-'));
-  writeFileSync(join(dir, 'pytorch_model.bin'), 'not really a pickle');
+  // torch.save's zip container (a pickle inside); the loader goes by these bytes, not by the name.
+  writeFileSync(join(dir, 'pytorch_model.bin'), Buffer.concat([Buffer.from('PK\x03\x04', 'latin1'), Buffer.alloc(60)]));
   writeFileSync(join(dir, 'config.json'), JSON.stringify({ model_type: 'llama' }));
   const r = retain(['inspect', dir]);
   assert.equal(r.status, 1);
