@@ -28,6 +28,7 @@ test('option parsers accept what they promise and refuse the rest with the value
 test('retain generate -n -3 and eval --limit 1.5 stop at the option, naming it, with status 1 and no model loaded', () => {
   for (const [args, why] of [
     [['generate', '/nonexistent-model', '-n', '-3'], /option '-n, --max-new-tokens <n>' argument '-3' is invalid\. '-3' must be a positive integer/],
+    [['generate', '/nonexistent-model', '--stop', ''], /--stop: an empty stop string would end generation before the first token/],
     [['eval', '--model', '/nonexistent-model', '--tasks', 'tinystories', '--limit', '1.5'], /option '--limit <n>' argument '1\.5' is invalid\. '1\.5' is not an integer/],
   ] as const) {
     const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });

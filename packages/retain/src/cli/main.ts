@@ -73,6 +73,7 @@ program
   .option('--seed <n>', 'sampling seed', int)
   .option('--tokenizer <path>', 'tokenizer file or directory')
   .action(async (model: string, o) => {
+    if ((o.stop ?? []).includes('')) throw new Error("--stop: an empty stop string would end generation before the first token; give non-empty strings");
     const p = await loadPretrained(model, { tokenizer: o.tokenizer });
     if (!p.tokenizer) throw new Error(`${model} has no tokenizer; pass --tokenizer`);
     p.model.eval();
