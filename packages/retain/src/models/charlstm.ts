@@ -19,6 +19,7 @@ import * as torch from '@retain/torch';
 import { Tensor } from '@retain/torch';
 import { readMl5 } from './ml5.js';
 import { sampleNext, type GenerateOptions } from './generate.js';
+import { checkPositiveInt, ModelConfigError } from './weights.js';
 
 const { nn } = torch;
 
@@ -282,9 +283,10 @@ function hasVariable(dir: string): boolean {
 }
 
 function validate(c: CharLSTMConfig): void {
-  for (const k of ['vocab_size', 'embedding_size', 'hidden_size', 'num_layers'] as const) {
-    const v = c[k];
-    if (!Number.isInteger(v) || v <= 0) throw new Error(`CharLSTM: config.${k} must be a positive integer, got ${JSON.stringify(v)}`);
+  const f = c as unknown as Record<string, unknown>;
+  for (const k of ['vocab_size', 'embedding_size', 'hidden_size', 'num_layers']) checkPositiveInt(f, k);
+  if (c.forget_bias != null && (typeof c.forget_bias !== 'number' || !Number.isFinite(c.forget_bias))) {
+    throw new ModelConfigError(`forget_bias must be a finite number (TensorFlow's default is 1.0), got ${JSON.stringify(c.forget_bias)}`);
   }
 }
 

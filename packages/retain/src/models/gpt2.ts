@@ -7,6 +7,7 @@
 // positions, pre-norm blocks, gelu_new (GELU's tanh approximation), a key/value cache for generation.
 import * as torch from '@retain/torch';
 import { Tensor } from '@retain/torch';
+import { checkBoolean, checkPositiveInt, checkPositiveNumber, checkProbability, ModelConfigError } from './weights.js';
 
 const { nn } = torch;
 
@@ -287,12 +288,12 @@ export function gpt2CheckpointKeys(weights: Map<string, Tensor>): Map<string, Te
 }
 
 export function validateGPT2Config(c: GPT2Config): void {
-  for (const k of ['vocab_size', 'n_positions', 'n_embd', 'n_layer', 'n_head'] as const) {
-    const v = c[k];
-    if (!Number.isInteger(v) || (v as number) <= 0) throw new Error(`config.${k} must be a positive integer, got ${JSON.stringify(v)}`);
-  }
-  if (c.n_embd % c.n_head !== 0) throw new Error(`n_embd (${c.n_embd}) must divide by n_head (${c.n_head})`);
+  for (const k of ['vocab_size', 'n_positions', 'n_embd', 'n_layer', 'n_head']) checkPositiveInt(c, k);
+  checkPositiveInt(c, 'n_inner', { optional: true });
+  checkPositiveNumber(c, 'layer_norm_epsilon', { optional: true, hint: 'GPT-2 uses 1e-5' });
+  for (const k of ['resid_pdrop', 'embd_pdrop', 'attn_pdrop']) checkProbability(c, k);
+  for (const k of ['scale_attn_weights', 'scale_attn_by_inverse_layer_idx', 'tie_word_embeddings']) checkBoolean(c, k);
+  if (c.n_embd % c.n_head !== 0) throw new ModelConfigError(`n_embd (${c.n_embd}) must divide by n_head (${c.n_head})`);
   const act = c.activation_function ?? 'gelu_new';
-  if (!['gelu_new', 'gelu_pytorch_tanh', 'gelu', 'relu', 'silu'].includes(act)) throw new Error(`activation_function '${act}' is not supported; use gelu_new, gelu, relu or silu`);
-  if (c.n_inner != null && (!Number.isInteger(c.n_inner) || c.n_inner <= 0)) throw new Error(`config.n_inner must be a positive integer or null, got ${JSON.stringify(c.n_inner)}`);
+  if (!['gelu_new', 'gelu_pytorch_tanh', 'gelu', 'relu', 'silu'].includes(act)) throw new ModelConfigError(`activation_function '${act}' is not supported; use gelu_new, gelu, relu or silu`);
 }

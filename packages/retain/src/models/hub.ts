@@ -4,7 +4,7 @@
 // run arbitrary code when loaded and need Python to read. The ml5 models save as HF-style directories (model_type
 // 'charlstm' / 'mnist_mlp', safetensors under the ml5 variable names with '/' → '.', vocab.json copied), so a
 // fine-tuned one reloads through the same path.
-import { closeSync, copyFileSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import * as torch from '@retain/torch';
 import { LlamaForCausalLM, type LlamaConfig } from './llama.js';
@@ -13,7 +13,7 @@ import { T5ForConditionalGeneration, type T5Config } from './t5.js';
 import { readLlama2c } from './llama2c.js';
 import { CharLSTM, type CharLSTMConfig } from './charlstm.js';
 import { MnistMLP } from './mlp.js';
-import { loadWeights } from './weights.js';
+import { assertFiniteWeights, loadWeights, ModelConfigError } from './weights.js';
 import { Llama2cTokenizer, type Tokenizer } from '../tokenizers/llama2c.js';
 import { loadHfTokenizer } from '../tokenizers/hf.js';
 import { CharTokenizer } from '../tokenizers/char.js';
@@ -52,12 +52,30 @@ export function registerArchitecture(modelType: string, build: Builder): void {
 
 const PICKLE = /\.(bin|pt|pth|ckpt|pkl)$/i;
 
+const SUPPORTED =
+  'retain loads a Hugging Face model directory (config.json + *.safetensors), a llama2.c .bin checkpoint, or an ml5 folder (manifest.json + weight files)';
+
 function refusePickle(path: string): never {
   throw new Error(
     `${path} is a PyTorch pickle checkpoint, which retain does not load (unpickling can run arbitrary code). ` +
       "Convert it to safetensors first, e.g. in Python: `from safetensors.torch import save_file; save_file(torch.load(p), 'model.safetensors')`, " +
       'or `model.save_pretrained(dir, safe_serialization=True)` with transformers.',
   );
+}
+
+/**
+ * torch.save writes a zip archive (since PyTorch 1.6) or, before that, a bare pickle, whose protocol 2+ opcode
+ * stream starts with 0x80. A file with neither start is something else, whatever its extension says.
+ */
+function isPickle(path: string): boolean {
+  const fd = openSync(path, 'r');
+  try {
+    const b = Buffer.alloc(4);
+    const n = readSync(fd, b, 0, 4, 0);
+    return (n >= 2 && b[0] === 0x80 && b[1] >= 2 && b[1] <= 5) || (n === 4 && b.equals(Buffer.from('PK\x03\x04', 'latin1')));
+  } finally {
+    closeSync(fd);
+  }
 }
 
 export function isLlama2cCheckpoint(path: string): boolean {
@@ -75,7 +93,25 @@ function findLlama2cTokenizer(path: string): string | null {
   return cands.length ? join(dir, cands[0]) : null;
 }
 
-export async function loadPretrained(path: string, opts: { dtype?: torch.DType; tokenizer?: string } = {}): Promise<Pretrained> {
+/**
+ * libtorch has no float16 matrix multiply on CPU, so a float16 model there loads fine and fails at its first forward
+ * with `"addmm_impl_cpu_" not implemented for 'Half'`. The cast happens on CPU before the model moves to its device,
+ * so only a caller that knows the device can tell; this says so before any weights are read.
+ */
+export function checkDtypeDevice(dtype: string | undefined, device: string | undefined): void {
+  if (dtype !== 'float16' || (device ?? 'cpu') !== 'cpu') return;
+  throw new Error(
+    'model.dtype float16 with model.device cpu: float16 matrix multiplies are not implemented on CPU ' +
+      "(libtorch fails with \"addmm_impl_cpu_\" not implemented for 'Half'); use dtype bfloat16 or float32 on CPU, or keep float16 with device cuda",
+  );
+}
+
+/**
+ * `device`, when given, is where the caller will run the model (it stays on CPU here); it only serves to refuse a
+ * dtype that cannot run there.
+ */
+export async function loadPretrained(path: string, opts: { dtype?: torch.DType; tokenizer?: string; device?: string } = {}): Promise<Pretrained> {
+  if (opts.device !== undefined) checkDtypeDevice(opts.dtype, opts.device);
   if (!existsSync(path)) throw new Error(`model not found: ${path}`);
   if (!statSync(path).isDirectory()) {
     if (isLlama2cCheckpoint(path)) {
@@ -86,39 +122,57 @@ export async function loadPretrained(path: string, opts: { dtype?: torch.DType; 
       } finally {
         torch.dispose(weights.values());
       }
-      if (opts.dtype) model.to(opts.dtype);
+      checkLoaded(model, path, opts.dtype);
       const tokPath = opts.tokenizer ?? findLlama2cTokenizer(path);
       return { model, config, tokenizer: tokPath ? Llama2cTokenizer.fromFile(tokPath) : null, source: { path, format: 'llama2c' }, tokenizerFiles: tokPath ? [tokPath] : [] };
     }
-    if (PICKLE.test(path)) refusePickle(path);
-    throw new Error(`${path}: not a model directory (config.json + *.safetensors) nor a llama2.c .bin checkpoint`);
+    if (isPickle(path)) refusePickle(path);
+    if (path.endsWith('.safetensors')) {
+      throw new Error(`${path}: a safetensors file holds only the weights; pass the directory that holds it with its config.json (${SUPPORTED})`);
+    }
+    const size = statSync(path).size;
+    throw new Error(
+      `${path}: unrecognised file (${size} bytes${size === 0 ? ', empty' : ''}): neither a llama2.c checkpoint nor a PyTorch pickle. ${SUPPORTED}`,
+    );
   }
   if (existsSync(join(path, 'manifest.json')) && !existsSync(join(path, 'config.json'))) return loadMl5(path, opts.dtype);
   const cfgPath = join(path, 'config.json');
-  if (!existsSync(cfgPath)) throw new Error(`${path}: no config.json; a Hugging Face model directory needs one`);
+  if (!existsSync(cfgPath)) {
+    if (existsSync(join(path, 'adapter_config.json'))) refuseAdapter(path);
+    throw new Error(`${path}: no config.json; a Hugging Face model directory needs one`);
+  }
   let config: Record<string, unknown>;
   try {
     config = JSON.parse(readFileSync(cfgPath, 'utf8'));
   } catch (e) {
     throw new Error(`${cfgPath}: not valid JSON (${(e as Error).message})`);
   }
+  if (!config || typeof config !== 'object' || Array.isArray(config)) {
+    throw new Error(`${cfgPath}: must hold a JSON object of model settings ({"model_type": ..., ...}), got ${JSON.stringify(config)?.slice(0, 80)}`);
+  }
   const type = String(config.model_type ?? '');
   const build = ARCHITECTURES.get(type);
   if (!build) throw new Error(`${cfgPath}: model_type '${type}' is not supported; supported: ${[...ARCHITECTURES.keys()].join(', ')}`);
   const files = readdirSync(path);
   if (!files.some((f) => f.endsWith('.safetensors'))) {
-    const pickles = files.filter((f) => PICKLE.test(f));
+    const pickles = files.filter((f) => PICKLE.test(f) && statSync(join(path, f)).isFile() && isPickle(join(path, f)));
     if (pickles.length) refusePickle(join(path, pickles[0]));
     throw new Error(`${path}: no .safetensors weights found`);
   }
-  const model = build(config);
+  let model: Pretrained['model'];
+  try {
+    model = build(config);
+  } catch (e) {
+    if (e instanceof ModelConfigError) throw new ModelConfigError(`${cfgPath}: ${e.message}`);
+    throw e;
+  }
   const weights = torch.io.loadSharded(path);
   try {
     loadWeights(model, CHECKPOINT_KEYS.get(type)?.(weights) ?? weights, { source: path, config: cfgPath });
   } finally {
     torch.dispose(weights.values());
   }
-  if (opts.dtype) model.to(opts.dtype);
+  checkLoaded(model, path, opts.dtype);
   const tokenizerFiles = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'generation_config.json'].map((f) => join(path, f)).filter(existsSync);
   // A llama2.c tokenizer saved beside HF weights (a converted stories model) is found too.
   const l2c = files.find((f) => /^tok.*\.bin$/.test(f) || f === 'tokenizer.bin');
@@ -144,13 +198,50 @@ function loadMl5(path: string, dtype?: torch.DType): Pretrained {
     const config = { model_type: 'mnist_mlp', ...model.config };
     p = { model: model as unknown as Pretrained['model'], config, tokenizer: null, source: { path, format: 'ml5' }, tokenizerFiles: [] };
   }
-  if (dtype) p.model.to(dtype);
+  try {
+    checkLoaded(p.model, path, dtype);
+  } catch (e) {
+    p.model.dispose();
+    throw e;
+  }
   return p;
 }
 
+/** Refuses NaN/Inf weights, then casts; a float16 cast can itself overflow (beyond ±65504) and is checked again. */
+function checkLoaded(model: Pretrained['model'], path: string, dtype?: torch.DType): void {
+  const tied = new Set((model.tiedKeys?.() ?? []).map(([alias]) => alias));
+  const params = () => [...model.stateDict()].filter(([k]) => !tied.has(k));
+  assertFiniteWeights(params(), path);
+  if (!dtype) return;
+  model.to(dtype);
+  if (dtype === 'float16') assertFiniteWeights(params(), path, 'its values overflow float16 (beyond ±65504); load it as bfloat16 or float32');
+}
+
+/**
+ * A LoRA run's output_dir/final holds the adapter alone (adapter_config.json + adapter_model.safetensors): without
+ * its base model it is no model, so the loader says which base it needs instead of asking for a config.json.
+ */
+function refuseAdapter(path: string): never {
+  let base: unknown;
+  try {
+    base = JSON.parse(readFileSync(join(path, 'adapter_config.json'), 'utf8'))?.base_model_name_or_path;
+  } catch {
+    base = undefined;
+  }
+  const merged = join(path, 'merged');
+  const baseText = typeof base === 'string' && base ? `base model ${base}` : 'a base model that adapter_config.json does not name';
+  throw new Error(
+    `${path} is a LoRA adapter (adapter_config.json + adapter weights) for ${baseText}, not a whole model. ` +
+      (existsSync(join(merged, 'config.json'))
+        ? `Load its merged model instead: ${merged}`
+        : `Load the base model${typeof base === 'string' && base ? ` (${base})` : ''} instead; retain does not apply adapters at load time (a LoRA run with save_merged: true writes a merged/ subfolder)`),
+  );
+}
+
+/** A directory (searched for tokenizer.json), a tokenizer.json under any name, or a llama2.c tokenizer .bin. */
 export async function loadTokenizer(path: string): Promise<Tokenizer> {
-  if (statSync(path).isDirectory()) return loadHfTokenizer(path);
-  if (path.endsWith('.json')) return loadHfTokenizer(dirname(path));
+  if (!existsSync(path)) throw new Error(`tokenizer not found: ${path}`);
+  if (statSync(path).isDirectory() || path.endsWith('.json')) return loadHfTokenizer(path);
   return Llama2cTokenizer.fromFile(path);
 }
 

@@ -6,6 +6,7 @@
 // grouped-query attention, SwiGLU MLP, tied or untied output head, and a key/value cache for generation.
 import * as torch from '@retain/torch';
 import { Tensor } from '@retain/torch';
+import { checkBoolean, checkPositiveInt, checkPositiveNumber, ModelConfigError } from './weights.js';
 
 const { nn } = torch;
 
@@ -294,15 +295,23 @@ export class LlamaForCausalLM extends nn.Module {
 }
 
 export function validateLlamaConfig(c: LlamaConfig): void {
-  const need = ['vocab_size', 'hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads', 'max_position_embeddings'] as const;
-  for (const k of need) {
-    const v = c[k];
-    if (!Number.isInteger(v) || (v as number) <= 0) throw new Error(`config.${k} must be a positive integer, got ${JSON.stringify(v)}`);
-  }
+  for (const k of ['vocab_size', 'hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads', 'max_position_embeddings']) checkPositiveInt(c, k);
+  checkPositiveInt(c, 'num_key_value_heads', { optional: true });
+  checkPositiveInt(c, 'head_dim', { optional: true });
+  // Absent means RMSNorm's default (1e-6, as transformers); a zero or negative one turns every norm into NaN or noise.
+  checkPositiveNumber(c, 'rms_norm_eps', { optional: true, hint: 'Llama uses 1e-5 or 1e-6' });
+  checkPositiveNumber(c, 'rope_theta', { optional: true, hint: 'usually 10000 to 1000000' });
+  for (const k of ['tie_word_embeddings', 'attention_bias', 'mlp_bias']) checkBoolean(c, k);
   const kv = c.num_key_value_heads ?? c.num_attention_heads;
-  if (c.num_attention_heads % kv !== 0) throw new Error(`num_attention_heads (${c.num_attention_heads}) must be a multiple of num_key_value_heads (${kv})`);
-  if (c.head_dim === undefined && c.hidden_size % c.num_attention_heads !== 0) throw new Error(`hidden_size (${c.hidden_size}) must divide by num_attention_heads (${c.num_attention_heads})`);
-  if (headDim(c) % 2 !== 0) throw new Error(`the head dimension (${headDim(c)}) must be even for rotary embeddings`);
-  const kind = c.rope_scaling?.rope_type ?? c.rope_scaling?.type;
-  if (kind && !['linear', 'dynamic', 'llama3', 'default'].includes(kind)) throw new Error(`rope_scaling type '${kind}' is not supported; use linear, dynamic or llama3`);
+  if (c.num_attention_heads % kv !== 0) throw new ModelConfigError(`num_attention_heads (${c.num_attention_heads}) must be a multiple of num_key_value_heads (${kv})`);
+  if (c.head_dim == null && c.hidden_size % c.num_attention_heads !== 0) throw new ModelConfigError(`hidden_size (${c.hidden_size}) must divide by num_attention_heads (${c.num_attention_heads})`);
+  if (headDim(c) % 2 !== 0) throw new ModelConfigError(`the head dimension (${headDim(c)}) must be even for rotary embeddings`);
+  const sc = c.rope_scaling;
+  if (sc == null) return;
+  if (typeof sc !== 'object' || Array.isArray(sc)) throw new ModelConfigError(`rope_scaling must be an object such as {"rope_type": "linear", "factor": 2} or null, got ${JSON.stringify(sc)}`);
+  const kind = sc.rope_type ?? sc.type;
+  if (kind && !['linear', 'dynamic', 'llama3', 'default'].includes(kind)) throw new ModelConfigError(`rope_scaling type '${kind}' is not supported; use linear, dynamic or llama3`);
+  const fields = sc as Record<string, unknown>;
+  for (const k of ['factor', 'low_freq_factor', 'high_freq_factor']) checkPositiveNumber(fields, k, { optional: true, in: 'rope_scaling' });
+  checkPositiveInt(fields, 'original_max_position_embeddings', { optional: true, in: 'rope_scaling' });
 }

@@ -5,6 +5,7 @@
 import * as torch from '@retain/torch';
 import { Tensor } from '@retain/torch';
 import { readMl5 } from './ml5.js';
+import { ModelConfigError } from './weights.js';
 
 const { nn } = torch;
 
@@ -47,8 +48,8 @@ export class MnistMLP extends nn.Module {
   constructor(readonly config: MnistMlpConfig = { sizes: [784, 128, 32, 10] }, opts: torch.nn.FactoryOptions = {}) {
     super();
     const s = config.sizes;
-    if (s.length !== 4 || !s.every((d) => Number.isInteger(d) && d > 0)) {
-      throw new Error(`MnistMLP: sizes must be four positive integers (input, hidden1, hidden2, classes), got ${JSON.stringify(s)}`);
+    if (!Array.isArray(s) || s.length !== 4 || !s.every((d) => Number.isInteger(d) && d > 0)) {
+      throw new ModelConfigError(`sizes must be four positive integers (input, hidden1, hidden2, classes), got ${JSON.stringify(s)}`);
     }
     for (let i = 0; i < 3; i++) this.layers.push(this.registerModule(LAYER_NAMES[i], new Dense(s[i], s[i + 1], opts)));
   }

@@ -15,6 +15,7 @@
 import * as torch from '@retain/torch';
 import { Tensor } from '@retain/torch';
 import { sampleNext, type GenerateOptions } from './generate.js';
+import { checkBoolean, checkPositiveInt, checkPositiveNumber, checkProbability, checkTokenId, ModelConfigError } from './weights.js';
 
 const { nn } = torch;
 
@@ -62,7 +63,7 @@ function resolve(c: T5Config): Resolved {
   const gated = parts.length === 2 && parts[0] === 'gated';
   const name = parts[parts.length - 1];
   if (!(parts.length === 1 || gated) || !['relu', 'gelu', 'silu'].includes(name)) {
-    throw new Error(`feed_forward_proj '${proj}' is not supported; use relu, gelu, silu or gated-{relu,gelu,silu}`);
+    throw new ModelConfigError(`feed_forward_proj '${proj}' is not supported; use relu, gelu, silu or gated-{relu,gelu,silu}`);
   }
   // HF maps 'gated-gelu' to the tanh approximation (gelu_new), as the original Mesh TensorFlow code did.
   const act = proj === 'gated-gelu' ? 'gelu_new' : (name as Resolved['act']);
@@ -548,13 +549,16 @@ function maskPadding(bias: Tensor, mask: Tensor, B: number, S: number): Tensor {
 }
 
 export function validateT5Config(c: T5Config): void {
-  for (const k of ['vocab_size', 'd_model', 'd_kv', 'd_ff', 'num_layers', 'num_heads'] as const) {
-    const v = c[k];
-    if (!Number.isInteger(v) || (v as number) <= 0) throw new Error(`config.${k} must be a positive integer, got ${JSON.stringify(v)}`);
-  }
-  if (c.num_decoder_layers != null && (!Number.isInteger(c.num_decoder_layers) || c.num_decoder_layers <= 0)) {
-    throw new Error(`config.num_decoder_layers must be a positive integer or null, got ${JSON.stringify(c.num_decoder_layers)}`);
-  }
-  const r = resolve(c);
-  if (!Number.isInteger(r.buckets) || r.buckets < 4) throw new Error(`config.relative_attention_num_buckets must be an integer ≥ 4, got ${r.buckets}`);
+  for (const k of ['vocab_size', 'd_model', 'd_kv', 'd_ff', 'num_layers', 'num_heads']) checkPositiveInt(c, k);
+  checkPositiveInt(c, 'num_decoder_layers', { optional: true });
+  // Bidirectional bucketing divides by a quarter of num_buckets, which is zero below 4.
+  checkPositiveInt(c, 'relative_attention_num_buckets', { optional: true, min: 4 });
+  checkPositiveInt(c, 'relative_attention_max_distance', { optional: true });
+  checkPositiveNumber(c, 'layer_norm_epsilon', { optional: true, hint: 'T5 uses 1e-6' });
+  checkPositiveNumber(c, 'initializer_factor', { optional: true });
+  checkProbability(c, 'dropout_rate');
+  checkBoolean(c, 'tie_word_embeddings');
+  for (const k of ['decoder_start_token_id', 'pad_token_id', 'eos_token_id']) checkTokenId(c, k, c.vocab_size);
+  if (c.feed_forward_proj != null && typeof c.feed_forward_proj !== 'string') throw new ModelConfigError(`feed_forward_proj must be a string such as "relu" or "gated-gelu", got ${JSON.stringify(c.feed_forward_proj)}`);
+  resolve(c);
 }

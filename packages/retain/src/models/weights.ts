@@ -41,3 +41,80 @@ export class WeightsMismatchError extends Error {
     this.name = 'WeightsMismatchError';
   }
 }
+
+/**
+ * A checkpoint tensor holds NaN or Inf. Such weights load and run, but every output is then garbage (`<unk>` text,
+ * NaN losses that training would blame on the learning rate), so they are refused where they enter.
+ */
+export function assertFiniteWeights(weights: Iterable<[string, torch.Tensor]>, source: string, why = 'the checkpoint is damaged'): void {
+  for (const [k, t] of weights) {
+    if (!t.dtype.startsWith('float') && !t.dtype.startsWith('bfloat')) continue;
+    const finite = t.isfinite();
+    const all = finite.all();
+    const ok = all.item();
+    all.dispose();
+    finite.dispose();
+    if (!ok) throw new Error(`${source}: weight '${k}' holds NaN or Inf; ${why}`);
+  }
+}
+
+/**
+ * A config.json field the model cannot be built from. Thrown without the file's path (the model classes are also
+ * built from plain objects); the loader prefixes the path of the config.json it read.
+ */
+export class ModelConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ModelConfigError';
+  }
+}
+
+type Fields = Record<string, unknown>;
+
+function shown(v: unknown): string {
+  return v === undefined ? 'nothing' : JSON.stringify(v) ?? String(v);
+}
+
+/** `in` names the object a nested field sits in (rope_scaling.factor). */
+function named(key: string, opts: { in?: string }): string {
+  return opts.in ? `${opts.in}.${key}` : key;
+}
+
+function bad(key: string, v: unknown, allowed: string): never {
+  throw new ModelConfigError(v === undefined ? `${key} is missing; it must be ${allowed}` : `${key} must be ${allowed}, got ${shown(v)}`);
+}
+
+/** Sizes and counts. Absent (or null) passes when optional: the model's default applies. */
+export function checkPositiveInt(c: Fields, key: string, opts: { optional?: boolean; min?: number; in?: string } = {}): void {
+  const v = c[key];
+  if (opts.optional && v == null) return;
+  const min = opts.min ?? 1;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min) bad(named(key, opts), v, min === 1 ? 'a positive integer' : `an integer ≥ ${min}`);
+}
+
+/** Epsilons, rope bases, scaling factors. */
+export function checkPositiveNumber(c: Fields, key: string, opts: { optional?: boolean; hint?: string; in?: string } = {}): void {
+  const v = c[key];
+  if (opts.optional && v == null) return;
+  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) bad(named(key, opts), v, `a number > 0${opts.hint ? ` (${opts.hint})` : ''}`);
+}
+
+/** Dropout rates. */
+export function checkProbability(c: Fields, key: string): void {
+  const v = c[key];
+  if (v == null) return;
+  if (typeof v !== 'number' || !(v >= 0 && v < 1)) bad(key, v, 'a number in [0, 1)');
+}
+
+/** Switches such as tie_word_embeddings: the string "false" would otherwise count as true. */
+export function checkBoolean(c: Fields, key: string): void {
+  const v = c[key];
+  if (v != null && typeof v !== 'boolean') bad(key, v, 'true or false');
+}
+
+/** Token ids the model itself uses (T5's start, pad and end tokens). */
+export function checkTokenId(c: Fields, key: string, vocabSize: number): void {
+  const v = c[key];
+  if (v == null) return;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v >= vocabSize) bad(key, v, `a token id in 0..${vocabSize - 1} (vocab_size ${vocabSize})`);
+}
