@@ -1,8 +1,8 @@
 // `retain eval` and `retain compare`.
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
-import type { Command } from 'commander';
-import { loadEvalModel } from './model.js';
+import { InvalidArgumentError, type Command } from 'commander';
+import { loadEvalModel, MIN_MAX_LENGTH } from './model.js';
 import { evaluate } from './harness.js';
 import { resolveTasks, type ResolvedTask } from './tasks.js';
 import type { CompareResults, EvalResults, Role } from './results.js';
@@ -10,6 +10,21 @@ import { forgettingTableText } from '../report/table.js';
 import { int, positiveInt } from '../cli/args.js';
 
 const list = (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean);
+
+function maxLength(v: string): number {
+  const n = positiveInt(v);
+  if (n < MIN_MAX_LENGTH) throw new InvalidArgumentError(`'${v}' is too small: a ${n}-token window shows the model each scored token's predecessor alone, so every prompt would be cut to its last token; use at least ${MIN_MAX_LENGTH} (and enough for the tasks' prompts)`);
+  return n;
+}
+
+/** --tuned entries: 'name=path' or a bare path (labelled by its last path component, as the results are). */
+function tunedModels(entries: string[]): { label: string; explicit: boolean; path: string }[] {
+  return entries.map((t) => {
+    const eq = t.indexOf('=');
+    if (eq > 0 && !t.startsWith('/')) return { label: t.slice(0, eq), explicit: true, path: t.slice(eq + 1) };
+    return { label: t.split('/').filter(Boolean).pop() ?? t, explicit: false, path: t };
+  });
+}
 
 function writeJson(path: string, v: unknown): void {
   mkdirSync(dirname(path), { recursive: true });
@@ -37,7 +52,7 @@ function tasksFrom(o: CommonOpts): ResolvedTask[] {
 }
 
 async function evalOne(path: string, tasks: ResolvedTask[], o: CommonOpts, label?: string, methods: string[] = []): Promise<EvalResults> {
-  const m = await loadEvalModel(path, { tokenizer: o.tokenizer, maxLength: o.maxLength });
+  const m = await loadEvalModel(path, { tokenizer: o.tokenizer, maxLength: o.maxLength, tokenizerOption: '--tokenizer' });
   return evaluate(m, tasks, { limit: o.limit, batchSize: o.batchSize, seed: o.seed, label, methods, progress: true });
 }
 
@@ -48,7 +63,7 @@ function common(c: Command): Command {
     .option('--limit <n>', 'score at most n examples per task', positiveInt)
     .option('--batch-size <n>', 'sequences per forward pass', positiveInt, 16)
     .option('--data-dir <dir>', 'folder holding the built-in tasks\' data (default: $RETAIN_DATA_DIR, ./data, ../shared/data)')
-    .option('--max-length <n>', 'cap on the model\'s context window (tokens)', positiveInt)
+    .option('--max-length <n>', `cap on the model's context window (tokens, at least ${MIN_MAX_LENGTH})`, maxLength)
     .option('--tokenizer <path>', 'tokenizer file or directory')
     .option('--seed <n>', 'seed for few-shot sampling', int, 0);
 }
@@ -74,13 +89,24 @@ export function registerEvalCommands(program: Command): void {
     .option('-o, --output <file>', 'compare JSON path', 'compare.json')
     .action(async (o: CommonOpts & { base: string; tuned: string[]; output: string }) => {
       const tasks = tasksFrom(o);
+      const models = tunedModels(o.tuned);
+      // Checked before anything is evaluated: a typo in the last path should not cost the base model's evaluation.
+      for (const [opt, path] of [['--base', o.base], ...models.map((m) => ['--tuned', m.path])]) {
+        if (!existsSync(path)) throw new Error(`${opt} ${path}: model not found`);
+      }
+      // Rows and table columns are keyed by label, so two models under one label would be two rows of one name.
+      const seen = new Map<string, string>([['base', `--base ${o.base}`]]);
+      for (const m of models) {
+        const given = `--tuned ${m.explicit ? `${m.label}=` : ''}${m.path}`;
+        const prev = seen.get(m.label);
+        if (prev !== undefined) {
+          throw new Error(`two models are labelled '${m.label}' (${prev} and ${given}); ${m.label === 'base' ? "'base' is the base model's label; " : ''}give each tuned model its own label as name=path`);
+        }
+        seen.set(m.label, given);
+      }
       const base = await evalOne(o.base, tasks, o, 'base');
       const tuned: EvalResults[] = [];
-      for (const t of o.tuned) {
-        const eq = t.indexOf('=');
-        const [label, path] = eq > 0 && !t.startsWith('/') ? [t.slice(0, eq), t.slice(eq + 1)] : [undefined, t];
-        tuned.push(await evalOne(path, tasks, o, label, ['fine-tuned']));
-      }
+      for (const m of models) tuned.push(await evalOne(m.path, tasks, o, m.explicit ? m.label : undefined, ['fine-tuned']));
       const out: CompareResults = { format: 'retain.compare/1', date: new Date().toISOString(), base, tuned };
       writeJson(o.output, out);
       console.log(forgettingTableText(base, tuned));

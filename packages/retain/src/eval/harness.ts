@@ -1,7 +1,7 @@
 // Runs tasks on a model and assembles the results JSON (results.ts). One function per task kind; every number in
 // the output comes from per-example scores so stderr and n are always known.
 import * as torch from '@retain/torch';
-import { defaultPrimary, readTaskRecords, splitText, toDoc, type Doc, type ResolvedTask, type TaskSpec } from './tasks.js';
+import { defaultPrimary, noExamples, readTaskRecords, splitText, toDoc, type Doc, type ResolvedTask, type TaskSpec } from './tasks.js';
 import { exactMatch, extractAnswer, loglikelihood, meanStderr, textLoglik } from './score.js';
 import { modelHash, parameterCount, type EvalModel } from './model.js';
 import type { EvalResults, ResultRow } from './results.js';
@@ -134,8 +134,11 @@ export async function loadDocs(t: ResolvedTask, limit?: number | null): Promise<
   const records = await readTaskRecords(t.spec, t.dataPath);
   let docs = records.map((r) => toDoc(t.spec, r));
   if (t.spec.kind === 'perplexity') docs = splitText(t.spec, docs);
+  // Scoring nothing would write a result of n=0 and value null that reads like a measurement.
+  if (docs.length === 0 || (t.spec.kind === 'perplexity' && docs.every((d) => !d.text!.trim()))) throw new Error(noExamples(t.spec.name, t.dataPath));
   const original = docs.length;
   const pool = t.fewshotPath ? (await readTaskRecords(t.spec, t.fewshotPath)).map((r) => toDoc(t.spec, r)) : docs;
+  if (pool.length === 0) throw new Error(`${t.spec.name}: ${t.fewshotPath} (fewshot_data) holds no examples to draw ${t.spec.num_fewshot}-shot prompts from; point fewshot_data at a file with records, or set num_fewshot: 0`);
   if (limit && limit > 0) docs = docs.slice(0, limit);
   return { docs, pool, original };
 }

@@ -49,10 +49,15 @@ const notClassifier = (name: string) => (): never => {
   throw new Error(`${name} is a language model; image classification tasks need a classifier`);
 };
 
-/** A decoder LM with a KV cache (Llama family, llama2.c) and its tokenizer. */
-export function causalLmEvalModel(p: Pretrained, name = p.source.path.split('/').filter(Boolean).pop() ?? 'model'): EvalModel {
+/**
+ * A decoder LM with a KV cache (Llama family, llama2.c) and its tokenizer. `tokenizerOption` names the caller's way to
+ * supply one (eval's '--tokenizer'); callers without one (retain demo, the suites) get only the advice that always holds.
+ */
+export function causalLmEvalModel(p: Pretrained, name = p.source.path.split('/').filter(Boolean).pop() ?? 'model', tokenizerOption?: string): EvalModel {
   const tok = p.tokenizer;
-  if (!tok) throw new Error(`${p.source.path}: no tokenizer found; evaluation needs one (pass --tokenizer)`);
+  if (!tok) {
+    throw new Error(`${p.source.path}: no tokenizer found (its directory holds no tokenizer.json or llama2.c tok*.bin); evaluation needs one: ${tokenizerOption ? `pass ${tokenizerOption} <file or directory>, or ` : ''}put the model's tokenizer there`);
+  }
   const lm = p.model as unknown as CausalLM;
   const maxLength = Number(p.config.max_position_embeddings ?? p.config.n_positions ?? 2048);
   return {
@@ -107,20 +112,35 @@ export function classifierEvalModel(model: torch.nn.Module & { forward(x: Tensor
 }
 
 /** The adapter for whatever loadPretrained returned: the char-LSTM and the MNIST MLP by model_type, else a causal LM. */
-export function pretrainedEvalModel(p: Pretrained, name = p.source.path.split('/').filter(Boolean).pop() ?? 'model', maxLength = 512): EvalModel {
+export function pretrainedEvalModel(p: Pretrained, name = p.source.path.split('/').filter(Boolean).pop() ?? 'model', maxLength = 512, tokenizerOption?: string): EvalModel {
   if (p.config.model_type === 'charlstm' && p.tokenizer instanceof CharTokenizer) return charLstmEvalModel(p.model as unknown as CharLSTM, p.tokenizer.vocab, name, p.source.path, maxLength);
   if (p.config.model_type === 'mnist_mlp') return classifierEvalModel(p.model as unknown as MnistMLP, name, p.source.path);
-  return causalLmEvalModel(p, name);
+  return causalLmEvalModel(p, name, tokenizerOption);
 }
 
+/**
+ * The smallest context cap evaluation accepts: with a 1-token window the model would see each scored token's
+ * predecessor alone, every prompt cut to its last token, and the scores would not measure the task.
+ */
+export const MIN_MAX_LENGTH = 2;
+
 /** Loads any model retain reads: HF directory, llama2.c .bin, ml5 char-LSTM or ml5 MLP folder. */
-export async function loadEvalModel(path: string, opts: { tokenizer?: string; maxLength?: number } = {}): Promise<EvalModel> {
+export async function loadEvalModel(path: string, opts: { tokenizer?: string; maxLength?: number; tokenizerOption?: string } = {}): Promise<EvalModel> {
   if (!existsSync(path)) throw new Error(`model not found: ${path}`);
+  if (opts.maxLength !== undefined && !(Number.isInteger(opts.maxLength) && opts.maxLength >= MIN_MAX_LENGTH)) {
+    throw new Error(`maxLength must be an integer ≥ ${MIN_MAX_LENGTH}, got ${opts.maxLength}`);
+  }
   const name = path.split('/').filter(Boolean).pop() ?? path;
   // The hub reads every format, ml5 folders included; pretrainedEvalModel picks the adapter.
   const p = await loadPretrained(path, { tokenizer: opts.tokenizer });
   p.model.eval();
-  const em = pretrainedEvalModel(p, name, opts.maxLength ?? 512);
+  let em: EvalModel;
+  try {
+    em = pretrainedEvalModel(p, name, opts.maxLength ?? 512, opts.tokenizerOption);
+  } catch (e) {
+    p.model.dispose();
+    throw e;
+  }
   if (opts.maxLength) em.maxLength = Math.min(em.maxLength, opts.maxLength);
   return em;
 }

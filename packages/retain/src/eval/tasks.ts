@@ -29,7 +29,12 @@ export const taskSpecSchema = z.object({
   /** Prompt template with {field} placeholders (multiple_choice, generate). */
   prompt: z.string().optional(),
   /** multiple_choice: a field holding the list of choices, or one template per choice. */
-  choices: z.union([z.string(), z.array(z.string()).min(2)]).optional(),
+  choices: z.union([z.string(), z.array(z.string()).min(2, 'a list of choice templates needs at least 2 (one per choice)')], {
+    // zod's own union message ("Invalid input") says neither what was wrong nor what fits.
+    errorMap: (issue, ctx) => issue.code === 'invalid_union'
+      ? { message: `${JSON.stringify(ctx.data)} is neither a field name holding each record's list of choices (choices: endings) nor a list of at least 2 choice templates (choices: [" yes", " no"] or ["{sol1}", "{sol2}"])` }
+      : { message: ctx.defaultError },
+  }).optional(),
   /** multiple_choice: per-choice prompts (WinoGrande's partial scoring): a field holding one context per choice. */
   contexts: z.string().optional(),
   /** Field with the gold answer: a choice index, a choice label (see choice_labels), or the answer text. */
@@ -341,6 +346,10 @@ export function splitText(spec: TaskSpec, docs: Doc[]): Doc[] {
 
 // --- Lookup ----------------------------------------------------------------------------------------------------------
 
+export function noExamples(task: string, path: string): string {
+  return `${task}: ${path} holds no examples; point the task's data at a file with records, or leave the task out`;
+}
+
 export interface ResolvedTask {
   spec: TaskSpec;
   dataPath: string;
@@ -364,7 +373,10 @@ export function readTaskFile(file: string): TaskSpec[] {
   } catch (e) {
     throw new Error(`${file}: not valid YAML/JSON (${(e as Error).message})`);
   }
+  // YAML reads an empty file (or one of comments only) as null, which zod would report as "Expected object".
+  if (raw === null || raw === undefined) throw new Error(`${file}: the task file is empty; write one task (name, kind, data, …) or a list of them (README, "Evaluation tasks")`);
   const list = Array.isArray(raw) ? raw : [raw];
+  if (list.length === 0) throw new Error(`${file}: the task file is an empty list; list at least one task (name, kind, data, …)`);
   return list.map((t, i) => parseTaskSpec(t, list.length > 1 ? `${file}[${i}]` : file));
 }
 
@@ -374,12 +386,16 @@ export function readTaskFile(file: string): TaskSpec[] {
  */
 export function resolveTasks(names: string[], opts: { dataDir?: string; role?: Record<string, Role> } = {}): ResolvedTask[] {
   const out: ResolvedTask[] = [];
+  // Results are keyed by task name: a second task of the same name would overwrite the first's block and repeat its rows.
+  const from = new Map<string, string>();
   const dirs = dataDirs(opts.dataDir);
-  for (const n of names.flatMap((x) => TASK_GROUPS[x] ?? [x])) {
+  for (const [n, group] of names.flatMap((x) => TASK_GROUPS[x]?.map((t) => [t, x] as const) ?? [[x, null] as const])) {
     let specs: TaskSpec[];
     let base = dirs;
+    let where = group ? `group ${group}` : `built-in ${n}`;
     if (/\.(ya?ml|json)$/.test(n) || existsSync(n)) {
       specs = readTaskFile(n);
+      where = n;
       base = [dirname(resolve(n)), ...dirs];
     } else {
       const b = BUILTIN_TASKS.find((t) => t.name === n);
@@ -387,8 +403,16 @@ export function resolveTasks(names: string[], opts: { dataDir?: string; role?: R
       specs = [parseTaskSpec(b, `built-in ${n}`)];
     }
     for (const spec of specs) {
+      const prev = from.get(spec.name);
+      if (prev !== undefined) {
+        throw new Error(`task '${spec.name}' appears twice (${prev === where ? `in ${where}` : `in ${prev} and in ${where}`}); results are keyed by task name, so rename one (name: ...) or list it once`);
+      }
+      from.set(spec.name, where);
       if (opts.role?.[spec.name]) spec.role = opts.role[spec.name];
-      out.push({ spec, dataPath: resolveData(spec.data, base), fewshotPath: spec.fewshot_data && spec.num_fewshot > 0 ? resolveData(spec.fewshot_data, base) : null });
+      const dataPath = resolveData(spec.data, base);
+      // An empty file is refused here, before any model is loaded; files that parse to no records, in loadDocs.
+      if (statSync(dataPath).isFile() && statSync(dataPath).size === 0) throw new Error(noExamples(spec.name, dataPath));
+      out.push({ spec, dataPath, fewshotPath: spec.fewshot_data && spec.num_fewshot > 0 ? resolveData(spec.fewshot_data, base) : null });
     }
   }
   return out;

@@ -16,7 +16,8 @@
 // same output file reads what is there, rebuilds the deduplication index from it, regenerates the round holding the
 // last recorded index and goes on after it, so an interrupted run and an uninterrupted one write the same file.
 // Settings that change what is generated are kept beside the output (<out>.meta.json) and a rerun with other
-// settings is refused. Each record is one write of a whole line, synced; a torn last line is cut off on resume.
+// settings is refused. Each record is one write of a whole line, synced; a torn last line is cut off on resume (with a
+// notice), whether or not a newline followed it, since a line cut by hand or by a tool often gains one.
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, statSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import * as torch from '@retain/torch';
@@ -134,22 +135,45 @@ export function recordText(rec: Record<string, unknown>): string {
   return recordKey(rec);
 }
 
-/** Reads a synth JSONL for resume: records, and the byte length of its whole lines (a torn last line is excluded). */
-function readExisting(path: string): { records: SynthRecord[]; goodBytes: number; size: number } {
-  if (!existsSync(path)) return { records: [], goodBytes: 0, size: 0 };
+/**
+ * Reads a synth JSONL for resume: its records, and the byte length of the lines to keep. The last line is the record
+ * an interrupted run was writing when it has no final newline or does not parse: it is left out (`torn` describes it)
+ * and the rerun writes it again. Any other line that does not parse is damage this code did not cause: an error.
+ */
+function readExisting(path: string): { records: SynthRecord[]; goodBytes: number; size: number; torn: string | null } {
+  if (!existsSync(path)) return { records: [], goodBytes: 0, size: 0, torn: null };
   const buf = readFileSync(path);
-  const end = buf.lastIndexOf(0x0a) + 1;
-  const records = buf.subarray(0, end).toString('utf8').split('\n').filter((l) => l.trim()).map((l, i) => {
-    let r: SynthRecord;
+  const lines: { text: string; start: number; no: number }[] = [];
+  for (let start = 0, no = 1; start < buf.length; no++) {
+    const nl = buf.indexOf(0x0a, start);
+    const end = nl < 0 ? buf.length : nl + 1;
+    const text = buf.subarray(start, end).toString('utf8');
+    if (text.trim()) lines.push({ text, start, no });
+    start = end;
+  }
+  const records: SynthRecord[] = [];
+  let goodBytes = buf.length;
+  let torn: string | null = null;
+  for (let i = 0; i < lines.length; i++) {
+    const { text, start, no } = lines[i];
+    const where = `${path}:${no}`;
+    let r: SynthRecord | null = null;
+    let bad: string | null = null;
     try {
-      r = JSON.parse(l);
+      r = JSON.parse(text);
     } catch (e) {
-      throw new Error(`${path}:${i + 1}: not valid JSON (${(e as Error).message}); remove the file to start over`);
+      bad = (e as Error).message;
     }
-    if (!r || typeof r.synth !== 'object' || !Number.isInteger(r.synth?.index)) throw new Error(`${path}:${i + 1}: not a retain synth record (no synth.index); remove the file or choose another --out`);
-    return r;
-  });
-  return { records, goodBytes: end, size: buf.length };
+    if (i === lines.length - 1 && (bad !== null || !text.endsWith('\n'))) {
+      goodBytes = start;
+      torn = `${where} (${Buffer.byteLength(text)} bytes, ${bad !== null ? 'not valid JSON' : 'no final newline'})`;
+      break;
+    }
+    if (bad !== null) throw new Error(`${where}: not valid JSON (${bad}); only the last line can be a record cut off by an interrupted run, so this is damage: fix or delete the line, or remove the file to start over`);
+    if (!r || typeof r.synth !== 'object' || !Number.isInteger(r.synth?.index)) throw new Error(`${where}: not a retain synth record (no synth.index); remove the file or choose another --out`);
+    records.push(r);
+  }
+  return { records, goodBytes, size: buf.length, torn };
 }
 
 function hashOf(v: unknown): string {
@@ -184,11 +208,50 @@ function progressReporter(p: SynthOptions['progress'], startAccepted: number): P
   };
 }
 
-async function loadModel(m: string | Pretrained, tokenizer?: string): Promise<{ p: Pretrained; owned: boolean }> {
+/** Lines the user must see even with progress off (data dropped on resume): the progress function, else stderr. */
+function notice(p: SynthOptions['progress'], line: string): void {
+  if (typeof p === 'function') p(line);
+  else process.stderr.write(line + '\n');
+}
+
+const NO_TOKENIZER = "none was given and its directory holds no tokenizer.json or llama2.c tok*.bin";
+
+async function loadModel(m: string | Pretrained, role: 'base' | 'answer', tokenizer?: string): Promise<{ p: Pretrained; owned: boolean }> {
   if (typeof m !== 'string') return { p: m, owned: false };
   const p = await loadPretrained(m, { tokenizer });
+  // Only the base model has a tokenizer option; an answer model's must sit with its weights.
+  if (!p.tokenizer) {
+    p.model.dispose();
+    throw new Error(role === 'base'
+      ? `synth: ${m} has no tokenizer (${NO_TOKENIZER}); pass --tokenizer <file or directory>, or put one there`
+      : `synth: answer model ${m} has no tokenizer (${NO_TOKENIZER}); put its tokenizer there (--tokenizer is the base model's only)`);
+  }
   p.model.eval();
   return { p, owned: true };
+}
+
+/**
+ * The numeric options, for API callers (the CLI's option parsers already hold each to its range): a value outside its
+ * range would not fail but quietly do something else (a negative temperature decodes greedily, top-p 1.5 is no top-p).
+ */
+function checkNumbers(o: SynthOptions, sampling: SampleOptions, answerOpts: SampleOptions, f: FilterOptions, maxAttempts: number): void {
+  const need = (ok: boolean, what: string, v: unknown) => {
+    if (!ok) throw new Error(`synth: ${what}, got ${v}`);
+  };
+  const posInt = (v: unknown) => Number.isInteger(v) && (v as number) > 0;
+  need(posInt(sampling.maxNewTokens), 'maxNewTokens (-n) must be a positive integer', sampling.maxNewTokens);
+  need(posInt(answerOpts.maxNewTokens), 'answerTokens must be a positive integer', answerOpts.maxNewTokens);
+  need(Number.isFinite(sampling.temperature) && sampling.temperature! >= 0, 'temperature must be a number ≥ 0 (0 decodes greedily)', sampling.temperature);
+  need(sampling.topP === undefined || (sampling.topP > 0 && sampling.topP <= 1), 'topP must be in (0, 1]', sampling.topP);
+  need(sampling.topK === undefined || (Number.isInteger(sampling.topK) && sampling.topK >= 0), 'topK must be an integer ≥ 0 (0: all tokens)', sampling.topK);
+  need(o.shots === undefined || posInt(o.shots), 'shots must be a positive integer', o.shots);
+  need(posInt(maxAttempts), 'maxAttempts must be a positive integer', maxAttempts);
+  if (f.minTokens !== undefined && f.maxTokens !== undefined && f.minTokens > f.maxTokens) {
+    throw new Error(`synth: min tokens ${f.minTokens} is above max tokens ${f.maxTokens} (--min-tokens, --max-tokens), so no sample could pass; lower --min-tokens or raise --max-tokens`);
+  }
+  if (f.minLoss !== undefined && f.maxLoss !== undefined && f.minLoss > f.maxLoss) {
+    throw new Error(`synth: min loss ${f.minLoss} is above max loss ${f.maxLoss} (--min-loss, --max-loss), so no sample could pass; lower --min-loss or raise --max-loss`);
+  }
 }
 
 function poolPath(out: string): string {
@@ -212,8 +275,13 @@ export async function synthesize(o: SynthOptions): Promise<SynthResult> {
     throw new Error('synth: select needs positive integers k (clusters) and perCluster');
   }
   const maxAttempts = o.maxAttempts ?? 50 * o.count;
+  checkNumbers(o, sampling, answerOpts, filters, maxAttempts);
+  // Every path before the first load, so a typo in the last answer model does not cost loading the others.
+  for (const [what, p] of [['model', o.model], ...answerModelsGiven.map((a) => ['answer model', a] as const)] as const) {
+    if (typeof p === 'string' && !existsSync(p)) throw new Error(`synth: ${what} not found: ${p}`);
+  }
 
-  const base = await loadModel(o.model, o.tokenizer);
+  const base = await loadModel(o.model, 'base', o.tokenizer);
   const owned: SynthModel[] = [];
   const tokForTpl = base.p.tokenizer;
   const override: ChatTemplate | undefined = o.chatTemplate
@@ -224,7 +292,7 @@ export async function synthesize(o: SynthOptions): Promise<SynthResult> {
   const answerers: SynthModel[] = [];
   try {
     for (const a of answerModelsGiven) {
-      const l = await loadModel(a);
+      const l = await loadModel(a, 'answer');
       const sm = synthModel(l.p, { name: typeof a === 'string' ? a : l.p.source.path });
       if (l.owned) owned.push(sm);
       answerers.push(sm);
@@ -286,7 +354,6 @@ export async function synthesize(o: SynthOptions): Promise<SynthResult> {
       demos: mode === 'fewshot' ? hashOf(demos) : null, shots: o.shots ?? 3, promptField, answerField, answer: answerMagpie,
       dedup: dedup?.settings ?? false, filters, answerModels: answerers.map((a) => a.name), minScore: o.minScore ?? null,
     };
-    const existing = readExisting(file);
     if (existsSync(file) && statSync(file).size > 0) {
       if (!existsSync(metaPath)) throw new Error(`${file} exists but was not written by retain synth (no ${metaPath}); remove it or choose another output`);
       const prev = JSON.parse(readFileSync(metaPath, 'utf8'));
@@ -297,7 +364,12 @@ export async function synthesize(o: SynthOptions): Promise<SynthResult> {
         throw new Error(`refusing to resume ${file}: it was written with other settings (${diff.join(', ')} differ); rerun with the same settings, or remove it to start over`);
       }
     }
-    if (existing.goodBytes < existing.size) truncateSync(file, existing.goodBytes); // a torn last line from an interrupted write
+    const existing = readExisting(file);
+    if (existing.torn) {
+      const n = existing.records.length;
+      notice(o.progress, `synth: ${existing.torn} is a record cut off by an interrupted run; dropping it and ${n ? `resuming after the ${n} whole record${n === 1 ? '' : 's'} before it` : 'starting from the first record (none before it is whole)'}`);
+      truncateSync(file, existing.goodBytes);
+    }
     writeFileSync(metaPath, JSON.stringify({ settings }, null, 2) + '\n');
 
     const records = existing.records.slice();

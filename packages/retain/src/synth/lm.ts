@@ -164,7 +164,7 @@ function meanPool(h: Tensor, lens: number[]): Float64Array[] {
 /** Wraps a loaded model for synthesis; throws for models that do not generate text. */
 export function synthModel(p: Pretrained, opts: { name?: string; chatTemplate?: ChatTemplate | null } = {}): SynthModel {
   const tok = p.tokenizer;
-  if (!tok) throw new Error(`synth: the model at ${p.source.path} has no tokenizer (pass one)`);
+  if (!tok) throw new Error(`synth: the model at ${p.source.path} has no tokenizer; load it with one (loadPretrained's tokenizer option), or put tokenizer.json or a llama2.c tok*.bin in its directory`);
   const name = opts.name ?? p.source.path;
   const chatTemplate = opts.chatTemplate !== undefined ? opts.chatTemplate : ((tok as { chatTemplate?: ChatTemplate | null }).chatTemplate ?? null);
   const raw = p.model as unknown;
