@@ -61,3 +61,40 @@ test('forgetting monitor with on_exceed: stop keeps the current weights; without
   assert.deepEqual([...new Set(free.monitor!.points.map((p) => p.step))], [0, 6, 12]);
   assert.throws(() => parseTrainConfig({ model: { path: 'x' }, data: { train: { path: 'y', format: { type: 'text' } } }, training: {}, output_dir: 'o', monitor: { every: 2, tasks: ['a'], max_forgeting: 2 } }), /monitor: unknown key 'max_forgeting'/);
 });
+
+test('a run with a forgetting budget killed after its best state and resumed decides as the uninterrupted run: same rollback, same weights', { timeout: 240_000 }, async () => {
+  const { spawnSync } = await import('node:child_process');
+  const { writeFileSync } = await import('node:fs');
+  const CLI = new URL('../bin/retain.mjs', import.meta.url).pathname;
+  const mk = () => {
+    const dir = mkdtempSync(join(tmpdir(), 'retain-monitor-resume-'));
+    const d = prepareDemoData(dir, { trainSize: 64, testSize: 12, seed: 0 });
+    // lr 0.001: within budget at step 2 (forgetting 1.95 points), past it at step 4 (5.04).
+    writeFileSync(join(dir, 'train.yaml'), JSON.stringify({
+      model: { path: DEFAULT_MODEL },
+      data: { train: { path: d.train, format: { type: 'prompt_completion' }, max_length: 64 } },
+      training: { max_steps: 12, batch_size: 8, lr: 0.001, schedule: 'constant', seed: 0, threads: 1, save_every: 1 },
+      monitor: { tasks: [join(dir, 'data', 'tasks.yaml')], target: ['arithmetic'], limit: 12, every: 2, max_forgetting: 3, on_exceed: 'rollback' },
+      output_dir: join(dir, 'out'),
+    }));
+    return dir;
+  };
+  const run = (dir: string, env: Record<string, string> = {}) => spawnSync(process.execPath, [CLI, 'train', join(dir, 'train.yaml')], { encoding: 'utf8', env: { ...process.env, ...env }, timeout: 200_000 });
+  const a = mk();
+  const ra = run(a);
+  assert.equal(ra.status, 0, ra.stderr);
+  const b = mk();
+  // Killed at step 3: after the best state (step 2) was kept, before the probe at 4 that rolls back to it.
+  assert.equal(run(b, { RETAIN_KILL_AT_STEP: '3' }).signal, 'SIGKILL');
+  const rb = run(b);
+  assert.equal(rb.status, 0, rb.stderr);
+  assert.match(rb.stdout, /"resumed_from":3/);
+  const stop = /exceeded max_forgetting 3 at step (\d+); rolled the weights back to step (\d+)/;
+  assert.deepEqual(stop.exec(rb.stderr)?.slice(1), stop.exec(ra.stderr)?.slice(1), rb.stderr);
+  assert.equal(stop.exec(ra.stderr)![2], '2');
+  const w = (d: string) => readFileSync(join(d, 'out', 'final', 'model.safetensors'));
+  assert.ok(w(a).equals(w(b)), 'the resumed run saves the same rolled-back weights');
+  // The log is the uninterrupted run's: each probed step once.
+  const probed = (d: string) => readFileSync(join(d, 'out', 'monitor.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).step);
+  assert.deepEqual(probed(b), probed(a));
+});

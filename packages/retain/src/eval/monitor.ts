@@ -48,6 +48,7 @@ export class ForgettingMonitor implements Method {
   message: string | null = null;
   private best: { step: number; target: number; weights: Map<string, Tensor> } | null = null;
   private lastStep = -1;
+  private ctx: TrainContext | null = null;
   private loaded: { t: ResolvedTask; docs: Doc[]; pool: Doc[] }[] = [];
 
   constructor(private readonly em: EvalModel, private readonly o: MonitorOptions) {
@@ -104,6 +105,31 @@ export class ForgettingMonitor implements Method {
     const weights = new Map<string, Tensor>();
     for (const [k, v] of ctx.model.stateDict()) weights.set(k, torch.noGrad(() => v.detach().clone()));
     this.best = { step: ctx.step, target: target ?? ctx.step, weights };
+    this.keepState(ctx);
+  }
+
+  /**
+   * What a checkpoint must hold for a resumed run to decide as an uninterrupted one would: the forgetting figures so
+   * far and the best state within budget (its weights go in through stateTensors). Without them a resumed run would
+   * roll back to the pretrained weights, its only snapshot.
+   */
+  private keepState(ctx: TrainContext): void {
+    ctx.state.set(this.name, { best: this.best ? { step: this.best.step, target: this.best.target } : null, forgetting: [...this.forgetting] });
+  }
+
+  stateTensors(): Map<string, Tensor> {
+    return new Map([...(this.best?.weights ?? [])].map(([k, v]) => [`best.${k}`, v]));
+  }
+
+  loadStateTensors(t: Map<string, Tensor>): void {
+    const saved = this.ctx?.state.get(this.name) as { best: { step: number; target: number } | null; forgetting: [number, number][] } | undefined;
+    if (!saved) return;
+    for (const [step, f] of saved.forgetting) this.forgetting.set(step, f);
+    if (!saved.best) return;
+    const weights = new Map<string, Tensor>();
+    for (const [k, v] of t) if (k.startsWith('best.')) weights.set(k.slice(5), torch.keep(torch.noGrad(() => v.detach().clone())));
+    if (this.best) torch.dispose(this.best.weights.values());
+    this.best = { ...saved.best, weights };
   }
 
   /**
@@ -129,10 +155,11 @@ export class ForgettingMonitor implements Method {
   }
 
   async setup(ctx: TrainContext): Promise<void> {
+    this.ctx = ctx;
     if (this.probes(ctx)) {
       for (const t of this.o.tasks) this.loaded.push({ t, ...(await loadDocs(t, this.o.limit ?? 200)) });
       this.base = this.probe(ctx.step);
-      this.record(ctx, ctx.step, this.base, 0);
+      if (!ctx.resuming) this.record(ctx, ctx.step, this.base, 0);
     }
     // The other ranks wait here rather than in the first collective, whose timeout the base probe could outlast.
     this.share(ctx, 'base', Decision.Continue, 0);
@@ -162,6 +189,7 @@ export class ForgettingMonitor implements Method {
     }
     ({ decision, forgetting } = this.share(ctx, `step-${ctx.step}`, decision, forgetting));
     this.forgetting.set(ctx.step, forgetting);
+    this.keepState(ctx);
     if (decision === Decision.Continue) return;
     if (decision === Decision.Snapshot) {
       this.snapshot(ctx, target);

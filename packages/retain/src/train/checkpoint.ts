@@ -186,7 +186,10 @@ export function setAsidePreviousRun(dir: string): string | null {
   return aside;
 }
 
-/** On resume from `step`: drops log lines of the steps after it, which the resumed run is about to redo. */
+/**
+ * On resume from `step`: drops log lines of the steps after it, which the resumed run is about to redo (−1: all of
+ * them, for a restart with no checkpoint). A resumed run does not write its setup lines (step 0) again.
+ */
 export function trimLogs(dir: string, step: number): void {
   for (const f of ['metrics.jsonl', 'monitor.jsonl']) {
     const file = join(dir, f);
@@ -194,7 +197,7 @@ export function trimLogs(dir: string, step: number): void {
     const lines = readFileSync(file, 'utf8').split('\n').filter((l) => l.trim());
     const keep = lines.filter((l) => {
       try {
-        return !(Number(JSON.parse(l).step) > step);
+        return Number(JSON.parse(l).step) <= step;
       } catch {
         return false; // a line torn by the kill
       }

@@ -55,6 +55,8 @@ export interface TrainContext {
   loadData?: (spec: unknown, source: string) => Promise<Example[]>;
   /** Set when the run is data-parallel (train/dist.ts): this process is one rank of several. */
   dist?: DistContext;
+  /** True during setup of a run that resumes from a checkpoint: its setup log lines are already in the logs. */
+  resuming?: boolean;
 }
 
 /**

@@ -104,8 +104,9 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
   // Every rank resumes from the same checkpoint (output_dir is shared); rank 0 alone tidies the folder.
   const found = o.resume && o.outputDir ? loadLatestCheckpoint(o.outputDir, (m) => writer && progress.note(`resume: ${m}`)) : null;
   if (o.outputDir && writer) {
-    if (found) trimLogs(o.outputDir, found.parts.step);
-    else if (!o.resume) {
+    // Log lines past the point this run starts from are redone; with no checkpoint, all of them.
+    if (o.resume) trimLogs(o.outputDir, found?.parts.step ?? -1);
+    else {
       const aside = setAsidePreviousRun(o.outputDir);
       if (aside) progress.note(`resume: false — the previous run's checkpoints, logs and final model in ${o.outputDir} were moved to ${aside}`);
     }
@@ -122,18 +123,21 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
     log: (fields) => {
       const line = { step: ctx.step, ...fields };
       history.push(line);
-      if (metricsFile) appendFileSync(metricsFile, JSON.stringify(line) + '\n');
+      // A resumed run's setup repeats lines the log already holds (FLOW's τ, the monitor's base).
+      if (metricsFile && !ctx.resuming) appendFileSync(metricsFile, JSON.stringify(line) + '\n');
     },
     state: new Map(),
     examples: o.examples,
     outputDir: writer ? o.outputDir ?? null : null,
     loadData: o.loadData,
+    resuming: found !== null,
     ...(dist ? { dist } : {}),
   };
 
   torch.manualSeed(seed);
   let resumedFrom: number | null = null;
   for (const m of methods) await m.setup?.(ctx);
+  ctx.resuming = false;
   if (found) {
     const { path: ckpt, parts: c } = found;
     o.model.loadStateDict(c.model, { strict: true });
