@@ -191,3 +191,18 @@ test('empty data and data too short to train on are told apart, each with what t
   assert.match(s.stderr, /train\.jsonl: no usable examples: each needs at least 2 tokens to train on within max_length 1 \(raise max_length/);
   rmSync(dir, { recursive: true, force: true });
 });
+
+test('a device this machine lacks, or float16 on CPU, is refused before the model loads, with what to use instead', { skip: torch.cudaDeviceCount() > 0 ? 'this machine has CUDA' : false }, () => {
+  const { dir, cfg } = makeRun({}, { max_steps: 1 });
+  const c = JSON.parse(readFileSync(cfg, 'utf8'));
+  writeFileSync(cfg, JSON.stringify({ ...c, model: { ...c.model, device: 'cuda:1' } }));
+  const r = retain(['train', cfg]);
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /model\.device is cuda:1, but this build of @retain\/torch sees no CUDA device .*use device cpu/);
+  writeFileSync(cfg, JSON.stringify({ ...c, model: { ...c.model, dtype: 'float16' } }));
+  const h = retain(['train', cfg]);
+  assert.equal(h.status, 1);
+  assert.match(h.stderr, /model\.dtype float16 with model\.device cpu: .*use dtype bfloat16 or float32 on CPU/);
+  assert.doesNotMatch(h.stderr + r.stderr, /^\s+at /m);
+  rmSync(dir, { recursive: true, force: true });
+});

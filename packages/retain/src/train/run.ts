@@ -84,7 +84,15 @@ export interface RunResult extends TrainResult {
 
 export async function runTraining(cfg: TrainConfig, methods: Method[] = buildMethods(cfg.methods), opts: { progress?: boolean } = {}): Promise<RunResult> {
   if (cfg.training.threads) torch.setNumThreads(cfg.training.threads);
-  const p = await loadPretrained(cfg.model.path, { dtype: cfg.model.dtype === 'float32' ? undefined : cfg.model.dtype, tokenizer: cfg.model.tokenizer });
+  // Before any loading: a device this build or machine lacks is a config problem, not a libtorch error minutes later.
+  const dev = cfg.model.device;
+  if (dev.startsWith('cuda')) {
+    const n = torch.cudaDeviceCount();
+    const idx = dev === 'cuda' ? 0 : Number(dev.slice(5));
+    if (n === 0) throw new Error(`model.device is ${dev}, but this build of @retain/torch sees no CUDA device (a CPU libtorch, or no GPU); use device cpu, or build against a CUDA PyTorch (docs/GPU.md)`);
+    if (!(idx < n)) throw new Error(`model.device is ${dev}, but there ${n === 1 ? 'is 1 CUDA device (cuda:0)' : `are ${n} CUDA devices (cuda:0..cuda:${n - 1})`}`);
+  }
+  const p = await loadPretrained(cfg.model.path, { dtype: cfg.model.dtype === 'float32' ? undefined : cfg.model.dtype, tokenizer: cfg.model.tokenizer, device: dev });
   const trainSet = await loadExamples(cfg.data.train, p, cfg.data.train.name ?? 'train');
   if (trainSet.length === 0) throw new Error(`${cfg.data.train.path}: no usable examples: each needs at least 2 tokens to train on within max_length ${cfg.data.train.max_length} (raise max_length, or check the records' fields)`);
   const evalSet = cfg.data.eval ? await loadExamples(cfg.data.eval, p, cfg.data.eval.name ?? 'eval') : null;
