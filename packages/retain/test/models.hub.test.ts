@@ -169,6 +169,11 @@ test('savePretrained replaces a model directory whole: stale files go, nothing i
   torch.noGrad(() => w.fill_(NaN));
   assert.throws(() => savePretrained(a, out), /refusing to save .*final: weight 'model\.norm\.weight' holds NaN or Inf/);
   assert.ok(readFileSync(join(out, 'model.safetensors')).equals(before), 'the previous save is untouched');
+  // A save that fails half-way (here: a tokenizer file gone missing) leaves the previous directory and nothing beside it.
+  torch.noGrad(() => w.fill_(1));
+  assert.throws(() => savePretrained({ ...a, tokenizerFiles: [...a.tokenizerFiles, join(dir, 'gone.json')] }, out), /ENOENT/);
+  assert.ok(readFileSync(join(out, 'model.safetensors')).equals(before));
+  assert.deepEqual(readdirSync(dir), ['final']);
   a.model.dispose();
   rmSync(dir, { recursive: true, force: true });
 });

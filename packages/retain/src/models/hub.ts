@@ -258,25 +258,32 @@ export function savePretrained(p: Pretrained, dir: string, opts: { maxShardBytes
   // Written beside `dir` and renamed into place, so that a kill mid-write leaves the previous directory (or none),
   // never a directory with a torn weights file.
   const tmp = `${dir}.tmp-${process.pid}`;
+  const old = `${dir}.old-${process.pid}`;
   rmSync(tmp, { recursive: true, force: true });
-  mkdirSync(tmp, { recursive: true });
-  torch.io.saveSharded(tmp, sd, { maxShardBytes: opts.maxShardBytes ?? 5e9 });
-  // The ml5 models' own configs have no model_type; the loader put it in p.config.
-  const config = { model_type: p.config.model_type, ...p.model.config, torch_dtype: [...sd.values()][0]?.dtype ?? 'float32' };
-  writeFileSync(join(tmp, 'config.json'), JSON.stringify(config, null, 2) + '\n');
-  for (const f of p.tokenizerFiles) copyFileSync(f, join(tmp, basename(f)));
-  for (const f of readdirSync(tmp)) {
-    const fd = openSync(join(tmp, f), 'r');
-    fsyncSync(fd);
-    closeSync(fd);
-  }
-  if (existsSync(dir)) {
-    const old = `${dir}.old-${process.pid}`;
-    rmSync(old, { recursive: true, force: true });
-    renameSync(dir, old);
-    renameSync(tmp, dir);
-    rmSync(old, { recursive: true, force: true });
-  } else {
-    renameSync(tmp, dir);
+  try {
+    mkdirSync(tmp, { recursive: true });
+    torch.io.saveSharded(tmp, sd, { maxShardBytes: opts.maxShardBytes ?? 5e9 });
+    // The ml5 models' own configs have no model_type; the loader put it in p.config.
+    const config = { model_type: p.config.model_type, ...p.model.config, torch_dtype: [...sd.values()][0]?.dtype ?? 'float32' };
+    writeFileSync(join(tmp, 'config.json'), JSON.stringify(config, null, 2) + '\n');
+    for (const f of p.tokenizerFiles) copyFileSync(f, join(tmp, basename(f)));
+    for (const f of readdirSync(tmp)) {
+      const fd = openSync(join(tmp, f), 'r');
+      fsyncSync(fd);
+      closeSync(fd);
+    }
+    if (existsSync(dir)) {
+      rmSync(old, { recursive: true, force: true });
+      renameSync(dir, old);
+      renameSync(tmp, dir);
+      rmSync(old, { recursive: true, force: true });
+    } else {
+      renameSync(tmp, dir);
+    }
+  } catch (e) {
+    // A failed save (disk full, permissions) leaves the previous directory and no half-written copy beside it.
+    if (!existsSync(dir) && existsSync(old)) renameSync(old, dir);
+    rmSync(tmp, { recursive: true, force: true });
+    throw e;
   }
 }
