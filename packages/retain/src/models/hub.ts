@@ -13,7 +13,7 @@ import { T5ForConditionalGeneration, type T5Config } from './t5.js';
 import { readLlama2c } from './llama2c.js';
 import { CharLSTM, type CharLSTMConfig } from './charlstm.js';
 import { MnistMLP } from './mlp.js';
-import { assertFiniteWeights, loadWeights, ModelConfigError } from './weights.js';
+import { assertFiniteWeights, firstNonFinite, loadWeights, ModelConfigError } from './weights.js';
 import { Llama2cTokenizer, type Tokenizer } from '../tokenizers/llama2c.js';
 import { loadHfTokenizer } from '../tokenizers/hf.js';
 import { CharTokenizer } from '../tokenizers/char.js';
@@ -252,9 +252,8 @@ export async function loadTokenizer(path: string): Promise<Tokenizer> {
 export function savePretrained(p: Pretrained, dir: string, opts: { maxShardBytes?: number } = {}): void {
   const sd = p.model.stateDict();
   for (const [alias] of p.model.tiedKeys?.() ?? []) sd.delete(alias);
-  for (const [k, t] of sd) {
-    if (torch.tidy(() => !t.isfinite().all().item())) throw new Error(`refusing to save ${dir}: weight '${k}' holds NaN or Inf`);
-  }
+  const bad = firstNonFinite(sd);
+  if (bad !== null) throw new Error(`refusing to save ${dir}: weight '${bad}' holds NaN or Inf`);
   // Written beside `dir` and renamed into place, so that a kill mid-write leaves the previous directory (or none),
   // never a directory with a torn weights file.
   const tmp = `${dir}.tmp-${process.pid}`;

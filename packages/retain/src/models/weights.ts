@@ -47,6 +47,12 @@ export class WeightsMismatchError extends Error {
  * NaN losses that training would blame on the learning rate), so they are refused where they enter.
  */
 export function assertFiniteWeights(weights: Iterable<[string, torch.Tensor]>, source: string, why = 'the checkpoint is damaged'): void {
+  const k = firstNonFinite(weights);
+  if (k !== null) throw new Error(`${source}: weight '${k}' holds NaN or Inf; ${why}`);
+}
+
+/** The name of the first floating-point tensor holding NaN or Inf, or null; the one check for loads and saves. */
+export function firstNonFinite(weights: Iterable<[string, torch.Tensor]>): string | null {
   for (const [k, t] of weights) {
     if (!t.dtype.startsWith('float') && !t.dtype.startsWith('bfloat')) continue;
     const finite = t.isfinite();
@@ -54,8 +60,9 @@ export function assertFiniteWeights(weights: Iterable<[string, torch.Tensor]>, s
     const ok = all.item();
     all.dispose();
     finite.dispose();
-    if (!ok) throw new Error(`${source}: weight '${k}' holds NaN or Inf; ${why}`);
+    if (!ok) return k;
   }
+  return null;
 }
 
 /**

@@ -5,6 +5,7 @@ import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, rea
 import { join } from 'node:path';
 import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
+import { firstNonFinite } from '../models/weights.js';
 
 /** Splits a JSON-like object holding tensors into plain JSON (tensors replaced by references) and a tensor map. */
 export function splitTensors(v: unknown, prefix: string, out: Map<string, Tensor>): unknown {
@@ -79,10 +80,8 @@ export interface CheckpointParts {
 /** Writes checkpoint-<step>/ under dir atomically and points `latest` at it; keeps the newest `keep` checkpoints. */
 export function saveCheckpoint(dir: string, parts: CheckpointParts, keep = 2): string {
   const name = `checkpoint-${parts.step}`;
-  for (const [k, t] of parts.model) {
-    const bad = torch.tidy(() => !t.isfinite().all().item());
-    if (bad) throw new NonFiniteWeightsError(`refusing to save checkpoint ${name}: weight '${k}' holds NaN or Inf`, k);
-  }
+  const bad = firstNonFinite(parts.model);
+  if (bad !== null) throw new NonFiniteWeightsError(`refusing to save checkpoint ${name}: weight '${bad}' holds NaN or Inf`, bad);
   mkdirSync(dir, { recursive: true });
   const final = join(dir, name);
   const tmp = join(dir, `${name}.tmp`);
