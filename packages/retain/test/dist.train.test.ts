@@ -8,7 +8,7 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as torch from '@retain/torch';
-import { checkDistConfig, distSettings, freePort, shardRange, workerThreads } from '../src/train/dist.js';
+import { checkDistConfig, distSettings, freePort, rankDevice, shardRange, workerThreads } from '../src/train/dist.js';
 import { DEFAULT_MODEL, prepareDemoData } from '../src/suite/demo.js';
 
 const CLI = new URL('../bin/retain.mjs', import.meta.url).pathname;
@@ -75,6 +75,12 @@ test('shardRange splits a batch into disjoint contiguous rows that cover it', ()
     }
     assert.deepEqual(rows, Array.from({ length: n }, (_, i) => i), `n=${n} world=${w}`);
   }
+});
+
+test('under NCCL each rank takes its own GPU (cuda → cuda:LOCAL_RANK); an explicit device and Gloo ranks stay as configured', () => {
+  assert.equal(rankDevice('cuda', 3, 'nccl'), 'cuda:3');
+  assert.equal(rankDevice('cuda:1', 0, 'nccl'), 'cuda:1');
+  assert.equal(rankDevice('cpu', 1, 'gloo'), 'cpu');
 });
 
 test('workers share the cores unless OMP_NUM_THREADS says otherwise', () => {

@@ -122,6 +122,19 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/**
+ * Sums a few numbers over ranks, in float64 so every rank gets the same bits (a step's loss, counts). NCCL reduces
+ * CUDA tensors only, so under NCCL they travel on `device` (the rank's GPU); Gloo takes them on the CPU.
+ */
+export function sumScalars(xs: number[], device = 'cpu'): number[] {
+  return noGrad(() => tidy(() => {
+    let t = makeTensor(Float64Array.from(xs), { shape: [xs.length] });
+    if (getBackend() === 'nccl') t = t.to({ device });
+    allReduce([t], 'sum').wait();
+    return Array.from((t.device === 'cpu' ? t : t.to({ device: 'cpu' })).data() as Float64Array);
+  }));
+}
+
 /** Puts a small string into the rendezvous store under `key` (namespaced apart from c10d's own keys). */
 export function storeSet(key: string, value: string): void {
   if (typeof dn.distStoreSet !== 'function') throw new Error('torch.distributed.storeSet: this build of @retain/torch predates it (RETAIN_REBUILD=1 npm ci)');
@@ -224,10 +237,11 @@ export function reduceGradients(params: Tensor[], o: ReduceGradsOptions = {}): R
       works.push(allReduce([flat], 'sum'));
     }
     // One small reduction carries which parameters have a gradient anywhere, and the caller's scalars (float64).
-    const meta = makeTensor(Float64Array.from([...params.map((p) => (p.grad === null ? 0 : 1)), ...scalars]), { shape: [params.length + scalars.length] });
+    let meta = makeTensor(Float64Array.from([...params.map((p) => (p.grad === null ? 0 : 1)), ...scalars]), { shape: [params.length + scalars.length] });
+    if (backend === 'nccl') meta = meta.to({ device: params[0]?.device ?? 'cpu' }); // NCCL reduces CUDA tensors only
     works.push(allReduce([meta], 'sum'));
     for (const w of works) w.wait();
-    const m = meta.data() as Float64Array;
+    const m = (meta.device === 'cpu' ? meta : meta.to({ device: 'cpu' })).data() as Float64Array;
     const present = new Map<Tensor, boolean>(params.map((p, i) => [p, m[i] > 0]));
     buckets.forEach((b, k) => {
       let flat = flats[k];

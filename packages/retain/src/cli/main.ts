@@ -7,7 +7,7 @@ import { runTraining } from '../train/run.js';
 import { loadPretrained } from '../models/hub.js';
 import { generate, type CausalLM } from '../models/generate.js';
 import type { T5ForConditionalGeneration } from '../models/t5.js';
-import { checkDistConfig, DistConfigError, distSettings, launchWorkers, startDist, stopDist } from '../train/dist.js';
+import { checkDistConfig, DistConfigError, distSettings, launchWorkers, rankDevice, startDist, stopDist } from '../train/dist.js';
 import { registerEvalCommands } from '../eval/cli.js';
 import { registerDemoCommand } from '../suite/demo.js';
 import { registerTuneCommand } from '../suite/tune.js';
@@ -33,7 +33,7 @@ program
       if (o.nproc < 1) throw new DistConfigError(`--nproc must be at least 1, got ${o.nproc}`);
       if (o.nproc > 1) {
         if (o.rank !== undefined || o.worldSize !== undefined) throw new DistConfigError('--nproc starts every rank itself; --rank/--world-size are for launching one process per machine');
-        checkDistConfig(cfg, o.nproc);
+        checkDistConfig(cfg, o.nproc, o.nproc);
         const per = cfg.training.batch_size / o.nproc;
         for (let r = 0; r < o.nproc; r++) console.error(`retain: rank ${r}: rows ${r * per}..${(r + 1) * per - 1} of every global batch of ${cfg.training.batch_size}${r === 0 ? '; writes checkpoints, metrics.jsonl and the final model' : ''}`);
         const args = [...process.execArgv, process.argv[1], 'train', config, ...(o.distTimeout ? ['--dist-timeout', String(o.distTimeout)] : [])];
@@ -44,6 +44,7 @@ program
     const dist = distSettings({ rank: o.rank, worldSize: o.worldSize, masterAddr: o.masterAddr, masterPort: o.masterPort, timeout: o.distTimeout });
     if (dist) {
       dist.backend = checkDistConfig(cfg, dist.worldSize);
+      cfg.model.device = rankDevice(cfg.model.device, Number(process.env.LOCAL_RANK ?? 0), dist.backend);
       const per = cfg.training.batch_size / dist.worldSize;
       console.error(`retain: rank ${dist.rank} of ${dist.worldSize} (${dist.backend}, store ${dist.masterAddr}:${dist.masterPort}): joining; trains rows ${dist.rank * per}..${(dist.rank + 1) * per - 1} of every global batch of ${cfg.training.batch_size}${dist.rank === 0 ? ', writes checkpoints, metrics and the final model' : ''}`);
       const ctx = startDist(dist);

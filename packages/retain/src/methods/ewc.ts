@@ -129,9 +129,7 @@ export class EWC implements Method {
       const dist = ctx.dist;
       torch.noGrad(() => torch.tidy(() => {
         dist.allReduce(sums.map((t) => t.detach()), 'sum');
-        const counts = torch.tensor(Float64Array.from([used, skipped]));
-        dist.allReduce([counts], 'sum');
-        [used, skipped] = Array.from(counts.data() as Float64Array);
+        [used, skipped] = torch.distributed.sumScalars([used, skipped], sums[0]?.device);
       }));
     }
     if (used === 0) throw new Error('ewc: no Fisher sample has a trained token; check the data and its format');

@@ -68,7 +68,7 @@ export function distSettings(flags: { rank?: number; worldSize?: number; masterA
 }
 
 /** Refuses what data parallelism cannot run as configured, before any process joins the group. */
-export function checkDistConfig(cfg: { model: { device: string }; training: { batch_size: number } }, worldSize: number): 'gloo' | 'nccl' {
+export function checkDistConfig(cfg: { model: { device: string }; training: { batch_size: number } }, worldSize: number, localProcesses?: number): 'gloo' | 'nccl' {
   if (!Number.isInteger(worldSize) || worldSize < 1) throw new DistConfigError(`--nproc must be a positive integer, got ${worldSize}`);
   if (cfg.training.batch_size % worldSize !== 0) {
     throw new DistConfigError(`training.batch_size ${cfg.training.batch_size} is the global batch and must divide evenly over ${worldSize} processes (each takes batch_size / ${worldSize} rows); use a multiple of ${worldSize}`);
@@ -77,9 +77,19 @@ export function checkDistConfig(cfg: { model: { device: string }; training: { ba
   if (!avail.c10d) throw new DistConfigError('data-parallel training needs c10d, but @retain/torch was built without c10d/Gloo (install libgloo-dev, then RETAIN_REBUILD=1 npm ci)');
   if (cfg.model.device.startsWith('cuda')) {
     if (!avail.nccl) throw new DistConfigError(`model.device is ${cfg.model.device} but this build has no NCCL, and Gloo here reduces CPU tensors only; train on cpu or rebuild against a CUDA PyTorch with NCCL (TORCH_PYTHON=...)`);
+    const gpus = torch.cudaDeviceCount();
+    if (localProcesses !== undefined && localProcesses > gpus) throw new DistConfigError(`--nproc ${localProcesses} with NCCL needs a GPU per process, and this machine has ${gpus}`);
     return 'nccl';
   }
   return 'gloo';
+}
+
+/**
+ * The device this rank trains on. NCCL needs one GPU per rank, so `cuda` means the rank's own, cuda:LOCAL_RANK (the
+ * torchrun convention); an explicit cuda:N is kept (one rank per machine). Gloo ranks train where the config says.
+ */
+export function rankDevice(device: string, localRank: number, backend: 'gloo' | 'nccl'): string {
+  return backend === 'nccl' && device === 'cuda' ? `cuda:${localRank}` : device;
 }
 
 let active: DistContext | null = null;

@@ -259,7 +259,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
       });
       // The rows' gradients summed over ranks are the global batch's gradient; the loss is summed with them, so every
       // rank sees the same loss (and the same non-finite-loss decision).
-      if (red) total = sumOverRanks(total);
+      if (red) [total] = torch.distributed.sumScalars([total], device);
       else if (dist) total = torch.distributed.reduceGradients(trainable.map(([, p]) => p), { scalars: [total], bucketBytes: dist.bucketBytes }).scalars[0];
       return total;
     };
@@ -305,15 +305,6 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
   if (o.outputDir && writer && o.saveEvery) save(o, ctx, loader, methods);
   progress.done();
   return { steps: ctx.step, finalLoss, history, resumedFrom, stopped: ctx.stop ?? null };
-}
-
-/** The sum of one number over ranks (float64, so every rank gets the same bits). */
-function sumOverRanks(x: number): number {
-  return torch.noGrad(() => torch.tidy(() => {
-    const t = torch.tensor(Float64Array.of(x), { shape: [1] });
-    torch.distributed.allReduce([t], 'sum').wait();
-    return (t.data() as Float64Array)[0];
-  }));
 }
 
 function save(o: TrainOptions, ctx: TrainContext, loader: DataLoader, methods: Method[]): void {
