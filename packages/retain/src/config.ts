@@ -86,6 +86,15 @@ export type TrainConfig = z.infer<typeof trainConfigSchema>;
 
 export class ConfigError extends Error {}
 
+/**
+ * A config value as the user wrote it, for error messages: JSON, except that NaN and ±Infinity (YAML's .nan, .inf)
+ * stay themselves rather than JSON's null, and a missing value reads "nothing".
+ */
+export function shown(v: unknown): string {
+  if (v === undefined) return 'nothing';
+  return typeof v === 'number' && !Number.isFinite(v) ? String(v) : JSON.stringify(v) ?? String(v);
+}
+
 /** Readable zod issues: `training.lr: Expected number, received string`, with the allowed values for enums. */
 export function formatIssues(err: z.ZodError, source: string): string {
   const lines = err.issues.map((i) => {

@@ -6,6 +6,9 @@ import type { Tensor } from '@retain/torch';
 import { collate, disposeBatch, type Batch } from '../data/loader.js';
 import type { Example } from '../data/formats.js';
 import type { TrainableModel, TrainContext } from '../train/hooks.js';
+import { shown } from '../config.js';
+
+export { shown };
 
 export type Options = Record<string, unknown>;
 
@@ -14,11 +17,6 @@ export function checkOptions(method: string, o: Options, allowed: string[]): voi
   for (const k of Object.keys(o)) {
     if (!allowed.includes(k)) throw new Error(`${method}: unknown option '${k}'; allowed: ${allowed.join(', ')}`);
   }
-}
-
-/** A config value as the user wrote it: JSON, except that NaN and ±Infinity (YAML's .nan, .inf) stay themselves. */
-export function shown(v: unknown): string {
-  return typeof v === 'number' && !Number.isFinite(v) ? String(v) : JSON.stringify(v);
 }
 
 export function numberOption(method: string, o: Options, key: string, dflt: number | undefined, ok: (v: number) => boolean = Number.isFinite, what = 'a finite number'): number {

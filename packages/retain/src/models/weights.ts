@@ -1,5 +1,6 @@
 // Loading checkpoint tensors into a model with PyTorch's strictness, allowing for tied weights.
 import type * as torch from '@retain/torch';
+import { shown } from '../config.js';
 
 export interface HasTiedKeys {
   tiedKeys?(): [string, string][];
@@ -30,10 +31,10 @@ export function loadWeights(model: HasTiedKeys, weights: Map<string, torch.Tenso
 export class WeightsMismatchError extends Error {
   constructor(source: string, config: string | null, detail: string) {
     const lines = detail.split('\n\t').slice(1);
-    const shown = lines.slice(0, 4).map((l) => `  ${l.length > 400 ? `${l.slice(0, 400)}…` : l}`);
-    if (lines.length > shown.length) shown.push(`  … and ${lines.length - shown.length} more`);
+    const listed = lines.slice(0, 4).map((l) => `  ${l.length > 400 ? `${l.slice(0, 400)}…` : l}`);
+    if (lines.length > listed.length) listed.push(`  … and ${lines.length - listed.length} more`);
     super(
-      `${source}: the weights do not fit the model${config ? ` that ${config} describes` : ''}:\n${shown.join('\n')}\n` +
+      `${source}: the weights do not fit the model${config ? ` that ${config} describes` : ''}:\n${listed.join('\n')}\n` +
       (config
         ? `check that ${config} belongs to these weights (hidden_size, intermediate_size, num_hidden_layers, num_attention_heads, num_key_value_heads, vocab_size, tie_word_embeddings)`
         : 'the checkpoint is damaged or not of this architecture'),
@@ -77,10 +78,6 @@ export class ModelConfigError extends Error {
 }
 
 type Fields = Record<string, unknown>;
-
-function shown(v: unknown): string {
-  return v === undefined ? 'nothing' : JSON.stringify(v) ?? String(v);
-}
 
 /** `in` names the object a nested field sits in (rope_scaling.factor). */
 function named(key: string, opts: { in?: string }): string {
