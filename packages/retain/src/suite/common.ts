@@ -33,6 +33,11 @@ export function methodNames(r: Recipe): string[] {
   return r.methods.map((m) => (typeof m === 'string' ? m : String(m.name)));
 }
 
+/** Task-file lines for exact-match generation of the record's `answer` after its `prompt`: greedy, ≤ 8 tokens, trimmed. */
+export function exactMatchTaskYaml(name: string, data: string, role: 'general' | 'target'): string[] {
+  return [`- name: ${name}`, '  kind: generate', `  data: ${data}`, '  prompt: "{prompt}"', '  answer: answer', '  generation: { max_new_tokens: 8, stop: ["\\n"], extract: trim }', `  role: ${role}`];
+}
+
 export function runDirOf(outDir: string, label: string): string {
   return join(outDir, 'runs', label.replace(/[^\w.-]+/g, '_'));
 }

@@ -11,7 +11,7 @@ import type { CompareResults, EvalResults } from '../eval/results.js';
 import { arithmeticProblems } from './arith.js';
 import { forgettingTableText } from '../report/table.js';
 import { positiveInt } from '../cli/args.js';
-import { finishResults, methodNames, runDirOf, selectRecipes, trainRecipe, writeJsonl } from './common.js';
+import { exactMatchTaskYaml, finishResults, methodNames, runDirOf, selectRecipes, trainRecipe, writeJsonl } from './common.js';
 
 export const ASSETS = resolve(new URL('../../assets', import.meta.url).pathname);
 export const DEFAULT_MODEL = join(ASSETS, 'stories260K', 'stories260K.bin');
@@ -83,13 +83,7 @@ export function prepareDemoData(outDir: string, o: { trainSize: number; testSize
     '  split: blank_lines',
     '  primary: ce',
     '  role: general',
-    '- name: arithmetic',
-    '  kind: generate',
-    '  data: arith-test.jsonl',
-    '  prompt: "{prompt}"',
-    '  answer: answer',
-    '  generation: { max_new_tokens: 8, stop: ["\\n"], extract: trim }',
-    '  role: target',
+    ...exactMatchTaskYaml('arithmetic', 'arith-test.jsonl', 'target'),
     '',
   ].join('\n'));
   return { train: trainPath, replay: join(ASSETS, 'data', 'tinystories-replay.txt'), tasks: resolveTasks([join(dir, 'tasks.yaml')]) };

@@ -23,6 +23,7 @@ import { loadEvalModel, type EvalModel } from '../eval/model.js';
 import { evaluate } from '../eval/harness.js';
 import { dataDirs, resolveData, resolveTasks, type ResolvedTask } from '../eval/tasks.js';
 import type { CompareResults, EvalResults } from '../eval/results.js';
+import { exactMatchTaskYaml } from './common.js';
 import { arithmeticProblems } from './arith.js';
 import { DEFAULT_MODEL } from './demo.js';
 import { mulberry32 as rng } from '../data/random.js';
@@ -146,21 +147,9 @@ export function prepareMixStudyData(outDir: string, o: { seed: number; nliPerCla
   writeFileSync(tasksFile, [
     '# Written by the mixed-training study (src/suite/mixstudy.ts): general = SICK NLI on a class-balanced subset of',
     '# SICK test; target = held-out linear_1d problems. Both: greedy, at most 8 tokens, exact match after trim + lower-case.',
-    '- name: sick_nli',
-    '  kind: generate',
-    '  data: sick-test-balanced.jsonl',
-    '  prompt: "{prompt}"',
-    '  answer: answer',
-    '  generation: { max_new_tokens: 8, stop: ["\\n"], extract: trim }',
-    '  role: general',
+    ...exactMatchTaskYaml('sick_nli', 'sick-test-balanced.jsonl', 'general'),
     '  description: SICK test, equal numbers of entailment / neutral / contradiction, answered yes / maybe / no',
-    '- name: linear_1d',
-    '  kind: generate',
-    '  data: math-test.jsonl',
-    '  prompt: "{prompt}"',
-    '  answer: answer',
-    '  generation: { max_new_tokens: 8, stop: ["\\n"], extract: trim }',
-    '  role: target',
+    ...exactMatchTaskYaml('linear_1d', 'math-test.jsonl', 'target'),
     '',
   ].join('\n'));
   return {
