@@ -53,13 +53,18 @@ function fsyncDir(dir: string): void {
   }
 }
 
-export function writeJsonAtomic(file: string, value: unknown): void {
+/** Replaces `file` whole: written beside it, flushed, renamed over it. */
+function writeTextAtomic(file: string, text: string): void {
   const tmp = `${file}.tmp-${process.pid}`;
-  writeFileSync(tmp, JSON.stringify(value, null, 2));
+  writeFileSync(tmp, text);
   const fd = openSync(tmp, 'r');
   fsyncSync(fd);
   closeSync(fd);
   renameSync(tmp, file);
+}
+
+export function writeJsonAtomic(file: string, value: unknown): void {
+  writeTextAtomic(file, JSON.stringify(value, null, 2));
 }
 
 /** A checkpoint was refused because a weight is NaN or Inf (the run diverged between two finite losses). */
@@ -201,12 +206,6 @@ export function trimLogs(dir: string, step: number): void {
         return false; // a line torn by the kill
       }
     });
-    if (keep.length !== lines.length) writeJsonlAtomic(file, keep);
+    if (keep.length !== lines.length) writeTextAtomic(file, keep.length ? keep.join('\n') + '\n' : '');
   }
-}
-
-function writeJsonlAtomic(file: string, lines: string[]): void {
-  const tmp = `${file}.tmp-${process.pid}`;
-  writeFileSync(tmp, lines.length ? lines.join('\n') + '\n' : '');
-  renameSync(tmp, file);
 }
