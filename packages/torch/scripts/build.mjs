@@ -8,6 +8,10 @@ import { findTorch } from './find-torch.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const pkg = resolve(here, '..');
+// RETAIN_ADDON_DIR builds a second addon beside the default one (the reference environment's PyTorch 2.x build lives in
+// build-torch2/); it is always built directly with g++, since node-gyp writes only to build/. Load it with
+// RETAIN_TORCH_ADDON=<dir>/Release/retain_torch.node.
+const buildDir = process.env.RETAIN_ADDON_DIR ? resolve(process.env.RETAIN_ADDON_DIR) : join(pkg, 'build');
 // Translation units of the addon; binding.gyp lists the same.
 const SOURCES = ['engine.cc', 'dist.cc'];
 
@@ -35,7 +39,8 @@ const gypi = {
   ],
   libraries: libs,
 };
-writeFileSync(join(pkg, 'native', 'torch.gypi'), JSON.stringify(gypi, null, 2));
+// node-gyp's input; a second addon (RETAIN_ADDON_DIR) is built directly and leaves the default build's file alone.
+if (!process.env.RETAIN_ADDON_DIR) writeFileSync(join(pkg, 'native', 'torch.gypi'), JSON.stringify(gypi, null, 2));
 
 // c10d is compiled in only when everything it needs is present: libtorch's c10d headers, Gloo's own headers (Debian:
 // libgloo-dev; not every PyTorch ships them) and ProcessGroupGloo exported from libtorch_cpu (a USE_DISTRIBUTED
@@ -86,7 +91,7 @@ if (!existsSync(join(nodeDir, 'include', 'node', 'node_api.h'))) {
 
 // The same flags node-gyp would use, for machines without npm (the lent GPU machine): one g++ call.
 function buildDirect() {
-  const out = join(pkg, 'build', 'Release');
+  const out = join(buildDir, 'Release');
   mkdirSync(out, { recursive: true });
   const cxx = process.env.CXX || 'g++';
   const args = [
@@ -103,8 +108,8 @@ function buildDirect() {
 
 // `npm install` in a working checkout re-runs this; rebuilding (which deletes build/) under running processes is
 // disruptive, so an addon newer than its source and built against the same torch is kept. RETAIN_REBUILD=1 forces.
-const addon = join(pkg, 'build', 'Release', 'retain_torch.node');
-const stamp = join(pkg, 'build', 'torch-source.json');
+const addon = join(buildDir, 'Release', 'retain_torch.node');
+const stamp = join(buildDir, 'torch-source.json');
 const stampText = JSON.stringify({ source: torch.source, includeDirs: torch.includeDirs, libDir: torch.libDir, cuda: torch.cuda, c10d: gypi.defines });
 if (process.env.RETAIN_REBUILD !== '1' && existsSync(addon) && existsSync(stamp) && readFileSync(stamp, 'utf8') === stampText &&
     [...SOURCES, 'engine.h'].every((f) => statSync(addon).mtimeMs > statSync(join(pkg, 'native', f)).mtimeMs)) {
@@ -114,7 +119,7 @@ if (process.env.RETAIN_REBUILD !== '1' && existsSync(addon) && existsSync(stamp)
 
 const gyp = nodeGypPath();
 try {
-  if (process.env.RETAIN_BUILD === 'direct' || !gyp) {
+  if (process.env.RETAIN_BUILD === 'direct' || process.env.RETAIN_ADDON_DIR || !gyp) {
     buildDirect();
   } else {
     const args = [gyp, 'rebuild', `--jobs=${process.env.JOBS || '2'}`, `--nodedir=${nodeDir}`];
