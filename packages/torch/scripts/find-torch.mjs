@@ -28,14 +28,16 @@ export function findTorch() {
     const code = [
       'import json, os, torch',
       'import torch.utils.cpp_extension as ce',
-      'cuda = torch.version.cuda is not None',
+      // RETAIN_CUDA=0 builds a CPU addon against a CUDA wheel (the reference environment on a machine without the
+      // CUDA toolkit, whose headers a CUDA build needs); the wheel's own CUDA libraries still load at run time.
+      `cuda = torch.version.cuda is not None and ${process.env.RETAIN_CUDA === '0' ? 'False' : 'True'}`,
       'inc = list(ce.include_paths())',
       'if cuda:',
       '    try: inc = list(ce.include_paths("cuda"))',
       '    except TypeError: inc = list(ce.include_paths(cuda=True))',
       '    if ce.CUDA_HOME: inc.append(os.path.join(ce.CUDA_HOME, "include"))',
       'print(json.dumps({"includeDirs": inc, "libDir": os.path.join(os.path.dirname(torch.__file__), "lib"),',
-      '  "cxx11Abi": bool(torch.compiled_with_cxx11_abi()), "cuda": torch.version.cuda is not None, "version": torch.__version__}))',
+      '  "cxx11Abi": bool(torch.compiled_with_cxx11_abi()), "cuda": cuda, "version": torch.__version__}))',
     ].join('\n');
     let out;
     try {
