@@ -1,9 +1,9 @@
 // `retain eval` and `retain compare`.
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import { InvalidArgumentError, type Command } from 'commander';
 import { loadEvalModel, MIN_MAX_LENGTH } from './model.js';
-import { evaluate } from './harness.js';
+import { evaluate, type Sample } from './harness.js';
 import { resolveTasks, type ResolvedTask } from './tasks.js';
 import type { CompareResults, EvalResults, Role } from './results.js';
 import { forgettingTableText } from '../report/table.js';
@@ -51,9 +51,19 @@ function tasksFrom(o: CommonOpts): ResolvedTask[] {
   return tasks;
 }
 
-async function evalOne(path: string, tasks: ResolvedTask[], o: CommonOpts, label?: string, methods: string[] = []): Promise<EvalResults> {
+/** `--log-samples`: each task's scored items as samples_<task>.jsonl beside the results file, as lm-evaluation-harness does. */
+function sampleWriter(output: string): (task: string, samples: Sample[]) => void {
+  return (task, samples) => {
+    const file = join(dirname(output), `samples_${task}.jsonl`);
+    mkdirSync(dirname(file), { recursive: true });
+    writeFileSync(file, samples.map((x) => JSON.stringify(x) + '\n').join(''));
+    process.stderr.write(`${task}: wrote ${samples.length} samples to ${file}\n`);
+  };
+}
+
+async function evalOne(path: string, tasks: ResolvedTask[], o: CommonOpts, label?: string, methods: string[] = [], onSamples?: (task: string, s: Sample[]) => void): Promise<EvalResults> {
   const m = await loadEvalModel(path, { tokenizer: o.tokenizer, maxLength: o.maxLength, tokenizerOption: '--tokenizer' });
-  return evaluate(m, tasks, { limit: o.limit, batchSize: o.batchSize, seed: o.seed, label, methods, progress: true });
+  return evaluate(m, tasks, { limit: o.limit, batchSize: o.batchSize, seed: o.seed, label, methods, progress: true, onSamples });
 }
 
 function common(c: Command): Command {
@@ -74,9 +84,10 @@ export function registerEvalCommands(program: Command): void {
     .requiredOption('--model <path>', 'model directory, llama2.c .bin, or ml5 folder')
     .option('--label <name>', 'name of this run in tables and reports')
     .option('-o, --output <file>', 'results JSON path', 'results.json')
-    .action(async (o: CommonOpts & { model: string; label?: string; output: string }) => {
+    .option('--log-samples', 'also write every scored item (prompt, choices, gold, per-choice log-likelihood, prediction) to samples_<task>.jsonl beside the results, in lm-evaluation-harness\'s layout')
+    .action(async (o: CommonOpts & { model: string; label?: string; output: string; logSamples?: boolean }) => {
       const tasks = tasksFrom(o);
-      const r = await evalOne(o.model, tasks, o, o.label);
+      const r = await evalOne(o.model, tasks, o, o.label, [], o.logSamples ? sampleWriter(o.output) : undefined);
       writeJson(o.output, r);
       for (const row of r.rows.filter((x) => x.primary)) console.log(`${row.task}\t${row.metric}\t${row.value.toFixed(4)}${row.stderr !== null ? ` ± ${row.stderr.toFixed(4)}` : ''}\tn=${row.n}\t${row.role}`);
       console.log(`wrote ${o.output}`);

@@ -16,6 +16,29 @@ export interface EvalOptions {
   methods?: string[];
   /** Prints progress lines (to stderr). */
   progress?: boolean;
+  /** Receives every scored item of a task (`--log-samples`), once the task is scored. */
+  onSamples?: (task: string, samples: Sample[]) => void;
+}
+
+/**
+ * One scored item, in lm-evaluation-harness's samples_<task>.jsonl layout: `arguments` holds each request's
+ * arguments as {gen_args_i: {arg_j}}, `resps` each request's raw responses, `filtered_resps` what was scored, and
+ * the item's metrics sit at the top level. Numbers and booleans stay JSON numbers and booleans (lm-eval writes them
+ * as strings), so a reader can compare them without parsing.
+ */
+export interface Sample {
+  doc_id: number;
+  doc: Record<string, unknown>;
+  target: string;
+  arguments: Record<string, Record<string, unknown>>;
+  resps: unknown[][];
+  filtered_resps: unknown[];
+  [metric: string]: unknown;
+}
+
+/** Per-request argument lists as lm-evaluation-harness writes them: {gen_args_0: {arg_0, arg_1}, ...}. */
+function requestArgs(reqs: unknown[][]): Sample['arguments'] {
+  return Object.fromEntries(reqs.map((args, i) => [`gen_args_${i}`, Object.fromEntries(args.map((a, j) => [`arg_${j}`, a]))]));
 }
 
 interface Metric {
@@ -23,6 +46,12 @@ interface Metric {
   value: number;
   stderr: number | null;
   higherIsBetter: boolean;
+}
+
+/** A task kind's metrics and, when asked for, its scored items. */
+interface Scored {
+  metrics: Metric[];
+  samples: Sample[];
 }
 
 
@@ -50,7 +79,7 @@ function say(o: EvalOptions, msg: string): void {
   if (o.progress) process.stderr.write(msg + '\n');
 }
 
-function runMultipleChoice(m: EvalModel, spec: TaskSpec, docs: Doc[], pool: Doc[], o: EvalOptions): Metric[] {
+function runMultipleChoice(m: EvalModel, spec: TaskSpec, docs: Doc[], pool: Doc[], o: EvalOptions): Scored {
   const reqs = docs.flatMap((d) => {
     const prefix = fewshotPrefix(spec, pool, d, o.seed ?? 0);
     return d.choices!.map((c, j) => ({ context: prefix + (d.contexts ? d.contexts[j] : d.prompt), continuation: spec.target_delimiter + c }));
@@ -64,44 +93,69 @@ function runMultipleChoice(m: EvalModel, spec: TaskSpec, docs: Doc[], pool: Doc[
   });
   const acc: number[] = [];
   const accNorm: number[] = [];
+  const samples: Sample[] = [];
   let k = 0;
-  for (const d of docs) {
+  docs.forEach((d, i) => {
     const n = d.choices!.length;
     const lls = ll.slice(k, k + n).map((x) => x.logprob);
     const norm = lls.map((x, j) => x / reqs[k + j].continuation.length);
+    const argmax = (xs: number[]) => xs.reduce((bi, x, j) => (x > xs[bi] ? j : bi), 0);
+    const [pred, predNorm] = [argmax(lls), argmax(norm)];
+    acc.push(pred === d.gold ? 1 : 0);
+    accNorm.push(predNorm === d.gold ? 1 : 0);
+    if (o.onSamples) {
+      const mine = reqs.slice(k, k + n);
+      const resps = ll.slice(k, k + n).map((x) => [x.logprob, x.greedy]);
+      samples.push({
+        doc_id: i, doc: { id: d.id, prompt: d.prompt, ...(d.contexts ? { contexts: d.contexts } : {}), choices: d.choices, gold: d.gold },
+        target: String(d.gold), arguments: requestArgs(mine.map((r) => [r.context, r.continuation])),
+        resps: resps.map((r) => [r]), filtered_resps: resps, acc: acc[i], acc_norm: accNorm[i], pred, pred_norm: predNorm,
+      });
+    }
     k += n;
-    const argmax = (xs: number[]) => xs.reduce((bi, x, i) => (x > xs[bi] ? i : bi), 0);
-    acc.push(argmax(lls) === d.gold ? 1 : 0);
-    accNorm.push(argmax(norm) === d.gold ? 1 : 0);
-  }
+  });
   const a = meanStderr(acc);
   const an = meanStderr(accNorm);
-  return [
-    { name: 'acc', value: a.mean, stderr: a.stderr, higherIsBetter: true },
-    { name: 'acc_norm', value: an.mean, stderr: an.stderr, higherIsBetter: true },
-  ];
+  return {
+    metrics: [
+      { name: 'acc', value: a.mean, stderr: a.stderr, higherIsBetter: true },
+      { name: 'acc_norm', value: an.mean, stderr: an.stderr, higherIsBetter: true },
+    ],
+    samples,
+  };
 }
 
-function runGenerate(m: EvalModel, spec: TaskSpec, docs: Doc[], pool: Doc[], o: EvalOptions): Metric[] {
+function runGenerate(m: EvalModel, spec: TaskSpec, docs: Doc[], pool: Doc[], o: EvalOptions): Scored {
   const em: number[] = [];
+  const samples: Sample[] = [];
   const t0 = performance.now();
+  const gen = { until: spec.generation.stop, max_gen_toks: spec.generation.max_new_tokens };
   docs.forEach((d, i) => {
     const prompt = fewshotPrefix(spec, pool, d, o.seed ?? 0) + d.prompt;
     const text = torch.inferenceMode(() => m.generate(prompt, { maxNewTokens: spec.generation.max_new_tokens, stop: spec.generation.stop }));
-    em.push(exactMatch(extractAnswer(text, spec.generation.extract), d.answer!) ? 1 : 0);
+    const answer = extractAnswer(text, spec.generation.extract);
+    em.push(exactMatch(answer, d.answer!) ? 1 : 0);
+    if (o.onSamples) {
+      samples.push({ doc_id: i, doc: { id: d.id, prompt: d.prompt, answer: d.answer }, target: d.answer!, arguments: requestArgs([[prompt, gen]]), resps: [[text]], filtered_resps: [answer], exact_match: em[i] });
+    }
     if (o.progress && (i + 1) % 50 === 0) say(o, `  ${spec.name}: ${i + 1}/${docs.length} generated (${((i + 1) / ((performance.now() - t0) / 1000)).toFixed(1)}/s)`);
   });
   const e = meanStderr(em);
-  return [{ name: 'exact_match', value: e.mean, stderr: e.stderr, higherIsBetter: true }];
+  return { metrics: [{ name: 'exact_match', value: e.mean, stderr: e.stderr, higherIsBetter: true }], samples };
 }
 
-function runPerplexity(m: EvalModel, spec: TaskSpec, docs: Doc[], o: EvalOptions): Metric[] {
+function runPerplexity(m: EvalModel, spec: TaskSpec, docs: Doc[], o: EvalOptions): Scored {
   const texts = docs.map((d) => (spec.unknown_chars === 'drop' ? m.dropUnknown(d.text!) : d.text!));
   const s = textLoglik(m, texts, o.batchSize ?? 8);
+  // lm-evaluation-harness's rolling log-likelihood items: the text is the doc, the target and the one argument.
+  const samples: Sample[] = !o.onSamples ? [] : s.map((x, i) => ({
+    doc_id: i, doc: { id: docs[i].id, text: texts[i] }, target: texts[i], arguments: requestArgs([[texts[i]]]), resps: [[-x.nll]], filtered_resps: [-x.nll],
+    tokens: x.tokens, correct: x.correct, chars: x.chars, bytes: x.bytes,
+  }));
   const tot = s.reduce((a, x) => ({ nll: a.nll + x.nll, tokens: a.tokens + x.tokens, correct: a.correct + x.correct, chars: a.chars + x.chars, bytes: a.bytes + x.bytes }), { nll: 0, tokens: 0, correct: 0, chars: 0, bytes: 0 });
   if (tot.tokens === 0) throw new Error(`task ${spec.name}: the text has no tokens to score`);
   const acc = tot.correct / tot.tokens;
-  return [
+  const metrics: Metric[] = [
     { name: 'next_token_acc', value: acc, stderr: Math.sqrt((acc * (1 - acc)) / Math.max(1, tot.tokens - 1)), higherIsBetter: true },
     { name: 'ce', value: tot.nll / tot.tokens, stderr: null, higherIsBetter: false },
     { name: 'perplexity', value: Math.exp(tot.nll / tot.tokens), stderr: null, higherIsBetter: false },
@@ -109,11 +163,13 @@ function runPerplexity(m: EvalModel, spec: TaskSpec, docs: Doc[], o: EvalOptions
     { name: 'bits_per_byte', value: tot.nll / Math.LN2 / tot.bytes, stderr: null, higherIsBetter: false },
     { name: 'nats_per_char', value: tot.nll / tot.chars, stderr: null, higherIsBetter: false },
   ];
+  return { metrics, samples };
 }
 
-function runImageClassification(m: EvalModel, spec: TaskSpec, docs: Doc[], o: EvalOptions): Metric[] {
+function runImageClassification(m: EvalModel, spec: TaskSpec, docs: Doc[], o: EvalOptions): Scored {
   const bs = (o.batchSize ?? 16) * 16;
   const acc: number[] = [];
+  const samples: Sample[] = [];
   const device = m.module.parameters()[0]?.device ?? 'cpu';
   torch.inferenceMode(() => {
     for (let s = 0; s < docs.length; s += bs) {
@@ -122,11 +178,14 @@ function runImageClassification(m: EvalModel, spec: TaskSpec, docs: Doc[], o: Ev
       const flat = new Float32Array(chunk.length * n);
       chunk.forEach((d, i) => flat.set(d.image!, i * n));
       const pred = torch.tidy(() => m.classify(torch.tensor(flat, { shape: [chunk.length, ...spec.image_shape] }).to({ device })).argmax(-1).to({ device: 'cpu' }).data() as BigInt64Array);
-      chunk.forEach((d, i) => acc.push(Number(pred[i]) === d.label ? 1 : 0));
+      chunk.forEach((d, i) => {
+        acc.push(Number(pred[i]) === d.label ? 1 : 0);
+        if (o.onSamples) samples.push({ doc_id: s + i, doc: { id: d.id, label: d.label }, target: String(d.label), arguments: {}, resps: [[Number(pred[i])]], filtered_resps: [Number(pred[i])], acc: acc[s + i] });
+      });
     }
   });
   const a = meanStderr(acc);
-  return [{ name: 'acc', value: a.mean, stderr: a.stderr, higherIsBetter: true }];
+  return { metrics: [{ name: 'acc', value: a.mean, stderr: a.stderr, higherIsBetter: true }], samples };
 }
 
 /** Loads a task's docs (and few-shot pool), applying the limit. */
@@ -149,19 +208,21 @@ export function scoreDocs(m: EvalModel, spec: TaskSpec, docs: Doc[], pool: Doc[]
   if (m.kind !== wanted) throw new Error(`task ${spec.name} (${spec.kind}) needs a ${wanted === 'lm' ? 'language model' : 'classifier'}; ${m.name} is a ${m.kind === 'lm' ? 'language model' : 'classifier'}`);
   const wasTraining = m.module.training;
   m.module.eval();
-  let metrics: Metric[];
+  let scored: Scored;
   try {
     switch (spec.kind) {
-      case 'multiple_choice': metrics = runMultipleChoice(m, spec, docs, pool, o); break;
-      case 'generate': metrics = runGenerate(m, spec, docs, pool, o); break;
-      case 'perplexity': metrics = runPerplexity(m, spec, docs, o); break;
-      case 'image_classification': metrics = runImageClassification(m, spec, docs, o); break;
+      case 'multiple_choice': scored = runMultipleChoice(m, spec, docs, pool, o); break;
+      case 'generate': scored = runGenerate(m, spec, docs, pool, o); break;
+      case 'perplexity': scored = runPerplexity(m, spec, docs, o); break;
+      case 'image_classification': scored = runImageClassification(m, spec, docs, o); break;
     }
   } finally {
     if (wasTraining) m.module.train();
   }
+  const { metrics } = scored;
   const primary = defaultPrimary(spec);
   if (!metrics.some((x) => x.name === primary)) throw new Error(`task ${spec.name}: primary metric '${primary}' is not one of ${metrics.map((x) => x.name).join(', ')}`);
+  o.onSamples?.(spec.name, scored.samples);
   return metrics.map((x) => ({ task: spec.name, metric: x.name, value: x.value, stderr: x.stderr, higher_is_better: x.higherIsBetter, n: docs.length, role: spec.role, primary: x.name === primary }));
 }
 
