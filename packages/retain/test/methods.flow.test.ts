@@ -15,6 +15,8 @@ import { buildMethods } from '../src/methods/registry.js';
 import { checkComposition } from '../src/train/hooks.js';
 import { atStep, bareContext, constant, directLoss, featureExamples, sameTensors, snapshot, spyLoss, tinyLlama, tinyNet, tokenExamples } from './methods-a.fixtures.js';
 import { needShared, sharedPath } from './helpers.js';
+import { parseTrainConfig } from '../src/config.js';
+import { runTraining } from '../src/train/run.js';
 
 function med(v: number[]): number {
   const s = v.filter(Number.isFinite).sort((a, b) => a - b);
@@ -211,6 +213,19 @@ test('flow_vision: a linear probe first (body bit-identical), then weights from 
   assert.throws(() => checkComposition(buildMethods([{ name: 'probe', head: 'x' }, { name: 'flow_vision', head: 'x', probe_steps: 1 }])), /cannot run together/);
   assert.throws(() => buildMethods([{ name: 'flow_vision', probe_steps: 1 }]), /option 'head' is required/);
   rmSync(d1, { recursive: true, force: true });
+});
+
+test('FLOW is refused with packed training data and next to flow_vision, with messages naming both', async () => {
+  assert.throws(
+    () => checkComposition(buildMethods(['flow', { name: 'flow_vision', head: '^head\\.', probe_steps: 1 }])),
+    /methods 'flow' and 'flow_vision' cannot run together: both weight every training sample; keep one \(flow_vision for a new head\)/,
+  );
+  assert.throws(() => checkComposition(buildMethods([{ name: 'flow_vision', head: '^head\\.', probe_steps: 1 }, 'flow'])), /methods 'flow_vision' and 'flow' cannot run together/);
+  // Refused before the model loads: the model path does not exist.
+  for (const m of ['flow', { name: 'flow', normalize: 'sum' }]) {
+    const cfg = parseTrainConfig({ model: { path: '/nonexistent/model' }, data: { train: { path: 'train.jsonl', format: { type: 'text' }, pack: true } }, training: {}, output_dir: join(tmpdir(), 'retain-flow-pack'), methods: [m] });
+    await assert.rejects(runTraining(cfg, undefined, { progress: false }), /^Error: methods: 'flow' cannot run with data\.train\.pack: true: its weights are per sample, and a packed block joins pieces of several samples; set pack: false$/);
+  }
 });
 
 const skip = needShared('models', 'stories260K', 'stories260K.bin');

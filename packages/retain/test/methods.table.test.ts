@@ -670,6 +670,7 @@ const MUST_REFUSE: Record<string, RegExp> = {
   'flow_vision+lora': /disagree on what trains/,
   'flow_vision+hft': /both decide which parameters train/,
   'flow_vision+probe': /runs its own linear probe/,
+  'flow+flow_vision': /both weight every training sample/,
 };
 
 // --- the runs --------------------------------------------------------------------------------------------------

@@ -53,6 +53,7 @@ interface CacheFile {
 export class Flow implements Method {
   readonly name: string;
   readonly conflicts: Record<string, string>;
+  readonly wholeExamples = 'its weights are per sample, and a packed block joins pieces of several samples';
   readonly tauRule: TauRule;
   readonly tauScale: number;
   readonly normalize: Normalize;
@@ -92,7 +93,8 @@ export class Flow implements Method {
     if (variant === 'vision' && o.head === undefined) throw new Error(`${this.name}: option 'head' is required: a regular expression matching the new head's parameter names`);
     if (!vision && (o.probe_steps !== undefined || o.probe_epochs !== undefined)) throw new Error(`${this.name}: probe_steps/probe_epochs need 'head' (the vision variant's linear probe)`);
     this.probe = vision ? new HeadProbe(this.name, { head: o.head, then: 'finetune', probe_steps: o.probe_steps, probe_epochs: o.probe_epochs }) : null;
-    this.conflicts = vision ? { probe: `${this.name} runs its own linear probe`, hft: 'both decide which parameters train' } : {};
+    const both = 'both weight every training sample; keep one (flow_vision for a new head)';
+    this.conflicts = vision ? { probe: `${this.name} runs its own linear probe`, hft: 'both decide which parameters train', flow: both } : { flow_vision: both };
   }
 
   async setup(ctx: TrainContext): Promise<void> {

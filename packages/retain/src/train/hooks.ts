@@ -104,6 +104,8 @@ export interface Method {
   readonly roles?: Role[];
   /** Methods this one cannot be combined with, and why. */
   readonly conflicts?: { [method: string]: string };
+  /** Why this method needs every training example to be one sample; `retain train` refuses packed data (data.train.pack) with it. */
+  readonly wholeExamples?: string;
   /** Before the first step: compute weights, Fisher, wrap layers, freeze parameters. */
   setup?(ctx: TrainContext): void | Promise<void>;
   /** Data level: build the batch of this step (mixing composes it from several sources). */

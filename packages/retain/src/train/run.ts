@@ -84,6 +84,10 @@ export interface RunResult extends TrainResult {
 
 export async function runTraining(cfg: TrainConfig, methods: Method[] = buildMethods(cfg.methods), opts: { progress?: boolean } = {}): Promise<RunResult> {
   if (cfg.training.threads) torch.setNumThreads(cfg.training.threads);
+  if (cfg.data.train.pack) {
+    const m = methods.find((x) => x.wholeExamples);
+    if (m) throw new Error(`methods: '${m.name}' cannot run with data.train.pack: true: ${m.wholeExamples}; set pack: false`);
+  }
   // Before any loading: a device this build or machine lacks is a config problem, not a libtorch error minutes later.
   const dev = cfg.model.device;
   if (dev.startsWith('cuda')) {
