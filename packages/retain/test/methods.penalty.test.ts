@@ -7,7 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
-import { classificationLoss, train } from '../src/train/trainer.js';
+import { causalLmLoss, classificationLoss, train } from '../src/train/trainer.js';
+import { collate } from '../src/data/loader.js';
 import { L2SP } from '../src/methods/l2sp.js';
 import { EWC } from '../src/methods/ewc.js';
 import { buildMethods } from '../src/methods/registry.js';
@@ -184,6 +185,47 @@ test('EWC on a causal LM: per-sample Fisher equals a direct loop over the sample
     flat(e.fisher!).forEach((x, i) => assert.ok(Math.abs(x - want[i]) <= 1e-9 + 1e-4 * want[i], `F[${e.name}][${i}] ${x} vs ${want[i]}`));
   }
   void at;
+  ewc.dispose();
+  model.dispose();
+});
+
+test('EWC on a bfloat16 model sums its Fisher in float32: it equals the float64 sum of the same bf16 gradients', async () => {
+  const model = tinyLlama(6).to({ dtype: 'bfloat16' });
+  model.eval();
+  const data = tokenExamples(48, 10, 'general', 'g');
+  // The squared gradient of each sample's mean token loss (the trainer's loss function), summed here in float64.
+  const direct = new Map<string, Float64Array>();
+  for (const e of data) {
+    for (const p of model.parameters()) p.grad = null;
+    torch.tidy(() => {
+      const sl = causalLmLoss(model, collate([e]));
+      sl.sums.sum().div(sl.counts.sum()).backward();
+    });
+    for (const [n, p] of model.namedParameters()) {
+      const g = flat(p.grad!);
+      const acc = direct.get(n) ?? new Float64Array(g.length);
+      g.forEach((x, i) => (acc[i] += (x * x) / data.length));
+      direct.set(n, acc);
+    }
+  }
+  for (const p of model.parameters()) p.grad = null;
+  const ewc = new EWC({ lambda: 1, data });
+  const ctx = bareContext(model, []);
+  await ewc.setup(ctx);
+  ewc.beforeStep(ctx);
+  let worst = 0;
+  for (const e of ewc.entries) {
+    assert.equal(e.fisher!.dtype, 'float32', `F[${e.name}] is kept in float32`);
+    const want = direct.get(e.name)!;
+    flat(e.fisher!).forEach((x, i) => (worst = Math.max(worst, Math.abs(x - want[i]) / (want[i] + 1e-30))));
+  }
+  // float32 rounding of the sum and of the division by the sample count: a few ulps of 2⁻²⁴.
+  assert.ok(worst < 1e-5, `largest relative error of F ${worst}`);
+  // The penalty is taken in float32 too, against the bf16 weights.
+  perturb(model, 12, 0.05);
+  const v = torch.tidy(() => ewc.penalty());
+  assert.equal(v.dtype, 'float32');
+  v.dispose();
   ewc.dispose();
   model.dispose();
 });

@@ -10,6 +10,10 @@
 // The log says which. A sample's loss is its mean cross-entropy per trained token, the trainer's per-sample loss, so
 // λ keeps one meaning whatever the sequence lengths. The model is in eval mode for the estimate (no dropout noise).
 //
+// F is summed and kept in float32 (float64 for a float64 model) whatever the parameters' dtype: in bfloat16 the sum of
+// many small squared gradients keeps about 3 significant digits and stops growing once a term falls below its
+// rounding step. The penalty is taken in that dtype too.
+//
 // F and θ₀ are kept tensors and go into checkpoints (stateTensors): a resumed run reloads them instead of estimating
 // F again. The estimate runs lazily before the first step for that reason; should it ever run after the weights have
 // moved (a resumed run whose checkpoint predates this method), θ₀ is swapped in for it.
@@ -21,6 +25,11 @@ import type { Method, TrainContext } from '../train/hooks.js';
 import { checkOptions, collateOn, enumOption, keepModes, modelDevice, numberOption, regexOption, resolveData, type Options } from './support.js';
 
 const OPTIONS = ['lambda', 'data', 'fisher', 'fisher_samples', 'fisher_batch_size', 'exclude', 'seed'];
+
+/** The dtype F is accumulated and kept in: float32, or float64 for a float64 parameter. */
+function fisherDtype(p: Tensor): 'float32' | 'float64' {
+  return p.dtype === 'float64' ? 'float64' : 'float32';
+}
 
 interface Entry {
   name: string;
@@ -83,7 +92,7 @@ export class EWC implements Method {
     const grads = new Map(ctx.params.map(([, p]) => [p, p.requiresGrad] as const));
     // Every penalised tensor needs its gradient here, even one that another method keeps frozen right now.
     for (const e of this.entries) e.p.requiresGrad = true;
-    const sums = this.entries.map((e) => torch.keep(torch.zerosLike(e.p)));
+    const sums = this.entries.map((e) => torch.keep(torch.zerosLike(e.p, { dtype: fisherDtype(e.p) })));
     const device = modelDevice(ctx.model);
     const clear = () => {
       for (const [, p] of ctx.params) p.grad = null;
@@ -110,7 +119,7 @@ export class EWC implements Method {
             // per_sample: the sample's mean token loss; per_batch: the batch's, as the trainer averages a step.
             sl.sums.sum().div(tokens).backward();
             torch.noGrad(() => this.entries.forEach((e, k) => {
-              const gr = e.p.grad;
+              const gr = e.p.grad?.to(sums[k].dtype);
               if (gr) sums[k].addcmul_(gr, gr);
             }));
             return true;
@@ -173,7 +182,7 @@ export class EWC implements Method {
       const terms: Tensor[] = [];
       for (const e of this.entries) {
         if (!e.p.requiresGrad) continue;
-        const d = e.p.sub(e.theta0);
+        const d = e.p.to(e.fisher!.dtype).sub(e.theta0);
         terms.push(d.mul(d).mul(e.fisher!).sum());
       }
       return terms.length ? torch.stack(terms).sum().mul(this.lambda / 2) : torch.zeros([], { device: this.entries[0].p.device });
@@ -201,7 +210,7 @@ export class EWC implements Method {
         if (th) e.theta0.copy_(th);
         if (f) {
           if (e.fisher) e.fisher.copy_(f);
-          else e.fisher = torch.keep(f.to({ device: e.p.device, dtype: e.p.dtype, copy: true }));
+          else e.fisher = torch.keep(f.to({ device: e.p.device, dtype: fisherDtype(e.p), copy: true }));
         }
       }
     });
