@@ -4,8 +4,12 @@ import { describeFsError, int, num, nonNegative, nonNegativeInt, positiveInt, un
 import * as torch from '@retain/torch';
 import { loadTrainConfig, ConfigError } from '../config.js';
 import { runTraining } from '../train/run.js';
-import { loadPretrained } from '../models/hub.js';
-import { generate, type CausalLM } from '../models/generate.js';
+import { loadPretrained, type Pretrained } from '../models/hub.js';
+import { generate, type CausalLM, type GenerateOptions } from '../models/generate.js';
+import { CharLSTM } from '../models/charlstm.js';
+import { MnistMLP } from '../models/mlp.js';
+import { CharTokenizer } from '../tokenizers/char.js';
+import type { Tokenizer } from '../tokenizers/llama2c.js';
 import type { T5ForConditionalGeneration } from '../models/t5.js';
 import { checkDistConfig, DistConfigError, distSettings, launchWorkers, rankDevice, startDist, stopDist } from '../train/dist.js';
 import { registerEvalCommands } from '../eval/cli.js';
@@ -13,6 +17,46 @@ import { registerDemoCommand } from '../suite/demo.js';
 import { registerTuneCommand } from '../suite/tune.js';
 import { registerReportCommand } from '../report/cli.js';
 import { registerSynthCommand } from '../synth/cli.js';
+
+interface GenerateCliOptions {
+  prompt: string;
+  maxNewTokens: number;
+  temperature: number;
+  topP: number;
+  topK: number;
+  stop?: string[];
+  seed?: number;
+  tokenizer?: string;
+}
+
+/** The prompt and its continuation, for every family that generates; classifiers are refused by name. */
+function generateText(path: string, p: Pretrained, o: GenerateCliOptions): string {
+  const sampling = { temperature: o.temperature, topP: o.topP, topK: o.topK || undefined, seed: o.seed };
+  if (p.model instanceof MnistMLP) throw new Error(`${path} is an image classifier (model_type ${p.config.model_type}) and does not generate text; score it with retain eval and an image_classification task`);
+  if (!p.tokenizer) throw new Error(`${path} has no tokenizer; pass --tokenizer`);
+  if (p.model instanceof CharLSTM) return o.prompt + generateChars(path, p.model, p.tokenizer, o, sampling);
+  if ((p.model as { kind?: string }).kind === 'seq2seq-lm') {
+    // Encoder-decoder (T5): the prompt is the encoder's input, the answer is decoded from the start token.
+    const t5 = p.model as unknown as T5ForConditionalGeneration;
+    const ids = p.tokenizer.encode(o.prompt, { bos: false });
+    const eos = p.tokenizer.eosId;
+    const input = torch.tensor([eos >= 0 && ids[ids.length - 1] !== eos ? [...ids, eos] : ids], { dtype: 'int64' });
+    const out = t5.generate(input, { maxNewTokens: o.maxNewTokens, ...sampling })[0];
+    let text = p.tokenizer.decode(out.filter((t) => t !== eos));
+    for (const s of o.stop ?? []) if (text.includes(s)) text = text.slice(0, text.indexOf(s));
+    return text;
+  }
+  return o.prompt + generate(p.model as unknown as CausalLM, p.tokenizer, o.prompt, { maxNewTokens: o.maxNewTokens, stop: o.stop, ...sampling }).text;
+}
+
+/** The char-LSTM carries a recurrent state instead of a cache, and has no start symbol to begin from without a prompt. */
+function generateChars(path: string, model: CharLSTM, tok: Tokenizer, o: GenerateCliOptions, sampling: GenerateOptions): string {
+  if (!(tok instanceof CharTokenizer)) throw new Error(`${path} is a character LSTM; its vocabulary is its vocab.json, so leave out --tokenizer`);
+  if (o.prompt.length === 0) throw new Error(`${path} is a character LSTM without a start-of-text symbol: give -p with at least one character to start from`);
+  const unknown = [...o.prompt].findIndex((ch) => !tok.vocab.has(ch));
+  if (unknown >= 0) throw new Error(`-p: character ${JSON.stringify([...o.prompt][unknown])} at position ${unknown} is not in the vocabulary of ${path} (${tok.vocabSize} characters); leave it out of the prompt`);
+  return model.sample(tok.vocab, o.prompt, { length: o.maxNewTokens, stop: o.stop, ...sampling });
+}
 
 const program = new Command();
 program.name('retain').description('Fine-tune pretrained models without catastrophic forgetting, on libtorch.').version('0.1.0');
@@ -64,8 +108,8 @@ program
 
 program
   .command('generate')
-  .argument('<model>', 'model directory (HF) or llama2.c .bin')
-  .option('-p, --prompt <text>', 'prompt text', '')
+  .argument('<model>', 'model directory (HF), llama2.c .bin or ml5 char-LSTM folder')
+  .option('-p, --prompt <text>', 'prompt text (the char-LSTM needs at least one character)', '')
   .option('-n, --max-new-tokens <n>', 'tokens to generate', positiveInt, 64)
   .option('-t, --temperature <t>', '0 decodes greedily', nonNegative, 0)
   .option('--top-p <p>', 'nucleus sampling mass', unitInterval, 1)
@@ -73,25 +117,15 @@ program
   .option('--stop <s...>', 'stop strings')
   .option('--seed <n>', 'sampling seed', int)
   .option('--tokenizer <path>', 'tokenizer file or directory')
-  .action(async (model: string, o) => {
+  .action(async (model: string, o: GenerateCliOptions) => {
     if ((o.stop ?? []).includes('')) throw new Error("--stop: an empty stop string would end generation before the first token; give non-empty strings");
     const p = await loadPretrained(model, { tokenizer: o.tokenizer });
-    if (!p.tokenizer) throw new Error(`${model} has no tokenizer; pass --tokenizer`);
-    p.model.eval();
-    if ((p.model as { kind?: string }).kind === 'seq2seq-lm') {
-      // Encoder-decoder (T5): the prompt is the encoder's input, the answer is decoded from the start token.
-      const t5 = p.model as unknown as T5ForConditionalGeneration;
-      const ids = p.tokenizer.encode(o.prompt, { bos: false });
-      const eos = p.tokenizer.eosId;
-      const input = torch.tensor([eos >= 0 && ids[ids.length - 1] !== eos ? [...ids, eos] : ids], { dtype: 'int64' });
-      const out = t5.generate(input, { maxNewTokens: o.maxNewTokens, temperature: o.temperature, topP: o.topP, topK: o.topK || undefined, seed: o.seed })[0];
-      let text = p.tokenizer.decode(out.filter((t) => t !== eos));
-      for (const s of o.stop ?? []) if (text.includes(s)) text = text.slice(0, text.indexOf(s));
-      process.stdout.write(text + '\n');
-      return;
+    try {
+      p.model.eval();
+      process.stdout.write(generateText(model, p, o) + '\n');
+    } finally {
+      p.model.dispose();
     }
-    const g = generate(p.model as unknown as CausalLM, p.tokenizer, o.prompt, { maxNewTokens: o.maxNewTokens, temperature: o.temperature, topP: o.topP, topK: o.topK || undefined, stop: o.stop, seed: o.seed });
-    process.stdout.write(o.prompt + g.text + '\n');
   });
 
 program

@@ -223,8 +223,8 @@ export class CharLSTM extends nn.Module {
   }
 
   /**
-   * Samples `length` characters after `prompt` (greedy when temperature is 0 or absent). The prompt runs through the
-   * network once; each new character costs one step.
+   * Samples `length` characters after `prompt` (greedy when temperature is 0 or absent), ending early at the first of
+   * `o.stop` and cut before it. The prompt runs through the network once; each new character costs one step.
    */
   sample(vocab: CharVocab, prompt: string, o: GenerateOptions & { length?: number } = {}): string {
     if (prompt.length === 0) throw new Error('CharLSTM.sample: the prompt must have at least one character');
@@ -233,6 +233,8 @@ export class CharLSTM extends nn.Module {
     const state = this.newState(1);
     const device = this.embedding.device;
     const out: number[] = [];
+    // A stop string can only newly appear within the last (longest stop) characters.
+    const longestStop = Math.max(0, ...(o.stop ?? []).map((x) => [...x].length));
     try {
       torch.inferenceMode(() => {
         let next = torch.tidy(() => {
@@ -241,7 +243,7 @@ export class CharLSTM extends nn.Module {
         });
         while (out.length < length) {
           out.push(next);
-          if (out.length === length) break;
+          if (out.length === length || (longestStop > 0 && hasStop(vocab.decode(out.slice(-longestStop)), o.stop))) break;
           const prev = next;
           next = torch.tidy(() => sampleNext(this.forward(torch.tensor([[prev]], { dtype: 'int64', device }), { state }).i(0, 0), o));
         }
@@ -249,7 +251,9 @@ export class CharLSTM extends nn.Module {
     } finally {
       state.dispose();
     }
-    return vocab.decode(out);
+    const text = vocab.decode(out);
+    const cuts = (o.stop ?? []).map((x) => text.indexOf(x)).filter((i) => i >= 0);
+    return cuts.length ? text.slice(0, Math.min(...cuts)) : text;
   }
 
   /**
@@ -275,6 +279,10 @@ export class CharLSTM extends nn.Module {
       torch.dispose(w.values());
     }
   }
+}
+
+function hasStop(tail: string, stop: string[] | undefined): boolean {
+  return !!stop?.some((x) => x.length > 0 && tail.includes(x));
 }
 
 function hasVariable(dir: string): boolean {
