@@ -63,6 +63,25 @@ test('mixing 3:1: every step is exactly 6 target + 2 general, the target set onc
   model.dispose();
 });
 
+test('mixing 2:1 with a target set that does not fill its last batch: still exactly 4 target + 2 general every step, the short batch topped up from the next epoch', async () => {
+  const target = tokenExamples(9, 21);
+  const general = tokenExamples(5, 22, 'general', 'g');
+  const model = tinyLlama(3);
+  const opt = new torch.optim.SGD(model.parameters(), { lr: 0.05 });
+  const spy = spyLoss();
+  // 9 target examples in loader batches of 4: 4 + 4 + 1 per epoch.
+  const r = await train({ model, optimizer: opt, examples: target, lossFn: spy.fn, batchSize: 6, epochs: 2, schedule: constant(0.05), methods: [new Mixing({ ratio: '2:1', general })], progress: false, seed: 4 });
+  assert.equal(r.steps, 6);
+  for (const [i, b] of spy.batches.entries()) {
+    assert.deepEqual([b.sources.filter((s) => s === 'train').length, b.sources.filter((s) => s === 'general').length], [4, 2], `step ${i + 1}: target + general`);
+  }
+  const tIds = spy.batches.flatMap((b) => b.ids.filter((_, k) => b.sources[k] === 'train'));
+  assert.deepEqual(tIds.slice(0, 9).sort(), target.map((e) => e.id).sort(), 'the first epoch: every target example once');
+  assert.deepEqual(tIds.slice(9, 18).sort(), target.map((e) => e.id).sort(), 'the second epoch: every target example once');
+  opt.dispose();
+  model.dispose();
+});
+
 test('probabilistic mixing: shares follow the probabilities over many steps, each target example once per loader epoch, general sources reshuffle', async () => {
   const target = tokenExamples(12, 5);
   const ga = tokenExamples(5, 6, 'books', 'b');

@@ -4,7 +4,9 @@
 // `ratio: 'm:n'`: every micro-batch of B examples is m target sub-batches and n general sub-batches in one forward
 // pass, B fixed: the trainer's loader yields round(B·m/(m+n)) target examples per micro-batch (so the target set is
 // traversed once per epoch and an epoch has proportionally more steps), and the rest comes from the general pool,
-// which cycles with a fresh shuffle each time round. 256 at 1:1 is 128+128; at 15:1, 240+16.
+// which cycles with a fresh shuffle each time round. 256 at 1:1 is 128+128; at 15:1, 240+16. A short last loader
+// batch of an epoch is topped up from the next epoch's order (the rest waits for the next micro-batch), so every
+// micro-batch holds exactly that split.
 //
 // `mode: probabilistic`: each of the B slots draws its source independently with `probabilities` (by source name; the
 // training set is `target`), as interleaving with per-source probabilities does. Target examples still
@@ -30,7 +32,7 @@ interface Stream {
 
 interface MixState {
   streams: Record<string, Stream>;
-  /** Target example indices taken from the loader but not yet placed in a batch (probabilistic mode). */
+  /** Target example indices taken from the loader but not yet placed in a batch. */
   buffer: number[];
   /** Micro-batches composed so far: seeds the slot draws, so they do not depend on the process. */
   draws: number;
@@ -178,12 +180,9 @@ export class Mixing implements Method {
     const st = this.state(ctx);
     let parts: Example[];
     if (this.ratio) {
-      const tb = next();
-      const target = this.targetExamples(ctx, tb).map((i) => ctx.examples[i]);
-      disposeBatch(tb);
-      const general = this.batchSize - this.targetPerBatch;
+      const target = this.targetRows(ctx, st, next, this.targetPerBatch);
       // With several general sources, each general slot comes from them in proportion to their sizes.
-      parts = [...target, ...this.generalSlots(st, general)];
+      parts = [...target, ...this.generalSlots(st, this.batchSize - this.targetPerBatch)];
     } else {
       const r = rng((Math.imul(this.seed + 1, 0x9e3779b1) ^ Math.imul(st.draws + 1, 0x85ebca6b)) >>> 0);
       const counts = new Map<string, number>();
@@ -199,13 +198,7 @@ export class Mixing implements Method {
         }
         counts.set(pick, (counts.get(pick) ?? 0) + 1);
       }
-      const need = counts.get(this.targetSource) ?? 0;
-      while (st.buffer.length < need) {
-        const tb = next();
-        st.buffer.push(...this.targetExamples(ctx, tb));
-        disposeBatch(tb);
-      }
-      parts = st.buffer.splice(0, need).map((i) => ctx.examples[i]);
+      parts = this.targetRows(ctx, st, next, counts.get(this.targetSource) ?? 0);
       for (const [s, k] of counts) if (s !== this.targetSource) parts.push(...this.take(st, s, k));
     }
     st.draws++;
@@ -217,6 +210,16 @@ export class Mixing implements Method {
       this.stepShares.set(s, acc);
     });
     return b;
+  }
+
+  /** The next `need` target examples in loader order, across loader batches (and epochs); the rest stay buffered. */
+  private targetRows(ctx: TrainContext, st: MixState, next: () => Batch, need: number): Example[] {
+    while (st.buffer.length < need) {
+      const tb = next();
+      st.buffer.push(...this.targetExamples(ctx, tb));
+      disposeBatch(tb);
+    }
+    return st.buffer.splice(0, need).map((i) => ctx.examples[i]);
   }
 
   private generalSlots(st: MixState, k: number): Example[] {
