@@ -2,7 +2,7 @@
 // on a saved (final/-style) folder, the MNIST MLP refused by name, and ml5 exports with TF LSTMCell tensor names.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { cpSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
@@ -70,4 +70,36 @@ test('retain generate on the MNIST MLP says it is a classifier, with or without 
     assert.equal(r.status, 1);
     assert.match(r.stderr, /^retain: .*mnist-mlp is an image classifier \(model_type mnist_mlp\) and does not generate text; score it with retain eval and an image_classification task$/m);
   }
+});
+
+/** A copy of the shipped model whose manifest names the tensors as `rename` says (the weight files stay). */
+function renamedCopy(name: string, rename: (tfName: string) => string): string {
+  const to = join(dir, name);
+  cpSync(LSTM, to, { recursive: true });
+  const m = JSON.parse(readFileSync(join(to, 'manifest.json'), 'utf8')) as Record<string, unknown>;
+  writeFileSync(join(to, 'manifest.json'), JSON.stringify(Object.fromEntries(Object.entries(m).map(([k, v]) => [rename(k), v]))));
+  return to;
+}
+
+test('ml5 exports naming the cells as TF LSTMCell (lstm_cell/kernel, lstm_cell/bias) load to the same network; a missing kernel is named, not the embedding', { skip: needShared('models', 'charrnn-shakespeare'), timeout: 60_000 }, () => {
+  const lstmCell = renamedCopy('lstm-cell', (k) => k.replace('basic_lstm_cell/weights', 'lstm_cell/kernel').replace('basic_lstm_cell/biases', 'lstm_cell/bias'));
+  const a = CharLSTM.fromMl5(LSTM);
+  const b = CharLSTM.fromMl5(lstmCell);
+  assert.equal(b.model.config.num_layers, 2);
+  torch.tidy(() => {
+    const ids = torch.tensor([a.vocab.encode('ROMEO:\nBut soft, what light')], { dtype: 'int64' });
+    assert.equal(a.model.forward(ids).sub(b.model.forward(ids)).abs().max().item(), 0);
+  });
+  a.model.dispose();
+  b.model.dispose();
+  // The generate CLI reads it too.
+  const r = cli('generate', lstmCell, '-p', 'ROMEO:', '-n', '5');
+  assert.equal(r.status, 0, r.stderr);
+  // A manifest whose first cell has neither naming says which tensor is missing and lists what it holds.
+  const noCell = renamedCopy('no-cell', (k) => k.replace('cell_0/basic_lstm_cell/weights', 'cell_0/basic_lstm_cell/kernel_typo'));
+  assert.throws(() => CharLSTM.fromMl5(noCell), (e: Error) => {
+    assert.match(e.message, /manifest\.json lacks 'rnnlm\/multi_rnn_cell\/cell_0\/basic_lstm_cell\/weights' \(or TF LSTMCell's 'rnnlm\/multi_rnn_cell\/cell_0\/lstm_cell\/kernel'\); it holds embedding, /);
+    assert.doesNotMatch(e.message, /lacks 'embedding'/);
+    return true;
+  });
 });

@@ -4,6 +4,7 @@
 //   embedding                                             [V, E]       character embedding
 //   rnnlm/multi_rnn_cell/cell_N/basic_lstm_cell/weights   [in+H, 4H]   kernel applied to concat(x, h)
 //   rnnlm/multi_rnn_cell/cell_N/basic_lstm_cell/biases    [4H]
+//   (exports made with TF's LSTMCell name the same two tensors cell_N/lstm_cell/kernel and cell_N/lstm_cell/bias)
 //   rnnlm/softmax_w                                       [H, V]       logits = h·W + b
 //   rnnlm/softmax_b                                       [V]
 //
@@ -17,7 +18,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as torch from '@retain/torch';
 import { Tensor } from '@retain/torch';
-import { readMl5 } from './ml5.js';
+import { keyToTf, readMl5 } from './ml5.js';
 import { sampleNext, type GenerateOptions } from './generate.js';
 import { checkPositiveInt, ModelConfigError } from './weights.js';
 
@@ -262,15 +263,16 @@ export class CharLSTM extends nn.Module {
    */
   static fromMl5(dir: string): { model: CharLSTM; vocab: CharVocab } {
     const vocab = CharVocab.fromFile(join(dir, 'vocab.json'));
-    const w = readMl5(dir, { skip: hasVariable(dir) ? ['Variable'] : [] });
+    const w = lstmCellNames(dir, readMl5(dir, { skip: hasVariable(dir) ? ['Variable'] : [] }));
     try {
       const emb = w.get('embedding');
-      const w0 = w.get('rnnlm.multi_rnn_cell.cell_0.basic_lstm_cell.weights');
-      if (!emb || !w0) throw new Error(`${dir}: manifest.json lacks 'embedding' or 'rnnlm/multi_rnn_cell/cell_0/basic_lstm_cell/weights'`);
+      const w0 = w.get(cellKey(0, 'weights'));
+      const missing = [!emb && "'embedding'", !w0 && `'${keyToTf(cellKey(0, 'weights'))}' (or TF LSTMCell's '${keyToTf(cellKey(0, 'weights', LSTM_CELL))}')`].filter(Boolean);
+      if (missing.length) throw new Error(`${dir}: manifest.json lacks ${missing.join(' and ')}; it holds ${[...w.keys()].map(keyToTf).join(', ')}`);
       let layers = 0;
-      while (w.has(`rnnlm.multi_rnn_cell.cell_${layers}.basic_lstm_cell.weights`)) layers++;
-      const [V, E] = emb.shape;
-      const H = w0.shape[1] / 4;
+      while (w.has(cellKey(layers, 'weights'))) layers++;
+      const [V, E] = emb!.shape;
+      const H = w0!.shape[1] / 4;
       if (V !== vocab.size) throw new Error(`${dir}: the embedding has ${V} rows but vocab.json has ${vocab.size} characters`);
       const model = new CharLSTM({ vocab_size: V, embedding_size: E, hidden_size: H, num_layers: layers });
       model.loadStateDict(w);
@@ -279,6 +281,32 @@ export class CharLSTM extends nn.Module {
       torch.dispose(w.values());
     }
   }
+}
+
+/** The state-dict key of layer `l`'s kernel or bias, under BasicLSTMCell's names or (with LSTM_CELL) LSTMCell's. */
+function cellKey(l: number, what: 'weights' | 'biases', names: Record<'scope' | 'weights' | 'biases', string> = BASIC_LSTM_CELL): string {
+  return `rnnlm.multi_rnn_cell.cell_${l}.${names.scope}.${names[what]}`;
+}
+
+const BASIC_LSTM_CELL = { scope: 'basic_lstm_cell', weights: 'weights', biases: 'biases' };
+const LSTM_CELL = { scope: 'lstm_cell', weights: 'kernel', biases: 'bias' };
+
+/**
+ * TensorFlow's LSTMCell (no peepholes, no projection) stores the same [in+H, 4H] kernel over concat(x, h), gate
+ * columns i, j, f, o, and the same unstored forget bias as BasicLSTMCell, as `lstm_cell/kernel` and `lstm_cell/bias`;
+ * exports made with it are the same network under other names, renamed here to the module's.
+ */
+function lstmCellNames(dir: string, w: Map<string, torch.Tensor>): Map<string, torch.Tensor> {
+  const out = new Map<string, torch.Tensor>();
+  for (const [k, t] of w) {
+    const m = /^rnnlm\.multi_rnn_cell\.cell_(\d+)\.lstm_cell\.(kernel|bias)$/.exec(k);
+    out.set(m ? cellKey(Number(m[1]), m[2] === 'kernel' ? 'weights' : 'biases') : k, t);
+  }
+  if (out.size < w.size) {
+    torch.dispose(w.values());
+    throw new Error(`${dir}/manifest.json names a layer's kernel or bias under both TF's BasicLSTMCell (basic_lstm_cell/weights, biases) and LSTMCell (lstm_cell/kernel, bias); keep one of each`);
+  }
+  return out;
 }
 
 function hasStop(tail: string, stop: string[] | undefined): boolean {
