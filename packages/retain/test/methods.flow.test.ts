@@ -105,6 +105,29 @@ test('FLOW τ rules and normalisation: a number × tau_scale, the batch median, 
   model.dispose();
 });
 
+test('FLOW normalisation and the batch median act per optimizer step: grad_accum 4 × batch 2 updates as grad_accum 1 × batch 8', async () => {
+  const ex = tokenExamples(16, 31);
+  const run = async (o: Record<string, unknown>, batchSize: number, gradAccum: number) => {
+    const model = tinyLlama(9);
+    const opt = new torch.optim.SGD(model.parameters(), { lr: 0.5 });
+    // The loader's order does not depend on the batch size: both runs see the same 8 samples in each step.
+    const r = await train({ model, optimizer: opt, examples: ex, batchSize, gradAccum, maxSteps: 2, schedule: constant(0.5), methods: [new Flow(o)], progress: false, clipGradNorm: null, seed: 7 });
+    const w = snapshot(model);
+    opt.dispose();
+    model.dispose();
+    return { w, losses: r.history.filter((h) => h.loss !== undefined).map((h) => h.loss as number) };
+  };
+  for (const o of [{ normalize: 'sum' }, { normalize: 'mean' }, { tau: 'batch_median' }, { tau: 'batch_median', normalize: 'sum' }]) {
+    const one = await run(o, 8, 1);
+    const four = await run(o, 2, 4);
+    let worst = 0;
+    for (const [k, t] of one.w) worst = Math.max(worst, torch.tidy(() => t.sub(four.w.get(k)!).abs().max().item()));
+    assert.ok(worst < 1e-6, `${JSON.stringify(o)}: weights differ by up to ${worst}`);
+    one.losses.forEach((l, i) => assert.ok(Math.abs(l - four.losses[i]) < 1e-6, `${JSON.stringify(o)}: step ${i + 1} loss ${l} vs ${four.losses[i]}`));
+    torch.dispose([...one.w.values(), ...four.w.values()]);
+  }
+});
+
 test('FLOW caches {id → loss, weight} under a hash of weights and data; a rerun scores nothing, changed data scores again', async () => {
   const dir = tmp();
   const ex = tokenExamples(10, 11);

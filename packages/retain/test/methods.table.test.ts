@@ -132,7 +132,7 @@ SPECS.push({
       await inner(ctx);
       rec.losses = ownLosses(ctx);
       const all = collate(TRAIN);
-      rec.weights = torch.tidy(() => Array.from(m.sampleWeights!(ctx, all)!.double().data() as Float64Array));
+      rec.weights = torch.tidy(() => Array.from(m.stepWeights!(ctx, [all])[0]!.double().data() as Float64Array));
       disposeBatch(all);
     };
   },
@@ -158,7 +158,7 @@ SPECS.push({
         rec.losses = ownLosses(ctx);
         inner(ctx);
         const all = collate(TRAIN);
-        rec.weights = torch.tidy(() => Array.from(m.sampleWeights!(ctx, all)!.double().data() as Float64Array));
+        rec.weights = torch.tidy(() => Array.from(m.stepWeights!(ctx, [all])[0]!.double().data() as Float64Array));
         disposeBatch(all);
         return;
       }
@@ -308,18 +308,17 @@ function recompute(ctx: TrainContext, methods: Method[], micro: Batch[]): Map<st
   const saved = new Map(ctx.params.map(([n, p]) => [n, p.grad] as const));
   for (const [, p] of ctx.params) p.grad = null;
   const total = micro.reduce((a, b) => a + b.tokenCounts.reduce((x, y) => x + y, 0), 0);
+  const weights = methods.map((m) => m.stepWeights?.(ctx, micro) ?? []);
   micro.forEach((b, i) => {
     torch.tidy(() => {
       let sums = causalLmLoss(ctx.model, b).sums;
-      for (const m of methods) {
-        const w = m.sampleWeights?.(ctx, b);
-        if (w) sums = sums.mul(w);
-      }
+      for (const ws of weights) if (ws[i]) sums = sums.mul(ws[i]!);
       let loss = sums.sum().div(total);
       if (i === 0) for (const m of methods) for (const t of m.lossTerms?.(ctx) ?? []) loss = loss.add(t.value);
       loss.backward();
     });
   });
+  for (const ws of weights) torch.dispose(ws);
   const out = gradsOf(ctx);
   for (const [n, p] of ctx.params) p.grad = saved.get(n) ?? null;
   return out;

@@ -4,11 +4,12 @@
 // fᵢ(θ₀) is the sample's mean cross-entropy per trained token — the trainer's own loss function on the trainer's own
 // Examples, so tokenization, template, masking and truncation are exactly those of training — computed once before
 // the first step in eval mode without autograd. τ is the median of {fᵢ} over the whole set (or a number, or the median
-// of each batch), times `tau_scale`. The weights stay fixed for the run; a NaN (a sample without trained tokens)
+// over each optimizer step's samples), times `tau_scale`. The weights stay fixed for the run; a NaN (a sample without trained tokens)
 // becomes 0. The trainer then minimises Σᵢ wᵢ·(sum of sample i's token losses) / (trained tokens in the step), the
 // paper's loss. `normalize: none` (the paper's reference code, and the default) leaves the effective learning rate
-// scaled by the mean weight (≈ e⁻¹ at the median); `mean` rescales each batch's weights to mean 1; `sum` makes the
-// loss the weighted token mean Σwᵢsᵢ / Σwᵢnᵢ.
+// scaled by the mean weight (≈ e⁻¹ at the median); `mean` rescales each step's weights to mean 1; `sum` makes the
+// step's loss the weighted token mean Σwᵢsᵢ / Σwᵢnᵢ. The per-step rules see every micro-batch of the optimizer step
+// together, so gradient accumulation does not change the loss (grad_accum 4 × batch 2 is grad_accum 1 × batch 8).
 //
 // The losses are cached in <cache_dir or output_dir>/flow-<hash>.json as {sample id → loss, weight}, keyed by a hash
 // of the model's weights and of the Examples (ids, tokens, masks, labels), so a rerun or a resumed run scores nothing.
@@ -224,12 +225,14 @@ export class Flow implements Method {
     writeJsonAtomic(file, body);
   }
 
-  /** The batch's weights [B], by sample id; samples from other sources (mixing's general data) get `other_weight`. */
-  sampleWeights(ctx: TrainContext, batch: Batch): Tensor | null {
-    if (this.probe?.probing(ctx)) return null;
+  /**
+   * The weights of every micro-batch of a step ([B] each), by sample id; samples from other sources (mixing's general
+   * data) get `other_weight`. The batch median and the normalisation are taken over the whole step.
+   */
+  stepWeights(ctx: TrainContext, micro: Batch[]): (Tensor | null)[] {
+    if (this.probe?.probing(ctx)) return micro.map(() => null);
     if (!this.losses) throw new Error(`${this.name}: weights were not computed (setup did not run)`);
-    const B = batch.sampleIds.length;
-    const idx = batch.sampleIds.map((id, i) => this.index.get(sampleKey(batch.sources[i], id)));
+    const idx = micro.flatMap((b) => b.sampleIds.map((id, i) => this.index.get(sampleKey(b.sources[i], id))));
     let w: number[];
     if (this.weights) {
       w = idx.map((k) => (k === undefined ? this.otherWeight : this.weights![k]));
@@ -237,14 +240,23 @@ export class Flow implements Method {
       const tau = median(idx.filter((k): k is number => k !== undefined).map((k) => this.losses![k])) * this.tauScale;
       w = idx.map((k) => (k === undefined ? this.otherWeight : tau > 0 ? flowWeight(this.losses![k], tau) : 0));
     }
-    w = normalizeWeights(w, batch.tokenCounts, this.normalize);
-    const device = (batch.features ?? batch.ids).device;
-    const t = torch.tensor(Float32Array.from(w), { shape: [B] }); // [B]
-    return device === 'cpu' ? t : t.to({ device });
+    w = normalizeWeights(w, micro.flatMap((b) => b.tokenCounts), this.normalize);
+    let at = 0;
+    return micro.map((b) => {
+      const B = b.sampleIds.length;
+      const t = torch.tensor(Float32Array.from(w.slice(at, (at += B))), { shape: [B] }); // [B]
+      const device = (b.features ?? b.ids).device;
+      return device === 'cpu' ? t : t.to({ device });
+    });
+  }
+
+  /** The weights [B] of one batch taken as a whole step. */
+  sampleWeights(ctx: TrainContext, batch: Batch): Tensor | null {
+    return this.stepWeights(ctx, [batch])[0];
   }
 }
 
-/** Batch-level normalisation of FLOW weights; a batch whose weights are all 0 stays 0. */
+/** Step-level normalisation of FLOW weights (all samples of the step's micro-batches); a step whose weights are all 0 stays 0. */
 export function normalizeWeights(w: number[], tokenCounts: number[], mode: Normalize): number[] {
   if (mode === 'none') return w;
   if (mode === 'mean') {

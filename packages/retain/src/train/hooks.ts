@@ -114,8 +114,11 @@ export interface Method {
   loaderBatchSize?(batchSize: number): number;
   /** At the start of every optimizer step, before its batches are composed (LP-FT's phase switch, EWC's lazy Fisher). */
   beforeStep?(ctx: TrainContext): void;
-  /** Per-sample loss weights [B] for this batch (FLOW); null keeps weight 1. */
-  sampleWeights?(ctx: TrainContext, batch: Batch): Tensor | null;
+  /**
+   * Per-sample loss weights [B] for each micro-batch of an optimizer step (FLOW), given all of them at once so that a
+   * per-step rule (normalisation, batch median) does not depend on grad_accum; null keeps weight 1.
+   */
+  stepWeights?(ctx: TrainContext, micro: Batch[]): (Tensor | null)[];
   /** Extra scalar loss terms added to the data loss before backward (L2-SP, EWC). */
   lossTerms?(ctx: TrainContext): { name: string; value: Tensor }[];
   /** Replaces the plain forward+backward of a step; `closure` computes the loss and backpropagates it (SAM). */

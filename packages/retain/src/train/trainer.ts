@@ -174,7 +174,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
     return moved;
   };
   const composer = methods.find((m) => m.composeBatch);
-  const weighters = methods.filter((m) => m.sampleWeights);
+  const weighters = methods.filter((m) => m.stepWeights);
   const penalties = methods.filter((m) => m.lossTerms);
   const fb = methods.find((m) => m.forwardBackward);
   const stepper = methods.find((m) => m.optimizerStep);
@@ -202,9 +202,10 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
     const totalTokens = micro.reduce((s, b) => s + b.tokenCounts.reduce((x, y) => x + y, 0), 0);
     if (totalTokens === 0) throw new Error(`step ${ctx.step + 1}: the batch has no trained tokens (are all completions truncated away?)`);
     const extra: Record<string, number> = {};
-    // Sample weights of the whole (global) batch, so that a per-batch rule (FLOW's normalisation, batch median) sees
-    // what one process sees; under data parallelism each rank then keeps its rows, of the weights as of the batch.
-    const microWeights = micro.map((b) => weighters.map((w) => torch.keep(w.sampleWeights!(ctx, b))));
+    // Sample weights of the whole step's (global) micro-batches, so that a per-step rule (FLOW's normalisation, batch
+    // median) sees what one process without accumulation sees; under data parallelism each rank then keeps its rows.
+    const microWeights: (Tensor | null)[][] = micro.map(() => []);
+    for (const w of weighters) w.stepWeights!(ctx, micro).forEach((t, i) => microWeights[i].push(t && torch.keep(t)));
     const globalRows = micro.map((b) => b.sampleIds.length);
     if (dist) {
       micro.forEach((b, i) => {
