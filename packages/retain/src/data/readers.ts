@@ -103,8 +103,10 @@ export function readCsv(path: string, delimiter?: string): Record_[] {
 
 /** Plain text as one record per blank-line-separated document (`split: 'paragraph'`), per line, or whole. */
 export function readText(path: string, split: 'paragraph' | 'line' | 'none' = 'paragraph'): Record_[] {
-  const t = need(path).replace(/\r\n/g, '\n');
-  const parts = split === 'none' ? [t] : split === 'line' ? t.split('\n') : t.split(/\n\s*\n/);
+  // Windows line ends stay in the text (a character vocabulary without '\r' reads '\r\n' as '\n'); they only
+  // separate lines and paragraphs here.
+  const t = need(path);
+  const parts = split === 'none' ? [t] : split === 'line' ? t.split(/\r?\n/) : t.split(/\r?\n\s*\n/);
   return withIds(parts.filter((p) => p.trim()).map((text) => ({ text })), path);
 }
 

@@ -250,8 +250,9 @@ export async function readTaskRecords(spec: TaskSpec, path: string): Promise<Rec
   if (spec.preprocess === 'piqa') return readPiqa(path);
   if (spec.preprocess === 'hellaswag') return readHellaswag(path);
   if (statSync(path).isDirectory()) return readMmluDir(path);
-  // Windows line ends are one newline to every model (the char-LSTM's vocabulary has no '\r').
-  if (spec.kind === 'perplexity' && spec.split !== 'records') return [{ id: 'text', text: readFileSync(path, 'utf8').replace(/\r\n/g, '\n') }];
+  // Line ends are kept: a tokenizer reads '\r' as any other character, and a character vocabulary without one reads
+  // '\r\n' as '\n' itself (CharVocab.encode).
+  if (spec.kind === 'perplexity' && spec.split !== 'records') return [{ id: 'text', text: readFileSync(path, 'utf8') }];
   return readRecords(path, { format: spec.reader });
 }
 

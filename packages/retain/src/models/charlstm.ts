@@ -366,16 +366,21 @@ export class CharVocab {
     return this.ids.has(ch);
   }
 
-  /** Text → ids; a character outside the vocabulary is an error naming it and its position. */
+  /**
+   * Text → ids; a character outside the vocabulary is an error naming it and its position. A Windows line end is
+   * one '\n' to a vocabulary that has '\n' but no '\r' (ml5's models were trained on '\n' text); a vocabulary
+   * with '\r' reads it as it is.
+   */
   encode(text: string): number[] {
     const out: number[] = [];
-    let pos = 0;
-    for (const ch of text) {
+    const crlfIsLf = this.ids.has('\n') && !this.ids.has('\r');
+    const chars = [...text];
+    chars.forEach((ch, pos) => {
+      if (crlfIsLf && ch === '\r' && chars[pos + 1] === '\n') return;
       const id = this.ids.get(ch);
       if (id === undefined) throw new Error(`character ${JSON.stringify(ch)} at position ${pos} is not in the vocabulary`);
       out.push(id);
-      pos++;
-    }
+    });
     return out;
   }
 

@@ -1,0 +1,85 @@
+// Text as the character models read it, in evaluation and in training: Windows line ends are kept for a vocabulary
+// that has '\r' and read as '\n' by one that lacks it; characters outside the vocabulary in training data are an
+// error naming the file and line, or dropped with `unknown_chars: drop`.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as torch from '@retain/torch';
+import { CharLSTM, CharVocab } from '../src/models/charlstm.js';
+import { charLstmEvalModel } from '../src/eval/model.js';
+import { evaluate } from '../src/eval/harness.js';
+import { textLoglik } from '../src/eval/score.js';
+import { resolveTasks } from '../src/eval/tasks.js';
+import { readRecords } from '../src/data/readers.js';
+import { toExample } from '../src/data/formats.js';
+import { CharTokenizer } from '../src/tokenizers/char.js';
+import { needShared, sharedPath } from './helpers.js';
+
+torch.setNumThreads(1);
+const dir = mkdtempSync(join(tmpdir(), 'retain-charlstm-text-'));
+process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+
+const CHARS = ' abcdefghijklmnopqrstuvwxyz.,\n';
+const vocabOf = (chars: string) => new CharVocab(Object.fromEntries([...chars].map((c, i) => [c, i])));
+
+/** A random char-LSTM over `chars`, float64. */
+function tinyLstm(chars: string): CharLSTM {
+  torch.manualSeed(5);
+  const m = new CharLSTM({ vocab_size: [...chars].length, embedding_size: 8, hidden_size: 16, num_layers: 1 }).to('float64');
+  torch.noGrad(() => m.parameters().forEach((p) => p.normal_(0, 0.5)));
+  m.eval();
+  return m;
+}
+
+test('CharVocab: CRLF is one newline only to a vocabulary without \\r; a lone \\r is refused with its position', () => {
+  const lf = vocabOf(CHARS);
+  assert.deepEqual(lf.encode('ab\r\ncd'), lf.encode('ab\ncd'));
+  assert.throws(() => lf.encode('ab\rcd'), /character "\\r" at position 2 is not in the vocabulary/);
+  const cr = vocabOf(CHARS + '\r');
+  assert.deepEqual(cr.encode('ab\r\ncd'), [1, 2, 30, 29, 3, 4]);
+});
+
+test('perplexity tasks keep \\r for a model whose vocabulary has it: the score is the raw text\'s, not the LF-rewritten one', async () => {
+  const text = 'the cat sat.\r\nthe dog ran.\r\n\r\nit was fun, and the sun was up.\r\n';
+  writeFileSync(join(dir, 'crlf.txt'), text);
+  writeFileSync(join(dir, 'crlf.yaml'), 'name: crlf\nkind: perplexity\ndata: crlf.txt\nsplit: whole\n');
+  const chars = CHARS + '\r';
+  const em = charLstmEvalModel(tinyLstm(chars), vocabOf(chars), 'tiny-cr');
+  const r = await evaluate(em, resolveTasks([join(dir, 'crlf.yaml')]), { batchSize: 2 });
+  const [raw] = textLoglik(em, [text]);
+  const [lf] = textLoglik(em, [text.replace(/\r\n/g, '\n')]);
+  const ce = r.rows.find((x) => x.metric === 'ce')!.value;
+  assert.equal(ce, raw.nll / raw.tokens);
+  assert.equal(raw.tokens, [...text].length - 1);
+  assert.ok(Math.abs(ce - lf.nll / lf.tokens) > 1e-3, 'the LF text scores differently, so the test can tell them apart');
+  // A vocabulary without '\r' scores the CRLF file exactly as its LF copy.
+  const em2 = charLstmEvalModel(tinyLstm(CHARS), vocabOf(CHARS), 'tiny-lf');
+  writeFileSync(join(dir, 'lf.txt'), text.replace(/\r\n/g, '\n'));
+  writeFileSync(join(dir, 'lf.yaml'), 'name: lf\nkind: perplexity\ndata: lf.txt\nsplit: whole\n');
+  const a = await evaluate(em2, resolveTasks([join(dir, 'crlf.yaml')]), { batchSize: 2 });
+  const b = await evaluate(em2, resolveTasks([join(dir, 'lf.yaml')]), { batchSize: 2 });
+  for (const m of ['ce', 'bits_per_char', 'next_token_acc']) assert.equal(a.rows.find((x) => x.metric === m)!.value, b.rows.find((x) => x.metric === m)!.value, m);
+});
+
+test('training text keeps \\r for a vocabulary that has it and reads CRLF as LF for one that lacks it', async () => {
+  writeFileSync(join(dir, 'train.txt'), 'the cat sat.\r\nthe dog ran.\r\n\r\nit was fun.\r\n');
+  const recs = await readRecords(join(dir, 'train.txt'));
+  assert.deepEqual(recs.map((r) => r.text), ['the cat sat.\r\nthe dog ran.', 'it was fun.\r\n']);
+  const withCr = new CharTokenizer(vocabOf(CHARS + '\r'));
+  assert.deepEqual(toExample(recs[0], { type: 'text' }, { tokenizer: withCr }).ids, withCr.encode('the cat sat.\r\nthe dog ran.'));
+  assert.ok(toExample(recs[0], { type: 'text' }, { tokenizer: withCr }).ids.includes(30));
+  const noCr = new CharTokenizer(vocabOf(CHARS));
+  assert.deepEqual(toExample(recs[0], { type: 'text' }, { tokenizer: noCr }).ids, noCr.encode('the cat sat.\nthe dog ran.'));
+});
+
+test('the shipped char-LSTM scores a CRLF copy of Shakespeare as the original', { skip: needShared('models', 'charrnn-shakespeare') || needShared('data', 'text', 'shakespeare.txt'), timeout: 60_000 }, async () => {
+  const { loadEvalModel } = await import('../src/eval/model.js');
+  const em = await loadEvalModel(sharedPath('models', 'charrnn-shakespeare'));
+  const text = readFileSync(sharedPath('data', 'text', 'shakespeare.txt'), 'utf8').slice(0, 4000);
+  const [a] = textLoglik(em, [text]);
+  const [b] = textLoglik(em, [text.replace(/\n/g, '\r\n')]);
+  assert.deepEqual(a, b);
+  em.module.dispose();
+});
