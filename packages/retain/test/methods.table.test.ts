@@ -346,7 +346,13 @@ function independentGradError(s: Rec): number {
   return err;
 }
 
-// L2-SP (§5): the penalty the loop adds is λ·Σ(θ−θ₀)² (reduction sum) over the tensors that train at that moment.
+// The head the probe rows add from scratch (probe, flow_vision): L2-SP and EWC leave it out of θ₀, WiSE-FT
+// interpolates it against the probed head.
+const NEW_HEAD = /^lm_head\./;
+const hasNewHead = (names: string[]) => names.includes('probe') || names.includes('flow_vision');
+
+// L2-SP (§5): the penalty the loop adds is λ·Σ(θ−θ₀)² (reduction sum) over the tensors that train at that moment,
+// a new head excluded.
 const L2_LAMBDA = 0.1;
 SPECS.push({
   name: 'l2',
@@ -362,15 +368,20 @@ SPECS.push({
     };
     m.lossTerms = (ctx) => {
       const terms = inner(ctx);
-      const sq = torch.tidy(() => ctx.params.reduce((a, [n, p]) => a + (p.requiresGrad && rec.theta0.has(n) ? p.detach().double().sub(rec.theta0.get(n).double()).square().sum().item() : 0), 0));
-      rec.terms.push({ value: terms.reduce((a, t) => a + t.value.item(), 0), sq });
+      const sqOf = (head: boolean) => torch.tidy(() => ctx.params.reduce((a, [n, p]) => a + (p.requiresGrad && rec.theta0.has(n) && NEW_HEAD.test(n) === head ? p.detach().double().sub(rec.theta0.get(n).double()).square().sum().item() : 0), 0));
+      const body = sqOf(false);
+      const head = sqOf(true);
+      rec.terms.push({ value: terms.reduce((a, t) => a + t.value.item(), 0), body, head });
       return terms;
     };
   },
-  check(_run, rec) {
-    const terms = rec.terms as { value: number; sq: number }[];
+  check(run, rec) {
+    const heads = hasNewHead(run.names);
+    const terms = (rec.terms as { value: number; body: number; head: number }[]).map((t) => ({ value: t.value, sq: heads ? t.body : t.body + t.head }));
     assert.ok(terms.length > 0, 'the penalty was never evaluated');
-    assert.ok(terms[terms.length - 1].sq > 0, 'the weights moved');
+    if (heads) assert.ok((rec.terms as { head: number }[]).some((t) => t.head > 0), 'the new head moved (and is not penalised)');
+    // A plain probe trains only its head: nothing is left for the penalty.
+    if (!run.names.includes('probe')) assert.ok(terms[terms.length - 1].sq > 0, 'the weights moved');
     let err = 0;
     for (const t of terms) err = Math.max(err, Math.abs(t.value - L2_LAMBDA * t.sq) / Math.max(1e-12, L2_LAMBDA * t.sq, Math.abs(t.value)));
     assert.ok(Math.abs(terms[0].value) < 1e-12, `at θ = θ₀ the penalty is ${terms[0].value}`);
@@ -412,6 +423,8 @@ SPECS.push({
     }
     for (const f of F.values()) f.div_(GENERAL.length);
     const ewc = run.methods.get('ewc') as unknown as { entries: { name: string; fisher: Tensor }[] };
+    const heads = hasNewHead(run.names);
+    if (heads) assert.deepEqual(ewc.entries.filter((e) => NEW_HEAD.test(e.name)).map((e) => e.name), [], 'a new head has no θ₀ to hold it to');
     let fisherErr = 0;
     for (const e of ewc.entries) {
       const mine = F.get(e.name)!;
@@ -422,11 +435,12 @@ SPECS.push({
     const calls = rec.calls as { value: number; params: Map<string, Tensor> }[];
     assert.ok(calls.length > 0, 'the penalty was never evaluated');
     for (const c of calls) {
-      const expected = torch.tidy(() => [...c.params].reduce((a, [n, p]) => a + (EWC_LAMBDA / 2) * F.get(n)!.mul(p.double().sub(run.theta0.get(n)!.double()).square()).sum().item(), 0));
+      const expected = torch.tidy(() => [...c.params].reduce((a, [n, p]) => a + (heads && NEW_HEAD.test(n) ? 0 : (EWC_LAMBDA / 2) * F.get(n)!.mul(p.double().sub(run.theta0.get(n)!.double()).square()).sum().item()), 0));
       penErr = Math.max(penErr, Math.abs(c.value - expected) / Math.max(1e-20, Math.abs(expected)));
       if (expected === 0) assert.ok(Math.abs(c.value) < 1e-12);
     }
-    assert.ok(calls[calls.length - 1].value > 0, 'the penalty grows as θ leaves θ₀');
+    // A plain probe trains only its head: nothing is left for the penalty.
+    if (!run.names.includes('probe')) assert.ok(calls[calls.length - 1].value > 0, 'the penalty grows as θ leaves θ₀');
     assert.ok(penErr < 1e-3, `the EWC penalty differs from Σ(λ/2)F(θ−θ₀)² by a relative ${penErr}`);
     fresh.dispose();
     return { ewc_lambda: EWC_LAMBDA, fisher_rel_err: +fisherErr.toExponential(2), penalty_rel_err: +penErr.toExponential(2), ewc_last_penalty: +calls[calls.length - 1].value.toPrecision(6) };
@@ -564,6 +578,12 @@ SPECS.push({
   options: { alpha: 0.5 },
   instrument(m, rec) {
     const inner = m.finish!.bind(m);
+    const before = m.beforeStep?.bind(m);
+    const probeSteps = specOf.get('flow_vision')!.options!.probe_steps as number;
+    m.beforeStep = (ctx) => {
+      if (ctx.step === probeSteps && !rec.atSwitch) rec.atSwitch = snapshot(ctx.model.stateDict());
+      before?.(ctx);
+    };
     m.finish = async (ctx) => {
       rec.ft = snapshot(ctx.model.stateDict());
       await inner(ctx);
@@ -578,16 +598,19 @@ SPECS.push({
       assert.deepEqual(allEqual(rec.ft, rec.out), []);
       return { wise_alpha: 0.5, wise_by: 'adapter scale' };
     }
+    // A new head's base is the probed head: at flow_vision's switch, or a plain probe's final head.
+    const probed = run.names.includes('flow_vision') ? rec.atSwitch : run.names.includes('probe') ? rec.ft : null;
+    const base = new Map([...run.theta0].map(([k, t]) => [k, probed && NEW_HEAD.test(k) ? probed.get(k) : t]));
     let err = 0;
-    for (const [k, t0] of run.theta0) {
+    for (const [k, t0] of base) {
       const ft = rec.ft.get(k);
       const out = rec.out.get(k);
       err = Math.max(err, torch.tidy(() => out.double().sub(t0.double().mul(0.5).add(ft.double().mul(0.5))).abs().max().item()));
     }
     assert.ok(err < 1e-6, `θ_0.5 differs from (θ₀+θ_ft)/2 by ${err}`);
     const { wiseInterpolate } = await import('../src/methods/wise.js');
-    const at0 = torch.tidy(() => allEqual(wiseInterpolate(run.theta0, rec.ft, 0), run.theta0));
-    const at1 = torch.tidy(() => allEqual(wiseInterpolate(run.theta0, rec.ft, 1), rec.ft));
+    const at0 = torch.tidy(() => allEqual(wiseInterpolate(base, rec.ft, 0), base));
+    const at1 = torch.tidy(() => allEqual(wiseInterpolate(base, rec.ft, 1), rec.ft));
     assert.deepEqual(at0, [], 'α = 0 gives θ₀ bit for bit');
     assert.deepEqual(at1, [], 'α = 1 gives θ_ft bit for bit');
     return { wise_alpha: 0.5, interpolation_max_err: +err.toExponential(2), alpha0_is_base: 'bitwise', alpha1_is_finetuned: 'bitwise' };

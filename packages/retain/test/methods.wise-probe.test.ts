@@ -3,7 +3,7 @@
 // a probe leaves the body bit-identical; LP-FT switches phase on time and resumes exactly.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as torch from '@retain/torch';
@@ -11,6 +11,8 @@ import type { Tensor } from '@retain/torch';
 import { classificationLoss, train } from '../src/train/trainer.js';
 import { checkComposition } from '../src/train/hooks.js';
 import { applyWise, wiseInterpolate, WiseFT } from '../src/methods/wise.js';
+import { L2SP } from '../src/methods/l2sp.js';
+import { EWC } from '../src/methods/ewc.js';
 import { LinearProbe } from '../src/methods/probe.js';
 import { buildMethods } from '../src/methods/registry.js';
 import { loraModules } from '../src/methods/lora/index.js';
@@ -169,4 +171,65 @@ test('LP-FT: the probe phase ends after probe_steps (or probe_epochs), then ever
     assert.deepEqual(sameTensors(a.end, b.end), [], `${JSON.stringify(phase)}: resumed run`);
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('L2-SP and EWC leave a new head out of θ₀ (it has no pretrained value): with a linear probe they train the head exactly as the probe alone', async () => {
+  const general = featureExamples(9, 4, 'general');
+  const probeOnly = tinyNet(10);
+  await fineTune(probeOnly, 5, [new LinearProbe({ head: '^head\\.' })]);
+  const want = snapshot(probeOnly);
+  // Listed before the probe: the head is known before any setup runs.
+  const l2 = new L2SP({ lambda: 5 });
+  for (const anchor of [l2, new EWC({ lambda: 50, data: general })]) {
+    const model = tinyNet(10);
+    await fineTune(model, 5, [anchor, new LinearProbe({ head: '^head\\.' })]);
+    assert.deepEqual(sameTensors(want, snapshot(model)), [], `${anchor.name}: the head is not pulled back to its random initialisation`);
+    model.dispose();
+  }
+  assert.deepEqual(l2.anchors.map(([n]) => n), ['fc.weight', 'fc.bias', 'bn.weight', 'bn.bias']);
+  assert.deepEqual(l2.heads.map(([n]) => n), ['head.weight', 'head.bias']);
+  // head_lambda gives the new head a plain L2, λ_head·Σθ², without an exclude pattern.
+  const plain = new L2SP({ lambda: 5, head_lambda: 0.1 });
+  const model = tinyNet(11);
+  const r = await fineTune(model, 2, [new LinearProbe({ head: '^head\\.' }), plain]);
+  const sq = torch.tidy(() => model.head.weight.square().sum().add(model.head.bias!.square().sum()).item());
+  assert.ok(Math.abs(torch.tidy(() => plain.penalty().item()) - 0.1 * sq) < 1e-6 * sq, 'plain L2 on the head');
+  assert.equal(r.history.find((h) => h.kind === 'l2')!.l2_excluded_tensors, 2);
+  await assert.rejects(fineTune(tinyNet(0), 1, [new L2SP({ lambda: 1, head_lambda: 0.1 })]), /l2: head_lambda applies to new heads \(a probe's head, or tensors matched by 'exclude'\), and this run has none/);
+  model.dispose();
+  probeOnly.dispose();
+});
+
+test("WiSE-FT interpolates a new head against the probe's head (LP-FT: the head at the switch; a plain probe: its final head), and resumes across the switch exactly", async () => {
+  const lpft = () => new LinearProbe({ head: '^head\\.', then: 'finetune', probe_steps: 3 });
+  const plain = tinyNet(12);
+  const theta0 = snapshot(plain);
+  let atSwitch: Map<string, Tensor> | null = null;
+  await fineTune(plain, 7, [atStep([3], () => (atSwitch = snapshot(plain))), lpft()]);
+  const ft = snapshot(plain);
+  const base = new Map([...theta0].map(([k, t]) => [k, k.startsWith('head.') ? atSwitch!.get(k)! : t]));
+  const want = wiseInterpolate(base, ft, 0.5);
+  const run = async (dir: string | null, steps: number) => {
+    const model = tinyNet(12);
+    const r = await fineTune(model, steps, [lpft(), new WiseFT({ alpha: 0.5 })], { outputDir: dir, saveEvery: dir ? 2 : null, keepCheckpoints: 10, resume: true });
+    return { r, w: snapshot(model) };
+  };
+  const a = await run(null, 7);
+  assert.deepEqual(sameTensors(want, a.w), [], 'θ_0.5: body against θ₀, head against the probe head');
+  // Resumed from a checkpoint written after the switch: the probe head comes from the checkpoint.
+  const da = mkdtempSync(join(tmpdir(), 'retain-wise-head-'));
+  const db = mkdtempSync(join(tmpdir(), 'retain-wise-head-'));
+  await run(da, 7);
+  cpSync(join(da, 'checkpoint-4'), join(db, 'checkpoint-4'), { recursive: true });
+  const b = await run(db, 7);
+  assert.equal(b.r.resumedFrom, 4);
+  assert.deepEqual(sameTensors(want, b.w), [], 'resumed after the switch');
+  // A plain probe: the head's base is its own final value, so θ_α keeps the probed head (and the frozen body).
+  const probed = tinyNet(13);
+  await fineTune(probed, 4, [new LinearProbe({ head: '^head\\.' })]);
+  const withWise = tinyNet(13);
+  await fineTune(withWise, 4, [new WiseFT({ alpha: 0.3 }), new LinearProbe({ head: '^head\\.' })]);
+  assert.deepEqual(sameTensors(snapshot(probed), snapshot(withWise)), []);
+  rmSync(da, { recursive: true, force: true });
+  rmSync(db, { recursive: true, force: true });
 });

@@ -22,7 +22,7 @@ import type { Tensor } from '@retain/torch';
 import type { Example } from '../data/formats.js';
 import { epochOrder } from '../data/loader.js';
 import type { Method, TrainContext } from '../train/hooks.js';
-import { checkOptions, collateOn, enumOption, keepModes, modelDevice, numberOption, regexOption, resolveData, type Options } from './support.js';
+import { checkOptions, collateOn, enumOption, isNewHead, keepModes, modelDevice, numberOption, regexOption, resolveData, type Options } from './support.js';
 
 const OPTIONS = ['lambda', 'data', 'fisher', 'fisher_samples', 'fisher_batch_size', 'exclude', 'seed'];
 
@@ -70,11 +70,12 @@ export class EWC implements Method {
     this.data = this.fisherSamples !== null && this.fisherSamples < all.length ? epochOrder(all.length, this.seed, 0).slice(0, this.fisherSamples).map((i) => all[i]) : all;
     torch.noGrad(() => {
       for (const [name, p] of ctx.params) {
-        if (this.exclude?.test(name)) continue;
+        // A new head (a probe's) has no pretrained value to hold it to.
+        if (this.exclude?.test(name) || isNewHead(ctx, name)) continue;
         this.entries.push({ name, p, theta0: torch.keep(p.detach().clone()), fisher: null });
       }
     });
-    if (this.entries.length === 0) throw new Error(`ewc: no fine-tuned tensor is left to penalise (exclude /${this.exclude?.source}/ matches them all)`);
+    if (this.entries.length === 0) throw new Error(`ewc: no fine-tuned tensor is left to penalise (exclude /${this.exclude?.source}/ and the new heads match them all)`);
   }
 
   get fisherReady(): boolean {

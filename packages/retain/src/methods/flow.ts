@@ -26,7 +26,7 @@ import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
 import type { Batch } from '../data/loader.js';
 import type { Example } from '../data/formats.js';
-import type { Method, TrainContext } from '../train/hooks.js';
+import type { Method, NewHead, TrainContext } from '../train/hooks.js';
 import { writeJsonAtomic } from '../train/checkpoint.js';
 import { HeadProbe } from './probe.js';
 import { checkOptions, shown, enumOption, hashExamples, hashModel, indexById, median, numberOption, perSampleLosses, sampleKey, summary, type Options } from './support.js';
@@ -96,6 +96,10 @@ export class Flow implements Method {
     this.probe = vision ? new HeadProbe(this.name, { head: o.head, then: 'finetune', probe_steps: o.probe_steps, probe_epochs: o.probe_epochs }) : null;
     const both = 'both weight every training sample; keep one (flow_vision for a new head)';
     this.conflicts = vision ? { probe: `${this.name} runs its own linear probe`, hft: 'both decide which parameters train', flow: both } : { flow_vision: both };
+  }
+
+  get newHead(): NewHead | undefined {
+    return this.probe ?? undefined;
   }
 
   async setup(ctx: TrainContext): Promise<void> {

@@ -3,8 +3,9 @@
 //
 // `reduction` says what Σ means — `sum` over every element, or `mean` over every element of the penalised tensors
 // (at 3B parameters the two λ scales differ by ~10⁹) — and the log states it; when the config leaves it out, `sum` is
-// used and the log says it was the default. New heads (names matching `exclude`) have no pretrained value to return
-// to: they are left out, or given a plain L2 λ_head·Σθ² with `head_lambda`.
+// used and the log says it was the default. New heads (a probe's head, and names matching `exclude`) have no
+// pretrained value to return to — θ₀ would be their random initialisation: they are left out, or given a plain L2
+// λ_head·Σθ² with `head_lambda`.
 //
 // θ₀ is a frozen copy taken at setup (setup runs before a resumed run loads its checkpoint, so it is always the
 // pretrained value). Per tensor, the penalty is one fused mse_loss(θ, θ₀, sum): one element-wise pass forward and one
@@ -12,7 +13,7 @@
 import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
 import type { Method, TrainContext } from '../train/hooks.js';
-import { checkOptions, enumOption, numberOption, regexOption, type Options } from './support.js';
+import { checkOptions, enumOption, isNewHead, numberOption, regexOption, type Options } from './support.js';
 
 const OPTIONS = ['lambda', 'reduction', 'exclude', 'head_lambda'];
 
@@ -37,19 +38,19 @@ export class L2SP implements Method {
     this.reduction = enumOption(name, o, 'reduction', ['sum', 'mean'] as const, 'sum');
     this.exclude = regexOption(name, o, 'exclude');
     this.headLambda = numberOption(name, o, 'head_lambda', 0, (v) => v >= 0 && Number.isFinite(v), 'a non-negative number');
-    if (this.headLambda > 0 && !this.exclude) throw new Error(`${name}: head_lambda applies to the tensors matched by 'exclude'; set exclude`);
   }
 
   setup(ctx: TrainContext): void {
     torch.noGrad(() => {
       for (const [n, p] of ctx.params) {
-        if (this.exclude?.test(n)) this.heads.push([n, p]);
+        if (this.exclude?.test(n) || isNewHead(ctx, n)) this.heads.push([n, p]);
         else this.anchors.push([n, p, torch.keep(p.detach().clone())]);
       }
     });
     this.anchorCount = this.anchors.reduce((s, [, p]) => s + p.numel(), 0);
     this.headCount = this.heads.reduce((s, [, p]) => s + p.numel(), 0);
-    if (this.anchors.length === 0) throw new Error(`${this.name}: no fine-tuned tensor is left to penalise (exclude /${this.exclude?.source}/ matches them all)`);
+    if (this.anchors.length === 0) throw new Error(`${this.name}: no fine-tuned tensor is left to penalise (exclude /${this.exclude?.source}/ and the new heads match them all)`);
+    if (this.headLambda > 0 && this.heads.length === 0) throw new Error(`${this.name}: head_lambda applies to new heads (a probe's head, or tensors matched by 'exclude'), and this run has none; set exclude`);
     ctx.log({
       kind: this.name, l2_lambda: this.lambda, l2_reduction: this.reductionGiven ? this.reduction : `${this.reduction} (default)`,
       l2_tensors: this.anchors.length, l2_params: this.anchorCount, l2_excluded_tensors: this.heads.length, l2_head_lambda: this.headLambda,

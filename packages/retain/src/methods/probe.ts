@@ -7,13 +7,13 @@
 // dropout is off and batch-norm statistics do not move: the head learns on the body's fixed features. The phase is a
 // pure function of the step (or epoch), applied at the start of every step, so a resumed run lands in the right one.
 import type { Tensor } from '@retain/torch';
-import type { Method, TrainContext } from '../train/hooks.js';
+import type { Method, NewHead, TrainContext } from '../train/hooks.js';
 import { checkOptions, enumOption, matchParams, numberOption, regexOption, type Options } from './support.js';
 
 export const PROBE_OPTIONS = ['head', 'then', 'probe_steps', 'probe_epochs'];
 
-/** The phase logic of a linear probe, shared by `probe` and FLOW's vision variant. */
-export class HeadProbe {
+/** The phase logic of a linear probe, shared by `probe` and FLOW's vision variant; it is the run's new head. */
+export class HeadProbe implements NewHead {
   readonly head: RegExp;
   readonly then: 'none' | 'finetune';
   readonly probeSteps: number | null;
@@ -51,6 +51,10 @@ export class HeadProbe {
     if (!head.some(([, p]) => p.requiresGrad)) throw new Error(`${this.method}: the head parameters (${head.map(([n]) => n).join(', ')}) are frozen; nothing would train`);
     ctx.log({ kind: this.method, probe_head_tensors: head.length, probe_head_params: head.reduce((s, [, p]) => s + p.numel(), 0), probe_body_tensors: this.bodyParams.length, probe_then: this.then, ...(this.probeSteps !== null ? { probe_steps: this.probeSteps } : {}), ...(this.probeEpochs !== null ? { probe_epochs: this.probeEpochs } : {}) });
     this.apply(ctx);
+  }
+
+  get pattern(): RegExp {
+    return this.head;
   }
 
   /** Whether this step belongs to the probe phase. */
@@ -99,6 +103,10 @@ export class LinearProbe implements Method {
   constructor(o: Options = {}) {
     checkOptions('probe', o, PROBE_OPTIONS);
     this.probe = new HeadProbe('probe', o);
+  }
+
+  get newHead(): NewHead {
+    return this.probe;
   }
 
   setup(ctx: TrainContext): void {

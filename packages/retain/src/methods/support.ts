@@ -192,6 +192,11 @@ export function sampleKey(source: string, id: string): string {
   return `${source}\u0000${id}`;
 }
 
+/** Whether a parameter belongs to a head a method of the run adds from scratch (ctx.newHeads). */
+export function isNewHead(ctx: TrainContext, name: string): boolean {
+  return (ctx.newHeads ?? []).some((h) => h.pattern.test(name));
+}
+
 /** Parameters whose checkpoint names match a pattern, with a message listing the names when none does. */
 export function matchParams(method: string, named: [string, Tensor][], re: RegExp, what: string): [string, Tensor][] {
   const hit = named.filter(([n]) => re.test(n));

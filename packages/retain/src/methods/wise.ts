@@ -7,12 +7,17 @@
 // logs every score and keeps the best. `wiseInterpolate` is the same rule as a plain function for other code (the
 // evaluation harness sweeps with it).
 //
+// A new head (a linear probe's, LP-FT's, flow_vision's) has no pretrained value: its θ₀ would be its random
+// initialisation. Its base is the head as the probe left it instead — taken when the probe phase ends (LP-FT), or at
+// the end for a plain probe, whose interpolation then keeps the probed head — as WiSE-FT does with a linear
+// classifier. That copy goes into checkpoints, since a run resumed after the switch cannot see it again.
+//
 // With LoRA, interpolating A and B separately is not WiSE-FT (the product BA is not linear in them); scaling the
 // adapter's contribution by α is: W₀ + α·ΔW. A model with LoRA layers is therefore scaled (lora's setAdapterScale)
 // instead of interpolated, and `scale_adapter(model, α)` can be passed in code for other kinds of adapters.
 import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
-import type { Method, TrainableModel, TrainContext } from '../train/hooks.js';
+import type { Method, NewHead, TrainableModel, TrainContext } from '../train/hooks.js';
 import type { Example } from '../data/formats.js';
 import { checkOptions, perSampleLosses, resolveData, type Options } from './support.js';
 import { loraModules, setAdapterScale } from './lora/index.js';
@@ -91,6 +96,10 @@ export class WiseFT implements Method {
   /** Every α tried and its score (sweep), and the α applied. */
   scores: [number, number][] = [];
   chosen: number | null = null;
+  /** New heads whose base is still their initialisation, with their state-dict keys. */
+  private pendingHeads: { head: NewHead; keys: string[] }[] = [];
+  /** State-dict keys whose base is now the probe's head. */
+  private probedKeys = new Set<string>();
 
   constructor(o: Options = {}) {
     checkOptions(this.name, o, OPTIONS);
@@ -114,7 +123,50 @@ export class WiseFT implements Method {
   async setup(ctx: TrainContext): Promise<void> {
     // Setup runs before a resumed run loads its checkpoint: this is θ₀ either way. Scaled adapters need no copy.
     if (!this.scaleAdapter && loraModules(ctx.model).length === 0) this.base = snapshot(ctx.model);
+    const keys = [...(this.base?.keys() ?? [])];
+    this.pendingHeads = (ctx.newHeads ?? []).map((head) => ({ head, keys: keys.filter((k) => head.pattern.test(k)) })).filter((h) => h.keys.length > 0);
     if (this.evalSpec !== undefined) this.evalData = await resolveData(this.name, ctx, this.evalSpec, 'wise_eval');
+  }
+
+  beforeStep(ctx: TrainContext): void {
+    this.takeProbedHeads(ctx, false);
+  }
+
+  onEpochStart(ctx: TrainContext): void {
+    this.takeProbedHeads(ctx, false);
+  }
+
+  /** Makes the current value of each new head whose probe phase is over (or, at the end, of every one) its base. */
+  private takeProbedHeads(ctx: TrainContext, end: boolean): void {
+    if (!this.base) return;
+    this.pendingHeads = this.pendingHeads.filter(({ head, keys }) => {
+      if (!end && head.probing(ctx)) return true;
+      torch.noGrad(() => torch.tidy(() => {
+        const sd = ctx.model.stateDict();
+        for (const k of keys) {
+          if (this.probedKeys.has(k)) continue;
+          this.base!.get(k)!.copy_(sd.get(k)!);
+          this.probedKeys.add(k);
+        }
+      }));
+      return false;
+    });
+  }
+
+  stateTensors(): Map<string, Tensor> {
+    return new Map([...this.probedKeys].map((k) => [`head.${k}`, this.base!.get(k)!]));
+  }
+
+  loadStateTensors(t: Map<string, Tensor>): void {
+    torch.noGrad(() => {
+      for (const [name, v] of t) {
+        const k = name.slice('head.'.length);
+        const b = name.startsWith('head.') ? this.base?.get(k) : undefined;
+        if (!b) continue;
+        b.copy_(v);
+        this.probedKeys.add(k);
+      }
+    });
   }
 
   /** Score of the model as it is: the evaluate function, or minus the mean token loss on eval_data. */
@@ -141,6 +193,7 @@ export class WiseFT implements Method {
     }
     const scaler = this.scaleAdapter ?? (loraModules(ctx.model).length ? setAdapterScale : null);
     const scaled = scaler !== null;
+    this.takeProbedHeads(ctx, true);
     if (!scaled && !this.base) throw new Error('wise: θ₀ was not recorded (setup did not run, or LoRA layers were removed before the end)');
     const tuned = scaled ? null : snapshot(ctx.model);
     try {

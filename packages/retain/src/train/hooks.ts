@@ -57,6 +57,8 @@ export interface TrainContext {
   dist?: DistContext;
   /** True during setup of a run that resumes from a checkpoint: its setup log lines are already in the logs. */
   resuming?: boolean;
+  /** The new heads the run's methods declare, known before any method's setup runs. */
+  newHeads?: NewHead[];
 }
 
 /**
@@ -87,6 +89,17 @@ export interface DistContext {
   bucketBytes?: number;
 }
 
+/**
+ * A head a method adds and fits from scratch (a linear probe's classifier). It has no pretrained value: methods that
+ * anchor to θ₀ (L2-SP, EWC) leave it out, and WiSE-FT interpolates it against the head as the probe left it.
+ */
+export interface NewHead {
+  /** Matches the head's parameter (and state-dict) names. */
+  pattern: RegExp;
+  /** Whether the head is still being fitted on the frozen body at this step (a pure function of step and epoch). */
+  probing(ctx: TrainContext): boolean;
+}
+
 /** What a method needs to write the final output of `retain train` itself. */
 export interface FinalSave {
   model: TrainableModel;
@@ -104,6 +117,8 @@ export interface Method {
   readonly roles?: Role[];
   /** Methods this one cannot be combined with, and why. */
   readonly conflicts?: { [method: string]: string };
+  /** The head this method adds and fits from scratch (probe, flow_vision). */
+  readonly newHead?: NewHead;
   /** Why this method needs every training example to be one sample; `retain train` refuses packed data (data.train.pack) with it. */
   readonly wholeExamples?: string;
   /** Before the first step: compute weights, Fisher, wrap layers, freeze parameters. */

@@ -131,6 +131,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
     outputDir: writer ? o.outputDir ?? null : null,
     loadData: o.loadData,
     resuming: found !== null,
+    newHeads: methods.flatMap((m) => (m.newHead ? [m.newHead] : [])),
     ...(dist ? { dist } : {}),
   };
 
