@@ -25,6 +25,8 @@ const dataSchema = z.object({
   /** Use only the first N records. */
   limit: z.number().int().positive().optional(),
   name: z.string().optional(),
+  /** Characters a character vocabulary lacks: an error naming the file and line, or left out of the text. */
+  unknown_chars: z.enum(['error', 'drop']).default('error'),
 }).strict();
 
 export const trainConfigSchema = z.object({

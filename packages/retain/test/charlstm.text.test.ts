@@ -83,3 +83,39 @@ test('the shipped char-LSTM scores a CRLF copy of Shakespeare as the original', 
   assert.deepEqual(a, b);
   em.module.dispose();
 });
+
+/** loadExamples on a tiny char-LSTM (no '\r' in its vocabulary) for a data entry as a config gives it. */
+async function examples(file: string, extra: Record<string, unknown> = {}) {
+  const { loadExamples } = await import('../src/train/run.js');
+  const { trainConfigSchema } = await import('../src/config.js');
+  const d = trainConfigSchema.shape.data.shape.train.parse({ path: file, format: { type: 'text' }, ...extra });
+  const p = { model: tinyLstm(CHARS), config: { model_type: 'charlstm' }, tokenizer: new CharTokenizer(vocabOf(CHARS)), source: { path: 'tiny', format: 'hf' }, tokenizerFiles: [] };
+  return loadExamples(d, p as never, 'train');
+}
+
+test('training data: a character outside the vocabulary names the file, line, record and unknown_chars; drop leaves it out and says how many', async () => {
+  // Plain text: the second paragraph starts on line 4, the 'é' is on its second line (file line 5), after a CRLF.
+  writeFileSync(join(dir, 'u.txt'), 'the cat sat.\r\nthe dog ran.\r\n\r\nit was fun,\r\nsaid the caf\u00e9 cat.\r\n');
+  await assert.rejects(examples(join(dir, 'u.txt')), (e: Error) => {
+    assert.equal(e.message, `${join(dir, 'u.txt')}:5: record u:1, field 'text': character "é" is not in the model's vocabulary of 30 characters; set unknown_chars: drop on this data entry (train) to leave such characters out, or remove them from the file`);
+    return true;
+  });
+  // JSONL: the record's own line (blank lines counted); CSV: the line a quoted multi-line field reaches.
+  writeFileSync(join(dir, 'u.jsonl'), '{"text": "the cat."}\n\n{"text": "a \\u00e9 b"}\n');
+  await assert.rejects(examples(join(dir, 'u.jsonl')), /u\.jsonl:3: record u:1, field 'text': character "é"/);
+  writeFileSync(join(dir, 'u.csv'), 'text,n\n"the cat",1\n"the dog\nran to the caf\u00e9",2\n');
+  await assert.rejects(examples(join(dir, 'u.csv')), /u\.csv:4: record u:1, field 'text': character "é"/);
+
+  const notes: string[] = [];
+  const write = process.stderr.write.bind(process.stderr);
+  process.stderr.write = ((s: string) => notes.push(String(s)) > 0) as typeof process.stderr.write;
+  let ex;
+  try {
+    ex = await examples(join(dir, 'u.txt'), { unknown_chars: 'drop' });
+  } finally {
+    process.stderr.write = write;
+  }
+  const tok = new CharTokenizer(vocabOf(CHARS));
+  assert.deepEqual(ex.map((x) => x.ids), [tok.encode('the cat sat.\nthe dog ran.'), tok.encode('it was fun,\nsaid the caf cat.\n')]);
+  assert.deepEqual(notes, ['retain: train: dropped 1 character outside the model\'s vocabulary (unknown_chars: drop): "é" ×1\n']);
+});

@@ -19,26 +19,42 @@ function need(path: string): string {
   return buf.toString('utf8', start);
 }
 
-function withIds(rows: Record<string, unknown>[], path: string): Record_[] {
+// Where each record starts in its file (1-based line), and whether its text spans lines as the file does (plain
+// text, CSV) or sits on the record's one line (JSONL), so that errors about a record's content can point at a line.
+const ORIGIN = new WeakMap<object, { line: number; multiline: boolean }>();
+
+/** The file line holding `offset` of the record's string field `field` (its first line without one), when known. */
+export function recordLine(r: Record_, field?: string, offset = 0): number | undefined {
+  const o = ORIGIN.get(r);
+  if (!o) return undefined;
+  const v = field === undefined ? undefined : r[field];
+  return o.line + (o.multiline && typeof v === 'string' ? v.slice(0, offset).split('\n').length - 1 : 0);
+}
+
+function withIds(rows: Record<string, unknown>[], path: string, origin?: { lines: number[]; multiline: boolean }): Record_[] {
   const stem = basename(path, extname(path));
   return rows.map((r, i) => {
     if (r === null || typeof r !== 'object' || Array.isArray(r)) throw new DataError(`${path}: record ${i + 1} is not an object`);
     const own = r.id;
-    return { ...r, id: typeof own === 'string' || typeof own === 'number' ? String(own) : `${stem}:${i}` };
+    const rec = { ...r, id: typeof own === 'string' || typeof own === 'number' ? String(own) : `${stem}:${i}` };
+    if (origin) ORIGIN.set(rec, { line: origin.lines[i], multiline: origin.multiline });
+    return rec;
   });
 }
 
 export function readJsonl(path: string): Record_[] {
   const rows: Record<string, unknown>[] = [];
+  const lines: number[] = [];
   need(path).split(/\r?\n/).forEach((line, i) => {
     if (!line.trim()) return;
     try {
       rows.push(JSON.parse(line));
+      lines.push(i + 1);
     } catch (e) {
       throw new DataError(`${path}:${i + 1}: not valid JSON (${(e as Error).message})`);
     }
   });
-  return withIds(rows, path);
+  return withIds(rows, path, { lines, multiline: false });
 }
 
 export function readJson(path: string): Record_[] {
@@ -54,12 +70,18 @@ export function readJson(path: string): Record_[] {
   return withIds(arr as Record<string, unknown>[], path);
 }
 
-/** Parses delimited text with quoted fields ("" escapes a quote); the first row is the header. */
-export function parseDelimited(text: string, delimiter: string, source = 'csv'): Record<string, string>[] {
+/**
+ * Parses delimited text with quoted fields ("" escapes a quote); the first row is the header. `lines`, when given,
+ * receives the file line each data row starts on.
+ */
+export function parseDelimited(text: string, delimiter: string, source = 'csv', lines?: number[]): Record<string, string>[] {
   const rows: string[][] = [];
+  const starts: number[] = [];
   let field = '';
   let row: string[] = [];
   let quoted = false;
+  let line = 1;
+  let rowLine = 1;
   for (let i = 0; i < text.length; i++) {
     const c = text[i];
     if (quoted) {
@@ -68,7 +90,10 @@ export function parseDelimited(text: string, delimiter: string, source = 'csv'):
           field += '"';
           i++;
         } else quoted = false;
-      } else field += c;
+      } else {
+        if (c === '\n') line++;
+        field += c;
+      }
       continue;
     }
     if (c === '"' && field === '') quoted = true;
@@ -79,16 +104,22 @@ export function parseDelimited(text: string, delimiter: string, source = 'csv'):
       if (c === '\r' && text[i + 1] === '\n') i++;
       row.push(field);
       field = '';
-      if (row.length > 1 || row[0] !== '') rows.push(row);
+      if (row.length > 1 || row[0] !== '') {
+        rows.push(row);
+        starts.push(rowLine);
+      }
       row = [];
+      rowLine = ++line;
     } else field += c;
   }
   if (quoted) throw new DataError(`${source}: a quoted field is not closed`);
   if (field !== '' || row.length) {
     row.push(field);
     rows.push(row);
+    starts.push(rowLine);
   }
   if (rows.length === 0) return [];
+  lines?.push(...starts.slice(1));
   const header = rows[0];
   return rows.slice(1).map((r, i) => {
     if (r.length !== header.length) throw new DataError(`${source}: row ${i + 2} has ${r.length} fields, the header has ${header.length}`);
@@ -98,7 +129,8 @@ export function parseDelimited(text: string, delimiter: string, source = 'csv'):
 
 export function readCsv(path: string, delimiter?: string): Record_[] {
   const d = delimiter ?? (/\.tsv$|\.txt$/i.test(path) ? '\t' : ',');
-  return withIds(parseDelimited(need(path), d, path), path);
+  const lines: number[] = [];
+  return withIds(parseDelimited(need(path), d, path, lines), path, { lines, multiline: true });
 }
 
 /** Plain text as one record per blank-line-separated document (`split: 'paragraph'`), per line, or whole. */
@@ -106,8 +138,24 @@ export function readText(path: string, split: 'paragraph' | 'line' | 'none' = 'p
   // Windows line ends stay in the text (a character vocabulary without '\r' reads '\r\n' as '\n'); they only
   // separate lines and paragraphs here.
   const t = need(path);
-  const parts = split === 'none' ? [t] : split === 'line' ? t.split(/\r?\n/) : t.split(/\r?\n\s*\n/);
-  return withIds(parts.filter((p) => p.trim()).map((text) => ({ text })), path);
+  const parts = split === 'none' ? [{ text: t, line: 1 }] : splitLines(t, split === 'line' ? /\r?\n/g : /\r?\n\s*\n/g);
+  const kept = parts.filter((p) => p.text.trim());
+  return withIds(kept.map(({ text }) => ({ text })), path, { lines: kept.map((p) => p.line), multiline: true });
+}
+
+/** Splits at each match of `sep` (global), with the line each piece starts on. */
+function splitLines(t: string, sep: RegExp): { text: string; line: number }[] {
+  const out: { text: string; line: number }[] = [];
+  let start = 0;
+  let line = 1;
+  for (const m of t.matchAll(sep)) {
+    out.push({ text: t.slice(start, m.index), line });
+    const next = m.index + m[0].length;
+    line += t.slice(start, next).split('\n').length - 1;
+    start = next;
+  }
+  out.push({ text: t.slice(start), line });
+  return out;
 }
 
 export async function readParquet(path: string): Promise<Record_[]> {

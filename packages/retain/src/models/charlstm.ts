@@ -326,6 +326,13 @@ function validate(c: CharLSTMConfig): void {
   }
 }
 
+/** A character a CharVocab cannot encode, with its position (in characters) in the text given to encode. */
+export class UnknownCharError extends Error {
+  constructor(readonly char: string, readonly position: number) {
+    super(`character ${JSON.stringify(char)} at position ${position} is not in the vocabulary`);
+  }
+}
+
 /**
  * The character ↔ id table of vocab.json. ml5's exports damaged two keys: the key of two spaces stands for 'u' and
  * the empty key for 'U' (DATA.md); they are repaired when 'u' / 'U' are otherwise absent.
@@ -378,7 +385,7 @@ export class CharVocab {
     chars.forEach((ch, pos) => {
       if (crlfIsLf && ch === '\r' && chars[pos + 1] === '\n') return;
       const id = this.ids.get(ch);
-      if (id === undefined) throw new Error(`character ${JSON.stringify(ch)} at position ${pos} is not in the vocabulary`);
+      if (id === undefined) throw new UnknownCharError(ch, pos);
       out.push(id);
     });
     return out;

@@ -8,7 +8,13 @@ export class CharTokenizer implements Tokenizer {
   readonly bosId = -1;
   readonly eosId = -1;
 
-  constructor(readonly vocab: CharVocab) {}
+  /**
+   * With `dropUnknown` (a data entry's `unknown_chars: drop`), characters outside the vocabulary are left out of the
+   * text, and counted in `dropped`, instead of being an error.
+   */
+  readonly dropped = new Map<string, number>();
+
+  constructor(readonly vocab: CharVocab, readonly dropUnknown = false) {}
 
   static fromFile(path: string): CharTokenizer {
     return new CharTokenizer(CharVocab.fromFile(path));
@@ -18,9 +24,17 @@ export class CharTokenizer implements Tokenizer {
     return this.vocab.size;
   }
 
-  /** A character outside the vocabulary is an error naming it (drop such characters from the data first). */
+  /** A character outside the vocabulary is an error naming it (UnknownCharError), unless dropUnknown. */
   encode(text: string, _opts?: { bos?: boolean; eos?: boolean }): number[] {
-    return this.vocab.encode(text);
+    if (!this.dropUnknown) return this.vocab.encode(text);
+    const chars = [...text];
+    const kept = chars.filter((ch, i) => {
+      if (this.vocab.has(ch)) return true;
+      // '\r\n' reads as '\n' (CharVocab.encode): that '\r' is a line end, not a dropped character.
+      if (!(ch === '\r' && chars[i + 1] === '\n')) this.dropped.set(ch, (this.dropped.get(ch) ?? 0) + 1);
+      return false;
+    });
+    return this.vocab.encode(kept.join(''));
   }
 
   decode(ids: number[]): string {

@@ -3,10 +3,12 @@ import { join, resolve } from 'node:path';
 import * as torch from '@retain/torch';
 import { formatIssues, trainConfigSchema, type TrainConfig } from '../config.js';
 import { loadPretrained, savePretrained, type Pretrained } from '../models/hub.js';
-import { readRecords } from '../data/readers.js';
+import { DataError, readRecords, recordLine, type Record_ } from '../data/readers.js';
 import { pack, toExample, type Example, type FormatSpec } from '../data/formats.js';
 import { collate, disposeBatch } from '../data/loader.js';
 import { HfTokenizer } from '../tokenizers/hf.js';
+import { CharTokenizer } from '../tokenizers/char.js';
+import { UnknownCharError } from '../models/charlstm.js';
 import { causalLmLoss, classificationLoss, train, type LossFn, type TrainResult } from './trainer.js';
 import type { Method, TrainableModel } from './hooks.js';
 import { buildMethods } from '../methods/registry.js';
@@ -55,8 +57,28 @@ export async function loadExamples(d: DataCfg, p: Pretrained, source: string): P
   if (d.limit) records = records.slice(0, d.limit);
   const chatTemplate = p.tokenizer instanceof HfTokenizer ? p.tokenizer.chatTemplate ?? undefined : undefined;
   const spec = formatSpec(d.format);
-  const examples = records.map((r) => toExample(r, spec, { tokenizer: p.tokenizer!, chatTemplate, source, maxLength: d.pack ? undefined : d.max_length }));
+  const chars = p.tokenizer instanceof CharTokenizer ? p.tokenizer : null;
+  const tokenizer = chars && d.unknown_chars === 'drop' ? new CharTokenizer(chars.vocab, true) : p.tokenizer;
+  const examples = records.map((r) => {
+    try {
+      return toExample(r, spec, { tokenizer, chatTemplate, source, maxLength: d.pack ? undefined : d.max_length });
+    } catch (e) {
+      throw e instanceof UnknownCharError ? unknownCharError(e, r, d.path, source, chars!.vocabSize) : e;
+    }
+  });
+  if (tokenizer instanceof CharTokenizer && tokenizer.dropped.size) {
+    const counts = [...tokenizer.dropped].sort((a, b) => b[1] - a[1]);
+    const n = counts.reduce((a, [, c]) => a + c, 0);
+    process.stderr.write(`retain: ${source}: dropped ${n} character${n === 1 ? '' : 's'} outside the model's vocabulary (unknown_chars: drop): ${counts.slice(0, 10).map(([ch, c]) => `${JSON.stringify(ch)} ×${c}`).join(', ')}${counts.length > 10 ? `, and ${counts.length - 10} more` : ''}\n`);
+  }
   return d.pack ? pack(examples, d.max_length) : examples.filter((e) => e.ids.length >= 2);
+}
+
+/** Names the file, line (when the reader knows it) and record of a character the vocabulary lacks, and the option. */
+function unknownCharError(e: UnknownCharError, r: Record_, path: string, source: string, vocabSize: number): Error {
+  const field = Object.keys(r).find((k) => k !== 'id' && typeof r[k] === 'string' && (r[k] as string).includes(e.char));
+  const line = recordLine(r, field, field ? (r[field] as string).indexOf(e.char) : 0);
+  return new DataError(`${path}${line ? `:${line}` : ''}: record ${r.id}${field ? `, field '${field}'` : ''}: character ${JSON.stringify(e.char)} is not in the model's vocabulary of ${vocabSize} characters; set unknown_chars: drop on this data entry (${source}) to leave such characters out, or remove them from the file`);
 }
 
 /** Mean next-token loss over examples (no grad), in batches. */
