@@ -63,7 +63,21 @@ function sampleWriter(output: string): (task: string, samples: Sample[]) => void
 
 async function evalOne(path: string, tasks: ResolvedTask[], o: CommonOpts, label?: string, methods: string[] = [], onSamples?: (task: string, s: Sample[]) => void): Promise<EvalResults> {
   const m = await loadEvalModel(path, { tokenizer: o.tokenizer, maxLength: o.maxLength, tokenizerOption: '--tokenizer' });
-  return evaluate(m, tasks, { limit: o.limit, batchSize: o.batchSize, seed: o.seed, label, methods, progress: true, onSamples });
+  try {
+    return await evaluate(m, tasks, { limit: o.limit, batchSize: o.batchSize, seed: o.seed, label, methods, progress: true, onSamples, keepGoing: true });
+  } finally {
+    m.module.dispose();
+  }
+}
+
+/** After the results are written: each task that failed, on stderr, and exit status 1. */
+function reportFailures(results: EvalResults[], tasks: ResolvedTask[], output: string): void {
+  const failed = results.flatMap((r) => Object.entries(r.failed ?? {}).map(([task, msg]) => `${results.length > 1 ? `${r.label}: ` : ''}${task}: ${msg}`));
+  if (!failed.length) return;
+  for (const f of failed) console.error(`retain: failed: ${f}`);
+  const n = results.length * tasks.length;
+  console.error(`retain: ${failed.length} of ${n} task evaluations failed; the other ${n - failed.length} are in ${output}`);
+  process.exitCode = 1;
 }
 
 function common(c: Command): Command {
@@ -91,6 +105,7 @@ export function registerEvalCommands(program: Command): void {
       writeJson(o.output, r);
       for (const row of r.rows.filter((x) => x.primary)) console.log(`${row.task}\t${row.metric}\t${row.value.toFixed(4)}${row.stderr !== null ? ` ± ${row.stderr.toFixed(4)}` : ''}\tn=${row.n}\t${row.role}`);
       console.log(`wrote ${o.output}`);
+      reportFailures([r], tasks, o.output);
     });
 
   common(program.command('compare'))
@@ -122,5 +137,6 @@ export function registerEvalCommands(program: Command): void {
       writeJson(o.output, out);
       console.log(forgettingTableText(base, tuned));
       console.log(`wrote ${o.output}`);
+      reportFailures([base, ...tuned], tasks, o.output);
     });
 }

@@ -16,6 +16,11 @@ export interface EvalOptions {
   methods?: string[];
   /** Prints progress lines (to stderr). */
   progress?: boolean;
+  /**
+   * A task that fails (unreadable data, a bad record, a model that cannot run it) is recorded in the results'
+   * `failed` and the other tasks are still scored; without it the first failure is thrown.
+   */
+  keepGoing?: boolean;
   /** Receives every scored item of a task (`--log-samples`), once the task is scored. */
   onSamples?: (task: string, samples: Sample[]) => void;
 }
@@ -251,9 +256,18 @@ export async function evaluate(m: EvalModel, tasks: ResolvedTask[], o: EvalOptio
   for (const t of tasks) {
     const ts = performance.now();
     say(o, `${t.spec.name}: evaluating ${m.name}`);
-    const r = await evaluateTask(m, t, o);
-    res.rows.push(...r.rows);
     const name = t.spec.name;
+    let r: Awaited<ReturnType<typeof evaluateTask>>;
+    try {
+      r = await evaluateTask(m, t, o);
+    } catch (e) {
+      if (!o.keepGoing) throw e;
+      const msg = (e as Error).message ?? String(e);
+      (res.failed ??= {})[name] = msg;
+      say(o, `${name}: failed: ${msg}`);
+      continue;
+    }
+    res.rows.push(...r.rows);
     res.results[name] = { alias: name };
     res.higher_is_better[name] = {};
     for (const row of r.rows) {

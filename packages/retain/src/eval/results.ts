@@ -53,6 +53,8 @@ export interface EvalResults {
   train?: { step: number; loss: number }[];
   /** Seconds the evaluation took. */
   eval_seconds?: number;
+  /** Tasks that could not be scored (task → error); the other tasks' results are complete. */
+  failed?: Record<string, string>;
 }
 
 /** `retain compare` output: the base and each tuned model on the same tasks. */
