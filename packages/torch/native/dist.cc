@@ -29,6 +29,7 @@
 #include <vector>
 
 #ifdef RETAIN_C10D
+#include <torch/version.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #ifdef RETAIN_NCCL
@@ -178,6 +179,23 @@ std::shared_ptr<::gloo::transport::Device> glooDevice(const std::string& addr) {
   return c10d::ProcessGroupGloo::createDefaultDevice();
 }
 
+// In PyTorch 2.x ProcessGroupGloo/NCCL are Backends that a ProcessGroup dispatches to by device type; in 1.13 they
+// were ProcessGroups themselves. Either way the rest of this file talks to one c10d::ProcessGroup.
+template <typename B>
+c10::intrusive_ptr<c10d::ProcessGroup> asGroup(c10::intrusive_ptr<B> backend, const c10::intrusive_ptr<c10d::Store>& store,
+                                               int rank, int world, bool gloo) {
+#if TORCH_VERSION_MAJOR >= 2
+  auto pg = c10::make_intrusive<c10d::ProcessGroup>(store, rank, world);
+  const auto type = gloo ? c10d::ProcessGroup::BackendType::GLOO : c10d::ProcessGroup::BackendType::NCCL;
+  pg->setDefaultBackend(type);
+  pg->setBackend(gloo ? c10::DeviceType::CPU : c10::DeviceType::CUDA, type, backend);
+  return pg;
+#else
+  (void)store, (void)rank, (void)world, (void)gloo;
+  return backend;
+#endif
+}
+
 c10d::ReduceOp reduceOp(const std::string& op, double& divisor, int world) {
   if (op == "sum") return c10d::ReduceOp::SUM;
   if (op == "avg") {
@@ -248,13 +266,21 @@ int64_t g_nextOverlap = 1;
 // prepare_for_backward advises, once per process, turning find_unused_parameters off when a round has no unused
 // parameter. Here it must stay on (methods and losses may leave parameters out of a step, and a missed hook would
 // stall every rank), so that advice is dropped; every other warning goes to the handler that was there.
+// PyTorch 2.x hands the handler a Warning object and moved the handler accessors to c10::WarningUtils.
 class DropUnusedAdvice final : public c10::WarningHandler {
  public:
   explicit DropUnusedAdvice(c10::WarningHandler* next) : next_(next) {}
+#if TORCH_VERSION_MAJOR >= 2
+  void process(const c10::Warning& w) override {
+    if (w.msg().rfind("find_unused_parameters=True was specified", 0) == 0) return;
+    if (next_) next_->process(w);
+  }
+#else
   void process(const c10::SourceLocation& loc, const std::string& msg, const bool verbatim) override {
     if (msg.rfind("find_unused_parameters=True was specified", 0) == 0) return;
     if (next_) next_->process(loc, msg, verbatim);
   }
+#endif
 
  private:
   c10::WarningHandler* next_;
@@ -374,12 +400,12 @@ napi_value Init(napi_env env, napi_callback_info info) {
       if (backend == "gloo") {
         auto opts = c10d::ProcessGroupGloo::Options::create(gr->timeout);
         opts->devices.push_back(glooDevice(addr));
-        gr->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(gr->store, rank, world, opts);
+        gr->pg = asGroup(c10::make_intrusive<c10d::ProcessGroupGloo>(gr->store, rank, world, opts), gr->store, rank, world, true);
       } else if (backend == "nccl") {
 #ifdef RETAIN_NCCL
         auto opts = c10d::ProcessGroupNCCL::Options::create();
         opts->timeout = gr->timeout;
-        gr->pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(gr->store, rank, world, opts);
+        gr->pg = asGroup(c10::make_intrusive<c10d::ProcessGroupNCCL>(gr->store, rank, world, opts), gr->store, rank, world, false);
 #else
         throw std::invalid_argument("init: this build has no NCCL (a CUDA libtorch with NCCL headers is needed); use backend 'gloo' on CPU");
 #endif
@@ -677,9 +703,17 @@ napi_value ReducerNew(napi_env env, napi_callback_info info) {
       std::vector<bool> sparse(params.size(), false);
       auto assigned = c10d::compute_bucket_assignment_by_size(params, limits, sparse);
       ov->buckets = std::get<0>(assigned);
+#if TORCH_VERSION_MAJOR >= 2
+      // 2.x dropped the per-bucket limits argument and added three with DDP's defaults (skip_all_reduce_unused_params,
+      // use_python_reducer, bucket_bytes_cap_list).
+      ov->reducer = std::make_shared<c10d::Reducer>(params, ov->buckets, gr.pg, sparse, static_cast<int64_t>(bucketBytes),
+                                                    /*find_unused_parameters=*/true, /*gradient_as_bucket_view=*/false, names,
+                                                    static_cast<int64_t>(firstBytes), false, false, std::vector<int64_t>{});
+#else
       ov->reducer = std::make_shared<c10d::Reducer>(params, ov->buckets, std::get<1>(assigned), gr.pg, sparse,
                                                     static_cast<int64_t>(bucketBytes), /*find_unused_parameters=*/true,
                                                     /*gradient_as_bucket_view=*/false, names, static_cast<int64_t>(firstBytes));
+#endif
       ov->logger = std::make_shared<c10d::Logger>(ov->reducer);
       ov->reducer->set_logger(ov->logger);
       ov->reducer->register_comm_hook(std::make_unique<SumHook>(gr.pg, gr.backend == "gloo", gr.timeout, rankText(gr)));
@@ -737,8 +771,13 @@ napi_value ReducerPrepare(napi_env env, napi_callback_info info) {
       // re-buckets, so it sends nothing.
       ov.reducer->rebuild_buckets();
       ov.reducer->prepare_for_forward();
+#if TORCH_VERSION_MAJOR >= 2
+      DropUnusedAdvice quiet(c10::WarningUtils::get_warning_handler());
+      c10::WarningUtils::WarningHandlerGuard guard(&quiet);
+#else
       DropUnusedAdvice quiet(c10::Warning::get_warning_handler());
       c10::Warning::WarningHandlerGuard guard(&quiet);
+#endif
       ov.reducer->prepare_for_backward(outs);
       return 0;
     });
