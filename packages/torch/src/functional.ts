@@ -104,16 +104,45 @@ export function mseLoss(a: Tensor, b: Tensor, reduction: Reduction = 'mean'): Te
   return G.mse_loss(a, b, red(reduction));
 }
 
-let sdpaOp: number | null | undefined;
+// The fused kernel, where this torch has one: its op id and whether it takes `scale` (2.1+). 1.13 has only a private
+// variant, so there the composed path runs.
+let sdpa: { id: number; scale: boolean } | null | undefined;
+let fusedAttentionOn = process.env.RETAIN_SDPA !== '0';
+function fusedAttention(): { id: number; scale: boolean } | null {
+  if (sdpa === undefined) {
+    const row = (native.listOps() as unknown as [string, string, string, [string][]][]).find((r) => r[0] === 'aten::scaled_dot_product_attention' && r[1] === '');
+    sdpa = row ? { id: opId('aten::scaled_dot_product_attention'), scale: row[3].some((a) => a[0] === 'scale') } : null;
+  }
+  return sdpa;
+}
+
+/** Whether aten::scaled_dot_product_attention exists in this torch (PyTorch 2.x). */
+export function hasFusedAttention(): boolean {
+  return fusedAttention() !== null;
+}
+
+/**
+ * Turns the fused attention kernel on or off (RETAIN_SDPA=0 starts with it off) and returns the previous setting; off,
+ * attention is composed from matmul and softmax, which is what parity tests compare the kernel against.
+ */
+export function setFusedAttention(on: boolean): boolean {
+  const was = fusedAttentionOn;
+  fusedAttentionOn = on;
+  return was;
+}
+
 /**
  * Scaled dot-product attention, q,k,v: [B, H, T, D]. Uses aten::scaled_dot_product_attention where this torch has it
- * (2.x: flash / memory-efficient kernels), otherwise the same maths composed from matmul and softmax.
+ * (2.x: flash / memory-efficient kernels, and a custom `scale` from 2.1), otherwise the same maths composed from
+ * matmul and softmax.
  */
 export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts: { causal?: boolean; mask?: Tensor | null; dropout?: number; scale?: number } = {}): Tensor {
-  if (sdpaOp === undefined) sdpaOp = hasOp('aten::scaled_dot_product_attention') ? opId('aten::scaled_dot_product_attention') : null;
   const causal = opts.causal ?? false;
-  if (sdpaOp !== null && opts.scale === undefined) {
-    return new Tensor(native.call(sdpaOp, q.h, k.h, v.h, opts.mask ? opts.mask.h : null, opts.dropout ?? 0, causal));
+  const fused = fusedAttentionOn ? fusedAttention() : null;
+  if (fused && (opts.scale === undefined || fused.scale)) {
+    const args: unknown[] = [q.h, k.h, v.h, opts.mask ? opts.mask.h : null, opts.dropout ?? 0, causal];
+    if (opts.scale !== undefined) args.push(opts.scale);
+    return new Tensor(native.call(fused.id, ...args));
   }
   return tidy(() => {
     const qs = q.shape;
