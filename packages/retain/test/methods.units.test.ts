@@ -9,13 +9,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as torch from '@retain/torch';
 import { LlamaForCausalLM, type LlamaConfig } from '../src/models/llama.js';
-import { loadPretrained } from '../src/models/hub.js';
+import { loadPretrained, savePretrained } from '../src/models/hub.js';
 import { train } from '../src/train/trainer.js';
 import { rng } from '../src/data/loader.js';
 import { buildMethods } from '../src/methods/registry.js';
 import { MofoAdamW, mofoK } from '../src/methods/mofo.js';
 import { hftDraw } from '../src/methods/hft.js';
-import { LoraLinear, loadAdapter, loraModules, saveAdapter, targetMatcher, wrapLinears } from '../src/methods/lora/index.js';
+import { LoraLinear, loadAdapter, loraModules, mergeAndUnload, saveAdapter, targetMatcher, wrapLinears } from '../src/methods/lora/index.js';
+import { patternValue } from '../src/methods/lora/peft.js';
+import { Conv1D, GPT2LMHeadModel } from '../src/models/gpt2.js';
 import { needShared, sharedPath } from './helpers.js';
 
 const CONFIG: LlamaConfig = {
@@ -226,6 +228,110 @@ test('LoRA + WiSE-FT: the adapter scale survives a resume from the final checkpo
   }
 });
 
+test("PEFT's rank_pattern / alpha_pattern rule: first key in file order matching the path's end at a dot", () => {
+  const pattern = { q_proj: 2, 'self_attn.q_proj': 5, 'layers.1.mlp.down_proj': 6, 'layers\\.[23]\\..*_proj': 7 };
+  assert.equal(patternValue(pattern, 'model.layers.0.self_attn.q_proj', 4), 2);
+  assert.equal(patternValue(pattern, 'model.layers.1.mlp.down_proj', 4), 6);
+  assert.equal(patternValue(pattern, 'model.layers.0.mlp.down_proj', 4), 4);
+  assert.equal(patternValue(pattern, 'model.layers.0.self_attn.xq_proj', 4), 4, 'a key matches whole dotted parts only');
+  assert.equal(patternValue(pattern, 'model.layers.3.mlp.up_proj', 4), 7);
+  assert.equal(patternValue({}, 'q_proj', 4), 4);
+});
+
+test('LoRA on GPT-2 Conv1D layers: A and B as for Linear, merged transposed into the [in, out] weight', () => {
+  torch.manualSeed(4);
+  const model = new GPT2LMHeadModel({ vocab_size: 40, n_positions: 16, n_embd: 16, n_layer: 1, n_head: 2 }).eval();
+  const ids = torch.tensor([[1, 2, 3, 4, 5]]);
+  const before = model.forward(ids);
+  assert.deepEqual(wrapLinears(model, ['c_attn', 'c_fc'], { r: 2, alpha: 4 }), ['transformer.h.0.attn.c_attn', 'transformer.h.0.mlp.c_fc']);
+  const [[, l]] = loraModules(model);
+  assert.ok(l.fanInFanOut);
+  assert.deepEqual([l.lora_A.weight.shape, l.lora_B.weight.shape], [[2, 16], [48, 2]]);
+  assert.ok(torch.tidy(() => model.forward(ids).equal(before)), 'B = 0: the wrapped model is the base');
+  for (const [, m] of loraModules(model)) torch.noGrad(() => m.lora_B.weight.normal_());
+  const w0 = l.weight.clone();
+  const adapted = model.forward(ids);
+  const expected = torch.tidy(() => w0.add(l.lora_B.weight.matmul(l.lora_A.weight).t(), 2)); // [in, out] + (α/r)·(B·A)ᵀ
+  mergeAndUnload(model);
+  const c = model.getSubmodule('transformer.h.0.attn.c_attn') as Conv1D;
+  assert.ok(c instanceof Conv1D, 'a plain Conv1D is back in place');
+  assert.ok(torch.tidy(() => c.weight.sub(expected).abs().max().item()) < 1e-6);
+  const diff = torch.tidy(() => model.forward(ids).sub(adapted).abs().max().item());
+  assert.ok(diff < 1e-5, `merged vs unmerged logits: ${diff}`);
+  assert.ok(torch.tidy(() => adapted.sub(before).abs().max().item()) > 1e-3, 'the adapter changes the output');
+});
+
+test('PEFT adapter files: biases and modules_to_save replace base tensors; what retain cannot hold is refused by name', () => {
+  const root = mkdtempSync(join(tmpdir(), 'retain-peft-extra-'));
+  const qwen: LlamaConfig = { ...CONFIG, model_type: 'qwen2' };
+  try {
+    torch.manualSeed(6);
+    const model = new LlamaForCausalLM(qwen);
+    wrapLinears(model, ['q_proj', 'v_proj'], { r: 2, alpha: 4 });
+    const dir = join(root, 'ok');
+    saveAdapter(model, dir, { baseModel: 'base' });
+    const t = torch.io.loadSafetensors(join(dir, 'adapter_model.safetensors'));
+    const cfg = JSON.parse(readFileSync(join(dir, 'adapter_config.json'), 'utf8'));
+    // What PEFT writes for bias "lora_only" (the adapted layer's bias under base_layer) and modules_to_save lm_head.
+    const bias = torch.randn([16]);
+    const head = torch.randn([64, 16]);
+    const write = (name: string, extra: [string, torch.Tensor][], over: Record<string, unknown> = {}) => {
+      const d = join(root, name);
+      mkdirSync(d);
+      torch.io.saveSafetensors(join(d, 'adapter_model.safetensors'), new Map([...t, ...extra]));
+      writeFileSync(join(d, 'adapter_config.json'), JSON.stringify({ ...cfg, ...over }));
+      return d;
+    };
+    const full = write('full', [['base_model.model.model.layers.1.self_attn.q_proj.base_layer.bias', bias], ['base_model.model.lm_head.weight', head]], { bias: 'lora_only', modules_to_save: ['lm_head'] });
+    torch.manualSeed(6);
+    const fresh = new LlamaForCausalLM(qwen);
+    loadAdapter(fresh, full);
+    assert.ok((fresh.getSubmodule('model.layers.1.self_attn.q_proj') as LoraLinear).bias!.equal(bias));
+    assert.ok(fresh.lm_head.weight.equal(head));
+    torch.manualSeed(6);
+    const tied = new LlamaForCausalLM({ ...qwen, tie_word_embeddings: true });
+    assert.throws(() => loadAdapter(tied, full), /full\/adapter_model\.safetensors replaces 'lm_head\.weight', which this model ties to 'model\.embed_tokens\.weight' \(tie_word_embeddings\); retain cannot load an untied copy/);
+    const odd = write('odd', [['base_model.model.model.layers.0.self_attn.k_proj.base_layer.bias', torch.zeros([3])], ['base_model.model.model.extra.weight', torch.zeros([2])]]);
+    assert.throws(() => loadAdapter(new LlamaForCausalLM(qwen), odd), (e: Error) => {
+      assert.match(e.message, /'model\.layers\.0\.self_attn\.k_proj\.bias' has shape \[3\] in .*odd\/adapter_model\.safetensors, the model's is \[16\]/);
+      assert.match(e.message, /odd\/adapter_model\.safetensors holds 'model\.extra\.weight', which is neither a LoRA matrix nor a tensor of this model/);
+      return true;
+    });
+    const loraBias = write('lorabias', [], { lora_bias: true });
+    assert.throws(() => loadAdapter(new LlamaForCausalLM(qwen), loraBias), /lorabias\/adapter_config\.json: adapters with a bias on lora_B \(lora_bias: true\) are not supported; retain loads plain LoRA adapters \(set lora_bias to its default\)/);
+    const badBias = write('badbias', [], { bias: 'some' });
+    assert.throws(() => loadAdapter(new LlamaForCausalLM(qwen), badBias), /badbias\/adapter_config\.json: bias must be "none", "lora_only" or "all", got "some"/);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test('a LoRA adapter directory loads as a model: its base (relative to the adapter) with the adapter merged', async () => {
+  const root = mkdtempSync(join(tmpdir(), 'retain-adapter-model-'));
+  try {
+    torch.manualSeed(8);
+    const model = new LlamaForCausalLM(CONFIG);
+    const base = join(root, 'base');
+    savePretrained({ model, config: CONFIG as unknown as Record<string, unknown>, tokenizer: null, source: { path: base, format: 'hf' }, tokenizerFiles: [] }, base);
+    wrapLinears(model, ['q', 'k', 'v', 'o', 'gate', 'up', 'down'], { r: 2, alpha: 4 });
+    for (const [, l] of loraModules(model)) torch.noGrad(() => l.lora_B.weight.normal_());
+    saveAdapter(model, join(root, 'adapter'), { baseModel: '../base' });
+    const p = await loadPretrained(join(root, 'adapter'));
+    assert.equal(p.source.path, join(root, 'adapter'));
+    assert.equal(loraModules(p.model).length, 0, 'merged: plain layers again');
+    const ids = torch.tensor([[3, 1, 4, 1, 5, 9]]);
+    model.eval();
+    p.model.eval();
+    const diff = torch.tidy(() => (p.model as LlamaForCausalLM).forward(ids).sub(model.forward(ids)).abs().max().item());
+    assert.ok(diff < 1e-5, `adapter directory as a model vs base + adapter: ${diff}`);
+    assert.ok(torch.tidy(() => p.model.stateDict().get('model.layers.0.self_attn.q_proj.weight')!.dtype === 'float32'));
+    const bf = await loadPretrained(join(root, 'adapter'), { dtype: 'bfloat16' });
+    assert.equal(bf.model.parameters()[0].dtype, 'bfloat16', 'merged in float32, then cast');
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
 const CLI = new URL('../bin/retain.mjs', import.meta.url).pathname;
 const skipStories = needShared('models', 'stories260K', 'stories260K.bin');
 
@@ -264,6 +370,11 @@ test('retain train with lora writes a PEFT adapter and, with save_merged, the me
     const diff = torch.tidy(() => (base.model as LlamaForCausalLM).forward(ids).sub((merged.model as LlamaForCausalLM).forward(ids)).abs().max().item());
     assert.ok(diff < 1e-4, `merged model vs base + adapter: ${diff}`);
     assert.ok(loraModules(base.model).length === 15, '5 layers × 3 targets');
+    // final/ itself loads as a model (its base from base_model_name_or_path), as `retain eval --model final` does.
+    const asModel = await loadPretrained(final);
+    asModel.model.eval();
+    const diff2 = torch.tidy(() => (asModel.model as LlamaForCausalLM).forward(ids).sub((merged.model as LlamaForCausalLM).forward(ids)).abs().max().item());
+    assert.ok(diff2 < 1e-5, `final/ as a model vs merged/: ${diff2}`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -1,5 +1,5 @@
 // What loadPretrained says about inputs it cannot use: files of no known format, damaged weights, config.json values
-// no model can be built from, a LoRA adapter given as a model, and float16 on CPU. Each is a plain Error naming the
+// no model can be built from, a LoRA adapter whose base model is not on this machine, and float16 on CPU. Each is a plain Error naming the
 // file and the fix (the CLI prints a stack only for TypeError/ReferenceError/SyntaxError, which it takes for bugs).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -150,7 +150,7 @@ test('config.json values no model can be built from name the file, the key, the 
   rmSync(root, { recursive: true, force: true });
 });
 
-test('a LoRA adapter folder given as a model names its base model and points to merged/', async () => {
+test('a LoRA adapter folder whose base is not on this machine names the base, where it looked, and merged/', async () => {
   const root = mkdtempSync(join(tmpdir(), 'retain-loaderr-'));
   // The layout a LoRA run writes to output_dir/final (methods/lora/peft.ts).
   const final = join(root, 'final');
@@ -158,10 +158,15 @@ test('a LoRA adapter folder given as a model names its base model and points to 
   writeFileSync(join(final, 'adapter_config.json'), JSON.stringify({ peft_type: 'LORA', r: 4, lora_alpha: 8, target_modules: ['q_proj'], base_model_name_or_path: '/models/stories260K.bin' }));
   torch.io.saveSafetensors(join(final, 'adapter_model.safetensors'), new Map([['base_model.model.x.lora_A.weight', torch.zeros([4, 8])]]));
   await assert.rejects(loadPretrained(final), (e) =>
-    userError(e, /final is a LoRA adapter \(adapter_config\.json \+ adapter weights\) for base model \/models\/stories260K\.bin, not a whole model\. Load the base model \(\/models\/stories260K\.bin\) instead; .*save_merged: true writes a merged\/ subfolder/));
-  cliFails(['inspect', final], /^retain: .*final is a LoRA adapter .* for base model \/models\/stories260K\.bin/);
+    userError(e, /final is a LoRA adapter for base model \/models\/stories260K\.bin, which is not on this machine \(looked at \/models\/stories260K\.bin\); retain does not download models: put the base model there or set base_model_name_or_path in .*final\/adapter_config\.json to its directory$/));
+  cliFails(['inspect', final], /^retain: .*final is a LoRA adapter for base model \/models\/stories260K\.bin, which is not on this machine/);
+  // A hub name is looked for beside the adapter and in the working directory.
+  writeFileSync(join(final, 'adapter_config.json'), JSON.stringify({ peft_type: 'LORA', r: 4, lora_alpha: 8, base_model_name_or_path: 'org/no-such-model' }));
+  await assert.rejects(loadPretrained(final), (e) => userError(e, /for base model org\/no-such-model, which is not on this machine \(looked at .*final\/org\/no-such-model, .*\/org\/no-such-model\)/));
+  writeFileSync(join(final, 'adapter_config.json'), JSON.stringify({ peft_type: 'LORA', r: 4, lora_alpha: 8, base_model_name_or_path: null }));
+  await assert.rejects(loadPretrained(final), (e) => userError(e, /final is a LoRA adapter, and .*final\/adapter_config\.json names no base model \(base_model_name_or_path\); set it to the base model's directory$/));
   await hfDir(join(final, 'merged'));
-  await assert.rejects(loadPretrained(final), (e) => userError(e, /final is a LoRA adapter .*Load its merged model instead: .*final\/merged$/));
+  await assert.rejects(loadPretrained(final), (e) => userError(e, /names no base model .*, or load its merged model instead: .*final\/merged$/));
   rmSync(root, { recursive: true, force: true });
 });
 

@@ -5,7 +5,7 @@
 // 'charlstm' / 'mnist_mlp', safetensors under the ml5 variable names with '/' → '.', vocab.json copied), so a
 // fine-tuned one reloads through the same path.
 import { closeSync, copyFileSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import * as torch from '@retain/torch';
 import { LlamaForCausalLM, type LlamaConfig } from './llama.js';
 import { GPT2LMHeadModel, gpt2CheckpointKeys, type GPT2Config } from './gpt2.js';
@@ -17,6 +17,8 @@ import { assertFiniteWeights, firstNonFinite, loadWeights, ModelConfigError } fr
 import { Llama2cTokenizer, type Tokenizer } from '../tokenizers/llama2c.js';
 import { loadHfTokenizer } from '../tokenizers/hf.js';
 import { CharTokenizer } from '../tokenizers/char.js';
+import { loadAdapter, readAdapterConfig } from '../methods/lora/peft.js';
+import { mergeAndUnload } from '../methods/lora/wrap.js';
 
 /** A loaded model with what is needed to save it back. */
 export interface Pretrained {
@@ -138,7 +140,7 @@ export async function loadPretrained(path: string, opts: { dtype?: torch.DType; 
   if (existsSync(join(path, 'manifest.json')) && !existsSync(join(path, 'config.json'))) return loadMl5(path, opts.dtype);
   const cfgPath = join(path, 'config.json');
   if (!existsSync(cfgPath)) {
-    if (existsSync(join(path, 'adapter_config.json'))) refuseAdapter(path);
+    if (existsSync(join(path, 'adapter_config.json'))) return loadAdapterModel(path, opts);
     throw new Error(`${path}: no config.json; a Hugging Face model directory needs one`);
   }
   let config: Record<string, unknown>;
@@ -218,24 +220,38 @@ function checkLoaded(model: Pretrained['model'], path: string, dtype?: torch.DTy
 }
 
 /**
- * A LoRA run's output_dir/final holds the adapter alone (adapter_config.json + adapter_model.safetensors): without
- * its base model it is no model, so the loader says which base it needs instead of asking for a config.json.
+ * A LoRA adapter directory (adapter_config.json + adapter_model.safetensors: what PEFT's save_pretrained and a retain
+ * LoRA run write) loads as its base model with the adapter merged in, so it evaluates, generates and trains like any
+ * model. base_model_name_or_path names the base: an absolute path, or one relative to the adapter directory or to the
+ * working directory. retain never downloads, so a hub name that is no local directory is refused with the fix.
  */
-function refuseAdapter(path: string): never {
-  let base: unknown;
-  try {
-    base = JSON.parse(readFileSync(join(path, 'adapter_config.json'), 'utf8'))?.base_model_name_or_path;
-  } catch {
-    base = undefined;
-  }
+async function loadAdapterModel(path: string, opts: { dtype?: torch.DType; tokenizer?: string }): Promise<Pretrained> {
+  const base = readAdapterConfig(path).base_model_name_or_path;
+  const cfgFile = join(path, 'adapter_config.json');
   const merged = join(path, 'merged');
-  const baseText = typeof base === 'string' && base ? `base model ${base}` : 'a base model that adapter_config.json does not name';
-  throw new Error(
-    `${path} is a LoRA adapter (adapter_config.json + adapter weights) for ${baseText}, not a whole model. ` +
-      (existsSync(join(merged, 'config.json'))
-        ? `Load its merged model instead: ${merged}`
-        : `Load the base model${typeof base === 'string' && base ? ` (${base})` : ''} instead; retain does not apply adapters at load time (a LoRA run with save_merged: true writes a merged/ subfolder)`),
-  );
+  const orMerged = existsSync(join(merged, 'config.json')) ? `, or load its merged model instead: ${merged}` : '';
+  if (typeof base !== 'string' || base === '') {
+    throw new Error(`${path} is a LoRA adapter, and ${cfgFile} names no base model (base_model_name_or_path); set it to the base model's directory${orMerged}`);
+  }
+  const looked = isAbsolute(base) ? [base] : [...new Set([join(path, base), resolve(base)])];
+  const found = looked.find((p) => existsSync(p));
+  if (!found) {
+    throw new Error(
+      `${path} is a LoRA adapter for base model ${base}, which is not on this machine (looked at ${looked.join(', ')}); retain does not download models: ` +
+        `put the base model there or set base_model_name_or_path in ${cfgFile} to its directory${orMerged}`,
+    );
+  }
+  if (resolve(found) === resolve(path)) throw new Error(`${cfgFile}: base_model_name_or_path names the adapter directory itself; set it to the base model's directory`);
+  const p = await loadPretrained(found, { tokenizer: opts.tokenizer });
+  try {
+    loadAdapter(p.model, path);
+    mergeAndUnload(p.model);
+    checkLoaded(p.model, path, opts.dtype);
+  } catch (e) {
+    p.model.dispose();
+    throw e;
+  }
+  return { ...p, source: { path, format: 'hf' } };
 }
 
 /** A directory (searched for tokenizer.json), a tokenizer.json under any name, or a llama2.c tokenizer .bin. */

@@ -8,8 +8,12 @@
 //
 // Adapters of a half-precision base are kept in float32 (as PEFT does by default): the input is cast up for the
 // adapter's two small products and the result cast back before it is added.
+//
+// GPT-2's Conv1D layers (y = x·W + b, W stored [in, out]) take adapters too: A and B keep Linear's orientation (PEFT
+// stores them so for Conv1D as well, with fan_in_fan_out: true), and only the merge transposes B·A into W's layout.
 import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
+import { Conv1D } from '../../models/gpt2.js';
 
 const { nn } = torch;
 
@@ -21,6 +25,13 @@ export interface LoraLayerOptions {
   rslora?: boolean;
 }
 
+/** The layers an adapter can wrap. */
+export type AdaptableLayer = torch.nn.Linear | Conv1D;
+
+export function isAdaptable(m: unknown): m is AdaptableLayer {
+  return m instanceof nn.Linear || m instanceof Conv1D;
+}
+
 export class LoraLinear extends nn.Module {
   readonly inFeatures: number;
   readonly outFeatures: number;
@@ -28,6 +39,8 @@ export class LoraLinear extends nn.Module {
   readonly alpha: number;
   readonly dropoutP: number;
   readonly rslora: boolean;
+  /** The base is a Conv1D: weight [in, out] (PEFT's fan_in_fan_out). */
+  readonly fanInFanOut: boolean;
   weight: Tensor;
   bias: Tensor | null;
   lora_A: torch.nn.Linear;
@@ -38,7 +51,7 @@ export class LoraLinear extends nn.Module {
   /** The s that is currently folded into `weight` (null when unmerged). */
   private mergedScaling: number | null = null;
 
-  constructor(base: torch.nn.Linear, o: LoraLayerOptions) {
+  constructor(base: AdaptableLayer, o: LoraLayerOptions) {
     super();
     if (!Number.isInteger(o.r) || o.r <= 0) throw new Error(`lora: r must be a positive integer, got ${o.r}`);
     if (!(typeof o.alpha === 'number' && Number.isFinite(o.alpha))) throw new Error(`lora: alpha must be a number, got ${o.alpha}`);
@@ -50,6 +63,7 @@ export class LoraLinear extends nn.Module {
     this.alpha = o.alpha;
     this.dropoutP = p;
     this.rslora = o.rslora ?? false;
+    this.fanInFanOut = base instanceof Conv1D;
     this.baseRequiresGrad = base.weight.requiresGrad;
     this.weight = this.registerParameter('weight', base.weight, { requiresGrad: false });
     this.bias = this.registerParameter('bias', base.bias, { requiresGrad: false });
@@ -86,16 +100,22 @@ export class LoraLinear extends nn.Module {
     return this.mergedScaling !== null;
   }
 
-  /** ΔW = s·B·A [out, in] in the base weight's dtype (no graph). */
+  /** ΔW = s·B·A in the base weight's layout ([out, in], or [in, out] for Conv1D) and dtype (no graph). */
   delta(s = this.scaling): Tensor {
-    return torch.noGrad(() => torch.tidy(() => this.lora_B.weight.matmul(this.lora_A.weight).mul(s).to(this.weight.dtype)));
+    return torch.noGrad(() => torch.tidy(() => this.product().mul(s).to(this.weight.dtype)));
+  }
+
+  /** B·A laid out as the base weight: [out, r]·[r, in] -> [out, in], transposed to [in, out] for Conv1D. */
+  private product(): Tensor {
+    const d = this.lora_B.weight.matmul(this.lora_A.weight);
+    return this.fanInFanOut ? d.t() : d;
   }
 
   private foldIn(s: number): void {
     if (s === 0) return;
     torch.noGrad(() => torch.tidy(() => {
       // W ← W + s·B·A, computed in the adapter's precision and rounded once into W's.
-      const d = this.lora_B.weight.matmul(this.lora_A.weight); // [out, r]·[r, in] -> [out, in]
+      const d = this.product();
       if (d.dtype === this.weight.dtype) this.weight.add_(d, s);
       else this.weight.copy_(this.weight.to(d.dtype).add(d, s));
     }));
@@ -115,9 +135,15 @@ export class LoraLinear extends nn.Module {
     this.mergedScaling = null;
   }
 
+  private baseForward(x: Tensor): Tensor {
+    if (!this.fanInFanOut) return torch.linear(x, this.weight, this.bias);
+    // Conv1D: b + x·W over the flattened leading dimensions, [..., in] -> [..., out]
+    return torch.ops.addmm(this.bias!, x.reshape(-1, this.inFeatures), this.weight).view([...x.shape.slice(0, -1), this.outFeatures]);
+  }
+
   forward(x: Tensor): Tensor {
     // [..., in] -> [..., out]
-    const y = torch.linear(x, this.weight, this.bias);
+    const y = this.baseForward(x);
     const s = this.scaling;
     if (this.merged || s === 0) return y;
     const a = this.lora_A.weight;

@@ -1,6 +1,7 @@
 // Finding the layers to adapt, swapping them for LoRA layers, and back.
 import * as torch from '@retain/torch';
-import { LoraLinear, type LoraLayerOptions } from './layer.js';
+import { Conv1D } from '../../models/gpt2.js';
+import { isAdaptable, LoraLinear, type AdaptableLayer, type LoraLayerOptions } from './layer.js';
 
 const { nn } = torch;
 
@@ -54,12 +55,15 @@ function replaceModule(root: torch.nn.Module, path: string, child: torch.nn.Modu
   if (fields[name] === old) fields[name] = child;
 }
 
-/** Replaces every targeted nn.Linear with a LoraLinear around it; returns the wrapped paths. Throws when none match. */
-export function wrapLinears(model: torch.nn.Module, targets: Targets, o: LoraLayerOptions): string[] {
+/**
+ * Replaces every targeted nn.Linear (or GPT-2 Conv1D) with a LoraLinear around it; returns the wrapped paths. Throws
+ * when none match. `o` may depend on the path (an adapter file's rank_pattern / alpha_pattern).
+ */
+export function wrapLinears(model: torch.nn.Module, targets: Targets, o: LoraLayerOptions | ((path: string) => LoraLayerOptions)): string[] {
   const match = targetMatcher(targets);
-  const linears = model.namedModules().filter(([p, m]) => p !== '' && m instanceof nn.Linear) as [string, torch.nn.Linear][];
+  const linears = model.namedModules().filter(([p, m]) => p !== '' && isAdaptable(m)) as [string, AdaptableLayer][];
   const chosen = linears.filter(([p]) => match(p));
-  const notLinear = model.namedModules().filter(([p, m]) => p !== '' && match(p) && !(m instanceof nn.Linear) && !(m instanceof LoraLinear));
+  const notLinear = model.namedModules().filter(([p, m]) => p !== '' && match(p) && !isAdaptable(m) && !(m instanceof LoraLinear));
   if (notLinear.length && typeof targets !== 'string') {
     throw new Error(`lora: ${notLinear.map(([p, m]) => `${p} (${m.constructor.name})`).slice(0, 5).join(', ')} matched the targets but only Linear layers can take an adapter`);
   }
@@ -71,7 +75,7 @@ export function wrapLinears(model: torch.nn.Module, targets: Targets, o: LoraLay
       : '';
     throw new Error(`lora: no Linear layer matches targets ${JSON.stringify(targets)}; this model's Linear layers are named: ${names.join(', ')}${asName}`);
   }
-  for (const [path, lin] of chosen) replaceModule(model, path, new LoraLinear(lin, o));
+  for (const [path, lin] of chosen) replaceModule(model, path, new LoraLinear(lin, typeof o === 'function' ? o(path) : o));
   return chosen.map(([p]) => p);
 }
 
@@ -89,23 +93,23 @@ export function unmergeAdapters(model: torch.nn.Module): void {
 }
 
 /**
- * Folds each adapter into its base weight (W₀ + s·B·A) and puts a plain nn.Linear holding that weight back in the
- * layer's place, so the model is the architecture it was (and Llama's fused projections apply again). The adapter
- * tensors are released; the weight tensor is kept (same object) with its pre-LoRA requiresGrad.
+ * Folds each adapter into its base weight (W₀ + s·B·A) and puts a plain nn.Linear (or Conv1D) holding that weight
+ * back in the layer's place, so the model is the architecture it was (and Llama's fused projections apply again). The
+ * adapter tensors are released; the weight tensor is kept (same object) with its pre-LoRA requiresGrad.
  */
 export function mergeAndUnload(model: torch.nn.Module): void {
   for (const [path, l] of loraModules(model)) {
     l.merge();
-    const plain = torch.noGrad(() => new nn.Linear(1, 1, { bias: false }));
-    // A 1×1 Linear, then given the real weight: avoids drawing (and holding) a full random matrix only to drop it.
-    const tmp = plain.weight;
+    // A 1×1 layer, then given the real weight: avoids drawing (and holding) a full random matrix only to drop it.
+    const plain: AdaptableLayer = torch.noGrad(() => (l.fanInFanOut ? new Conv1D(1, 1) : new nn.Linear(1, 1, { bias: false })));
+    const drop = [...plain._parameters.values()];
     plain._parameters.set('weight', l.weight);
     plain.weight = l.weight;
     plain.registerParameter('bias', l.bias);
-    plain.bias = l.bias;
+    (plain as { bias: torch.Tensor | null }).bias = l.bias;
     (plain as unknown as { inFeatures: number; outFeatures: number }).inFeatures = l.inFeatures;
     (plain as unknown as { inFeatures: number; outFeatures: number }).outFeatures = l.outFeatures;
-    tmp.dispose();
+    torch.dispose(drop.filter((t): t is torch.Tensor => t !== null));
     l.weight.requiresGrad = l.baseRequiresGrad;
     if (l.bias) l.bias.requiresGrad = l.baseRequiresGrad;
     l.lora_A.dispose();
