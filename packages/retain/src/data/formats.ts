@@ -19,13 +19,23 @@ export interface Example {
   featureShape?: number[];
 }
 
+/** One turn; templates may also read tool_calls, reasoning_content and the like, passed through as given. */
 export interface ChatMessage {
   role: string;
   content: string;
+  [field: string]: unknown;
+}
+
+/** What apply_chat_template passes besides the messages: tools (JSON schemas), documents, template switches. */
+export interface ChatOptions {
+  tools?: unknown[] | null;
+  documents?: unknown[] | null;
+  /** Further template variables, e.g. Qwen3's enable_thinking. */
+  vars?: Record<string, unknown>;
 }
 
 /** Renders a conversation; `addGenerationPrompt` appends the opening of an assistant turn. */
-export type ChatTemplate = (messages: ChatMessage[], addGenerationPrompt: boolean) => string;
+export type ChatTemplate = (messages: ChatMessage[], addGenerationPrompt: boolean, opts?: ChatOptions) => string;
 
 export type FormatSpec =
   | { type: 'prompt_completion'; promptField?: string; completionField?: string; template?: string }

@@ -1,7 +1,7 @@
 // The prompts synthesis builds: the open user turn of a chat template (Magpie), few-shot prompts from demonstrations
 // and their parsing back into fields, and the 1-5 judging prompt with its answer parser.
 import type { ChatTemplate } from '../data/formats.js';
-import { Template } from '@huggingface/jinja';
+import { compileChatTemplate } from '../tokenizers/chat.js';
 
 // A marker no template writes: the template is rendered with it as the message and cut where it appears.
 const MARK = '\u0000RETAIN_SYNTH_MARK\u0000';
@@ -32,8 +32,7 @@ export function assistantTurnEnd(tpl: ChatTemplate, instruction: string): string
 
 /** A chat template from Jinja source (a `--chat-template` file), rendered as tokenizers render theirs. */
 export function jinjaChatTemplate(source: string, tokens: { bos?: string; eos?: string } = {}): ChatTemplate {
-  const tpl = new Template(source);
-  return (messages, addGenerationPrompt) => tpl.render({ messages, add_generation_prompt: addGenerationPrompt, bos_token: tokens.bos ?? '', eos_token: tokens.eos ?? '' });
+  return compileChatTemplate(source, { bos_token: tokens.bos ?? '', eos_token: tokens.eos ?? '' });
 }
 
 /**

@@ -1,54 +1,39 @@
 // Hugging Face tokenizers (tokenizer.json + tokenizer_config.json) through @huggingface/tokenizers, and chat
-// templates (Jinja, from tokenizer_config.json) through @huggingface/jinja.
+// templates (Jinja: chat_template.jinja, else tokenizer_config.json's chat_template) through @huggingface/jinja,
+// rendered with what transformers' apply_chat_template gives the template (bench/parity/tokenizers.ts checks both).
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { Tokenizer as HfTok } from '@huggingface/tokenizers';
-import { Template } from '@huggingface/jinja';
 import type { Tokenizer } from './llama2c.js';
-import type { ChatMessage, ChatTemplate } from '../data/formats.js';
-
-function tokenText(t: unknown): string | null {
-  if (typeof t === 'string') return t;
-  if (t && typeof t === 'object' && typeof (t as { content?: unknown }).content === 'string') return (t as { content: string }).content;
-  return null;
-}
-
-/** The chat template does not parse (@huggingface/jinja throws a SyntaxError, which would read as a bug of ours). */
-class TemplateError extends Error {
-  constructor(cause: unknown) {
-    super((cause as Error).message);
-  }
-}
+import type { ChatTemplate } from '../data/formats.js';
+import { compileChatTemplate, templateTokens, TemplateError, tokenText } from './chat.js';
 
 export class HfTokenizer implements Tokenizer {
   readonly bosId: number;
   readonly eosId: number;
   readonly vocabSize: number;
   readonly chatTemplate: ChatTemplate | null;
-  private readonly bosText: string | null;
-  private readonly eosText: string | null;
+  /**
+   * transformers 5 tidies spaces before punctuation on decode only when the config asks for it and the model is not
+   * BPE (the tidying corrupts byte-level text); @huggingface/tokenizers would tidy whenever the config does not say no.
+   */
+  private readonly cleanUp: boolean;
 
-  constructor(private readonly tok: HfTok, readonly json: Record<string, any>, readonly config: Record<string, any>) {
-    this.bosText = tokenText(config.bos_token);
-    this.eosText = tokenText(config.eos_token);
-    this.bosId = this.bosText ? tok.token_to_id(this.bosText) ?? -1 : -1;
-    this.eosId = this.eosText ? tok.token_to_id(this.eosText) ?? -1 : -1;
+  /** `templateSource`: chat_template.jinja's text when the folder has one (it overrides the config's chat_template). */
+  constructor(private readonly tok: HfTok, readonly json: Record<string, any>, readonly config: Record<string, any>, templateSource?: string) {
+    const bos = tokenText(config.bos_token);
+    const eos = tokenText(config.eos_token);
+    this.bosId = bos ? tok.token_to_id(bos) ?? -1 : -1;
+    this.eosId = eos ? tok.token_to_id(eos) ?? -1 : -1;
     const vocab = json.model?.vocab;
     const base = Array.isArray(vocab) ? vocab.length : vocab && typeof vocab === 'object' ? Object.keys(vocab).length : 0;
     const ids = Array.isArray(json.added_tokens) ? json.added_tokens.map((t: { id?: unknown } | null) => t?.id).filter((id: unknown): id is number => Number.isInteger(id)) : [];
+    this.cleanUp = config.clean_up_tokenization_spaces === true
+      && (json.model?.type !== 'BPE' || config.clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output === true);
     this.vocabSize = ids.reduce((m: number, id: number) => Math.max(m, id + 1), base);
     const src = config.chat_template;
-    const text = typeof src === 'string' ? src : Array.isArray(src) ? src.find((t: { name?: unknown } | null) => t?.name === 'default')?.template : null;
-    if (typeof text === 'string') {
-      let tpl: Template;
-      try {
-        tpl = new Template(text);
-      } catch (e) {
-        throw new TemplateError(e);
-      }
-      this.chatTemplate = (messages: ChatMessage[], addGenerationPrompt: boolean) =>
-        tpl.render({ messages, add_generation_prompt: addGenerationPrompt, bos_token: this.bosText ?? '', eos_token: this.eosText ?? '' });
-    } else this.chatTemplate = null;
+    const text = templateSource ?? (typeof src === 'string' ? src : Array.isArray(src) ? src.find((t: { name?: unknown } | null) => t?.name === 'default')?.template : null);
+    this.chatTemplate = typeof text === 'string' ? compileChatTemplate(text, templateTokens(config)) : null;
   }
 
   /**
@@ -64,16 +49,17 @@ export class HfTokenizer implements Tokenizer {
   /**
    * Ids the tokenizer has no token for are dropped, as the Rust tokenizers do: a model's embedding is often padded
    * past the tokenizer's vocabulary, and the JS library would otherwise fail on them with a TypeError. It also
-   * refuses an empty list, which a generation that stops at once produces.
+   * refuses an empty list, which a generation that stops at once produces. Special tokens are left out unless
+   * `skipSpecialTokens` is false (transformers' decode(ids, skip_special_tokens=...)).
    */
-  decode(ids: number[]): string {
+  decode(ids: number[], opts: { skipSpecialTokens?: boolean } = {}): string {
     const known = ids.filter((id) => this.tok.id_to_token(id) !== undefined);
-    return known.length ? this.tok.decode(known, { skip_special_tokens: true }) : '';
+    return known.length ? this.tok.decode(known, { skip_special_tokens: opts.skipSpecialTokens ?? true, clean_up_tokenization_spaces: this.cleanUp }) : '';
   }
 
   piece(id: number): string {
     if (this.tok.id_to_token(id) === undefined) throw new RangeError(`token id ${id} is outside the vocabulary (size ${this.vocabSize})`);
-    return this.tok.decode([id], { skip_special_tokens: false });
+    return this.tok.decode([id], { skip_special_tokens: false, clean_up_tokenization_spaces: false });
   }
 }
 
@@ -93,8 +79,9 @@ function readJsonObject(path: string, what: string): Record<string, any> {
 const REWRITE = "write it again with transformers' tokenizer.save_pretrained(dir)";
 
 /**
- * `path` is a directory holding tokenizer.json (and optionally tokenizer_config.json), or a tokenizer.json file under
- * any name; a file's tokenizer_config.json is looked for beside it, since bos/eos and the chat template live there.
+ * `path` is a directory holding tokenizer.json (and optionally tokenizer_config.json and chat_template.jinja), or a
+ * tokenizer.json file under any name; the other two are looked for beside it, since bos/eos and the chat template
+ * live there.
  */
 export async function loadHfTokenizer(path: string): Promise<HfTokenizer> {
   const isDir = existsSync(path) && statSync(path).isDirectory();
@@ -111,10 +98,15 @@ export async function loadHfTokenizer(path: string): Promise<HfTokenizer> {
     // file's fault either way.
     throw new Error(`${tj}: not a usable Hugging Face tokenizer (${(e as Error).message}); ${REWRITE}`);
   }
+  // transformers 5 saves the template as chat_template.jinja beside the config, which then has none.
+  const jinjaPath = join(dirname(tj), 'chat_template.jinja');
+  const jinja = existsSync(jinjaPath) ? readFileSync(jinjaPath, 'utf8') : undefined;
   try {
-    return new HfTokenizer(tok, json, config);
+    return new HfTokenizer(tok, json, config, jinja);
   } catch (e) {
-    if (e instanceof TemplateError) throw new Error(`${cfgPath}: chat_template is not a valid Jinja template (${e.message}); fix or remove it`);
-    throw e;
+    if (!(e instanceof TemplateError)) throw e;
+    throw new Error(jinja !== undefined
+      ? `${jinjaPath}: not a valid Jinja template (${e.message}); fix or remove it`
+      : `${cfgPath}: chat_template is not a valid Jinja template (${e.message}); fix or remove it`);
   }
 }
