@@ -95,7 +95,8 @@ test('multiple-choice log-likelihoods and acc / acc_norm match python3-torch on 
   const accNorm: number[] = [];
   for (const d of docs) {
     const lls = ref.slice(k, k + d.choices.length);
-    const norm = lls.map((x, j) => x / (d.choices[j].length + 1));
+    // acc_norm divides by the choice's characters, not counting the target delimiter.
+    const norm = lls.map((x, j) => x / d.choices[j].length);
     k += d.choices.length;
     const am = (xs: number[]) => xs.indexOf(Math.max(...xs));
     acc.push(+(am(lls) === d.a));
@@ -180,6 +181,10 @@ test('every built-in task reads its shared data and builds valid docs', { skip: 
   const hs = (await one('hellaswag'))[0];
   assert.equal(hs.gold, 3);
   assert.equal(hs.choices![3], 'starts pulling up roofing on a roof.');
+  // lm-evaluation-harness's prompts (bench/parity/lmeval.ts compares them all with lm_eval's own).
+  assert.equal(hs.prompt, 'Roof shingle removal: A man is sitting on a roof. He');
+  assert.equal((await one('boolq'))[0].prompt, 'Question: does ethanol take more energy make that produces?\nAnswer:');
+  assert.equal((await one('mmlu_dev'))[0].prompt, 'The following are multiple choice questions (with answers) about abstract algebra.\n\nFind all c in Z_3 such that Z_3[x]/(x^2 + c) is a field.\nA. 0\nB. 1\nC. 2\nD. 3\nAnswer:');
   const wg = (await one('winogrande'))[0];
   assert.equal(wg.contexts![1], 'Sarah was a much better surgeon than Maria so Maria');
   const g = (await one('gsm8k'))[0];

@@ -103,7 +103,9 @@ function runMultipleChoice(m: EvalModel, spec: TaskSpec, docs: Doc[], pool: Doc[
   docs.forEach((d, i) => {
     const n = d.choices!.length;
     const lls = ll.slice(k, k + n).map((x) => x.logprob);
-    const norm = lls.map((x, j) => x / reqs[k + j].continuation.length);
+    // lm-evaluation-harness's acc_norm: divided by the choice's length in characters (code points), without the
+    // target delimiter; under partial scoring (WinoGrande) the choices are the per-option contexts.
+    const norm = lls.map((x, j) => x / [...(d.contexts ? d.contexts[j] : d.choices![j])].length);
     const argmax = (xs: number[]) => xs.reduce((bi, x, j) => (x > xs[bi] ? j : bi), 0);
     const [pred, predNorm] = [argmax(lls), argmax(norm)];
     acc.push(pred === d.gold ? 1 : 0);

@@ -31,25 +31,29 @@ interface Encoded {
  */
 export function encodeRequest(m: EvalModel, r: LoglikRequest, contexts?: Map<string, number[]>): Encoded {
   const pre = m.bosId === null ? [] : [m.bosId];
+  // Whitespace ending the context is scored with the continuation (lm-evaluation-harness moves it there too), so
+  // "Answer: " + "Paris" is tokenised as "Answer:" + " Paris".
+  const context = r.context.trimEnd();
+  const continuation = r.context.slice(context.length) + r.continuation;
   // Every choice of a question shares its context: `contexts` memoises the context's own encoding across them.
-  let ctx = contexts?.get(r.context);
+  let ctx = contexts?.get(context);
   if (!ctx) {
-    ctx = [...pre, ...m.encode(r.context)];
-    contexts?.set(r.context, ctx);
+    ctx = [...pre, ...m.encode(context)];
+    contexts?.set(context, ctx);
   }
-  const whole = [...pre, ...m.encode(r.context + r.continuation)];
+  const whole = [...pre, ...m.encode(context + continuation)];
   let ids: number[];
   let contLen: number;
   if (whole.length > ctx.length && ctx.every((t, i) => whole[i] === t)) {
     ids = whole;
     contLen = whole.length - ctx.length;
   } else {
-    const cont = m.encode(r.continuation);
+    const cont = m.encode(continuation);
     ids = [...ctx, ...cont];
     contLen = cont.length;
   }
-  if (contLen === 0) throw new Error(`the continuation ${JSON.stringify(r.continuation)} encodes to no tokens`);
-  if (ids.length - contLen < 1) throw new Error(`empty context and the model has no BOS token: the first token of ${JSON.stringify(r.continuation)} cannot be scored`);
+  if (contLen === 0) throw new Error(`the continuation ${JSON.stringify(continuation)} encodes to no tokens`);
+  if (ids.length - contLen < 1) throw new Error(`empty context and the model has no BOS token: the first token of ${JSON.stringify(continuation)} cannot be scored`);
   return { ids, contLen };
 }
 

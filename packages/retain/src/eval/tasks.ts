@@ -137,7 +137,31 @@ function winogrande(r: Record_): Record_ {
 
 function boolq(r: Record_): Record_ {
   const q = String(r.instruction ?? '').replace(/^Please answer the following question with true or false, question: /, '').replace(/\n*Answer format:[\s\S]*$/, '').trim();
-  return { ...r, question: q, gold: String(r.answer).trim() === 'true' ? 1 : 0 };
+  // LLM-Adapters ended each question with the '?' that the prompt adds (BoolQ's own questions have none).
+  return { ...r, question: q.replace(/\?$/, ''), gold: String(r.answer).trim() === 'true' ? 1 : 0 };
+}
+
+/** lm-evaluation-harness's HellaSwag clean-up of WikiHow's bracketed markers, for the context and each ending. */
+function hellaswagClean(text: string): string {
+  return text.trim().replaceAll(' [title]', '. ').replace(/\[.*?\]/g, '').replaceAll('  ', ' ');
+}
+
+/** Python's str.capitalize: the first character upper case, the rest lower case. */
+const capitalize = (s: string) => s.charAt(0).toUpperCase() + s.slice(1).toLowerCase();
+
+/**
+ * HellaSwag as lm-evaluation-harness prompts it: "activity: ctx_a Ctx_b", cleaned. The text file joins ctx_a and
+ * ctx_b, so ctx_b (which lm-evaluation-harness capitalises) is taken to be the unfinished fragment after the last '. '.
+ */
+function hellaswag(r: Record_): Record_ {
+  const line = String(r.ctx);
+  const colon = line.indexOf(': ');
+  const [label, ctx] = colon < 0 ? ['', line] : [line.slice(0, colon), line.slice(colon + 2)];
+  const dot = ctx.lastIndexOf('. ');
+  const tail = dot >= 0 ? ctx.slice(dot + 2) : '';
+  const split = tail !== '' && !/[.!?"]$/.test(tail.trimEnd());
+  const [ctxA, ctxB] = split ? [ctx.slice(0, dot + 1), tail] : [ctx, ''];
+  return { ...r, query: hellaswagClean(`${label}: ${ctxA} ${capitalize(ctxB)}`), choices: (r.endings as string[]).map(hellaswagClean) };
 }
 
 function commonsenseqa(r: Record_): Record_ {
@@ -153,7 +177,8 @@ function sick(r: Record_): Record_ {
 }
 
 function mmlu(r: Record_): Record_ {
-  return { ...r, choices: [0, 1, 2, 3].map((i) => String(r[`choice${i}`])), gold: Number(r.answer) };
+  const subject = String(r.subject ?? '');
+  return { ...r, question: String(r.question).trim(), subject_words: subject.replaceAll('_', ' '), choices: [0, 1, 2, 3].map((i) => String(r[`choice${i}`])), gold: Number(r.answer) };
 }
 
 function gsm8k(r: Record_): Record_ {
@@ -171,6 +196,7 @@ export const PREPROCESS: Record<string, (r: Record_) => Record_> = {
   winogrande,
   boolq,
   commonsenseqa,
+  hellaswag,
   sick,
   mmlu,
   gsm8k,
@@ -178,22 +204,30 @@ export const PREPROCESS: Record<string, (r: Record_) => Record_> = {
 };
 
 const mc = (name: string, data: string, extra: Partial<TaskInput> = {}): TaskInput => ({
-  name, kind: 'multiple_choice', data, preprocess: 'llm_adapters_mc', prompt: 'Question: {question}\nAnswer:', choices: 'choices', answer: 'gold', ...extra,
+// Version 1 of the multiple-choice tasks: acc_norm divides by the choice's characters without the delimiter (it
+// counted the leading space), and BoolQ, HellaSwag and MMLU take lm-evaluation-harness 0.4.13's prompts exactly.
+const MC_VERSION = 1;
+
+  name, version: MC_VERSION, kind: 'multiple_choice', data, preprocess: 'llm_adapters_mc', prompt: 'Question: {question}\nAnswer:', choices: 'choices', answer: 'gold', ...extra,
 });
 
-/** Built-in tasks over the sets of ../shared/data (DATA.md); the prompts follow lm-evaluation-harness's. */
+/**
+ * Built-in tasks over the sets of ../shared/data (DATA.md). The prompts, choices and target delimiter of ARC, PIQA,
+ * WinoGrande, HellaSwag, BoolQ, OpenBookQA and MMLU are lm-evaluation-harness 0.4.13's (bench/parity/lmeval.ts
+ * checks them against lm_eval itself); BoolQ has no passage in the shared copy, so its prompt starts at "Question:".
+ */
 export const BUILTIN_TASKS: TaskInput[] = [
   mc('arc_easy', 'arc-easy/test.json'),
   mc('arc_challenge', 'arc-challenge/test.json'),
   mc('openbookqa', 'openbookqa/test.json', { prompt: '{question}' }),
   mc('siqa', 'social_i_qa/test.json'),
   mc('winogrande', 'winogrande/test.json', { preprocess: 'winogrande', prompt: '', contexts: 'contexts' }),
-  { name: 'boolq', kind: 'multiple_choice', data: 'boolq/test.json', preprocess: 'boolq', prompt: 'Question: {question}?\nAnswer:', choices: ['no', 'yes'], answer: 'gold', description: 'BoolQ without its passage (the shared copy has the question only)' },
-  { name: 'piqa', kind: 'multiple_choice', data: 'piqa/valid.jsonl', preprocess: 'piqa', prompt: 'Question: {goal}\nAnswer:', choices: ['{sol1}', '{sol2}'], answer: 'label' },
-  { name: 'hellaswag', kind: 'multiple_choice', data: 'hellaswag/hellaswag_val_full.txt.bz2', preprocess: 'hellaswag', prompt: '{ctx}', choices: 'endings', answer: 'label' },
-  { name: 'mmlu_dev', kind: 'multiple_choice', data: 'mmlu/dev', preprocess: 'mmlu', prompt: '{question}\nA. {choice0}\nB. {choice1}\nC. {choice2}\nD. {choice3}\nAnswer:', choices: ['A', 'B', 'C', 'D'], answer: 'gold' },
-  { name: 'commonsenseqa', kind: 'multiple_choice', data: 'commonsenseqa/dev_rand_split.jsonl', preprocess: 'commonsenseqa', prompt: 'Question: {question}\nAnswer:', choices: 'choices', answer: 'gold' },
-  { name: 'sick', kind: 'multiple_choice', data: 'sick/SICK_test_annotated.txt', reader: 'tsv', preprocess: 'sick', prompt: '{sentence_A}\nQuestion: {sentence_B} True, Neither or False?\nAnswer:', choices: ['True', 'Neither', 'False'], answer: 'gold', description: 'SICK NLI, 3-way, scored as classification by the likelihood of the label word' },
+  { name: 'boolq', version: MC_VERSION, kind: 'multiple_choice', data: 'boolq/test.json', preprocess: 'boolq', prompt: 'Question: {question}?\nAnswer:', choices: ['no', 'yes'], answer: 'gold', description: 'BoolQ without its passage (the shared copy has the question only)' },
+  { name: 'piqa', version: MC_VERSION, kind: 'multiple_choice', data: 'piqa/valid.jsonl', preprocess: 'piqa', prompt: 'Question: {goal}\nAnswer:', choices: ['{sol1}', '{sol2}'], answer: 'label' },
+  { name: 'hellaswag', version: MC_VERSION, kind: 'multiple_choice', data: 'hellaswag/hellaswag_val_full.txt.bz2', preprocess: 'hellaswag', prompt: '{query}', choices: 'choices', answer: 'label' },
+  { name: 'mmlu_dev', version: MC_VERSION, kind: 'multiple_choice', data: 'mmlu/dev', preprocess: 'mmlu', prompt: 'The following are multiple choice questions (with answers) about {subject_words}.\n\n{question}\nA. {choice0}\nB. {choice1}\nC. {choice2}\nD. {choice3}\nAnswer:', choices: ['A', 'B', 'C', 'D'], answer: 'gold' },
+  { name: 'commonsenseqa', version: MC_VERSION, kind: 'multiple_choice', data: 'commonsenseqa/dev_rand_split.jsonl', preprocess: 'commonsenseqa', prompt: 'Question: {question}\nAnswer:', choices: 'choices', answer: 'gold' },
+  { name: 'sick', version: MC_VERSION, kind: 'multiple_choice', data: 'sick/SICK_test_annotated.txt', reader: 'tsv', preprocess: 'sick', prompt: '{sentence_A}\nQuestion: {sentence_B} True, Neither or False?\nAnswer:', choices: ['True', 'Neither', 'False'], answer: 'gold', description: 'SICK NLI, 3-way, scored as classification by the likelihood of the label word' },
   { name: 'gsm8k', kind: 'generate', data: 'gsm8k/test.jsonl', preprocess: 'gsm8k', prompt: 'Question: {question}\nAnswer:', answer: 'target', fewshot_data: 'gsm8k/train.jsonl', generation: { max_new_tokens: 256, stop: ['\n\n', 'Question:'], extract: 'gsm8k' }, role: 'target' },
   { name: 'svamp', kind: 'generate', data: 'svamp/test.json', preprocess: 'svamp', prompt: 'Question: {question}\nAnswer:', answer: 'target', generation: { max_new_tokens: 64, stop: ['\n\n', 'Question:'], extract: 'last_number' }, role: 'target' },
   { name: 'tinystories', kind: 'perplexity', data: 'text/tinystories_lowercase_sample.txt', split: 'blank_lines', max_chars: 200_000, primary: 'next_token_acc' },
@@ -284,9 +318,9 @@ function classIndices(): string[] {
 }
 
 export function toDoc(spec: TaskSpec, r: Record_): Doc {
-  const pre = spec.preprocess && !['piqa', 'hellaswag'].includes(spec.preprocess) ? PREPROCESS[spec.preprocess] : undefined;
-  if (spec.preprocess && !pre && !['piqa', 'hellaswag'].includes(spec.preprocess)) {
-    throw new Error(`task ${spec.name}: unknown preprocess '${spec.preprocess}'; use one of ${[...Object.keys(PREPROCESS), 'piqa', 'hellaswag'].join(', ')}`);
+  const pre = spec.preprocess && spec.preprocess !== 'piqa' ? PREPROCESS[spec.preprocess] : undefined;
+  if (spec.preprocess && !pre && spec.preprocess !== 'piqa') {
+    throw new Error(`task ${spec.name}: unknown preprocess '${spec.preprocess}'; use one of ${[...Object.keys(PREPROCESS), 'piqa'].join(', ')}`);
   }
   const x = pre ? pre(r) : r;
   const id = String(x.id);
