@@ -28,7 +28,7 @@ export interface Corpus {
 }
 
 /** Characters per corpus sample, so the whole comparison stays within seconds per tokenizer. */
-const BUDGET = 6000;
+const BUDGET = 4000;
 /** Head lines of a plain-text corpus are joined into texts of about this size (keeping blank lines inside them). */
 const CHUNK = 500;
 const UNUSUAL = /[\r\t]|[^\x00-\x7f]| {2}|\n\n/;

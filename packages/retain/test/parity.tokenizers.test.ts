@@ -5,7 +5,7 @@
 // apply_chat_template(tokenize=True). The comparison itself lives in bench/parity/tokenizers.ts.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { needRefenv } from '../../../bench/refenv.js';
@@ -44,7 +44,7 @@ test('shared text corpora are sampled into the comparison', { skip: needShared('
   for (const re of [/\r\n/, /\t/, /[^\x00-\x7f]/, / {2}/, /\n\n/]) assert.ok(corpusTexts.some((x) => re.test(x)), `no corpus text matches ${re}`);
 });
 
-test('chat_template.jinja beside tokenizer_config.json wins over its chat_template; a broken one is named', { skip: fixtureMissing('llama2') }, async () => {
+test('chat_template.jinja and additional_chat_templates/ win over tokenizer_config\'s chat_template; a broken one is named', { skip: fixtureMissing('llama2') }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'retain-jinja-'));
   try {
     copyFileSync(join(fixtureDir('llama2'), 'tokenizer.json'), join(dir, 'tokenizer.json'));
@@ -53,8 +53,14 @@ test('chat_template.jinja beside tokenizer_config.json wins over its chat_templa
     assert.equal((await loadHfTokenizer(dir)).chatTemplate!(msgs, false), 'config: hi');
     writeFileSync(join(dir, 'chat_template.jinja'), '{{ bos_token }}file: {{ messages[0].content }}{% if add_generation_prompt %}>{% endif %}');
     assert.equal((await loadHfTokenizer(dir)).chatTemplate!(msgs, true), '<s>file: hi>');
+    // Named templates: tool_use is taken when tools are passed, as transformers does.
+    mkdirSync(join(dir, 'additional_chat_templates'));
+    writeFileSync(join(dir, 'additional_chat_templates', 'tool_use.jinja'), 'tools: {{ tools | length }} {{ messages[0].content }}');
+    const named = (await loadHfTokenizer(dir)).chatTemplate!;
+    assert.equal(named(msgs, false), '<s>file: hi');
+    assert.equal(named(msgs, false, { tools: [{ type: 'function' }] }), 'tools: 1 hi');
     writeFileSync(join(dir, 'chat_template.jinja'), '{% if %}');
-    await assert.rejects(loadHfTokenizer(dir), (e: Error) => e.message.startsWith(`${join(dir, 'chat_template.jinja')}: not a valid Jinja template (`) && e.message.endsWith('fix or remove it'));
+    await assert.rejects(loadHfTokenizer(dir), (e: Error) => e.message.startsWith(`${join(dir, 'chat_template.jinja')} is not a valid Jinja template (`) && e.message.endsWith('fix or remove it'));
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -8,6 +8,9 @@ import type { ChatMessage, ChatTemplate } from '../data/formats.js';
 /** The chat template does not parse (@huggingface/jinja throws a SyntaxError, which would read as a bug of ours). */
 export class TemplateError extends Error {}
 
+/** Chat templates by name ('default', 'tool_use', ...), each with the file (and key) it came from, for errors. */
+export type TemplateSources = Map<string, { source: string; from: string }>;
+
 /** A token entry of tokenizer_config.json: a string or an AddedToken object ({content, ...}). */
 export function tokenText(t: unknown): string | null {
   if (typeof t === 'string') return t;
@@ -120,4 +123,28 @@ export function compileChatTemplate(source: string, tokens: Record<string, strin
       documents: opts.documents ?? null,
       add_generation_prompt: addGenerationPrompt,
     });
+}
+
+/**
+ * A tokenizer's templates as one ChatTemplate, picked as transformers picks: 'tool_use' when tools are passed and
+ * there is one, else 'default'. Null when there is neither. A template that does not parse is named by its origin.
+ */
+export function namedChatTemplate(sources: TemplateSources, tokens: Record<string, string>): ChatTemplate | null {
+  const compiled = new Map<string, ChatTemplate>();
+  for (const [name, { source, from }] of sources) {
+    try {
+      compiled.set(name, compileChatTemplate(source, tokens));
+    } catch (e) {
+      if (!(e instanceof TemplateError)) throw e;
+      throw new Error(`${from} is not a valid Jinja template (${e.message}); fix or remove it`);
+    }
+  }
+  const fallback = compiled.get('default');
+  const toolUse = compiled.get('tool_use');
+  if (!fallback && !toolUse) return null;
+  return (messages, addGenerationPrompt, opts) => {
+    const tpl = opts?.tools != null && toolUse ? toolUse : fallback;
+    if (!tpl) throw new Error(`this tokenizer's chat templates (${[...sources.keys()].join(', ')}) have no 'default' for a conversation without tools`);
+    return tpl(messages, addGenerationPrompt, opts);
+  };
 }

@@ -1,12 +1,13 @@
 // Hugging Face tokenizers (tokenizer.json + tokenizer_config.json) through @huggingface/tokenizers, and chat
-// templates (Jinja: chat_template.jinja, else tokenizer_config.json's chat_template) through @huggingface/jinja,
-// rendered with what transformers' apply_chat_template gives the template (bench/parity/tokenizers.ts checks both).
-import { existsSync, readFileSync, statSync } from 'node:fs';
+// templates (Jinja: chat_template.jinja and additional_chat_templates/, else tokenizer_config.json's chat_template)
+// through @huggingface/jinja, rendered as transformers' apply_chat_template renders them (bench/parity/tokenizers.ts
+// checks both against the real libraries).
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { Tokenizer as HfTok } from '@huggingface/tokenizers';
 import type { Tokenizer } from './llama2c.js';
 import type { ChatTemplate } from '../data/formats.js';
-import { compileChatTemplate, templateTokens, TemplateError, tokenText } from './chat.js';
+import { namedChatTemplate, templateTokens, tokenText, type TemplateSources } from './chat.js';
 
 export class HfTokenizer implements Tokenizer {
   readonly bosId: number;
@@ -19,8 +20,8 @@ export class HfTokenizer implements Tokenizer {
    */
   private readonly cleanUp: boolean;
 
-  /** `templateSource`: chat_template.jinja's text when the folder has one (it overrides the config's chat_template). */
-  constructor(private readonly tok: HfTok, readonly json: Record<string, any>, readonly config: Record<string, any>, templateSource?: string) {
+  /** `templates`: the chat templates found beside the files (templateSources). */
+  constructor(private readonly tok: HfTok, readonly json: Record<string, any>, readonly config: Record<string, any>, templates: TemplateSources = new Map()) {
     const bos = tokenText(config.bos_token);
     const eos = tokenText(config.eos_token);
     this.bosId = bos ? tok.token_to_id(bos) ?? -1 : -1;
@@ -31,9 +32,7 @@ export class HfTokenizer implements Tokenizer {
     this.cleanUp = config.clean_up_tokenization_spaces === true
       && (json.model?.type !== 'BPE' || config.clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output === true);
     this.vocabSize = ids.reduce((m: number, id: number) => Math.max(m, id + 1), base);
-    const src = config.chat_template;
-    const text = templateSource ?? (typeof src === 'string' ? src : Array.isArray(src) ? src.find((t: { name?: unknown } | null) => t?.name === 'default')?.template : null);
-    this.chatTemplate = typeof text === 'string' ? compileChatTemplate(text, templateTokens(config)) : null;
+    this.chatTemplate = namedChatTemplate(templates, templateTokens(config));
   }
 
   /**
@@ -98,15 +97,31 @@ export async function loadHfTokenizer(path: string): Promise<HfTokenizer> {
     // file's fault either way.
     throw new Error(`${tj}: not a usable Hugging Face tokenizer (${(e as Error).message}); ${REWRITE}`);
   }
-  // transformers 5 saves the template as chat_template.jinja beside the config, which then has none.
-  const jinjaPath = join(dirname(tj), 'chat_template.jinja');
-  const jinja = existsSync(jinjaPath) ? readFileSync(jinjaPath, 'utf8') : undefined;
-  try {
-    return new HfTokenizer(tok, json, config, jinja);
-  } catch (e) {
-    if (!(e instanceof TemplateError)) throw e;
-    throw new Error(jinja !== undefined
-      ? `${jinjaPath}: not a valid Jinja template (${e.message}); fix or remove it`
-      : `${cfgPath}: chat_template is not a valid Jinja template (${e.message}); fix or remove it`);
+  return new HfTokenizer(tok, json, config, templateSources(dirname(tj), config, cfgPath));
+}
+
+/**
+ * transformers 5 saves the default template as chat_template.jinja and others as additional_chat_templates/<name>.jinja
+ * beside the config, which then has none; files, when there are any, take priority over the config's chat_template
+ * (a string, or a list of {name, template}), as in transformers.
+ */
+export function templateSources(dir: string, config: Record<string, any>, cfgPath: string): TemplateSources {
+  const out: TemplateSources = new Map();
+  const file = join(dir, 'chat_template.jinja');
+  if (existsSync(file)) out.set('default', { source: readFileSync(file, 'utf8'), from: file });
+  const extra = join(dir, 'additional_chat_templates');
+  if (existsSync(extra) && statSync(extra).isDirectory()) {
+    for (const f of readdirSync(extra).filter((n) => n.endsWith('.jinja')).sort()) {
+      out.set(f.slice(0, -'.jinja'.length), { source: readFileSync(join(extra, f), 'utf8'), from: join(extra, f) });
+    }
   }
+  if (out.size) return out;
+  const src = config.chat_template;
+  if (typeof src === 'string') out.set('default', { source: src, from: `${cfgPath}: chat_template` });
+  if (Array.isArray(src)) {
+    for (const t of src) {
+      if (typeof t?.name === 'string' && typeof t?.template === 'string') out.set(t.name, { source: t.template, from: `${cfgPath}: chat_template '${t.name}'` });
+    }
+  }
+  return out;
 }
