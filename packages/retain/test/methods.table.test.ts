@@ -447,8 +447,9 @@ SPECS.push({
   },
 });
 
-// MoFO (§7): per filtered tensor exactly k = max(1, ⌊α·n⌋) coordinates move beyond the decoupled decay, and the
-// moments are plain AdamW's.
+// MoFO (§7): per filtered tensor exactly the k = max(1, ⌊α·n⌋) coordinates of largest |m| move beyond the decoupled
+// decay; bias and norm tensors update densely as plain AdamW without weight decay (the reference's decay grouping);
+// the moments are plain AdamW's.
 SPECS.push({
   name: 'mofo',
   file: 'mofo.ts',
@@ -459,6 +460,8 @@ SPECS.push({
     rec.mismatches = [] as string[];
     rec.momentMismatch = [] as string[];
     rec.unfiltered = [] as number[];
+    rec.notTopK = [] as string[];
+    rec.decayed = [] as string[];
     m.optimizerStep = (ctx) => {
       const before = snapshot(ctx.params);
       const grads = gradsOf(ctx);
@@ -468,10 +471,20 @@ SPECS.push({
       if (!rec.shadow) {
         // Moments depend on the gradients only, so a shadow AdamW over copies sees the same m and v.
         rec.shadowParams = new Map([...before].map(([n, t]) => [n, hold(t.clone().requiresGrad_(true))]));
-        rec.shadow = new torch.optim.AdamW([...rec.shadowParams.values()], { lr: g0.lr, betas: g0.betas, eps: g0.eps, weightDecay: g0.weightDecay });
+        const sp = [...rec.shadowParams] as [string, Tensor][];
+        const paramOf = new Map(ctx.params);
+        // Unfiltered tensors get no weight decay: their shadow is the update MoFO must match.
+        rec.shadow = new torch.optim.AdamW([
+          { params: sp.filter(([n]) => isFiltered(n, paramOf.get(n)!)).map(([, t]) => t) },
+          { params: sp.filter(([n]) => !isFiltered(n, paramOf.get(n)!)).map(([, t]) => t), weightDecay: 0 },
+        ], { lr: g0.lr, betas: g0.betas, eps: g0.eps, weightDecay: g0.weightDecay });
       }
       for (const [n, sp] of rec.shadowParams as Map<string, Tensor>) sp.grad = grads.get(n) ?? null;
-      rec.shadow.paramGroups[0].lr = g0.lr;
+      for (const g of rec.shadow.paramGroups) g.lr = g0.lr;
+      // Unfiltered shadows track the parameter: start each step from its value before the step.
+      torch.noGrad(() => {
+        for (const [n, sp] of rec.shadowParams as Map<string, Tensor>) if (!isFiltered(n, before.get(n)!)) sp.copy_(before.get(n)!);
+      });
       rec.shadow.step();
       const decay = 1 - g0.lr * g0.weightDecay;
       for (const [n, p] of ctx.params) {
@@ -486,13 +499,26 @@ SPECS.push({
           const live = torch.tidy(() => s.exp_avg.ne(0).sum().item());
           const k = Math.min(mofoK(mofo.alpha, p.numel()), live);
           if (moved !== k) rec.mismatches.push(`${n}@${ctx.step}: moved ${moved}, expected ${k}`);
-        } else rec.unfiltered.push(moved / p.numel());
+          // Which ones: the top k of |m| (the shadow's moments, equal to MoFO's as checked above).
+          const [same] = torch.tidy(() => {
+            const movedIdx = torch.ops.nonzero(p.ne(before.get(n)!.mul(decay)).reshape(-1)).reshape(-1).sort()[0];
+            const top = sh.exp_avg.abs().reshape(-1).topk(k)[1].sort()[0];
+            return [movedIdx.shape[0] === top.shape[0] && movedIdx.equal(top)];
+          });
+          if (!same) rec.notTopK.push(`${n}@${ctx.step}`);
+        } else {
+          rec.unfiltered.push(moved / p.numel());
+          const err = torch.tidy(() => maxAbsDiff(p, rec.shadowParams.get(n)) / Math.max(1e-12, p.abs().max().item()));
+          if (err > 1e-6) rec.decayed.push(`${n}@${ctx.step}: ${err.toExponential(2)}`);
+        }
       }
     };
   },
   check(run, rec) {
     assert.ok(rec.checked > 0, 'no filtered tensor was checked');
     assert.deepEqual(rec.mismatches, [], 'every filtered tensor moves exactly k coordinates');
+    assert.deepEqual(rec.notTopK, [], 'the coordinates that move are the top k by |m|');
+    assert.deepEqual(rec.decayed, [], 'bias and norm tensors update as AdamW without weight decay');
     assert.deepEqual(rec.momentMismatch, [], "MoFO's moments are plain AdamW's, bit for bit");
     const dense = rec.unfiltered.length ? Math.min(...rec.unfiltered) : 1;
     assert.ok(dense > 0.9, `unfiltered tensors update densely (lowest moved fraction ${dense})`);

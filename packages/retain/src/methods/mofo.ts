@@ -3,7 +3,9 @@
 // AdamW whose moments m, v update densely every step, but within each filtered parameter tensor only the coordinates
 // with the largest |m| move: p ← p − lr·m̂/(√v̂+ε) on the top k = max(1, ⌊α·n⌋) of them and by 0 elsewhere. Bias and
 // norm tensors (1-D parameters, or names containing 'norm' or 'bias') update unfiltered. Decoupled weight decay
-// p ← p·(1 − lr·wd) still applies to every coordinate, as in the reference, because AdamW applies it before the update.
+// p ← p·(1 − lr·wd) still applies to every coordinate of a filtered tensor, as in the reference, because AdamW applies
+// it before the update. Bias and norm tensors get no weight decay, as the reference's trainer groups them (Hugging
+// Face's decay grouping: biases and normalisation weights at weight_decay 0).
 //
 // Rounding: k = max(1, ⌊α·n⌋). ⌊α·n⌋ alone would freeze a tensor with fewer than 1/α elements outright, which is not
 // what filtering means; for any tensor with n ≥ 1/α the two agree.
@@ -114,8 +116,9 @@ export class Mofo implements Method {
   readonly sampleSize: number;
   /** The optimizer doing the steps (null until the first step). */
   optimizer: MofoAdamW | null = null;
-  // For each of our groups, the loop optimizer's group whose lr (and hyper-parameters) it follows.
-  private sources: Record<string, unknown>[] = [];
+  // For each of our groups, the loop optimizer's group whose lr (and hyper-parameters) it follows, and whether the
+  // group holds bias and norm tensors (no weight decay).
+  private sources: { src: Record<string, unknown>; noDecay: boolean }[] = [];
   private pending: Map<string, Tensor> | null = null;
 
   constructor(o: MofoOptions = {}) {
@@ -138,23 +141,25 @@ export class Mofo implements Method {
     const groups: (Partial<torch.optim.AdamHyper> & { params: Tensor[] })[] = [];
     this.sources = [];
     const placed = new Set<Tensor>();
+    const add = (params: Tensor[], src: Record<string, unknown>) => {
+      for (const noDecay of [false, true]) {
+        const mine = params.filter((p) => isFiltered(names.get(p)!, p) !== noDecay);
+        if (mine.length === 0) continue;
+        groups.push({ params: mine, ...hyperOf(src, noDecay) });
+        this.sources.push({ src, noDecay });
+      }
+    };
     for (const src of ctx.optimizer.paramGroups) {
       const params = src.params.filter((p) => names.has(p) && !placed.has(p));
-      if (params.length === 0) continue;
       for (const p of params) placed.add(p);
-      groups.push({ params, ...hyperOf(src) });
-      this.sources.push(src);
+      add(params, src);
     }
     // Trainable tensors the loop's optimizer does not hold (a re-parameterisation that did not register them there)
     // train with the first group's settings.
-    const rest = ctx.params.map(([, p]) => p).filter((p) => !placed.has(p));
-    if (rest.length) {
-      groups.push({ params: rest, ...hyperOf(ctx.optimizer.paramGroups[0]) });
-      this.sources.push(ctx.optimizer.paramGroups[0]);
-    }
+    add(ctx.params.map(([, p]) => p).filter((p) => !placed.has(p)), ctx.optimizer.paramGroups[0]);
     const opt = new MofoAdamW(groups, { alpha: this.alpha, names, exactMax: this.exactMax, sampleSize: this.sampleSize });
     const filtered = ctx.params.filter(([n, p]) => isFiltered(n, p));
-    ctx.log({ kind: 'mofo', mofo_alpha: this.alpha, mofo_filtered_tensors: filtered.length, mofo_unfiltered_tensors: ctx.params.length - filtered.length });
+    ctx.log({ kind: 'mofo', mofo_alpha: this.alpha, mofo_filtered_tensors: filtered.length, mofo_unfiltered_tensors: ctx.params.length - filtered.length, mofo_no_weight_decay: 'bias and norm tensors' });
     if (this.pending) {
       for (const [name, p] of ctx.params) {
         const m = this.pending.get(`${name}.exp_avg`);
@@ -175,7 +180,7 @@ export class Mofo implements Method {
 
   optimizerStep(ctx: TrainContext): void {
     if (!this.optimizer) this.optimizer = this.build(ctx);
-    this.optimizer.paramGroups.forEach((g, i) => Object.assign(g, hyperOf(this.sources[i])));
+    this.optimizer.paramGroups.forEach((g, i) => Object.assign(g, hyperOf(this.sources[i].src, this.sources[i].noDecay)));
     this.optimizer.step();
   }
 
@@ -204,10 +209,12 @@ export class Mofo implements Method {
   }
 }
 
-function hyperOf(g: Record<string, unknown>): Partial<torch.optim.AdamHyper> {
+/** The loop group's AdamW settings; a bias and norm group keeps weight decay 0. */
+function hyperOf(g: Record<string, unknown>, noDecay: boolean): Partial<torch.optim.AdamHyper> {
   const out: Partial<torch.optim.AdamHyper> = { lr: g.lr as number };
   if (Array.isArray(g.betas)) out.betas = [g.betas[0], g.betas[1]];
   if (typeof g.eps === 'number') out.eps = g.eps;
-  if (typeof g.weightDecay === 'number') out.weightDecay = g.weightDecay;
+  if (noDecay) out.weightDecay = 0;
+  else if (typeof g.weightDecay === 'number') out.weightDecay = g.weightDecay;
   return out;
 }
