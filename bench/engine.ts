@@ -4,11 +4,16 @@
 //   step_ratio         Llama-style training step (d=256, 4 layers, 4 heads, seq 128, batch 16, AdamW), our median
 //                      ms ÷ Python's                                                       target ≤ 0.95
 //   tfjs_ratio         the same step in TF.js (best backend installable offline) ÷ ours   target ≥ 5
+//   step_ratio_torch2_eager / _compile  the same step ÷ transformers' LlamaForCausalLM (sdpa attention) on the
+//                      reference environment's PyTorch 2.x, eager and under torch.compile (where it runs); null
+//                      without the reference environment. For a same-libtorch comparison run the bench on the 2.x
+//                      addon: RETAIN_TORCH_ADDON=packages/torch/build-torch2/Release/retain_torch.node
 // Environment: BENCH_THREADS (default 1), BENCH_STEPS (default 6), BENCH_TFJS_STEPS (default 2, 0 skips TF.js),
 // BENCH_TFJS_BACKEND (wasm | cpu; default wasm, the faster of the two here).
 import { execFileSync } from 'node:child_process';
 import { cpus } from 'node:os';
 import * as torch from '@retain/torch';
+import { needRefenv, REFENV_PYTHON } from './refenv.js';
 import { LlamaForCausalLM, type LlamaConfig } from '../packages/retain/src/models/llama.js';
 
 const threads = Number(process.env.BENCH_THREADS ?? 1);
@@ -78,9 +83,23 @@ function stepTimesMs(n: number): { ms: number[]; cpu: number[]; loss: number } {
   return { ms, cpu, loss };
 }
 
-function python(cfg: object): any {
-  const out = execFileSync(PYTHON, ['bench/py/engine_peer.py', JSON.stringify(cfg)], { encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: String(threads) } });
+function python(cfg: object, interpreter = PYTHON): any {
+  const out = execFileSync(interpreter, ['bench/py/engine_peer.py', JSON.stringify(cfg)], { encoding: 'utf8', maxBuffer: 1 << 26, env: { ...process.env, OMP_NUM_THREADS: String(threads) } });
   return JSON.parse(out.trim().split('\n').pop()!);
+}
+
+/** The step on PyTorch 2.x (the reference environment), eager or compiled: median CPU and wall ms after warm-up. */
+function torch2Step(compiled: boolean): { torch: string; median_step_ms: number; median_step_cpu_ms: number; step_ms: number[]; final_loss: number } | { skipped: string } {
+  const missing = needRefenv('transformers');
+  if (missing) return { skipped: missing };
+  try {
+    // torch.compile spends its first steps compiling: give it more and drop them.
+    const r = python({ threads, steps: compiled ? steps + 2 : steps, model: shape, hf: true, compile: compiled }, REFENV_PYTHON);
+    const warm = compiled ? 4 : Math.min(2, steps - 1);
+    return { torch: r.torch, median_step_ms: +median(r.step_ms.slice(warm)).toFixed(1), median_step_cpu_ms: +median(r.step_cpu_ms.slice(warm)).toFixed(1), step_ms: r.step_ms.map((v: number) => +v.toFixed(1)), final_loss: r.final_loss };
+  } catch (e) {
+    return { skipped: `${compiled ? 'torch.compile' : 'eager'} peer failed: ${String((e as Error).message).split('\n').slice(-2).join(' ')}` };
+  }
 }
 
 async function main() {
@@ -104,6 +123,10 @@ async function main() {
   const pyCpu = median((pyStep.step_cpu_ms as number[]).slice(warm));
   const ourCpu = median(ours.cpu.slice(warm));
 
+  const eager2 = torch2Step(false);
+  const compiled2 = torch2Step(true);
+  const ratio2 = (p: typeof eager2) => ('skipped' in p ? null : +(threads === 1 ? ourCpu / p.median_step_cpu_ms : ourMs / p.median_step_ms).toFixed(3));
+
   let tfjs: { backend: string; step_ms: number[]; median_ms: number; loss: number } | null = null;
   if (tfjsSteps > 0) {
     const { tfjsStepMs } = await import('./tfjs-llama.js');
@@ -119,10 +142,14 @@ async function main() {
     step_ratio: +((threads === 1 ? ourCpu / pyCpu : ourMs / pyMs)).toFixed(3),
     step_ratio_wall: +(ourMs / pyMs).toFixed(3),
     measure: threads === 1 ? 'process CPU time (one thread), medians after 2 warm-up steps' : 'wall time, medians after 2 warm-up steps',
+    step_ratio_torch2_eager: ratio2(eager2),
+    step_ratio_torch2_compile: ratio2(compiled2),
     tfjs_ratio: tfjs ? +(tfjs.median_ms / ourMs).toFixed(2) : null,
     targets: { op_overhead_ratio: '<= 1.0', step_ratio: '<= 0.95', tfjs_ratio: '>= 5' },
     ours: { op_ns: +ourOp.toFixed(1), op_ns_rounds: [ourOp1, ourOp2].map((v) => +v.toFixed(1)), step_ms: ours.ms.map((v) => +v.toFixed(1)), median_step_ms: +ourMs.toFixed(1), median_step_cpu_ms: +ourCpu.toFixed(1), final_loss: ours.loss },
     python: { op_ns: +pyOp.toFixed(1), op_ns_rounds: [pyOp1, pyOp2].map((v) => +v.toFixed(1)), step_ms: (pyStep.step_ms as number[]).map((v) => +v.toFixed(1)), median_step_ms: +pyMs.toFixed(1), median_step_cpu_ms: +pyCpu.toFixed(1), final_loss: pyStep.final_loss },
+    torch2_eager: eager2,
+    torch2_compile: compiled2,
     tfjs,
     model: shape,
   };

@@ -2,7 +2,9 @@
 // same run: the same model shape (stories260K's, and the d=256 Llama), the same batches in the same order, AdamW,
 // cosine schedule with warm-up, gradient clipping. Prints one JSON object; ratio = our median step time ÷ theirs
 // (target ≤ 0.95). Both start from random weights: the work per step does not depend on the values.
-// Environment: BENCH_THREADS (1), BENCH_STEPS (12), TRAIN_BENCH_ONLY=stories|llama256.
+// With the reference environment (scripts/refenv.sh) the same job also runs on its PyTorch 2.x, eager and under
+// torch.compile: ratio_torch2_eager and ratio_torch2_compile (median step after the compile steps).
+// Environment: BENCH_THREADS (1), BENCH_STEPS (12), TRAIN_BENCH_ONLY=stories|llama256, BENCH_COMPILE=0 skips compile.
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
@@ -14,6 +16,7 @@ import { readText } from '../packages/retain/src/data/readers.js';
 import { pack, toExample, type Example } from '../packages/retain/src/data/formats.js';
 import { collate, DataLoader } from '../packages/retain/src/data/loader.js';
 import { train } from '../packages/retain/src/train/trainer.js';
+import { needRefenv, REFENV_PYTHON } from './refenv.js';
 
 const threads = Number(process.env.BENCH_THREADS ?? 1);
 const steps = Number(process.env.BENCH_STEPS ?? 12);
@@ -55,7 +58,21 @@ async function runJob(j: Job) {
   const jobFile = join(dir, 'job.json');
   const c = j.config;
   writeFileSync(jobFile, JSON.stringify({ threads, lr, warmup, steps, batches, model: { vocab_size: c.vocab_size, dim: c.hidden_size, hidden_dim: c.intermediate_size, n_layers: c.num_hidden_layers, n_heads: c.num_attention_heads, n_kv_heads: c.num_key_value_heads, seq_len: c.max_position_embeddings, eps: c.rms_norm_eps, rope_theta: 10000 } }));
-  const py = JSON.parse(execFileSync(PYTHON, ['bench/py/train_peer.py', jobFile], { encoding: 'utf8', maxBuffer: 1 << 28 }).trim().split('\n').pop()!);
+  const peer = (python: string, compile = false) => {
+    if (compile) writeFileSync(jobFile, JSON.stringify({ ...JSON.parse(readFileSync(jobFile, 'utf8')), compile: true, steps: steps + 2 }));
+    return JSON.parse(execFileSync(python, ['bench/py/train_peer.py', jobFile], { encoding: 'utf8', maxBuffer: 1 << 28 }).trim().split('\n').pop()!);
+  };
+  const py = peer(PYTHON);
+  const refMissing = needRefenv();
+  const py2 = refMissing ? null : peer(REFENV_PYTHON);
+  let py2c: { step_ms: number[] } | { skipped: string } | null = null;
+  if (!refMissing && process.env.BENCH_COMPILE !== '0') {
+    try {
+      py2c = peer(REFENV_PYTHON, true);
+    } catch (e) {
+      py2c = { skipped: `torch.compile failed: ${String((e as Error).message).split('\n').slice(-2).join(' ')}` };
+    }
+  }
   torch.manualSeed(0);
   const model = new LlamaForCausalLM(j.config);
   const opt = new torch.optim.AdamW(model.parameters(), { lr, weightDecay: 0 });
@@ -65,12 +82,18 @@ async function runJob(j: Job) {
   const skip = Math.min(2, steps - 1);
   const ours = median(ourMs.slice(skip));
   const theirs = median((py.step_ms as number[]).slice(skip));
+  const theirs2 = py2 ? median((py2.step_ms as number[]).slice(skip)) : null;
+  // The compiled peer ran 2 extra steps; its first 4 (compilation) are left out.
+  const theirs2c = py2c && 'step_ms' in py2c ? median(py2c.step_ms.slice(4)) : null;
   const tok = median(tokensPerStep);
   model.dispose();
   opt.dispose();
   rmSync(dir, { recursive: true, force: true });
   return {
     ratio: +(ours / theirs).toFixed(3),
+    ratio_torch2_eager: theirs2 ? +(ours / theirs2).toFixed(3) : null,
+    ratio_torch2_compile: theirs2c ? +(ours / theirs2c).toFixed(3) : null,
+    torch2: refMissing ? { skipped: refMissing } : { torch: py2.torch, eager_median_step_ms: +theirs2!.toFixed(2), compile_median_step_ms: theirs2c ? +theirs2c.toFixed(2) : null, compile: py2c && 'skipped' in py2c ? py2c.skipped : undefined },
     ours: { median_step_ms: +ours.toFixed(2), tokens_per_s: Math.round((tok / ours) * 1000), step_ms: ourMs.map((v) => +v.toFixed(1)), losses: r.history.map((h) => h.loss) },
     python: { median_step_ms: +theirs.toFixed(2), tokens_per_s: Math.round((tok / theirs) * 1000), step_ms: (py.step_ms as number[]).map((v) => +v.toFixed(1)), losses: (py.losses as number[]).map((v) => +v.toFixed(6)) },
     batch: j.batch, tokens_per_step: tok,

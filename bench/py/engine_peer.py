@@ -32,10 +32,31 @@ def op_overhead(n):
     return best
 
 
-def train_steps(c, steps):
+def build(c, hf, compiled):
+    """The bench's own Llama, or (hf) transformers' LlamaForCausalLM of the same shape as users run it; compiled wraps
+    either in torch.compile (its first steps compile; the bench excludes them as warm-up)."""
+    if hf:
+        from transformers import LlamaConfig, LlamaForCausalLM
+        conf = LlamaConfig(vocab_size=c["vocab_size"], hidden_size=c["dim"], intermediate_size=c["hidden_dim"],
+                           num_hidden_layers=c["n_layers"], num_attention_heads=c["n_heads"],
+                           num_key_value_heads=c["n_kv_heads"], max_position_embeddings=c["seq_len"],
+                           rms_norm_eps=c["eps"], rope_theta=c["rope_theta"], tie_word_embeddings=False,
+                           attn_implementation="sdpa")
+        inner = LlamaForCausalLM(conf)
+        model = lambda x: inner(input_ids=x, use_cache=False).logits  # noqa: E731
+        params = inner.parameters()
+    else:
+        inner = Llama(c)
+        model, params = inner, inner.parameters()
+    if compiled:
+        model = torch.compile(model)
+    return model, list(params)
+
+
+def train_steps(c, steps, hf=False, compiled=False):
     torch.manual_seed(0)
-    model = Llama(c)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
+    model, params = build(c, hf, compiled)
+    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.1)
     g = torch.Generator().manual_seed(1)
     data = torch.randint(0, c["vocab_size"], (c["batch"], c["seq_len"] + 1), generator=g)
     x, y = data[:, :-1], data[:, 1:]
@@ -57,5 +78,5 @@ out = {"torch": torch.__version__, "threads": torch.get_num_threads()}
 if cfg.get("op_n"):
     out["op_ns"] = op_overhead(cfg["op_n"])
 if cfg.get("steps"):
-    out["step_ms"], out["step_cpu_ms"], out["final_loss"] = train_steps(cfg["model"], cfg["steps"])
+    out["step_ms"], out["step_cpu_ms"], out["final_loss"] = train_steps(cfg["model"], cfg["steps"], cfg.get("hf", False), cfg.get("compile", False))
 print(json.dumps(out))

@@ -20,6 +20,8 @@ torch.set_num_threads(job["threads"])
 torch.manual_seed(0)
 model = Llama(job["model"])
 opt = torch.optim.AdamW(model.parameters(), lr=job["lr"], weight_decay=0.0)
+# job["compile"]: the same model under torch.compile (PyTorch 2.x); its first steps compile.
+forward = torch.compile(model) if job.get("compile") else model
 total, warm = job["steps"], job["warmup"]
 
 
@@ -35,7 +37,7 @@ times, losses = [], []
 for step in range(total):
     ids, tg = batches[step % len(batches)]
     t = time.perf_counter()
-    logits = model(ids)
+    logits = forward(ids)
     tok = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tg.reshape(-1), reduction="none")
     loss = tok.sum() / (tg != -100).sum()
     loss.backward()

@@ -13,6 +13,10 @@ function leaf(shape: number[], dtype: torch.DType = 'float32'): Tensor {
   return torch.randn(shape, { dtype }).requiresGrad_(true);
 }
 
+// Debian's libtorch loads oneDNN as libdnnl.so.2, which fused.h finds; PyTorch 2.x wheels link it statically, so
+// there linear() is aten::linear itself and only the numbers are checked.
+const dnnlShared = torch.torchVersion().startsWith('1.');
+
 test('linear (oneDNN GEMM on CPU float32) matches aten::linear: shapes, bias, gradients, double backward', () => {
   torch.manualSeed(3);
   torch.tidy(() => {
@@ -33,7 +37,7 @@ test('linear (oneDNN GEMM on CPU float32) matches aten::linear: shapes, bias, gr
       const wCopy = w0.detach().clone();
       const xin = c.transpose ? x0.t().contiguous().t() : x0; // same values, column-major storage
       const y = torch.linear(xin, w0, b0);
-      assert.match(y.gradFn ?? '', /DnnlLinear/);
+      if (dnnlShared) assert.match(y.gradFn ?? '', /DnnlLinear/);
       const [x1, w1] = [x0.detach().requiresGrad_(true), w0.detach().requiresGrad_(true)];
       const b1 = b0 ? b0.detach().clone().requiresGrad_(true) : null;
       const yr = torch.ops.linear(x1, w1, b1);
