@@ -246,3 +246,13 @@ test('inputs longer than the window lose their left end; an over-long continuati
   assert.equal(long.tokens, 8);
   assert.ok(Number.isFinite(long.logprob) && long.logprob < 0);
 });
+
+test("whitespace ending a context is scored with the continuation, as lm-evaluation-harness's _encode_pair does", () => {
+  const { em } = tinyModel(64);
+  const moved = encodeRequest(em, { context: 'answer:  ', continuation: 'paris' });
+  assert.deepEqual(moved, encodeRequest(em, { context: 'answer:', continuation: '  paris' }));
+  assert.equal(moved.contLen, 7);
+  const [a, b] = loglikelihood(em, [{ context: 'answer: ', continuation: 'paris' }, { context: 'answer:', continuation: ' paris' }]);
+  assert.equal(a.logprob, b.logprob);
+  assert.equal(a.tokens, 6);
+});
