@@ -4,8 +4,8 @@
 //
 // Forgetting at a step = mean over the general probes of (base − now) on each probe's primary metric, in points
 // (×100) for fraction metrics such as accuracy, with the sign turned so that positive always means worse. Points and
-// raw losses do not average: when any general probe reports an accuracy-like metric only those count (as in the
-// report's averages); with loss-only probes (bits per char, ce) the raw differences are averaged. "Best" among the states within budget is the highest mean target score, or the latest state
+// raw losses do not average: the probes counted are those the report averages (averageGroup: the accuracy-like ones
+// when there are any, else all); with loss-only probes (bits per char, ce) the raw differences are averaged. "Best" among the states within budget is the highest mean target score, or the latest state
 // when there are no target probes.
 import { appendFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -16,7 +16,7 @@ import type { EvalModel } from './model.js';
 import { loadDocs, scoreDocs } from './harness.js';
 import type { Doc } from './tasks.js';
 import type { ResolvedTask } from './tasks.js';
-import { isFractionMetric, type MonitorPoint, type ResultRow } from './results.js';
+import { averageGroup, improvement, isFractionMetric, type MonitorPoint, type ResultRow } from './results.js';
 
 export interface MonitorOptions {
   every: number;
@@ -68,14 +68,13 @@ export class ForgettingMonitor implements Method {
   }
 
   private score(rows: ResultRow[]): { forgetting: number; target: number | null } {
-    const allGen = rows.filter((r) => r.role === 'general');
-    const frac = allGen.filter((r) => isFractionMetric(r.metric));
-    const gen = frac.length ? frac : allGen;
+    const allGen = rows.filter((r) => r.role === 'general').map((r) => ({ ...r, higherIsBetter: r.higher_is_better }));
+    // The probes the report would average (averageGroup); general probes of different raw metrics all count.
+    const gen = averageGroup(allGen)?.tasks ?? allGen;
     const forgetting = gen.length
       ? gen.reduce((s, r) => {
         const b = this.base.find((x) => x.task === r.task)!;
-        const d = points(b) - points(r);
-        return s + (r.higher_is_better ? d : -d);
+        return s - improvement({ fraction: isFractionMetric(r.metric), higherIsBetter: r.higher_is_better }, b.value, r.value);
       }, 0) / gen.length
       : 0;
     const tgt = rows.filter((r) => r.role === 'target');

@@ -84,9 +84,36 @@ export function primaryRows(r: EvalResults): ResultRow[] {
   return r.rows.filter((x) => x.primary);
 }
 
-/** Mean of the primary metric over tasks of a role (values as stored: fractions for accuracies), or null when none. */
+/** Tasks whose primary metrics average together, and the unit and direction of their mean. */
+export interface AverageGroup<T> {
+  tasks: T[];
+  /** 'mean' for a mean of accuracy-like fractions, else the one metric every task reports. */
+  metric: string;
+  fraction: boolean;
+  higherIsBetter: boolean;
+}
+
+/**
+ * Which of `tasks` an average (and so forgetting and gain) is taken over. Points and raw losses do not add up: the
+ * higher-is-better fractions when there are any; otherwise every task, when they all report one metric (a char-LSTM
+ * suite's bits per char, lower is better); otherwise none (null).
+ */
+export function averageGroup<T extends { metric: string; higherIsBetter: boolean }>(tasks: T[]): AverageGroup<T> | null {
+  const frac = tasks.filter((t) => t.higherIsBetter && isFractionMetric(t.metric));
+  if (frac.length) return { tasks: frac, metric: 'mean', fraction: true, higherIsBetter: true };
+  if (!tasks.length) return null;
+  const [m, hib] = [metricName(tasks[0].metric), tasks[0].higherIsBetter];
+  if (!tasks.every((t) => metricName(t.metric) === m && t.higherIsBetter === hib)) return null;
+  return { tasks, metric: m, fraction: isFractionMetric(m), higherIsBetter: hib };
+}
+
+/** `to` − `from` in the display unit (points for fractions), signed so that positive is better in the metric's direction. */
+export function improvement(g: { fraction: boolean; higherIsBetter: boolean }, from: number, to: number): number {
+  return (to - from) * (g.fraction ? 100 : 1) * (g.higherIsBetter ? 1 : -1);
+}
+
+/** Mean of the primary metric over the averageable tasks of a role (as stored: fractions for accuracies), or null. */
 export function roleAverage(r: EvalResults, role: Role): number | null {
-  const rows = primaryRows(r).filter((x) => x.role === role);
-  if (!rows.length) return null;
-  return rows.reduce((s, x) => s + x.value, 0) / rows.length;
+  const g = averageGroup(primaryRows(r).filter((x) => x.role === role).map((x) => ({ ...x, higherIsBetter: x.higher_is_better })));
+  return g ? g.tasks.reduce((s, x) => s + x.value, 0) / g.tasks.length : null;
 }

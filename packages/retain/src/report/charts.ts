@@ -5,7 +5,7 @@ import * as vega from 'vega';
 import * as vl from 'vega-lite';
 import { Resvg } from '@resvg/resvg-js';
 import type { EvalResults, MonitorPoint } from '../eval/results.js';
-import { isFractionMetric, metricName, runAverages } from './table.js';
+import { averageGroups, isFractionMetric, metricName, runAverages } from './table.js';
 
 // The same family list in the SVG serves the browser (which picks what it has) and resvg (which is given the files).
 const FONT = 'DejaVu Sans, Liberation Sans, Arial, Helvetica, sans-serif';
@@ -108,32 +108,60 @@ export function paretoFrontier<T extends { target: number; general: number }>(pt
   return pts.filter((p) => !dominated(p)).sort((a, b) => a.target - b.target || b.general - a.general);
 }
 
-export function paretoPoints(base: EvalResults, tuned: EvalResults[]): { points: ParetoPoint[]; missing: string[] } {
+/** One axis of the Pareto chart: the average it plots and which way is better. */
+export interface ParetoAxis {
+  title: string;
+  /** Lower is better (bits per char): the axis runs reversed, so up and right still mean better. */
+  reversed: boolean;
+  /** d3 number format of the values (percentages to 0.1, raw metrics to 0.001). */
+  format: string;
+}
+
+/** The chart's axes, from the general and target averages' units and directions (averageGroups). */
+function paretoAxes(all: EvalResults[]): { general: ParetoAxis; target: ParetoAxis } | null {
+  const g = averageGroups(all);
+  if (!g.general || !g.target) return null;
+  const axis = (role: string, x: NonNullable<typeof g.general>): ParetoAxis => ({
+    title: x.fraction && x.metric === 'mean' ? `${role} average (%)` : `${role} average ${x.metric}${x.fraction ? ' (%)' : ''}${x.higherIsBetter ? '' : ' ↓'}`,
+    reversed: !x.higherIsBetter,
+    format: x.fraction ? '.1f' : '.3f',
+  });
+  return { general: axis('general', g.general), target: axis('target', g.target) };
+}
+
+export function paretoPoints(base: EvalResults, tuned: EvalResults[]): { points: ParetoPoint[]; missing: string[]; axes: { general: ParetoAxis; target: ParetoAxis } | null } {
   const all = [base, ...tuned];
+  const g = averageGroups(all);
   const points: ParetoPoint[] = [];
   const missing: string[] = [];
+  const shown = (v: number, fraction: boolean) => (fraction ? v * 100 : v);
   for (const r of all) {
     const a = runAverages(r, all);
     if (a.general === null || a.target === null) missing.push(r.label);
-    else points.push({ label: r.label, target: a.target * 100, general: a.general * 100, base: r === base, frontier: false });
+    else points.push({ label: r.label, target: shown(a.target, g.target!.fraction), general: shown(a.general, g.general!.fraction), base: r === base, frontier: false });
   }
-  for (const p of paretoFrontier(points)) p.frontier = true;
-  return { points, missing };
+  // The frontier is taken with both axes turned to higher-is-better.
+  const sign = (x: { higherIsBetter: boolean } | null) => (x?.higherIsBetter === false ? -1 : 1);
+  const oriented = points.map((p) => ({ p, target: sign(g.target) * p.target, general: sign(g.general) * p.general }));
+  for (const o of paretoFrontier(oriented)) o.p.frontier = true;
+  return { points, missing, axes: paretoAxes(all) };
 }
 
 /** Pareto chart: target average (x) against general average (y), one labelled point per run, frontier as a line. */
 export function paretoChart(base: EvalResults, tuned: EvalResults[]): ChartResult {
   const title = 'Forgetting vs learning';
-  const { points, missing } = paretoPoints(base, tuned);
+  const { points, missing, axes } = paretoPoints(base, tuned);
   const skipped = missing.length ? `Left out of the Pareto chart (no general or no target average): ${missing.join(', ')}.` : null;
-  if (!points.length) return { name: 'pareto', title, spec: null, note: skipped ?? 'No run has both general and target averages, so there is no Pareto chart.' };
-  const frontier = paretoFrontier(points).map((p, i) => ({ ...p, i }));
+  if (!points.length || !axes) return { name: 'pareto', title, spec: null, note: skipped ?? 'No run has both general and target averages, so there is no Pareto chart.' };
+  // In drawing order along the frontier: by target, from worst to best in its direction.
+  const [st, sg] = [axes.target.reversed ? -1 : 1, axes.general.reversed ? -1 : 1];
+  const frontier = points.filter((p) => p.frontier).sort((a, b) => st * (a.target - b.target) || sg * (b.general - a.general)).map((p, i) => ({ ...p, i }));
   const kind = (p: ParetoPoint) => (p.base ? 'base' : p.frontier ? 'on frontier' : 'dominated');
   const values = points.map((p) => ({ ...p, kind: kind(p) }));
   const spec: VlSpec = {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
     config: CONFIG,
-    title: { text: title, subtitle: 'up = keeps general skill, right = gains target skill (averages, %)', anchor: 'start' },
+    title: { text: title, subtitle: `up = keeps general skill, right = gains target skill (averages${axes.general.reversed || axes.target.reversed ? '; a ↓ axis runs reversed' : ', %'})`, anchor: 'start' },
     width: 460,
     height: 320,
     layer: [
@@ -152,12 +180,12 @@ export function paretoChart(base: EvalResults, tuned: EvalResults[]): ChartResul
           {
             mark: { type: 'point', filled: true, opacity: 1 },
             encoding: {
-              x: { field: 'target', type: 'quantitative', title: 'target average (%)', scale: { zero: false, padding: 24 } },
-              y: { field: 'general', type: 'quantitative', title: 'general average (%)', scale: { zero: false, padding: 24 } },
+              x: { field: 'target', type: 'quantitative', title: axes.target.title, scale: { zero: false, padding: 24, reverse: axes.target.reversed } },
+              y: { field: 'general', type: 'quantitative', title: axes.general.title, scale: { zero: false, padding: 24, reverse: axes.general.reversed } },
               color: { field: 'kind', type: 'nominal', title: null, scale: { domain: ['base', 'on frontier', 'dominated'], range: ['#d62728', '#1f77b4', '#9aa5b1'] } },
               shape: { field: 'kind', type: 'nominal', title: null, scale: { domain: ['base', 'on frontier', 'dominated'], range: ['diamond', 'circle', 'circle'] } },
               size: { condition: { test: 'datum.base', value: 160 }, value: 80 },
-              tooltip: [{ field: 'label' }, { field: 'target', format: '.1f' }, { field: 'general', format: '.1f' }],
+              tooltip: [{ field: 'label' }, { field: 'target', format: axes.target.format }, { field: 'general', format: axes.general.format }],
             },
           },
           // Two text layers rather than a conditional weight: Vega-Lite has no fontWeight encoding channel.

@@ -3,8 +3,8 @@
 // rebuilt anywhere from the JSON alone.
 import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { CompareResults, EvalResults, MonitorPoint, ResultRow } from '../eval/results.js';
-import { buildForgettingTable, columnHeader, mark, isFractionMetric, mdEscape, metricName, runAverages, tableMarkdown, type ForgettingTable, MINUS } from './table.js';
+import { improvement, type CompareResults, type EvalResults, type MonitorPoint, type ResultRow } from '../eval/results.js';
+import { averageGroups, buildForgettingTable, columnHeader, mark, isFractionMetric, mdEscape, metricName, runAverages, tableMarkdown, type ForgettingTable, MINUS } from './table.js';
 import { dynamicsChart, paretoChart, pngFonts, renderSvg, svgToPng, type ChartResult } from './charts.js';
 
 /** A problem with a report input; the message names the file. */
@@ -174,33 +174,47 @@ function signed(x: number | null, digits = 1): string {
   return (x < 0 ? MINUS : '+') + s;
 }
 
-function pct(x: number | null): string {
-  return x === null ? '–' : (x * 100).toFixed(1);
-}
+type Groups = ReturnType<typeof averageGroups>;
 
 interface AverageRow {
   label: string;
   general: number | null;
   target: number | null;
   overall: number | null;
-  /** Base general avg − this run's, in points: positive means forgotten. */
+  /** How much worse the general average got than the base's, in its metric's direction (points for accuracies). */
   forgetting: number | null;
-  /** This run's target avg − base's, in points. */
+  /** How much better the target average got than the base's, likewise. */
   gain: number | null;
 }
 
 function averageRows(set: RunSet): AverageRow[] {
   const all = [set.base, ...set.tuned];
+  const g = averageGroups(all);
   const b = runAverages(set.base, all);
   return all.map((r) => {
     const a = runAverages(r, all);
     return {
       label: r.label,
       ...a,
-      forgetting: r === set.base || a.general === null || b.general === null ? null : (b.general - a.general) * 100,
-      gain: r === set.base || a.target === null || b.target === null ? null : (a.target - b.target) * 100,
+      forgetting: r === set.base || a.general === null || b.general === null ? null : -improvement(g.general!, b.general, a.general),
+      gain: r === set.base || a.target === null || b.target === null ? null : improvement(g.target!, b.target, a.target),
     };
   });
+}
+
+const AVERAGES_NOTE = 'Means over the higher-is-better accuracy tasks, or, where there are none, over tasks that all report one metric. ' +
+  'Forgetting = how much worse the general average is than the base\'s; gain = how much better the target average is; both in the metric\'s own direction (points for accuracies).';
+
+/** The averages table: headers name a non-accuracy unit, cells are percentages for accuracies and raw otherwise. */
+function averageCells(set: RunSet): { head: string[]; rows: string[][] } {
+  const g: Groups = averageGroups([set.base, ...set.tuned]);
+  const unit = (x: Groups['general']) => (x && !x.fraction ? ` (${x.metric}${x.higherIsBetter ? '' : ' ↓'})` : '');
+  const val = (v: number | null, x: Groups['general']) => (v === null ? '–' : x?.fraction ? (v * 100).toFixed(1) : v.toFixed(3));
+  const delta = (v: number | null, x: Groups['general']) => signed(v, x?.fraction === false ? 3 : 1);
+  return {
+    head: ['run', `general avg${unit(g.general)}`, `target avg${unit(g.target)}`, `overall avg${unit(g.overall)}`, `forgetting${unit(g.general)}`, `gain${unit(g.target)}`],
+    rows: averageRows(set).map((a) => [a.label, val(a.general, g.general), val(a.target, g.target), val(a.overall, g.overall), delta(a.forgetting, g.general), delta(a.gain, g.target)]),
+  };
 }
 
 /** Task names in table order with every row of each (all metrics, not only the primary one). */
@@ -249,9 +263,9 @@ function markdown(set: RunSet, table: ForgettingTable, charts: ChartResult[], no
   out.push(`# Forgetting report: ${mdEscape(set.base.label)} and ${set.tuned.length} tuned run${set.tuned.length === 1 ? '' : 's'}`, '');
   out.push(`Base: **${mdEscape(set.base.label)}** (${mdEscape(set.base.model?.name ?? '')}). ${TABLE_NOTE}`, '');
   out.push('## Forgetting table', '', tableMarkdown(table));
-  out.push('## Averages', '', 'Means over the higher-is-better accuracy tasks. Forgetting = base general avg − run general avg; gain = run target avg − base target avg (points).', '');
-  out.push(mdTable(['run', 'general avg', 'target avg', 'overall avg', 'forgetting', 'gain'],
-    averageRows(set).map((a) => [a.label, pct(a.general), pct(a.target), pct(a.overall), signed(a.forgetting), signed(a.gain)]), ['l', 'r', 'r', 'r', 'r', 'r']));
+  const avg = averageCells(set);
+  out.push('## Averages', '', AVERAGES_NOTE, '');
+  out.push(mdTable(avg.head, avg.rows, ['l', 'r', 'r', 'r', 'r', 'r']));
   out.push('## Charts', '');
   for (const c of charts) {
     if (c.spec) out.push(`![${c.title}](${c.name}.png)`, '');
@@ -327,9 +341,10 @@ function html(set: RunSet, table: ForgettingTable, charts: ChartResult[], svgs: 
     if (svg) b.push(`<figure id="chart-${c.name}" aria-label="${esc(c.title)}">${inlineSvg(svg)}</figure>`);
     if (c.note) b.push(`<p class="note">${esc(c.note)}</p>`);
   }
-  b.push('<h2>Averages</h2>', '<p class="note">Means over the higher-is-better accuracy tasks. Forgetting = base general avg − run general avg; gain = run target avg − base target avg (points).</p>');
-  b.push(htmlTable(['run', 'general avg', 'target avg', 'overall avg', 'forgetting', 'gain'],
-    averageRows(set).map((a, i) => ({ cls: i === 0 ? 'base' : undefined, cells: [a.label, pct(a.general), pct(a.target), pct(a.overall), signed(a.forgetting), signed(a.gain)].map(esc) })),
+  const avg = averageCells(set);
+  b.push('<h2>Averages</h2>', `<p class="note">${esc(AVERAGES_NOTE)}</p>`);
+  b.push(htmlTable(avg.head,
+    avg.rows.map((cells, i) => ({ cls: i === 0 ? 'base' : undefined, cells: cells.map(esc) })),
     [false, true, true, true, true, true]));
   b.push('<h2>Per-task details</h2>', '<p class="note">Standard errors are of the mean over examples (in points for accuracies); n is the number of examples scored. ★ marks the primary metric.</p>');
   for (const g of detailGroups(set)) {

@@ -3,7 +3,7 @@
 //
 // The table is first built as a model (numbers, not strings) so that Markdown, terminal text and HTML render the
 // same figures and the same rounding.
-import { isFractionMetric, metricName, type EvalResults, type ResultRow, type Role } from '../eval/results.js';
+import { averageGroup, isFractionMetric, metricName, type AverageGroup, type EvalResults, type ResultRow, type Role } from '../eval/results.js';
 
 export { isFractionMetric, metricName };
 
@@ -75,9 +75,14 @@ function primaryOf(r: EvalResults, task: string): ResultRow | undefined {
   return r.rows.find((x) => x.primary && x.task === task);
 }
 
-/** Whether a task's primary metric can be averaged with accuracies: higher is better and a fraction. */
-export function averageable(t: { metric: string; higherIsBetter: boolean }): boolean {
-  return t.higherIsBetter && isFractionMetric(t.metric);
+/** The tasks each average column is taken over (averageGroup), from the columns of `runs`. */
+export function averageGroups(runs: EvalResults[]): { general: AverageGroup<TaskInfo> | null; target: AverageGroup<TaskInfo> | null; overall: AverageGroup<TaskInfo> | null } {
+  const tasks = taskColumns(runs);
+  return {
+    general: averageGroup(tasks.filter((t) => t.role === 'general')),
+    target: averageGroup(tasks.filter((t) => t.role === 'target')),
+    overall: averageGroup(tasks),
+  };
 }
 
 /**
@@ -96,14 +101,11 @@ function meanOf(r: EvalResults, tasks: TaskInfo[]): number | null {
   return s / tasks.length;
 }
 
-/** Averages of one run over the tasks that can be averaged, as fractions (general, target, overall). */
+/** Averages of one run over averageGroups(columnsFrom), as stored (fractions for accuracies, raw otherwise). */
 export function runAverages(r: EvalResults, columnsFrom: EvalResults[] = [r]): { general: number | null; target: number | null; overall: number | null } {
-  const tasks = taskColumns(columnsFrom).filter(averageable);
-  return {
-    general: meanOf(r, tasks.filter((t) => t.role === 'general')),
-    target: meanOf(r, tasks.filter((t) => t.role === 'target')),
-    overall: meanOf(r, tasks),
-  };
+  const g = averageGroups(columnsFrom);
+  const mean = (x: AverageGroup<TaskInfo> | null) => (x ? meanOf(r, x.tasks) : null);
+  return { general: mean(g.general), target: mean(g.target), overall: mean(g.overall) };
 }
 
 function fmtNumber(x: number, digits: number): string {
@@ -124,8 +126,7 @@ export function buildForgettingTable(base: EvalResults, tuned: EvalResults[], op
   const raw = opts.rawDigits ?? 3;
   const runs = [base, ...tuned];
   const tasks = taskColumns(runs);
-  const avgTasks = tasks.filter(averageable);
-  const genAvg = avgTasks.filter((t) => t.role === 'general');
+  const groups = averageGroups(runs);
   const columns: Column[] = [];
   const getters: ((r: EvalResults) => number | null)[] = [];
   const taskCol = (t: TaskInfo) => {
@@ -136,14 +137,14 @@ export function buildForgettingTable(base: EvalResults, tuned: EvalResults[], op
       return row && row.metric === t.metric && Number.isFinite(row.value) ? row.value : null;
     });
   };
-  const avgCol = (name: string, role: Role | null, over: TaskInfo[]) => {
-    columns.push({ kind: 'avg', name, role, metric: 'mean', fraction: true, higherIsBetter: true });
-    getters.push((r) => meanOf(r, over));
+  const avgCol = (name: string, role: Role | null, g: AverageGroup<TaskInfo> | null) => {
+    columns.push({ kind: 'avg', name, role, metric: g?.metric ?? 'mean', fraction: g?.fraction ?? true, higherIsBetter: g?.higherIsBetter ?? true });
+    getters.push((r) => (g ? meanOf(r, g.tasks) : null));
   };
   for (const t of tasks.filter((x) => x.role === 'general')) taskCol(t);
-  avgCol('general avg', 'general', genAvg);
+  avgCol('general avg', 'general', groups.general);
   for (const t of tasks.filter((x) => x.role !== 'general')) taskCol(t);
-  avgCol('overall avg', null, avgTasks);
+  avgCol('overall avg', null, groups.overall);
 
   const baseValues = getters.map((g) => g(base));
   const rows: TableRow[] = runs.map((r, ri) => {
@@ -164,13 +165,15 @@ export function buildForgettingTable(base: EvalResults, tuned: EvalResults[], op
     return { label: r.label, isBase, cells };
   });
 
-  const leftOut = tasks.filter((t) => !averageable(t)).map((t) => ({
-    task: t.task,
-    metric: metricName(t.metric),
-    reason: !t.higherIsBetter ? 'lower is better' : 'not a fraction',
-  }));
+  const leftOut = tasks.flatMap((t) => {
+    const inOverall = !!groups.overall?.tasks.some((x) => x.task === t.task);
+    const inGeneral = t.role === 'general' && !!groups.general?.tasks.some((x) => x.task === t.task);
+    if (inOverall && (t.role !== 'general' || inGeneral)) return [];
+    const why = (g: AverageGroup<TaskInfo> | null) => (!g ? 'the tasks report different metrics' : !t.higherIsBetter ? 'lower is better' : 'not a fraction');
+    return [{ task: t.task, metric: metricName(t.metric), reason: inGeneral ? `${why(groups.overall)}; in general avg only` : why(groups.overall) }];
+  });
   const footnote = leftOut.length
-    ? `Averages leave out ${leftOut.map((x) => `${x.task} (${x.metric}: ${x.reason})`).join(', ')}; they average only higher-is-better fraction metrics.`
+    ? `Averages leave out ${leftOut.map((x) => `${x.task} (${x.metric}: ${x.reason})`).join(', ')}; an average takes the higher-is-better fraction metrics when there are any, else one metric all its tasks share.`
     : null;
   return { columns, rows, leftOut, footnote };
 }
@@ -180,7 +183,7 @@ export function cellString(c: Cell): string {
 }
 
 export function columnHeader(c: Column): string {
-  if (c.kind === 'avg') return c.name;
+  if (c.kind === 'avg' && c.metric === 'mean') return c.name;
   return `${c.name} ${c.metric}${c.higherIsBetter ? '' : ' ↓'}`;
 }
 
@@ -214,7 +217,7 @@ export function tableMarkdown(t: ForgettingTable): string {
 export function forgettingTableText(base: EvalResults, tuned: EvalResults[], opts: TableOptions = {}): string {
   const t = buildForgettingTable(base, tuned, opts);
   const head1 = ['run', ...t.columns.map((c) => c.name + mark(t, c))];
-  const head2 = ['', ...t.columns.map((c) => (c.kind === 'avg' ? '' : `${c.metric}${c.higherIsBetter ? '' : ' ↓'}`))];
+  const head2 = ['', ...t.columns.map((c) => (c.kind === 'avg' && c.metric === 'mean' ? '' : `${c.metric}${c.higherIsBetter ? '' : ' ↓'}`))];
   const body = t.rows.map((r) => [r.label.replace(/\s+/g, ' '), ...r.cells.map(cellString)]);
   const all = [head1, head2, ...body];
   const width = head1.map((_, i) => Math.max(...all.map((row) => [...row[i]].length)));
