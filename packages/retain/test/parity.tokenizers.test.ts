@@ -10,7 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { needRefenv } from '../../../bench/refenv.js';
 import { CHAT_CASES, EDGE_TEXTS, FIXTURES, checkTokenizer, fixtureDir, sharedCorpora } from '../../../bench/parity/tokenizers.js';
-import { loadHfTokenizer } from '../src/tokenizers/hf.js';
+import { HfTokenizer, loadHfTokenizer } from '../src/tokenizers/hf.js';
+import { loadPretrained, savePretrained } from '../src/models/hub.js';
 import { needShared } from './helpers.js';
 
 const missing = needRefenv('transformers', 'tokenizers');
@@ -63,5 +64,27 @@ test('chat_template.jinja and additional_chat_templates/ win over tokenizer_conf
     await assert.rejects(loadHfTokenizer(dir), (e: Error) => e.message.startsWith(`${join(dir, 'chat_template.jinja')} is not a valid Jinja template (`) && e.message.endsWith('fix or remove it'));
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a model saved by retain keeps its chat_template.jinja', { skip: fixtureMissing('llama2') }, async () => {
+  const root = mkdtempSync(join(tmpdir(), 'retain-jinja-save-'));
+  try {
+    const src = join(root, 'src');
+    const stories = await loadPretrained(new URL('../assets/stories260K/stories260K.bin', import.meta.url).pathname);
+    savePretrained({ ...stories, tokenizerFiles: [] }, src);
+    stories.model.dispose();
+    copyFileSync(join(fixtureDir('llama2'), 'tokenizer.json'), join(src, 'tokenizer.json'));
+    writeFileSync(join(src, 'tokenizer_config.json'), JSON.stringify({ bos_token: '<s>', eos_token: '</s>' }));
+    writeFileSync(join(src, 'chat_template.jinja'), '{{ bos_token }}[{{ messages[0].content }}]');
+    const p = await loadPretrained(src);
+    savePretrained(p, join(root, 'out'));
+    p.model.dispose();
+    const back = await loadPretrained(join(root, 'out'));
+    back.model.dispose();
+    assert.ok(back.tokenizer instanceof HfTokenizer);
+    assert.equal(back.tokenizer.chatTemplate?.([{ role: 'user', content: 'hi' }], false), '<s>[hi]');
+  } finally {
+    rmSync(root, { recursive: true, force: true });
   }
 });
