@@ -302,6 +302,8 @@ test('PEFT adapter files: biases and modules_to_save replace base tensors; what 
     });
     const loraBias = write('lorabias', [], { lora_bias: true });
     assert.throws(() => loadAdapter(new LlamaForCausalLM(qwen), loraBias), /lorabias\/adapter_config\.json: adapters with a bias on lora_B \(lora_bias: true\) are not supported; retain loads plain LoRA adapters \(set lora_bias to its default\)/);
+    const embedding = write('embedding', [['base_model.model.model.embed_tokens.lora_embedding_A', torch.zeros([2, 64])]]);
+    assert.throws(() => loadAdapter(new LlamaForCausalLM(qwen), embedding), /embedding\/adapter_model\.safetensors: unexpected key 'base_model\.model\.model\.embed_tokens\.lora_embedding_A': retain reads LoRA on Linear and GPT-2 Conv1D layers .*; adapters on embeddings or other layer kinds are not supported$/);
     const badBias = write('badbias', [], { bias: 'some' });
     assert.throws(() => loadAdapter(new LlamaForCausalLM(qwen), badBias), /badbias\/adapter_config\.json: bias must be "none", "lora_only" or "all", got "some"/);
   } finally {

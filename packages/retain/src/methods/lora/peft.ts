@@ -169,8 +169,8 @@ function sortKeys(weights: Map<string, Tensor>, file: string): { lora: Map<strin
       const e = lora.get(m[1]) ?? {};
       e[m[2] as 'A' | 'B'] = t;
       lora.set(m[1], e);
-    } else if (/\.lora_[A-Za-z_]+\./.test(k)) {
-      throw new Error(`${file}: unexpected key '${key}' (expected <module>.lora_A.weight / lora_B.weight)`);
+    } else if (/\.lora_[A-Za-z_]+(\.|$)/.test(k)) {
+      throw new Error(`${file}: unexpected key '${key}': retain reads LoRA on Linear and GPT-2 Conv1D layers (<module>.lora_A.weight / lora_B.weight); adapters on embeddings or other layer kinds are not supported`);
     } else {
       // A wrapped layer's own tensors sit under base_layer in PEFT's model; retain's LoRA layer keeps their names.
       other.set(k.replace(/\.base_layer\./, '.').replace(/\.modules_to_save\.default\./, '.'), t);
