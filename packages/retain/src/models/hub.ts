@@ -8,6 +8,8 @@ import { closeSync, copyFileSync, existsSync, fsyncSync, mkdirSync, openSync, re
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import * as torch from '@retain/torch';
 import { LlamaForCausalLM, type LlamaConfig } from './llama.js';
+import { Gemma2ForCausalLM, type Gemma2Config } from './gemma2.js';
+import { Gemma3ForCausalLM, type Gemma3TextConfig } from './gemma3.js';
 import { GPT2LMHeadModel, gpt2CheckpointKeys, type GPT2Config } from './gpt2.js';
 import { T5ForConditionalGeneration, type T5Config } from './t5.js';
 import { readLlama2c } from './llama2c.js';
@@ -29,6 +31,8 @@ export interface Pretrained {
   source: { path: string; format: 'hf' | 'llama2c' | 'ml5' };
   /** Tokenizer files to copy when saving (HF). */
   tokenizerFiles: string[];
+  /** config.json keys whose values were written as floats (see floatKeys). */
+  floatKeys?: string[];
 }
 
 type Builder = (config: Record<string, unknown>) => Pretrained['model'];
@@ -38,6 +42,8 @@ export const ARCHITECTURES = new Map<string, Builder>([
   ['llama', (c) => new LlamaForCausalLM(c as LlamaConfig)],
   ['qwen2', (c) => new LlamaForCausalLM(c as LlamaConfig)],
   ['mistral', (c) => new LlamaForCausalLM(c as LlamaConfig)],
+  ['gemma2', (c) => new Gemma2ForCausalLM(c as Gemma2Config)],
+  ['gemma3_text', (c) => new Gemma3ForCausalLM(c as Gemma3TextConfig)],
   ['gpt2', (c) => new GPT2LMHeadModel(c as GPT2Config)],
   ['t5', (c) => new T5ForConditionalGeneration(c as T5Config)],
   // Their typed configs lack an index signature; the loop only reads `config` back for saving.
@@ -144,8 +150,9 @@ export async function loadPretrained(path: string, opts: { dtype?: torch.DType; 
     throw new Error(`${path}: no config.json; a Hugging Face model directory needs one`);
   }
   let config: Record<string, unknown>;
+  const configText = readFileSync(cfgPath, 'utf8');
   try {
-    config = JSON.parse(readFileSync(cfgPath, 'utf8'));
+    config = JSON.parse(configText);
   } catch (e) {
     throw new Error(`${cfgPath}: not valid JSON (${(e as Error).message})`);
   }
@@ -175,7 +182,7 @@ export async function loadPretrained(path: string, opts: { dtype?: torch.DType; 
     torch.dispose(weights.values());
   }
   checkLoaded(model, path, opts.dtype);
-  const tokenizerFiles = ['tokenizer.json', 'tokenizer_config.json', 'chat_template.jinja', 'special_tokens_map.json', 'generation_config.json'].map((f) => join(path, f)).filter(existsSync);
+  const tokenizerFiles = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'generation_config.json'].map((f) => join(path, f)).filter(existsSync);
   // A llama2.c tokenizer saved beside HF weights (a converted stories model) is found too.
   const l2c = files.find((f) => /^tok.*\.bin$/.test(f) || f === 'tokenizer.bin');
   if (l2c) tokenizerFiles.push(join(path, l2c));
@@ -185,7 +192,7 @@ export async function loadPretrained(path: string, opts: { dtype?: torch.DType; 
   const tokenizer = opts.tokenizer
     ? await loadTokenizer(opts.tokenizer)
     : existsSync(join(path, 'tokenizer.json')) ? await loadHfTokenizer(path) : l2c ? Llama2cTokenizer.fromFile(join(path, l2c)) : charVocab ? CharTokenizer.fromFile(charVocab) : null;
-  return { model, config, tokenizer, source: { path, format: 'hf' }, tokenizerFiles };
+  return { model, config, tokenizer, source: { path, format: 'hf' }, tokenizerFiles, floatKeys: floatKeys(configText) };
 }
 
 function loadMl5(path: string, dtype?: torch.DType): Pretrained {
@@ -262,6 +269,23 @@ export async function loadTokenizer(path: string): Promise<Tokenizer> {
 }
 
 /**
+ * The keys (at any depth) whose number in a config.json is written with a point or an exponent. JSON.parse reads
+ * 30.0 as 30, and transformers 5's strict configs refuse an integer for a float field (final_logit_softcapping: 30
+ * fails to load), so configJson writes these back as floats.
+ */
+export function floatKeys(configText: string): string[] {
+  return [...new Set([...configText.matchAll(/"((?:[^"\\]|\\.)*)"\s*:\s*-?\d+(?:\.\d*[eE]?|[eE])/g)].map((m) => m[1]))];
+}
+
+/** config.json text: two-space JSON with whole numbers under `floats` keys written as 30.0. */
+export function configJson(config: Record<string, unknown>, floats: string[]): string {
+  const keys = new Set(floats);
+  const mark = '\u0001float:';
+  const text = JSON.stringify(config, (k, v) => (typeof v === 'number' && Number.isInteger(v) && keys.has(k) && Math.abs(v) < 1e21 ? `${mark}${v}` : v), 2);
+  return text.replace(/"\\u0001float:(-?\d+)"/g, '$1.0') + '\n';
+}
+
+/**
  * Writes a Hugging Face directory: config.json, model.safetensors (or shards + index above maxShardBytes), and the
  * tokenizer files it came with. A tied head is stored once, under the embedding's name, as transformers does.
  */
@@ -280,7 +304,7 @@ export function savePretrained(p: Pretrained, dir: string, opts: { maxShardBytes
     torch.io.saveSharded(tmp, sd, { maxShardBytes: opts.maxShardBytes ?? 5e9 });
     // The ml5 models' own configs have no model_type; the loader put it in p.config.
     const config = { model_type: p.config.model_type, ...p.model.config, torch_dtype: [...sd.values()][0]?.dtype ?? 'float32' };
-    writeFileSync(join(tmp, 'config.json'), JSON.stringify(config, null, 2) + '\n');
+    writeFileSync(join(tmp, 'config.json'), configJson(config, p.floatKeys ?? []));
     for (const f of p.tokenizerFiles) copyFileSync(f, join(tmp, basename(f)));
     for (const f of readdirSync(tmp)) {
       const fd = openSync(join(tmp, f), 'r');

@@ -98,7 +98,7 @@ export function ropeTables(c: LlamaConfig, start: number, T: number, device: str
 
 // x·cos + rotate_half(x)·sin with rotate_half(x) = (-x2, x1): rolling x by hd/2 gives (x2, x1), and the sign lives
 // in the sin table, so the rotation costs three passes (mul, roll, addcmul) instead of five.
-function applyRope(x: Tensor, cos: Tensor, sinSigned: Tensor): Tensor {
+export function applyRope(x: Tensor, cos: Tensor, sinSigned: Tensor): Tensor {
   // x [B, H, T, hd]; cos/sin [T, hd] broadcast over B and H
   const hd = x.shape[x.ndim - 1];
   return torch.ops.addcmul(x.mul(cos), x.roll(hd / 2, -1), sinSigned);
@@ -116,6 +116,17 @@ export class KVCache {
       this.k.push(torch.keep(torch.zeros([batch, kv, maxLen, headDim(c)], { dtype, device })));
       this.v.push(torch.keep(torch.zeros([batch, kv, maxLen, headDim(c)], { dtype, device })));
     }
+  }
+
+  /**
+   * Writes a chunk's keys and values [B, kvH, T, hd] for `layer` at the current length into the preallocated
+   * buffers and returns everything held so far, [B, kvH, length + T, hd]; the forward advances `length` after all layers.
+   */
+  append(layer: number, k: Tensor, v: Tensor): [Tensor, Tensor] {
+    const end = this.length + k.shape[2];
+    this.k[layer].narrow(2, this.length, k.shape[2]).copy_(k);
+    this.v[layer].narrow(2, this.length, v.shape[2]).copy_(v);
+    return [this.k[layer].narrow(2, 0, end), this.v[layer].narrow(2, 0, end)];
   }
 
   dispose(): void {
@@ -152,12 +163,8 @@ export class LlamaAttention extends nn.Module {
     let v = this.v_proj.forward(x).view(B, T, this.nKv, this.hd).transpose(1, 2);
     let causal = true;
     if (cache) {
-      const start = cache.length;
-      // Write this chunk's keys and values into the preallocated buffers, then attend over everything so far.
-      cache.k[this.layerIdx].narrow(2, start, T).copy_(k);
-      cache.v[this.layerIdx].narrow(2, start, T).copy_(v);
-      k = cache.k[this.layerIdx].narrow(2, 0, start + T);
-      v = cache.v[this.layerIdx].narrow(2, 0, start + T);
+      // Attend over everything so far, this chunk included.
+      [k, v] = cache.append(this.layerIdx, k, v);
       causal = T > 1;
     }
     if (this.nKv !== this.nHeads) {

@@ -88,7 +88,7 @@ function activate(act: Resolved['act'], x: Tensor): Tensor {
 }
 
 /** The most negative finite value of a dtype: T5 masks with it (not -inf) so that fully masked rows stay finite. */
-function lowest(dtype: torch.DType): number {
+export function lowest(dtype: torch.DType): number {
   if (dtype === 'float16') return -65504;
   if (dtype === 'bfloat16') return -3.3895313892515355e38;
   if (dtype === 'float32') return -3.4028234663852886e38;
