@@ -3,8 +3,9 @@
 // - PEFT → retain: get_peft_model + randomised trainable tensors + save_pretrained; retain applies the adapter over
 //   the base (loadAdapter: unmerged layers) and loads the adapter directory as a model (loadPretrained: merged at
 //   load); logits against PeftModel's, merged weights against merge_and_unload()'s;
-// - retain → PEFT: the lora method trains a few steps and writes its final adapter (saveFinal), or an adapter PEFT
-//   wrote is read by retain and written again; PeftModel.from_pretrained reads it; the same comparisons.
+// - retain → PEFT: the lora method trains a few steps (a fresh adapter, or continuing one PEFT wrote) and writes its
+//   final adapter (saveFinal), or an adapter PEFT wrote is read by retain and written again;
+//   PeftModel.from_pretrained reads it; the same comparisons.
 // Figures: max |Δ| over logits (float32) and over merged tensors, per case.
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -30,8 +31,11 @@ const BASES: Record<string, { seed: number; config: Record<string, unknown> }> =
 
 /** An adapter PEFT makes (its LoraConfig arguments) and retain reads. */
 interface FromPeft { name: string; base: string; lora: Record<string, unknown> }
-/** An adapter retain makes: the lora method's options, trained `steps` steps; or `from` an adapter PEFT made, re-saved. */
-interface FromRetain { name: string; base: string; options?: Record<string, unknown>; steps?: number; from?: string }
+/**
+ * An adapter retain makes: the lora method's options, trained `steps` steps (`continues`: starting from an adapter PEFT
+ * made, the method's adapter option); or `from` an adapter PEFT made, read and written again.
+ */
+interface FromRetain { name: string; base: string; options?: Record<string, unknown>; steps?: number; continues?: string; from?: string }
 
 export const FROM_PEFT: FromPeft[] = [
   { name: 'llama all seven, bias none', base: 'llama', lora: { r: 4, lora_alpha: 8, target_modules: SEVEN, bias: 'none' } },
@@ -49,6 +53,7 @@ export const FROM_RETAIN: FromRetain[] = [
   { name: 'qwen2 lora method, attention only, trained', base: 'qwen2', options: { r: 4, alpha: 4, targets: ['q', 'k', 'v', 'o'] }, steps: 3 },
   { name: 'gpt2 lora method, trained', base: 'gpt2', options: { r: 4, alpha: 8, targets: ['c_attn', 'c_proj', 'c_fc'] }, steps: 3 },
   { name: 'llama re-saved: rank_pattern, alpha_pattern, rslora', base: 'llama', from: 'llama rank_pattern, alpha_pattern, rslora' },
+  { name: 'qwen2 lora method continuing a PEFT adapter (bias all, modules_to_save), trained', base: 'qwen2', continues: 'qwen2 bias all, modules_to_save lm_head', steps: 3 },
 ];
 
 export interface PeftCaseResult {
@@ -142,7 +147,8 @@ async function makeFromRetain(c: FromRetain, dir: string, baseDir: string, peftD
     loadAdapter(p.model, peftDirs.get(c.from)!);
     saveAdapter(p.model, dir, { baseModel: baseDir });
   } else {
-    trainWithMethod(p, c.options ?? {}, c.steps ?? 0, dir, baseDir, ids);
+    const options = c.continues ? { ...c.options, adapter: peftDirs.get(c.continues)! } : c.options ?? {};
+    trainWithMethod(p, options, c.steps ?? 0, dir, baseDir, ids);
   }
   const logits = logitsOf(p.model, ids);
   const effect = maxDiff(logits, plain);

@@ -143,6 +143,8 @@ export function loadTrainConfig(file: string): TrainConfig {
     }
   };
   fixData(cfg.methods);
+  // A method's saved adapter to start from (lora's adapter: dir) is a path as well.
+  for (const m of cfg.methods) if (typeof m === 'object' && typeof m.adapter === 'string' && m.adapter !== '') m.adapter = abs(m.adapter);
   if (cfg.monitor) {
     // Task files are paths; built-in names have no extension and stay as they are.
     cfg.monitor.tasks = cfg.monitor.tasks.map((t) => (/\.(ya?ml|json)$/.test(t) ? abs(t) : t));

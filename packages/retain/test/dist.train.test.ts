@@ -1,6 +1,7 @@
 // Data-parallel training (train/dist.ts, native/dist.cc): real worker processes on loopback through c10d/Gloo.
 // Two ranks must train the same weights as one process on the same global batch, for standard fine-tuning and for
-// FLOW + mixing, SAM, EWC + MoFO with the forgetting monitor's rollback; a rank killed with SIGKILL must end the other with an error, not a hang; a killed run resumes.
+// FLOW + mixing, SAM, EWC + MoFO with the forgetting monitor's rollback; batch-norm statistics must agree across
+// ranks; a rank killed with SIGKILL must end the other with an error, not a hang; a killed run resumes.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
@@ -8,7 +9,7 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as torch from '@retain/torch';
-import { checkDistConfig, distSettings, freePort, rankDevice, shardRange, workerThreads } from '../src/train/dist.js';
+import { checkDistConfig, distSettings, freePort, launchWorkers, rankDevice, shardRange, workerThreads } from '../src/train/dist.js';
 import { DEFAULT_MODEL, prepareDemoData } from '../src/suite/demo.js';
 
 const CLI = new URL('../bin/retain.mjs', import.meta.url).pathname;
@@ -253,6 +254,21 @@ test('EWC + MoFO with the forgetting monitor: 2 ranks give the weights of 1 proc
     assert.ok(Math.abs(b[i].value - p.value) <= 1e-6 * Math.max(1, Math.abs(p.value)), `${p.task} @${p.step}: ${b[i].value} vs ${p.value}`);
   });
   for (const r of [one, two]) rmSync(r.dir, { recursive: true, force: true });
+});
+
+test('BatchNorm running statistics: every forward starts from rank 0\'s buffers, as under DDP, and the replicas agree after training', { skip }, async () => {
+  const out = mkdtempSync(join(tmpdir(), 'retain-dist-bn-'));
+  const child = new URL('./dist.bn.child.ts', import.meta.url).pathname;
+  const code = await launchWorkers({ nproc: 2, args: ['--import', 'tsx', child, out], timeoutS: 30, log: () => {} });
+  assert.equal(code, 0, 'both ranks finished');
+  const [r0, r1] = [0, 1].map((r) => JSON.parse(readFileSync(join(out, `rank${r}.json`), 'utf8')) as Record<string, number[]>);
+  assert.deepEqual(Object.keys(r1), Object.keys(r0));
+  for (const k of ['bn.running_mean', 'bn.running_var', 'bn.num_batches_tracked']) assert.ok(k in r0, k);
+  for (const k of Object.keys(r0)) assert.deepEqual(r1[k], r0[k], `${k} differs between the ranks`);
+  // 3 steps of 2 micro-batches: the statistics moved, by 6 updates.
+  assert.deepEqual(r0['bn.num_batches_tracked'], [6]);
+  assert.ok(r0['bn.running_mean'].some((v) => v !== 0), 'the running mean moved');
+  rmSync(out, { recursive: true, force: true });
 });
 
 test('SIGKILL of one rank ends the other with a clear error within the timeout (ranks launched by hand, as on two machines)', { skip }, async () => {

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import * as torch from '@retain/torch';
 import { LlamaForCausalLM, type LlamaConfig } from '../src/models/llama.js';
 import { loadPretrained, savePretrained } from '../src/models/hub.js';
+import { loadTrainConfig } from '../src/config.js';
 import { train } from '../src/train/trainer.js';
 import { rng } from '../src/data/loader.js';
 import { buildMethods } from '../src/methods/registry.js';
@@ -63,7 +64,9 @@ test('MoFO above exact_max estimates the quantile from a strided sample: about Î
 test('SAM, MoFO, LoRA and HFT refuse option names they do not know', () => {
   assert.throws(() => buildMethods([{ name: 'sam', rh0: 0.1 }]), /sam: unknown option 'rh0'; allowed: rho/);
   assert.throws(() => buildMethods([{ name: 'mofo', aplha: 0.1 }]), /mofo: unknown option 'aplha'/);
-  assert.throws(() => buildMethods([{ name: 'lora', rank: 4 }]), /lora: unknown option 'rank'; allowed: r, alpha, dropout, targets, save_merged/);
+  assert.throws(() => buildMethods([{ name: 'lora', rank: 4 }]), /lora: unknown option 'rank'; allowed: r, alpha, dropout, targets, save_merged, adapter/);
+  assert.throws(() => buildMethods([{ name: 'lora', adapter: 'final', r: 4, targets: ['q'] }]), /^Error: lora: r, targets cannot be set with adapter; the adapter's adapter_config\.json fixes them \(drop r, targets, or drop adapter to start a fresh one\)$/);
+  assert.throws(() => buildMethods([{ name: 'lora', adapter: 3 }]), /lora: adapter must be the path of a saved adapter directory, got 3$/);
   assert.throws(() => buildMethods([{ name: 'hft', seeds: 1 }]), /hft: unknown option 'seeds'/);
   assert.throws(() => buildMethods([{ name: 'sam', rho: -1 }]), /sam: rho must be a number â‰¥ 0/);
   assert.throws(() => buildMethods([{ name: 'mofo', alpha: 1.5 }]), /mofo: alpha must be a fraction in \(0, 1\]/);
@@ -299,6 +302,8 @@ test('PEFT adapter files: biases and modules_to_save replace base tensors; what 
     });
     const loraBias = write('lorabias', [], { lora_bias: true });
     assert.throws(() => loadAdapter(new LlamaForCausalLM(qwen), loraBias), /lorabias\/adapter_config\.json: adapters with a bias on lora_B \(lora_bias: true\) are not supported; retain loads plain LoRA adapters \(set lora_bias to its default\)/);
+    const embedding = write('embedding', [['base_model.model.model.embed_tokens.lora_embedding_A', torch.zeros([2, 64])]]);
+    assert.throws(() => loadAdapter(new LlamaForCausalLM(qwen), embedding), /embedding\/adapter_model\.safetensors: unexpected key 'base_model\.model\.model\.embed_tokens\.lora_embedding_A': retain reads LoRA on Linear and GPT-2 Conv1D layers .*; adapters on embeddings or other layer kinds are not supported$/);
     const badBias = write('badbias', [], { bias: 'some' });
     assert.throws(() => loadAdapter(new LlamaForCausalLM(qwen), badBias), /badbias\/adapter_config\.json: bias must be "none", "lora_only" or "all", got "some"/);
   } finally {
@@ -376,6 +381,35 @@ test('retain train with lora writes a PEFT adapter and, with save_merged, the me
     const diff2 = torch.tidy(() => (asModel.model as LlamaForCausalLM).forward(ids).sub((merged.model as LlamaForCausalLM).forward(ids)).abs().max().item());
     assert.ok(diff2 < 1e-5, `final/ as a model vs merged/: ${diff2}`);
   } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('retain train with lora adapter: continues a saved adapter (path relative to the config) and writes it with the same layers', { skip: skipStories }, async () => {
+  const first = cliRun([{ name: 'lora', r: 4, alpha: 8, targets: ['q', 'v'] }]);
+  const dir = mkdtempSync(join(tmpdir(), 'retain-lora-continue-'));
+  try {
+    assert.equal(first.status, 0, first.stderr);
+    const start = join(first.dir, 'out', 'final');
+    cpSync(start, join(dir, 'start'), { recursive: true });
+    writeFileSync(join(dir, 'continue.yaml'), JSON.stringify({ model: { path: 'base' }, data: { train: { path: 'train.jsonl', format: { type: 'text' } } }, training: {}, output_dir: 'out', methods: [{ name: 'lora', adapter: 'start' }] }));
+    const cfg = loadTrainConfig(join(dir, 'continue.yaml'));
+    assert.deepEqual(cfg.methods, [{ name: 'lora', adapter: join(dir, 'start') }]);
+    const second = cliRun([{ name: 'lora', adapter: join(dir, 'start') }], 2);
+    try {
+      assert.equal(second.status, 0, second.stderr);
+      const log = readFileSync(join(second.dir, 'out', 'metrics.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l)).find((r) => r.kind === 'lora');
+      assert.deepEqual([log.lora_layers, log.lora_r, log.lora_alpha, log.lora_adapter], [10, 4, 8, join(dir, 'start')]);
+      const a = torch.io.loadSafetensors(join(start, 'adapter_model.safetensors'));
+      const b = torch.io.loadSafetensors(join(second.dir, 'out', 'final', 'adapter_model.safetensors'));
+      assert.deepEqual([...b.keys()].sort(), [...a.keys()].sort());
+      const moved = torch.tidy(() => Math.max(...[...a].map(([k, t]) => t.sub(b.get(k)!).abs().max().item() as number)));
+      assert.ok(moved > 0 && moved < 0.1, `two more steps moved the adapter by ${moved}`);
+    } finally {
+      rmSync(second.dir, { recursive: true, force: true });
+    }
+  } finally {
+    rmSync(first.dir, { recursive: true, force: true });
     rmSync(dir, { recursive: true, force: true });
   }
 });

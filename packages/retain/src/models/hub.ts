@@ -182,7 +182,7 @@ export async function loadPretrained(path: string, opts: { dtype?: torch.DType; 
     torch.dispose(weights.values());
   }
   checkLoaded(model, path, opts.dtype);
-  const tokenizerFiles = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'generation_config.json'].map((f) => join(path, f)).filter(existsSync);
+  const tokenizerFiles = ['tokenizer.json', 'tokenizer_config.json', 'chat_template.jinja', 'special_tokens_map.json', 'generation_config.json'].map((f) => join(path, f)).filter(existsSync);
   // A llama2.c tokenizer saved beside HF weights (a converted stories model) is found too.
   const l2c = files.find((f) => /^tok.*\.bin$/.test(f) || f === 'tokenizer.bin');
   if (l2c) tokenizerFiles.push(join(path, l2c));

@@ -160,6 +160,15 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
   // Every rank starts from rank 0's weights, as DDP does: a method's random initialisation (LoRA) or a checkpoint read
   // on another machine cannot leave the replicas apart.
   if (dist) torch.noGrad(() => torch.tidy(() => dist.broadcast(ctx.params.map(([, p]) => p.detach()), 0)));
+  // Buffers (batch-norm running statistics) move with each rank's own rows. As under DDP (which broadcasts them from
+  // rank 0 before every forward) every forward starts from rank 0's; here they are sent right after each forward, so
+  // that between steps too — the final model, checkpoints, eval-mode passes in hooks (FLOW's scores at a probe
+  // switch, EWC's Fisher, a probe's body) — every rank holds rank 0's statistics.
+  const buffers = dist ? modelBuffers(o.model) : [];
+  const syncBuffers = () => {
+    if (buffers.length) torch.noGrad(() => dist!.broadcast(buffers, 0));
+  };
+  syncBuffers();
 
   const device = o.model.parameters()[0]?.device ?? 'cpu';
   const nextBatch = (): Batch => {
@@ -258,6 +267,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
             }
           }
         });
+        syncBuffers();
       });
       // The rows' gradients summed over ranks are the global batch's gradient; the loss is summed with them, so every
       // rank sees the same loss (and the same non-finite-loss decision).
@@ -307,6 +317,12 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
   if (o.outputDir && writer && o.saveEvery) save(o, ctx, loader, methods);
   progress.done();
   return { steps: ctx.step, finalLoss, history, resumedFrom, stopped: ctx.stop ?? null };
+}
+
+/** The persistent buffers of a model (state-dict entries that are not parameters), as registered. */
+function modelBuffers(model: TrainableModel): Tensor[] {
+  const params = new Set(model.parameters());
+  return [...model.stateDict({ keepVars: true }).values()].filter((t) => !params.has(t));
 }
 
 function save(o: TrainOptions, ctx: TrainContext, loader: DataLoader, methods: Method[]): void {

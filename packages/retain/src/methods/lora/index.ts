@@ -9,6 +9,11 @@
 // points ctx.params at the adapters and moves them into the loop's optimizer in place of the frozen weights.
 // The final save (`retain train`) writes the adapter in PEFT's layout into output_dir/final; with save_merged, the
 // merged model (W₀ + s·B·A, adapters removed) goes to output_dir/final/merged as a Hugging Face directory too.
+//
+// `adapter: dir` starts from an adapter PEFT or retain saved instead of a fresh one: its layers, r and α (per layer
+// under rank_pattern / alpha_pattern) and weights come from the files, and training continues it. Base tensors the
+// file replaces (PEFT's bias "lora_only"/"all", modules_to_save) are loaded and kept frozen; the final adapter carries
+// them again, so it describes the same model over the same base.
 import { join } from 'node:path';
 import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
@@ -16,12 +21,12 @@ import type { FinalSave, Method, Role, TrainContext } from '../../train/hooks.js
 import { savePretrained } from '../../models/hub.js';
 import { LoraLinear } from './layer.js';
 import { DEFAULT_TARGETS, loraModules, mergeAndUnload, setAdapterScale, wrapLinears, type Targets } from './wrap.js';
-import { saveAdapter } from './peft.js';
+import { loadAdapter, saveAdapter, type CarriedTensors } from './peft.js';
 import { checkOptions, shown } from '../support.js';
 
 export { LoraLinear } from './layer.js';
 export { DEFAULT_TARGETS, loraModules, mergeAdapters, mergeAndUnload, setAdapterScale, targetMatcher, unmergeAdapters, wrapLinears, type Targets } from './wrap.js';
-export { loadAdapter, readAdapterConfig, saveAdapter, PEFT_PREFIX, type AdapterConfig } from './peft.js';
+export { loadAdapter, readAdapterConfig, saveAdapter, PEFT_PREFIX, type AdapterConfig, type LoadedAdapter } from './peft.js';
 
 export interface LoraOptions {
   r?: number;
@@ -30,6 +35,8 @@ export interface LoraOptions {
   targets?: Targets;
   /** Also write the merged model to final/merged. */
   save_merged?: boolean;
+  /** Start from this saved adapter (PEFT layout) instead of a fresh one. */
+  adapter?: string;
 }
 
 export class Lora implements Method {
@@ -48,11 +55,20 @@ export class Lora implements Method {
   readonly dropout: number;
   readonly targets: Targets;
   readonly saveMerged: boolean;
+  readonly adapter: string | null;
   /** Paths of the wrapped layers (after setup). */
   wrapped: string[] = [];
+  /** Base tensors a loaded adapter replaced, to write again with the final adapter. */
+  private carry: CarriedTensors | null = null;
 
   constructor(o: LoraOptions = {}) {
-    checkOptions('lora', o as Record<string, unknown>, ['r', 'alpha', 'dropout', 'targets', 'save_merged']);
+    checkOptions('lora', o as Record<string, unknown>, ['r', 'alpha', 'dropout', 'targets', 'save_merged', 'adapter']);
+    this.adapter = o.adapter ?? null;
+    if (this.adapter !== null) {
+      if (typeof this.adapter !== 'string' || this.adapter === '') throw new Error(`lora: adapter must be the path of a saved adapter directory, got ${shown(o.adapter)}`);
+      const given = (['r', 'alpha', 'dropout', 'targets'] as const).filter((k) => o[k] !== undefined);
+      if (given.length) throw new Error(`lora: ${given.join(', ')} cannot be set with adapter; the adapter's adapter_config.json fixes them (drop ${given.join(', ')}, or drop adapter to start a fresh one)`);
+    }
     this.r = o.r ?? 8;
     this.alpha = o.alpha ?? 2 * this.r;
     this.dropout = o.dropout ?? 0;
@@ -67,7 +83,12 @@ export class Lora implements Method {
   setup(ctx: TrainContext): void {
     const model = ctx.model;
     this.model = model;
-    this.wrapped = loraModules(model).length ? loraModules(model).map(([p]) => p) : wrapLinears(model, this.targets, { r: this.r, alpha: this.alpha, dropout: this.dropout });
+    if (loraModules(model).length) this.wrapped = loraModules(model).map(([p]) => p);
+    else if (this.adapter) {
+      const loaded = loadAdapter(model, this.adapter);
+      this.carry = loaded.carried;
+      this.wrapped = loraModules(model).map(([p]) => p);
+    } else this.wrapped = wrapLinears(model, this.targets, { r: this.r, alpha: this.alpha, dropout: this.dropout });
     for (const p of model.parameters()) p.requiresGrad = false;
     const adapters: Tensor[] = [];
     for (const [, l] of loraModules(model)) {
@@ -90,7 +111,8 @@ export class Lora implements Method {
     ctx.optimizer.paramGroups[0].params.push(...adapters.filter((p) => !placed.has(p)));
     const base = model.parameters().reduce((n, p) => n + (p.requiresGrad ? 0 : p.numel()), 0);
     const train = adapters.reduce((n, p) => n + p.numel(), 0);
-    ctx.log({ kind: 'lora', lora_layers: this.wrapped.length, lora_r: this.r, lora_alpha: this.alpha, lora_trainable: train, lora_frozen: base });
+    const [, first] = loraModules(model)[0];
+    ctx.log({ kind: 'lora', lora_layers: this.wrapped.length, lora_r: first.r, lora_alpha: first.alpha, lora_trainable: train, lora_frozen: base, ...(this.adapter ? { lora_adapter: this.adapter } : {}) });
   }
 
   /** Scales every adapter (WiSE-FT's α for LoRA). */
@@ -117,7 +139,7 @@ export class Lora implements Method {
   }
 
   saveFinal(f: FinalSave): void {
-    saveAdapter(f.model, f.dir, { baseModel: f.basePath });
+    saveAdapter(f.model, f.dir, { baseModel: f.basePath, carry: this.carry });
     if (this.saveMerged) {
       mergeAndUnload(f.model);
       savePretrained(f.pretrained, join(f.dir, 'merged'));

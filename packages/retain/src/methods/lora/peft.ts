@@ -33,6 +33,19 @@ export interface AdapterConfig {
   [k: string]: unknown;
 }
 
+/** Base tensors an adapter file replaces (trained biases, modules_to_save), by model key, with the settings naming them. */
+export interface CarriedTensors {
+  bias: AdapterConfig['bias'];
+  modules_to_save: string[] | null;
+  keys: string[];
+}
+
+/** What loadAdapter put into a model: the file's config, and the base tensors it replaced (null when none). */
+export interface LoadedAdapter {
+  config: AdapterConfig;
+  carried: CarriedTensors | null;
+}
+
 /**
  * PEFT's rule for rank_pattern / alpha_pattern: the first key (in file order) that matches the end of the module path
  * at a dot boundary, as a regular expression, gives the value; otherwise the default.
@@ -54,9 +67,9 @@ const escapeRegExp = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 /**
  * Writes adapter_config.json and adapter_model.safetensors for every LoRA layer of `model` into dir. Layers of other
  * rank or α than most go into rank_pattern / alpha_pattern under their full path (escaped, so it matches that layer
- * alone under PEFT's rule).
+ * alone under PEFT's rule). `carry` writes base tensors a loaded adapter had replaced under PEFT's keys again.
  */
-export function saveAdapter(model: torch.nn.Module, dir: string, opts: { baseModel?: string | null } = {}): AdapterConfig {
+export function saveAdapter(model: torch.nn.Module, dir: string, opts: { baseModel?: string | null; carry?: CarriedTensors | null } = {}): AdapterConfig {
   const layers = loraModules(model);
   if (layers.length === 0) throw new Error('saveAdapter: the model has no LoRA layers');
   const [firstPath, first] = layers[0];
@@ -69,6 +82,17 @@ export function saveAdapter(model: torch.nn.Module, dir: string, opts: { baseMod
     // file describes the model as it is.
     tensors.set(`${PEFT_PREFIX}${path}.lora_B.weight`, l.scale === 1 ? l.lora_B.weight.detach() : torch.noGrad(() => l.lora_B.weight.mul(l.scale)));
   }
+  const carry = opts.carry ?? null;
+  if (carry) {
+    const sd = model.stateDict({ keepVars: true });
+    const wrapped = new Set(layers.map(([p]) => p));
+    for (const k of carry.keys) {
+      const dot = k.lastIndexOf('.');
+      // A wrapped layer's own tensors live under base_layer in PEFT's model.
+      const key = wrapped.has(k.slice(0, dot)) ? `${k.slice(0, dot)}.base_layer${k.slice(dot)}` : k;
+      tensors.set(`${PEFT_PREFIX}${key}`, sd.get(k)!.detach());
+    }
+  }
   const r = mode(layers.map(([, l]) => l.r));
   const alpha = mode(layers.map(([, l]) => l.alpha));
   const config: AdapterConfig = {
@@ -79,12 +103,12 @@ export function saveAdapter(model: torch.nn.Module, dir: string, opts: { baseMod
     lora_dropout: first.dropoutP,
     target_modules: [...new Set(layers.map(([p]) => p.split('.').pop()!))].sort(),
     base_model_name_or_path: opts.baseModel ?? null,
-    bias: 'none',
+    bias: carry?.bias ?? 'none',
     // PEFT's name for a base weight stored [in, out] (GPT-2's Conv1D); A and B are laid out as for Linear either way.
     fan_in_fan_out: first.fanInFanOut,
     inference_mode: true,
     init_lora_weights: true,
-    modules_to_save: null,
+    modules_to_save: carry?.modules_to_save ?? null,
     layers_to_transform: null,
     layers_pattern: null,
     rank_pattern: Object.fromEntries(layers.filter(([, l]) => l.r !== r).map(([p, l]) => [escapeRegExp(p), l.r])),
@@ -145,8 +169,8 @@ function sortKeys(weights: Map<string, Tensor>, file: string): { lora: Map<strin
       const e = lora.get(m[1]) ?? {};
       e[m[2] as 'A' | 'B'] = t;
       lora.set(m[1], e);
-    } else if (/\.lora_[A-Za-z_]+\./.test(k)) {
-      throw new Error(`${file}: unexpected key '${key}' (expected <module>.lora_A.weight / lora_B.weight)`);
+    } else if (/\.lora_[A-Za-z_]+(\.|$)/.test(k)) {
+      throw new Error(`${file}: unexpected key '${key}': retain reads LoRA on Linear and GPT-2 Conv1D layers (<module>.lora_A.weight / lora_B.weight); adapters on embeddings or other layer kinds are not supported`);
     } else {
       // A wrapped layer's own tensors sit under base_layer in PEFT's model; retain's LoRA layer keeps their names.
       other.set(k.replace(/\.base_layer\./, '.').replace(/\.modules_to_save\.default\./, '.'), t);
@@ -160,7 +184,7 @@ function sortKeys(weights: Map<string, Tensor>, file: string): { lora: Map<strin
  * with each layer's r and α from rank_pattern / alpha_pattern as PEFT reads them. Biases and modules_to_save tensors
  * in the file replace the model's. Every key must land somewhere and every layer must get both of its matrices.
  */
-export function loadAdapter(model: torch.nn.Module, dir: string): AdapterConfig {
+export function loadAdapter(model: torch.nn.Module, dir: string): LoadedAdapter {
   const c = readAdapterConfig(dir);
   const file = join(dir, 'adapter_model.safetensors');
   if (!existsSync(file)) throw new Error(`${dir}: no adapter_model.safetensors`);
@@ -190,9 +214,10 @@ export function loadAdapter(model: torch.nn.Module, dir: string): AdapterConfig 
         l.lora_A.weight.copy_(lora.get(p)!.A!);
         l.lora_B.weight.copy_(lora.get(p)!.B!);
       }
-      for (const [dst, t] of replaced) dst.copy_(t);
+      for (const [, dst, t] of replaced) dst.copy_(t);
     });
-    return c;
+    const carried = replaced.length ? { bias: c.bias ?? 'none', modules_to_save: c.modules_to_save ?? null, keys: replaced.map(([k]) => k) } : null;
+    return { config: c, carried };
   } finally {
     torch.dispose(weights.values());
   }
@@ -202,20 +227,20 @@ export function loadAdapter(model: torch.nn.Module, dir: string): AdapterConfig 
  * Pairs the file's non-LoRA tensors (trained biases, modules_to_save) with the model tensors they replace. A tensor
  * the model ties to another (a tied output head) is refused: PEFT unties it, and retain's model cannot hold both.
  */
-function baseReplacements(model: torch.nn.Module, other: Map<string, Tensor>, file: string, problems: string[]): [Tensor, Tensor][] {
+function baseReplacements(model: torch.nn.Module, other: Map<string, Tensor>, file: string, problems: string[]): [string, Tensor, Tensor][] {
   const sd = model.stateDict({ keepVars: true });
   const tied = new Map<string, string>();
   for (const [a, b] of (model as { tiedKeys?(): [string, string][] }).tiedKeys?.() ?? []) {
     tied.set(a, b);
     tied.set(b, a);
   }
-  const out: [Tensor, Tensor][] = [];
+  const out: [string, Tensor, Tensor][] = [];
   for (const [k, t] of other) {
     const dst = sd.get(k);
     if (!dst) problems.push(`${file} holds '${k}', which is neither a LoRA matrix nor a tensor of this model`);
     else if (tied.has(k)) problems.push(`${file} replaces '${k}', which this model ties to '${tied.get(k)}' (tie_word_embeddings); retain cannot load an untied copy (modules_to_save of a tied head is not supported)`);
     else if (t.shape.join() !== dst.shape.join()) problems.push(`'${k}' has shape [${t.shape}] in ${file}, the model's is [${dst.shape}]`);
-    else out.push([dst, t]);
+    else out.push([k, dst, t]);
   }
   return out;
 }
