@@ -184,7 +184,8 @@ test('every built-in task reads its shared data and builds valid docs', { skip: 
   // lm-evaluation-harness's prompts (bench/parity/lmeval.ts compares them all with lm_eval's own).
   assert.equal(hs.prompt, 'Roof shingle removal: A man is sitting on a roof. He');
   assert.equal((await one('boolq'))[0].prompt, 'Question: does ethanol take more energy make that produces?\nAnswer:');
-  assert.equal((await one('mmlu_dev'))[0].prompt, 'The following are multiple choice questions (with answers) about abstract algebra.\n\nFind all c in Z_3 such that Z_3[x]/(x^2 + c) is a field.\nA. 0\nB. 1\nC. 2\nD. 3\nAnswer:');
+  const mm = (await one('mmlu_dev'))[0];
+  assert.equal(mm.preamble + mm.prompt, 'The following are multiple choice questions (with answers) about abstract algebra.\n\nFind all c in Z_3 such that Z_3[x]/(x^2 + c) is a field.\nA. 0\nB. 1\nC. 2\nD. 3\nAnswer:');
   const wg = (await one('winogrande'))[0];
   assert.equal(wg.contexts![1], 'Sarah was a much better surgeon than Maria so Maria');
   const g = (await one('gsm8k'))[0];
@@ -255,4 +256,17 @@ test("whitespace ending a context is scored with the continuation, as lm-evaluat
   const [a, b] = loglikelihood(em, [{ context: 'answer: ', continuation: 'paris' }, { context: 'answer:', continuation: ' paris' }]);
   assert.equal(a.logprob, b.logprob);
   assert.equal(a.tokens, 6);
+});
+
+test("a task's preamble comes once, before the few-shot examples, as lm-evaluation-harness's description", async () => {
+  const { em } = tinyModel(64);
+  const dir = mkdtempSync(join(tmpdir(), 'retain-preamble-'));
+  writeFileSync(join(dir, 'd.jsonl'), '{"q": "one", "a": 0}\n{"q": "two", "a": 1}\n');
+  writeFileSync(join(dir, 'task.yaml'), 'name: pre\nkind: multiple_choice\ndata: d.jsonl\npreamble: "about {q}.\\n\\n"\nprompt: "q: {q}\\na:"\nchoices: ["yes", "no"]\nanswer: a\nnum_fewshot: 1\n');
+  const args: unknown[] = [];
+  await evaluate(em, resolveTasks([join(dir, 'task.yaml')]), { onSamples: (_, s) => args.push(...s.map((x) => x.arguments.gen_args_1)) });
+  assert.deepEqual(args, [
+    { arg_0: 'about one.\n\nq: two\na: no\n\nq: one\na:', arg_1: ' no' },
+    { arg_0: 'about two.\n\nq: one\na: yes\n\nq: two\na:', arg_1: ' no' },
+  ]);
 });

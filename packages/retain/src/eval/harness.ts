@@ -86,7 +86,7 @@ function say(o: EvalOptions, msg: string): void {
 
 function runMultipleChoice(m: EvalModel, spec: TaskSpec, docs: Doc[], pool: Doc[], o: EvalOptions): Scored {
   const reqs = docs.flatMap((d) => {
-    const prefix = fewshotPrefix(spec, pool, d, o.seed ?? 0);
+    const prefix = (d.preamble ?? '') + fewshotPrefix(spec, pool, d, o.seed ?? 0);
     return d.choices!.map((c, j) => ({ context: prefix + (d.contexts ? d.contexts[j] : d.prompt), continuation: spec.target_delimiter + c }));
   });
   let last = 0;
@@ -138,7 +138,7 @@ function runGenerate(m: EvalModel, spec: TaskSpec, docs: Doc[], pool: Doc[], o: 
   const t0 = performance.now();
   const gen = { until: spec.generation.stop, max_gen_toks: spec.generation.max_new_tokens };
   docs.forEach((d, i) => {
-    const prompt = fewshotPrefix(spec, pool, d, o.seed ?? 0) + d.prompt;
+    const prompt = (d.preamble ?? '') + fewshotPrefix(spec, pool, d, o.seed ?? 0) + d.prompt;
     const text = torch.inferenceMode(() => m.generate(prompt, { maxNewTokens: spec.generation.max_new_tokens, stop: spec.generation.stop }));
     const answer = extractAnswer(text, spec.generation.extract);
     em.push(exactMatch(answer, d.answer!) ? 1 : 0);

@@ -28,6 +28,8 @@ export const taskSpecSchema = z.object({
   preprocess: z.string().optional(),
   /** Prompt template with {field} placeholders (multiple_choice, generate). */
   prompt: z.string().optional(),
+  /** Text before the few-shot examples and the prompt, once per request ({field} placeholders): lm-evaluation-harness's description. */
+  preamble: z.string().optional(),
   /** multiple_choice: a field holding the list of choices, or one template per choice. */
   choices: z.union([z.string(), z.array(z.string()).min(2, 'a list of choice templates needs at least 2 (one per choice)')], {
     // zod's own union message ("Invalid input") says neither what was wrong nor what fits.
@@ -76,6 +78,8 @@ export interface Doc {
   id: string;
   /** The filled prompt (multiple_choice, generate). */
   prompt: string;
+  /** The filled preamble (multiple_choice, generate): it precedes the few-shot examples. */
+  preamble?: string;
   /** One prompt per choice, when the task scores partial contexts. */
   contexts?: string[];
   choices?: string[];
@@ -195,19 +199,19 @@ export const PREPROCESS: Record<string, (r: Record_) => Record_> = {
   llm_adapters_mc: llmAdaptersMc,
   winogrande,
   boolq,
-  commonsenseqa,
   hellaswag,
+  commonsenseqa,
   sick,
   mmlu,
   gsm8k,
   svamp,
 };
 
-const mc = (name: string, data: string, extra: Partial<TaskInput> = {}): TaskInput => ({
 // Version 1 of the multiple-choice tasks: acc_norm divides by the choice's characters without the delimiter (it
 // counted the leading space), and BoolQ, HellaSwag and MMLU take lm-evaluation-harness 0.4.13's prompts exactly.
 const MC_VERSION = 1;
 
+const mc = (name: string, data: string, extra: Partial<TaskInput> = {}): TaskInput => ({
   name, version: MC_VERSION, kind: 'multiple_choice', data, preprocess: 'llm_adapters_mc', prompt: 'Question: {question}\nAnswer:', choices: 'choices', answer: 'gold', ...extra,
 });
 
@@ -225,7 +229,7 @@ export const BUILTIN_TASKS: TaskInput[] = [
   { name: 'boolq', version: MC_VERSION, kind: 'multiple_choice', data: 'boolq/test.json', preprocess: 'boolq', prompt: 'Question: {question}?\nAnswer:', choices: ['no', 'yes'], answer: 'gold', description: 'BoolQ without its passage (the shared copy has the question only)' },
   { name: 'piqa', version: MC_VERSION, kind: 'multiple_choice', data: 'piqa/valid.jsonl', preprocess: 'piqa', prompt: 'Question: {goal}\nAnswer:', choices: ['{sol1}', '{sol2}'], answer: 'label' },
   { name: 'hellaswag', version: MC_VERSION, kind: 'multiple_choice', data: 'hellaswag/hellaswag_val_full.txt.bz2', preprocess: 'hellaswag', prompt: '{query}', choices: 'choices', answer: 'label' },
-  { name: 'mmlu_dev', version: MC_VERSION, kind: 'multiple_choice', data: 'mmlu/dev', preprocess: 'mmlu', prompt: 'The following are multiple choice questions (with answers) about {subject_words}.\n\n{question}\nA. {choice0}\nB. {choice1}\nC. {choice2}\nD. {choice3}\nAnswer:', choices: ['A', 'B', 'C', 'D'], answer: 'gold' },
+  { name: 'mmlu_dev', version: MC_VERSION, kind: 'multiple_choice', data: 'mmlu/dev', preprocess: 'mmlu', preamble: 'The following are multiple choice questions (with answers) about {subject_words}.\n\n', prompt: '{question}\nA. {choice0}\nB. {choice1}\nC. {choice2}\nD. {choice3}\nAnswer:', choices: ['A', 'B', 'C', 'D'], answer: 'gold' },
   { name: 'commonsenseqa', version: MC_VERSION, kind: 'multiple_choice', data: 'commonsenseqa/dev_rand_split.jsonl', preprocess: 'commonsenseqa', prompt: 'Question: {question}\nAnswer:', choices: 'choices', answer: 'gold' },
   { name: 'sick', version: MC_VERSION, kind: 'multiple_choice', data: 'sick/SICK_test_annotated.txt', reader: 'tsv', preprocess: 'sick', prompt: '{sentence_A}\nQuestion: {sentence_B} True, Neither or False?\nAnswer:', choices: ['True', 'Neither', 'False'], answer: 'gold', description: 'SICK NLI, 3-way, scored as classification by the likelihood of the label word' },
   { name: 'gsm8k', kind: 'generate', data: 'gsm8k/test.jsonl', preprocess: 'gsm8k', prompt: 'Question: {question}\nAnswer:', answer: 'target', fewshot_data: 'gsm8k/train.jsonl', generation: { max_new_tokens: 256, stop: ['\n\n', 'Question:'], extract: 'gsm8k' }, role: 'target' },
@@ -317,6 +321,8 @@ function classIndices(): string[] {
   return (classIndexCache ??= Array.from({ length: 1 << 16 }, (_, i) => String(i)));
 }
 
+const preamble = (spec: TaskSpec, x: Record_, id: string) => (spec.preamble ? fillTemplate(spec.preamble, x, id) : undefined);
+
 export function toDoc(spec: TaskSpec, r: Record_): Doc {
   const pre = spec.preprocess && spec.preprocess !== 'piqa' ? PREPROCESS[spec.preprocess] : undefined;
   if (spec.preprocess && !pre && spec.preprocess !== 'piqa') {
@@ -336,12 +342,12 @@ export function toDoc(spec: TaskSpec, r: Record_): Doc {
       } else throw new Error(`task ${spec.name}: a multiple_choice task needs 'choices' (a field name or a list of templates)`);
       const contexts = spec.contexts ? (x[spec.contexts] as string[]) : undefined;
       if (spec.contexts && (!Array.isArray(contexts) || contexts.length !== choices.length)) throw new Error(`record ${id}: contexts field '${spec.contexts}' must list one context per choice`);
-      return { id, prompt, contexts, choices, gold: goldIndex(x[spec.answer], choices, spec.choice_labels, id) };
+      return { id, prompt, preamble: preamble(spec, x, id), contexts, choices, gold: goldIndex(x[spec.answer], choices, spec.choice_labels, id) };
     }
     case 'generate': {
       const a = x[spec.answer];
       if (a === undefined) throw new Error(`record ${id}: answer field '${spec.answer}' is missing`);
-      return { id, prompt: fillTemplate(spec.prompt ?? '', x, id), answer: String(a) };
+      return { id, prompt: fillTemplate(spec.prompt ?? '', x, id), preamble: preamble(spec, x, id), answer: String(a) };
     }
     case 'perplexity': {
       const t = x[spec.text_field];
