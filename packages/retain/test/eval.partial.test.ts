@@ -41,3 +41,37 @@ test('one failing task: the others are scored and written, the failure is named,
   assert.match(r.stderr, /^retain: 1 of 3 task evaluations failed; the other 2 are in .*r\.json$/m);
   assert.match(r.stdout, /^good_mc\tacc\t/m);
 });
+
+test('--limit bounds a whole-text perplexity task to its first n windows, and says so', { timeout: 120_000 }, async () => {
+  const { CharLSTM, CharVocab } = await import('../src/models/charlstm.js');
+  const { charLstmEvalModel } = await import('../src/eval/model.js');
+  const { evaluate } = await import('../src/eval/harness.js');
+  const { textLoglik } = await import('../src/eval/score.js');
+  const { resolveTasks } = await import('../src/eval/tasks.js');
+  const chars = ' abcdefghijklmnopqrstuvwxyz.\n';
+  torch.manualSeed(3);
+  const lstm = new CharLSTM({ vocab_size: chars.length, embedding_size: 6, hidden_size: 10, num_layers: 1 }).to('float64');
+  torch.noGrad(() => lstm.parameters().forEach((p) => p.normal_(0, 0.5)));
+  lstm.eval();
+  const em = charLstmEvalModel(lstm, new CharVocab(Object.fromEntries([...chars].map((c, i) => [c, i]))), 'tiny', 'tiny', 8);
+  const text = 'the cat sat on the mat.\nthe dog ran to the park and back again.\n';
+  writeFileSync(join(dir, 'whole.txt'), text);
+  writeFileSync(join(dir, 'whole.yaml'), 'name: whole\nkind: perplexity\ndata: whole.txt\nsplit: whole\n');
+  const tasks = resolveTasks([join(dir, 'whole.yaml')]);
+  const r = await evaluate(em, tasks, { limit: 3 });
+  // Three windows of 8 predict characters 1..24: the same as scoring the text's first 25 characters whole.
+  const [ref] = textLoglik(em, [text.slice(0, 25)]);
+  const get = (res: typeof r, m: string) => res.rows.find((x) => x.metric === m)!.value;
+  assert.equal(get(r, 'ce'), ref.nll / 24);
+  assert.equal(get(r, 'bits_per_char'), ref.nll / Math.LN2 / 24);
+  const full = await evaluate(em, tasks, {});
+  assert.notEqual(get(full, 'ce'), get(r, 'ce'));
+  // The CLI says what was scored.
+  writeFileSync(join(dir, 'story.yaml'), `name: story\nkind: perplexity\ndata: ${TEXT}\nsplit: whole\n`);
+  const c = cli('eval', '--model', MODEL, '--tasks', join(dir, 'story.yaml'), '--limit', '2', '--log-samples', '-o', join(dir, 'lim', 'r.json'));
+  assert.equal(c.status, 0, c.stderr);
+  assert.match(c.stderr, /story: --limit 2 scores the first 2 windows of 512 tokens: \d+ characters of 1 of 1 texts/);
+  const [sample] = readFileSync(join(dir, 'lim', 'samples_story.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  assert.equal(sample.tokens, 1024);
+  assert.equal(sample.cut, true);
+});

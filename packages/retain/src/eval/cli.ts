@@ -84,7 +84,7 @@ function common(c: Command): Command {
   return c
     .requiredOption('--tasks <list>', 'comma-separated built-in tasks, groups (commonsense) or task files', list)
     .option('--target <list>', 'tasks that measure the new skill (the rest are general)', list)
-    .option('--limit <n>', 'score at most n examples per task', positiveInt)
+    .option('--limit <n>', 'score at most n examples per task; a perplexity task scores at most n windows of the model\'s context from the start of its text', positiveInt)
     .option('--batch-size <n>', 'sequences per forward pass', positiveInt, 16)
     .option('--data-dir <dir>', 'folder holding the built-in tasks\' data (default: $RETAIN_DATA_DIR, ./data, ../shared/data)')
     .option('--max-length <n>', `cap on the model's context window (tokens, at least ${MIN_MAX_LENGTH})`, maxLength)

@@ -57,6 +57,8 @@ interface Metric {
 interface Scored {
   metrics: Metric[];
   samples: Sample[];
+  /** Examples scored, when not every doc was (perplexity under --limit). */
+  n?: number;
 }
 
 
@@ -153,11 +155,15 @@ function runGenerate(m: EvalModel, spec: TaskSpec, docs: Doc[], pool: Doc[], o: 
 
 function runPerplexity(m: EvalModel, spec: TaskSpec, docs: Doc[], o: EvalOptions): Scored {
   const texts = docs.map((d) => (spec.unknown_chars === 'drop' ? m.dropUnknown(d.text!) : d.text!));
-  const s = textLoglik(m, texts, o.batchSize ?? 8);
+  // --limit bounds the text as well as the documents: one long text (split: whole) is one document of many windows.
+  const all = textLoglik(m, texts, o.batchSize ?? 8, undefined, o.limit || Infinity);
+  // Texts past the cap are not scored at all (they come last); the rest, the last one perhaps in part, are.
+  const s = all.filter((x) => !(x.cut && x.tokens === 0));
+  if (all.some((x) => x.cut)) say(o, `  ${spec.name}: --limit ${o.limit} scores the first ${o.limit} windows of ${m.maxLength} tokens: ${s.reduce((n, x) => n + x.chars, 0)} characters of ${s.length} of ${texts.length} texts`);
   // lm-evaluation-harness's rolling log-likelihood items: the text is the doc, the target and the one argument.
   const samples: Sample[] = !o.onSamples ? [] : s.map((x, i) => ({
     doc_id: i, doc: { id: docs[i].id, text: texts[i] }, target: texts[i], arguments: requestArgs([[texts[i]]]), resps: [[-x.nll]], filtered_resps: [-x.nll],
-    tokens: x.tokens, correct: x.correct, chars: x.chars, bytes: x.bytes,
+    tokens: x.tokens, correct: x.correct, chars: x.chars, bytes: x.bytes, ...(x.cut ? { cut: true } : {}),
   }));
   const tot = s.reduce((a, x) => ({ nll: a.nll + x.nll, tokens: a.tokens + x.tokens, correct: a.correct + x.correct, chars: a.chars + x.chars, bytes: a.bytes + x.bytes }), { nll: 0, tokens: 0, correct: 0, chars: 0, bytes: 0 });
   if (tot.tokens === 0) throw new Error(`task ${spec.name}: the text has no tokens to score`);
@@ -170,7 +176,7 @@ function runPerplexity(m: EvalModel, spec: TaskSpec, docs: Doc[], o: EvalOptions
     { name: 'bits_per_byte', value: tot.nll / Math.LN2 / tot.bytes, stderr: null, higherIsBetter: false },
     { name: 'nats_per_char', value: tot.nll / tot.chars, stderr: null, higherIsBetter: false },
   ];
-  return { metrics, samples };
+  return { metrics, samples, n: s.length };
 }
 
 function runImageClassification(m: EvalModel, spec: TaskSpec, docs: Doc[], o: EvalOptions): Scored {
@@ -230,12 +236,13 @@ export function scoreDocs(m: EvalModel, spec: TaskSpec, docs: Doc[], pool: Doc[]
   const primary = defaultPrimary(spec);
   if (!metrics.some((x) => x.name === primary)) throw new Error(`task ${spec.name}: primary metric '${primary}' is not one of ${metrics.map((x) => x.name).join(', ')}`);
   o.onSamples?.(spec.name, scored.samples);
-  return metrics.map((x) => ({ task: spec.name, metric: x.name, value: x.value, stderr: x.stderr, higher_is_better: x.higherIsBetter, n: docs.length, role: spec.role, primary: x.name === primary }));
+  return metrics.map((x) => ({ task: spec.name, metric: x.name, value: x.value, stderr: x.stderr, higher_is_better: x.higherIsBetter, n: scored.n ?? docs.length, role: spec.role, primary: x.name === primary }));
 }
 
 export async function evaluateTask(m: EvalModel, t: ResolvedTask, o: EvalOptions = {}): Promise<{ rows: ResultRow[]; n: number; original: number }> {
   const { docs, pool, original } = await loadDocs(t, o.limit);
-  return { rows: scoreDocs(m, t.spec, docs, pool, o), n: docs.length, original };
+  const rows = scoreDocs(m, t.spec, docs, pool, o);
+  return { rows, n: rows[0]?.n ?? docs.length, original };
 }
 
 /** Evaluates every task and returns the results document. */

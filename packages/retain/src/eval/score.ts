@@ -133,30 +133,37 @@ export interface TextScore {
   /** Characters and UTF-8 bytes of the predicted text. */
   chars: number;
   bytes: number;
+  /** Whether textLoglik's maxWindows stopped before the text's end. */
+  cut: boolean;
 }
 
 /**
  * Every token of each text predicted exactly once, in disjoint windows of the model's length (a window's first
  * input is the last token of the previous window), as lm-evaluation-harness's rolling log-likelihood. A model
- * without BOS cannot predict a text's first token; it counts as context.
+ * without BOS cannot predict a text's first token; it counts as context. With `maxWindows`, only the first that many
+ * windows (in text order) are scored: characters and bytes are those of the tokens predicted, and a text past the
+ * cap scores nothing (tokens 0).
  */
-export function textLoglik(m: EvalModel, texts: string[], batchSize = 8, onBatch?: (done: number) => void): TextScore[] {
+export function textLoglik(m: EvalModel, texts: string[], batchSize = 8, onBatch?: (done: number) => void, maxWindows = Infinity): TextScore[] {
   const L = m.maxLength;
   const windows: { input: number[]; targets: number[]; doc: number }[] = [];
   const chars: number[] = [];
   const bytes: number[] = [];
+  const cut: boolean[] = [];
   texts.forEach((text, d) => {
     const ids = m.bosId === null ? m.encode(text) : [m.bosId, ...m.encode(text)];
-    const predicted = m.bosId === null ? m.decode(ids.slice(1)) : text;
+    let end = 1;
+    for (let s = 1; s < ids.length && windows.length < maxWindows; s += L) {
+      end = Math.min(s + L, ids.length);
+      windows.push({ input: ids.slice(s - 1, end - 1), targets: ids.slice(s, end), doc: d });
+    }
+    const predicted = m.bosId !== null && end === ids.length ? text : m.decode(ids.slice(1, end));
     chars.push([...predicted].length);
     bytes.push(Buffer.byteLength(predicted, 'utf8'));
-    for (let s = 1; s < ids.length; s += L) {
-      const e = Math.min(s + L, ids.length);
-      windows.push({ input: ids.slice(s - 1, e - 1), targets: ids.slice(s, e), doc: d });
-    }
+    cut.push(end < ids.length);
   });
   const scored = scoreWindows(m, windows, batchSize, onBatch);
-  const res = texts.map((_, d) => ({ nll: 0, tokens: 0, correct: 0, chars: chars[d], bytes: bytes[d] }));
+  const res = texts.map((_, d) => ({ nll: 0, tokens: 0, correct: 0, chars: chars[d], bytes: bytes[d], cut: cut[d] }));
   windows.forEach((w, i) => {
     const r = res[w.doc];
     for (const v of scored[i].logp) r.nll -= v;
