@@ -9,6 +9,7 @@
 //                        underestimates F (cross-sample terms average out inside a batch).
 // The log says which. A sample's loss is its mean cross-entropy per trained token, the trainer's per-sample loss, so
 // λ keeps one meaning whatever the sequence lengths. The model is in eval mode for the estimate (no dropout noise).
+// A new head (a probe's, flow_vision's) is left out: its θ₀ would be its random initialisation.
 //
 // F is summed and kept in float32 (float64 for a float64 model) whatever the parameters' dtype: in bfloat16 the sum of
 // many small squared gradients keeps about 3 significant digits and stops growing once a term falls below its
