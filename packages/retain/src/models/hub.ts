@@ -8,6 +8,7 @@ import { closeSync, copyFileSync, existsSync, fsyncSync, mkdirSync, openSync, re
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import * as torch from '@retain/torch';
 import { LlamaForCausalLM, type LlamaConfig } from './llama.js';
+import { Phi3ForCausalLM } from './phi3.js';
 import { Gemma2ForCausalLM, type Gemma2Config } from './gemma2.js';
 import { Gemma3ForCausalLM, type Gemma3TextConfig } from './gemma3.js';
 import { GPT2LMHeadModel, gpt2CheckpointKeys, type GPT2Config } from './gpt2.js';
@@ -42,6 +43,7 @@ export const ARCHITECTURES = new Map<string, Builder>([
   ['llama', (c) => new LlamaForCausalLM(c as LlamaConfig)],
   ['qwen2', (c) => new LlamaForCausalLM(c as LlamaConfig)],
   ['mistral', (c) => new LlamaForCausalLM(c as LlamaConfig)],
+  ['phi3', (c) => new Phi3ForCausalLM(c as LlamaConfig)],
   ['gemma2', (c) => new Gemma2ForCausalLM(c as Gemma2Config)],
   ['gemma3_text', (c) => new Gemma3ForCausalLM(c as Gemma3TextConfig)],
   ['gpt2', (c) => new GPT2LMHeadModel(c as GPT2Config)],
@@ -303,7 +305,10 @@ export function savePretrained(p: Pretrained, dir: string, opts: { maxShardBytes
     mkdirSync(tmp, { recursive: true });
     torch.io.saveSharded(tmp, sd, { maxShardBytes: opts.maxShardBytes ?? 5e9 });
     // The ml5 models' own configs have no model_type; the loader put it in p.config.
-    const config = { model_type: p.config.model_type, ...p.model.config, torch_dtype: [...sd.values()][0]?.dtype ?? 'float32' };
+    // What the weights are now, under both names: transformers 5 reads `dtype` (and loads in it by default), earlier
+    // versions `torch_dtype`; a bfloat16 model trained in float32 must not be read back as bfloat16.
+    const dtype = [...sd.values()][0]?.dtype ?? 'float32';
+    const config = { model_type: p.config.model_type, ...p.model.config, torch_dtype: dtype, dtype };
     writeFileSync(join(tmp, 'config.json'), configJson(config, p.floatKeys ?? []));
     for (const f of p.tokenizerFiles) copyFileSync(f, join(tmp, basename(f)));
     for (const f of readdirSync(tmp)) {

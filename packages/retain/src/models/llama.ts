@@ -34,6 +34,10 @@ export interface LlamaConfig {
   rms_norm_eps: number;
   rope_theta?: number;
   rope_scaling?: RopeScaling | null;
+  /** transformers 5 writes rope_theta and the scaling together here: {rope_type, rope_theta, factor, ...}. */
+  rope_parameters?: (RopeScaling & { rope_theta?: number; partial_rotary_factor?: number }) | null;
+  /** Rotate only this fraction of each head (Phi-3 family); read from here or from rope_parameters. */
+  partial_rotary_factor?: number;
   tie_word_embeddings?: boolean;
   /** Qwen2 has biases on q/k/v; Llama may have them on all four projections. */
   attention_bias?: boolean;
@@ -48,19 +52,37 @@ function headDim(c: LlamaConfig): number {
   return c.head_dim ?? c.hidden_size / c.num_attention_heads;
 }
 
+/**
+ * The rotary settings wherever the config keeps them: rope_theta and rope_scaling (transformers 4 and configs made
+ * in code) win when present, else rope_parameters (what transformers 5 writes). `key` names the object for errors.
+ */
+export function ropeSettings(c: LlamaConfig): { theta: number; scaling: RopeScaling | null; key: 'rope_scaling' | 'rope_parameters'; partial: number } {
+  const params = c.rope_parameters ?? null;
+  const legacy = c.rope_scaling !== undefined;
+  const scaling = legacy ? c.rope_scaling ?? null : params;
+  const theta = c.rope_theta ?? params?.rope_theta ?? 10000;
+  return { theta, scaling, key: legacy ? 'rope_scaling' : 'rope_parameters', partial: c.partial_rotary_factor ?? params?.partial_rotary_factor ?? 1 };
+}
+
+/** Width of the rotated part of each head: all of it, or partial_rotary_factor of it as transformers rounds it. */
+export function rotaryDim(c: LlamaConfig): number {
+  return Math.floor(headDim(c) * ropeSettings(c).partial);
+}
+
 /** Inverse frequencies of the rotary embedding, with the config's scaling rule applied (except dynamic NTK). */
 export function ropeInvFreq(c: LlamaConfig, seqLen?: number): Float64Array {
-  const hd = headDim(c);
-  let theta = c.rope_theta ?? 10000;
-  const sc = c.rope_scaling ?? null;
+  const rd = rotaryDim(c);
+  const rope = ropeSettings(c);
+  let theta = rope.theta;
+  const sc = rope.scaling;
   const kind = sc?.rope_type ?? sc?.type ?? 'default';
   const factor = sc?.factor ?? 1;
   if (kind === 'dynamic' && seqLen !== undefined && seqLen > c.max_position_embeddings) {
     // NTK-aware: grow the base with the length beyond the trained context.
-    theta = theta * ((factor * seqLen) / c.max_position_embeddings - (factor - 1)) ** (hd / (hd - 2));
+    theta = theta * ((factor * seqLen) / c.max_position_embeddings - (factor - 1)) ** (rd / (rd - 2));
   }
-  const inv = new Float64Array(hd / 2);
-  for (let i = 0; i < hd / 2; i++) inv[i] = 1 / theta ** ((2 * i) / hd);
+  const inv = new Float64Array(rd / 2);
+  for (let i = 0; i < rd / 2; i++) inv[i] = 1 / theta ** ((2 * i) / rd);
   if (kind === 'linear') for (let i = 0; i < inv.length; i++) inv[i] /= factor;
   if (kind === 'llama3') {
     const low = sc?.low_freq_factor ?? 1;
@@ -81,15 +103,16 @@ export function ropeInvFreq(c: LlamaConfig, seqLen?: number): Float64Array {
 }
 
 /**
- * cos and signed-sin tables [T, hd] for positions start..start+T-1 (the two halves repeat the hd/2 frequencies).
+ * cos and signed-sin tables [T, rd] for positions start..start+T-1 (the two halves repeat the rd/2 frequencies; rd is
+ * rotaryDim, the head width unless partial_rotary_factor says otherwise).
  * The sin table's first half is negated so that rotate_half(x)·sin = roll(x, hd/2)·sin± (see applyRope).
  */
 export function ropeTables(c: LlamaConfig, start: number, T: number, device: string, dtype: torch.DType): [Tensor, Tensor] {
   return torch.tidy(() => {
     const inv = torch.tensor(ropeInvFreq(c, start + T), { dtype: 'float64' });
     const pos = torch.arange(start, start + T, 1, { dtype: 'float64' });
-    const freqs = pos.unsqueeze(1).mul(inv.unsqueeze(0)); // [T, hd/2]
-    const emb = torch.cat([freqs, freqs], 1); // [T, hd]
+    const freqs = pos.unsqueeze(1).mul(inv.unsqueeze(0)); // [T, rd/2]
+    const emb = torch.cat([freqs, freqs], 1); // [T, rd]
     const cos = emb.cos().to({ dtype, device });
     const sin = torch.cat([freqs.sin().neg(), freqs.sin()], 1).to({ dtype, device });
     return [cos, sin] as [Tensor, Tensor];
@@ -134,7 +157,7 @@ export class KVCache {
   }
 }
 
-export class LlamaAttention extends nn.Module {
+export class LlamaAttention extends nn.Module implements HeadLayout {
   q_proj: torch.nn.Linear;
   k_proj: torch.nn.Linear;
   v_proj: torch.nn.Linear;
@@ -142,12 +165,14 @@ export class LlamaAttention extends nn.Module {
   readonly nHeads: number;
   readonly nKv: number;
   readonly hd: number;
+  readonly window: number | null;
 
   constructor(readonly c: LlamaConfig, readonly layerIdx: number) {
     super();
     this.nHeads = c.num_attention_heads;
     this.nKv = c.num_key_value_heads ?? c.num_attention_heads;
     this.hd = headDim(c);
+    this.window = slidingWindow(c, layerIdx);
     const qkvBias = c.model_type === 'qwen2' || c.attention_bias === true;
     this.q_proj = this.registerModule('q_proj', new nn.Linear(c.hidden_size, this.nHeads * this.hd, { bias: qkvBias }));
     this.k_proj = this.registerModule('k_proj', new nn.Linear(c.hidden_size, this.nKv * this.hd, { bias: qkvBias }));
@@ -156,32 +181,86 @@ export class LlamaAttention extends nn.Module {
   }
 
   forward(x: Tensor, cos: Tensor, sin: Tensor, cache?: KVCache, mask?: Tensor | null): Tensor {
-    const [B, T] = x.shape;
-    // [B, T, C] -> [B, H, T, hd]
-    const q = applyRope(this.q_proj.forward(x).view(B, T, this.nHeads, this.hd).transpose(1, 2), cos, sin);
-    let k = applyRope(this.k_proj.forward(x).view(B, T, this.nKv, this.hd).transpose(1, 2), cos, sin);
-    let v = this.v_proj.forward(x).view(B, T, this.nKv, this.hd).transpose(1, 2);
-    let causal = true;
-    if (cache) {
-      // Attend over everything so far, this chunk included.
-      [k, v] = cache.append(this.layerIdx, k, v);
-      causal = T > 1;
-    }
-    if (this.nKv !== this.nHeads) {
-      // Grouped-query attention: each key/value head serves nHeads/nKv query heads. [B, kvH, S, hd] -> [B, H, S, hd]
-      const rep = this.nHeads / this.nKv;
-      k = k.repeatInterleave(rep, 1);
-      v = v.repeatInterleave(rep, 1);
-    }
-    // With a cache offset and several new tokens the causal mask is bottom-right aligned; pass it explicitly.
-    const y = mask
-      ? torch.scaledDotProductAttention(q, k, v, { mask })
-      : cache && cache.length > 0 && T > 1
-        ? torch.scaledDotProductAttention(q, k, v, { mask: torch.ones([T, cache.length + T], { dtype: 'bool' }).tril(cache.length) })
-        : torch.scaledDotProductAttention(q, k, v, { causal });
-    // [B, H, T, hd] -> [B, T, C]
-    return this.o_proj.forward(y.transpose(1, 2).reshape(B, T, this.nHeads * this.hd));
+    return this.o_proj.forward(rotaryAttention(this, this.q_proj.forward(x), this.k_proj.forward(x), this.v_proj.forward(x), cos, sin, cache, mask));
   }
+}
+
+/** What rotaryAttention needs to know of a layer's heads. */
+export interface HeadLayout {
+  readonly nHeads: number;
+  readonly nKv: number;
+  readonly hd: number;
+  readonly layerIdx: number;
+  /** Keys this many positions back or more are out of sight (a sliding-window layer), or null. */
+  readonly window: number | null;
+}
+
+/**
+ * The sliding window of layer `i`, as transformers applies it: Mistral and Phi-3 to every layer when sliding_window
+ * is set; Qwen2 to the layers layer_types marks 'sliding_attention' (older configs: with use_sliding_window, the
+ * layers from max_window_layers on). Llama has none.
+ */
+export function slidingWindow(c: LlamaConfig, i: number): number | null {
+  const w = typeof c.sliding_window === 'number' ? c.sliding_window : null;
+  if (w === null) return null;
+  if (c.model_type === 'mistral' || c.model_type === 'phi3') return w;
+  if (c.model_type !== 'qwen2') return null;
+  if (Array.isArray(c.layer_types)) return c.layer_types[i] === 'sliding_attention' ? w : null;
+  return c.use_sliding_window === true && i >= ((c.max_window_layers as number | undefined) ?? 28) ? w : null;
+}
+
+/** bool [T, S]: query start+t may see key j when j ≤ start+t and j > start+t − window. */
+function windowMask(T: number, start: number, window: number, device: string): Tensor {
+  return torch.tidy(() => {
+    const ones = torch.ones([T, start + T], { dtype: 'bool', device });
+    return ones.tril(start).logicalAnd(ones.triu(start - window + 1));
+  });
+}
+
+// Rotary embedding of x [B, H, T, hd] over the width of the tables (rd); the rest of each head passes unrotated.
+function rotate(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
+  const rd = cos.shape[1];
+  const hd = x.shape[x.ndim - 1];
+  if (rd === hd) return applyRope(x, cos, sin);
+  return torch.cat([applyRope(x.narrow(-1, 0, rd), cos, sin), x.narrow(-1, rd, hd - rd)], -1);
+}
+
+/**
+ * Causal attention from the projections q [B, T, H·hd] and k, v [B, T, kvH·hd]: rotary positions, the layer's cache,
+ * grouped-query heads, an optional mask -> [B, T, H·hd] for the output projection. Shared by every layout of the
+ * projections (Llama's separate q/k/v, Phi-3's fused qkv).
+ */
+export function rotaryAttention(a: HeadLayout, qp: Tensor, kp: Tensor, vp: Tensor, cos: Tensor, sin: Tensor, cache?: KVCache, mask?: Tensor | null): Tensor {
+  const [B, T] = qp.shape;
+  const start = cache?.length ?? 0;
+  // [B, T, H·hd] -> [B, H, T, hd]
+  const q = rotate(qp.view(B, T, a.nHeads, a.hd).transpose(1, 2), cos, sin);
+  let k = rotate(kp.view(B, T, a.nKv, a.hd).transpose(1, 2), cos, sin);
+  let v = vp.view(B, T, a.nKv, a.hd).transpose(1, 2);
+  let causal = true;
+  if (cache) {
+    // Attend over everything so far, this chunk included.
+    [k, v] = cache.append(a.layerIdx, k, v);
+    causal = T > 1;
+  }
+  if (a.nKv !== a.nHeads) {
+    // Grouped-query attention: each key/value head serves nHeads/nKv query heads. [B, kvH, S, hd] -> [B, H, S, hd]
+    const rep = a.nHeads / a.nKv;
+    k = k.repeatInterleave(rep, 1);
+    v = v.repeatInterleave(rep, 1);
+  }
+  if (a.window !== null && start + T > a.window) {
+    const w = windowMask(T, start, a.window, q.device); // [T, S], causal too
+    mask = mask ? mask.logicalAnd(w) : w;
+  }
+  // With a cache offset and several new tokens the causal mask is bottom-right aligned; pass it explicitly.
+  const y = mask
+    ? torch.scaledDotProductAttention(q, k, v, { mask })
+    : cache && cache.length > 0 && T > 1
+      ? torch.scaledDotProductAttention(q, k, v, { mask: torch.ones([T, cache.length + T], { dtype: 'bool' }).tril(cache.length) })
+      : torch.scaledDotProductAttention(q, k, v, { causal });
+  // [B, H, T, hd] -> [B, T, H·hd]
+  return y.transpose(1, 2).reshape(B, T, a.nHeads * a.hd);
 }
 
 export class LlamaMLP extends nn.Module {
@@ -203,18 +282,34 @@ export class LlamaMLP extends nn.Module {
   }
 }
 
-export class LlamaDecoderLayer extends nn.Module {
-  input_layernorm: torch.nn.RMSNorm;
-  self_attn: LlamaAttention;
-  post_attention_layernorm: torch.nn.RMSNorm;
-  mlp: LlamaMLP;
+export type AttentionModule = torch.nn.Module & { forward(x: Tensor, cos: Tensor, sin: Tensor, cache?: KVCache, mask?: Tensor | null): Tensor };
+export type MLPModule = torch.nn.Module & { forward(x: Tensor): Tensor };
 
-  constructor(c: LlamaConfig, idx: number) {
+/** The attention and MLP a decoder layer is made of: Llama's, or a variant's with the same forwards (Phi-3's fused ones). */
+export interface LayerParts<A extends AttentionModule = LlamaAttention, M extends MLPModule = LlamaMLP> {
+  attention(c: LlamaConfig, layerIdx: number): A;
+  mlp(c: LlamaConfig): M;
+}
+
+export const LLAMA_PARTS: LayerParts = { attention: (c, i) => new LlamaAttention(c, i), mlp: (c) => new LlamaMLP(c) };
+
+// The default parts fit the default type parameters; TypeScript cannot see that for a generic default value.
+function llamaParts<A extends AttentionModule, M extends MLPModule>(): LayerParts<A, M> {
+  return LLAMA_PARTS as unknown as LayerParts<A, M>;
+}
+
+export class LlamaDecoderLayer<A extends AttentionModule = LlamaAttention, M extends MLPModule = LlamaMLP> extends nn.Module {
+  input_layernorm: torch.nn.RMSNorm;
+  self_attn: A;
+  post_attention_layernorm: torch.nn.RMSNorm;
+  mlp: M;
+
+  constructor(c: LlamaConfig, idx: number, parts: LayerParts<A, M> = llamaParts()) {
     super();
     this.input_layernorm = this.registerModule('input_layernorm', new nn.RMSNorm(c.hidden_size, { eps: c.rms_norm_eps }));
-    this.self_attn = this.registerModule('self_attn', new LlamaAttention(c, idx));
+    this.self_attn = this.registerModule('self_attn', parts.attention(c, idx));
     this.post_attention_layernorm = this.registerModule('post_attention_layernorm', new nn.RMSNorm(c.hidden_size, { eps: c.rms_norm_eps }));
-    this.mlp = this.registerModule('mlp', new LlamaMLP(c));
+    this.mlp = this.registerModule('mlp', parts.mlp(c));
   }
 
   forward(x: Tensor, cos: Tensor, sin: Tensor, cache?: KVCache, mask?: Tensor | null): Tensor {
@@ -227,15 +322,15 @@ export class LlamaDecoderLayer extends nn.Module {
   }
 }
 
-export class LlamaModel extends nn.Module {
+export class LlamaModel<A extends AttentionModule = LlamaAttention, M extends MLPModule = LlamaMLP> extends nn.Module {
   embed_tokens: torch.nn.Embedding;
-  layers: torch.nn.ModuleList<LlamaDecoderLayer>;
+  layers: torch.nn.ModuleList<LlamaDecoderLayer<A, M>>;
   norm: torch.nn.RMSNorm;
 
-  constructor(c: LlamaConfig) {
+  constructor(c: LlamaConfig, parts: LayerParts<A, M> = llamaParts()) {
     super();
     this.embed_tokens = this.registerModule('embed_tokens', new nn.Embedding(c.vocab_size, c.hidden_size));
-    this.layers = this.registerModule('layers', new nn.ModuleList(Array.from({ length: c.num_hidden_layers }, (_, i) => new LlamaDecoderLayer(c, i))));
+    this.layers = this.registerModule('layers', new nn.ModuleList(Array.from({ length: c.num_hidden_layers }, (_, i) => new LlamaDecoderLayer(c, i, parts))));
     this.norm = this.registerModule('norm', new nn.RMSNorm(c.hidden_size, { eps: c.rms_norm_eps }));
   }
 }
@@ -250,15 +345,17 @@ export interface ForwardOptions {
   mask?: Tensor | null;
 }
 
-export class LlamaForCausalLM extends nn.Module {
-  model: LlamaModel;
+export class LlamaForCausalLM<A extends AttentionModule = LlamaAttention, M extends MLPModule = LlamaMLP> extends nn.Module {
+  model: LlamaModel<A, M>;
   lm_head: torch.nn.Linear;
   readonly kind = 'causal-lm' as const;
 
-  constructor(readonly config: LlamaConfig) {
+  constructor(readonly config: LlamaConfig, parts: LayerParts<A, M> = llamaParts()) {
     super();
     validateLlamaConfig(config);
-    this.model = this.registerModule('model', new LlamaModel(config));
+    // The MLP is SwiGLU; transformers reads hidden_act, so a file naming another activation is another model.
+    if (config.hidden_act != null && config.hidden_act !== 'silu') throw new ModelConfigError(`hidden_act '${String(config.hidden_act)}' is not supported; the Llama family's MLP uses silu`);
+    this.model = this.registerModule('model', new LlamaModel(config, parts));
     this.lm_head = this.registerModule('lm_head', new nn.Linear(config.hidden_size, config.vocab_size, { bias: false }));
     if (config.tie_word_embeddings) this.tieWeights();
   }
@@ -305,6 +402,7 @@ export function validateLlamaConfig(c: LlamaConfig): void {
   for (const k of ['vocab_size', 'hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads', 'max_position_embeddings']) checkPositiveInt(c, k);
   checkPositiveInt(c, 'num_key_value_heads', { optional: true });
   checkPositiveInt(c, 'head_dim', { optional: true });
+  checkPositiveInt(c, 'sliding_window', { optional: true });
   // Absent means RMSNorm's default (1e-6, as transformers); a zero or negative one turns every norm into NaN or noise.
   checkPositiveNumber(c, 'rms_norm_eps', { optional: true, hint: 'Llama uses 1e-5 or 1e-6' });
   checkPositiveNumber(c, 'rope_theta', { optional: true, hint: 'usually 10000 to 1000000' });
@@ -312,13 +410,19 @@ export function validateLlamaConfig(c: LlamaConfig): void {
   const kv = c.num_key_value_heads ?? c.num_attention_heads;
   if (c.num_attention_heads % kv !== 0) throw new ModelConfigError(`num_attention_heads (${c.num_attention_heads}) must be a multiple of num_key_value_heads (${kv})`);
   if (c.head_dim == null && c.hidden_size % c.num_attention_heads !== 0) throw new ModelConfigError(`hidden_size (${c.hidden_size}) must divide by num_attention_heads (${c.num_attention_heads})`);
-  if (headDim(c) % 2 !== 0) throw new ModelConfigError(`the head dimension (${headDim(c)}) must be even for rotary embeddings`);
-  const sc = c.rope_scaling;
+  const params = c.rope_parameters;
+  if (params != null && (typeof params !== 'object' || Array.isArray(params))) {
+    throw new ModelConfigError(`rope_parameters must be an object such as {"rope_type": "default", "rope_theta": 10000} or null, got ${JSON.stringify(params)}`);
+  }
+  checkPositiveNumber((params ?? {}) as Record<string, unknown>, 'rope_theta', { optional: true, in: 'rope_parameters', hint: 'usually 10000 to 1000000' });
+  const { scaling: sc, key, partial } = ropeSettings(c);
+  if (!(typeof partial === 'number' && partial > 0 && partial <= 1)) throw new ModelConfigError(`partial_rotary_factor must be a number in (0, 1], got ${JSON.stringify(partial)}`);
+  if (rotaryDim(c) % 2 !== 0) throw new ModelConfigError(`the rotated width of each head (${rotaryDim(c)}: head dimension ${headDim(c)} × partial_rotary_factor ${partial}) must be even for rotary embeddings`);
   if (sc == null) return;
-  if (typeof sc !== 'object' || Array.isArray(sc)) throw new ModelConfigError(`rope_scaling must be an object such as {"rope_type": "linear", "factor": 2} or null, got ${JSON.stringify(sc)}`);
+  if (typeof sc !== 'object' || Array.isArray(sc)) throw new ModelConfigError(`${key} must be an object such as {"rope_type": "linear", "factor": 2} or null, got ${JSON.stringify(sc)}`);
   const kind = sc.rope_type ?? sc.type;
-  if (kind && !['linear', 'dynamic', 'llama3', 'default'].includes(kind)) throw new ModelConfigError(`rope_scaling type '${kind}' is not supported; use linear, dynamic or llama3`);
+  if (kind && !['linear', 'dynamic', 'llama3', 'default'].includes(kind)) throw new ModelConfigError(`${key} type '${kind}' is not supported; use default, linear, dynamic or llama3`);
   const fields = sc as Record<string, unknown>;
-  for (const k of ['factor', 'low_freq_factor', 'high_freq_factor']) checkPositiveNumber(fields, k, { optional: true, in: 'rope_scaling' });
-  checkPositiveInt(fields, 'original_max_position_embeddings', { optional: true, in: 'rope_scaling' });
+  for (const k of ['factor', 'low_freq_factor', 'high_freq_factor']) checkPositiveNumber(fields, k, { optional: true, in: key });
+  checkPositiveInt(fields, 'original_max_position_embeddings', { optional: true, in: key });
 }

@@ -10,8 +10,8 @@
 // What sets T5 apart: its layer norm only rescales (RMS, no mean subtraction, no bias); attention logits are not
 // divided by √d (the scaling is folded into the initialisation); positions enter only as a learned bias per head over
 // bucketed relative distances, computed in the first block of each stack and shared by the others (bidirectional
-// buckets in the encoder, causal ones in the decoder); projections have no biases; a tied head rescales the decoder
-// output by d_model^-0.5.
+// buckets in the encoder, causal ones in the decoder); projections have no biases; T5 v1.0's tied head rescales the
+// decoder output by d_model^-0.5 (scale_decoder_outputs).
 import * as torch from '@retain/torch';
 import { Tensor } from '@retain/torch';
 import { sampleNext, type GenerateOptions } from './generate.js';
@@ -39,6 +39,12 @@ export interface T5Config {
   /** 'relu' (T5 v1.0), 'gated-gelu' (T5 v1.1, Flan-T5; gelu_new), 'gated-relu', 'gated-silu', 'gelu', 'silu'. */
   feed_forward_proj?: string;
   tie_word_embeddings?: boolean;
+  /**
+   * Multiply the decoder output by d_model^-0.5 before the head. transformers 5 writes it (and always
+   * tie_word_embeddings: true); absent, it follows tie_word_embeddings as in earlier versions (T5 v1.0 ties and scales,
+   * T5 v1.1 / Flan-T5 do neither).
+   */
+  scale_decoder_outputs?: boolean;
   decoder_start_token_id?: number;
   pad_token_id?: number;
   eos_token_id?: number;
@@ -55,6 +61,7 @@ interface Resolved {
   gated: boolean;
   act: 'relu' | 'gelu' | 'gelu_new' | 'silu';
   tied: boolean;
+  scaleOutput: boolean;
 }
 
 function resolve(c: T5Config): Resolved {
@@ -77,6 +84,7 @@ function resolve(c: T5Config): Resolved {
     gated,
     act,
     tied: c.tie_word_embeddings ?? true,
+    scaleOutput: c.scale_decoder_outputs ?? c.tie_word_embeddings ?? true,
   };
 }
 
@@ -465,8 +473,8 @@ export class T5ForConditionalGeneration extends nn.Module {
     x = st.dropout.forward(st.final_layer_norm.forward(x));
     if (opts.hidden) return x;
     if (opts.lastOnly) x = x.narrow(1, T - 1, 1);
-    // A tied head reads the embedding matrix, whose scale is about 1; Mesh TensorFlow rescaled the input instead.
-    if (this.r.tied) x = x.mul(this.config.d_model ** -0.5);
+    // T5 v1.0's tied head reads the embedding matrix, whose scale is about 1; Mesh TensorFlow rescaled the input instead.
+    if (this.r.scaleOutput) x = x.mul(this.config.d_model ** -0.5);
     return this.lm_head.forward(x); // [B, T, V]
   }
 
@@ -558,6 +566,7 @@ export function validateT5Config(c: T5Config): void {
   checkPositiveNumber(c, 'initializer_factor', { optional: true });
   checkProbability(c, 'dropout_rate');
   checkBoolean(c, 'tie_word_embeddings');
+  checkBoolean(c, 'scale_decoder_outputs');
   for (const k of ['decoder_start_token_id', 'pad_token_id', 'eos_token_id']) checkTokenId(c, k, c.vocab_size);
   if (c.feed_forward_proj != null && typeof c.feed_forward_proj !== 'string') throw new ModelConfigError(`feed_forward_proj must be a string such as "relu" or "gated-gelu", got ${JSON.stringify(c.feed_forward_proj)}`);
   resolve(c);
