@@ -172,6 +172,13 @@ export const CHAT_CASES: ChatCase[] = [
     messages: [{ role: 'user', content: 'Weather in Paris?' }, { role: 'assistant', content: '', tool_calls: [CALL({ city: 'Paris', unit: 'celsius' })] }, { role: 'tool', content: '{"temp": 21}' }],
   },
   {
+    name: 'two tool calls with string arguments, empty content', addGenerationPrompt: true, tools: [WEATHER],
+    messages: [
+      { role: 'user', content: 'Paris and Oslo?' }, { role: 'assistant', content: '', tool_calls: [CALL('{"city": "Paris"}'), CALL('{"city": "Oslo"}')] },
+      { role: 'tool', content: '21' }, { role: 'tool', content: '9' },
+    ],
+  },
+  {
     name: 'two tool calls with string arguments, null content', addGenerationPrompt: false,
     messages: [
       { role: 'user', content: 'Paris and Oslo?' },
@@ -245,7 +252,8 @@ export interface TokenizerReport {
   template_mismatches: number;
   /** Cases where Python raised and retain did too (the template refuses the conversation, e.g. no tools role). */
   template_errors_agreed: number;
-  /** Chat examples (data/formats.ts toExample) whose ids differ from apply_chat_template(tokenize=True). */
+  /** Chat examples (data/formats.ts toExample) compared with apply_chat_template(tokenize=True), and those differing. */
+  chat_examples: number;
   chat_example_mismatches: number;
   saved_files: string[];
   examples: Mismatch[];
@@ -283,7 +291,7 @@ export async function checkTokenizer(name: string, corpusTexts: string[], opts: 
     const py: PyResult = refPy(PY, { dir, texts, cases, saved }, { timeoutMs: 300_000 });
     const report: TokenizerReport = {
       name, texts: texts.length, mismatches: 0, by_check: {}, python_auto_vs_raw: 0, python_split: {}, split_examples: [], templates: 0, template_mismatches: 0,
-      template_errors_agreed: 0, chat_example_mismatches: 0, saved_files: py.saved_files ?? [], examples: [],
+      template_errors_agreed: 0, chat_examples: 0, chat_example_mismatches: 0, saved_files: py.saved_files ?? [], examples: [],
     };
     const max = opts.maxExamples ?? 8;
     const note = (m: Mismatch) => {
@@ -345,6 +353,7 @@ function compareTemplates(tok: HfTokenizer, fromJinja: HfTokenizer, py: PyResult
     }
     const ids = py.chat_ids[i];
     if (ids && !c.tools && !c.vars && !c.addGenerationPrompt && c.messages.some((m) => m.role === 'assistant') && c.messages.every((m) => typeof m.content === 'string')) {
+      report.chat_examples++;
       const ex = renderOrError(() => JSON.stringify(toExample({ id: c.name, messages: c.messages }, { type: 'chat' }, { tokenizer: tok, chatTemplate: tok.chatTemplate! }).ids));
       if (!('text' in ex) || ex.text !== JSON.stringify(ids)) {
         report.chat_example_mismatches++;
@@ -367,6 +376,9 @@ export async function run(): Promise<Record<string, unknown>> {
     tokenizer_texts: sum((r) => r.texts),
     templates: sum((r) => r.templates),
     template_mismatches: sum((r) => r.template_mismatches + r.chat_example_mismatches),
+    template_errors_agreed: sum((r) => r.template_errors_agreed),
+    chat_examples: sum((r) => r.chat_examples),
+    tokenizer_python_auto_vs_raw: sum((r) => r.python_auto_vs_raw),
     tokenizer_cases: reports,
     tokenizer_corpora: corpora.map((c) => ({ name: c.name, texts: c.texts.length, chars: c.texts.reduce((s, t) => s + t.length, 0) })),
     tokenizer_corpora_skipped: skipped,

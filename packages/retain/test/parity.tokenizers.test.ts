@@ -34,7 +34,8 @@ for (const name of FIXTURES) {
     if (name !== 'llama2') {
       assert.equal(r.templates, 2 * CHAT_CASES.length);
       assert.ok(r.saved_files.includes('chat_template.jinja'), `transformers saved ${r.saved_files.join(', ')}`);
-      assert.ok(r.template_errors_agreed <= 4, `${r.template_errors_agreed} cases only compared as errors`);
+      assert.ok(r.template_errors_agreed * 4 <= r.templates, `${r.template_errors_agreed} of ${r.templates} renderings only compared as errors`);
+      assert.ok(r.chat_examples >= 5, `only ${r.chat_examples} chat examples compared`);
     }
   });
 }
