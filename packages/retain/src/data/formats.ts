@@ -106,7 +106,7 @@ export function toExample(r: Record_, spec: FormatSpec, ctx: FormatContext): Exa
       if (!Array.isArray(msgs) || msgs.some((m) => !m || typeof m.role !== 'string' || typeof m.content !== 'string')) {
         throw new DataError(`record ${r.id}: '${spec.messagesField ?? 'messages'}' must be an array of {role, content} strings`);
       }
-      if (!ctx.chatTemplate) throw new DataError('chat data needs a chat template, and this model\'s tokenizer has none (no chat_template in its tokenizer_config.json): add one there, or use format type prompt_completion or text');
+      if (!ctx.chatTemplate) throw new DataError('chat data needs a chat template, and this model\'s tokenizer has none (no chat_template.jinja beside its tokenizer.json, no chat_template in its tokenizer_config.json): add one, or use format type prompt_completion or text');
       const messages = msgs as ChatMessage[];
       const ids = tok.encode(ctx.chatTemplate(messages, false), { bos: false });
       const lossMask = new Array<number>(ids.length).fill(0);
