@@ -43,8 +43,7 @@ const T5_SIZE = { vocab_size: 300, d_model: 64, d_kv: 16, d_ff: 96, num_layers: 
 export const CASES: ArchCase[] = [
   {
     // Llama 3.x: llama3 rope scaling with its bands at wavelengths 8 and 32 (the fastest frequency kept, the next
-    // smoothed, the rest divided by 8), head_dim
-    // wider than hidden/heads, biases on attention and MLP; sharded, untied.
+    // smoothed, the rest divided by 8), head_dim wider than hidden/heads, biases on attention and MLP; sharded, untied.
     name: 'llama3-rope-sharded',
     hf: {
       model_type: 'llama', ...DECODER, head_dim: 32, attention_bias: true, mlp_bias: true, rms_norm_eps: 1e-5, rope_theta: 500000,
