@@ -75,3 +75,21 @@ test('--limit bounds a whole-text perplexity task to its first n windows, and sa
   assert.equal(sample.tokens, 1024);
   assert.equal(sample.cut, true);
 });
+
+test('prompts longer than the context are counted in the results and warned about', { timeout: 120_000 }, () => {
+  const long = 'once upon a time there was a little girl named lily who liked to play in the park with her dog. '.repeat(4);
+  writeFileSync(join(dir, 'long.jsonl'), [`{"p": "${long}she went to the", "a": 0}`, '{"p": "they looked up at the", "a": 1}', `{"p": "${long}the dog ran to the", "a": 0}`].join('\n'));
+  writeFileSync(join(dir, 'long.yaml'), 'name: long_mc\nkind: multiple_choice\ndata: long.jsonl\nprompt: "{p}"\nchoices: ["park.", "moon."]\nanswer: a\n');
+  const out = join(dir, 'long', 'r.json');
+  const r = cli('eval', '--model', MODEL, '--tasks', join(dir, 'long.yaml'), '--max-length', '64', '--log-samples', '-o', out);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stderr, /^warning: long_mc: 2 of 3 prompts are longer than the model's context of 64 tokens and lost their start/m);
+  const res = JSON.parse(readFileSync(out, 'utf8'));
+  assert.deepEqual(res.rows.map((x: { truncated?: number }) => x.truncated), [2, 2]);
+  const samples = readFileSync(join(dir, 'long', 'samples_long_mc.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  assert.deepEqual(samples.map((x) => x.truncated ?? false), [true, false, true]);
+  // Within the context nothing is cut, and nothing is said.
+  const ok = cli('eval', '--model', MODEL, '--tasks', join(dir, 'long.yaml'), '-o', join(dir, 'long', 'r2.json'));
+  assert.doesNotMatch(ok.stderr, /lost their start/);
+  assert.equal(JSON.parse(readFileSync(join(dir, 'long', 'r2.json'), 'utf8')).rows[0].truncated, undefined);
+});

@@ -59,6 +59,8 @@ interface Scored {
   samples: Sample[];
   /** Examples scored, when not every doc was (perplexity under --limit). */
   n?: number;
+  /** Examples whose prompt was cut to the model's context. */
+  truncated?: number;
 }
 
 
@@ -119,13 +121,19 @@ function runMultipleChoice(m: EvalModel, spec: TaskSpec, docs: Doc[], pool: Doc[
         doc_id: i, doc: { id: d.id, prompt: d.prompt, ...(d.contexts ? { contexts: d.contexts } : {}), choices: d.choices, gold: d.gold },
         target: String(d.gold), arguments: requestArgs(mine.map((r) => [r.context, r.continuation])),
         resps: resps.map((r) => [r]), filtered_resps: resps, acc: acc[i], acc_norm: accNorm[i], pred, pred_norm: predNorm,
+        ...(ll.slice(k, k + n).some((x) => x.truncated) ? { truncated: true } : {}),
       });
     }
     k += n;
   });
   const a = meanStderr(acc);
   const an = meanStderr(accNorm);
+  // Counted per example: a question with any choice cut is one cut prompt.
+  let truncated = 0;
+  for (let d = 0, j = 0; d < docs.length; j += docs[d].choices!.length, d++) if (ll.slice(j, j + docs[d].choices!.length).some((x) => x.truncated)) truncated++;
+  if (truncated) say(o, `warning: ${spec.name}: ${truncated} of ${docs.length} prompts are longer than the model's context of ${m.maxLength} tokens and lost their start (as lm-evaluation-harness cuts them)${spec.num_fewshot ? '; fewer shots (num_fewshot) would fit' : ''}`);
   return {
+    truncated,
     metrics: [
       { name: 'acc', value: a.mean, stderr: a.stderr, higherIsBetter: true },
       { name: 'acc_norm', value: an.mean, stderr: an.stderr, higherIsBetter: true },
@@ -236,7 +244,8 @@ export function scoreDocs(m: EvalModel, spec: TaskSpec, docs: Doc[], pool: Doc[]
   const primary = defaultPrimary(spec);
   if (!metrics.some((x) => x.name === primary)) throw new Error(`task ${spec.name}: primary metric '${primary}' is not one of ${metrics.map((x) => x.name).join(', ')}`);
   o.onSamples?.(spec.name, scored.samples);
-  return metrics.map((x) => ({ task: spec.name, metric: x.name, value: x.value, stderr: x.stderr, higher_is_better: x.higherIsBetter, n: scored.n ?? docs.length, role: spec.role, primary: x.name === primary }));
+  const truncated = scored.truncated ? { truncated: scored.truncated } : {};
+  return metrics.map((x) => ({ task: spec.name, metric: x.name, value: x.value, stderr: x.stderr, higher_is_better: x.higherIsBetter, n: scored.n ?? docs.length, role: spec.role, primary: x.name === primary, ...truncated }));
 }
 
 export async function evaluateTask(m: EvalModel, t: ResolvedTask, o: EvalOptions = {}): Promise<{ rows: ResultRow[]; n: number; original: number }> {

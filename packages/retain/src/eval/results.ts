@@ -20,6 +20,8 @@ export interface ResultRow {
   role: Role;
   /** True for the task's headline metric (the one tables and charts use). */
   primary: boolean;
+  /** Examples whose prompt was longer than the model's context and lost its start (absent when none). */
+  truncated?: number;
 }
 
 /** A point of the forgetting monitor during training: probe values at an optimizer step. */

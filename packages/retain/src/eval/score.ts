@@ -15,6 +15,8 @@ export interface Loglik {
   /** Whether greedy decoding would have produced exactly the continuation. */
   greedy: boolean;
   tokens: number;
+  /** Whether context and continuation were longer than the model's window and lost their start. */
+  truncated: boolean;
 }
 
 interface Encoded {
@@ -116,12 +118,13 @@ export function loglikelihood(m: EvalModel, reqs: LoglikRequest[], batchSize = 1
     const { ids, contLen } = encodeRequest(m, r, contexts);
     const keep = ids.slice(-(m.maxLength + 1));
     // A continuation longer than the window is scored on the tokens that fit (every one but the window's first).
-    return { input: keep.slice(0, -1), targets: keep.slice(-Math.min(contLen, keep.length - 1)) };
+    return { input: keep.slice(0, -1), targets: keep.slice(-Math.min(contLen, keep.length - 1)), truncated: keep.length < ids.length };
   });
-  return scoreWindows(m, windows, batchSize, onBatch).map((w) => ({
+  return scoreWindows(m, windows, batchSize, onBatch).map((w, i) => ({
     logprob: w.logp.reduce((a, b) => a + b, 0),
     greedy: w.hit.every((h) => h === 1),
     tokens: w.logp.length,
+    truncated: windows[i].truncated,
   }));
 }
 
