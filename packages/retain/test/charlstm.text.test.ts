@@ -93,7 +93,7 @@ async function examples(file: string, extra: Record<string, unknown> = {}) {
   return loadExamples(d, p as never, 'train');
 }
 
-test('training data: a character outside the vocabulary names the file, line, record and unknown_chars; drop leaves it out and says how many', async () => {
+test('training data: a character outside the vocabulary names the file, line, record and unknown_chars; drop leaves it out and says which', async () => {
   // Plain text: the second paragraph starts on line 4, the 'é' is on its second line (file line 5), after a CRLF.
   writeFileSync(join(dir, 'u.txt'), 'the cat sat.\r\nthe dog ran.\r\n\r\nit was fun,\r\nsaid the caf\u00e9 cat.\r\n');
   await assert.rejects(examples(join(dir, 'u.txt')), (e: Error) => {
@@ -117,5 +117,13 @@ test('training data: a character outside the vocabulary names the file, line, re
   }
   const tok = new CharTokenizer(vocabOf(CHARS));
   assert.deepEqual(ex.map((x) => x.ids), [tok.encode('the cat sat.\nthe dog ran.'), tok.encode('it was fun,\nsaid the caf cat.\n')]);
-  assert.deepEqual(notes, ['retain: train: dropped 1 character outside the model\'s vocabulary (unknown_chars: drop): "é" ×1\n']);
+  // A record far longer than max_length (its start tokenized more than once to cut it) names each character once.
+  writeFileSync(join(dir, 'long.txt'), 'the caf\u00e9 cat sat. '.repeat(40));
+  try {
+    process.stderr.write = ((s: string) => notes.push(String(s)) > 0) as typeof process.stderr.write;
+    await examples(join(dir, 'long.txt'), { unknown_chars: 'drop', max_length: 4 });
+  } finally {
+    process.stderr.write = write;
+  }
+  assert.deepEqual(notes, Array(2).fill('retain: train: left out 1 character outside the model\'s vocabulary wherever they occur (unknown_chars: drop): "é"\n'));
 });

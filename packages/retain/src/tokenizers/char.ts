@@ -10,9 +10,10 @@ export class CharTokenizer implements Tokenizer {
 
   /**
    * With `dropUnknown` (a data entry's `unknown_chars: drop`), characters outside the vocabulary are left out of the
-   * text, and counted in `dropped`, instead of being an error.
+   * text, and collected in `dropped`, instead of being an error. A set, not counts: callers may encode a text's
+   * prefixes more than once (cutting a long record to max_length), which would count a character again.
    */
-  readonly dropped = new Map<string, number>();
+  readonly dropped = new Set<string>();
 
   constructor(readonly vocab: CharVocab, readonly dropUnknown = false) {}
 
@@ -31,7 +32,7 @@ export class CharTokenizer implements Tokenizer {
     const kept = chars.filter((ch, i) => {
       if (this.vocab.has(ch)) return true;
       // '\r\n' reads as '\n' (CharVocab.encode): that '\r' is a line end, not a dropped character.
-      if (!(ch === '\r' && chars[i + 1] === '\n')) this.dropped.set(ch, (this.dropped.get(ch) ?? 0) + 1);
+      if (!(ch === '\r' && chars[i + 1] === '\n')) this.dropped.add(ch);
       return false;
     });
     return this.vocab.encode(kept.join(''));

@@ -67,9 +67,8 @@ export async function loadExamples(d: DataCfg, p: Pretrained, source: string): P
     }
   });
   if (tokenizer instanceof CharTokenizer && tokenizer.dropped.size) {
-    const counts = [...tokenizer.dropped].sort((a, b) => b[1] - a[1]);
-    const n = counts.reduce((a, [, c]) => a + c, 0);
-    process.stderr.write(`retain: ${source}: dropped ${n} character${n === 1 ? '' : 's'} outside the model's vocabulary (unknown_chars: drop): ${counts.slice(0, 10).map(([ch, c]) => `${JSON.stringify(ch)} ×${c}`).join(', ')}${counts.length > 10 ? `, and ${counts.length - 10} more` : ''}\n`);
+    const chars = [...tokenizer.dropped];
+    process.stderr.write(`retain: ${source}: left out ${chars.length} character${chars.length === 1 ? '' : 's'} outside the model's vocabulary wherever they occur (unknown_chars: drop): ${chars.slice(0, 20).map((ch) => JSON.stringify(ch)).join(', ')}${chars.length > 20 ? `, and ${chars.length - 20} more` : ''}\n`);
   }
   return d.pack ? pack(examples, d.max_length) : examples.filter((e) => e.ids.length >= 2);
 }
