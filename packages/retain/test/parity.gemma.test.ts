@@ -27,6 +27,11 @@ interface Case {
   config: Record<string, unknown>;
   /** Keys deleted from the saved config.json, to load it the way files from older transformers read. */
   dropKeys?: string[];
+  /**
+   * Standard deviations of the norm scales and the embedding. A tied head predicts the current token again and again
+   * unless wide norm scales let the layers outweigh its embedding; an untied one needs no such help.
+   */
+  std: { norm: number; embed: number };
 }
 
 const CASES: Case[] = [
@@ -34,12 +39,14 @@ const CASES: Case[] = [
     name: 'Gemma 2: tied head, GQA, head_dim ≠ hidden/heads, both soft-caps, window 4',
     cls: 'Gemma2ForCausalLM',
     config: { model_type: 'gemma2', ...SMALL, query_pre_attn_scalar: 12, attn_logit_softcapping: 5.0, final_logit_softcapping: 3.0 },
+    std: { norm: 1.5, embed: 0.3 },
   },
   {
     name: 'Gemma 2: untied head, MHA, an older config.json (no layer_types, rope_theta at the top)',
     cls: 'Gemma2ForCausalLM',
     config: { model_type: 'gemma2', ...SMALL, num_key_value_heads: 4, num_hidden_layers: 4, tie_word_embeddings: false, query_pre_attn_scalar: 16, attn_logit_softcapping: 5.0, final_logit_softcapping: 3.0 },
     dropKeys: ['layer_types', 'rope_parameters'],
+    std: { norm: 0.3, embed: 0.5 },
   },
   {
     name: 'Gemma 3 text: q/k norms, local base 100, linear ×2 RoPE on global layers, pattern 2, final cap',
@@ -48,6 +55,7 @@ const CASES: Case[] = [
       model_type: 'gemma3_text', ...SMALL, num_hidden_layers: 4, num_key_value_heads: 1, query_pre_attn_scalar: 16, final_logit_softcapping: 3.0,
       rope_theta: 10000, rope_local_base_freq: 100, rope_scaling: { rope_type: 'linear', factor: 2.0 }, sliding_window_pattern: 2,
     },
+    std: { norm: 1.5, embed: 0.3 },
   },
 ];
 
@@ -65,7 +73,7 @@ torch.manual_seed(0)
 m = cls(cfg).float().eval()
 with torch.no_grad():
     for n, p in m.named_parameters():
-        std = 0.3 if 'norm' in n else 0.5 if 'embed' in n or 'lm_head' in n else 0.6 if ('q_proj' in n or 'k_proj' in n) else 0.15
+        std = inp['std']['norm'] if 'norm' in n else inp['std']['embed'] if 'embed' in n or 'lm_head' in n else 0.6 if ('q_proj' in n or 'k_proj' in n) else 0.15
         p.normal_(0, std)
 m.save_pretrained(inp['dir'])
 cj = json.load(open(os.path.join(inp['dir'], 'config.json')))
@@ -146,12 +154,14 @@ for (const c of CASES) {
   test(`parity with transformers: ${c.name}`, { skip: SKIP, timeout: 600_000 }, async () => {
     const dir = mkdtempSync(join(tmpdir(), 'retain-gemma-'));
     try {
-      const ref = refPy(BUILD, { cls: c.cls, config: c.config, dir: join(dir, 'hf'), ids: IDS, prompt: PROMPT, drop: c.dropKeys ?? [] });
+      const ref = refPy(BUILD, { cls: c.cls, config: c.config, dir: join(dir, 'hf'), ids: IDS, prompt: PROMPT, drop: c.dropKeys ?? [], std: c.std });
       // The features under test move the logits well beyond the tolerance, so they cannot be skipped unnoticed.
       assert.ok(ref.effect.window > 1e-2, `sliding window changes logits by ${ref.effect.window}`);
       assert.ok(ref.effect.final_cap > 1e-2, `final soft-cap changes logits by ${ref.effect.final_cap}`);
       if (c.cls === 'Gemma2ForCausalLM') assert.ok(ref.effect.attn_cap > 1e-2, `attention soft-cap changes logits by ${ref.effect.attn_cap}`);
-      assert.ok(ref.min_greedy_margin > 1e-3, `greedy choices are decided by more than rounding (margin ${ref.min_greedy_margin})`);
+      // Each greedy choice wins by 20× or more the logit error seen here (~1e-5), so equality is not luck either way.
+      assert.ok(ref.min_greedy_margin > 2e-4, `greedy choices are decided by more than rounding (margin ${ref.min_greedy_margin})`);
+      assert.ok(new Set(ref.generated).size >= 5, `the reference generation varies: ${ref.generated}`);
 
       const p = await loadPretrained(join(dir, 'hf'));
       const model = p.model as unknown as CausalLM & torch.nn.Module;
