@@ -93,3 +93,21 @@ test('prompts longer than the context are counted in the results and warned abou
   assert.doesNotMatch(ok.stderr, /lost their start/);
   assert.equal(JSON.parse(readFileSync(join(dir, 'long', 'r2.json'), 'utf8')).rows[0].truncated, undefined);
 });
+
+test('a field a record lacks: the message lists the fields it has (a CSV without its header row shows its first row as the names)', async () => {
+  const { loadDocs } = await import('../src/eval/harness.js');
+  const { resolveTasks } = await import('../src/eval/tasks.js');
+  const { toExample } = await import('../src/data/formats.js');
+  // The header row is missing: the first question became the field names.
+  writeFileSync(join(dir, 'nohead.csv'), 'What is 2+2?,4,5,0\nWhat is 3+3?,6,7,0\n');
+  writeFileSync(join(dir, 'nohead.yaml'), 'name: nohead\nkind: multiple_choice\ndata: nohead.csv\nprompt: "{question}"\nchoices: ["{a}", "{b}"]\nanswer: gold\n');
+  await assert.rejects(loadDocs(resolveTasks([join(dir, 'nohead.yaml')])[0]), (e: Error) => {
+    assert.equal(e.message, "record nohead:0: the template uses {question} but the record has no 'question' field (record has: 0, 4, 5, What is 2+2?)");
+    return true;
+  });
+  writeFileSync(join(dir, 'head.csv'), 'question,a,b,label\nWhat is 2+2?,4,5,0\n');
+  writeFileSync(join(dir, 'head.yaml'), 'name: head\nkind: multiple_choice\ndata: head.csv\nprompt: "{question}"\nchoices: ["{a}", "{b}"]\nanswer: gold\n');
+  await assert.rejects(loadDocs(resolveTasks([join(dir, 'head.yaml')])[0]), /^Error: record head:0: answer field 'gold' is missing \(record has: question, a, b, label\)$/);
+  const tok = { bosId: -1, eosId: -1, vocabSize: 1, encode: () => [0], decode: () => '', piece: () => '' };
+  assert.throws(() => toExample({ id: 'r', q: 'x', completion: 'y' }, { type: 'prompt_completion', template: 'Q: {question}' }, { tokenizer: tok }), (e: Error) => /^record r: the template uses \{question\} but the record has no 'question' field \(record has: q, completion\)$/.test(e.message));
+});

@@ -52,19 +52,24 @@ export interface FormatContext {
   maxLength?: number;
 }
 
+/** The fields a record has, for a message about one it lacks ('id' is left out: retain adds one when the file has none). */
+export function recordFields(r: Record<string, unknown>): string {
+  const keys = Object.keys(r).filter((k) => k !== 'id');
+  return keys.length ? `record has: ${keys.join(', ')}` : 'record has no fields';
+}
+
 function field(r: Record_, name: string, kind: string): string {
   const v = r[name];
   if (typeof v !== 'string') {
-    const keys = Object.keys(r).filter((k) => k !== 'id').join(', ');
-    throw new DataError(`record ${r.id}: ${kind} field '${name}' is ${v === undefined ? 'missing' : `a ${typeof v}, not a string`} (record has: ${keys})`);
+    throw new DataError(`record ${r.id}: ${kind} field '${name}' is ${v === undefined ? 'missing' : `a ${typeof v}, not a string`} (${recordFields(r)})`);
   }
   return v;
 }
 
-/** Fills `{name}` placeholders from the record; unknown names are an error naming the placeholder. */
+/** Fills `{name}` placeholders from the record; unknown names are an error naming the placeholder and the record's fields. */
 export function fillTemplate(template: string, r: Record<string, unknown>, id: string): string {
   return template.replace(/\{(\w+)\}/g, (_, k: string) => {
-    if (!(k in r)) throw new DataError(`record ${id}: the template uses {${k}} but the record has no '${k}' field`);
+    if (!(k in r)) throw new DataError(`record ${id}: the template uses {${k}} but the record has no '${k}' field (${recordFields(r)})`);
     return String(r[k]);
   });
 }

@@ -10,7 +10,7 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { readRecords, type Record_ } from '../data/readers.js';
-import { fillTemplate } from '../data/formats.js';
+import { fillTemplate, recordFields } from '../data/formats.js';
 import { formatIssues } from '../config.js';
 import type { Role } from './results.js';
 
@@ -337,21 +337,22 @@ export function toDoc(spec: TaskSpec, r: Record_): Doc {
       if (Array.isArray(spec.choices)) choices = spec.choices.map((c) => fillTemplate(c, x, id));
       else if (typeof spec.choices === 'string') {
         const v = x[spec.choices];
-        if (!Array.isArray(v)) throw new Error(`record ${id}: choices field '${spec.choices}' is ${v === undefined ? 'missing' : 'not a list'}`);
+        if (!Array.isArray(v)) throw new Error(`record ${id}: choices field '${spec.choices}' is ${v === undefined ? 'missing' : 'not a list'} (${recordFields(x)})`);
         choices = v.map(String);
       } else throw new Error(`task ${spec.name}: a multiple_choice task needs 'choices' (a field name or a list of templates)`);
       const contexts = spec.contexts ? (x[spec.contexts] as string[]) : undefined;
       if (spec.contexts && (!Array.isArray(contexts) || contexts.length !== choices.length)) throw new Error(`record ${id}: contexts field '${spec.contexts}' must list one context per choice`);
+      if (x[spec.answer] === undefined) throw new Error(`record ${id}: answer field '${spec.answer}' is missing (${recordFields(x)})`);
       return { id, prompt, preamble: preamble(spec, x, id), contexts, choices, gold: goldIndex(x[spec.answer], choices, spec.choice_labels, id) };
     }
     case 'generate': {
       const a = x[spec.answer];
-      if (a === undefined) throw new Error(`record ${id}: answer field '${spec.answer}' is missing`);
+      if (a === undefined) throw new Error(`record ${id}: answer field '${spec.answer}' is missing (${recordFields(x)})`);
       return { id, prompt: fillTemplate(spec.prompt ?? '', x, id), preamble: preamble(spec, x, id), answer: String(a) };
     }
     case 'perplexity': {
       const t = x[spec.text_field];
-      if (typeof t !== 'string') throw new Error(`record ${id}: text field '${spec.text_field}' is ${t === undefined ? 'missing' : 'not a string'}`);
+      if (typeof t !== 'string') throw new Error(`record ${id}: text field '${spec.text_field}' is ${t === undefined ? 'missing' : 'not a string'} (${recordFields(x)})`);
       return { id, prompt: '', text: t };
     }
     case 'image_classification': {
