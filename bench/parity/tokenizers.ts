@@ -11,6 +11,7 @@ import { ROOT, refPy } from '../refenv.js';
 import { loadHfTokenizer, type HfTokenizer } from '../../packages/retain/src/tokenizers/hf.js';
 import { readCsv, readJson, readJsonl } from '../../packages/retain/src/data/readers.js';
 import { toExample, type ChatMessage, type ChatOptions } from '../../packages/retain/src/data/formats.js';
+import { readTaskRecords, resolveTasks } from '../../packages/retain/src/eval/tasks.js';
 
 export const FIXTURES = ['llama3_1', 'qwen3', 'gemma3', 'llama2', 'deepseek_v3'] as const;
 
@@ -71,7 +72,10 @@ function fieldCorpus(name: string, values: unknown[]): Corpus {
   return { name, texts: [...head, ...unusual] };
 }
 
-/** The question-like field of each task set in ../shared/data (mbpp's code too: it is where CRLF and tabs are). */
+/**
+ * The question-like field of each task set in ../shared/data (mbpp's code too: it is where CRLF and tabs are);
+ * HellaSwag's contexts come through the eval reader, which decompresses its bzip2 file.
+ */
 const TASK_FIELDS: [string, (dir: string) => unknown[]][] = [
   ...['arc-easy', 'arc-challenge', 'boolq', 'mathqa', 'openbookqa', 'social_i_qa', 'svamp', 'winogrande'].map(
     (d): [string, (dir: string) => unknown[]] => [`${d}/test.json instruction`, (dir) => readJson(join(dir, d, 'test.json')).map((r) => r.instruction)]),
@@ -89,7 +93,7 @@ const TASK_FIELDS: [string, (dir: string) => unknown[]][] = [
 ];
 
 /** Samples of every text corpus under `dataDir` (../shared/data), and the ones that could not be read, with why. */
-export function sharedCorpora(dataDir = SHARED_DATA): { corpora: Corpus[]; skipped: string[] } {
+export async function sharedCorpora(dataDir = SHARED_DATA): Promise<{ corpora: Corpus[]; skipped: string[] }> {
   if (!existsSync(dataDir)) return { corpora: [], skipped: [`${dataDir} (missing)`] };
   const corpora: Corpus[] = [];
   const textDir = join(dataDir, 'text');
@@ -97,10 +101,14 @@ export function sharedCorpora(dataDir = SHARED_DATA): { corpora: Corpus[]; skipp
     if (f.endsWith('.txt')) corpora.push(lineCorpus(`text/${f}`, readFileSync(join(textDir, f), 'utf8')));
     if (f.endsWith('.jsonl')) corpora.push(fieldCorpus(`text/${f} text`, readJsonl(join(textDir, f)).flatMap((r) => String(r.text).match(/[^\n]*\n|[^\n]+$/g) ?? [])));
   }
-  const skipped = ['hellaswag/hellaswag_val_full.txt.bz2 (bzip2, which Node cannot read)'];
-  for (const [name, read] of TASK_FIELDS) {
+  const skipped: string[] = [];
+  const hellaswag = async (dir: string) => {
+    const [task] = resolveTasks(['hellaswag'], { dataDir: dir });
+    return (await readTaskRecords(task.spec, task.dataPath)).map((r) => r.ctx);
+  };
+  for (const [name, read] of [...TASK_FIELDS, ['hellaswag ctx', hellaswag] as const]) {
     try {
-      corpora.push(fieldCorpus(name, read(dataDir)));
+      corpora.push(fieldCorpus(name, await read(dataDir)));
     } catch (e) {
       skipped.push(`${name} (${(e as Error).message})`);
     }
@@ -365,7 +373,7 @@ function compareTemplates(tok: HfTokenizer, fromJinja: HfTokenizer, py: PyResult
 
 /** `npm run -s parity -- tokenizers`: every fixture tokenizer on the edge texts and the shared corpora. */
 export async function run(): Promise<Record<string, unknown>> {
-  const { corpora, skipped } = sharedCorpora();
+  const { corpora, skipped } = await sharedCorpora();
   const corpusTexts = corpora.flatMap((c) => c.texts);
   const reports: TokenizerReport[] = [];
   for (const name of FIXTURES) reports.push(await checkTokenizer(name, corpusTexts));

