@@ -632,3 +632,51 @@ test('loading a 300 MB file grows memory by about its size, not twice', () => {
     fs.rmSync(file, { force: true });
   }
 });
+
+test('loadSharded refuses weights linked from outside the checkpoint folder, allows links inside it and the Hugging Face cache layout', () => {
+  const root = path.join(tmp, 'links');
+  const outside = path.join(root, 'outside');
+  fs.mkdirSync(outside, { recursive: true });
+  fs.writeFileSync(path.join(outside, 'secret.txt'), 'TOPSECRET-0123456789');
+  io.saveSafetensors(path.join(outside, 'w.safetensors'), { w: torch.tensor([1, 2, 3]) });
+  const linked = (name: string, target: string, file = 'model.safetensors') => {
+    const dir = path.join(root, name);
+    fs.mkdirSync(dir, { recursive: true });
+    fs.symlinkSync(target, path.join(dir, file));
+    return dir;
+  };
+  const secret = linked('secret', path.join(outside, 'secret.txt'));
+  for (const f of [() => io.loadSharded(secret), () => io.readShardedHeaders(secret)]) {
+    assert.throws(f, (e: Error) => {
+      assert.match(e.message, /secret\/model\.safetensors: is a symbolic link to .*outside\/secret\.txt, outside the checkpoint folder .*secret; retain reads weights only from inside it \(copy the file into the folder\)$/);
+      // It used to open the target and quote its first 8 bytes back as a header length.
+      assert.doesNotMatch(e.message, new RegExp(`TOPSECRET|${Buffer.from('TOPSECRE').readBigUInt64LE()}`));
+      return true;
+    });
+  }
+  assert.throws(() => io.loadSharded(linked('weights', path.join(outside, 'w.safetensors'))), /is a symbolic link to .*w\.safetensors, outside the checkpoint folder/);
+  assert.throws(() => io.loadSharded(linked('dangling', path.join(outside, 'gone.safetensors'))), /is a symbolic link to nothing/);
+  // A shard named by an index is checked the same way.
+  const idx = linked('indexed', path.join(outside, 'w.safetensors'), 'model-00001-of-00001.safetensors');
+  fs.writeFileSync(path.join(idx, 'model.safetensors.index.json'), JSON.stringify({ weight_map: { w: 'model-00001-of-00001.safetensors' } }));
+  assert.throws(() => io.loadSharded(idx), /model-00001-of-00001\.safetensors: is a symbolic link to .*outside the checkpoint folder/);
+  // Inside the folder, and the hub cache's snapshots/<revision>/ → ../../blobs/<hash>, load.
+  const inside = path.join(root, 'inside');
+  fs.mkdirSync(inside);
+  io.saveSafetensors(path.join(inside, 'real.safetensors'), { w: torch.tensor([4, 5]) });
+  fs.symlinkSync('real.safetensors', path.join(inside, 'model.safetensors'));
+  assert.deepEqual(io.loadSharded(inside).get('w')!.toArray(), [4, 5]);
+  const repo = path.join(root, 'models--org--tiny');
+  fs.mkdirSync(path.join(repo, 'blobs'), { recursive: true });
+  fs.mkdirSync(path.join(repo, 'snapshots', 'abc123'), { recursive: true });
+  io.saveSafetensors(path.join(repo, 'blobs', 'f00d'), { w: torch.tensor([6]) });
+  fs.symlinkSync('../../blobs/f00d', path.join(repo, 'snapshots', 'abc123', 'model.safetensors'));
+  assert.deepEqual(io.loadSharded(path.join(repo, 'snapshots', 'abc123')).get('w')!.toArray(), [6]);
+  assert.deepEqual(io.readShardedHeaders(path.join(repo, 'snapshots', 'abc123')).get('w')!.shape, [1]);
+});
+
+test('a safetensors path that is a folder is named as one (reading it failed with an EISDIR naming no path)', () => {
+  const dir = path.join(tmp, 'folder.safetensors');
+  fs.mkdirSync(dir);
+  assert.throws(() => io.loadSafetensors(dir), /folder\.safetensors: is a folder, where a file is needed$/);
+});

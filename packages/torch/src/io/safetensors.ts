@@ -328,7 +328,10 @@ export class SafetensorsFile {
     this.path = file;
     const fd = fs.openSync(file, 'r');
     try {
-      const size = fs.fstatSync(fd).size;
+      const st = fs.fstatSync(fd);
+      // Opening a folder succeeds on Linux; reading it fails with an EISDIR that names no path.
+      if (st.isDirectory()) throw new SafetensorsError(file, null, 'is a folder, where a file is needed');
+      const size = st.size;
       if (size < 8) throw new SafetensorsError(file, null, `the file has ${size} bytes, too short for the 8-byte header length`);
       const prefix = new Uint8Array(8);
       readFully(fd, prefix, 0, file, null);

@@ -162,28 +162,98 @@ function readIndex(indexPath: string): Map<string, string[]> {
 }
 
 /**
- * Loads a checkpoint: a directory holding `<name>.safetensors.index.json` and its shards, or `<name>.safetensors`;
- * or the path of an index file or of a single .safetensors file. Returns the tensors with the shards' metadata.
- * When a directory holds both an index and a single file, the index wins (saveSharded replaces it last).
+ * A weights file inside a checkpoint folder must be there: a symbolic link out of it (to /etc/shadow, another user's
+ * files) would be opened and its first bytes quoted back as a header length. Links that stay inside the folder are
+ * fine, and so is the Hugging Face cache layout, where `snapshots/<revision>/*.safetensors` link to `../../blobs/`.
  */
-export function loadSharded(target: string, opts: LoadOptions & { name?: string } = {}): LoadedTensors {
-  const stem = opts.name ?? 'model';
+function checkInside(dir: string, file: string): void {
+  if (!fs.lstatSync(file, { throwIfNoEntry: false })?.isSymbolicLink()) return;
+  let target: string;
+  try {
+    target = fs.realpathSync(file);
+  } catch {
+    throw new SafetensorsError(file, null, 'is a symbolic link to nothing (its target is missing); copy the weights file into the checkpoint folder');
+  }
+  const real = fs.realpathSync(dir);
+  const roots = [real];
+  if (path.basename(path.dirname(real)) === 'snapshots') roots.push(path.dirname(path.dirname(real)));
+  if (!roots.some((r) => target.startsWith(r + path.sep))) {
+    throw new SafetensorsError(file, null, `is a symbolic link to ${target}, outside the checkpoint folder ${dir}; retain reads weights only from inside it (copy the file into the folder)`);
+  }
+}
+
+/** Where a checkpoint's tensors are: each file with the names the index lists in it (null: all of a single file). */
+function checkpointFiles(target: string, stem: string): { indexPath: string | null; files: Map<string, string[] | null> } {
   checkStem(target, stem);
+  let single: string | null = null;
   let indexPath: string | null = null;
   if (fs.statSync(target, { throwIfNoEntry: false })?.isDirectory()) {
     const idx = path.join(target, `${stem}.safetensors.index.json`);
     const one = path.join(target, `${stem}.safetensors`);
-    if (fs.existsSync(idx)) indexPath = idx;
-    else if (fs.existsSync(one)) return loadSafetensors(one, opts);
+    // lstat, not exists: a dangling link is reported as one (checkInside), not as no checkpoint at all.
+    const here = (p: string) => fs.lstatSync(p, { throwIfNoEntry: false }) !== undefined;
+    if (here(idx)) indexPath = idx;
+    else if (here(one)) single = one;
     else throw new SafetensorsError(target, null, `no checkpoint here: neither ${stem}.safetensors.index.json nor ${stem}.safetensors exists`);
   } else if (target.endsWith('.json')) {
     indexPath = target;
   } else {
-    return loadSafetensors(target, opts);
+    return { indexPath: null, files: new Map([[target, null]]) };
   }
+  const dir = indexPath ? path.dirname(indexPath) : target;
+  if (single !== null) {
+    checkInside(dir, single);
+    return { indexPath: null, files: new Map([[single, null]]) };
+  }
+  checkInside(dir, indexPath!);
+  const files = new Map<string, string[] | null>();
+  for (const [shard, names] of readIndex(indexPath!)) {
+    const file = path.join(dir, shard);
+    checkInside(dir, file);
+    files.set(file, names);
+  }
+  return { indexPath, files };
+}
 
-  const byFile = readIndex(indexPath);
-  const dir = path.dirname(indexPath);
+/** Opens one file of a checkpoint; a shard that cannot be opened is named by the index that lists it. */
+function openShard(indexPath: string | null, file: string, listed: string[] | null): SafetensorsFile {
+  try {
+    return openSafetensors(file);
+  } catch (e) {
+    if (e instanceof SafetensorsError || indexPath === null) throw e;
+    throw new SafetensorsError(indexPath, listed?.[0] ?? null, `cannot open its shard '${path.relative(path.dirname(indexPath), file)}': ${(e as Error).message}`, { cause: e });
+  }
+}
+
+/**
+ * What a checkpoint holds, from its headers alone (no tensor data is read): every tensor's dtype and shape. A loader
+ * checks a model's configuration against this before building the model, so that a config claiming more than the
+ * weights hold fails at once rather than after allocating it.
+ */
+export function readShardedHeaders(target: string, opts: { name?: string } = {}): Map<string, TensorInfo> {
+  const out = new Map<string, TensorInfo>();
+  const { indexPath, files } = checkpointFiles(target, opts.name ?? 'model');
+  for (const [file, listed] of files) {
+    const f = openShard(indexPath, file, listed);
+    try {
+      for (const [name, info] of f.tensors) out.set(name, info);
+    } finally {
+      f.close();
+    }
+  }
+  return out;
+}
+
+/**
+ * Loads a checkpoint: a directory holding `<name>.safetensors.index.json` and its shards, or `<name>.safetensors`;
+ * or the path of an index file or of a single .safetensors file. Returns the tensors with the shards' metadata.
+ * When a directory holds both an index and a single file, the index wins (saveSharded replaces it last). A file that
+ * is a symbolic link out of the checkpoint folder is refused (checkInside).
+ */
+export function loadSharded(target: string, opts: LoadOptions & { name?: string } = {}): LoadedTensors {
+  const { indexPath, files } = checkpointFiles(target, opts.name ?? 'model');
+  if (indexPath === null) return loadSafetensors([...files.keys()][0], opts);
+  const byFile = files as Map<string, string[]>;
   const names = opts.names;
   const wanted = names === undefined || typeof names === 'function' ? null : new Set(names);
   if (wanted !== null) {
@@ -195,13 +265,7 @@ export function loadSharded(target: string, opts: LoadOptions & { name?: string 
   out.metadata = {};
   try {
     for (const [shard, listed] of byFile) {
-      let f: SafetensorsFile;
-      try {
-        f = openSafetensors(path.join(dir, shard));
-      } catch (e) {
-        if (e instanceof SafetensorsError) throw e;
-        throw new SafetensorsError(indexPath, listed[0], `cannot open its shard '${shard}': ${(e as Error).message}`, { cause: e });
-      }
+      const f = openShard(indexPath, shard, listed);
       try {
         const infos: TensorInfo[] = [];
         for (const name of listed) {
