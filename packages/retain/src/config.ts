@@ -1,9 +1,19 @@
 // The `retain train` configuration: one zod schema gives the types, the validation messages and the defaults.
 // Unknown keys are errors (a typo must not silently fall back to a default).
-import { readFileSync, existsSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
+import { decodeUtf8, readUserFile } from './files.js';
+
+/**
+ * A count or size from `min` to `max`. zod's int() takes 1e300 (an integer to JavaScript), which then loops for ever
+ * (max_steps) or asks for terabytes (batch_size); every integer setting has a ceiling far above any real run's.
+ */
+const count = (min: number, max: number) => z.number().int().min(min).max(max);
+const STEPS = 1e9;
+/** The most values one image example may hold (2^26 floats: 256 MB per example). */
+const MAX_FEATURES = 2 ** 26;
 
 const formatSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('prompt_completion'), prompt_field: z.string().default('prompt'), completion_field: z.string().default('completion'), template: z.string().optional() }).strict(),
@@ -11,7 +21,7 @@ const formatSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('text'), text_field: z.string().default('text') }).strict(),
   z.object({ type: z.literal('classification'), text_field: z.string().default('text'), label_field: z.string().default('label'), labels: z.array(z.string()).min(2), template: z.string().optional() }).strict(),
   // Dense inputs (image pixels) and a class index; the run trains with the classification loss (MNIST MLP).
-  z.object({ type: z.literal('image_classification'), image_field: z.string().default('image'), label_field: z.string().default('label'), shape: z.array(z.number().int().positive()).min(1).default([784]), num_classes: z.number().int().min(2), scale: z.number().positive().default(1) }).strict(),
+  z.object({ type: z.literal('image_classification'), image_field: z.string().default('image'), label_field: z.string().default('label'), shape: z.array(count(1, MAX_FEATURES)).min(1).default([784]).refine((s) => s.reduce((a, b) => a * b, 1) <= MAX_FEATURES, (s) => ({ message: `shape [${s.join(', ')}] has ${s.reduce((a, b) => a * b, 1)} elements per example; at most ${MAX_FEATURES}` })), num_classes: count(2, 1e6), scale: z.number().positive().default(1) }).strict(),
 ]);
 
 const dataSchema = z.object({
@@ -19,11 +29,11 @@ const dataSchema = z.object({
   format: formatSchema,
   /** Reader: inferred from the extension when absent. */
   reader: z.enum(['jsonl', 'json', 'csv', 'tsv', 'parquet', 'txt']).optional(),
-  max_length: z.number().int().positive().default(512),
+  max_length: count(1, 1e7).default(512),
   /** Pack examples end to end into blocks of max_length (raw text). */
   pack: z.boolean().default(false),
   /** Use only the first N records. */
-  limit: z.number().int().positive().optional(),
+  limit: count(1, Number.MAX_SAFE_INTEGER).optional(),
   name: z.string().optional(),
   /** Characters a character vocabulary lacks: an error naming the file and line, or left out of the text. */
   unknown_chars: z.enum(['error', 'drop']).default('error'),
@@ -38,28 +48,28 @@ export const trainConfigSchema = z.object({
   }).strict(),
   data: z.object({ train: dataSchema, eval: dataSchema.optional() }).strict(),
   training: z.object({
-    epochs: z.number().positive().default(1),
-    max_steps: z.number().int().positive().optional(),
-    batch_size: z.number().int().positive().default(8),
-    grad_accum: z.number().int().positive().default(1),
+    epochs: z.number().positive().max(1e6).default(1),
+    max_steps: count(1, STEPS).optional(),
+    batch_size: count(1, 1e6).default(8),
+    grad_accum: count(1, 1e6).default(1),
     optimizer: z.enum(['adamw', 'sgd']).default('adamw'),
     lr: z.number().positive().default(1e-4),
     weight_decay: z.number().min(0).default(0.0),
     betas: z.tuple([z.number().min(0).lt(1), z.number().min(0).lt(1)]).default([0.9, 0.999]),
     momentum: z.number().min(0).lt(1).default(0),
     schedule: z.enum(['constant', 'linear', 'cosine']).default('cosine'),
-    warmup_steps: z.number().int().min(0).optional(),
+    warmup_steps: count(0, STEPS).optional(),
     warmup_ratio: z.number().min(0).max(1).default(0),
     min_lr_ratio: z.number().min(0).max(1).default(0),
     clip_grad_norm: z.number().positive().nullable().default(1.0),
-    seed: z.number().int().default(0),
+    seed: count(-Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER).default(0),
     /** bf16/fp16 autocast (CUDA only); fp32 runs in the model's dtype. */
     precision: z.enum(['fp32', 'bf16', 'fp16']).default('fp32'),
-    threads: z.number().int().positive().optional(),
-    log_every: z.number().int().positive().default(1),
-    eval_every: z.number().int().positive().nullable().default(null),
-    save_every: z.number().int().positive().nullable().default(null),
-    keep_checkpoints: z.number().int().positive().default(2),
+    threads: count(1, 4096).optional(),
+    log_every: count(1, STEPS).default(1),
+    eval_every: count(1, STEPS).nullable().default(null),
+    save_every: count(1, STEPS).nullable().default(null),
+    keep_checkpoints: count(1, 1e6).default(2),
   }).strict().superRefine((t, ctx) => {
     // Settings that contradict each other are refused rather than silently resolved one way.
     if (t.warmup_steps && t.warmup_ratio) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['warmup_steps'], message: `both warmup_steps (${t.warmup_steps}) and warmup_ratio (${t.warmup_ratio}) are set; keep one` });
@@ -68,16 +78,16 @@ export const trainConfigSchema = z.object({
   }),
   /** Forgetting monitor: probes evaluated every N steps during training (see src/eval/monitor.ts). */
   monitor: z.object({
-    every: z.number().int().positive(),
+    every: count(1, STEPS),
     /** Built-in task names or task files (relative to the config file). */
     tasks: z.array(z.string()).min(1),
     /** Which of the tasks measure the new skill; the rest are general. */
     target: z.array(z.string()).default([]),
-    limit: z.number().int().positive().default(200),
+    limit: count(1, 1e9).default(200),
     max_forgetting: z.number().min(0).nullable().default(null),
     on_exceed: z.enum(['stop', 'rollback']).default('rollback'),
     data_dir: z.string().optional(),
-    batch_size: z.number().int().positive().default(16),
+    batch_size: count(1, 1e6).default(16),
   }).strict().optional(),
   output_dir: z.string(),
   resume: z.boolean().default(true),
@@ -119,11 +129,14 @@ export function parseTrainConfig(raw: unknown, source = '(inline)'): TrainConfig
 export function loadTrainConfig(file: string): TrainConfig {
   if (!existsSync(file)) throw new ConfigError(`config file not found: ${file}`);
   let raw: unknown;
+  const text = decodeUtf8(readUserFile(file), file);
   try {
-    raw = parseYaml(readFileSync(file, 'utf8'));
+    raw = parseYaml(text);
   } catch (e) {
     throw new ConfigError(`${file}: not valid YAML (${(e as Error).message})`);
   }
+  // YAML reads an empty file as null, which zod would report as "Expected object, received null".
+  if (raw === null || raw === undefined) throw new ConfigError(`${file}: the config file is empty; write the settings (model, data, training, output_dir) as in configs/*.yaml`);
   const cfg = parseTrainConfig(raw, file);
   const base = dirname(resolve(file));
   const abs = (p: string) => (isAbsolute(p) ? p : resolve(base, p));

@@ -9,10 +9,11 @@ export function num(v: string): number {
   return n;
 }
 
-/** Any integer. */
+/** Any integer that a double holds exactly: 1e300 is an integer to JavaScript, and a count of it never ends. */
 export function int(v: string): number {
   const n = num(v);
   if (!Number.isInteger(n)) throw new InvalidArgumentError(`'${v}' is not an integer`);
+  if (!Number.isSafeInteger(n)) throw new InvalidArgumentError(`'${v}' is too large; at most ${Number.MAX_SAFE_INTEGER} in size`);
   return n;
 }
 
@@ -44,7 +45,7 @@ export function unitInterval(v: string): number {
   return n;
 }
 
-const FS_ERRORS: Record<string, string> = {
+export const FS_ERRORS: Record<string, string> = {
   EEXIST: 'a file is in the way where a folder is needed (or the target exists)',
   EISDIR: 'is a folder, where a file is needed',
   ENOTDIR: 'part of this path is a file, where a folder is needed',

@@ -89,15 +89,45 @@ function continuation(tok: Tokenizer, prefixText: string, fullText: string): { p
   return { prefix: tok.encode(prefixText, { bos: true }), full: tok.encode(fullText, { bos: true }) };
 }
 
+/** Tokens kept beyond max_length when a text is cut before tokenizing, so that merges at the cut cannot reach the kept ones. */
+const SEAM_TOKENS = 16;
+
+/**
+ * The start of `text` that holds its first `maxLength` tokens, so that a record far longer than max_length is not
+ * tokenized whole only to be cut (a 50 MB line took 4.7 GB and minutes for 512 tokens). No characters-per-token
+ * figure is safe for every tokenizer: bytes ≥ tokens holds for byte-level BPE and character vocabularies, but that
+ * bounds tokens from above, and a cut needs the other side — a vocabulary may hold 100-character pieces, and a
+ * normalizer may drop characters (control characters, accents). So the cut grows (×2) from 4 characters per token
+ * until it tokenizes to more than maxLength + SEAM_TOKENS tokens, or is the whole text: the first maxLength tokens
+ * are then those of the whole text, for any tokenizer whose merges do not run back SEAM_TOKENS tokens from the cut
+ * (BPE and SentencePiece merge within a word; the cut is put at whitespace where the last quarter has some). Work
+ * stays within twice that of tokenizing the kept part.
+ */
+export function headFor(tok: Tokenizer, text: string, maxLength: number): string {
+  const want = maxLength + SEAM_TOKENS;
+  for (let n = 4 * want; n < text.length; n *= 2) {
+    let cut = n;
+    while (cut > (3 * n) / 4 && !/\s/.test(text[cut])) cut--;
+    if (cut <= (3 * n) / 4) cut = n;
+    // Never between the two halves of a surrogate pair.
+    if (/[\ud800-\udbff]/.test(text[cut - 1])) cut--;
+    const head = text.slice(0, cut);
+    if (tok.encode(head, { bos: false }).length > want) return head;
+  }
+  return text;
+}
+
 export function toExample(r: Record_, spec: FormatSpec, ctx: FormatContext): Example {
   const tok = ctx.tokenizer;
   const source = ctx.source ?? 'data';
+  // Text past what max_length keeps is dropped before tokenizing (a packed run keeps all of it).
+  const head = (text: string) => (ctx.maxLength ? headFor(tok, text, ctx.maxLength) : text);
   switch (spec.type) {
     case 'image_classification':
       return imageExample(r, spec, source);
     case 'prompt_completion': {
-      const prompt = spec.template ? fillTemplate(spec.template, r, r.id) : field(r, spec.promptField ?? 'prompt', 'prompt');
-      const completion = field(r, spec.completionField ?? 'completion', 'completion');
+      const prompt = head(spec.template ? fillTemplate(spec.template, r, r.id) : field(r, spec.promptField ?? 'prompt', 'prompt'));
+      const completion = head(field(r, spec.completionField ?? 'completion', 'completion'));
       const { prefix, full } = continuation(tok, prompt, prompt + completion);
       // Positions whose tokens agree with the prompt's tokenization are prompt; the rest (and EOS) are trained.
       let k = 0;
@@ -112,7 +142,7 @@ export function toExample(r: Record_, spec: FormatSpec, ctx: FormatContext): Exa
         throw new DataError(`record ${r.id}: '${spec.messagesField ?? 'messages'}' must be an array of {role, content} strings`);
       }
       if (!ctx.chatTemplate) throw new DataError('chat data needs a chat template, and this model\'s tokenizer has none (no chat_template.jinja beside its tokenizer.json, no chat_template in its tokenizer_config.json): add one, or use format type prompt_completion or text');
-      const messages = msgs as ChatMessage[];
+      const messages = (msgs as ChatMessage[]).map((m) => ({ ...m, content: head(m.content) }));
       const ids = tok.encode(ctx.chatTemplate(messages, false), { bos: false });
       const lossMask = new Array<number>(ids.length).fill(0);
       // Each assistant turn is what the rendering gains from the turn before it with a generation prompt.
@@ -126,12 +156,12 @@ export function toExample(r: Record_, spec: FormatSpec, ctx: FormatContext): Exa
       return truncate({ id: r.id, ids, lossMask, source }, ctx.maxLength);
     }
     case 'text': {
-      const text = field(r, spec.textField ?? 'text', 'text');
+      const text = head(field(r, spec.textField ?? 'text', 'text'));
       const ids = withEos(tok.encode(text, { bos: true }), tok);
       return truncate({ id: r.id, ids, lossMask: ids.map((_, i) => (i === 0 ? 0 : 1)), source }, ctx.maxLength);
     }
     case 'classification': {
-      const text = spec.template ? fillTemplate(spec.template, r, r.id) : field(r, spec.textField ?? 'text', 'text');
+      const text = head(spec.template ? fillTemplate(spec.template, r, r.id) : field(r, spec.textField ?? 'text', 'text'));
       const raw = r[spec.labelField ?? 'label'];
       const label = typeof raw === 'number' ? raw : spec.labels.indexOf(String(raw));
       if (!Number.isInteger(label) || label < 0 || label >= spec.labels.length) {
@@ -166,14 +196,23 @@ export function pack(examples: Example[], blockSize: number): Example[] {
   let mask: number[] = [];
   let members: string[] = [];
   for (const ex of examples) {
-    ids.push(...ex.ids);
-    mask.push(...ex.lossMask);
+    // Element by element: spreading a long record's tokens as call arguments overflows the stack.
+    for (let i = 0; i < ex.ids.length; i++) {
+      ids.push(ex.ids[i]);
+      mask.push(ex.lossMask[i]);
+    }
     members.push(ex.id);
-    while (ids.length >= blockSize) {
-      out.push({ id: `${members[0]}+${members.length}#${out.length}`, ids: ids.slice(0, blockSize), lossMask: mask.slice(0, blockSize), source: ex.source });
-      ids = ids.slice(blockSize);
-      mask = mask.slice(blockSize);
+    // Blocks are cut at an offset and the rest kept once per record: re-slicing the rest per block was quadratic
+    // in a long record (a 50 MB line never finished).
+    let at = 0;
+    while (ids.length - at >= blockSize) {
+      out.push({ id: `${members[0]}+${members.length}#${out.length}`, ids: ids.slice(at, at + blockSize), lossMask: mask.slice(at, at + blockSize), source: ex.source });
+      at += blockSize;
       members = [ex.id];
+    }
+    if (at > 0) {
+      ids = ids.slice(at);
+      mask = mask.slice(at);
     }
   }
   return out;

@@ -1,22 +1,31 @@
 // Record readers: JSONL, JSON (array, or {data: [...]}), CSV/TSV (RFC 4180 quoting, CRLF tolerated), Parquet,
 // and plain text. Every record gets a stable `id` (the file's base name and the row number unless the record has its
 // own `id`) that follows the sample through training and evaluation.
-import { readFileSync, existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { basename, extname } from 'node:path';
+import { decodeUtf8, readUserFile } from '../files.js';
+import { FS_ERRORS } from '../cli/args.js';
 
 export type Record_ = Record<string, unknown> & { id: string };
 
 export class DataError extends Error {}
 
-/** A text data file as UTF-8: a byte-order mark (Windows editors write one) is dropped; UTF-16 is refused by name. */
+/**
+ * A text data file as UTF-8: a byte-order mark (Windows editors write one) is dropped; UTF-16 is refused by name, and
+ * so is any other byte that is not UTF-8, with its line.
+ */
 function need(path: string): string {
   if (!existsSync(path)) throw new DataError(`data file not found: ${path}`);
-  const buf = readFileSync(path);
+  const buf = readUserFile(path);
   if (buf.length >= 2 && ((buf[0] === 0xff && buf[1] === 0xfe) || (buf[0] === 0xfe && buf[1] === 0xff))) {
     throw new DataError(`${path}: the file is UTF-16; data files must be UTF-8 (e.g. iconv -f UTF-16 -t UTF-8 in > out)`);
   }
   const start = buf.length >= 3 && buf[0] === 0xef && buf[1] === 0xbb && buf[2] === 0xbf ? 3 : 0;
-  return buf.toString('utf8', start);
+  try {
+    return decodeUtf8(buf, path, start);
+  } catch (e) {
+    throw new DataError((e as Error).message);
+  }
 }
 
 // Where each record starts in its file (1-based line), and whether its text spans lines as the file does (plain
@@ -161,9 +170,14 @@ function splitLines(t: string, sep: RegExp): { text: string; line: number }[] {
 export async function readParquet(path: string): Promise<Record_[]> {
   if (!existsSync(path)) throw new DataError(`data file not found: ${path}`);
   const { parquetReadObjects } = await import('hyparquet');
-  const buf = readFileSync(path);
-  const file = buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength);
-  const rows = (await parquetReadObjects({ file })) as Record<string, unknown>[];
+  const buf = readUserFile(path);
+  const file = buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength) as ArrayBuffer;
+  let rows: Record<string, unknown>[];
+  try {
+    rows = (await parquetReadObjects({ file })) as Record<string, unknown>[];
+  } catch (e) {
+    throw new DataError(`${path}: not a readable Parquet file (${(e as Error).message})`);
+  }
   // BigInt columns become numbers when they fit, so records stay JSON-friendly.
   for (const r of rows) for (const [k, v] of Object.entries(r)) if (typeof v === 'bigint') r[k] = Number(v);
   return withIds(rows, path);
@@ -171,6 +185,8 @@ export async function readParquet(path: string): Promise<Record_[]> {
 
 /** Chooses the reader by extension. */
 export async function readRecords(path: string, opts: { format?: string; textSplit?: 'paragraph' | 'line' | 'none' } = {}): Promise<Record_[]> {
+  // Before the extension is looked at: a folder's has none, and 'unknown data format' would hide what is wrong.
+  if (statSync(path, { throwIfNoEntry: false })?.isDirectory()) throw new DataError(`${path}: ${FS_ERRORS.EISDIR}`);
   const ext = (opts.format ?? extname(path).slice(1)).toLowerCase();
   switch (ext) {
     case 'jsonl': case 'ndjson': return readJsonl(path);

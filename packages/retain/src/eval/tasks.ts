@@ -6,6 +6,7 @@
 // then through the templates.
 import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { decodeUtf8, readUserFile } from '../files.js';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
@@ -290,7 +291,7 @@ export async function readTaskRecords(spec: TaskSpec, path: string): Promise<Rec
   if (statSync(path).isDirectory()) return readMmluDir(path);
   // Line ends are kept: a tokenizer reads '\r' as any other character, and a character vocabulary without one reads
   // '\r\n' as '\n' itself (CharVocab.encode).
-  if (spec.kind === 'perplexity' && spec.split !== 'records') return [{ id: 'text', text: readFileSync(path, 'utf8') }];
+  if (spec.kind === 'perplexity' && spec.split !== 'records') return [{ id: 'text', text: decodeUtf8(readUserFile(path), path) }];
   return readRecords(path, { format: spec.reader });
 }
 
@@ -410,8 +411,9 @@ export function parseTaskSpec(raw: unknown, source: string): TaskSpec {
 export function readTaskFile(file: string): TaskSpec[] {
   if (!existsSync(file)) throw new Error(`task file not found: ${file}`);
   let raw: unknown;
+  const text = decodeUtf8(readUserFile(file), file);
   try {
-    raw = parseYaml(readFileSync(file, 'utf8'));
+    raw = parseYaml(text);
   } catch (e) {
     throw new Error(`${file}: not valid YAML/JSON (${(e as Error).message})`);
   }

@@ -3,7 +3,7 @@
 // Encoding follows SentencePiece's BPE as llama2.c does it: a dummy-prefix space, one token per UTF-8 character (or
 // byte-fallback tokens <0x00>.. at ids 3..258 when a character is unknown), then repeated merging of the adjacent pair
 // whose merged string has the highest score.
-import { readFileSync } from 'node:fs';
+import { readUserFile } from '../files.js';
 
 export interface Tokenizer {
   readonly vocabSize: number;
@@ -49,7 +49,7 @@ export class Llama2cTokenizer implements Tokenizer {
   }
 
   static fromFile(path: string): Llama2cTokenizer {
-    return new Llama2cTokenizer(readFileSync(path), path);
+    return new Llama2cTokenizer(readUserFile(path), path);
   }
 
   get vocabSize(): number {

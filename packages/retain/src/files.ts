@@ -1,0 +1,27 @@
+// Reading files a user named (configs, data, task files, tokenizers). Node's own errors for a folder given where a
+// file is needed (EISDIR) and for bytes that are not UTF-8 (silently U+FFFD) name neither the path nor the line.
+import { readFileSync, statSync } from 'node:fs';
+import { isUtf8 } from 'node:buffer';
+import { FS_ERRORS } from './cli/args.js';
+
+/** The bytes of `path`; a folder is refused with its path (readFileSync's EISDIR has none). */
+export function readUserFile(path: string): Buffer {
+  if (statSync(path, { throwIfNoEntry: false })?.isDirectory()) throw new Error(`${path}: ${FS_ERRORS.EISDIR}`);
+  return readFileSync(path);
+}
+
+/**
+ * `buf` (from byte `start`) as UTF-8, refusing bytes that are not: decoded leniently they would become U+FFFD and be
+ * trained or scored as such. The error names the file's first bad line and the fix.
+ */
+export function decodeUtf8(buf: Buffer, path: string, start = 0): string {
+  if (isUtf8(buf.subarray(start))) return buf.toString('utf8', start);
+  let line = 1;
+  for (let from = start; from < buf.length; line++) {
+    const nl = buf.indexOf(0x0a, from);
+    const end = nl < 0 ? buf.length : nl;
+    if (!isUtf8(buf.subarray(from, end))) break;
+    from = end + 1;
+  }
+  throw new Error(`${path}:${line}: not valid UTF-8 (a Latin-1 or Windows-1252 file?); convert the file to UTF-8, e.g. iconv -f latin1 -t utf-8 in > out`);
+}
