@@ -131,12 +131,14 @@ test('a config.json that does not fit its weights, or a truncated weights file: 
   savePretrained(a, join(dir, 'ok'));
   cpSync(join(dir, 'ok'), join(dir, 'shape'), { recursive: true });
   const cfg = JSON.parse(readFileSync(join(dir, 'shape', 'config.json'), 'utf8'));
-  writeFileSync(join(dir, 'shape', 'config.json'), JSON.stringify({ ...cfg, hidden_size: 2 * cfg.hidden_size }));
+  // A smaller model than the weights is built and refused tensor by tensor (a bigger one is refused before it is
+  // built, from the safetensors headers: the last assertion here).
+  writeFileSync(join(dir, 'shape', 'config.json'), JSON.stringify({ ...cfg, hidden_size: cfg.hidden_size / 2 }));
   await assert.rejects(loadPretrained(join(dir, 'shape')), (e: Error) => {
     assert.ok(e instanceof WeightsMismatchError);
     const lines = e.message.split('\n');
     assert.match(lines[0], /shape: the weights do not fit the model that .*shape\/config\.json describes:$/);
-    assert.match(lines[1], /size mismatch for model\.embed_tokens\.weight: copying a param with shape \[512, 64\] from checkpoint, the shape in current model is \[512, 128\]/);
+    assert.match(lines[1], /size mismatch for model\.embed_tokens\.weight: copying a param with shape \[512, 64\] from checkpoint, the shape in current model is \[512, 32\]/);
     assert.match(lines[5], /^ {2}… and \d+ more$/);
     assert.match(lines[6], /^check that .*config\.json belongs to these weights \(hidden_size/);
     return true;
@@ -151,6 +153,9 @@ test('a config.json that does not fit its weights, or a truncated weights file: 
     assert.match(r.stderr, why);
     assert.doesNotMatch(r.stderr, /^\s+at /m, 'no stack trace for a user error');
   }
+  cpSync(join(dir, 'ok'), join(dir, 'big'), { recursive: true });
+  writeFileSync(join(dir, 'big', 'config.json'), JSON.stringify({ ...cfg, hidden_size: 2 * cfg.hidden_size }));
+  await assert.rejects(loadPretrained(join(dir, 'big')), /big\/config\.json: describes a model of 641,536 parameters or more, but the weights in .*big hold 260,032 values in 47 tensors \(model\.embed_tokens\.weight \[512, 64\], /);
   a.model.dispose();
   rmSync(dir, { recursive: true, force: true });
 });

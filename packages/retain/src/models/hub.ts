@@ -17,6 +17,8 @@ import { readLlama2c } from './llama2c.js';
 import { CharLSTM, type CharLSTMConfig } from './charlstm.js';
 import { MnistMLP } from './mlp.js';
 import { assertFiniteWeights, firstNonFinite, loadWeights, ModelConfigError } from './weights.js';
+import { claimedParameters } from './size.js';
+import { readUserFile } from '../files.js';
 import { Llama2cTokenizer, type Tokenizer } from '../tokenizers/llama2c.js';
 import { loadHfTokenizer } from '../tokenizers/hf.js';
 import { CharTokenizer } from '../tokenizers/char.js';
@@ -91,10 +93,20 @@ function isPickle(path: string): boolean {
 export function isLlama2cCheckpoint(path: string): boolean {
   if (!existsSync(path) || statSync(path).isDirectory() || !path.endsWith('.bin')) return false;
   // A llama2.c legacy file starts with seven small positive int32 (dim, hidden, layers, heads, kv heads, vocab, seq).
-  const b = readFileSync(path).subarray(0, 28);
-  if (b.length < 28) return false;
+  // Only the header is read: the whole file may be gigabytes.
+  const fd = openSync(path, 'r');
+  const b = Buffer.alloc(28);
+  let got: number;
+  try {
+    got = readSync(fd, b, 0, 28, 0);
+  } finally {
+    closeSync(fd);
+  }
+  if (got < 28) return false;
   const v = Array.from({ length: 7 }, (_, i) => b.readInt32LE(i * 4));
-  return v.every((x, i) => (i === 5 ? x !== 0 && Math.abs(x) < 1 << 22 : x > 0 && x < 1 << 20));
+  // The ranges are readLlama2c's, so that a header claiming more than the file holds is read, and said to, rather
+  // than called an unrecognised file.
+  return v.every((x, i) => (i === 5 ? x !== 0 && Math.abs(x) < 1 << 24 : x > 0 && x < 1 << 24));
 }
 
 function findLlama2cTokenizer(path: string): string | null {
@@ -134,7 +146,8 @@ export async function loadPretrained(path: string, opts: { dtype?: torch.DType; 
       }
       checkLoaded(model, path, opts.dtype);
       const tokPath = opts.tokenizer ?? findLlama2cTokenizer(path);
-      return { model, config, tokenizer: tokPath ? Llama2cTokenizer.fromFile(tokPath) : null, source: { path, format: 'llama2c' }, tokenizerFiles: tokPath ? [tokPath] : [] };
+      const tokenizer = tokPath ? fitsModel(await loadTokenizer(tokPath), tokPath, config.vocab_size) : null;
+      return { model, config, tokenizer, source: { path, format: 'llama2c' }, tokenizerFiles: tokPath ? [tokPath] : [] };
     }
     if (isPickle(path)) refusePickle(path);
     if (path.endsWith('.safetensors')) {
@@ -152,7 +165,7 @@ export async function loadPretrained(path: string, opts: { dtype?: torch.DType; 
     throw new Error(`${path}: no config.json; a Hugging Face model directory needs one`);
   }
   let config: Record<string, unknown>;
-  const configText = readFileSync(cfgPath, 'utf8');
+  const configText = readUserFile(cfgPath).toString('utf8');
   try {
     config = JSON.parse(configText);
   } catch (e) {
@@ -172,6 +185,7 @@ export async function loadPretrained(path: string, opts: { dtype?: torch.DType; 
   }
   let model: Pretrained['model'];
   try {
+    checkClaimedSize(config, path);
     model = build(config);
   } catch (e) {
     if (e instanceof ModelConfigError) throw new ModelConfigError(`${cfgPath}: ${e.message}`);
@@ -193,8 +207,39 @@ export async function loadPretrained(path: string, opts: { dtype?: torch.DType; 
   if (charVocab) tokenizerFiles.push(charVocab);
   const tokenizer = opts.tokenizer
     ? await loadTokenizer(opts.tokenizer)
-    : existsSync(join(path, 'tokenizer.json')) ? await loadHfTokenizer(path) : l2c ? Llama2cTokenizer.fromFile(join(path, l2c)) : charVocab ? CharTokenizer.fromFile(charVocab) : null;
+    : existsSync(join(path, 'tokenizer.json')) ? await loadHfTokenizer(path) : l2c ? fitsModel(Llama2cTokenizer.fromFile(join(path, l2c)), join(path, l2c), Number(config.vocab_size)) : charVocab ? CharTokenizer.fromFile(charVocab) : null;
   return { model, config, tokenizer, source: { path, format: 'hf' }, tokenizerFiles, floatKeys: floatKeys(configText) };
+}
+
+/**
+ * A llama2.c tokenizer file has no count of its own: it is read until the file ends, so one cut at an entry boundary
+ * reads as a smaller, valid vocabulary (7 tokens). The model's vocabulary size tells what it must hold.
+ */
+function fitsModel(tok: Tokenizer, path: string, vocabSize: number): Tokenizer {
+  if (tok instanceof Llama2cTokenizer && tok.vocabSize !== vocabSize) {
+    throw new Error(`${path} holds ${tok.vocabSize} tokens, but the model's vocabulary has ${vocabSize}: the file is truncated or belongs to another model; use the tokenizer the model was trained with`);
+  }
+  return tok;
+}
+
+/**
+ * Refuses a config.json that describes more parameters than the weights hold, before the model is built: building
+ * first would allocate (and initialise) whatever the config claims — 8 GB for num_hidden_layers 1000000 over a 1 MB
+ * checkpoint — before the shape check could say that it does not fit. Reads only the safetensors headers.
+ */
+function checkClaimedSize(config: Record<string, unknown>, dir: string): void {
+  const claimed = claimedParameters(config);
+  if (!Number.isFinite(claimed)) return;
+  const infos = [...torch.io.readShardedHeaders(dir).values()];
+  const held = infos.reduce((a, info) => a + info.shape.reduce((x, y) => x * y, 1), 0);
+  if (claimed <= held) return;
+  const en = (x: number) => x.toLocaleString('en-US');
+  // The first tensors' shapes show the sizes the weights were made with (an embedding gives vocab × hidden).
+  const some = infos.slice(0, 3).map((i) => `${i.name} [${i.shape.join(', ')}]`).join(', ');
+  throw new ModelConfigError(
+    `describes a model of ${en(claimed)} parameters or more, but the weights in ${dir} hold ${en(held)} values in ${infos.length} tensors (${some}${infos.length > 3 ? ', …' : ''}): ` +
+      'check that config.json belongs to these weights (hidden_size, intermediate_size, num_hidden_layers, num_attention_heads, num_key_value_heads, vocab_size and the like)',
+  );
 }
 
 function loadMl5(path: string, dtype?: torch.DType): Pretrained {
