@@ -28,6 +28,11 @@ export interface OptimizerLike {
 export interface SampleLosses {
   sums: Tensor;
   counts: Tensor;
+  /**
+   * Set by a loss that defers part of its backward (the chunked cross-entropy, train/chunked.ts): the caller runs it
+   * right after backpropagating through `sums`, else the model's gradients are missing.
+   */
+  completeBackward?(): void;
 }
 
 export interface TrainContext {

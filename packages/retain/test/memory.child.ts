@@ -1,0 +1,51 @@
+// Child process for peak-memory measurements (train.chunked, train.checkpointing, bench/memory.ts): builds a random
+// Llama of the given shape, trains one SGD step on B random sequences of T tokens through the real trainer, and prints
+// one JSON line with the growth of the resident set's high-water mark (VmHWM, reset after the model and data exist
+// by writing 5 to /proc/self/clear_refs) over the resident set at that point: what the step itself allocated.
+import { readFileSync, writeFileSync } from 'node:fs';
+import * as torch from '@retain/torch';
+import { LlamaForCausalLM } from '../src/models/llama.js';
+import { train, type TrainOptions } from '../src/train/trainer.js';
+import type { Example } from '../src/data/formats.js';
+
+export interface MemoryCase {
+  vocab: number;
+  hidden: number;
+  layers: number;
+  heads: number;
+  intermediate: number;
+  batch: number;
+  seq: number;
+  /** Extra trainer options (lossChunk, gradientCheckpointing). */
+  options?: Partial<TrainOptions>;
+}
+
+function statusKiB(field: 'VmHWM' | 'VmRSS'): number {
+  const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync('/proc/self/status', 'utf8'));
+  return m ? Number(m[1]) : NaN;
+}
+
+async function main(c: MemoryCase): Promise<void> {
+  torch.setNumThreads(1);
+  torch.manualSeed(0);
+  const model = new LlamaForCausalLM({
+    model_type: 'llama', vocab_size: c.vocab, hidden_size: c.hidden, intermediate_size: c.intermediate, num_hidden_layers: c.layers,
+    num_attention_heads: c.heads, num_key_value_heads: c.heads, max_position_embeddings: c.seq, rms_norm_eps: 1e-5, rope_theta: 10000, tie_word_embeddings: false,
+  });
+  let s = 1;
+  const rand = () => (s = (s * 1103515245 + 12345) % 2 ** 31) % c.vocab;
+  const examples: Example[] = Array.from({ length: c.batch }, (_, i) => {
+    const ids = Array.from({ length: c.seq + 1 }, rand);
+    return { id: `m${i}`, ids, lossMask: ids.map(() => 1), source: 'train' };
+  });
+  const optimizer = new torch.optim.SGD(model.parameters(), { lr: 1e-3 });
+  (globalThis as { gc?: () => void }).gc?.();
+  writeFileSync('/proc/self/clear_refs', '5');
+  const base = statusKiB('VmRSS');
+  const t0 = performance.now();
+  const r = await train({ model, optimizer, examples, batchSize: c.batch, maxSteps: 1, schedule: { kind: 'constant', lr: 1e-3 }, clipGradNorm: null, progress: false, ...c.options });
+  const peakMiB = (statusKiB('VmHWM') - base) / 1024;
+  process.stdout.write(JSON.stringify({ peakMiB, loss: r.finalLoss, ms: performance.now() - t0 }) + '\n');
+}
+
+await main(JSON.parse(process.argv[2]) as MemoryCase);
