@@ -134,6 +134,13 @@ export function loadCheckpoint(path: string): CheckpointParts {
     throw new Error(`checkpoint ${path}: state.json is not a training state written by retain (${missing.length ? `no ${missing.join(', ')}` : `step ${JSON.stringify(meta?.step)}`})`);
   }
   const model = torch.io.loadSafetensors(join(path, 'model.safetensors'));
+  // saveCheckpoint refuses such weights, but a file can be damaged later (or written by an older retain): resumed,
+  // they would give NaN losses at once that the run would blame on the learning rate.
+  const bad = firstNonFinite(model);
+  if (bad !== null) {
+    torch.dispose(model.values());
+    throw new Error(`checkpoint ${path}: weight '${bad}' holds NaN or Inf`);
+  }
   try {
     const tensors = torch.io.loadSafetensors(join(path, 'state.safetensors'));
     return { step: meta.step, model, state: joinTensors(meta.state, tensors) as Record<string, unknown> };
@@ -170,6 +177,32 @@ export function loadLatestCheckpoint(dir: string, warn: (msg: string) => void): 
     throw new Error(`cannot resume in ${dir}: no checkpoint there loads:\n  ${failures.join('\n  ')}\nremove the damaged checkpoint folders, or set resume: false to start over (the previous run's files are then moved aside)`);
   }
   return null;
+}
+
+/**
+ * Removes what a killed run was writing when it died: `final.tmp-<pid>` / `final.old-<pid>` (savePretrained),
+ * `latest.json.tmp-<pid>` and the logs' `.tmp-<pid>` (writeTextAtomic), `checkpoint-N.tmp/` (saveCheckpoint). A
+ * file whose process is still alive is left alone. Returns the names removed.
+ */
+export function removeStaleTemps(dir: string): string[] {
+  if (!existsSync(dir)) return [];
+  const removed: string[] = [];
+  for (const f of readdirSync(dir)) {
+    const m = /^(?:final|latest\.json|metrics\.jsonl|monitor\.jsonl|results\.json)\.(?:tmp|old)-(\d+)$|^checkpoint-\d+\.tmp$/.exec(f);
+    if (!m || (m[1] !== undefined && Number(m[1]) !== process.pid && alive(Number(m[1])))) continue;
+    rmSync(join(dir, f), { recursive: true, force: true });
+    removed.push(f);
+  }
+  return removed;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 /** What a run leaves in its output_dir (method caches such as FLOW's stay: they are keyed by model and data). */

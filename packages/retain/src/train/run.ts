@@ -1,4 +1,6 @@
 // `retain train`: config → model, data, optimizer → the loop → a Hugging Face directory in output_dir/final.
+import { existsSync, realpathSync, statSync } from 'node:fs';
+import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import * as torch from '@retain/torch';
 import { formatIssues, trainConfigSchema, type TrainConfig } from '../config.js';
@@ -103,6 +105,23 @@ export interface RunResult extends TrainResult {
   monitor: ForgettingMonitor | null;
 }
 
+/** Folders no run may write into: a run fills its output_dir, and resume: false moves files out of it. */
+const SYSTEM_DIRS = new Set(['/', '/bin', '/boot', '/dev', '/etc', '/home', '/lib', '/lib32', '/lib64', '/media', '/mnt', '/opt', '/proc', '/root', '/run', '/sbin', '/srv', '/sys', '/tmp', '/usr', '/usr/bin', '/usr/lib', '/usr/local', '/usr/share', '/var', '/var/lib', '/var/log', '/var/tmp']);
+
+/** output_dir must be a folder of the run's own: not a system folder or the home folder, not the model's folder, not a file. */
+export function checkOutputDir(outputDir: string, modelPath: string): void {
+  const dir = resolve(outputDir);
+  const real = existsSync(dir) ? realpathSync(dir) : dir;
+  const own = `use a folder of the run's own, e.g. ${join(dir === '/' ? '.' : dir, 'runs', 'my-run')}`;
+  if (SYSTEM_DIRS.has(real) || SYSTEM_DIRS.has(dir) || real === homedir()) {
+    throw new Error(`output_dir '${outputDir}' is a system folder: a run writes checkpoints, logs and final/ into it (and resume: false moves its files aside); ${own}`);
+  }
+  if (existsSync(modelPath) && realpathSync(modelPath) === real) {
+    throw new Error(`output_dir '${outputDir}' is the model's own folder (model.path): checkpoints and final/ would mix with the weights being read; ${own}`);
+  }
+  if (existsSync(dir) && !statSync(dir).isDirectory()) throw new Error(`output_dir '${outputDir}' is a file; it must be a folder (or not exist yet)`);
+}
+
 export async function runTraining(cfg: TrainConfig, methods: Method[] = buildMethods(cfg.methods), opts: { progress?: boolean } = {}): Promise<RunResult> {
   if (cfg.training.threads) torch.setNumThreads(cfg.training.threads);
   if (cfg.data.train.pack) {
@@ -117,6 +136,7 @@ export async function runTraining(cfg: TrainConfig, methods: Method[] = buildMet
     if (n === 0) throw new Error(`model.device is ${dev}, but this build of @retain/torch sees no CUDA device (a CPU libtorch, or no GPU); use device cpu, or build against a CUDA PyTorch (docs/GPU.md)`);
     if (!(idx < n)) throw new Error(`model.device is ${dev}, but there ${n === 1 ? 'is 1 CUDA device (cuda:0)' : `are ${n} CUDA devices (cuda:0..cuda:${n - 1})`}`);
   }
+  checkOutputDir(cfg.output_dir, cfg.model.path);
   const p = await loadPretrained(cfg.model.path, { dtype: cfg.model.dtype === 'float32' ? undefined : cfg.model.dtype, tokenizer: cfg.model.tokenizer, device: dev });
   const trainSet = await loadExamples(cfg.data.train, p, cfg.data.train.name ?? 'train');
   if (trainSet.length === 0) throw new Error(`${cfg.data.train.path}: no usable examples: each needs at least 2 tokens to train on within max_length ${cfg.data.train.max_length} (raise max_length, or check the records' fields)`);
