@@ -8,6 +8,7 @@ import { resolveTasks, type ResolvedTask } from './tasks.js';
 import type { CompareResults, EvalResults, Role } from './results.js';
 import { forgettingTableText } from '../report/table.js';
 import { int, positiveInt } from '../cli/args.js';
+import { lockOutputFile } from '../lock.js';
 
 const list = (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean);
 
@@ -100,6 +101,8 @@ export function registerEvalCommands(program: Command): void {
     .option('-o, --output <file>', 'results JSON path', 'results.json')
     .option('--log-samples', 'also write every scored item (prompt, choices, gold, per-choice log-likelihood, prediction) to samples_<task>.jsonl beside the results, in lm-evaluation-harness\'s layout')
     .action(async (o: CommonOpts & { model: string; label?: string; output: string; logSamples?: boolean }) => {
+      // Held until the process exits: two evaluations writing one results file (and its samples) would interleave.
+      lockOutputFile(o.output);
       const tasks = tasksFrom(o);
       const r = await evalOne(o.model, tasks, o, o.label, [], o.logSamples ? sampleWriter(o.output) : undefined);
       writeJson(o.output, r);
@@ -114,6 +117,7 @@ export function registerEvalCommands(program: Command): void {
     .requiredOption('--tuned <paths...>', 'fine-tuned models (label them with name=path)')
     .option('-o, --output <file>', 'compare JSON path', 'compare.json')
     .action(async (o: CommonOpts & { base: string; tuned: string[]; output: string }) => {
+      lockOutputFile(o.output);
       const tasks = tasksFrom(o);
       const models = tunedModels(o.tuned);
       // Checked before anything is evaluated: a typo in the last path should not cost the base model's evaluation.

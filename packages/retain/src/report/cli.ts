@@ -2,6 +2,7 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { forgettingTableText } from './table.js';
+import { lockOutputDir } from '../lock.js';
 
 export function registerReportCommand(program: Command): void {
   program
@@ -23,6 +24,8 @@ export function registerReportCommand(program: Command): void {
         process.exitCode = 1;
         return;
       }
+      // Held until the process exits: two reports into one folder would mix their charts.
+      lockOutputDir(o.out, `--out ${o.out}`);
       const r = await writeReport([set.base, ...set.tuned], o.out, { base: set.base.label });
       process.stdout.write(forgettingTableText(set.base, set.tuned));
       for (const n of r.notes) console.log(`note: ${n}`);

@@ -4,6 +4,7 @@ import type { Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
 import { int, nonNegative, nonNegativeInt, num, positiveInt, unitInterval } from '../cli/args.js';
 import { synthesize, type SynthMode } from './index.js';
+import { lockOutputFile } from '../lock.js';
 
 /** A share in [0, 1] (--max-repeat: 0 allows no repeated 3-gram, 1 turns the filter off). */
 function share(v: string): number {
@@ -58,6 +59,8 @@ export function registerSynthCommand(program: Command): void {
     .option('--threads <n>', 'intra-op threads', positiveInt)
     .option('--quiet', 'no progress lines')
     .action(async (o) => {
+      // Held until the process exits: a second synth on the same file would resume from records the first is writing.
+      lockOutputFile(o.out);
       if (o.threads) (await import('@retain/torch')).setNumThreads(o.threads);
       const r = await synthesize({
         model: o.model,
