@@ -24,6 +24,8 @@ export interface ArchCase {
   hf: { model_type: string; [k: string]: unknown };
   variant?: { dtype?: 'bfloat16'; shards?: boolean; tied?: boolean };
   seq2seq?: boolean;
+  /** Loaded by transformers and saved again before retain reads it: how a released model looks after a round there. */
+  resaved?: boolean;
 }
 
 export interface ArchResult {
@@ -68,6 +70,9 @@ export const CASES: ArchCase[] = [
   { name: 't5-tied', hf: { model_type: 't5', ...T5_SIZE, feed_forward_proj: 'relu' }, seq2seq: true, variant: { tied: true } },
   // Flan-T5 as released: gated-gelu, its own lm_head, tie_word_embeddings false; sharded.
   { name: 'flan-t5-untied', hf: { model_type: 't5', ...T5_SIZE, feed_forward_proj: 'gated-gelu' }, seq2seq: true, variant: { tied: false, shards: true } },
+  // Flan-T5 after a round through transformers 5: config.json now says tie_word_embeddings true (with
+  // scale_decoder_outputs false) while the file still holds the model's own lm_head, which transformers keeps.
+  { name: 'flan-t5-resaved', hf: { model_type: 't5', ...T5_SIZE, feed_forward_proj: 'gated-gelu' }, seq2seq: true, variant: { tied: false }, resaved: true },
   // What transformers 5 itself makes of tie_word_embeddings: false for T5: a tied head without the d_model^-0.5 scale
   // (config.json says tie_word_embeddings true, scale_decoder_outputs false); stored in bfloat16.
   { name: 't5-tf5-unscaled-bf16', hf: { model_type: 't5', ...T5_SIZE, feed_forward_proj: 'gated-silu', tie_word_embeddings: false }, seq2seq: true, variant: { dtype: 'bfloat16' } },
@@ -131,6 +136,8 @@ def build(case, b, case_dir, max_new):
         cfg['tie_word_embeddings'] = False  # what the released Flan-T5 config.json files say
         cfg.pop('scale_decoder_outputs', None)
         with open(os.path.join(hf_dir, 'config.json'), 'w') as f: json.dump(cfg, f, indent=2)
+    if case.get('resaved'):
+        Auto.from_pretrained(hf_dir).save_pretrained(hf_dir)
     res_out['shards'] = len([f for f in os.listdir(hf_dir) if f.endswith('.safetensors')])
 
     ref = Auto.from_pretrained(hf_dir, dtype=torch.float32).eval()

@@ -108,6 +108,33 @@ test("T5: scale_decoder_outputs (transformers 5) decides the head's d_model^-0.5
   assert.throws(() => new T5ForConditionalGeneration({ ...base, scale_decoder_outputs: 'no' as unknown as boolean }), /scale_decoder_outputs must be true or false, got/);
 });
 
+test('a head the checkpoint stores with values of its own stays untied, whatever tie_word_embeddings says (as transformers)', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'retain-ownhead-'));
+  try {
+    // Flan-T5 saved again by transformers 5: tie_word_embeddings true, scale_decoder_outputs false, its own lm_head.
+    const t5 = { model_type: 't5', vocab_size: 40, d_model: 16, d_kv: 4, d_ff: 24, num_layers: 1, num_heads: 4, relative_attention_num_buckets: 8, dropout_rate: 0, feed_forward_proj: 'gated-gelu', tie_word_embeddings: true, scale_decoder_outputs: false };
+    torch.manualSeed(6);
+    const m = new T5ForConditionalGeneration({ ...t5, tie_word_embeddings: false });
+    const drop = new Set(['encoder.embed_tokens.weight', 'decoder.embed_tokens.weight']);
+    torch.io.saveSafetensors(join(dir, 'model.safetensors'), new Map([...m.stateDict()].filter(([k]) => !drop.has(k))));
+    writeFileSync(join(dir, 'config.json'), JSON.stringify(t5));
+    const p = await loadPretrained(dir);
+    const loaded = p.model as unknown as T5ForConditionalGeneration;
+    assert.ok(loaded.lm_head.weight.equal(m.lm_head.weight), "the file's lm_head, not the embedding");
+    assert.ok(!loaded.shared.weight.equal(loaded.lm_head.weight));
+    assert.deepEqual([p.config.tie_word_embeddings, p.config.scale_decoder_outputs], [false, false]);
+    torch.noGrad(() => torch.tidy(() => {
+      const ids = torch.tensor([[5, 9, 3, 1]]);
+      const labels = torch.tensor([[4, 2, 1]]);
+      assert.ok(loaded.eval().forward(ids, { labels }).equal(m.eval().forward(ids, { labels })));
+    }));
+    p.model.dispose();
+    m.dispose();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('a model stored in bfloat16 and saved in float32 says float32 under dtype (transformers 5) and torch_dtype', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'retain-dtype-'));
   try {

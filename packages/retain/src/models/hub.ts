@@ -12,7 +12,7 @@ import { Phi3ForCausalLM } from './phi3.js';
 import { Gemma2ForCausalLM, type Gemma2Config } from './gemma2.js';
 import { Gemma3ForCausalLM, type Gemma3TextConfig } from './gemma3.js';
 import { GPT2LMHeadModel, gpt2CheckpointKeys, type GPT2Config } from './gpt2.js';
-import { T5ForConditionalGeneration, type T5Config } from './t5.js';
+import { T5ForConditionalGeneration, untiedT5Config, type T5Config } from './t5.js';
 import { readLlama2c } from './llama2c.js';
 import { CharLSTM, type CharLSTMConfig } from './charlstm.js';
 import { MnistMLP } from './mlp.js';
@@ -57,6 +57,24 @@ export const ARCHITECTURES = new Map<string, Builder>([
 
 /** Checkpoint key fix-ups by model_type (the original GPT-2 files store keys without the `transformer.` prefix). */
 const CHECKPOINT_KEYS = new Map<string, (w: Map<string, torch.Tensor>) => Map<string, torch.Tensor>>([['gpt2', gpt2CheckpointKeys]]);
+
+/**
+ * The config of an untied head, by model_type where more than tie_word_embeddings depends on it (T5's output scale
+ * follows it when scale_decoder_outputs is absent).
+ */
+const UNTIED_CONFIG = new Map<string, (c: Record<string, unknown>) => Record<string, unknown>>([['t5', (c) => untiedT5Config(c as T5Config)]]);
+
+/**
+ * Whether the checkpoint holds a head the model ties with values of its own: Flan-T5 saved again by transformers 5
+ * says tie_word_embeddings true and still stores its lm_head.
+ */
+function storesOwnHead(model: Pretrained['model'], weights: Map<string, torch.Tensor>): boolean {
+  return (model.tiedKeys?.() ?? []).some(([alias, source]) => {
+    const head = weights.get(alias);
+    const emb = weights.get(source);
+    return alias === 'lm_head.weight' && head !== undefined && emb !== undefined && !head.equal(emb);
+  });
+}
 
 export function registerArchitecture(modelType: string, build: Builder): void {
   ARCHITECTURES.set(modelType, build);
@@ -193,7 +211,14 @@ export async function loadPretrained(path: string, opts: { dtype?: torch.DType; 
   }
   const weights = torch.io.loadSharded(path);
   try {
-    loadWeights(model, CHECKPOINT_KEYS.get(type)?.(weights) ?? weights, { source: path, config: cfgPath });
+    const keyed = CHECKPOINT_KEYS.get(type)?.(weights) ?? weights;
+    if (storesOwnHead(model, keyed)) {
+      // transformers keeps such a head apart (with a warning), whatever tie_word_embeddings says; so does retain.
+      model.dispose();
+      config = (UNTIED_CONFIG.get(type) ?? ((c) => ({ ...c, tie_word_embeddings: false })))(config);
+      model = build(config);
+    }
+    loadWeights(model, keyed, { source: path, config: cfgPath });
   } finally {
     torch.dispose(weights.values());
   }

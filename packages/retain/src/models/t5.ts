@@ -556,6 +556,11 @@ function maskPadding(bias: Tensor, mask: Tensor, B: number, S: number): Tensor {
   return torch.where(mask.eq(0).view(B, 1, 1, S), lowest(bias.dtype), bias);
 }
 
+/** The same model with its head untied: the output scale it had stays as it was, now stated. */
+export function untiedT5Config(c: T5Config): T5Config {
+  return { ...c, tie_word_embeddings: false, scale_decoder_outputs: resolve(c).scaleOutput };
+}
+
 export function validateT5Config(c: T5Config): void {
   for (const k of ['vocab_size', 'd_model', 'd_kv', 'd_ff', 'num_layers', 'num_heads']) checkPositiveInt(c, k);
   checkPositiveInt(c, 'num_decoder_layers', { optional: true });
