@@ -66,6 +66,12 @@ export const CASES: ArchCase[] = [
   // Phi-3: fused qkv_proj and gate_up_proj, rotary over half of each head (as Phi-4-mini's 0.75), a sliding window.
   { name: 'phi3-partial-rope-sharded', hf: { model_type: 'phi3', ...DECODER, partial_rotary_factor: 0.5, sliding_window: 7, pad_token_id: 0, eos_token_id: 2 }, variant: { shards: true, tied: false } },
   { name: 'gpt2-tied', hf: { model_type: 'gpt2', vocab_size: 300, n_embd: 64, n_layer: 2, n_head: 4, n_positions: 128, bos_token_id: 1, eos_token_id: 2 }, variant: { tied: true } },
+  // GPT-2's less common switches: exact GELU, an MLP width of its own, attention scaled by 1/(layer + 1); untied.
+  {
+    name: 'gpt2-options-untied',
+    hf: { model_type: 'gpt2', vocab_size: 300, n_embd: 64, n_layer: 3, n_head: 4, n_positions: 128, n_inner: 80, activation_function: 'gelu', scale_attn_by_inverse_layer_idx: true, layer_norm_epsilon: 1e-6, bos_token_id: 1, eos_token_id: 2 },
+    variant: { tied: false },
+  },
   // T5 v1.0: relu MLP, head tied to the shared embedding and its input scaled by d_model^-0.5.
   { name: 't5-tied', hf: { model_type: 't5', ...T5_SIZE, feed_forward_proj: 'relu' }, seq2seq: true, variant: { tied: true } },
   // Flan-T5 as released: gated-gelu, its own lm_head, tie_word_embeddings false; sharded.
