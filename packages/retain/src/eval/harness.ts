@@ -254,10 +254,9 @@ export async function evaluateTask(m: EvalModel, t: ResolvedTask, o: EvalOptions
   return { rows, n: rows[0]?.n ?? docs.length, original };
 }
 
-/** Evaluates every task and returns the results document. */
-export async function evaluate(m: EvalModel, tasks: ResolvedTask[], o: EvalOptions = {}): Promise<EvalResults> {
-  const t0 = performance.now();
-  const res: EvalResults = {
+/** A results document for `m` with no task scored yet. */
+export function newResults(m: EvalModel, tasks: ResolvedTask[], o: EvalOptions = {}): EvalResults {
+  return {
     format: 'retain.eval/1',
     label: o.label ?? m.name,
     model: { path: m.path, name: m.name, hash: modelHash(m.module), parameters: parameterCount(m.module) },
@@ -271,6 +270,28 @@ export async function evaluate(m: EvalModel, tasks: ResolvedTask[], o: EvalOptio
     versions: {},
     configs: {},
   };
+}
+
+/** Adds one scored task: its rows, and its blocks in lm-evaluation-harness's layout. */
+export function addTaskResults(res: EvalResults, t: { spec: { name: string; version: number }; dataPath: string }, rows: ResultRow[], n: { original: number; effective: number }): void {
+  const name = t.spec.name;
+  res.rows.push(...rows);
+  res.results[name] = { alias: name };
+  res.higher_is_better[name] = {};
+  for (const row of rows) {
+    res.results[name][`${row.metric},none`] = row.value;
+    res.results[name][`${row.metric}_stderr,none`] = row.stderr ?? 'N/A';
+    res.higher_is_better[name][row.metric] = row.higher_is_better;
+  }
+  res['n-samples'][name] = n;
+  res.versions[name] = t.spec.version;
+  res.configs[name] = { ...t.spec, data: t.dataPath };
+}
+
+/** Evaluates every task and returns the results document. */
+export async function evaluate(m: EvalModel, tasks: ResolvedTask[], o: EvalOptions = {}): Promise<EvalResults> {
+  const t0 = performance.now();
+  const res = newResults(m, tasks, o);
   for (const t of tasks) {
     const ts = performance.now();
     say(o, `${t.spec.name}: evaluating ${m.name}`);
@@ -285,17 +306,7 @@ export async function evaluate(m: EvalModel, tasks: ResolvedTask[], o: EvalOptio
       say(o, `${name}: failed: ${msg}`);
       continue;
     }
-    res.rows.push(...r.rows);
-    res.results[name] = { alias: name };
-    res.higher_is_better[name] = {};
-    for (const row of r.rows) {
-      res.results[name][`${row.metric},none`] = row.value;
-      res.results[name][`${row.metric}_stderr,none`] = row.stderr ?? 'N/A';
-      res.higher_is_better[name][row.metric] = row.higher_is_better;
-    }
-    res['n-samples'][name] = { original: r.original, effective: r.n };
-    res.versions[name] = t.spec.version;
-    res.configs[name] = { ...t.spec, data: t.dataPath };
+    addTaskResults(res, t, r.rows, { original: r.original, effective: r.n });
     const p = r.rows.find((x) => x.primary)!;
     say(o, `${name}: ${p.metric} = ${p.value.toFixed(4)} (n=${r.n}, ${((performance.now() - ts) / 1000).toFixed(1)} s)`);
   }

@@ -13,10 +13,10 @@ import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
 import type { Method, TrainContext } from '../train/hooks.js';
 import type { EvalModel } from './model.js';
-import { loadDocs, scoreDocs } from './harness.js';
+import { addTaskResults, loadDocs, newResults, scoreDocs } from './harness.js';
 import type { Doc } from './tasks.js';
 import type { ResolvedTask } from './tasks.js';
-import { averageGroup, improvement, isFractionMetric, type MonitorPoint, type ResultRow } from './results.js';
+import { averageGroup, improvement, isFractionMetric, type EvalResults, type MonitorPoint, type ResultRow } from './results.js';
 
 export interface MonitorOptions {
   every: number;
@@ -49,7 +49,9 @@ export class ForgettingMonitor implements Method {
   private best: { step: number; target: number; weights: Map<string, Tensor> } | null = null;
   private lastStep = -1;
   private ctx: TrainContext | null = null;
-  private loaded: { t: ResolvedTask; docs: Doc[]; pool: Doc[] }[] = [];
+  private loaded: { t: ResolvedTask; docs: Doc[]; pool: Doc[]; original: number }[] = [];
+  /** Every metric of every probe at the last probed step. */
+  private last: { step: number; rows: ResultRow[] } | null = null;
 
   constructor(private readonly em: EvalModel, private readonly o: MonitorOptions) {
     if (!(o.every >= 1)) throw new Error(`monitor: every must be a positive number of steps, got ${o.every}`);
@@ -57,14 +59,28 @@ export class ForgettingMonitor implements Method {
     if (o.maxForgetting !== undefined && o.maxForgetting !== null && !(o.maxForgetting >= 0)) throw new Error(`monitor: max_forgetting must be ≥ 0, got ${o.maxForgetting}`);
   }
 
+  private scoreAll(): ResultRow[] {
+    return this.loaded.flatMap(({ t, docs, pool }) => scoreDocs(this.em, t.spec, docs, pool, { batchSize: this.o.batchSize ?? 16 }));
+  }
+
   private probe(step: number): ResultRow[] {
-    const rows: ResultRow[] = [];
-    for (const { t, docs, pool } of this.loaded) {
-      const p = scoreDocs(this.em, t.spec, docs, pool, { batchSize: this.o.batchSize ?? 16 }).find((x) => x.primary)!;
-      rows.push(p);
-      this.points.push({ step, task: p.task, metric: p.metric, value: p.value, role: p.role, higher_is_better: p.higher_is_better });
-    }
+    const all = this.scoreAll();
+    this.last = { step, rows: all };
+    const rows = all.filter((x) => x.primary);
+    for (const p of rows) this.points.push({ step, task: p.task, metric: p.metric, value: p.value, role: p.role, higher_is_better: p.higher_is_better });
     return rows;
+  }
+
+  /**
+   * The trained model on the probes, as a results document (retain train's results.json): the last probe's scores
+   * when they are of the final weights (probed at `step`, no rollback since), else scored now. Rank 0 only: the
+   * other ranks load no probes.
+   */
+  results(step: number, o: { label: string; methods: string[] }): EvalResults {
+    const rows = this.last?.step === step && this.rolledBackTo === null ? this.last.rows : this.scoreAll();
+    const res = newResults(this.em, this.o.tasks, { ...o, limit: this.o.limit ?? 200, batchSize: this.o.batchSize ?? 16 });
+    for (const l of this.loaded) addTaskResults(res, l.t, rows.filter((r) => r.task === l.t.spec.name), { original: l.original, effective: l.docs.length });
+    return res;
   }
 
   private score(rows: ResultRow[]): { forgetting: number; target: number | null } {

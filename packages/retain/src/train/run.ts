@@ -18,6 +18,7 @@ import { ForgettingMonitor } from '../eval/monitor.js';
 import { pretrainedEvalModel } from '../eval/model.js';
 import { resolveTasks } from '../eval/tasks.js';
 import { activeDist } from './dist.js';
+import { writeRunResults } from './results.js';
 
 type DataCfg = TrainConfig['data']['train'];
 
@@ -202,6 +203,7 @@ export async function runTraining(cfg: TrainConfig, methods: Method[] = buildMet
     if (saver) await saver.saveFinal!({ model, dir: finalDir, pretrained: p, basePath: cfg.model.path });
     else savePretrained(p, finalDir);
   }
+  if ((activeDist()?.rank ?? 0) === 0) writeRunResults(cfg, p, methods, monitor, evalSet && { loss: () => evalLoss(model, evalSet, 8, lossFn), n: evalSet.length }, result.steps);
   optimizer.dispose();
   monitor?.dispose();
   return { ...result, finalDir, monitor };
