@@ -2,6 +2,10 @@
 // Llama of the given shape, trains one SGD step on B random sequences of T tokens through the real trainer, and prints
 // one JSON line with the growth of the resident set's high-water mark (VmHWM, reset after the model and data exist
 // by writing 5 to /proc/self/clear_refs) over the resident set at that point: what the step itself allocated.
+// A first step on one short sequence initialises the libraries' own buffers (BLAS, thread pools) before the reset.
+// Run with MALLOC_MMAP_THRESHOLD_ set (peakMiB below does), so that freed tensors leave the resident set at once
+// instead of being kept by malloc for later ones, which would hide their reuse from the high-water mark.
+import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import * as torch from '@retain/torch';
 import { LlamaForCausalLM } from '../src/models/llama.js';
@@ -39,13 +43,25 @@ async function main(c: MemoryCase): Promise<void> {
     return { id: `m${i}`, ids, lossMask: ids.map(() => 1), source: 'train' };
   });
   const optimizer = new torch.optim.SGD(model.parameters(), { lr: 1e-3 });
+  const run = (ex: Example[], batchSize: number) => train({ model, optimizer, examples: ex, batchSize, maxSteps: 1, schedule: { kind: 'constant', lr: 1e-3 }, clipGradNorm: null, progress: false, ...c.options });
+  await run([{ ...examples[0], ids: examples[0].ids.slice(0, 9), lossMask: examples[0].lossMask.slice(0, 9) }], 1);
   (globalThis as { gc?: () => void }).gc?.();
   writeFileSync('/proc/self/clear_refs', '5');
   const base = statusKiB('VmRSS');
   const t0 = performance.now();
-  const r = await train({ model, optimizer, examples, batchSize: c.batch, maxSteps: 1, schedule: { kind: 'constant', lr: 1e-3 }, clipGradNorm: null, progress: false, ...c.options });
+  const r = await run(examples, c.batch);
   const peakMiB = (statusKiB('VmHWM') - base) / 1024;
   process.stdout.write(JSON.stringify({ peakMiB, loss: r.finalLoss, ms: performance.now() - t0 }) + '\n');
 }
 
-await main(JSON.parse(process.argv[2]) as MemoryCase);
+/** Runs a case in a fresh child process and returns what it printed. */
+export function measureStep(c: MemoryCase): { peakMiB: number; loss: number; ms: number } {
+  const child = new URL(import.meta.url).pathname;
+  const r = spawnSync(process.execPath, ['--expose-gc', '--import', 'tsx', child, JSON.stringify(c)], {
+    encoding: 'utf8', timeout: 600_000, env: { ...process.env, MALLOC_MMAP_THRESHOLD_: '131072', MALLOC_ARENA_MAX: '2' },
+  });
+  if (r.status !== 0) throw new Error(`memory child failed (status ${r.status}): ${r.stderr}`);
+  return JSON.parse(r.stdout.trim().split('\n').pop()!);
+}
+
+if (process.argv[1] === new URL(import.meta.url).pathname) await main(JSON.parse(process.argv[2]) as MemoryCase);

@@ -3,7 +3,6 @@
 // Gemma 2; the same training run through the trainer with FLOW and mixing; and a lower peak memory on a 32K vocabulary.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
 import { collate } from '../src/data/loader.js';
@@ -16,6 +15,7 @@ import type { TrainableModel } from '../src/train/hooks.js';
 import { Flow } from '../src/methods/flow.js';
 import { Mixing } from '../src/methods/mixing.js';
 import { constant, tokenExamples } from './methods-a.fixtures.js';
+import { measureStep, type MemoryCase } from './memory.child.js';
 
 const V = 64;
 function models(): [string, () => TrainableModel][] {
@@ -110,12 +110,7 @@ test('the trainer with loss_chunk gives the plain run\'s weights under FLOW weig
   console.log(`chunked vs plain weights after 3 SGD steps: FLOW ${d1.toExponential(2)}, mixing ${d2.toExponential(2)}`);
 });
 
-const CHILD = new URL('./memory.child.ts', import.meta.url).pathname;
-function peakMiB(c: Record<string, unknown>): { peakMiB: number; loss: number } {
-  const r = spawnSync(process.execPath, ['--expose-gc', '--import', 'tsx', CHILD, JSON.stringify(c)], { encoding: 'utf8', timeout: 300_000 });
-  assert.equal(r.status, 0, r.stderr);
-  return JSON.parse(r.stdout.trim().split('\n').pop()!);
-}
+const peakMiB = (c: Record<string, unknown>) => measureStep(c as unknown as MemoryCase);
 
 test('peak memory of one training step on a 32K vocabulary: chunked well below plain (RSS high-water mark in a child)', () => {
   const shape = { vocab: 32768, hidden: 64, layers: 2, heads: 4, intermediate: 128, batch: 4, seq: 256 };

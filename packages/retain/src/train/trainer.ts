@@ -13,6 +13,8 @@ import { shardBatch, shardRange } from './dist.js';
 import { loadLatestCheckpoint, NonFiniteWeightsError, removeStaleTemps, saveCheckpoint, setAsidePreviousRun, trimLogs } from './checkpoint.js';
 
 import { Progress } from './progress.js';
+import { batchChunk, chunkedLoss, type LossChunkSetting } from './chunked.js';
+import { LayerCheckpointing, type CheckpointingSetting } from './checkpointing.js';
 
 export class NonFiniteLossError extends Error {}
 
@@ -61,6 +63,10 @@ export interface TrainOptions {
   progress?: boolean;
   /** Mixed precision on CUDA: forward and loss under torch.autocast in this dtype (parameters stay float32). */
   autocast?: 'bfloat16' | 'float16' | null;
+  /** Cross-entropy over the vocabulary in chunks of positions (train/chunked.ts); default 'auto'. */
+  lossChunk?: LossChunkSetting;
+  /** Activation checkpointing per decoder layer (train/checkpointing.ts): all, listed indices, or every k-th. */
+  gradientCheckpointing?: CheckpointingSetting;
   /** Parameter names to train; default: every parameter with requiresGrad. */
   trainable?: (name: string) => boolean;
   /** Loads further data specs with the run's tokenizer (methods' general or held-out data); see TrainContext.loadData. */
@@ -85,7 +91,13 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
   if (o.autocast && !o.model.parameters()[0]?.device.startsWith('cuda')) {
     throw new Error(`autocast ${o.autocast} needs the model on a CUDA device; on CPU load the model in that dtype instead (model.dtype)`);
   }
-  const lossFn: LossFn = o.autocast ? (m, b) => torch.autocast(o.autocast!, () => baseLoss(m, b)) : baseLoss;
+  const withAutocast = (f: LossFn): LossFn => (o.autocast ? (m, b) => torch.autocast(o.autocast!, () => f(m, b)) : f);
+  const lossFn = withAutocast(baseLoss);
+  // The step's loss with the head chunked where that saves memory; it defers part of its backward (completeBackward).
+  const lossChunk = o.lossChunk ?? 'auto';
+  const chunks = baseLoss === causalLmLoss && lossChunk !== 'off';
+  const dataLoss = chunks ? withAutocast(chunkedLoss(baseLoss, lossChunk)) : lossFn;
+  const ckpt = o.gradientCheckpointing ? new LayerCheckpointing(o.model, o.gradientCheckpointing) : null;
   const accum = o.gradAccum ?? 1;
   const seed = o.seed ?? 0;
   // A batch composer that fills part of each batch from elsewhere takes fewer training examples per step.
@@ -121,7 +133,8 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
     step: 0,
     epoch: 0,
     totalSteps,
-    sampleLosses: (b) => lossFn(o.model, b),
+    // Methods that backpropagate through their losses (EWC) get the plain loss; without grad, chunking only saves memory.
+    sampleLosses: (b) => (torch.isGradEnabled() ? lossFn : dataLoss)(o.model, b),
     log: (fields) => {
       const line = { step: ctx.step, ...fields };
       history.push(line);
@@ -241,13 +254,17 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
       // Every rank must run it, so the overlapped sum is used only when that micro-batch gives each rank a row — a
       // fact of the global batch that all ranks share; otherwise this step sums after backward.
       const trainable = dist ? ctx.params.filter(([, p]) => p.requiresGrad) : [];
-      const red = dist?.overlap && trainable.length > 0 && globalRows[micro.length - 1] >= dist.worldSize ? reducerFor(trainable) : null;
+      // A chunked loss and checkpointed layers backpropagate in several passes, which the overlapping Reducer cannot follow.
+      const chunkedLast = chunks && micro[micro.length - 1].sampleIds.length > 0 && batchChunk(o.model, micro[micro.length - 1], lossChunk) !== null;
+      const red = dist?.overlap && !chunkedLast && !ckpt && trainable.length > 0 && globalRows[micro.length - 1] >= dist.worldSize ? reducerFor(trainable) : null;
       micro.forEach((b, i) => {
         torch.tidy(() => {
           // A rank's share of a short last batch can be empty: it adds no data gradient, only (rank 0) the penalties.
           let loss: Tensor | null = null;
+          let completeBackward: (() => void) | undefined;
           if (b.sampleIds.length > 0) {
-            const sl = lossFn(o.model, b);
+            const sl = ckpt ? ckpt.record(() => dataLoss(o.model, b)) : dataLoss(o.model, b);
+            completeBackward = sl.completeBackward;
             let sums = sl.sums;
             for (const wt of microWeights[i]) if (wt) sums = sums.mul(wt);
             loss = sums.sum().div(totalTokens);
@@ -266,6 +283,8 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
             if (loss.requiresGrad) {
               if (red && i === micro.length - 1) [loss] = red.prepare([loss]);
               loss.backward();
+              completeBackward?.();
+              ckpt?.backward();
             }
           }
         });
@@ -315,6 +334,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
     }
   }
   (reducer as torch.distributed.GradReducer | null)?.dispose();
+  ckpt?.dispose();
   for (const m of methods) await m.finish?.(ctx);
   if (o.outputDir && writer && o.saveEvery) save(o, ctx, loader, methods);
   progress.done();
