@@ -127,6 +127,7 @@ export const EDGE_TEXTS: string[] = [
   '<|begin_of_text|>Hi<|eot_id|>', '<|im_start|>user\nhello<|im_end|>\n', '<start_of_turn>user\nhi<end_of_turn>\n',
   '<s>[INST] hi [/INST] ok</s>', '<｜User｜>hi<｜Assistant｜>ok<｜end▁of▁sentence｜>', '<bos><eos><pad><unk><mask>',
   '<think>\nreason\n</think>\n\nanswer', 'not special: <|im_start, im_end|>, <start_of_turn, <<s>>',
+  '\ufeffstarts with a byte-order mark', 'one\ufeffinside', '\u0000nul and \u0007bell and \u001bescape',
 ];
 
 /** Each tokenizer's own added tokens (some special, some not) inside text, glued and spaced. */
@@ -209,10 +210,11 @@ out['auto_special'] = [auto.encode(t, add_special_tokens=True) for t in texts]
 out['auto_plain'] = [auto.encode(t, add_special_tokens=False) for t in texts]
 out['raw_special'] = [e.ids for e in raw.encode_batch(texts, add_special_tokens=True)]
 out['raw_plain'] = [e.ids for e in raw.encode_batch(texts, add_special_tokens=False)]
-out['auto_keep'] = [auto.decode(ids, skip_special_tokens=False) for ids in out['auto_special']]
-out['auto_skip'] = [auto.decode(ids, skip_special_tokens=True) for ids in out['auto_special']]
-out['raw_keep'] = raw.decode_batch(out['auto_special'], skip_special_tokens=False)
-out['raw_skip'] = raw.decode_batch(out['auto_special'], skip_special_tokens=True)
+dec = out['auto_special'] + inp['random_ids']
+out['auto_keep'] = [auto.decode(ids, skip_special_tokens=False) for ids in dec]
+out['auto_skip'] = [auto.decode(ids, skip_special_tokens=True) for ids in dec]
+out['raw_keep'] = raw.decode_batch(dec, skip_special_tokens=False)
+out['raw_skip'] = raw.decode_batch(dec, skip_special_tokens=True)
 out['templates'] = []
 out['chat_ids'] = []
 if auto.chat_template is not None:
@@ -245,9 +247,12 @@ export interface Mismatch {
 export interface TokenizerReport {
   name: string;
   texts: number;
+  /** Random id lists decoded both ways (they count in mismatches like texts). */
+  random_decodes: number;
   /**
-   * Texts where retain differs from Python in any check (encode with and without special tokens, decode keeping and
-   * skipping them): from the answer AutoTokenizer and Tokenizer.from_file share, or from both where they differ.
+   * Texts (and random id lists) where retain differs from Python in any check (encode with and without special tokens,
+   * decode keeping and skipping them): from the answer AutoTokenizer and Tokenizer.from_file share, or from both where
+   * they differ.
    */
   mismatches: number;
   by_check: Record<string, number>;
@@ -265,10 +270,9 @@ export interface TokenizerReport {
   chat_example_mismatches: number;
   saved_files: string[];
   examples: Mismatch[];
+  /** How many examples and split_examples are kept. */
+  examples_cap: number;
 }
-
-const FIELDS = ['encode_special', 'encode_plain', 'decode_keep', 'decode_skip'] as const;
-type Field = (typeof FIELDS)[number];
 
 const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
 const clip = (s: string) => (s.length > 160 ? `${s.slice(0, 160)}…` : s);
@@ -278,6 +282,43 @@ function firstDiff(a: number[], b: number[]): { at: number; expected: number[]; 
   let i = 0;
   while (i < a.length && i < b.length && a[i] === b[i]) i++;
   return { at: i, expected: a.slice(Math.max(0, i - 2), i + 4), got: b.slice(Math.max(0, i - 2), i + 4) };
+}
+
+const RANDOM_DECODES = 60;
+
+/** Seeded id lists of 1 to 24 ids, half of them among the first 600 ids (bytes and special tokens live there). */
+function randomIdLists(vocabSize: number, count: number): number[][] {
+  let state = 12345;
+  const next = () => (state = (Math.imul(state, 1664525) + 1013904223) >>> 0) / 2 ** 32;
+  return Array.from({ length: count }, () =>
+    Array.from({ length: 1 + Math.floor(next() * 24) }, () => Math.floor(next() * (next() < 0.5 ? Math.min(600, vocabSize) : vocabSize))));
+}
+
+/**
+ * One text's (or id list's) checks: retain against Tokenizer.from_file ("raw") and AutoTokenizer ("auto"). Where the
+ * two Python answers differ the text is counted as a Python split, by the side retain equals, unless it equals neither.
+ */
+function compareOne(report: TokenizerReport, label: string, ours: Record<string, unknown>, auto: Record<string, unknown>, raw: Record<string, unknown>, note: (m: Mismatch) => void): void {
+  let bad = false;
+  let split = false;
+  for (const f of Object.keys(ours)) {
+    if (!same(auto[f], raw[f])) {
+      split = true;
+      const side = same(ours[f], raw[f]) ? 'raw' : same(ours[f], auto[f]) ? 'auto' : null;
+      if (side) {
+        const key = `${f}: retain = ${side}`;
+        report.python_split[key] = (report.python_split[key] ?? 0) + 1;
+        if (report.split_examples.length < report.examples_cap) report.split_examples.push({ check: `${f}: auto vs raw (retain = ${side})`, text: label, expected: auto[f], got: raw[f] });
+        continue;
+      }
+    }
+    if (same(ours[f], raw[f])) continue;
+    bad = true;
+    const expected = raw[f];
+    note({ check: f, text: label, ...(Array.isArray(expected) ? firstDiff(expected as number[], ours[f] as number[]) : { expected, got: ours[f] }) });
+  }
+  if (split) report.python_auto_vs_raw++;
+  if (bad) report.mismatches++;
 }
 
 function renderOrError(fn: () => string): { text: string } | { error: string } {
@@ -296,43 +337,31 @@ export async function checkTokenizer(name: string, corpusTexts: string[], opts: 
   const saved = mkdtempSync(join(tmpdir(), `retain-tok-${name}-`));
   try {
     const cases = CHAT_CASES.map((c) => ({ messages: c.messages, tools: c.tools, agp: c.addGenerationPrompt, vars: c.vars }));
-    const py: PyResult = refPy(PY, { dir, texts, cases, saved }, { timeoutMs: 300_000 });
+    const randomIds = randomIdLists(tok.vocabSize, RANDOM_DECODES);
+    const py: PyResult = refPy(PY, { dir, texts, cases, saved, random_ids: randomIds }, { timeoutMs: 300_000 });
     const report: TokenizerReport = {
-      name, texts: texts.length, mismatches: 0, by_check: {}, python_auto_vs_raw: 0, python_split: {}, split_examples: [], templates: 0, template_mismatches: 0,
-      template_errors_agreed: 0, chat_examples: 0, chat_example_mismatches: 0, saved_files: py.saved_files ?? [], examples: [],
+      name, texts: texts.length, random_decodes: randomIds.length, mismatches: 0, by_check: {}, python_auto_vs_raw: 0, python_split: {}, split_examples: [], templates: 0, template_mismatches: 0,
+      template_errors_agreed: 0, chat_examples: 0, chat_example_mismatches: 0, saved_files: py.saved_files ?? [], examples: [], examples_cap: opts.maxExamples ?? 8,
     };
-    const max = opts.maxExamples ?? 8;
     const note = (m: Mismatch) => {
       report.by_check[m.check] = (report.by_check[m.check] ?? 0) + 1;
-      if (report.examples.length < max) report.examples.push(m);
+      if (report.examples.length < report.examples_cap) report.examples.push(m);
     };
     texts.forEach((text, i) => {
       const ids = py.auto_special[i];
-      const ours: Record<Field, unknown> = {
+      const ours = {
         encode_special: tok.encode(text, { bos: true }), encode_plain: tok.encode(text, { bos: false }),
         decode_keep: tok.decode(ids, { skipSpecialTokens: false }), decode_skip: tok.decode(ids, { skipSpecialTokens: true }),
       };
-      const auto: Record<Field, unknown> = { encode_special: ids, encode_plain: py.auto_plain[i], decode_keep: py.auto_keep[i], decode_skip: py.auto_skip[i] };
-      const raw: Record<Field, unknown> = { encode_special: py.raw_special[i], encode_plain: py.raw_plain[i], decode_keep: py.raw_keep[i], decode_skip: py.raw_skip[i] };
-      let bad = false;
-      let split = false;
-      for (const f of FIELDS) {
-        const show = (expected: unknown) => (Array.isArray(expected) ? firstDiff(expected as number[], ours[f] as number[]) : { expected, got: ours[f] });
-        if (!same(auto[f], raw[f])) {
-          split = true;
-          const side = same(ours[f], raw[f]) ? 'raw' : same(ours[f], auto[f]) ? 'auto' : null;
-          if (side) {
-            report.python_split[`${f}: retain = ${side}`] = (report.python_split[`${f}: retain = ${side}`] ?? 0) + 1;
-            if (report.split_examples.length < max) report.split_examples.push({ check: `${f}: auto vs raw (retain = ${side})`, text: clip(text), expected: auto[f], got: raw[f] });
-            continue;
-          }
-        }
-        if (same(ours[f], raw[f])) continue;
-        bad = true;
-        note({ check: f, text: clip(text), ...show(raw[f]) });
-      }
-      if (split) report.python_auto_vs_raw++;
-      if (bad) report.mismatches++;
+      const auto = { encode_special: ids, encode_plain: py.auto_plain[i], decode_keep: py.auto_keep[i], decode_skip: py.auto_skip[i] };
+      const raw = { encode_special: py.raw_special[i], encode_plain: py.raw_plain[i], decode_keep: py.raw_keep[i], decode_skip: py.raw_skip[i] };
+      compareOne(report, clip(text), ours, auto, raw, note);
+    });
+    // Decoding what a model may generate: any ids, byte tokens out of order, special tokens anywhere.
+    randomIds.forEach((ids, j) => {
+      const k = texts.length + j;
+      const ours = { decode_keep: tok.decode(ids, { skipSpecialTokens: false }), decode_skip: tok.decode(ids, { skipSpecialTokens: true }) };
+      compareOne(report, `ids ${JSON.stringify(ids)}`, ours, { decode_keep: py.auto_keep[k], decode_skip: py.auto_skip[k] }, { decode_keep: py.raw_keep[k], decode_skip: py.raw_skip[k] }, note);
     });
     if (py.templates.length) compareTemplates(tok, await loadHfTokenizer(saved), py, report, note);
     return report;
@@ -382,6 +411,7 @@ export async function run(): Promise<Record<string, unknown>> {
     tokenizers: reports.length,
     tokenizer_mismatches: sum((r) => r.mismatches),
     tokenizer_texts: sum((r) => r.texts),
+    tokenizer_random_decodes: sum((r) => r.random_decodes),
     templates: sum((r) => r.templates),
     template_mismatches: sum((r) => r.template_mismatches + r.chat_example_mismatches),
     template_errors_agreed: sum((r) => r.template_errors_agreed),

@@ -9,6 +9,30 @@ import type { Tokenizer } from './llama2c.js';
 import type { ChatTemplate } from '../data/formats.js';
 import { namedChatTemplate, templateTokens, tokenText, type TemplateSources } from './chat.js';
 
+/**
+ * Rust tokenizers' ByteFallback decoder turns a run of byte tokens that is not valid UTF-8 into one U+FFFD per byte
+ * and keeps a byte-order mark; @huggingface/tokenizers' decodes the run as a browser does (one U+FFFD per invalid
+ * subsequence, a leading mark dropped), so a generated <0xDB><0x26> read "\uFFFD&", not "\uFFFD\uFFFD". Its decoder
+ * objects are reachable from the tokenizer, so their text decoder is swapped.
+ */
+function rustByteFallback(decoder: unknown): void {
+  const d = decoder as { config?: { type?: string }; decoders?: unknown[]; text_decoder?: unknown } | null;
+  if (!d) return;
+  if (d.config?.type === 'ByteFallback') {
+    const strict = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+    d.text_decoder = {
+      decode: (bytes: Uint8Array) => {
+        try {
+          return strict.decode(bytes);
+        } catch {
+          return '\uFFFD'.repeat(bytes.length);
+        }
+      },
+    };
+  }
+  for (const inner of d.decoders ?? []) rustByteFallback(inner);
+}
+
 export class HfTokenizer implements Tokenizer {
   readonly bosId: number;
   readonly eosId: number;
@@ -22,6 +46,7 @@ export class HfTokenizer implements Tokenizer {
 
   /** `templates`: the chat templates found beside the files (templateSources). */
   constructor(private readonly tok: HfTok, readonly json: Record<string, any>, readonly config: Record<string, any>, templates: TemplateSources = new Map()) {
+    rustByteFallback(tok.decoder);
     const bos = tokenText(config.bos_token);
     const eos = tokenText(config.eos_token);
     this.bosId = bos ? tok.token_to_id(bos) ?? -1 : -1;
