@@ -15,8 +15,19 @@ const STEPS = 1e9;
 /** The most values one image example may hold (2^26 floats: 256 MB per example). */
 const MAX_FEATURES = 2 ** 26;
 
+// Field mappings as LLaMA-Factory's dataset_info.json names them (`columns`, and sharegpt's `tags`).
+const alpacaColumns = z.object({ prompt: z.string().default('instruction'), query: z.string().default('input'), response: z.string().default('output'), system: z.string().default('system'), history: z.string().default('history') }).strict();
+const sharegptColumns = z.object({ messages: z.string().default('conversations'), system: z.string().default('system'), tools: z.string().default('tools') }).strict();
+const sharegptTags = z.object({ role_tag: z.string().default('from'), content_tag: z.string().default('value'), user_tag: z.string().default('human'), assistant_tag: z.string().default('gpt'), observation_tag: z.string().default('observation'), function_tag: z.string().default('function_call'), system_tag: z.string().default('system') }).strict();
+const messagesColumns = z.object({ messages: z.string().default('messages'), tools: z.string().default('tools') }).strict();
+
 const formatSchema = z.discriminatedUnion('type', [
-  z.object({ type: z.literal('prompt_completion'), prompt_field: z.string().default('prompt'), completion_field: z.string().default('completion'), template: z.string().optional() }).strict(),
+  // chat_template: render prompt and completion with the model's chat template (TRL's conversational form, which a
+  // record whose prompt is a message list takes anyway); the loss stays on the completion.
+  z.object({ type: z.literal('prompt_completion'), prompt_field: z.string().default('prompt'), completion_field: z.string().default('completion'), template: z.string().optional(), chat_template: z.boolean().default(false) }).strict(),
+  z.object({ type: z.literal('alpaca'), columns: alpacaColumns.default({}) }).strict(),
+  z.object({ type: z.literal('sharegpt'), columns: sharegptColumns.default({}), tags: sharegptTags.default({}) }).strict(),
+  z.object({ type: z.literal('messages'), columns: messagesColumns.default({}) }).strict(),
   z.object({ type: z.literal('chat'), messages_field: z.string().default('messages') }).strict(),
   z.object({ type: z.literal('text'), text_field: z.string().default('text') }).strict(),
   z.object({ type: z.literal('classification'), text_field: z.string().default('text'), label_field: z.string().default('label'), labels: z.array(z.string()).min(2), template: z.string().optional() }).strict(),
@@ -70,6 +81,10 @@ export const trainConfigSchema = z.object({
     eval_every: count(1, STEPS).nullable().default(null),
     save_every: count(1, STEPS).nullable().default(null),
     keep_checkpoints: count(1, 1e6).default(2),
+    /** Cross-entropy over the vocabulary this many positions at a time (train/chunked.ts); auto: only where the whole logits would pass 2^27 values. */
+    loss_chunk: z.union([count(1, 1e9), z.enum(['auto', 'off'])]).default('auto'),
+    /** Recompute decoder layers in backward instead of keeping their activations (train/checkpointing.ts): every layer, a list of indices, or every k-th. */
+    gradient_checkpointing: z.union([z.boolean(), z.array(count(0, 1e6)).min(1), z.object({ every: count(1, 1e6) }).strict()]).default(false),
   }).strict().superRefine((t, ctx) => {
     // Settings that contradict each other are refused rather than silently resolved one way.
     if (t.warmup_steps && t.warmup_ratio) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['warmup_steps'], message: `both warmup_steps (${t.warmup_steps}) and warmup_ratio (${t.warmup_ratio}) are set; keep one` });

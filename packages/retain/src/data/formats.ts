@@ -3,6 +3,7 @@
 import type { Tokenizer } from '../tokenizers/llama2c.js';
 import type { Record_ } from './readers.js';
 import { DataError } from './readers.js';
+import { alpacaConversation, messageList, openaiConversation, sharegptConversation, type AlpacaColumns, type Conversation, type MessagesColumns, type SharegptColumns, type SharegptTags } from './conversations.js';
 
 export interface Example {
   id: string;
@@ -38,8 +39,11 @@ export interface ChatOptions {
 export type ChatTemplate = (messages: ChatMessage[], addGenerationPrompt: boolean, opts?: ChatOptions) => string;
 
 export type FormatSpec =
-  | { type: 'prompt_completion'; promptField?: string; completionField?: string; template?: string }
+  | { type: 'prompt_completion'; promptField?: string; completionField?: string; template?: string; chatTemplate?: boolean }
   | { type: 'chat'; messagesField?: string }
+  | { type: 'alpaca'; columns?: AlpacaColumns }
+  | { type: 'sharegpt'; columns?: SharegptColumns; tags?: SharegptTags }
+  | { type: 'messages'; columns?: MessagesColumns }
   | { type: 'text'; textField?: string }
   | { type: 'classification'; textField?: string; labelField?: string; labels: string[]; template?: string }
   | { type: 'image_classification'; imageField?: string; labelField?: string; shape: number[]; numClasses: number; scale?: number };
@@ -126,7 +130,10 @@ export function toExample(r: Record_, spec: FormatSpec, ctx: FormatContext): Exa
     case 'image_classification':
       return imageExample(r, spec, source);
     case 'prompt_completion': {
-      const prompt = head(spec.template ? fillTemplate(spec.template, r, r.id) : field(r, spec.promptField ?? 'prompt', 'prompt'));
+      const promptField = spec.promptField ?? 'prompt';
+      // TRL's conversational form (prompt and completion as message lists) always goes through the template.
+      if (spec.chatTemplate || Array.isArray(r[promptField])) return completionChatExample(r, spec, ctx, head);
+      const prompt = head(spec.template ? fillTemplate(spec.template, r, r.id) : field(r, promptField, 'prompt'));
       const completion = head(field(r, spec.completionField ?? 'completion', 'completion'));
       const { prefix, full } = continuation(tok, prompt, prompt + completion);
       // Positions whose tokens agree with the prompt's tokenization are prompt; the rest (and EOS) are trained.
@@ -141,20 +148,14 @@ export function toExample(r: Record_, spec: FormatSpec, ctx: FormatContext): Exa
       if (!Array.isArray(msgs) || msgs.some((m) => !m || typeof m.role !== 'string' || typeof m.content !== 'string')) {
         throw new DataError(`record ${r.id}: '${spec.messagesField ?? 'messages'}' must be an array of {role, content} strings`);
       }
-      if (!ctx.chatTemplate) throw new DataError('chat data needs a chat template, and this model\'s tokenizer has none (no chat_template.jinja beside its tokenizer.json, no chat_template in its tokenizer_config.json): add one, or use format type prompt_completion or text');
-      const messages = (msgs as ChatMessage[]).map((m) => ({ ...m, content: head(m.content) }));
-      const ids = tok.encode(ctx.chatTemplate(messages, false), { bos: false });
-      const lossMask = new Array<number>(ids.length).fill(0);
-      // Each assistant turn is what the rendering gains from the turn before it with a generation prompt.
-      messages.forEach((m, i) => {
-        if (m.role !== 'assistant') return;
-        const before = tok.encode(ctx.chatTemplate!(messages.slice(0, i), true), { bos: false }).length;
-        const after = tok.encode(ctx.chatTemplate!(messages.slice(0, i + 1), false), { bos: false }).length;
-        for (let p = before; p < Math.min(after, ids.length); p++) lossMask[p] = 1;
-      });
-      if (!lossMask.some((v) => v)) throw new DataError(`record ${r.id}: the conversation has no assistant turn to train on`);
-      return truncate({ id: r.id, ids, lossMask, source }, ctx.maxLength);
+      return chatExample(r, { messages: msgs as ChatMessage[] }, 'chat', ctx, head);
     }
+    case 'alpaca':
+      return chatExample(r, alpacaConversation(r, spec.columns), spec.type, ctx, head);
+    case 'sharegpt':
+      return chatExample(r, sharegptConversation(r, spec.columns, spec.tags), spec.type, ctx, head);
+    case 'messages':
+      return chatExample(r, openaiConversation(r, spec.columns), spec.type, ctx, head);
     case 'text': {
       const text = head(field(r, spec.textField ?? 'text', 'text'));
       const ids = withEos(tok.encode(text, { bos: true }), tok);
@@ -171,6 +172,55 @@ export function toExample(r: Record_, spec: FormatSpec, ctx: FormatContext): Exa
       return truncate({ id: r.id, ids, lossMask: ids.map(() => 0), source, label }, ctx.maxLength);
     }
   }
+}
+
+function needTemplate(ctx: FormatContext, type: string): ChatTemplate {
+  if (!ctx.chatTemplate) throw new DataError(`${type} data needs a chat template, and this model's tokenizer has none (no chat_template.jinja beside its tokenizer.json, no chat_template in its tokenizer_config.json): add one, or use format type prompt_completion (without chat_template) or text`);
+  return ctx.chatTemplate;
+}
+
+/** The conversation rendered by the model's template; each assistant turn is trained, the rest is context. */
+function chatExample(r: Record_, conv: Conversation, type: string, ctx: FormatContext, head: (t: string) => string): Example {
+  const template = needTemplate(ctx, type);
+  const tok = ctx.tokenizer;
+  const opts = { tools: conv.tools };
+  const messages = conv.messages.map((m) => ({ ...m, content: typeof m.content === 'string' ? head(m.content) : m.content }));
+  const ids = tok.encode(template(messages, false, opts), { bos: false });
+  const lossMask = new Array<number>(ids.length).fill(0);
+  // Each assistant turn is what the rendering gains from the turn before it with a generation prompt.
+  messages.forEach((m, i) => {
+    if (m.role !== 'assistant') return;
+    const before = tok.encode(template(messages.slice(0, i), true, opts), { bos: false }).length;
+    const after = tok.encode(template(messages.slice(0, i + 1), false, opts), { bos: false }).length;
+    for (let p = before; p < Math.min(after, ids.length); p++) lossMask[p] = 1;
+  });
+  if (!lossMask.some((v) => v)) throw new DataError(`record ${r.id}: the conversation has no assistant turn to train on`);
+  return truncate({ id: r.id, ids, lossMask, source: ctx.source ?? 'data' }, ctx.maxLength);
+}
+
+/**
+ * prompt / completion through the chat template, as TRL does for conversational data: the prompt rendered with the
+ * generation prompt is context, everything the completion adds after it is trained. Plain strings become one user
+ * and one assistant turn.
+ */
+function completionChatExample(r: Record_, spec: Extract<FormatSpec, { type: 'prompt_completion' }>, ctx: FormatContext, head: (t: string) => string): Example {
+  const template = needTemplate(ctx, 'prompt_completion (conversational or chat_template: true)');
+  const tok = ctx.tokenizer;
+  const turns = (name: string, role: string): ChatMessage[] => {
+    const v = r[name];
+    if (typeof v === 'string') return [{ role, content: v }];
+    if (v === undefined) throw new DataError(`record ${r.id}: ${role === 'user' ? 'prompt' : 'completion'} field '${name}' is missing (${recordFields(r)})`);
+    return messageList(v, `record ${r.id}: field '${name}'`);
+  };
+  if (spec.template) throw new DataError(`record ${r.id}: format.template applies to plain prompts; with the chat template the record's prompt is rendered by the model's template, so leave template out`);
+  const prompt = turns(spec.promptField ?? 'prompt', 'user').map((m) => ({ ...m, content: head(m.content) }));
+  const completion = turns(spec.completionField ?? 'completion', 'assistant').map((m) => ({ ...m, content: head(m.content) }));
+  const prefix = tok.encode(template(prompt, true), { bos: false });
+  const ids = tok.encode(template([...prompt, ...completion], false), { bos: false });
+  let k = 0;
+  while (k < prefix.length && k < ids.length && prefix[k] === ids[k]) k++;
+  if (k === ids.length) throw new DataError(`record ${r.id}: the completion adds nothing to the rendered prompt`);
+  return truncate({ id: r.id, ids, lossMask: ids.map((_, i) => (i >= k ? 1 : 0)), source: ctx.source ?? 'data' }, ctx.maxLength);
 }
 
 function imageExample(r: Record_, spec: Extract<FormatSpec, { type: 'image_classification' }>, source: string): Example {

@@ -24,8 +24,9 @@ type DataCfg = TrainConfig['data']['train'];
 
 function formatSpec(f: DataCfg['format']): FormatSpec {
   switch (f.type) {
-    case 'prompt_completion': return { type: f.type, promptField: f.prompt_field, completionField: f.completion_field, template: f.template };
+    case 'prompt_completion': return { type: f.type, promptField: f.prompt_field, completionField: f.completion_field, template: f.template, chatTemplate: f.chat_template };
     case 'chat': return { type: f.type, messagesField: f.messages_field };
+    case 'alpaca': case 'sharegpt': case 'messages': return f;
     case 'text': return { type: f.type, textField: f.text_field };
     case 'classification': return { type: f.type, textField: f.text_field, labelField: f.label_field, labels: f.labels, template: f.template };
     case 'image_classification': return { type: f.type, imageField: f.image_field, labelField: f.label_field, shape: f.shape, numClasses: f.num_classes, scale: f.scale };
