@@ -130,6 +130,34 @@ export const EDGE_TEXTS: string[] = [
   '\ufeffstarts with a byte-order mark', 'one\ufeffinside', '\u0000nul and \u0007bell and \u001bescape',
 ];
 
+// Code point ranges random texts draw from: ASCII, Latin-1 and combining marks (NFC), Greek/Cyrillic, Arabic, Devanagari,
+// Thai, CJK, Hangul, full-width forms, emoji and their modifiers, and the odd spaces and controls between them.
+const RANGES: [number, number][] = [
+  [0x20, 0x7e], [0x20, 0x7e], [0x20, 0x7e], [0x09, 0x0d], [0xa0, 0xff], [0x300, 0x36f], [0x370, 0x4ff], [0x600, 0x6ff], [0x900, 0x97f],
+  [0xe00, 0xe7f], [0x2000, 0x206f], [0x3000, 0x30ff], [0x4e00, 0x9fff], [0xac00, 0xd7a3], [0xff00, 0xffef], [0x1f300, 0x1faff], [0x1f3fb, 0x1f3ff],
+];
+const RANDOM_TEXTS = 60;
+
+/** Seeded texts of up to 40 characters mixing scripts, marks, spaces and emoji, and runs of one character. */
+function randomTexts(count: number): string[] {
+  const next = lcg(54321);
+  return Array.from({ length: count }, () => {
+    let t = '';
+    for (let n = Math.floor(next() * 40); n > 0; n--) {
+      const [a, b] = RANGES[Math.floor(next() * RANGES.length)];
+      const c = String.fromCodePoint(a + Math.floor(next() * (b - a + 1)));
+      t += next() < 0.1 ? c.repeat(1 + Math.floor(next() * 6)) : c;
+    }
+    return t;
+  });
+}
+
+/** A seeded generator of numbers in [0, 1), so every run compares the same random cases. */
+function lcg(seed: number): () => number {
+  let state = seed;
+  return () => (state = (Math.imul(state, 1664525) + 1013904223) >>> 0) / 2 ** 32;
+}
+
 /** Each tokenizer's own added tokens (some special, some not) inside text, glued and spaced. */
 function addedTokenTexts(json: Record<string, any>): string[] {
   const added = (json.added_tokens ?? []) as { content: string; special: boolean }[];
@@ -288,8 +316,7 @@ const RANDOM_DECODES = 60;
 
 /** Seeded id lists of 1 to 24 ids, half of them among the first 600 ids (bytes and special tokens live there). */
 function randomIdLists(vocabSize: number, count: number): number[][] {
-  let state = 12345;
-  const next = () => (state = (Math.imul(state, 1664525) + 1013904223) >>> 0) / 2 ** 32;
+  const next = lcg(12345);
   return Array.from({ length: count }, () =>
     Array.from({ length: 1 + Math.floor(next() * 24) }, () => Math.floor(next() * (next() < 0.5 ? Math.min(600, vocabSize) : vocabSize))));
 }
@@ -333,7 +360,7 @@ function renderOrError(fn: () => string): { text: string } | { error: string } {
 export async function checkTokenizer(name: string, corpusTexts: string[], opts: { maxExamples?: number } = {}): Promise<TokenizerReport> {
   const dir = fixtureDir(name);
   const tok = await loadHfTokenizer(dir);
-  const texts = [...EDGE_TEXTS, ...addedTokenTexts(tok.json), ...corpusTexts];
+  const texts = [...EDGE_TEXTS, ...addedTokenTexts(tok.json), ...randomTexts(RANDOM_TEXTS), ...corpusTexts];
   const saved = mkdtempSync(join(tmpdir(), `retain-tok-${name}-`));
   try {
     const cases = CHAT_CASES.map((c) => ({ messages: c.messages, tools: c.tools, agp: c.addGenerationPrompt, vars: c.vars }));
