@@ -133,7 +133,7 @@ function catalogue(): Case[] {
   load('config: fewer layers than the weights', hfVariant('fewer', (c) => (c.num_hidden_layers = 2)), /weights do not fit the model that .*config\.json describes:[\s\S]*Unexpected key/);
   load('config: num_attention_heads does not divide hidden_size', hfVariant('heads', (c) => (c.num_attention_heads = 7)), /config\.json: .*num_attention_heads/);
   load('config: hidden_size a string', hfVariant('hstring', (c) => (c.hidden_size = '64')), /config\.json: hidden_size must be a positive integer, got "64"/);
-  load('config: model_type unknown', hfVariant('bert', (c) => (c.model_type = 'bert')), /config\.json: model_type 'bert' is not supported; supported: llama/);
+  load('config: model_type unknown', hfVariant('xlnet', (c) => (c.model_type = 'xlnet')), /config\.json: model_type 'xlnet' is not supported; supported: llama/);
   load('config.json is a folder', hfFiles('cfgdir', (d) => {
     rmSync(join(d, 'config.json'));
     mkdirSync(join(d, 'config.json'));

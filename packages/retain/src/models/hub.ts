@@ -13,6 +13,7 @@ import { Gemma2ForCausalLM, type Gemma2Config } from './gemma2.js';
 import { Gemma3ForCausalLM, type Gemma3TextConfig } from './gemma3.js';
 import { GPT2LMHeadModel, gpt2CheckpointKeys, type GPT2Config } from './gpt2.js';
 import { T5ForConditionalGeneration, untiedT5Config, type T5Config } from './t5.js';
+import { BertModel, bertCheckpointKeys, type BertConfig } from './bert.js';
 import { readLlama2c } from './llama2c.js';
 import { CharLSTM, type CharLSTMConfig } from './charlstm.js';
 import { MnistMLP } from './mlp.js';
@@ -50,13 +51,14 @@ export const ARCHITECTURES = new Map<string, Builder>([
   ['gemma3_text', (c) => new Gemma3ForCausalLM(c as Gemma3TextConfig)],
   ['gpt2', (c) => new GPT2LMHeadModel(c as GPT2Config)],
   ['t5', (c) => new T5ForConditionalGeneration(c as T5Config)],
+  ['bert', (c) => new BertModel(c as BertConfig)],
   // Their typed configs lack an index signature; the loop only reads `config` back for saving.
   ['charlstm', (c) => new CharLSTM(c as unknown as CharLSTMConfig) as unknown as Pretrained['model']],
   ['mnist_mlp', (c) => new MnistMLP({ sizes: c.sizes as number[] }) as unknown as Pretrained['model']],
 ]);
 
 /** Checkpoint key fix-ups by model_type (the original GPT-2 files store keys without the `transformer.` prefix). */
-const CHECKPOINT_KEYS = new Map<string, (w: Map<string, torch.Tensor>) => Map<string, torch.Tensor>>([['gpt2', gpt2CheckpointKeys]]);
+const CHECKPOINT_KEYS = new Map<string, (w: Map<string, torch.Tensor>) => Map<string, torch.Tensor>>([['gpt2', gpt2CheckpointKeys], ['bert', bertCheckpointKeys]]);
 
 /**
  * The config of an untied head, by model_type where more than tie_word_embeddings depends on it (T5's output scale

