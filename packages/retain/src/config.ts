@@ -81,10 +81,12 @@ export const trainConfigSchema = z.object({
     eval_every: count(1, STEPS).nullable().default(null),
     save_every: count(1, STEPS).nullable().default(null),
     keep_checkpoints: count(1, 1e6).default(2),
-    /** Cross-entropy over the vocabulary this many positions at a time (train/chunked.ts); auto: only where the whole logits would pass 2^27 values. */
-    loss_chunk: z.union([count(1, 1e9), z.enum(['auto', 'off'])]).default('auto'),
-    /** Recompute decoder layers in backward instead of keeping their activations (train/checkpointing.ts): every layer, a list of indices, or every k-th. */
-    gradient_checkpointing: z.union([z.boolean(), z.array(count(0, 1e6)).min(1), z.object({ every: count(1, 1e6) }).strict()]).default(false),
+    /** Cross-entropy over the vocabulary this many positions at a time (train/chunked.ts); auto: only where one batch's logits would pass 2^27 values. */
+    loss_chunk: z.union([count(1, 1e9), z.enum(['auto', 'off'])], { errorMap: () => ({ message: "expected a number of positions, 'auto' or 'off'" }) }).default('auto'),
+    /** Recompute decoder layers in backward instead of keeping their activations (train/checkpointing.ts). */
+    gradient_checkpointing: z.union([z.boolean(), z.array(count(0, 1e6)).min(1), z.object({ every: count(1, 1e6) }).strict()], {
+      errorMap: () => ({ message: 'expected true (every decoder layer), a list of layer indices such as [0, 2, 4], or {every: k}' }),
+    }).default(false),
   }).strict().superRefine((t, ctx) => {
     // Settings that contradict each other are refused rather than silently resolved one way.
     if (t.warmup_steps && t.warmup_ratio) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['warmup_steps'], message: `both warmup_steps (${t.warmup_steps}) and warmup_ratio (${t.warmup_ratio}) are set; keep one` });

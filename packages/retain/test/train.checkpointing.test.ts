@@ -3,7 +3,8 @@
 // and the chunked loss; resume is bit-identical; the peak memory of a step falls.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as torch from '@retain/torch';
@@ -17,6 +18,9 @@ import type { TrainableModel } from '../src/train/hooks.js';
 import { Flow } from '../src/methods/flow.js';
 import { constant, tokenExamples } from './methods-a.fixtures.js';
 import { measureStep, type MemoryCase } from './memory.child.js';
+import { needShared, sharedPath } from './helpers.js';
+
+const CLI = new URL('../bin/retain.mjs', import.meta.url).pathname;
 
 const V = 64;
 const MODELS: Record<string, () => TrainableModel> = {
@@ -95,4 +99,38 @@ test('peak memory of one step of a 12-layer model: checkpointing every layer cut
   assert.ok(Math.abs(plain.loss - every.loss) < 1e-5);
   assert.ok(every.peakMiB < half.peakMiB && half.peakMiB < plain.peakMiB, 'more checkpointed layers, less memory');
   assert.ok(plain.peakMiB > 3 * every.peakMiB, `plain ${plain.peakMiB} MiB vs checkpointed ${every.peakMiB} MiB`);
+});
+
+test('retain train on stories260K with gradient_checkpointing and loss_chunk: the losses of the plain run; config errors name the key', { skip: needShared('models', 'stories260K', 'stories260K.bin') }, () => {
+  const dir = mkdtempSync(join(tmpdir(), 'retain-ckpt-cli-'));
+  try {
+    const rows = Array.from({ length: 12 }, (_, i) => ({ prompt: `Tom had ${i % 7} apples.`, completion: ` Now he has ${i % 5}.` }));
+    writeFileSync(join(dir, 'train.jsonl'), rows.map((r) => JSON.stringify(r)).join('\n'));
+    const run = (name: string, training: Record<string, unknown>) => {
+      const cfg = {
+        model: { path: sharedPath('models', 'stories260K', 'stories260K.bin') },
+        data: { train: { path: 'train.jsonl', format: { type: 'prompt_completion' }, max_length: 48 } },
+        training: { max_steps: 3, batch_size: 4, lr: 0.002, seed: 1, threads: 1, ...training },
+        output_dir: name,
+      };
+      writeFileSync(join(dir, `${name}.yaml`), JSON.stringify(cfg));
+      const r = spawnSync(process.execPath, [CLI, 'train', `${name}.yaml`], { encoding: 'utf8', cwd: dir, timeout: 120_000 });
+      const losses = r.status === 0 ? readFileSync(join(dir, name, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).loss as number) : [];
+      return { ...r, losses };
+    };
+    const plain = run('plain', {});
+    assert.equal(plain.status, 0, plain.stderr);
+    const both = run('both', { gradient_checkpointing: { every: 2 }, loss_chunk: 7 });
+    assert.equal(both.status, 0, both.stderr);
+    assert.equal(both.losses.length, 3);
+    both.losses.forEach((l, i) => assert.ok(Math.abs(l - plain.losses[i]) < 1e-5, `step ${i + 1}: ${l} vs ${plain.losses[i]}`));
+    const bad = run('bad', { gradient_checkpointing: [7] });
+    assert.equal(bad.status, 1);
+    assert.match(bad.stderr, /training\.gradient_checkpointing: layer 7 does not exist; the model has layers 0\.\.4/);
+    const typo = run('typo', { gradient_checkpointing: 'yes' });
+    assert.equal(typo.status, 1);
+    assert.match(typo.stderr, /training\.gradient_checkpointing: expected true \(every decoder layer\), a list of layer indices such as \[0, 2, 4\], or \{every: k\}/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -184,6 +184,8 @@ export async function runTraining(cfg: TrainConfig, methods: Method[] = buildMet
     logEvery: t.log_every,
     progress: opts.progress,
     autocast: t.precision === 'bf16' ? 'bfloat16' : t.precision === 'fp16' ? 'float16' : null,
+    lossChunk: t.loss_chunk,
+    gradientCheckpointing: t.gradient_checkpointing,
     padId: 0,
     // Methods' own data (mixing's general set, EWC's Fisher data, WiSE-FT's held-out set) in the train data's shape.
     // loadTrainConfig made a config file's relative paths absolute; a programmatic config's resolve against the
