@@ -12,11 +12,12 @@ export function readUserFile(path: string): Buffer {
 
 /**
  * `buf` (from byte `start`) as UTF-8, refusing bytes that are not: decoded leniently they would become U+FFFD and be
- * trained or scored as such. The error names the file's first bad line and the fix.
+ * trained or scored as such. The error names the file's first bad line and the fix; `firstLine` is the file line
+ * `buf` starts on (a streamed piece of a file).
  */
-export function decodeUtf8(buf: Buffer, path: string, start = 0): string {
+export function decodeUtf8(buf: Buffer, path: string, start = 0, firstLine = 1): string {
   if (isUtf8(buf.subarray(start))) return buf.toString('utf8', start);
-  let line = 1;
+  let line = firstLine;
   for (let from = start; from < buf.length; line++) {
     const nl = buf.indexOf(0x0a, from);
     const end = nl < 0 ? buf.length : nl;

@@ -5,6 +5,7 @@ import { existsSync, statSync } from 'node:fs';
 import { basename, extname } from 'node:path';
 import { decodeUtf8, readUserFile } from '../files.js';
 import { FS_ERRORS } from '../cli/args.js';
+import { readLines } from './lines.js';
 
 export type Record_ = Record<string, unknown> & { id: string };
 
@@ -51,18 +52,21 @@ function withIds(rows: Record<string, unknown>[], path: string, origin?: { lines
   });
 }
 
+/** JSONL, streamed line by line (lines.ts): a file past Node's string limit reads as any other. */
 export function readJsonl(path: string): Record_[] {
+  if (!existsSync(path)) throw new DataError(`data file not found: ${path}`);
+  if (statSync(path).isDirectory()) throw new DataError(`${path}: ${FS_ERRORS.EISDIR}`);
   const rows: Record<string, unknown>[] = [];
   const lines: number[] = [];
-  need(path).split(/\r?\n/).forEach((line, i) => {
-    if (!line.trim()) return;
+  for (const { text, line } of readLines(path)) {
+    if (!text.trim()) continue;
     try {
-      rows.push(JSON.parse(line));
-      lines.push(i + 1);
+      rows.push(JSON.parse(text));
+      lines.push(line);
     } catch (e) {
-      throw new DataError(`${path}:${i + 1}: not valid JSON (${(e as Error).message})`);
+      throw new DataError(`${path}:${line}: not valid JSON (${(e as Error).message})`);
     }
-  });
+  }
   return withIds(rows, path, { lines, multiline: false });
 }
 
