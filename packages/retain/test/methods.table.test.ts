@@ -21,6 +21,7 @@ import type { Example } from '../src/data/formats.js';
 import type { Sam } from '../src/methods/sam.js';
 import { isFiltered, mofoK, type Mofo } from '../src/methods/mofo.js';
 import type { Hft } from '../src/methods/hft.js';
+import type { Distill } from '../src/methods/distill.js';
 import { loadAdapter, loraModules, mergeAdapters, mergeAndUnload, saveAdapter, setAdapterScale, unmergeAdapters } from '../src/methods/lora/index.js';
 
 const METHODS_DIR = new URL('../src/methods/', import.meta.url).pathname;
@@ -708,6 +709,54 @@ SPECS.push({
   },
 });
 
+// Distillation replay (§12): the term the loop adds is λ·T²·mean over the general batch's trained tokens of
+// KL(softmax(z₀/T) ‖ softmax(z/T)), z₀ from a fresh float64 copy of the pretrained model (so the swap of θ₀ in and
+// out is checked too), z the model's logits at the moment of the call; at θ = θ₀ (the first call) it is 0.
+const DISTILL = { weight: 0.5, temperature: 2 };
+SPECS.push({
+  name: 'distill',
+  file: 'distill.ts',
+  options: { data: GENERAL, batch_size: 3, ...DISTILL },
+  instrument(m, rec) {
+    const inner = m.lossTerms!.bind(m);
+    rec.calls = [];
+    m.lossTerms = (ctx) => {
+      const terms = inner(ctx);
+      const cur = (m as Distill).current!;
+      const logits = torch.noGrad(() => torch.tidy(() => hold((ctx.model.forward(cur.batch.ids) as Tensor).double())));
+      rec.calls.push({ value: terms[0].value.item(), examples: cur.examples, logits });
+      return terms;
+    };
+  },
+  check(_run, rec) {
+    const calls = rec.calls as { value: number; examples: Example[]; logits: Tensor }[];
+    assert.ok(calls.length > 0, 'the distillation term was never evaluated');
+    assert.ok(Math.abs(calls[0].value) < 1e-6, `at θ = θ₀ the KL term is ${calls[0].value}`);
+    const base = newModel().to('float64');
+    base.eval();
+    const { weight: w, temperature: T } = DISTILL;
+    let err = 0;
+    for (const c of calls.slice(1)) {
+      const b = collate(c.examples);
+      const want = torch.tidy(() => {
+        const mask = b.targets.ne(-100); // [B, T]
+        const lp0 = (base.forward(b.ids) as Tensor).div(T).logSoftmax(-1);
+        const lp = c.logits.div(T).logSoftmax(-1);
+        const kl = lp0.exp().mul(lp0.sub(lp)).sum(-1); // [B, T]
+        return kl.mul(mask.double()).sum().div(mask.sum().double()).mul(w * T * T).item();
+      });
+      disposeBatch(b);
+      // Relative, with a floor: SAM's perturbed pass at step 0 sits ~1e-6 from θ₀, where float32 rounding dominates.
+      err = Math.max(err, Math.abs(c.value - want) / Math.max(1e-3, Math.abs(want)));
+    }
+    base.dispose();
+    const last = calls[calls.length - 1].value;
+    if (calls.length > 1) assert.ok(last > 0, 'the model moved away from the base distribution');
+    assert.ok(err < 1e-4, `the term differs from λT²·KL by a relative ${err}`);
+    return { distill_evaluations: calls.length, distill_last: +last.toPrecision(6), distill_rel_err: +err.toExponential(2) };
+  },
+});
+
 // Pairs that must be refused, with what the message must say.
 const MUST_REFUSE: Record<string, RegExp> = {
   'lora+hft': /HFT chooses which pretrained weights train/,
@@ -719,6 +768,8 @@ const MUST_REFUSE: Record<string, RegExp> = {
   'flow_vision+hft': /both decide which parameters train/,
   'flow_vision+probe': /runs its own linear probe/,
   'flow+flow_vision': /both weight every training sample/,
+  'flow_vision+distill': /new head has no base predictions/,
+  'probe+distill': /new head has no base predictions/,
 };
 
 // --- the runs --------------------------------------------------------------------------------------------------
@@ -844,7 +895,7 @@ test('two methods with one exclusive role are refused with both names and the ro
 });
 
 test('every method of METHODS.md has a row in this table', () => {
-  assert.deepEqual(SPECS.map((s) => s.name), ['flow', 'flow_vision', 'mixing', 'sam', 'l2', 'ewc', 'mofo', 'lora', 'wise', 'hft', 'probe']);
+  assert.deepEqual(SPECS.map((s) => s.name), ['flow', 'flow_vision', 'mixing', 'sam', 'l2', 'ewc', 'mofo', 'lora', 'wise', 'hft', 'probe', 'distill']);
   for (const name of METHODS.keys()) assert.ok(specOf.has(name), `registered method '${name}' has no row`);
 });
 

@@ -11,6 +11,7 @@ import { L2SP } from './l2sp.js';
 import { EWC } from './ewc.js';
 import { WiseFT } from './wise.js';
 import { LinearProbe } from './probe.js';
+import { Distill } from './distill.js';
 
 /** Builds a method from its config options (everything in the config entry except `name`). */
 export type MethodFactory = (options: Record<string, unknown>) => Method;
@@ -28,6 +29,7 @@ export const METHODS = new Map<string, MethodFactory>([
   ['ewc', (o) => new EWC(o)],
   ['wise', (o) => new WiseFT(o)],
   ['probe', (o) => new LinearProbe(o)],
+  ['distill', (o) => new Distill(o)],
 ]);
 
 export function registerMethod(name: string, factory: MethodFactory): void {
