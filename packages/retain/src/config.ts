@@ -74,7 +74,7 @@ export const trainConfigSchema = z.object({
     min_lr_ratio: z.number().min(0).max(1).default(0),
     clip_grad_norm: z.number().positive().nullable().default(1.0),
     seed: count(-Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER).default(0),
-    /** bf16/fp16 autocast (CUDA only); fp32 runs in the model's dtype. */
+    /** On CUDA bf16/fp16 autocast; bf16 on CPU: bfloat16 weights with float32 master weights (train/precision.ts); fp32 runs in the model's dtype. */
     precision: z.enum(['fp32', 'bf16', 'fp16']).default('fp32'),
     threads: count(1, 4096).optional(),
     log_every: count(1, STEPS).default(1),
