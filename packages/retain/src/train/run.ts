@@ -4,6 +4,7 @@ import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import * as torch from '@retain/torch';
 import { formatIssues, trainConfigSchema, type TrainConfig } from '../config.js';
+import { precisionPlan } from './precision.js';
 import { loadPretrained, savePretrained, type Pretrained } from '../models/hub.js';
 import { DataError, readRecords, recordLine, type Record_ } from '../data/readers.js';
 import { pack, toExample, type Example, type FormatSpec } from '../data/formats.js';
@@ -139,7 +140,8 @@ export async function runTraining(cfg: TrainConfig, methods: Method[] = buildMet
     if (!(idx < n)) throw new Error(`model.device is ${dev}, but there ${n === 1 ? 'is 1 CUDA device (cuda:0)' : `are ${n} CUDA devices (cuda:0..cuda:${n - 1})`}`);
   }
   checkOutputDir(cfg.output_dir, cfg.model.path);
-  const p = await loadPretrained(cfg.model.path, { dtype: cfg.model.dtype === 'float32' ? undefined : cfg.model.dtype, tokenizer: cfg.model.tokenizer, device: dev });
+  const precision = precisionPlan(cfg);
+  const p = await loadPretrained(cfg.model.path, { dtype: precision.dtype, tokenizer: cfg.model.tokenizer, device: dev });
   const trainSet = await loadExamples(cfg.data.train, p, cfg.data.train.name ?? 'train');
   if (trainSet.length === 0) throw new Error(`${cfg.data.train.path}: no usable examples: each needs at least 2 tokens to train on within max_length ${cfg.data.train.max_length} (raise max_length, or check the records' fields)`);
   const evalSet = cfg.data.eval ? await loadExamples(cfg.data.eval, p, cfg.data.eval.name ?? 'eval') : null;
@@ -161,7 +163,7 @@ export async function runTraining(cfg: TrainConfig, methods: Method[] = buildMet
   const lossFn: LossFn = cfg.data.train.format.type === 'image_classification' ? classificationLoss : causalLmLoss;
   const optimizer = t.optimizer === 'sgd'
     ? new torch.optim.SGD(params, { lr: t.lr, momentum: t.momentum, weightDecay: t.weight_decay })
-    : new torch.optim.AdamW(params, { lr: t.lr, betas: t.betas, weightDecay: t.weight_decay });
+    : new torch.optim.AdamW(params, { lr: t.lr, betas: t.betas, weightDecay: t.weight_decay, masterWeights: precision.masterWeights });
   const result = await train({
     model,
     optimizer,
@@ -183,7 +185,7 @@ export async function runTraining(cfg: TrainConfig, methods: Method[] = buildMet
     evaluate: evalSet ? () => { model.eval(); const l = evalLoss(model, evalSet, 8, lossFn); model.train(); return { eval_loss: +l.toFixed(6) }; } : undefined,
     logEvery: t.log_every,
     progress: opts.progress,
-    autocast: t.precision === 'bf16' ? 'bfloat16' : t.precision === 'fp16' ? 'float16' : null,
+    autocast: precision.autocast,
     lossChunk: t.loss_chunk,
     gradientCheckpointing: t.gradient_checkpointing,
     padId: 0,

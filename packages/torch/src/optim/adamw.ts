@@ -6,12 +6,16 @@
 //            (CUDA from 2.0/2.1, CPU from 2.4), not in Debian's 1.13, so 'auto' picks it only where hasOp() finds
 //            it and the parameters are on CUDA.
 //
+// masterWeights: parameters held in bfloat16/float16 get a float32 copy in their state; the update (moments in float32
+// too) runs on that copy with the gradient in float32, and the parameter receives it rounded (mixed-precision
+// training's master weights). Without it, state and arithmetic are in the parameter's dtype, as in torch.
+//
 // Methods that filter or reshape the step (MoFO moves only the top-α coordinates by |momentum|) override
 // transformUpdates() or pass `transformUpdate`; the step is then computed as an explicit tensor
 // u = m̂ / (√v̂ + ε), handed over, and applied as p ← p − lr·u. Without a hook that tensor is never materialised.
 import { Tensor, keep, hs } from '../tensor.js';
 import { zerosLike } from '../creation.js';
-import { hasOp, native, opId } from '../core.js';
+import { hasOp, isFloating, native, opId, type DType } from '../core.js';
 import * as G from '../ops/generated.js';
 import { Optimizer, type GroupHyper, type ParamGroup, type ParamsArg, type ParamState } from './optimizer.js';
 
@@ -40,6 +44,8 @@ export interface AdamWOptions extends Partial<AdamHyper> {
   impl?: AdamImpl;
   /** Post-processes each step's update (see UpdateBatch); subclasses can override transformUpdates() instead. */
   transformUpdate?: (batch: UpdateBatch) => void;
+  /** float32 master weights and moments for bfloat16/float16 parameters (see the header). */
+  masterWeights?: boolean;
 }
 
 export interface AdamState extends ParamState {
@@ -48,7 +54,11 @@ export interface AdamState extends ParamState {
   exp_avg_sq: Tensor;
   /** Only with amsgrad: the running maximum of exp_avg_sq. */
   max_exp_avg_sq?: Tensor;
+  /** Only with masterWeights, for a low-precision parameter: its float32 value, which the update moves. */
+  master?: Tensor;
 }
+
+const LOW_PRECISION = new Set(['bfloat16', 'float16']);
 
 // Device types whose fused kernel failed under 'auto'; they use foreach from then on.
 const fusedUnsupported = new Set<string>();
@@ -57,6 +67,7 @@ export class AdamW extends Optimizer<AdamHyper, AdamState> {
   impl: AdamImpl;
   private readonly transformOption?: (batch: UpdateBatch) => void;
   private readonly hooked: boolean;
+  readonly masterWeights: boolean;
   // Fused kernels read the step count from a float tensor on the parameter's device; kept between steps so a
   // step costs one increment, not an upload. `n` is the step it holds.
   private fusedSteps = new Map<Tensor, { t: Tensor; n: number }>();
@@ -76,6 +87,7 @@ export class AdamW extends Optimizer<AdamHyper, AdamState> {
       throw new Error(`impl 'fused' needs ${this.fusedOp}, which this libtorch (${native.version()}) does not have; use 'foreach'`);
     }
     this.transformOption = o.transformUpdate;
+    this.masterWeights = o.masterWeights ?? false;
     this.hooked = this.transformOption !== undefined || this.transformUpdates !== AdamW.prototype.transformUpdates;
   }
 
@@ -109,15 +121,26 @@ export class AdamW extends Optimizer<AdamHyper, AdamState> {
     this.transformOption?.(batch);
   }
 
+  private hasMaster(p: Tensor): boolean {
+    return this.masterWeights && LOW_PRECISION.has(p.dtype);
+  }
+
   private stateFor(p: Tensor, amsgrad: boolean): AdamState {
     let s = this.state.get(p);
     if (s === undefined) {
-      s = this.initState(p, { step: 0, exp_avg: zerosLike(p), exp_avg_sq: zerosLike(p), ...(amsgrad ? { max_exp_avg_sq: zerosLike(p) } : {}) });
+      const master = this.hasMaster(p) ? p.to({ dtype: 'float32', copy: true }) : undefined;
+      const like = master ?? p;
+      s = this.initState(p, { step: 0, exp_avg: zerosLike(like), exp_avg_sq: zerosLike(like), ...(amsgrad ? { max_exp_avg_sq: zerosLike(like) } : {}), ...(master ? { master } : {}) });
     } else if (amsgrad && s.max_exp_avg_sq === undefined) {
       // amsgrad switched on for a parameter that already has moments: its maximum starts from zero, as on a first step.
-      s.max_exp_avg_sq = keep(zerosLike(p));
+      s.max_exp_avg_sq = keep(zerosLike(s.master ?? p));
     }
     return s;
+  }
+
+  /** Master weights keep float32 state whatever the parameter's dtype. */
+  protected stateDtype(p: Tensor, v: Tensor): DType {
+    return this.hasMaster(p) && isFloating(v.dtype) ? 'float32' : super.stateDtype(p, v);
   }
 
   protected stepGroup(g: ParamGroup<AdamHyper>): void {
@@ -125,6 +148,16 @@ export class AdamW extends Optimizer<AdamHyper, AdamState> {
     if (params.length === 0) return;
     const states = params.map((p) => this.stateFor(p, g.amsgrad));
     for (const s of states) s.step += 1;
+    if (states.some((s) => s.master)) {
+      // The update moves the float32 masters with float32 gradients; the parameters receive them rounded.
+      this.stepUpdate(g, params.map((p, i) => states[i].master ?? p), grads.map((gr, i) => (states[i].master ? gr.float() : gr)), states);
+      params.forEach((p, i) => states[i].master && p.copy_(states[i].master!));
+      return;
+    }
+    this.stepUpdate(g, params, grads, states);
+  }
+
+  private stepUpdate(g: ParamGroup<AdamHyper>, params: Tensor[], grads: Tensor[], states: AdamState[]): void {
     if (this.hooked) return this.stepHooked(g, params, grads, states);
     if (this.impl === 'single') {
       for (let i = 0; i < params.length; i++) this.stepOne(g, params[i], grads[i], states[i]);

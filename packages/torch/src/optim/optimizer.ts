@@ -3,7 +3,7 @@
 // State tensors are marked with keep(), so a step taken inside tidy() neither frees them nor leaks its
 // temporaries (step() opens its own scope); they live until loadStateDict() replaces them or dispose() is called.
 import { Tensor, tidy, keep, dispose, describe } from '../tensor.js';
-import { isFloating } from '../core.js';
+import { isFloating, type DType } from '../core.js';
 import { noGrad } from '../autograd.js';
 
 /** Hyper-parameters every group has; each optimizer extends this with its own. */
@@ -120,6 +120,11 @@ export abstract class Optimizer<H extends GroupHyper = GroupHyper, S extends Par
     return this.state.get(p);
   }
 
+  /** The dtype a loaded state tensor takes: floating state in the parameter's dtype, as torch does. */
+  protected stateDtype(p: Tensor, v: Tensor): DType {
+    return isFloating(v.dtype) ? p.dtype : v.dtype;
+  }
+
   /** Registers new state for p; its tensors are kept past the current scope. */
   protected initState(p: Tensor, s: S): S {
     for (const v of Object.values(s)) if (v instanceof Tensor) keep(v);
@@ -180,8 +185,7 @@ export abstract class Optimizer<H extends GroupHyper = GroupHyper, S extends Par
               if (v.numel() !== 1 && v.shape.join() !== p.shape.join()) {
                 throw new Error(`loadStateDict: state '${name}' of parameter ${k} has shape [${v.shape}], the parameter has [${p.shape}]`);
               }
-              const dtype = isFloating(v.dtype) ? p.dtype : v.dtype;
-              copy[name] = keep(v.to({ dtype, device: p.device, copy: true }));
+              copy[name] = keep(v.to({ dtype: this.stateDtype(p, v), device: p.device, copy: true }));
             } else if (typeof v === 'number' && Number.isFinite(v)) {
               copy[name] = v;
             } else {
