@@ -22,6 +22,7 @@ import type { Sam } from '../src/methods/sam.js';
 import { isFiltered, mofoK, type Mofo } from '../src/methods/mofo.js';
 import type { Hft } from '../src/methods/hft.js';
 import type { Distill } from '../src/methods/distill.js';
+import type { Sdft } from '../src/methods/sdft.js';
 import { loadAdapter, loraModules, mergeAdapters, mergeAndUnload, saveAdapter, setAdapterScale, unmergeAdapters } from '../src/methods/lora/index.js';
 
 const METHODS_DIR = new URL('../src/methods/', import.meta.url).pathname;
@@ -312,7 +313,8 @@ function recompute(ctx: TrainContext, methods: Method[], micro: Batch[]): Map<st
   const weights = methods.map((m) => m.stepWeights?.(ctx, micro) ?? []);
   micro.forEach((b, i) => {
     torch.tidy(() => {
-      let sums = causalLmLoss(ctx.model, b).sums;
+      const own = methods.find((m) => m.sampleLoss); // SDFT replaces the data loss
+      let sums = (own ? own.sampleLoss!(ctx, b, (x) => causalLmLoss(ctx.model, x)) : causalLmLoss(ctx.model, b)).sums;
       for (const ws of weights) if (ws[i]) sums = sums.mul(ws[i]!);
       let loss = sums.sum().div(total);
       if (i === 0) for (const m of methods) for (const t of m.lossTerms?.(ctx) ?? []) loss = loss.add(t.value);
@@ -757,6 +759,80 @@ SPECS.push({
   },
 });
 
+// SDFT (§15): the training-set rows of every micro-batch train on the student's own samples — their trained-token
+// counts are the sampled lengths, mixing's general rows keep theirs — and the loss of a row is the full-vocabulary
+// reverse KL to the teacher over its sampled tokens, here recomputed in float64 by its definition at θ₀ (first call;
+// the EMA teacher equals θ₀ then). The teacher is an EMA, so the resumed run also restores the EMA. A tokenizer stand-in:
+// token 63 is EOS, there is no BOS, literal template text maps to character codes mod 64.
+const SDFT_TOKENIZER = {
+  vocabSize: 64, bosId: -1, eosId: 63,
+  encode: (text: string) => [...text].map((c) => c.charCodeAt(0) % 64),
+  decode: (ids: number[]) => ids.map((i) => String.fromCharCode(i + 64)).join(''),
+  piece: (id: number) => String.fromCharCode(id + 64),
+};
+SPECS.push({
+  name: 'sdft',
+  file: 'sdft.ts',
+  options: { teacher: 'ema', ema_decay: 0.5, max_tokens: 5, temperature: 1, tokenizer: SDFT_TOKENIZER },
+  instrument(m, rec, env) {
+    const sd = m as Sdft;
+    const prepare = sd.prepareBatch.bind(sd);
+    const inner = sd.sampleLoss.bind(sd);
+    rec.batches = [] as { sources: string[]; counts: number[]; sampled: (number | null)[] }[];
+    rec.first = null;
+    sd.prepareBatch = (ctx, b) => {
+      const before = [...b.tokenCounts];
+      prepare(ctx, b);
+      const rows = sd.distilled(b);
+      rec.batches.push({ sources: [...b.sources], counts: [...b.tokenCounts], before, sampled: b.sources.map((_, i) => rows?.get(i)?.sampled ?? null) });
+    };
+    sd.sampleLoss = (ctx, b, plain) => {
+      env.onLoss?.(b); // the loop's loss of this batch is this one (SAM's row records its batches here)
+      const sl = inner(ctx, b, plain);
+      if (!rec.first && sd.distilled(b)) rec.first = { rows: [...sd.distilled(b)!], sums: Array.from(sl.sums.detach().double().cpu().data() as Float64Array) };
+      return sl;
+    };
+  },
+  check(run, rec) {
+    let distilled = 0;
+    let tokens = 0;
+    for (const b of rec.batches) {
+      b.sources.forEach((src: string, i: number) => {
+        if (src === 'train') {
+          assert.ok(b.sampled[i] !== null && b.sampled[i] >= 1 && b.sampled[i] <= 5, `a training row was sampled (1..max_tokens tokens), got ${b.sampled[i]}`);
+          assert.equal(b.counts[i], b.sampled[i], 'its trained tokens are the sampled ones');
+          distilled++;
+          tokens += b.sampled[i];
+        } else {
+          assert.equal(b.sampled[i], null, 'a general (replay) row is not distilled');
+          assert.equal(b.counts[i], b.before[i], 'and keeps its trained tokens');
+        }
+      });
+    }
+    assert.ok(distilled > 0, 'rows were distilled');
+    // The first distilled micro-batch at θ₀: Σ_t Σ_v p_s (log p_s − log p_t), float64, from a fresh model.
+    const fresh = newModel().to('float64');
+    fresh.eval();
+    let err = 0;
+    const exact = !run.names.includes('probe') && !run.names.includes('flow_vision'); // a probe's head starts from new values
+    for (const [i, r] of rec.first.rows as [number, { student: number[]; teacher: number[]; sampled: number }][]) {
+      const want = torch.tidy(() => {
+        const at = (ids: number[]) => fresh.forward(torch.tensor([ids], { dtype: 'int64' })).select(0, 0).narrow(0, ids.length - r.sampled - 1, r.sampled).logSoftmax(-1);
+        const ls = at(r.student);
+        const lt = at(r.teacher);
+        assert.deepEqual(r.student.slice(-r.sampled), r.teacher.slice(-r.sampled), 'both sides score the same sampled tokens');
+        return ls.exp().mul(ls.sub(lt)).sum().item();
+      });
+      const got = rec.first.sums[i]; // sums come back in batch order
+      assert.ok(got >= -1e-6, `reverse KL is non-negative, got ${got}`);
+      if (exact) err = Math.max(err, Math.abs(got - want) / Math.max(1e-6, Math.abs(want)));
+    }
+    fresh.dispose();
+    assert.ok(err < 1e-4, `row KL differs from the float64 definition by a relative ${err}`);
+    return { sdft_rows: distilled, sdft_sampled_tokens: tokens, sdft_kl_rel_err: exact ? +err.toExponential(2) : 'n/a (new head)' };
+  },
+});
+
 // Pairs that must be refused, with what the message must say.
 const MUST_REFUSE: Record<string, RegExp> = {
   'lora+hft': /HFT chooses which pretrained weights train/,
@@ -895,7 +971,7 @@ test('two methods with one exclusive role are refused with both names and the ro
 });
 
 test('every method of METHODS.md has a row in this table', () => {
-  assert.deepEqual(SPECS.map((s) => s.name), ['flow', 'flow_vision', 'mixing', 'sam', 'l2', 'ewc', 'mofo', 'lora', 'wise', 'hft', 'probe', 'distill']);
+  assert.deepEqual(SPECS.map((s) => s.name), ['flow', 'flow_vision', 'mixing', 'sam', 'l2', 'ewc', 'mofo', 'lora', 'wise', 'hft', 'probe', 'distill', 'sdft']);
   for (const name of METHODS.keys()) assert.ok(specOf.has(name), `registered method '${name}' has no row`);
 });
 

@@ -12,6 +12,8 @@ import { EWC } from './ewc.js';
 import { WiseFT } from './wise.js';
 import { LinearProbe } from './probe.js';
 import { Distill } from './distill.js';
+import { Merge } from './merge.js';
+import { Sdft } from './sdft.js';
 
 /** Builds a method from its config options (everything in the config entry except `name`). */
 export type MethodFactory = (options: Record<string, unknown>) => Method;
@@ -30,6 +32,8 @@ export const METHODS = new Map<string, MethodFactory>([
   ['wise', (o) => new WiseFT(o)],
   ['probe', (o) => new LinearProbe(o)],
   ['distill', (o) => new Distill(o)],
+  ['merge', (o) => new Merge(o)],
+  ['sdft', (o) => new Sdft(o)],
 ]);
 
 export function registerMethod(name: string, factory: MethodFactory): void {

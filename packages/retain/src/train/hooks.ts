@@ -8,8 +8,9 @@ import type * as torch from '@retain/torch';
 import type { Batch } from '../data/loader.js';
 import type { Example } from '../data/formats.js';
 import type { Pretrained } from '../models/hub.js';
+import type { Tokenizer } from '../tokenizers/llama2c.js';
 
-export type Role = 'optimizer-step' | 'forward-backward' | 'parameterization' | 'batch-composition';
+export type Role = 'optimizer-step' | 'forward-backward' | 'parameterization' | 'batch-composition' | 'data-loss';
 
 /** What the loop needs from a model: a module whose forward maps a batch to per-sample losses. */
 export interface TrainableModel extends torch.nn.Module {
@@ -64,6 +65,8 @@ export interface TrainContext {
   resuming?: boolean;
   /** The new heads the run's methods declare, known before any method's setup runs. */
   newHeads?: NewHead[];
+  /** The run's tokenizer, when it has one (SDFT encodes its template and stops samples at EOS). */
+  tokenizer?: Tokenizer;
 }
 
 /**
@@ -139,6 +142,13 @@ export interface Method {
    * per-step rule (normalisation, batch median) does not depend on grad_accum; null keeps weight 1.
    */
   stepWeights?(ctx: TrainContext, micro: Batch[]): (Tensor | null)[];
+  /**
+   * Each micro-batch once per step, after composition and before its trained tokens are counted: SDFT samples the
+   * student's responses here and sets those rows' tokenCounts to the sampled lengths (the step's normaliser).
+   */
+  prepareBatch?(ctx: TrainContext, batch: Batch): void;
+  /** Replaces the data loss of a micro-batch (SDFT's reverse KL); `plain` is the run's own loss, for rows it leaves alone. */
+  sampleLoss?(ctx: TrainContext, batch: Batch, plain: (batch: Batch) => SampleLosses): SampleLosses;
   /** Extra scalar loss terms added to the data loss before backward (L2-SP, EWC). */
   lossTerms?(ctx: TrainContext): { name: string; value: Tensor }[];
   /** Replaces the plain forward+backward of a step; `closure` computes the loss and backpropagates it (SAM). */

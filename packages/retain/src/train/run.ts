@@ -189,6 +189,7 @@ export async function runTraining(cfg: TrainConfig, methods: Method[] = buildMet
     lossChunk: t.loss_chunk,
     gradientCheckpointing: t.gradient_checkpointing,
     padId: 0,
+    ...(p.tokenizer ? { tokenizer: p.tokenizer } : {}),
     // Methods' own data (mixing's general set, EWC's Fisher data, WiSE-FT's held-out set) in the train data's shape.
     // loadTrainConfig made a config file's relative paths absolute; a programmatic config's resolve against the
     // working directory.

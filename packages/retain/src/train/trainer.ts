@@ -8,6 +8,7 @@ import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
 import { collate, DataLoader, disposeBatch, type Batch } from '../data/loader.js';
 import type { Example } from '../data/formats.js';
+import type { Tokenizer } from '../tokenizers/llama2c.js';
 import { checkComposition, type DistContext, type Method, type OptimizerLike, type SampleLosses, type TrainableModel, type TrainContext } from './hooks.js';
 import { shardBatch, shardRange } from './dist.js';
 import { loadLatestCheckpoint, NonFiniteWeightsError, removeStaleTemps, saveCheckpoint, setAsidePreviousRun, trimLogs } from './checkpoint.js';
@@ -73,6 +74,8 @@ export interface TrainOptions {
   loadData?: (spec: unknown, source: string) => Promise<Example[]>;
   /** Data parallelism (train/dist.ts): batchSize is the global batch; this rank trains on its rows of it. */
   dist?: DistContext | null;
+  /** The run's tokenizer, for methods that read or write text (SDFT); see TrainContext.tokenizer. */
+  tokenizer?: Tokenizer;
 }
 
 export interface TrainResult {
@@ -147,6 +150,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
     loadData: o.loadData,
     resuming: found !== null,
     newHeads: methods.flatMap((m) => (m.newHead ? [m.newHead] : [])),
+    ...(o.tokenizer ? { tokenizer: o.tokenizer } : {}),
     ...(dist ? { dist } : {}),
   };
 
@@ -203,6 +207,10 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
   const penalties = methods.filter((m) => m.lossTerms);
   const fb = methods.find((m) => m.forwardBackward);
   const stepper = methods.find((m) => m.optimizerStep);
+  const preparers = methods.filter((m) => m.prepareBatch);
+  // A method may replace the data loss (SDFT); it gets the run's own loss for the rows it leaves alone.
+  const ownLoss = methods.find((m) => m.sampleLoss);
+  const stepLoss = (b: Batch): SampleLosses => (ownLoss ? ownLoss.sampleLoss!(ctx, b, (x) => dataLoss(o.model, x)) : dataLoss(o.model, b));
 
   // Under data parallelism the gradient sum overlaps backward by default: c10d's Reducer (torch DDP's engine) launches
   // each bucket's all-reduce from the parameters' grad-accumulator hooks while backward goes on. It is built over the
@@ -224,6 +232,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
     const stepStart = performance.now();
     const micro: Batch[] = [];
     for (let a = 0; a < accum; a++) micro.push(composer ? composer.composeBatch!(ctx, nextBatch) : nextBatch());
+    for (const m of preparers) for (const b of micro) m.prepareBatch!(ctx, b);
     const totalTokens = micro.reduce((s, b) => s + b.tokenCounts.reduce((x, y) => x + y, 0), 0);
     if (totalTokens === 0) throw new Error(`step ${ctx.step + 1}: the batch has no trained tokens (are all completions truncated away?)`);
     const extra: Record<string, number> = {};
@@ -263,7 +272,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
           let loss: Tensor | null = null;
           let completeBackward: (() => void) | undefined;
           if (b.sampleIds.length > 0) {
-            const sl = ckpt ? ckpt.record(() => dataLoss(o.model, b)) : dataLoss(o.model, b);
+            const sl = ckpt ? ckpt.record(() => stepLoss(b)) : stepLoss(b);
             completeBackward = sl.completeBackward;
             let sums = sl.sums;
             for (const wt of microWeights[i]) if (wt) sums = sums.mul(wt);
