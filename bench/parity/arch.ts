@@ -39,7 +39,9 @@ export interface ArchResult {
 /** The bounds the tests hold every case to. */
 export const BOUNDS = { logits: 1e-4, gradRel: 1e-4, roundtrip: 1e-4 };
 
-const DECODER = { vocab_size: 320, hidden_size: 64, intermediate_size: 112, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 128 };
+// initializer_range 0.2 (transformers' default 0.02 leaves attention almost uniform): positions then matter enough
+// that a wrong rotary frequency or window changes the greedy tokens, not only the logits' last digits.
+const DECODER = { vocab_size: 320, hidden_size: 64, intermediate_size: 112, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 128, initializer_range: 0.2 };
 const T5_SIZE = { vocab_size: 300, d_model: 64, d_kv: 16, d_ff: 96, num_layers: 2, num_decoder_layers: 2, num_heads: 4, relative_attention_num_buckets: 8, relative_attention_max_distance: 20, decoder_start_token_id: 0 };
 
 export const CASES: ArchCase[] = [
@@ -65,11 +67,21 @@ export const CASES: ArchCase[] = [
   { name: 'mistral-window', hf: { model_type: 'mistral', ...DECODER, vocab_size: 1000, sliding_window: 5 }, variant: { tied: false } },
   // Phi-3: fused qkv_proj and gate_up_proj, rotary over half of each head (as Phi-4-mini's 0.75), a sliding window.
   { name: 'phi3-partial-rope-sharded', hf: { model_type: 'phi3', ...DECODER, partial_rotary_factor: 0.5, sliding_window: 7, pad_token_id: 0, eos_token_id: 2 }, variant: { shards: true, tied: false } },
-  { name: 'gpt2-tied', hf: { model_type: 'gpt2', vocab_size: 300, n_embd: 64, n_layer: 2, n_head: 4, n_positions: 128, bos_token_id: 1, eos_token_id: 2 }, variant: { tied: true } },
+  // Phi-3 128k / Phi-3.5: LongRoPE, short factors within the original context (16: the batch), long ones beyond it
+  // (generation runs to 38 positions), cos and sin scaled by √(1 + ln 8 / ln 16).
+  {
+    name: 'phi3-longrope',
+    hf: {
+      model_type: 'phi3', ...DECODER, original_max_position_embeddings: 16, pad_token_id: 0, eos_token_id: 2,
+      rope_scaling: { rope_type: 'longrope', short_factor: [1, 1.05, 1.1, 1.2, 1.3, 1.5, 1.8, 2], long_factor: [1, 1.5, 2.5, 4, 6, 8, 12, 16] },
+    },
+    variant: { tied: false },
+  },
+  { name: 'gpt2-tied', hf: { model_type: 'gpt2', vocab_size: 300, n_embd: 64, n_layer: 2, n_head: 4, n_positions: 128, initializer_range: 0.2, bos_token_id: 1, eos_token_id: 2 }, variant: { tied: true } },
   // GPT-2's less common switches: exact GELU, an MLP width of its own, attention scaled by 1/(layer + 1); untied.
   {
     name: 'gpt2-options-untied',
-    hf: { model_type: 'gpt2', vocab_size: 300, n_embd: 64, n_layer: 3, n_head: 4, n_positions: 128, n_inner: 80, activation_function: 'gelu', scale_attn_by_inverse_layer_idx: true, layer_norm_epsilon: 1e-6, bos_token_id: 1, eos_token_id: 2 },
+    hf: { model_type: 'gpt2', vocab_size: 300, n_embd: 64, n_layer: 3, n_head: 4, n_positions: 128, n_inner: 80, activation_function: 'gelu', scale_attn_by_inverse_layer_idx: true, initializer_range: 0.2, layer_norm_epsilon: 1e-6, bos_token_id: 1, eos_token_id: 2 },
     variant: { tied: false },
   },
   // T5 v1.0: relu MLP, head tied to the shared embedding and its input scaled by d_model^-0.5.

@@ -7,7 +7,9 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as torch from '@retain/torch';
-import { LlamaForCausalLM, ropeInvFreq, type LlamaConfig } from '../src/models/llama.js';
+
+const { nn } = torch;
+import { LlamaForCausalLM, ropeAttentionScale, ropeInvFreq, type LlamaConfig } from '../src/models/llama.js';
 import { Phi3ForCausalLM } from '../src/models/phi3.js';
 import { T5ForConditionalGeneration } from '../src/models/t5.js';
 import { loadPretrained, savePretrained } from '../src/models/hub.js';
@@ -35,7 +37,7 @@ test('rope_parameters (transformers 5) is read as rope_theta + rope_scaling are'
   assert.notDeepEqual([...ropeInvFreq(tiny({ ...wide, rope_parameters: { ...llama3, rope_theta: 500000 } }))], [...ropeInvFreq(tiny({ ...wide, rope_theta: 500000 }))]);
   // partial_rotary_factor 0.5 of head_dim 8: frequencies of a 4-wide rotation
   assert.deepEqual([...ropeInvFreq(tiny({ hidden_size: 32, num_attention_heads: 4, rope_parameters: { rope_theta: 10000, partial_rotary_factor: 0.5 } }))], [1, 0.01]);
-  assert.throws(() => new LlamaForCausalLM(tiny({ rope_parameters: { rope_type: 'yarn' as 'linear', rope_theta: 1e4 } })), (e: Error) => e instanceof ModelConfigError && e.message === "rope_parameters type 'yarn' is not supported; use default, linear, dynamic or llama3");
+  assert.throws(() => new LlamaForCausalLM(tiny({ rope_parameters: { rope_type: 'yarn' as 'linear', rope_theta: 1e4 } })), (e: Error) => e instanceof ModelConfigError && e.message === "rope_parameters type 'yarn' is not supported; use default, linear, dynamic, llama3, longrope");
   assert.throws(() => new LlamaForCausalLM(tiny({ hidden_act: 'gelu' })), /hidden_act 'gelu' is not supported; the Llama family's MLP uses silu/);
   assert.throws(() => new LlamaForCausalLM(tiny({ partial_rotary_factor: 0.375 })), { message: 'the rotated width of each head (3: head dimension 8 × partial_rotary_factor 0.375) must be even for rotary embeddings' });
   assert.throws(() => new LlamaForCausalLM(tiny({ partial_rotary_factor: 0 })), { message: 'partial_rotary_factor must be a number in (0, 1], got 0' });
@@ -87,6 +89,30 @@ test('a sliding window hides keys window positions back, in a full forward and t
   assert.deepEqual([...q.model.layers].map((l) => l.self_attn.window), [null, 3]);
   const old = new LlamaForCausalLM(tiny({ model_type: 'qwen2', sliding_window: 3, use_sliding_window: true, max_window_layers: 1 }));
   assert.deepEqual([...old.model.layers].map((l) => l.self_attn.window), [null, 3]);
+});
+
+test('Phi-3 LongRoPE: short factors within the original context, long ones beyond it, for the whole text as transformers reruns it', () => {
+  const longrope = { rope_type: 'longrope' as const, rope_theta: 10000, short_factor: [1, 1.5], long_factor: [2, 5] };
+  const c = tiny({ model_type: 'phi3', hidden_size: 16, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 32, original_max_position_embeddings: 4, rope_parameters: longrope });
+  assert.deepEqual([...ropeInvFreq(c, 4)], [1, 0.01 / 1.5]);
+  assert.deepEqual([...ropeInvFreq(c, 5)], [1 / 2, 0.01 / 5]);
+  assert.equal(ropeAttentionScale(c), Math.sqrt(1 + Math.log(32 / 4) / Math.log(4)));
+  torch.manualSeed(7);
+  const m = new Phi3ForCausalLM(c).eval();
+  nn.init.normal_(m.model.layers.get(0).self_attn.qkv_proj.weight, 0, 0.5); // positions must matter
+  const ids = [3, 17, 9, 30, 2, 41, 5];
+  torch.noGrad(() => torch.tidy(() => {
+    const cache = m.newCache(1, 8);
+    ids.forEach((t, n) => {
+      // One token at a time through the cache: what a full forward over the text so far gives at its last position.
+      const step = m.forward(torch.tensor([[t]]), { cache, lastOnly: true });
+      const full = m.forward(torch.tensor([ids.slice(0, n + 1)]), { lastOnly: true });
+      const diff = step.sub(full).abs().max().item();
+      assert.ok(diff < 1e-5, `token ${n + 1}: cached ${diff} away from the full forward`);
+    });
+    cache.dispose();
+  }));
+  assert.throws(() => new Phi3ForCausalLM({ ...c, rope_parameters: { ...longrope, long_factor: [2] } }), { message: 'rope_parameters.long_factor must list 2 positive numbers (one per rotary frequency) for longrope, got [2]' });
 });
 
 test("T5: scale_decoder_outputs (transformers 5) decides the head's d_model^-0.5, not tie_word_embeddings", () => {

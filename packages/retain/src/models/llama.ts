@@ -7,17 +7,40 @@
 import * as torch from '@retain/torch';
 import { Tensor } from '@retain/torch';
 import { checkBoolean, checkPositiveInt, checkPositiveNumber, ModelConfigError } from './weights.js';
+import { shown } from '../config.js';
 
 const { nn } = torch;
 
 export interface RopeScaling {
   /** HF writes `type` in older configs and `rope_type` in newer ones. */
-  type?: 'linear' | 'dynamic' | 'llama3' | 'default';
-  rope_type?: 'linear' | 'dynamic' | 'llama3' | 'default';
+  type?: 'linear' | 'dynamic' | 'llama3' | 'longrope' | 'default';
+  rope_type?: 'linear' | 'dynamic' | 'llama3' | 'longrope' | 'default';
   factor?: number;
   low_freq_factor?: number;
   high_freq_factor?: number;
   original_max_position_embeddings?: number;
+  /** LongRoPE (Phi-3 128k, Phi-3.5, Phi-4-mini): per-frequency divisors within / beyond the original context. */
+  short_factor?: number[];
+  long_factor?: number[];
+  /** LongRoPE's scale of cos and sin; default √(1 + ln(factor) / ln(original context)). */
+  attention_factor?: number;
+}
+
+const ROPE_KINDS = ['default', 'linear', 'dynamic', 'llama3', 'longrope'];
+
+/** LongRoPE's original context: in the rope settings (transformers 5) or at the top of the config (Phi-3's own key). */
+export function longropeOriginal(c: LlamaConfig, sc: RopeScaling): number {
+  return sc.original_max_position_embeddings ?? (c.original_max_position_embeddings as number | undefined) ?? c.max_position_embeddings;
+}
+
+/** The factor transformers multiplies cos and sin by: LongRoPE's attention_factor, else 1. */
+export function ropeAttentionScale(c: LlamaConfig): number {
+  const sc = ropeSettings(c).scaling;
+  if ((sc?.rope_type ?? sc?.type) !== 'longrope') return 1;
+  if (sc!.attention_factor != null) return sc!.attention_factor;
+  const orig = longropeOriginal(c, sc!);
+  const factor = sc!.factor ?? c.max_position_embeddings / orig;
+  return factor <= 1 ? 1 : Math.sqrt(1 + Math.log(factor) / Math.log(orig));
 }
 
 /** The fields of a Hugging Face config.json that this architecture reads (others are kept and ignored). */
@@ -84,6 +107,11 @@ export function ropeInvFreq(c: LlamaConfig, seqLen?: number): Float64Array {
   const inv = new Float64Array(rd / 2);
   for (let i = 0; i < rd / 2; i++) inv[i] = 1 / theta ** ((2 * i) / rd);
   if (kind === 'linear') for (let i = 0; i < inv.length; i++) inv[i] /= factor;
+  if (kind === 'longrope') {
+    // The long factors once the sequence outgrows the original context (the positions before keep their rotation).
+    const ext = seqLen !== undefined && seqLen > longropeOriginal(c, sc!) ? sc!.long_factor! : sc!.short_factor!;
+    for (let i = 0; i < inv.length; i++) inv[i] /= ext[i];
+  }
   if (kind === 'llama3') {
     const low = sc?.low_freq_factor ?? 1;
     const high = sc?.high_freq_factor ?? 4;
@@ -113,8 +141,9 @@ export function ropeTables(c: LlamaConfig, start: number, T: number, device: str
     const pos = torch.arange(start, start + T, 1, { dtype: 'float64' });
     const freqs = pos.unsqueeze(1).mul(inv.unsqueeze(0)); // [T, rd/2]
     const emb = torch.cat([freqs, freqs], 1); // [T, rd]
-    const cos = emb.cos().to({ dtype, device });
-    const sin = torch.cat([freqs.sin().neg(), freqs.sin()], 1).to({ dtype, device });
+    const scale = ropeAttentionScale(c);
+    const cos = emb.cos().mul(scale).to({ dtype, device });
+    const sin = torch.cat([freqs.sin().neg(), freqs.sin()], 1).mul(scale).to({ dtype, device });
     return [cos, sin] as [Tensor, Tensor];
   });
 }
@@ -132,6 +161,8 @@ export class KVCache {
   readonly k: Tensor[] = [];
   readonly v: Tensor[] = [];
   length = 0;
+  /** The ids fed so far [B, length], kept only for a model that may run them again (Phi-3 under LongRoPE). */
+  ids: Tensor | null = null;
 
   constructor(readonly c: LlamaConfig, readonly batch: number, readonly maxLen: number, device = 'cpu', dtype: torch.DType = 'float32') {
     const kv = c.num_key_value_heads ?? c.num_attention_heads;
@@ -153,7 +184,7 @@ export class KVCache {
   }
 
   dispose(): void {
-    torch.dispose([...this.k, ...this.v]);
+    torch.dispose([...this.k, ...this.v, ...(this.ids ? [this.ids] : [])]);
   }
 }
 
@@ -372,8 +403,30 @@ export class LlamaForCausalLM<A extends AttentionModule = LlamaAttention, M exte
     this.lm_head.weight = w;
   }
 
+  /**
+   * A cached length past which the whole text must run again through the cache, or null (Llama). Phi-3 under LongRoPE
+   * says its original context (phi3.ts).
+   */
+  rerunPast(): number | null {
+    return null;
+  }
+
+  // Keeps the cached ids where rerunPast asks for them; once the text outgrows that length, empties the cache and
+  // returns every id so far [B, length + T] to run again, else `ids`.
+  private withPast(ids: Tensor, cache: KVCache): Tensor {
+    const at = this.rerunPast();
+    if (at === null) return ids;
+    const all = torch.keep(cache.ids ? torch.cat([cache.ids, ids], 1) : ids.clone());
+    cache.ids?.dispose();
+    cache.ids = all;
+    if (cache.length === 0 || cache.length > at || cache.length + ids.shape[1] <= at) return ids;
+    cache.length = 0;
+    return all;
+  }
+
   /** ids [B, T] int64 -> logits [B, T, V] (or [B, 1, V] with lastOnly). */
-  forward(ids: Tensor, opts: ForwardOptions = {}): Tensor {
+  forward(newIds: Tensor, opts: ForwardOptions = {}): Tensor {
+    const ids = opts.cache ? this.withPast(newIds, opts.cache) : newIds;
     const [, T] = ids.shape;
     const start = opts.cache?.length ?? 0;
     if (start + T > (opts.cache?.maxLen ?? Infinity)) throw new RangeError(`sequence of ${start + T} tokens exceeds the cache of ${opts.cache!.maxLen}`);
@@ -386,9 +439,11 @@ export class LlamaForCausalLM<A extends AttentionModule = LlamaAttention, M exte
       x = next;
     }
     if (opts.cache) opts.cache.length += T;
+    // A rerun gives every position; the caller asked for its own.
+    if (T !== newIds.shape[1]) x = x.narrow(1, T - newIds.shape[1], newIds.shape[1]);
     x = this.model.norm.forward(x);
     if (opts.hidden) return x;
-    if (opts.lastOnly) x = x.narrow(1, T - 1, 1);
+    if (opts.lastOnly) x = x.narrow(1, x.shape[1] - 1, 1);
     return this.lm_head.forward(x); // [B, T, V]
   }
 
@@ -421,8 +476,15 @@ export function validateLlamaConfig(c: LlamaConfig): void {
   if (sc == null) return;
   if (typeof sc !== 'object' || Array.isArray(sc)) throw new ModelConfigError(`${key} must be an object such as {"rope_type": "linear", "factor": 2} or null, got ${JSON.stringify(sc)}`);
   const kind = sc.rope_type ?? sc.type;
-  if (kind && !['linear', 'dynamic', 'llama3', 'default'].includes(kind)) throw new ModelConfigError(`${key} type '${kind}' is not supported; use default, linear, dynamic or llama3`);
+  if (kind && !ROPE_KINDS.includes(kind)) throw new ModelConfigError(`${key} type '${kind}' is not supported; use ${ROPE_KINDS.join(', ')}`);
   const fields = sc as Record<string, unknown>;
-  for (const k of ['factor', 'low_freq_factor', 'high_freq_factor']) checkPositiveNumber(fields, k, { optional: true, in: key });
+  for (const k of ['factor', 'low_freq_factor', 'high_freq_factor', 'attention_factor']) checkPositiveNumber(fields, k, { optional: true, in: key });
   checkPositiveInt(fields, 'original_max_position_embeddings', { optional: true, in: key });
+  if (kind !== 'longrope') return;
+  for (const k of ['short_factor', 'long_factor']) {
+    const f = fields[k];
+    if (!Array.isArray(f) || f.length !== rotaryDim(c) / 2 || !f.every((x) => typeof x === 'number' && x > 0)) {
+      throw new ModelConfigError(`${key}.${k} must list ${rotaryDim(c) / 2} positive numbers (one per rotary frequency) for longrope, got ${shown(f)}`);
+    }
+  }
 }

@@ -3,10 +3,11 @@
 // model.layers.N.mlp.{gate_up_proj, down_proj}; the rest as in llama.ts. qkv_proj's rows are the query heads, then
 // the key heads, then the value heads; gate_up_proj's are the gate, then the up projection. Rotary embeddings may
 // cover only part of each head (partial_rotary_factor, 0.75 in Phi-4-mini), and every layer attends within
-// sliding_window when the config sets one (2047 in Phi-3-mini-4k); llama.ts's rotaryAttention does both.
+// sliding_window when the config sets one (2047 in Phi-3-mini-4k); llama.ts's rotaryAttention does both. LongRoPE
+// (Phi-3 128k, Phi-3.5) reruns the text once generation outgrows the original context, as transformers does.
 import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
-import { LlamaForCausalLM, rotaryAttention, slidingWindow, type HeadLayout, type KVCache, type LayerParts, type LlamaConfig } from './llama.js';
+import { LlamaForCausalLM, longropeOriginal, ropeSettings, rotaryAttention, slidingWindow, type HeadLayout, type KVCache, type LayerParts, type LlamaConfig } from './llama.js';
 import { ModelConfigError } from './weights.js';
 
 const { nn } = torch;
@@ -66,5 +67,15 @@ export class Phi3ForCausalLM extends LlamaForCausalLM<Phi3Attention, Phi3MLP> {
       if (config[k] === true) throw new ModelConfigError(`${k} is true, but Phi-3 has no biases on its projections; remove the key or set it to false`);
     }
     super(config, PHI3_PARTS);
+  }
+
+  /**
+   * Under LongRoPE transformers' Phi-3 runs the whole text again when it first outgrows the original context (its
+   * prepare_inputs_for_generation drops the cache), so every position then rotates with the long factors; the cached
+   * keys had the short ones.
+   */
+  override rerunPast(): number | null {
+    const sc = ropeSettings(this.config).scaling;
+    return (sc?.rope_type ?? sc?.type) === 'longrope' ? longropeOriginal(this.config, sc!) : null;
   }
 }
