@@ -3,7 +3,9 @@ import { Command } from 'commander';
 import { describeFsError, int, num, nonNegative, nonNegativeInt, positiveInt, unitInterval } from './args.js';
 import * as torch from '@retain/torch';
 import { loadTrainConfig, ConfigError } from '../config.js';
-import { runTraining } from '../train/run.js';
+import { checkOutputDir, runTraining } from '../train/run.js';
+import { saveRunConfig } from '../train/saved-config.js';
+import { trainConfigJsonSchema } from '../schema.js';
 import { loadPretrained, type Pretrained } from '../models/hub.js';
 import { generate, type CausalLM, type GenerateOptions } from '../models/generate.js';
 import { CharLSTM } from '../models/charlstm.js';
@@ -63,7 +65,8 @@ program.name('retain').description('Fine-tune pretrained models without catastro
 
 program
   .command('train')
-  .argument('<config>', 'YAML training config (see configs/)')
+  .argument('<config>', 'YAML training config (see configs/; every key: retain schema)')
+  .argument('[overrides...]', 'settings changed for this run: key=value with a dotted key and a YAML value, e.g. training.lr=3e-4 methods=[flow,l2] (a list is indexed by number: methods.0.lambda=0.1); validated as the file is, saved with it in output_dir/run_config.yaml')
   .description('fine-tune a model as the config says; checkpoints and metrics.jsonl go to output_dir')
   .option('--nproc <n>', 'data-parallel worker processes on this machine (training.batch_size is the global batch)', int)
   .option('--rank <r>', 'multi-machine launch: this process\'s rank (or RANK)', int)
@@ -71,8 +74,8 @@ program
   .option('--master-addr <host>', 'multi-machine launch: address of rank 0 (or MASTER_ADDR)')
   .option('--master-port <port>', 'multi-machine launch: TCP port of the store on rank 0 (or MASTER_PORT)', int)
   .option('--dist-timeout <s>', 'seconds a rendezvous or collective may wait for the other ranks (or RETAIN_DIST_TIMEOUT; default 300)', num)
-  .action(async (config: string, o: { nproc?: number; rank?: number; worldSize?: number; masterAddr?: string; masterPort?: number; distTimeout?: number }) => {
-    const cfg = loadTrainConfig(config);
+  .action(async (config: string, overrides: string[], o: { nproc?: number; rank?: number; worldSize?: number; masterAddr?: string; masterPort?: number; distTimeout?: number }) => {
+    const cfg = loadTrainConfig(config, overrides);
     if (o.nproc !== undefined) {
       if (o.nproc < 1) throw new DistConfigError(`--nproc must be at least 1, got ${o.nproc}`);
       if (o.nproc > 1) {
@@ -80,7 +83,7 @@ program
         checkDistConfig(cfg, o.nproc, o.nproc);
         const per = cfg.training.batch_size / o.nproc;
         for (let r = 0; r < o.nproc; r++) console.error(`retain: rank ${r}: rows ${r * per}..${(r + 1) * per - 1} of every global batch of ${cfg.training.batch_size}${r === 0 ? '; writes checkpoints, metrics.jsonl and the final model' : ''}`);
-        const args = [...process.execArgv, process.argv[1], 'train', config, ...(o.distTimeout ? ['--dist-timeout', String(o.distTimeout)] : [])];
+        const args = [...process.execArgv, process.argv[1], 'train', config, ...overrides, ...(o.distTimeout ? ['--dist-timeout', String(o.distTimeout)] : [])];
         process.exitCode = await launchWorkers({ nproc: o.nproc, args, timeoutS: o.distTimeout });
         return;
       }
@@ -93,6 +96,10 @@ program
       console.error(`retain: rank ${dist.rank} of ${dist.worldSize} (${dist.backend}, store ${dist.masterAddr}:${dist.masterPort}): joining; trains rows ${dist.rank * per}..${(dist.rank + 1) * per - 1} of every global batch of ${cfg.training.batch_size}${dist.rank === 0 ? ', writes checkpoints, metrics and the final model' : ''}`);
       const ctx = startDist(dist);
       console.error(`retain: rank ${dist.rank}: gradients summed ${ctx.overlap ? 'during backward (c10d Reducer' : 'after backward (reduceGradients'}, ${+(dist.bucketBytes / 2 ** 20).toFixed(2)} MiB buckets)`);
+    }
+    if (!dist || dist.rank === 0) {
+      checkOutputDir(cfg.output_dir, cfg.model.path);
+      saveRunConfig(cfg, config, overrides);
     }
     let r;
     try {
@@ -126,6 +133,13 @@ program
     } finally {
       p.model.dispose();
     }
+  });
+
+program
+  .command('schema')
+  .description('print the JSON Schema of a training config (every key, its type, allowed values and default)')
+  .action(() => {
+    console.log(JSON.stringify(trainConfigJsonSchema(), null, 2));
   });
 
 program

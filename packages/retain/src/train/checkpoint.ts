@@ -54,7 +54,7 @@ function fsyncDir(dir: string): void {
 }
 
 /** Replaces `file` whole: written beside it, flushed, renamed over it. */
-function writeTextAtomic(file: string, text: string): void {
+export function writeTextAtomic(file: string, text: string): void {
   const tmp = `${file}.tmp-${process.pid}`;
   writeFileSync(tmp, text);
   const fd = openSync(tmp, 'r');
