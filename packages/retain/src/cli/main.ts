@@ -19,6 +19,7 @@ import { registerDemoCommand } from '../suite/demo.js';
 import { registerTuneCommand } from '../suite/tune.js';
 import { registerReportCommand } from '../report/cli.js';
 import { registerSynthCommand } from '../synth/cli.js';
+import { EXIT_RESUMABLE } from '../train/preempt.js';
 
 interface GenerateCliOptions {
   prompt: string;
@@ -103,14 +104,18 @@ program
     }
     let r;
     try {
-      r = await runTraining(cfg, undefined, { progress: !dist || dist.rank === 0 });
+      r = await runTraining(cfg, undefined, { progress: !dist || dist.rank === 0, stopOnSignals: true });
     } catch (e) {
       // No barrier: the other ranks may be the reason this one failed.
       if (dist) console.error(`retain: rank ${dist.rank} of ${dist.worldSize} failed`);
       throw e;
     }
     stopDist();
-    if (!dist || dist.rank === 0) console.log(JSON.stringify({ steps: r.steps, final_loss: r.finalLoss, resumed_from: r.resumedFrom, saved: r.finalDir, ...(dist ? { world_size: dist.worldSize } : {}) }));
+    if (r.preempted) {
+      if (!dist || dist.rank === 0) console.error(`retain: stopped by ${r.preempted} after step ${r.steps}, checkpoint written; exit status ${EXIT_RESUMABLE}: rerun the same command to resume`);
+      process.exitCode = EXIT_RESUMABLE;
+    }
+    if (!dist || dist.rank === 0) console.log(JSON.stringify({ steps: r.steps, final_loss: r.finalLoss, resumed_from: r.resumedFrom, ...(r.preempted ? { preempted: r.preempted } : { saved: r.finalDir }), ...(dist ? { world_size: dist.worldSize } : {}) }));
   });
 
 program

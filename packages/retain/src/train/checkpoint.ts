@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
 import { firstNonFinite } from '../models/weights.js';
+import { diskFullError, injectFault, isDiskFull, tensorBytes } from './faults.js';
 
 /** Splits a JSON-like object holding tensors into plain JSON (tensors replaced by references) and a tensor map. */
 export function splitTensors(v: unknown, prefix: string, out: Map<string, Tensor>): unknown {
@@ -91,13 +92,22 @@ export function saveCheckpoint(dir: string, parts: CheckpointParts, keep = 2): s
   const final = join(dir, name);
   const tmp = join(dir, `${name}.tmp`);
   rmSync(tmp, { recursive: true, force: true });
-  mkdirSync(tmp);
-  torch.io.saveSafetensors(join(tmp, 'model.safetensors'), parts.model, { format: 'pt' });
   const stateTensors = new Map<string, Tensor>();
   const json = splitTensors(parts.state, '', stateTensors);
-  torch.io.saveSafetensors(join(tmp, 'state.safetensors'), stateTensors, { format: 'pt' });
-  writeJsonAtomic(join(tmp, 'state.json'), { step: parts.step, state: json });
-  fsyncDir(tmp);
+  try {
+    mkdirSync(tmp);
+    torch.io.saveSafetensors(join(tmp, 'model.safetensors'), parts.model, { format: 'pt' });
+    injectFault(name);
+    torch.io.saveSafetensors(join(tmp, 'state.safetensors'), stateTensors, { format: 'pt' });
+    writeJsonAtomic(join(tmp, 'state.json'), { step: parts.step, state: json });
+    fsyncDir(tmp);
+  } catch (e) {
+    // The checkpoints before stay whole (and all of them: keep_checkpoints counts complete ones only).
+    rmSync(tmp, { recursive: true, force: true });
+    if (!isDiskFull(e)) throw e;
+    const need = tensorBytes(parts.model.values()) + tensorBytes(stateTensors.values());
+    throw diskFullError(`checkpoint ${name} in ${dir}`, dir, need, listCheckpoints(dir));
+  }
   rmSync(final, { recursive: true, force: true });
   renameSync(tmp, final);
   fsyncDir(dir);

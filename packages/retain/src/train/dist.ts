@@ -14,6 +14,7 @@ import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
 import type { Batch } from '../data/loader.js';
 import type { DistContext } from './hooks.js';
+import { EXIT_RESUMABLE } from './preempt.js';
 
 export interface DistSettings {
   rank: number;
@@ -185,7 +186,8 @@ export interface LaunchOptions {
 
 /**
  * Single-machine launcher (what torchrun does): N copies of `retain train` with RANK/WORLD_SIZE/MASTER_ADDR/
- * MASTER_PORT set. Resolves with the exit code for the whole run: 0 only when every worker succeeded.
+ * MASTER_PORT set. Resolves with the exit code for the whole run: 0 only when every worker succeeded, EXIT_RESUMABLE
+ * when all of them stopped after a signal with a checkpoint.
  */
 export async function launchWorkers(o: LaunchOptions): Promise<number> {
   const log = o.log ?? ((l: string) => console.error(l));
@@ -201,16 +203,15 @@ export async function launchWorkers(o: LaunchOptions): Promise<number> {
     children.push(child);
     exits.push(new Promise((res) => child.on('exit', (code, signal) => res({ rank, code, signal }))));
   }
-  // Ctrl-C or a kill of the launcher ends the workers too.
+  // Ctrl-C, a kill of the launcher or a scheduler's SIGUSR1 reaches the workers too, which then agree on a step to
+  // stop after (preempt.ts).
   const forward = (sig: NodeJS.Signals) => children.forEach((c) => c.exitCode === null && c.kill(sig));
-  const onInt = () => forward('SIGINT');
-  const onTerm = () => forward('SIGTERM');
-  process.on('SIGINT', onInt);
-  process.on('SIGTERM', onTerm);
+  const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGUSR1'];
+  for (const s of signals) process.on(s, forward);
   let failed = false;
   let killer: NodeJS.Timeout | null = null;
   const results = await Promise.all(exits.map((p) => p.then((r) => {
-    if (r.code !== 0) {
+    if (r.code !== 0 && r.code !== EXIT_RESUMABLE) {
       log(`retain: rank ${r.rank} ${r.signal ? `was killed by ${r.signal}` : `exited with code ${r.code}`}`);
       if (!failed) {
         failed = true;
@@ -222,8 +223,9 @@ export async function launchWorkers(o: LaunchOptions): Promise<number> {
     return r;
   })));
   if (killer) clearTimeout(killer);
-  process.off('SIGINT', onInt);
-  process.off('SIGTERM', onTerm);
+  for (const s of signals) process.off(s, forward);
+  // Every rank stopped after the same checkpointed step: the run as a whole can resume.
+  if (results.every((r) => r.code === EXIT_RESUMABLE)) return EXIT_RESUMABLE;
   const bad = results.filter((r) => r.code !== 0);
   if (bad.length) log(`retain: data-parallel run failed (${bad.map((r) => `rank ${r.rank}: ${r.signal ?? `code ${r.code}`}`).join(', ')})`);
   return bad.length ? 1 : 0;

@@ -1,5 +1,5 @@
 // `retain train`: config → model, data, optimizer → the loop → a Hugging Face directory in output_dir/final.
-import { existsSync, realpathSync, statSync } from 'node:fs';
+import { existsSync, realpathSync, rmSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import * as torch from '@retain/torch';
@@ -20,6 +20,9 @@ import { pretrainedEvalModel } from '../eval/model.js';
 import { resolveTasks } from '../eval/tasks.js';
 import { activeDist } from './dist.js';
 import { writeRunResults } from './results.js';
+import { listCheckpoints } from './checkpoint.js';
+import { diskFullError, injectFault, isDiskFull, tensorBytes } from './faults.js';
+import { lockOutputDir } from '../lock.js';
 
 type DataCfg = TrainConfig['data']['train'];
 
@@ -125,7 +128,27 @@ export function checkOutputDir(outputDir: string, modelPath: string): void {
   if (existsSync(dir) && !statSync(dir).isDirectory()) throw new Error(`output_dir '${outputDir}' is a file; it must be a folder (or not exist yet)`);
 }
 
-export async function runTraining(cfg: TrainConfig, methods: Method[] = buildMethods(cfg.methods), opts: { progress?: boolean } = {}): Promise<RunResult> {
+export interface RunOptions {
+  progress?: boolean;
+  /** SIGTERM/SIGINT/SIGUSR1 stop the run after a checkpoint (RunResult.preempted); `retain train` sets it. */
+  stopOnSignals?: boolean;
+}
+
+/**
+ * A run holds its output_dir for its whole length (lock.ts): a second run on the same folder is refused instead of
+ * resuming from checkpoints the first is still writing. Under data parallelism rank 0, the one writer, holds it.
+ */
+export async function runTraining(cfg: TrainConfig, methods?: Method[], opts: RunOptions = {}): Promise<RunResult> {
+  checkOutputDir(cfg.output_dir, cfg.model.path);
+  const lock = (activeDist()?.rank ?? 0) === 0 ? lockOutputDir(cfg.output_dir) : null;
+  try {
+    return await trainFromConfig(cfg, methods, opts);
+  } finally {
+    lock?.release();
+  }
+}
+
+async function trainFromConfig(cfg: TrainConfig, methods: Method[] = buildMethods(cfg.methods), opts: RunOptions): Promise<RunResult> {
   if (cfg.training.threads) torch.setNumThreads(cfg.training.threads);
   if (cfg.data.train.pack) {
     const m = methods.find((x) => x.wholeExamples);
@@ -139,7 +162,6 @@ export async function runTraining(cfg: TrainConfig, methods: Method[] = buildMet
     if (n === 0) throw new Error(`model.device is ${dev}, but this build of @retain/torch sees no CUDA device (a CPU libtorch, or no GPU); use device cpu, or build against a CUDA PyTorch (docs/GPU.md)`);
     if (!(idx < n)) throw new Error(`model.device is ${dev}, but there ${n === 1 ? 'is 1 CUDA device (cuda:0)' : `are ${n} CUDA devices (cuda:0..cuda:${n - 1})`}`);
   }
-  checkOutputDir(cfg.output_dir, cfg.model.path);
   const precision = precisionPlan(cfg);
   const p = await loadPretrained(cfg.model.path, { dtype: precision.dtype, tokenizer: cfg.model.tokenizer, device: dev });
   const trainSet = await loadExamples(cfg.data.train, p, cfg.data.train.name ?? 'train');
@@ -190,6 +212,7 @@ export async function runTraining(cfg: TrainConfig, methods: Method[] = buildMet
     gradientCheckpointing: t.gradient_checkpointing,
     padId: 0,
     ...(p.tokenizer ? { tokenizer: p.tokenizer } : {}),
+    stopOnSignals: opts.stopOnSignals,
     // Methods' own data (mixing's general set, EWC's Fisher data, WiSE-FT's held-out set) in the train data's shape.
     // loadTrainConfig made a config file's relative paths absolute; a programmatic config's resolve against the
     // working directory.
@@ -204,13 +227,30 @@ export async function runTraining(cfg: TrainConfig, methods: Method[] = buildMet
   model.eval();
   // A method that changes what the result is (LoRA: an adapter over the base) writes it; otherwise the full model.
   const saver = methods.find((m) => m.saveFinal);
-  // Under data parallelism the replicas are identical; rank 0 writes the one copy.
-  if ((activeDist()?.rank ?? 0) === 0) {
-    if (saver) await saver.saveFinal!({ model, dir: finalDir, pretrained: p, basePath: cfg.model.path });
-    else savePretrained(p, finalDir);
+  // Under data parallelism the replicas are identical; rank 0 writes the one copy. A run stopped by a signal is not
+  // finished: its rerun resumes and writes final/.
+  if (!result.preempted && (activeDist()?.rank ?? 0) === 0) {
+    await writeFinal(finalDir, model, async () => {
+      if (saver) await saver.saveFinal!({ model, dir: finalDir, pretrained: p, basePath: cfg.model.path });
+      else savePretrained(p, finalDir);
+    });
   }
   if ((activeDist()?.rank ?? 0) === 0) writeRunResults(cfg, p, methods, monitor, evalSet && { loss: () => evalLoss(model, evalSet, 8, lossFn), n: evalSet.length }, result.steps);
   optimizer.dispose();
   monitor?.dispose();
   return { ...result, finalDir, monitor };
+}
+
+/** Writes final/ through `write`; a full disk becomes a message with the space needed (the checkpoints stay). */
+async function writeFinal(dir: string, model: TrainableModel, write: () => Promise<void>): Promise<void> {
+  try {
+    injectFault('final');
+    await write();
+  } catch (e) {
+    if (!isDiskFull(e)) throw e;
+    // savePretrained removes its own temporary folder; a method's saver may leave one.
+    rmSync(`${dir}.tmp-${process.pid}`, { recursive: true, force: true });
+    const out = resolve(dir, '..');
+    throw diskFullError(`the final model ${dir}`, out, tensorBytes(model.stateDict().values()), listCheckpoints(out));
+  }
 }

@@ -16,6 +16,8 @@ import { loadLatestCheckpoint, NonFiniteWeightsError, removeStaleTemps, saveChec
 import { Progress } from './progress.js';
 import { batchChunk, chunkedLoss, type LossChunkSetting } from './chunked.js';
 import { LayerCheckpointing, type CheckpointingSetting } from './checkpointing.js';
+import { injectFault } from './faults.js';
+import { StopRequest, stopAgreed, yieldToSignals } from './preempt.js';
 
 export class NonFiniteLossError extends Error {}
 
@@ -76,6 +78,8 @@ export interface TrainOptions {
   dist?: DistContext | null;
   /** The run's tokenizer, for methods that read or write text (SDFT); see TrainContext.tokenizer. */
   tokenizer?: Tokenizer;
+  /** SIGTERM/SIGINT/SIGUSR1 end the run after the current step, with a checkpoint (preempt.ts); for `retain train`. */
+  stopOnSignals?: boolean;
 }
 
 export interface TrainResult {
@@ -85,9 +89,20 @@ export interface TrainResult {
   resumedFrom: number | null;
   /** Why the run ended before its planned steps (a method asked it to stop), or null. */
   stopped?: string | null;
+  /** The signal that stopped the run after a checkpoint (it resumes from there), or null. */
+  preempted?: string | null;
 }
 
 export async function train(o: TrainOptions): Promise<TrainResult> {
+  const stop = o.stopOnSignals ? new StopRequest((m) => console.error(`retain: ${m}`)) : null;
+  try {
+    return await trainLoop(o, stop);
+  } finally {
+    stop?.uninstall();
+  }
+}
+
+async function trainLoop(o: TrainOptions, stop: StopRequest | null): Promise<TrainResult> {
   const methods = o.methods ?? [];
   checkComposition(methods);
   const baseLoss = o.lossFn ?? causalLmLoss;
@@ -227,6 +242,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
   let finalLoss = NaN;
   const t0 = performance.now();
   let tokensSeen = 0;
+  let preempted: string | null = null;
   while (ctx.step < totalSteps) {
     for (const m of methods) m.beforeStep?.(ctx);
     const stepStart = performance.now();
@@ -337,17 +353,39 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
     // Fault injection for the resume tests: die as `kill -9` would, right after this step (RETAIN_KILL_RANK: one rank).
     if (process.env.RETAIN_KILL_AT_STEP && ctx.step === Number(process.env.RETAIN_KILL_AT_STEP) &&
         (!process.env.RETAIN_KILL_RANK || Number(process.env.RETAIN_KILL_RANK) === (dist?.rank ?? 0))) process.kill(process.pid, 'SIGKILL');
+    injectFault(`step-${ctx.step}`, dist?.rank ?? 0);
     if (ctx.stop) {
       progress.note(ctx.stop);
+      break;
+    }
+    if (stop && ctx.step < totalSteps && await stopHere(stop, o, ctx, loader, methods)) {
+      preempted = stop.signal ?? 'a signal to another rank';
       break;
     }
   }
   (reducer as torch.distributed.GradReducer | null)?.dispose();
   ckpt?.dispose();
+  if (preempted) {
+    progress.done();
+    return { steps: ctx.step, finalLoss, history, resumedFrom, stopped: null, preempted };
+  }
   for (const m of methods) await m.finish?.(ctx);
   if (o.outputDir && writer && o.saveEvery) save(o, ctx, loader, methods);
   progress.done();
   return { steps: ctx.step, finalLoss, history, resumedFrom, stopped: ctx.stop ?? null };
+}
+
+/**
+ * After a step: whether a stop signal (received by any rank) ends the run here. If so, rank 0 writes the step's
+ * checkpoint (unless save_every just did), which is what the rerun resumes from.
+ */
+async function stopHere(stop: StopRequest, o: TrainOptions, ctx: TrainContext, loader: DataLoader, methods: Method[]): Promise<boolean> {
+  await yieldToSignals();
+  const device = o.model.parameters()[0]?.device ?? 'cpu';
+  if (!stopAgreed(stop.signal !== null, o.dist, device)) return false;
+  const savedNow = o.saveEvery && ctx.step % o.saveEvery === 0;
+  if (o.outputDir && (!o.dist || o.dist.rank === 0) && !savedNow) save(o, ctx, loader, methods);
+  return true;
 }
 
 /** The persistent buffers of a model (state-dict entries that are not parameters), as registered. */
