@@ -833,6 +833,58 @@ SPECS.push({
   },
 });
 
+// Merging (§14), TIES with one task vector (trimmed task arithmetic): in every floating tensor exactly the entries
+// of τ = θ_ft − θ₀ with the round(k·n) largest magnitudes are added back (scaled by λ), the rest is θ₀; a new head
+// keeps its trained value.
+const MERGE = { mode: 'ties', k: 0.2, lambda: 0.8 };
+SPECS.push({
+  name: 'merge',
+  file: 'merge.ts',
+  options: MERGE,
+  instrument(m, rec) {
+    const inner = m.finish!.bind(m);
+    m.finish = async (ctx) => {
+      rec.ft = snapshot(ctx.model.stateDict());
+      await inner(ctx);
+      rec.out = snapshot(ctx.model.stateDict());
+    };
+  },
+  check(run, rec) {
+    let err = 0;
+    let kept = 0;
+    let orderViolations = 0;
+    for (const [key, t0] of run.theta0) {
+      const ft = rec.ft.get(key) as Tensor;
+      const out = rec.out.get(key) as Tensor;
+      if (hasNewHead(run.names) && NEW_HEAD.test(key)) {
+        assert.ok(out.equal(ft), `the new head ${key} keeps its trained value`);
+        continue;
+      }
+      const [e, n, viol] = torch.tidy(() => {
+        const tau = ft.double().sub(t0.double()).reshape(-1);
+        const moved = out.double().sub(t0.double()).reshape(-1);
+        const on = moved.ne(0);
+        const want = Math.max(1, Math.round(MERGE.k * tau.numel()));
+        const nOn = on.sum().item();
+        // Where τ has fewer non-zero entries than k·n (a tensor that barely trained), all of them are kept.
+        assert.equal(nOn, Math.min(want, tau.ne(0).sum().item()), `${key}: ${nOn} entries moved, expected round(k·n) = ${want}`);
+        const a = tau.abs();
+        const minKept = nOn ? torch.ops.masked_select(a, on).min().item() : Infinity;
+        const maxDropped = nOn < tau.numel() ? torch.ops.masked_select(a, on.logicalNot()).max().item() : -Infinity;
+        return [nOn ? torch.ops.masked_select(moved.sub(tau.mul(MERGE.lambda)), on).abs().max().item() : 0, nOn, minKept < maxDropped ? 1 : 0];
+      });
+      err = Math.max(err, e);
+      kept += n;
+      orderViolations += viol;
+    }
+    assert.equal(orderViolations, 0, 'the kept entries are the largest |τ|');
+    assert.ok(err < 1e-6, `kept entries differ from θ₀ + λ·τ by ${err}`);
+    // A plain probe trains only its head, which keeps its value: nothing else is left to merge.
+    if (!run.names.includes('probe')) assert.ok(kept > 0, 'something was merged');
+    return { merge_mode: MERGE.mode, merge_entries_kept: kept, merge_max_err: +err.toExponential(2) };
+  },
+});
+
 // Pairs that must be refused, with what the message must say.
 const MUST_REFUSE: Record<string, RegExp> = {
   'lora+hft': /HFT chooses which pretrained weights train/,
@@ -846,6 +898,8 @@ const MUST_REFUSE: Record<string, RegExp> = {
   'flow+flow_vision': /both weight every training sample/,
   'flow_vision+distill': /new head has no base predictions/,
   'probe+distill': /new head has no base predictions/,
+  'lora+merge': /LoRA trains an adapter beside it/,
+  'wise+merge': /both rewrite the final weights from θ₀/,
 };
 
 // --- the runs --------------------------------------------------------------------------------------------------
@@ -971,7 +1025,7 @@ test('two methods with one exclusive role are refused with both names and the ro
 });
 
 test('every method of METHODS.md has a row in this table', () => {
-  assert.deepEqual(SPECS.map((s) => s.name), ['flow', 'flow_vision', 'mixing', 'sam', 'l2', 'ewc', 'mofo', 'lora', 'wise', 'hft', 'probe', 'distill', 'sdft']);
+  assert.deepEqual(SPECS.map((s) => s.name), ['flow', 'flow_vision', 'mixing', 'sam', 'l2', 'ewc', 'mofo', 'lora', 'wise', 'hft', 'probe', 'distill', 'sdft', 'merge']);
   for (const name of METHODS.keys()) assert.ok(specOf.has(name), `registered method '${name}' has no row`);
 });
 
