@@ -80,9 +80,11 @@ test('a second run on an output_dir in use is refused, naming the holder; the fi
   const exited = new Promise<number | null>((res) => first.on('exit', (code) => res(code)));
   while (!existsSync(join(b.out, 'metrics.jsonl'))) await new Promise((res) => setTimeout(res, 50));
   await new Promise((res) => setTimeout(res, 300));
-  const second = retain(['train', b.cfg]);
+  const second = retain(['train', b.cfg, 'training.seed=2']);
   first.kill('SIGCONT');
   assert.equal(second.status, 1);
+  // Refused before it wrote anything: the settings saved there are still the first run's.
+  assert.match(readFileSync(join(b.out, 'run_config.yaml'), 'utf8'), /^ {2}seed: 1$/m);
   assert.match(second.stderr, new RegExp(`^retain: output_dir ${b.out.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} is in use by process ${first.pid} on ${hostname()}, started \\S+ \\(train ${b.cfg}\\) \\(lock ${b.out}/\\.retain\\.lock\\); wait for that run to end or use another output`));
   assert.equal(await exited, 0);
   assert.ok(weights(b.out).equals(uninterrupted().weights));

@@ -132,6 +132,8 @@ export interface RunOptions {
   progress?: boolean;
   /** SIGTERM/SIGINT/SIGUSR1 stop the run after a checkpoint (RunResult.preempted); `retain train` sets it. */
   stopOnSignals?: boolean;
+  /** The caller holds output_dir's lock already (`retain train` takes it before it writes run_config.yaml). */
+  locked?: boolean;
 }
 
 /**
@@ -140,7 +142,7 @@ export interface RunOptions {
  */
 export async function runTraining(cfg: TrainConfig, methods?: Method[], opts: RunOptions = {}): Promise<RunResult> {
   checkOutputDir(cfg.output_dir, cfg.model.path);
-  const lock = (activeDist()?.rank ?? 0) === 0 ? lockOutputDir(cfg.output_dir) : null;
+  const lock = !opts.locked && (activeDist()?.rank ?? 0) === 0 ? lockOutputDir(cfg.output_dir) : null;
   try {
     return await trainFromConfig(cfg, methods, opts);
   } finally {
