@@ -8,7 +8,6 @@ import { saveRunConfig } from '../train/saved-config.js';
 import { trainConfigJsonSchema } from '../schema.js';
 import { loadPretrained, type Pretrained } from '../models/hub.js';
 import { generate, type CausalLM, type GenerateOptions } from '../models/generate.js';
-import { generationSettings, readGenerationConfig } from '../models/genconfig.js';
 import { CharLSTM } from '../models/charlstm.js';
 import { MnistMLP } from '../models/mlp.js';
 import { CharTokenizer } from '../tokenizers/char.js';
@@ -21,16 +20,14 @@ import { registerTuneCommand } from '../suite/tune.js';
 import { registerReportCommand } from '../report/cli.js';
 import { registerSynthCommand } from '../synth/cli.js';
 import { EXIT_RESUMABLE } from '../train/preempt.js';
+import { lockOutputDir } from '../lock.js';
 
 interface GenerateCliOptions {
   prompt: string;
-  /** Flags, then generation_config.json, then retain's defaults (genconfig.ts generationSettings). */
   maxNewTokens: number;
   temperature: number;
   topP: number;
   topK: number;
-  /** generation_config.json's eos_token_id list (the tokenizer's EOS always stops too). */
-  stopTokens?: number[];
   stop?: string[];
   seed?: number;
   tokenizer?: string;
@@ -53,7 +50,7 @@ function generateText(path: string, p: Pretrained, o: GenerateCliOptions): strin
     for (const s of o.stop ?? []) if (text.includes(s)) text = text.slice(0, text.indexOf(s));
     return text;
   }
-  return o.prompt + generate(p.model as unknown as CausalLM, p.tokenizer, o.prompt, { maxNewTokens: o.maxNewTokens, stop: o.stop, stopTokens: o.stopTokens, ...sampling }).text;
+  return o.prompt + generate(p.model as unknown as CausalLM, p.tokenizer, o.prompt, { maxNewTokens: o.maxNewTokens, stop: o.stop, ...sampling }).text;
 }
 
 /** The char-LSTM carries a recurrent state instead of a cache, and has no start symbol to begin from without a prompt. */
@@ -104,11 +101,14 @@ program
     }
     if (!dist || dist.rank === 0) {
       checkOutputDir(cfg.output_dir, cfg.model.path);
+      // Held until the process exits, and taken before anything is written there: a second run on the folder is
+      // refused with the first one's run_config.yaml untouched.
+      lockOutputDir(cfg.output_dir);
       saveRunConfig(cfg, config, overrides);
     }
     let r;
     try {
-      r = await runTraining(cfg, undefined, { progress: !dist || dist.rank === 0, stopOnSignals: true });
+      r = await runTraining(cfg, undefined, { progress: !dist || dist.rank === 0, stopOnSignals: true, locked: true });
     } catch (e) {
       // No barrier: the other ranks may be the reason this one failed.
       if (dist) console.error(`retain: rank ${dist.rank} of ${dist.worldSize} failed`);
@@ -124,13 +124,12 @@ program
 
 program
   .command('generate')
-  .argument('<model>', 'model directory (HF), org/name from the Hugging Face cache (offline), llama2.c .bin or ml5 char-LSTM folder')
-  .description('continue a prompt; decoding as the model\'s generation_config.json says (eos ids, do_sample, temperature, top_p, top_k, max_new_tokens) unless a flag says otherwise')
+  .argument('<model>', 'model directory (HF), llama2.c .bin or ml5 char-LSTM folder')
   .option('-p, --prompt <text>', 'prompt text (the char-LSTM needs at least one character)', '')
-  .option('-n, --max-new-tokens <n>', 'tokens to generate (default: generation_config.json\'s max_new_tokens, else 64)', positiveInt)
-  .option('-t, --temperature <t>', '0 decodes greedily (default: generation_config.json\'s when it samples, else 0)', nonNegative)
-  .option('--top-p <p>', 'nucleus sampling mass (default: generation_config.json\'s, else 1)', unitInterval)
-  .option('--top-k <k>', 'sample among the k most likely tokens, 0: all (default: generation_config.json\'s, 50 when it samples without one, else 0)', nonNegativeInt)
+  .option('-n, --max-new-tokens <n>', 'tokens to generate', positiveInt, 64)
+  .option('-t, --temperature <t>', '0 decodes greedily', nonNegative, 0)
+  .option('--top-p <p>', 'nucleus sampling mass', unitInterval, 1)
+  .option('--top-k <k>', 'sample among the k most likely tokens (0: all)', nonNegativeInt, 0)
   .option('--stop <s...>', 'stop strings')
   .option('--seed <n>', 'sampling seed', int)
   .option('--tokenizer <path>', 'tokenizer file or directory')
@@ -139,8 +138,7 @@ program
     const p = await loadPretrained(model, { tokenizer: o.tokenizer });
     try {
       p.model.eval();
-      const settings = generationSettings(o, readGenerationConfig(p.source.path));
-      process.stdout.write(generateText(model, p, { ...o, ...settings }) + '\n');
+      process.stdout.write(generateText(model, p, o) + '\n');
     } finally {
       p.model.dispose();
     }
