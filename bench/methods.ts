@@ -12,6 +12,8 @@
 // more than the pacer's warm ones), and `ratio` = a method's paired ratio ÷ ft's: epoch with the method ÷ standard
 // epoch, both fresh runs. `step_ratio` = median over steps of (method step ÷ the standard step right after it), ÷ the
 // same for ft. FLOW is measured twice: computing its weights, then with the weights cached by the first run.
+// SDFT trains on the same rows cut into a prompt and a demonstration (its note says how); generation dominates its
+// step, so it also reports the tokens sampled per step and the share of its epoch spent sampling.
 // One thread by default: on a busy machine libtorch's second OpenMP thread waits on an occupied core and steps take
 // several times longer, which would measure the neighbours rather than the methods.
 //
@@ -33,6 +35,8 @@ import { collate, rng, type Batch } from '../packages/retain/src/data/loader.js'
 import { causalLmLoss, train } from '../packages/retain/src/train/trainer.js';
 import type { Method } from '../packages/retain/src/train/hooks.js';
 import { buildMethods, METHODS } from '../packages/retain/src/methods/registry.js';
+import { Sdft } from '../packages/retain/src/methods/sdft.js';
+import type { Tokenizer } from '../packages/retain/src/tokenizers/llama2c.js';
 
 const threads = Number(process.env.BENCH_THREADS ?? 1);
 const nSeqs = Number(process.env.BENCH_SEQS ?? 128);
@@ -52,12 +56,15 @@ function data(): { examples: Example[]; general: Example[]; source: string } {
   const tokFile = join(shared, 'models/stories260K/tok512.bin');
   if (existsSync(text) && existsSync(tokFile)) {
     const tok = Llama2cTokenizer.fromFile(tokFile);
+    benchTokenizer = tok;
     const docs = readText(text).map((r) => toExample(r, { type: 'text' }, { tokenizer: tok, source: 'tinystories' }));
     const rows = pack(docs, SEQ + 1);
     if (rows.length >= 2 * nSeqs) {
       return { examples: rows.slice(0, nSeqs), general: rows.slice(nSeqs, 2 * nSeqs).map((e) => ({ ...e, source: 'general' })), source: 'tinystories_lowercase_sample.txt, stories260K tokenizer (tok512), packed to 129 tokens' };
     }
   }
+  // SDFT's template needs some tokenizer; the synthetic ids have none, so a stand-in (BOS 1, EOS 2, characters mod vocab).
+  benchTokenizer = { vocabSize: CONFIG.vocab_size, bosId: 1, eosId: 2, encode: (s) => [...s].map((ch) => 3 + (ch.charCodeAt(0) % (CONFIG.vocab_size - 3))), decode: (ids) => ids.join(' '), piece: (i) => String(i) };
   const r = rng(7);
   const synth = (n: number, source: string): Example[] => Array.from({ length: n }, (_, i) => {
     const ids = Array.from({ length: SEQ + 1 }, () => Math.floor(r() * CONFIG.vocab_size));
@@ -77,6 +84,8 @@ interface Config {
   methods: (string | Record<string, unknown>)[];
   target?: number;
   note?: string;
+  /** Trains on prompt/demonstration rows instead of the packed text (SDFT needs a prompt). */
+  prompted?: boolean;
   /** Runs sharing a cache key share an output directory (FLOW's cached weights); `after` runs second. */
   cacheKey?: string;
   after?: string;
@@ -96,10 +105,28 @@ function configs(general: Example[]): Config[] {
     { key: 'wise', methods: [{ name: 'wise', alpha: 0.5 }] },
     { key: 'hft', methods: ['hft'] },
     { key: 'probe', methods: [{ name: 'probe', head: '^lm_head\\.' }] },
+    {
+      key: 'sdft', methods: [{ name: 'sdft', max_tokens: SDFT_TOKENS, temperature: 1, tokenizer: benchTokenizer }], prompted: true,
+      note: `each training row: its first ${SDFT_PROMPT} tokens the prompt, the next ${SDFT_DEMO} the demonstration; the student samples up to ${SDFT_TOKENS} tokens per row (one KV-cached generation per row), then one teacher and one student forward over the sampled positions; the ratio divides by standard steps on the full ${SEQ}-token rows`,
+    },
   ];
   // ft is the reference; a run that reads another's cache needs that run first.
   const wanted = (c: Config) => c.key === 'ft' || !only || only.has(c.key);
   return list.filter((c) => wanted(c) || list.some((d) => d.after === c.key && wanted(d)));
+}
+
+// SDFT's rows: the teacher reads prompt + demonstration + '\n\n' + prompt + the sample, within the 128 positions.
+const SDFT_PROMPT = 24;
+const SDFT_DEMO = 32;
+const SDFT_TOKENS = 32;
+let benchTokenizer: Tokenizer | null = null;
+
+/** The packed rows cut into prompt (no loss) + demonstration (trained). */
+function prompted(examples: Example[]): Example[] {
+  return examples.map((e) => {
+    const ids = e.ids.slice(0, SDFT_PROMPT + SDFT_DEMO);
+    return { ...e, ids, lossMask: ids.map((_, t) => (t >= SDFT_PROMPT ? 1 : 0)) };
+  });
 }
 
 const nameOf = (e: string | Record<string, unknown>) => (typeof e === 'string' ? e : String(e.name));
@@ -145,6 +172,9 @@ interface Measured {
   ftStepMs: number;
   steps: number;
   loss: number;
+  /** SDFT: mean tokens sampled per step, and the share of the method's time spent sampling. */
+  sampledPerStep?: number;
+  sampleShare?: number;
 }
 
 async function measure(c: Config, examples: Example[], dir: string | null, ft: ConstructorParameters<typeof Pacer>[0], ftStepsPerEpoch: number): Promise<Measured> {
@@ -155,7 +185,7 @@ async function measure(c: Config, examples: Example[], dir: string | null, ft: C
   const methods = [pacer, ...buildMethods(c.methods)];
   const t0 = performance.now();
   const r = await train({
-    model, optimizer, examples, batchSize: BATCH, epochs: 1, schedule: { kind: 'cosine', lr: LR, warmupSteps: 2 }, clipGradNorm: 1.0,
+    model, optimizer, examples: c.prompted ? prompted(examples) : examples, batchSize: BATCH, epochs: 1, schedule: { kind: 'cosine', lr: LR, warmupSteps: 2 }, clipGradNorm: 1.0,
     seed: 0, methods, outputDir: dir, progress: false,
   });
   const wallMs = performance.now() - t0;
@@ -163,6 +193,7 @@ async function measure(c: Config, examples: Example[], dir: string | null, ft: C
   optimizer.dispose();
   for (const m of methods) (m as { dispose?: () => void }).dispose?.();
   const ftTotal = pacer.ftMs.reduce((a, b) => a + b, 0);
+  const sdft = methods.find((m) => m instanceof Sdft) as Sdft | undefined;
   // The first step of a run allocates what later steps reuse; the medians leave it out.
   const ratios = pacer.methodMs.map((m, i) => m / pacer.ftMs[i]).slice(1);
   return {
@@ -174,6 +205,7 @@ async function measure(c: Config, examples: Example[], dir: string | null, ft: C
     ftStepMs: median(pacer.ftMs.slice(1)),
     steps: r.steps,
     loss: r.finalLoss,
+    ...(sdft ? { sampledPerStep: sdft.sampledPerStep.reduce((a, b) => a + b, 0) / sdft.sampledPerStep.length, sampleShare: sdft.sampleMs / (wallMs - ftTotal) } : {}),
   };
 }
 
@@ -224,6 +256,7 @@ async function main() {
       median_step_ms: +r.methodStepMs.toFixed(1),
       paired_standard_step_ms: +r.ftStepMs.toFixed(1),
       final_loss: +r.loss.toFixed(4),
+      ...(r.sampledPerStep !== undefined ? { tokens_sampled_per_step: +r.sampledPerStep.toFixed(1), sampling_share_of_epoch: +r.sampleShare!.toFixed(3) } : {}),
       ...(c.note ? { note: c.note } : {}),
     };
   }

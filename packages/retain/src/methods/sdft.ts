@@ -56,8 +56,9 @@ export class Sdft implements Method {
   private emaNames: string[] = [];
   private loadedEma: Map<string, Tensor> | null = null;
   private lm: CausalLM | null = null;
-  /** Tokens sampled in the last step (for the log and bench:methods). */
-  lastSampled = 0;
+  /** Tokens sampled in each step so far, and the milliseconds spent sampling (bench:methods reports both). */
+  readonly sampledPerStep: number[] = [];
+  sampleMs = 0;
   private stepSampled = 0;
 
   constructor(o: Options = {}) {
@@ -119,7 +120,9 @@ export class Sdft implements Method {
       const teacher = this.teacherContext(e);
       const room = Math.min(this.maxTokens, limit - teacher.length, limit - prompt.length);
       if (room < 1) throw new Error(`${this.name}: sample '${id}': the teacher's context (${teacher.length} tokens: prompt, demonstration and template) leaves no room for a response in the model's context of ${limit}; lower data.train.max_length or shorten the template`);
+      const t0 = performance.now();
       const y = this.sample(ctx.model, prompt, room);
+      this.sampleMs += performance.now() - t0;
       rows.set(i, { student: [...prompt, ...y], teacher: [...teacher, ...y], sampled: y.length });
       b.tokenCounts[i] = y.length;
       this.stepSampled += y.length;
@@ -190,7 +193,7 @@ export class Sdft implements Method {
   }
 
   afterStep(ctx: TrainContext): void {
-    this.lastSampled = this.stepSampled;
+    this.sampledPerStep.push(this.stepSampled);
     ctx.log({ kind: this.name, sdft_sampled_tokens: this.stepSampled });
     if (!this.ema) return;
     const d = this.emaDecay;
