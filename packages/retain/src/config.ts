@@ -5,6 +5,7 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { decodeUtf8, readUserFile } from './files.js';
+import { applyOverrides } from './overrides.js';
 
 /**
  * A count or size from `min` to `max`. zod's int() takes 1e300 (an integer to JavaScript), which then loops for ever
@@ -142,8 +143,11 @@ export function parseTrainConfig(raw: unknown, source = '(inline)'): TrainConfig
   return r.data;
 }
 
-/** Reads a YAML config; relative paths inside it are resolved against the config file's folder. */
-export function loadTrainConfig(file: string): TrainConfig {
+/**
+ * Reads a YAML config; relative paths inside it, and in `overrides` (`key=value`, overrides.ts), are resolved against
+ * the config file's folder.
+ */
+export function loadTrainConfig(file: string, overrides: string[] = []): TrainConfig {
   if (!existsSync(file)) throw new ConfigError(`config file not found: ${file}`);
   let raw: unknown;
   const text = decodeUtf8(readUserFile(file), file);
@@ -154,7 +158,7 @@ export function loadTrainConfig(file: string): TrainConfig {
   }
   // YAML reads an empty file as null, which zod would report as "Expected object, received null".
   if (raw === null || raw === undefined) throw new ConfigError(`${file}: the config file is empty; write the settings (model, data, training, output_dir) as in configs/*.yaml`);
-  const cfg = parseTrainConfig(raw, file);
+  const cfg = parseTrainConfig(applyOverrides(raw, overrides), overrides.length ? `${file} with ${overrides.join(' ')}` : file);
   const base = dirname(resolve(file));
   const abs = (p: string) => (isAbsolute(p) ? p : resolve(base, p));
   cfg.model.path = abs(cfg.model.path);
