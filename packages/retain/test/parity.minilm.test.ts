@@ -17,6 +17,8 @@ test('all-MiniLM-L6-v2: token ids equal, embeddings and SICK pair cosines within
   assert.equal(r.parameters, 22_713_216);
   assert.ok(r.max_embedding_diff <= 1e-5, `embeddings differ by ${r.max_embedding_diff}`);
   assert.ok(r.max_cosine_diff <= 1e-5, `cosines differ by ${r.max_cosine_diff}`);
+  // Spearman with ties (SICK scores repeat) as scipy.stats.spearmanr computes it, on the same cosines.
+  assert.ok(Math.abs(r.spearman[0] - r.spearman[1]) < 1e-12, `Spearman ${r.spearman[0]} vs scipy's ${r.spearman[1]}`);
   // Related and unrelated pairs: a model that mapped every text to one point would match nothing here.
   assert.ok(r.cosine_range[0] < 0.4 && r.cosine_range[1] > 0.95, `reference cosines span only ${r.cosine_range}`);
 });
