@@ -8,6 +8,7 @@ import { saveRunConfig } from '../train/saved-config.js';
 import { trainConfigJsonSchema } from '../schema.js';
 import { loadPretrained, type Pretrained } from '../models/hub.js';
 import { generate, type CausalLM, type GenerateOptions } from '../models/generate.js';
+import { generationSettings, readGenerationConfig } from '../models/genconfig.js';
 import { CharLSTM } from '../models/charlstm.js';
 import { MnistMLP } from '../models/mlp.js';
 import { CharTokenizer } from '../tokenizers/char.js';
@@ -19,15 +20,19 @@ import { registerDemoCommand } from '../suite/demo.js';
 import { registerTuneCommand } from '../suite/tune.js';
 import { registerReportCommand } from '../report/cli.js';
 import { registerSynthCommand } from '../synth/cli.js';
+import { inspectMemory } from './inspect-memory.js';
 import { EXIT_RESUMABLE } from '../train/preempt.js';
 import { lockOutputDir } from '../lock.js';
 
 interface GenerateCliOptions {
   prompt: string;
+  /** Flags, then generation_config.json, then retain's defaults (genconfig.ts generationSettings). */
   maxNewTokens: number;
   temperature: number;
   topP: number;
   topK: number;
+  /** generation_config.json's eos_token_id list (the tokenizer's EOS always stops too). */
+  stopTokens?: number[];
   stop?: string[];
   seed?: number;
   tokenizer?: string;
@@ -50,7 +55,7 @@ function generateText(path: string, p: Pretrained, o: GenerateCliOptions): strin
     for (const s of o.stop ?? []) if (text.includes(s)) text = text.slice(0, text.indexOf(s));
     return text;
   }
-  return o.prompt + generate(p.model as unknown as CausalLM, p.tokenizer, o.prompt, { maxNewTokens: o.maxNewTokens, stop: o.stop, ...sampling }).text;
+  return o.prompt + generate(p.model as unknown as CausalLM, p.tokenizer, o.prompt, { maxNewTokens: o.maxNewTokens, stop: o.stop, stopTokens: o.stopTokens, ...sampling }).text;
 }
 
 /** The char-LSTM carries a recurrent state instead of a cache, and has no start symbol to begin from without a prompt. */
@@ -124,12 +129,13 @@ program
 
 program
   .command('generate')
-  .argument('<model>', 'model directory (HF), llama2.c .bin or ml5 char-LSTM folder')
+  .argument('<model>', 'model directory (HF), org/name from the Hugging Face cache (offline), llama2.c .bin or ml5 char-LSTM folder')
+  .description('continue a prompt; decoding as the model\'s generation_config.json says (eos ids, do_sample, temperature, top_p, top_k, max_new_tokens) unless a flag says otherwise')
   .option('-p, --prompt <text>', 'prompt text (the char-LSTM needs at least one character)', '')
-  .option('-n, --max-new-tokens <n>', 'tokens to generate', positiveInt, 64)
-  .option('-t, --temperature <t>', '0 decodes greedily', nonNegative, 0)
-  .option('--top-p <p>', 'nucleus sampling mass', unitInterval, 1)
-  .option('--top-k <k>', 'sample among the k most likely tokens (0: all)', nonNegativeInt, 0)
+  .option('-n, --max-new-tokens <n>', 'tokens to generate (default: generation_config.json\'s max_new_tokens, else 64)', positiveInt)
+  .option('-t, --temperature <t>', '0 decodes greedily (default: generation_config.json\'s when it samples, else 0)', nonNegative)
+  .option('--top-p <p>', 'nucleus sampling mass (default: generation_config.json\'s, else 1)', unitInterval)
+  .option('--top-k <k>', 'sample among the k most likely tokens, 0: all (default: generation_config.json\'s, 50 when it samples without one, else 0)', nonNegativeInt)
   .option('--stop <s...>', 'stop strings')
   .option('--seed <n>', 'sampling seed', int)
   .option('--tokenizer <path>', 'tokenizer file or directory')
@@ -138,7 +144,8 @@ program
     const p = await loadPretrained(model, { tokenizer: o.tokenizer });
     try {
       p.model.eval();
-      process.stdout.write(generateText(model, p, o) + '\n');
+      const settings = generationSettings(o, readGenerationConfig(p.source.path));
+      process.stdout.write(generateText(model, p, { ...o, ...settings }) + '\n');
     } finally {
       p.model.dispose();
     }
@@ -154,9 +161,17 @@ program
 program
   .command('inspect')
   .argument('<model>', 'model directory (HF) or llama2.c .bin')
-  .description('print the architecture, parameter counts and config')
+  .description('print the architecture, parameter counts and config; with --memory, the predicted peak memory of a training step')
   .option('--json', 'machine-readable output')
+  .option('--memory', 'predict the peak memory of one training step (weights, gradients, optimizer state, activations)')
+  .option('--batch <n>', 'with --memory: batch size', positiveInt, 1)
+  .option('--seq <n>', 'with --memory: tokens per sequence', positiveInt, 512)
+  .option('--method <m>', 'with --memory: full or lora', 'full')
+  .option('--precision <p>', 'with --memory: fp32 or bf16 (bfloat16 weights, float32 master weights)', 'fp32')
+  .option('--checkpointing', 'with --memory: every decoder layer checkpointed')
+  .option('--loss-chunk <n>', 'with --memory: cross-entropy positions per chunk', positiveInt)
   .action(async (model: string, o) => {
+    if (o.memory) return inspectMemory(model, o);
     const p = await loadPretrained(model);
     const params = p.model.namedParameters();
     const total = params.reduce((s, [, t]) => s + t.numel(), 0);

@@ -20,6 +20,7 @@ import { MnistMLP } from './mlp.js';
 import { assertFiniteWeights, firstNonFinite, loadWeights, ModelConfigError } from './weights.js';
 import { claimedParameters } from './size.js';
 import { readUserFile } from '../files.js';
+import { isHubId, resolveHubModel } from './hfcache.js';
 import { Llama2cTokenizer, type Tokenizer } from '../tokenizers/llama2c.js';
 import { loadHfTokenizer } from '../tokenizers/hf.js';
 import { CharTokenizer } from '../tokenizers/char.js';
@@ -154,7 +155,11 @@ export function checkDtypeDevice(dtype: string | undefined, device: string | und
  */
 export async function loadPretrained(path: string, opts: { dtype?: torch.DType; tokenizer?: string; device?: string } = {}): Promise<Pretrained> {
   if (opts.device !== undefined) checkDtypeDevice(opts.dtype, opts.device);
-  if (!existsSync(path)) throw new Error(`model not found: ${path}`);
+  if (!existsSync(path)) {
+    if (!isHubId(path)) throw new Error(`model not found: ${path}`);
+    // An id such as org/name that is no local path: the Hugging Face cache's copy, as transformers finds it offline.
+    path = resolveHubModel(path);
+  }
   if (!statSync(path).isDirectory()) {
     if (isLlama2cCheckpoint(path)) {
       const { config, weights } = readLlama2c(path);
