@@ -885,6 +885,51 @@ SPECS.push({
   },
 });
 
+// Self-distilled targets (§13): before training, each training example's response is replaced by the model's greedy
+// continuation of the template (instruction + response), here with every non-empty rewrite kept (answer: none); the
+// loop trains on the rewritten examples. Checked without the generation code: each rewrite token is the argmax of a
+// fresh copy of the model as setup saw it, fed the template and the rewrite so far (teacher forcing, no cache).
+const SELFDISTILL = { template: '{instruction}{response}|', answer: 'none', max_tokens: 4, tokenizer: SDFT_TOKENIZER };
+SPECS.push({
+  name: 'selfdistill_targets',
+  file: 'selfdistill.ts',
+  options: SELFDISTILL,
+  instrument(m, rec) {
+    const inner = m.setup!.bind(m);
+    m.setup = async (ctx) => {
+      rec.atSetup = snapshot(ctx.model.stateDict());
+      await inner(ctx);
+      rec.examples = ctx.examples.map((e) => ({ ...e }));
+    };
+  },
+  check(_run, rec) {
+    const fresh = newModel();
+    fresh.loadStateDict(rec.atSetup, { strict: false });
+    fresh.eval();
+    const tok = SDFT_TOKENIZER;
+    let rewritten = 0;
+    let tokens = 0;
+    TRAIN.forEach((orig, i) => {
+      const e = rec.examples[i] as Example;
+      assert.equal(e.id, orig.id);
+      assert.deepEqual(e.ids.slice(0, 1), orig.ids.slice(0, 1), 'the instruction stays');
+      if (e.ids.length === orig.ids.length && e.ids.every((v, t) => v === orig.ids[t])) return;
+      rewritten++;
+      const rewrite = e.ids.slice(1);
+      assert.ok(rewrite.length >= 1 && rewrite.length <= SELFDISTILL.max_tokens, `a rewrite has 1..max_tokens tokens, got ${rewrite.length}`);
+      assert.deepEqual(e.lossMask, [0, ...rewrite.map(() => 1)], 'the rewrite is what trains');
+      const prompt = tok.encode(`${tok.decode(orig.ids.slice(0, 1))}${tok.decode(orig.ids.slice(1))}|`);
+      const ids = [...prompt, ...rewrite];
+      const argmax = torch.tidy(() => Array.from((fresh.forward(torch.tensor([ids], { dtype: 'int64' })) as Tensor).select(0, 0).argmax(-1).data() as BigInt64Array).map(Number));
+      rewrite.forEach((v, t) => assert.equal(v, argmax[prompt.length - 1 + t], `rewrite ${orig.id} token ${t} is the greedy choice`));
+      tokens += rewrite.length;
+    });
+    fresh.dispose();
+    assert.ok(rewritten > 0, 'responses were rewritten');
+    return { selfdistill_rewritten: rewritten, selfdistill_tokens: tokens };
+  },
+});
+
 // Pairs that must be refused, with what the message must say.
 const MUST_REFUSE: Record<string, RegExp> = {
   'lora+hft': /HFT chooses which pretrained weights train/,
@@ -1025,7 +1070,7 @@ test('two methods with one exclusive role are refused with both names and the ro
 });
 
 test('every method of METHODS.md has a row in this table', () => {
-  assert.deepEqual(SPECS.map((s) => s.name), ['flow', 'flow_vision', 'mixing', 'sam', 'l2', 'ewc', 'mofo', 'lora', 'wise', 'hft', 'probe', 'distill', 'sdft', 'merge']);
+  assert.deepEqual(SPECS.map((s) => s.name), ['flow', 'flow_vision', 'mixing', 'sam', 'l2', 'ewc', 'mofo', 'lora', 'wise', 'hft', 'probe', 'distill', 'sdft', 'merge', 'selfdistill_targets']);
   for (const name of METHODS.keys()) assert.ok(specOf.has(name), `registered method '${name}' has no row`);
 });
 

@@ -13,6 +13,7 @@ import { WiseFT } from './wise.js';
 import { LinearProbe } from './probe.js';
 import { Distill } from './distill.js';
 import { Merge } from './merge.js';
+import { SelfDistillTargets } from './selfdistill.js';
 import { Sdft } from './sdft.js';
 
 /** Builds a method from its config options (everything in the config entry except `name`). */
@@ -33,6 +34,7 @@ export const METHODS = new Map<string, MethodFactory>([
   ['probe', (o) => new LinearProbe(o)],
   ['distill', (o) => new Distill(o)],
   ['merge', (o) => new Merge(o)],
+  ['selfdistill_targets', (o) => new SelfDistillTargets(o)],
   ['sdft', (o) => new Sdft(o)],
 ]);
 
