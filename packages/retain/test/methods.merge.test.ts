@@ -10,6 +10,10 @@ import { dareDrop, Merge, mergeStateDicts, tiesMerge, trimTopK, type MergeSettin
 import { LlamaForCausalLM, type LlamaConfig } from '../src/models/llama.js';
 import { train } from '../src/train/trainer.js';
 import { rng } from '../src/data/loader.js';
+import { loadPretrained } from '../src/models/hub.js';
+import { needShared, sharedPath } from './helpers.js';
+
+const STORIES = ['models', 'stories260K', 'stories260K.bin'] as const;
 
 const t = (v: number[]) => torch.tensor(v, { dtype: 'float64' });
 const arr = (x: Tensor) => Array.from(x.data() as Float64Array);
@@ -124,5 +128,35 @@ test('merge in a run: task arithmetic of this run and a model under `with`; a sw
   const s = await run({ mode: 'ties', k: 0.5, lambda: 'sweep', lambdas: [0, 0.5, 1], evaluate: scoreOf });
   assert.deepEqual(s.merge.scores.map(([x]) => x.lambda), [0, 0.5, 1]);
   assert.equal(s.merge.chosen!.lambda, 0, 'λ = 0 (θ₀ itself) scores best on a score that measures the distance from θ₀');
-  await assert.rejects(run({ with: ['/nonexistent/model'] }), /^Error: merge: with\[0\] "\/nonexistent\/model" is not a folder; give fine-tuned model folders/);
+  await assert.rejects(run({ with: ['/nonexistent/model'] }), /^Error: merge: with\[0\] "\/nonexistent\/model" does not exist; give fine-tuned models of the same base model/);
+});
+
+test('merge in a run on stories260K: a model under `with` is loaded from disk (here θ₀ itself, τ = 0)', { skip: needShared(...STORIES) }, async () => {
+  const path = sharedPath(...STORIES);
+  const p = await loadPretrained(path);
+  const tok = p.tokenizer!;
+  const examples = ['Lily liked to count: 1, 2, 3.', 'Tom had 4 red cars and 2 blue cars.'].map((text, i) => {
+    const ids = tok.encode(text, { bos: true });
+    return { id: `s${i}`, source: 'train', ids, lossMask: ids.map((_, j) => (j ? 1 : 0)) };
+  });
+  const model = p.model as unknown as LlamaForCausalLM;
+  const theta0 = new Map([...model.stateDict()].map(([k, v]) => [k, torch.keep(v.detach().clone())]));
+  const merge = new Merge({ mode: 'task_arithmetic', lambda: 0.5, with: [path] });
+  let ft: Map<string, Tensor> | null = null;
+  const inner = merge.finish.bind(merge);
+  merge.finish = async (ctx) => {
+    ft = new Map([...ctx.model.stateDict()].map(([k, v]) => [k, torch.keep(v.detach().clone())]));
+    await inner(ctx);
+  };
+  await train({ model, optimizer: new torch.optim.AdamW(model.parameters(), { lr: 1e-3 }), examples, batchSize: 2, maxSteps: 2, schedule: { kind: 'constant', lr: 1e-3 }, seed: 1, methods: [merge], progress: false });
+  let err = 0;
+  let moved = 0;
+  for (const [k, v] of model.stateDict()) {
+    const t0 = theta0.get(k)!.double();
+    // θ₀ + 0.5·(τ_run + 0): the midpoint between θ₀ and the fine-tuned weights.
+    err = Math.max(err, torch.tidy(() => v.double().sub(t0.add(ft!.get(k)!.double().sub(t0).mul(0.5))).abs().max().item()));
+    moved = Math.max(moved, torch.tidy(() => ft!.get(k)!.double().sub(t0).abs().max().item()));
+  }
+  assert.ok(moved > 0, 'training moved the weights');
+  assert.ok(err < 1e-6, `θ₀ + 0.5·τ differs by ${err}`);
 });

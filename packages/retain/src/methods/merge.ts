@@ -15,7 +15,7 @@
 // head (a probe's, which has no θ₀ to subtract) keep this run's values.
 import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
-import { existsSync, statSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import type { Method, TrainableModel, TrainContext } from '../train/hooks.js';
 import type { Example } from '../data/formats.js';
 import { fnv1a } from '../data/random.js';
@@ -179,7 +179,7 @@ export class Merge implements Method {
   async setup(ctx: TrainContext): Promise<void> {
     // Checked before training, so a wrong folder does not cost the run.
     this.others.forEach((w, i) => {
-      if (typeof w === 'string' && !(existsSync(w) && statSync(w).isDirectory())) throw new Error(`merge: with[${i}] ${JSON.stringify(w)} is not a folder; give fine-tuned model folders (config.json + safetensors) of the same base model`);
+      if (typeof w === 'string' && !existsSync(w)) throw new Error(`merge: with[${i}] ${JSON.stringify(w)} does not exist; give fine-tuned models of the same base model (folders with config.json + safetensors, or llama2.c files)`);
       if (typeof w !== 'string' && !(w instanceof Map)) throw new Error(`merge: with[${i}] must be a model folder, got ${shown(w)}`);
     });
     // Setup runs before a resumed run loads its checkpoint: this is θ₀ either way.
