@@ -4,11 +4,14 @@
 //   backward starts:  weights + gradients + the activations autograd saved + the loss's logits
 //   optimizer step:   weights + gradients + optimizer state + one parameter-sized temporary (AdamW's √v̂ + ε)
 // Saved activations per decoder layer, in units of one [B, T, C] tensor (a), one [B, T, I] (f) and one attention
-// matrix [B, H, T, T] (s), as the layers' autograd graph holds them: 8a (layer input, the two norms' outputs, rotated
-// q and k, v, the attention output, the residual), 4f (gate, its SiLU, up, their product), 1s (the softmax output,
-// which the product with v shares). The loss holds the logits, their log-softmax and their gradient: 3 × [B·T, V]
-// (3 × [chunk, V] with loss_chunk). With checkpointing a checkpointed layer keeps only its input (1a) and one layer
-// is recomputed at a time. bench/memory.ts checks the prediction against measured peaks.
+// matrix [B, H, T, T] (s), as the layers' autograd graph holds them: 4f (gate, its SiLU, up, their product); 1s (the
+// softmax output, which the product with v shares) where attention is composed from matmul and softmax (libtorch
+// 1.13, RETAIN_SDPA=0), none with the fused kernel (2.x, which keeps a [B, H, T] log-sum-exp); and about 7a: the graph
+// lists 8 (layer input, the two norms' outputs, rotated q and k, v, the attention output, the residual), 7 fits the
+// measured peaks of bench:memory's shapes better on both libtorch versions (some are views of one another).
+// The loss holds the logits, their log-softmax and their gradient: 3 × [B·T, V] (3 × [chunk, V] with loss_chunk).
+// With checkpointing a checkpointed layer keeps only its input (1a) and one layer is recomputed at a time.
+import * as torch from '@retain/torch';
 import type { DType } from '@retain/torch';
 
 export interface MemoryOptions {
@@ -23,6 +26,8 @@ export interface MemoryOptions {
   checkpointing?: boolean;
   /** Positions per chunk of the cross-entropy, or null for the whole batch at once. */
   lossChunk?: number | null;
+  /** Attention through the fused kernel (no [B, H, T, T] kept); default: where this torch has it and RETAIN_SDPA is not 0. */
+  fusedAttention?: boolean;
 }
 
 export interface MemoryPrediction {
@@ -77,8 +82,9 @@ export function predictMemory(config: Record<string, unknown>, o: MemoryOptions)
   const optimizer = trainable * 4 * (o.precision === 'bf16' && o.method !== 'lora' ? 3 : 2);
   const a = B * T * s.C * e;
   const f = B * T * s.I * e;
-  const att = B * s.H * T * T * e;
-  const layer = 8 * a + 4 * f + att;
+  const fused = o.fusedAttention ?? (torch.hasFusedAttention() && process.env.RETAIN_SDPA !== '0');
+  const att = fused ? 0 : B * s.H * T * T * e;
+  const layer = 7 * a + 4 * f + att;
   const saved = o.checkpointing ? s.L * a + layer : s.L * layer;
   const rows = o.lossChunk ? Math.min(o.lossChunk, B * T) : B * T;
   const logits = 3 * rows * s.V * e;
