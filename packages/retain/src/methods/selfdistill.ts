@@ -136,7 +136,9 @@ export class SelfDistillTargets implements Method {
       mkdirSync(dir!, { recursive: true });
       writeTextAtomic(this.cacheFile, JSON.stringify({ key, rewrites } satisfies CacheFile));
     }
-    ctx.log({ kind: this.name, selfdistill_rewritten: this.counts.rewritten, selfdistill_kept_original: this.counts.kept, selfdistill_generated: this.generated, selfdistill_answer: this.answer, ...(this.cacheFile ? { selfdistill_cache: this.cacheFile } : {}) });
+    const why: Record<string, number> = {};
+    for (const r of Object.values(rewrites)) if (!r.ids) why[`selfdistill_kept_${r.reason.replaceAll(' ', '_')}`] = (why[`selfdistill_kept_${r.reason.replaceAll(' ', '_')}`] ?? 0) + 1;
+    ctx.log({ kind: this.name, selfdistill_rewritten: this.counts.rewritten, selfdistill_kept_original: this.counts.kept, ...why, selfdistill_generated: this.generated, selfdistill_answer: this.answer, ...(this.cacheFile ? { selfdistill_cache: this.cacheFile } : {}) });
   }
 
   /**
