@@ -16,6 +16,7 @@ import { train } from '../src/train/trainer.js';
 import type { Example } from '../src/data/formats.js';
 import type { Tokenizer } from '../src/tokenizers/llama2c.js';
 import { needRefenv, refPy } from '../../../bench/refenv.js';
+import { needShared, sharedPath } from './helpers.js';
 
 const SKIP = needRefenv('transformers');
 const ASSETS = new URL('../assets/stories260K/', import.meta.url).pathname;
@@ -203,4 +204,57 @@ test('sdft: gradient checkpointing and a chunked loss on the replay rows train t
     assert.ok(moved > 1e-3, 'the weights moved');
     assert.ok(err < 1e-6, `${JSON.stringify(extra)}: weights differ from the plain run's by ${err}`);
   }
+});
+
+// `retain train` end to end on the demo's data with the real stories260K and its tokenizer: sdft with LoRA, 1:1 replay
+// and the forgetting monitor, resumed from a checkpoint; each step's trained tokens are the sampled ones plus the
+// replay rows' own.
+test('retain train: sdft + lora + mixing with the monitor, resumed, on stories260K', { timeout: 300_000 }, async () => {
+  const { spawnSync } = await import('node:child_process');
+  const { readFileSync, writeFileSync } = await import('node:fs');
+  const { DEFAULT_MODEL, prepareDemoData } = await import('../src/suite/demo.js');
+  const dir = mkdtempSync(join(tmpdir(), 'retain-sdft-cli-'));
+  try {
+    const d = prepareDemoData(dir, { trainSize: 32, testSize: 8, seed: 0 });
+    const cfg = (steps: number) => JSON.stringify({
+      model: { path: DEFAULT_MODEL },
+      data: { train: { path: d.train, format: { type: 'prompt_completion' }, max_length: 64 } },
+      training: { max_steps: steps, batch_size: 8, lr: 0.003, schedule: 'constant', seed: 0, log_every: 1, save_every: 2 },
+      monitor: { tasks: [join(dir, 'data', 'tasks.yaml')], target: ['arithmetic'], limit: 8, every: 2 },
+      methods: [{ name: 'sdft', max_tokens: 6, teacher: 'ema', ema_decay: 0.9 }, { name: 'lora', r: 4 }, { name: 'mixing', ratio: '1:1', general: { path: d.replay, format: { type: 'text' }, max_length: 64 } }],
+      output_dir: join(dir, 'run'),
+    });
+    const cli = (steps: number) => {
+      writeFileSync(join(dir, 'train.yaml'), cfg(steps));
+      return spawnSync(process.execPath, [new URL('../bin/retain.mjs', import.meta.url).pathname, 'train', join(dir, 'train.yaml')], { encoding: 'utf8', cwd: dir, timeout: 300_000 });
+    };
+    const a = cli(2);
+    assert.equal(a.status, 0, a.stderr);
+    const b = cli(4); // resumes from checkpoint-2
+    assert.equal(b.status, 0, b.stderr);
+    assert.match(b.stderr + b.stdout, /resumed from .*checkpoint-2/);
+    const lines = readFileSync(join(dir, 'run', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const sampled = lines.filter((l) => l.sdft_sampled_tokens !== undefined);
+    const mixing = lines.filter((l) => l.kind === 'mixing' && l.tokens_general !== undefined);
+    const steps = lines.filter((l) => l.loss !== undefined);
+    assert.deepEqual(steps.map((l) => l.step), [1, 2, 3, 4]);
+    for (const s of steps) {
+      const y = sampled.find((l) => l.step === s.step)!.sdft_sampled_tokens;
+      const g = mixing.find((l) => l.step === s.step)!.tokens_general;
+      assert.ok(y >= 4 && y <= 4 * 6, `step ${s.step}: 4 training rows sample 1..6 tokens each, got ${y}`);
+      assert.equal(s.tokens, y + g, `step ${s.step}: trained tokens = sampled + replay`);
+    }
+    assert.ok(lines.some((l) => l.kind === 'monitor'), 'the monitor probed during the run');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('sdft refuses the char-LSTM by name', { skip: needShared('models', 'charrnn-shakespeare') }, async () => {
+  const p = await loadPretrained(sharedPath('models', 'charrnn-shakespeare'));
+  const model = p.model as unknown as torch.nn.Module;
+  await assert.rejects(
+    train({ model: model as any, optimizer: new torch.optim.SGD(model.parameters(), { lr: 0.1 }), examples: examples(2), batchSize: 2, maxSteps: 1, schedule: { kind: 'constant', lr: 0.1 }, methods: [new Sdft({ tokenizer: FAKE_TOK })], progress: false }),
+    { message: /^sdft: CharLSTM cannot sample a response with a key\/value cache from a token prompt; sdft needs a decoder-only language model \(Llama family, GPT-2, Phi-3, Gemma\), not a classifier, the char-LSTM or T5$/ },
+  );
 });
