@@ -251,7 +251,7 @@ function catalogue(): Case[] {
   cases.push(train('model.device gpu', { model: { path: STORIES, device: 'gpu' } }, /model\.device: use 'cpu', 'cuda' or 'cuda:N'/));
   cases.push(train('model.dtype fp8', { model: { path: STORIES, dtype: 'fp8' } }, /model\.dtype: 'fp8' is not allowed/));
   cases.push(train('format type completion', data(ARITH, { type: 'completion' }), /data\.train\.format\.type: use one of 'prompt_completion'/));
-  cases.push(train('an unknown method', { methods: ['forgetnot'] }, /methods\[0\]: unknown method 'forgetnot'; available: ewc, flow/));
+  cases.push(train('an unknown method', { methods: ['forgetnot'] }, /methods\[0\]: unknown method 'forgetnot'; available: (\w+, )*ewc, (\w+, )*flow, /));
   // With missing data, so that a regression fails on the data instead of writing into a system folder.
   const nowhere = { path: at('absent.jsonl'), format: { type: 'text' } };
   cases.push(train('output_dir /', { output_dir: '/', data: { train: nowhere } }, /output_dir '\/' is a system folder/));
