@@ -308,8 +308,13 @@ async function trainLoop(o: TrainOptions, stop: StopRequest | null): Promise<Tra
             if (loss.requiresGrad) {
               if (red && i === micro.length - 1) [loss] = red.prepare([loss]);
               loss.backward();
-              completeBackward?.();
-              ckpt?.backward();
+              // The deferred passes recompute parts of the forward, so under the forward's autocast.
+              const deferred = () => {
+                completeBackward?.();
+                ckpt?.backward();
+              };
+              if (o.autocast) torch.autocast(o.autocast, deferred);
+              else deferred();
             }
           }
         });
