@@ -20,6 +20,7 @@ import { registerDemoCommand } from '../suite/demo.js';
 import { registerTuneCommand } from '../suite/tune.js';
 import { registerReportCommand } from '../report/cli.js';
 import { registerSynthCommand } from '../synth/cli.js';
+import { registerMergeCommand } from './merge.js';
 import { inspectMemory } from './inspect-memory.js';
 import { EXIT_RESUMABLE } from '../train/preempt.js';
 import { lockOutputDir } from '../lock.js';
@@ -189,6 +190,7 @@ registerDemoCommand(program);
 registerTuneCommand(program);
 registerReportCommand(program);
 registerSynthCommand(program);
+registerMergeCommand(program);
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   // A failure the user can act on (bad config, data, checkpoint, shapes, NaN loss, a dead rank) is one clear message;
