@@ -11,6 +11,7 @@ import type { Tensor } from '@retain/torch';
 import { loadPretrained } from '../src/models/hub.js';
 import { LlamaForCausalLM, type LlamaConfig } from '../src/models/llama.js';
 import { MnistMLP } from '../src/models/mlp.js';
+import { T5ForConditionalGeneration } from '../src/models/t5.js';
 import { reverseKlSums, Sdft, teacherLogProbs, type SdftRow } from '../src/methods/sdft.js';
 import { train } from '../src/train/trainer.js';
 import type { Example } from '../src/data/formats.js';
@@ -167,6 +168,8 @@ test('sdft: refuses what it cannot train, naming the problem', async () => {
   await assert.rejects(run(new LlamaForCausalLM(TINY), examples(2, 1)), { message: "sdft: sample 'e0' (train) has no prompt before its trained tokens (text data?); sdft needs a prompt and a demonstration: use prompt_completion or chat data" });
   const mlp = new MnistMLP({ sizes: [4, 4, 4, 2] });
   await assert.rejects(run(mlp, [{ id: 'i0', ids: [], lossMask: [], source: 'train', label: 1, features: new Float32Array(4), featureShape: [4] }]), { message: /^sdft: MnistMLP cannot sample a response with a key\/value cache from a token prompt; sdft needs a decoder-only language model/ });
+  const t5 = new T5ForConditionalGeneration({ vocab_size: 64, d_model: 8, d_kv: 4, d_ff: 16, num_layers: 1, num_heads: 2 });
+  await assert.rejects(run(t5, examples(2)), { message: /^sdft: T5ForConditionalGeneration cannot sample a response with a key\/value cache from a token prompt; .*not a classifier, the char-LSTM or T5$/ });
   const model = new LlamaForCausalLM(TINY);
   await assert.rejects(train({ model, optimizer: new torch.optim.SGD(model.parameters(), { lr: 0.1 }), examples: examples(2), batchSize: 2, maxSteps: 1, schedule: { kind: 'constant', lr: 0.1 }, methods: [new Sdft({})], progress: false }),
     { message: "sdft: needs the run's tokenizer (for the template and the EOS that ends a sample); in code, give the option 'tokenizer'" });
