@@ -110,7 +110,7 @@ async function stories(): Promise<{ tok: Tokenizer; example: Example }> {
 test('sdft: the teacher reads the template with the prompt and the demonstration spliced in token space', async () => {
   const { tok, example } = await stories();
   const m = new Sdft({ tokenizer: tok });
-  m.setup(ctxFor(new LlamaForCausalLM(TINY), [example]));
+  m.setup(ctxFor(new LlamaForCausalLM({ ...TINY, max_position_embeddings: 256 }), [example]));
   const ids = m.teacherContext(example);
   const prompt = example.ids.slice(0, example.lossMask.indexOf(1));
   assert.equal(ids[0], tok.bosId);
@@ -173,6 +173,9 @@ test('sdft: refuses what it cannot train, naming the problem', async () => {
   const model = new LlamaForCausalLM(TINY);
   await assert.rejects(train({ model, optimizer: new torch.optim.SGD(model.parameters(), { lr: 0.1 }), examples: examples(2), batchSize: 2, maxSteps: 1, schedule: { kind: 'constant', lr: 0.1 }, methods: [new Sdft({})], progress: false }),
     { message: "sdft: needs the run's tokenizer (for the template and the EOS that ends a sample); in code, give the option 'tokenizer'" });
+  // BOS + 8 prompt + 4 demonstration + 2 template + 8 prompt again = 23 tokens of a 20-token context.
+  const short = new LlamaForCausalLM({ ...TINY, max_position_embeddings: 20 });
+  await assert.rejects(run(short, examples(2, 9)), { message: "sdft: sample 'e0' (train): the teacher's context (23 tokens: prompt, demonstration and template) leaves no room for a response in the model's context of 20; lower data.train.max_length or shorten the template" });
   assert.throws(() => new Sdft({ template: '{prompt} only' }), { message: 'sdft: option \'template\' must be a string holding {prompt} and {demonstration}, got "{prompt} only"' });
   assert.throws(() => new Sdft({ ema_decay: 0.9 }), { message: "sdft: option 'ema_decay' applies only with teacher: ema" });
   assert.throws(() => new Sdft({ max_tokens: 0 }), { message: "sdft: option 'max_tokens' must be an integer from 1 to 1000000, got 0" });

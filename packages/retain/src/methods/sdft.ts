@@ -91,6 +91,8 @@ export class Sdft implements Method {
     this.index = indexById(name, ctx.examples);
     this.pieces = this.template.split(/(\{prompt\}|\{demonstration\})/).filter((s) => s.length > 0).map((s) =>
       s === '{prompt}' ? 'prompt' : s === '{demonstration}' ? 'demonstration' : literalIds(this.tok!, s));
+    // A context too long for the model is named before the first step, not when its row is first drawn.
+    for (const e of ctx.examples) this.room(e);
     ctx.log({ kind: name, sdft_teacher: this.teacherKind, sdft_temperature: this.temperature, sdft_max_tokens: this.maxTokens, sdft_template: this.template, ...(this.teacherKind === 'ema' ? { sdft_ema_decay: this.emaDecay } : {}) });
   }
 
@@ -111,15 +113,13 @@ export class Sdft implements Method {
   /** Samples ŷ for the batch's training-set rows and sets their trained-token counts to |ŷ|. */
   prepareBatch(ctx: TrainContext, b: Batch): void {
     const rows = new Map<number, SdftRow>();
-    const limit = this.lm!.config.max_position_embeddings;
     b.sampleIds.forEach((id, i) => {
       const at = this.index.get(sampleKey(b.sources[i], id));
       if (at === undefined) return;
       const e = this.examples[at];
       const { prompt } = promptAndDemo(e, this.tok!.bosId);
       const teacher = this.teacherContext(e);
-      const room = Math.min(this.maxTokens, limit - teacher.length, limit - prompt.length);
-      if (room < 1) throw new Error(`${this.name}: sample '${id}': the teacher's context (${teacher.length} tokens: prompt, demonstration and template) leaves no room for a response in the model's context of ${limit}; lower data.train.max_length or shorten the template`);
+      const room = this.room(e);
       const t0 = performance.now();
       const y = this.sample(ctx.model, prompt, room);
       this.sampleMs += performance.now() - t0;
@@ -128,6 +128,15 @@ export class Sdft implements Method {
       this.stepSampled += y.length;
     });
     if (rows.size) this.pending.set(b, { rows });
+  }
+
+  /** How many tokens a sample of this example may have: max_tokens, less what the model's context cannot hold. */
+  private room(e: Example): number {
+    const limit = this.lm!.config.max_position_embeddings;
+    const teacher = this.teacherContext(e).length;
+    const room = Math.min(this.maxTokens, limit - teacher, limit - promptAndDemo(e, this.tok!.bosId).prompt.length);
+    if (room < 1) throw new Error(`${this.name}: sample '${e.id}' (${e.source}): the teacher's context (${teacher} tokens: prompt, demonstration and template) leaves no room for a response in the model's context of ${limit}; lower data.train.max_length or shorten the template`);
+    return room;
   }
 
   /** ŷ from the student in eval mode; the EOS it stops on is kept (the teacher's view of stopping is distilled too). */
