@@ -11,9 +11,14 @@
 // yourself:\n{prompt}` works the same way. Literal text is encoded without BOS and without the llama2.c tokenizer's
 // leading dummy space; the trailing EOS of c is left out (it would end the teacher's document early).
 //
+// x is everything before an example's first trained token and c its first run of trained tokens: the completion of
+// prompt_completion data, the first assistant turn of a conversation (later turns are not used).
+//
 // Mechanics: prepareBatch samples ŷ for each row of the training set (rows of another source — mixing's general
 // replay — keep their plain LM loss) and sets the row's trained-token count to |ŷ| (+ EOS when the student stopped),
 // so the loop's normaliser is the number of sampled tokens. sampleLoss then computes the rows' KL sums.
+// Sampling is one batch-1 KV-cached generation per row (models/generate.ts), which dominates a step's time (bench:
+// methods); generate() makes its ids on the CPU, so CUDA runs are not supported yet, and data-parallel runs are refused.
 import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
 import type { Batch } from '../data/loader.js';
