@@ -18,7 +18,7 @@
 // replay — keep their plain LM loss) and sets the row's trained-token count to |ŷ| (+ EOS when the student stopped),
 // so the loop's normaliser is the number of sampled tokens. sampleLoss then computes the rows' KL sums.
 // Sampling is one batch-1 KV-cached generation per row (models/generate.ts), which dominates a step's time (bench:
-// methods); generate() makes its ids on the CPU, so CUDA runs are not supported yet, and data-parallel runs are refused.
+// methods); generate() makes its ids on the CPU, so a model on CUDA is refused for now, as are data-parallel runs.
 import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
 import type { Batch } from '../data/loader.js';
@@ -91,6 +91,8 @@ export class Sdft implements Method {
     this.tok ??= ctx.tokenizer ?? null;
     if (!this.tok) throw new Error(`${name}: needs the run's tokenizer (for the template and the EOS that ends a sample); in code, give the option 'tokenizer'`);
     this.lm = causalLm(ctx.model);
+    const device = modelDevice(ctx.model);
+    if (device !== 'cpu') throw new Error(`${name}: the model is on ${device}, and sampling (models/generate.ts) makes its token ids on the CPU; train sdft with model.device cpu for now`);
     for (const e of ctx.examples) promptAndDemo(e, this.tok.bosId);
     this.examples = ctx.examples;
     this.index = indexById(name, ctx.examples);
