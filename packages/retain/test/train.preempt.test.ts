@@ -9,7 +9,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, 
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as torch from '@retain/torch';
-import { loadCheckpoint } from '../src/train/checkpoint.js';
+import { loadCheckpoint, removeStaleTemps } from '../src/train/checkpoint.js';
 import { lossesOf, leftovers, makeRun } from './preempt.fixtures.js';
 
 const CLI = new URL('../bin/retain.mjs', import.meta.url).pathname;
@@ -178,6 +178,17 @@ test('--nproc 2: Ctrl-C in a terminal (SIGINT to the launcher\'s process group) 
   assert.ok(steps >= 2 && steps < 40, stdout);
   assert.deepEqual(listing(b.out), [`checkpoint-${steps}`, 'latest.json', 'metrics.jsonl']);
   rmSync(b.dir, { recursive: true, force: true });
+});
+
+test('what a run killed mid-write leaves is removed by the next run, run_config.yaml\'s temporary file included', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'retain-stale-'));
+  const gone = spawnSync('true').pid!;
+  const names = [`run_config.yaml.tmp-${gone}`, `latest.json.tmp-${gone}`, 'checkpoint-4.tmp'];
+  for (const n of names) writeFileSync(join(dir, n), '');
+  writeFileSync(join(dir, `run_config.yaml.tmp-${process.ppid}`), ''); // its writer is alive: left alone
+  assert.deepEqual(removeStaleTemps(dir).sort(), [...names].sort());
+  assert.deepEqual(readdirSync(dir), [`run_config.yaml.tmp-${process.ppid}`]);
+  rmSync(dir, { recursive: true, force: true });
 });
 
 test.after(() => {

@@ -191,14 +191,14 @@ export function loadLatestCheckpoint(dir: string, warn: (msg: string) => void): 
 
 /**
  * Removes what a killed run was writing when it died: `final.tmp-<pid>` / `final.old-<pid>` (savePretrained),
- * `latest.json.tmp-<pid>` and the logs' `.tmp-<pid>` (writeTextAtomic), `checkpoint-N.tmp/` (saveCheckpoint). A
+ * `latest.json.tmp-<pid>`, the logs' and run_config.yaml's `.tmp-<pid>` (writeTextAtomic), `checkpoint-N.tmp/` (saveCheckpoint). A
  * file whose process is still alive is left alone. Returns the names removed.
  */
 export function removeStaleTemps(dir: string): string[] {
   if (!existsSync(dir)) return [];
   const removed: string[] = [];
   for (const f of readdirSync(dir)) {
-    const m = /^(?:final|latest\.json|metrics\.jsonl|monitor\.jsonl|results\.json)\.(?:tmp|old)-(\d+)$|^checkpoint-\d+\.tmp$/.exec(f);
+    const m = /^(?:final|latest\.json|metrics\.jsonl|monitor\.jsonl|results\.json|run_config\.yaml)\.(?:tmp|old)-(\d+)$|^checkpoint-\d+\.tmp$/.exec(f);
     if (!m || (m[1] !== undefined && Number(m[1]) !== process.pid && alive(Number(m[1])))) continue;
     rmSync(join(dir, f), { recursive: true, force: true });
     removed.push(f);
