@@ -203,6 +203,19 @@ test('PEFT adapter files: errors name the problem; keys with an adapter name (.d
     writeFileSync(join(dora, 'adapter_config.json'), JSON.stringify({ ...JSON.parse(readFileSync(join(dir, 'adapter_config.json'), 'utf8')), use_dora: true }));
     assert.throws(() => loadAdapter(new LlamaForCausalLM(CONFIG), dora), /DoRA adapters \(use_dora: true\) are not supported/);
     assert.throws(() => loadAdapter(new LlamaForCausalLM(CONFIG), root), /no adapter_config\.json/);
+    // An adapter saved as a pickle (PEFT before safe_serialization became its default) is named with the conversion.
+    const pickled = join(root, 'pickled');
+    mkdirSync(pickled);
+    cpSync(join(dir, 'adapter_config.json'), join(pickled, 'adapter_config.json'));
+    writeFileSync(join(pickled, 'adapter_model.bin'), Buffer.from([0x80, 0x02, 0x7d, 0x71, 0x00, 0x2e]));
+    assert.throws(() => loadAdapter(new LlamaForCausalLM(CONFIG), pickled), (e: Error) => e.message.startsWith(`${join(pickled, 'adapter_model.bin')} is a PyTorch pickle checkpoint, which retain does not load`) && /safe_serialization=True/.test(e.message));
+    rmSync(join(pickled, 'adapter_model.bin'));
+    assert.throws(() => loadAdapter(new LlamaForCausalLM(CONFIG), pickled), { message: `${pickled}: no adapter_model.safetensors; a PEFT adapter folder holds it beside adapter_config.json (PeftModel.save_pretrained writes both)` });
+    // Weights for layers the model lacks: an adapter made for another base model.
+    const other = new LlamaForCausalLM({ ...CONFIG, num_hidden_layers: 1 });
+    wrapLinears(other, ['q_proj', 'v_proj'], { r: 2, alpha: 4 });
+    assert.throws(() => loadAdapter(other, dir), /the adapter has weights for 'model\.layers\.1\.self_attn\.[qv]_proj', which is not a LoRA layer of this model \(an adapter made for another base model\? its adapter_config\.json names base_model_name_or_path /);
+    other.dispose();
   } finally {
     rmSync(root, { recursive: true, force: true });
   }

@@ -90,7 +90,7 @@ const PICKLE = /\.(bin|pt|pth|ckpt|pkl)$/i;
 const SUPPORTED =
   'retain loads a Hugging Face model directory (config.json + *.safetensors), a llama2.c .bin checkpoint, or an ml5 folder (manifest.json + weight files)';
 
-function refusePickle(path: string): never {
+export function refusePickle(path: string): never {
   throw new Error(
     `${path} is a PyTorch pickle checkpoint, which retain does not load (unpickling can run arbitrary code). ` +
       "Convert it to safetensors first, e.g. in Python: `from safetensors.torch import save_file; save_file(torch.load(p), 'model.safetensors')`, " +

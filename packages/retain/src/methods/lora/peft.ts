@@ -12,6 +12,7 @@ import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
 import { LoraLinear } from './layer.js';
 import { loraModules, wrapLinears, type Targets } from './wrap.js';
+import { refusePickle } from '../../models/hub.js';
 
 export const PEFT_PREFIX = 'base_model.model.';
 
@@ -187,7 +188,11 @@ function sortKeys(weights: Map<string, Tensor>, file: string): { lora: Map<strin
 export function loadAdapter(model: torch.nn.Module, dir: string): LoadedAdapter {
   const c = readAdapterConfig(dir);
   const file = join(dir, 'adapter_model.safetensors');
-  if (!existsSync(file)) throw new Error(`${dir}: no adapter_model.safetensors`);
+  if (!existsSync(file)) {
+    const pickled = join(dir, 'adapter_model.bin');
+    if (existsSync(pickled)) refusePickle(pickled);
+    throw new Error(`${dir}: no adapter_model.safetensors; a PEFT adapter folder holds it beside adapter_config.json (PeftModel.save_pretrained writes both)`);
+  }
   const weights = torch.io.loadSafetensors(file);
   try {
     const { lora, other } = sortKeys(weights, file);
@@ -198,7 +203,9 @@ export function loadAdapter(model: torch.nn.Module, dir: string): LoadedAdapter 
     }
     const layers = new Map(loraModules(model));
     const problems: string[] = [];
-    for (const p of lora.keys()) if (!layers.has(p)) problems.push(`the adapter has weights for '${p}', which is not a LoRA layer of this model`);
+    // Layers the model lacks mean the adapter was made over another base; say which one it names.
+    const base = ` (an adapter made for another base model? its adapter_config.json names base_model_name_or_path ${JSON.stringify(c.base_model_name_or_path ?? null)}; load it over that model)`;
+    for (const p of lora.keys()) if (!layers.has(p)) problems.push(`the adapter has weights for '${p}', which is not a LoRA layer of this model${base}`);
     for (const [p, l] of layers) {
       const e = lora.get(p) ?? {};
       for (const [which, t] of [['lora_A', e.A], ['lora_B', e.B]] as const) {
