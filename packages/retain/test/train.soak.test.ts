@@ -9,22 +9,11 @@ import { spawn } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { leftovers, lossesOf, makeRun } from './preempt.fixtures.js';
+import { mulberry32 } from '../src/data/random.js';
 
 const CLI = new URL('../bin/retain.mjs', import.meta.url).pathname;
 const RUNS = Number(process.env.RETAIN_SOAK_RUNS ?? 20);
 const TRAINING = { max_steps: 12, save_every: 3 };
-
-/** mulberry32: a small seeded generator, so that a failing soak can be replayed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface Attempt {
   code: number | null;
@@ -73,7 +62,8 @@ test(`soak: ${RUNS} runs interrupted by random TERM/INT/KILL at random times all
   const trainingMs = r0.totalMs - r0.startupMs;
   const refWeights = readFileSync(join(ref.out, 'final', 'model.safetensors'));
   const refLosses = lossesOf(ref.out);
-  const rand = rng(21);
+  // Seeded, so that a failing soak can be replayed.
+  const rand = mulberry32(21);
   const signals: NodeJS.Signals[] = ['SIGTERM', 'SIGINT', 'SIGKILL'];
   const tally = { sent: 0, resumable: 0, killed: 0, finishedFirst: 0, attempts: 0 };
   for (let run = 0; run < RUNS; run++) {
