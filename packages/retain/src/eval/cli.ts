@@ -96,7 +96,7 @@ function common(c: Command): Command {
 export function registerEvalCommands(program: Command): void {
   common(program.command('eval'))
     .description('evaluate a model on tasks and write results JSON (lm-evaluation-harness layout)')
-    .requiredOption('--model <path>', 'model directory, llama2.c .bin, or ml5 folder')
+    .requiredOption('--model <path>', 'model directory (or org/name in the Hugging Face cache), LoRA adapter folder (merged into its base), llama2.c .bin, or ml5 folder')
     .option('--label <name>', 'name of this run in tables and reports')
     .option('-o, --output <file>', 'results JSON path', 'results.json')
     .option('--log-samples', 'also write every scored item (prompt, choices, gold, per-choice log-likelihood, prediction) to samples_<task>.jsonl beside the results, in lm-evaluation-harness\'s layout')
