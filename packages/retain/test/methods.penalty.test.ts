@@ -20,6 +20,26 @@ function flat(t: Tensor): number[] {
 }
 
 /** Moves every parameter by a seeded random amount. */
+/**
+ * The empirical Fisher computed directly: the mean over the samples of each one's squared loss gradient, summed in
+ * float64 whatever the model's dtype. Gradients are cleared before each sample and after the last.
+ */
+function directFisher<E>(model: torch.nn.Module, data: E[], lossOf: (e: E) => Tensor): Map<string, Float64Array> {
+  const direct = new Map<string, Float64Array>();
+  for (const e of data) {
+    for (const p of model.parameters()) p.grad = null;
+    torch.tidy(() => lossOf(e).backward());
+    for (const [n, p] of model.namedParameters()) {
+      const g = flat(p.grad!);
+      const acc = direct.get(n) ?? new Float64Array(g.length);
+      g.forEach((x, i) => (acc[i] += (x * x) / data.length));
+      direct.set(n, acc);
+    }
+  }
+  for (const p of model.parameters()) p.grad = null;
+  return direct;
+}
+
 function perturb(model: torch.nn.Module, seed: number, scale = 0.05): void {
   torch.manualSeed(seed);
   torch.noGrad(() => torch.tidy(() => {
@@ -152,22 +172,10 @@ test('EWC on a causal LM: per-sample Fisher equals a direct loop over the sample
   const model = tinyLlama(5);
   model.eval();
   const data = tokenExamples(5, 9, 'general', 'g');
-  const direct = new Map<string, Float64Array>();
-  for (const e of data) {
-    for (const p of model.parameters()) p.grad = null;
-    torch.tidy(() => {
-      const logits = model.forward(torch.tensor([e.ids.slice(0, -1)])).reshape(e.ids.length - 1, -1); // [T, V]
-      const tg = torch.tensor(e.ids.slice(1).map((t, k) => (e.lossMask[k + 1] ? t : -100)));
-      torch.crossEntropy(logits, tg).backward();
-    });
-    for (const [n, p] of model.namedParameters()) {
-      const g = flat(p.grad!);
-      const acc = direct.get(n) ?? new Float64Array(g.length);
-      g.forEach((x, i) => (acc[i] += (x * x) / data.length));
-      direct.set(n, acc);
-    }
-  }
-  for (const p of model.parameters()) p.grad = null;
+  const direct = directFisher(model, data, (e) => {
+    const logits = model.forward(torch.tensor([e.ids.slice(0, -1)])).reshape(e.ids.length - 1, -1); // [T, V]
+    return torch.crossEntropy(logits, torch.tensor(e.ids.slice(1).map((t, k) => (e.lossMask[k + 1] ? t : -100))));
+  });
   model.train();
   const ewc = new EWC({ lambda: 1, data });
   const ctx = bareContext(model, []);
@@ -194,21 +202,10 @@ test('EWC on a bfloat16 model sums its Fisher in float32: it equals the float64 
   model.eval();
   const data = tokenExamples(48, 10, 'general', 'g');
   // The squared gradient of each sample's mean token loss (the trainer's loss function), summed here in float64.
-  const direct = new Map<string, Float64Array>();
-  for (const e of data) {
-    for (const p of model.parameters()) p.grad = null;
-    torch.tidy(() => {
-      const sl = causalLmLoss(model, collate([e]));
-      sl.sums.sum().div(sl.counts.sum()).backward();
-    });
-    for (const [n, p] of model.namedParameters()) {
-      const g = flat(p.grad!);
-      const acc = direct.get(n) ?? new Float64Array(g.length);
-      g.forEach((x, i) => (acc[i] += (x * x) / data.length));
-      direct.set(n, acc);
-    }
-  }
-  for (const p of model.parameters()) p.grad = null;
+  const direct = directFisher(model, data, (e) => {
+    const sl = causalLmLoss(model, collate([e]));
+    return sl.sums.sum().div(sl.counts.sum());
+  });
   const ewc = new EWC({ lambda: 1, data });
   const ctx = bareContext(model, []);
   await ewc.setup(ctx);
