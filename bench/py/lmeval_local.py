@@ -33,20 +33,21 @@ def _letters(n):
     return [chr(ord("A") + i) for i in range(n)]
 
 
-def load_arc(path, limit=None, **_):
+def _lettered(path, limit, question_key):
+    """ARC's and OpenBookQA's layout: lettered choices and answerKey; only the question's field name differs."""
     rows = []
     for r in json.load(open(path, encoding="utf-8")):
         q, ch, g = _mc(r["instruction"], r["answer"])
-        rows.append({"question": q, "choices": {"text": ch, "label": _letters(len(ch))}, "answerKey": _letters(len(ch))[g]})
+        rows.append({question_key: q, "choices": {"text": ch, "label": _letters(len(ch))}, "answerKey": _letters(len(ch))[g]})
     return _split(rows, limit)
+
+
+def load_arc(path, limit=None, **_):
+    return _lettered(path, limit, "question")
 
 
 def load_openbookqa(path, limit=None, **_):
-    rows = []
-    for r in json.load(open(path, encoding="utf-8")):
-        q, ch, g = _mc(r["instruction"], r["answer"])
-        rows.append({"question_stem": q, "choices": {"text": ch, "label": _letters(len(ch))}, "answerKey": _letters(len(ch))[g]})
-    return _split(rows, limit)
+    return _lettered(path, limit, "question_stem")
 
 
 def load_winogrande(path, limit=None, **_):
