@@ -113,3 +113,40 @@ out['new'] = ids[len(inp['ids']):]
   const r2 = spawnSync(process.execPath, [CLI, 'generate', 'retain-test/stories', '-p', PROMPT, '-n', '2'], { encoding: 'utf8', cwd: tmp, env: { ...process.env, ...env } });
   assert.equal(r2.stdout, `${PROMPT + (await loadPretrained(snap)).tokenizer!.decode(ref.new.slice(0, 2))}\n`);
 });
+
+test('a LoRA adapter whose base_model_name_or_path is a hub id (as PEFT writes it) finds its base in the Hugging Face cache', async () => {
+  const { saveAdapter, wrapLinears, loraModules } = await import('../src/methods/lora/index.js');
+  const torch = await import('@retain/torch');
+  const p = await loadPretrained(STORIES);
+  const files = join(tmp, 'f3');
+  savePretrained(p, files);
+  const snap = cacheModel(join(tmp, 'adapter-cache'), 'org/tiny-base', files, 'd'.repeat(40));
+  torch.manualSeed(4);
+  wrapLinears(p.model, ['q_proj', 'v_proj'], { r: 2, alpha: 4 });
+  for (const [, l] of loraModules(p.model)) torch.noGrad(() => l.lora_B.weight.normal_(0, 0.5));
+  const byId = join(tmp, 'adapter-id');
+  const byPath = join(tmp, 'adapter-path');
+  saveAdapter(p.model, byId, { baseModel: 'org/tiny-base' });
+  saveAdapter(p.model, byPath, { baseModel: snap });
+  p.model.dispose();
+  const was = process.env.HF_HUB_CACHE;
+  process.env.HF_HUB_CACHE = join(tmp, 'adapter-cache');
+  try {
+    const ids = torch.tensor([[1, 300, 42, 7, 99]], { dtype: 'int64' });
+    const logits = async (dir: string) => {
+      const m = await loadPretrained(dir);
+      try {
+        return torch.noGrad(() => (m.model as unknown as CausalLM).forward(ids)).toArray();
+      } finally {
+        m.model.dispose();
+      }
+    };
+    assert.deepEqual(await logits(byId), await logits(byPath));
+    // One the cache lacks is named with the cache's folder among the places looked at.
+    writeFileSync(join(byId, 'adapter_config.json'), readFileSync(join(byId, 'adapter_config.json'), 'utf8').replace('org/tiny-base', 'org/absent'));
+    await assert.rejects(loadPretrained(byId), (e: Error) => e.message.includes(`the Hugging Face cache (${join(tmp, 'adapter-cache', 'models--org--absent')})`));
+  } finally {
+    if (was === undefined) delete process.env.HF_HUB_CACHE;
+    else process.env.HF_HUB_CACHE = was;
+  }
+});

@@ -160,9 +160,9 @@ test('a LoRA adapter folder whose base is not on this machine names the base, wh
   await assert.rejects(loadPretrained(final), (e) =>
     userError(e, /final is a LoRA adapter for base model \/models\/stories260K\.bin, which is not on this machine \(looked at \/models\/stories260K\.bin\); retain does not download models: put the base model there or set base_model_name_or_path in .*final\/adapter_config\.json to its directory$/));
   cliFails(['inspect', final], /^retain: .*final is a LoRA adapter for base model \/models\/stories260K\.bin, which is not on this machine/);
-  // A hub name is looked for beside the adapter and in the working directory.
+  // A hub name is looked for beside the adapter, in the working directory and in the Hugging Face cache.
   writeFileSync(join(final, 'adapter_config.json'), JSON.stringify({ peft_type: 'LORA', r: 4, lora_alpha: 8, base_model_name_or_path: 'org/no-such-model' }));
-  await assert.rejects(loadPretrained(final), (e) => userError(e, /for base model org\/no-such-model, which is not on this machine \(looked at .*final\/org\/no-such-model, .*\/org\/no-such-model\)/));
+  await assert.rejects(loadPretrained(final), (e) => userError(e, /for base model org\/no-such-model, which is not on this machine \(looked at .*final\/org\/no-such-model, .*\/org\/no-such-model, the Hugging Face cache \(.*\/models--org--no-such-model\)\)/));
   writeFileSync(join(final, 'adapter_config.json'), JSON.stringify({ peft_type: 'LORA', r: 4, lora_alpha: 8, base_model_name_or_path: null }));
   await assert.rejects(loadPretrained(final), (e) => userError(e, /final is a LoRA adapter, and .*final\/adapter_config\.json names no base model \(base_model_name_or_path\); set it to the base model's directory$/));
   await hfDir(join(final, 'merged'));

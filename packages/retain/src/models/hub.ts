@@ -21,7 +21,7 @@ import { MnistMLP } from './mlp.js';
 import { assertFiniteWeights, firstNonFinite, loadWeights, ModelConfigError } from './weights.js';
 import { claimedParameters } from './size.js';
 import { readUserFile } from '../files.js';
-import { isHubId, resolveHubModel } from './hfcache.js';
+import { hubCacheDir, isHubId, resolveHubModel } from './hfcache.js';
 import { Llama2cTokenizer, type Tokenizer } from '../tokenizers/llama2c.js';
 import { loadHfTokenizer } from '../tokenizers/hf.js';
 import { CharTokenizer } from '../tokenizers/char.js';
@@ -310,8 +310,9 @@ function checkLoaded(model: Pretrained['model'], path: string, dtype?: torch.DTy
 /**
  * A LoRA adapter directory (adapter_config.json + adapter_model.safetensors: what PEFT's save_pretrained and a retain
  * LoRA run write) loads as its base model with the adapter merged in, so it evaluates, generates and trains like any
- * model. base_model_name_or_path names the base: an absolute path, or one relative to the adapter directory or to the
- * working directory. retain never downloads, so a hub name that is no local directory is refused with the fix.
+ * model. base_model_name_or_path names the base: an absolute path, one relative to the adapter directory or to the
+ * working directory, or a hub id in the Hugging Face cache. retain never downloads, so anything else is refused with
+ * the fix.
  */
 async function loadAdapterModel(path: string, opts: { dtype?: torch.DType; tokenizer?: string }): Promise<Pretrained> {
   const base = readAdapterConfig(path).base_model_name_or_path;
@@ -322,7 +323,15 @@ async function loadAdapterModel(path: string, opts: { dtype?: torch.DType; token
     throw new Error(`${path} is a LoRA adapter, and ${cfgFile} names no base model (base_model_name_or_path); set it to the base model's directory${orMerged}`);
   }
   const looked = isAbsolute(base) ? [base] : [...new Set([join(path, base), resolve(base)])];
-  const found = looked.find((p) => existsSync(p));
+  let found = looked.find((p) => existsSync(p));
+  // PEFT writes the hub id the base was downloaded by; that resolves from the cache as a model argument does.
+  if (!found && isHubId(base)) {
+    try {
+      found = resolveHubModel(base);
+    } catch {
+      looked.push(`the Hugging Face cache (${join(hubCacheDir().dir, `models--${base.split('/').join('--')}`)})`);
+    }
+  }
   if (!found) {
     throw new Error(
       `${path} is a LoRA adapter for base model ${base}, which is not on this machine (looked at ${looked.join(', ')}); retain does not download models: ` +
