@@ -140,6 +140,11 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
   const causal = opts.causal ?? false;
   const fused = fusedAttentionOn ? fusedAttention() : null;
   if (fused && (opts.scale === undefined || fused.scale)) {
+    // aten's is_causal aligns its mask top-left; with cached keys (S > T) the queries are the last T positions, so
+    // the bottom-right mask the composed path uses goes in as an explicit mask.
+    const T = q.shape[q.ndim - 2];
+    const S = k.shape[k.ndim - 2];
+    if (causal && S !== T) return tidy(() => scaledDotProductAttention(q, k, v, { ...opts, causal: false, mask: withCausal(opts.mask ?? null, T, S, q) }));
     const args: unknown[] = [q.h, k.h, v.h, opts.mask ? opts.mask.h : null, opts.dropout ?? 0, causal];
     if (opts.scale !== undefined) args.push(opts.scale);
     return new Tensor(native.call(fused.id, ...args));
@@ -169,6 +174,13 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
     // [BH, T, Dv] -> [..., T, Dv]
     return G.bmm(att, v3).reshape([...qs.slice(0, -1), v.shape[v.ndim - 1]]);
   });
+}
+
+// `mask` ([..., T, S], bool or additive) with the bottom-right causal mask applied too; a bool [T, S] when none.
+function withCausal(mask: Tensor | null, T: number, S: number, q: Tensor): Tensor {
+  if (mask && mask.dtype !== 'bool') return mask.add(causalBias(T, S, q.dtype, q.device));
+  const tri = G.ones([T, S], 'bool', null, q.device).tril(S - T);
+  return mask ? mask.logicalAnd(tri) : tri;
 }
 
 // Additive causal bias [T, S]: 0 where a query may attend, -inf elsewhere (bottom-right aligned when S > T). Built

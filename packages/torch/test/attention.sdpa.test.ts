@@ -15,6 +15,10 @@ const CASES: Case[] = [
   { name: 'additive mask', T: 6, S: 6, mask: 'float', dtype: 'float32' },
   { name: 'custom scale', T: 4, S: 4, causal: true, scale: 1, dtype: 'float32' },
   { name: 'cached keys, bottom-right mask', T: 3, S: 8, mask: 'bool', dtype: 'float32' },
+  // aten's is_causal aligns the mask top-left; the composed path's causal aligns it bottom-right, as a cache needs.
+  { name: 'causal over cached keys (S > T)', T: 3, S: 8, causal: true, dtype: 'float32' },
+  { name: 'causal over cached keys with a padding mask', T: 3, S: 8, causal: true, mask: 'bool', dtype: 'float32' },
+  { name: 'causal over cached keys with an additive mask', T: 3, S: 8, causal: true, mask: 'float', dtype: 'float32' },
 ];
 
 function run(c: Case, fused: boolean, inputs: torch.Tensor[], mask: torch.Tensor | null): { y: number[]; grads: number[][] } {
