@@ -23,6 +23,7 @@ safetensors==0.8.0
 lm-eval==0.4.13
 sentence-transformers==6.2.0
 tensorboard==2.21.0
+jsonschema==4.26.0
 numpy
 "
 stamp="$(printf '%s' "$pins" | sha256sum | cut -c1-16)"
