@@ -35,6 +35,17 @@ test('retain merge refuses what is not an adapter, and an --out it would wipe', 
   writeFileSync(join(notAdapter, 'config.json'), '{}');
   r = retain('merge', adapter, '--out', notAdapter);
   assert.match(r.stderr, /is the base model's folder; the merged model would replace the base, so give another one/);
+  // A hub id's base found in the Hugging Face cache is protected too: its snapshot folder is the base's folder.
+  const cache = join(tmp, 'cache');
+  const snap = join(cache, 'models--org--cached', 'snapshots', 'e'.repeat(40));
+  mkdirSync(snap, { recursive: true });
+  mkdirSync(join(cache, 'models--org--cached', 'refs'));
+  writeFileSync(join(cache, 'models--org--cached', 'refs', 'main'), 'e'.repeat(40));
+  writeFileSync(join(snap, 'config.json'), '{}');
+  writeFileSync(join(adapter, 'adapter_config.json'), JSON.stringify({ peft_type: 'LORA', base_model_name_or_path: 'org/cached', r: 2, lora_alpha: 4, target_modules: ['q_proj'] }));
+  r = spawnSync(process.execPath, [CLI, 'merge', adapter, '--out', snap], { encoding: 'utf8', cwd: tmp, timeout: 120_000, env: { ...process.env, HF_HUB_CACHE: cache } });
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /is the base model's folder; the merged model would replace the base, so give another one/);
 });
 
 test('every command has a description in retain --help', () => {

@@ -5,6 +5,7 @@ import { existsSync, readdirSync, realpathSync, statSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
 import { loadPretrained, savePretrained } from '../models/hub.js';
 import { readAdapterConfig } from '../methods/lora/peft.js';
+import { isHubId, resolveHubModel } from '../models/hfcache.js';
 
 /**
  * The output folder may be new, or a model folder that the merge replaces whole (savePretrained swaps it in); never the
@@ -15,8 +16,16 @@ export function checkMergeOut(adapter: string, base: string, out: string): void 
   if (!existsSync(dir)) return;
   if (!statSync(dir).isDirectory()) throw new Error(`--out ${out} is a file; give a folder for the merged model (a new one, or a model folder to replace)`);
   if (realpathSync(dir) === realpathSync(adapter)) throw new Error(`--out ${out} is the adapter's own folder; the merged model replaces its folder whole, so give another one`);
-  // Where loadPretrained looks for the base (relative to the adapter, then the working directory).
+  // Where loadPretrained looks for the base (relative to the adapter, then the working directory, then for a hub id
+  // the Hugging Face cache's snapshot).
   const bases = isAbsolute(base) ? [base] : [join(adapter, base), resolve(base)];
+  if (isHubId(base)) {
+    try {
+      bases.push(resolveHubModel(base));
+    } catch {
+      // Not in the cache: there is no cached base to overwrite.
+    }
+  }
   if (bases.some((b) => existsSync(b) && realpathSync(b) === realpathSync(dir))) throw new Error(`--out ${out} is the base model's folder; the merged model would replace the base, so give another one`);
   const files = readdirSync(dir);
   if (files.length > 0 && !files.includes('config.json')) throw new Error(`--out ${out} holds files and no config.json: it is not a model folder, and the merged model replaces its folder whole; give a new folder`);
