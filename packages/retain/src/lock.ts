@@ -152,3 +152,15 @@ export function lockOutputDir(dir: string, what = `output_dir ${dir}`, notice?: 
 export function lockOutputFile(file: string, notice?: (msg: string) => void): OutputLock {
   return acquireLock(`${file}.lock`, file, notice);
 }
+
+/**
+ * Runs `fn` holding `lock` and releases it however `fn` ends. A command that fails keeps its lock only until the
+ * process exits, which is enough for the CLI but not for code (and tests) that run several commands in one process.
+ */
+export async function whileLocked<T>(lock: OutputLock, fn: () => Promise<T> | T): Promise<T> {
+  try {
+    return await fn();
+  } finally {
+    lock.release();
+  }
+}

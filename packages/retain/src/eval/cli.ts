@@ -8,7 +8,7 @@ import { resolveTasks, type ResolvedTask } from './tasks.js';
 import type { CompareResults, EvalResults, Role } from './results.js';
 import { forgettingTableText } from '../report/table.js';
 import { int, positiveInt } from '../cli/args.js';
-import { lockOutputFile } from '../lock.js';
+import { lockOutputFile, whileLocked } from '../lock.js';
 
 const list = (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean);
 
@@ -101,14 +101,15 @@ export function registerEvalCommands(program: Command): void {
     .option('-o, --output <file>', 'results JSON path', 'results.json')
     .option('--log-samples', 'also write every scored item (prompt, choices, gold, per-choice log-likelihood, prediction) to samples_<task>.jsonl beside the results, in lm-evaluation-harness\'s layout')
     .action(async (o: CommonOpts & { model: string; label?: string; output: string; logSamples?: boolean }) => {
-      // Held until the process exits: two evaluations writing one results file (and its samples) would interleave.
-      lockOutputFile(o.output);
-      const tasks = tasksFrom(o);
-      const r = await evalOne(o.model, tasks, o, o.label, [], o.logSamples ? sampleWriter(o.output) : undefined);
-      writeJson(o.output, r);
-      for (const row of r.rows.filter((x) => x.primary)) console.log(`${row.task}\t${row.metric}\t${row.value.toFixed(4)}${row.stderr !== null ? ` ± ${row.stderr.toFixed(4)}` : ''}\tn=${row.n}\t${row.role}`);
-      console.log(`wrote ${o.output}`);
-      reportFailures([r], tasks, o.output);
+      // Two evaluations writing one results file (and its samples) would interleave.
+      await whileLocked(lockOutputFile(o.output), async () => {
+        const tasks = tasksFrom(o);
+        const r = await evalOne(o.model, tasks, o, o.label, [], o.logSamples ? sampleWriter(o.output) : undefined);
+        writeJson(o.output, r);
+        for (const row of r.rows.filter((x) => x.primary)) console.log(`${row.task}\t${row.metric}\t${row.value.toFixed(4)}${row.stderr !== null ? ` ± ${row.stderr.toFixed(4)}` : ''}\tn=${row.n}\t${row.role}`);
+        console.log(`wrote ${o.output}`);
+        reportFailures([r], tasks, o.output);
+      });
     });
 
   common(program.command('compare'))
@@ -117,30 +118,31 @@ export function registerEvalCommands(program: Command): void {
     .requiredOption('--tuned <paths...>', 'fine-tuned models (label them with name=path)')
     .option('-o, --output <file>', 'compare JSON path', 'compare.json')
     .action(async (o: CommonOpts & { base: string; tuned: string[]; output: string }) => {
-      lockOutputFile(o.output);
-      const tasks = tasksFrom(o);
-      const models = tunedModels(o.tuned);
-      // Checked before anything is evaluated: a typo in the last path should not cost the base model's evaluation.
-      for (const [opt, path] of [['--base', o.base], ...models.map((m) => ['--tuned', m.path])]) {
-        if (!existsSync(path)) throw new Error(`${opt} ${path}: model not found`);
-      }
-      // Rows and table columns are keyed by label, so two models under one label would be two rows of one name.
-      const seen = new Map<string, string>([['base', `--base ${o.base}`]]);
-      for (const m of models) {
-        const given = `--tuned ${m.explicit ? `${m.label}=` : ''}${m.path}`;
-        const prev = seen.get(m.label);
-        if (prev !== undefined) {
-          throw new Error(`two models are labelled '${m.label}' (${prev} and ${given}); ${m.label === 'base' ? "'base' is the base model's label; " : ''}give each tuned model its own label as name=path`);
+      await whileLocked(lockOutputFile(o.output), async () => {
+        const tasks = tasksFrom(o);
+        const models = tunedModels(o.tuned);
+        // Checked before anything is evaluated: a typo in the last path should not cost the base model's evaluation.
+        for (const [opt, path] of [['--base', o.base], ...models.map((m) => ['--tuned', m.path])]) {
+          if (!existsSync(path)) throw new Error(`${opt} ${path}: model not found`);
         }
-        seen.set(m.label, given);
-      }
-      const base = await evalOne(o.base, tasks, o, 'base');
-      const tuned: EvalResults[] = [];
-      for (const m of models) tuned.push(await evalOne(m.path, tasks, o, m.explicit ? m.label : undefined, ['fine-tuned']));
-      const out: CompareResults = { format: 'retain.compare/1', date: new Date().toISOString(), base, tuned };
-      writeJson(o.output, out);
-      console.log(forgettingTableText(base, tuned));
-      console.log(`wrote ${o.output}`);
-      reportFailures([base, ...tuned], tasks, o.output);
+        // Rows and table columns are keyed by label, so two models under one label would be two rows of one name.
+        const seen = new Map<string, string>([['base', `--base ${o.base}`]]);
+        for (const m of models) {
+          const given = `--tuned ${m.explicit ? `${m.label}=` : ''}${m.path}`;
+          const prev = seen.get(m.label);
+          if (prev !== undefined) {
+            throw new Error(`two models are labelled '${m.label}' (${prev} and ${given}); ${m.label === 'base' ? "'base' is the base model's label; " : ''}give each tuned model its own label as name=path`);
+          }
+          seen.set(m.label, given);
+        }
+        const base = await evalOne(o.base, tasks, o, 'base');
+        const tuned: EvalResults[] = [];
+        for (const m of models) tuned.push(await evalOne(m.path, tasks, o, m.explicit ? m.label : undefined, ['fine-tuned']));
+        const out: CompareResults = { format: 'retain.compare/1', date: new Date().toISOString(), base, tuned };
+        writeJson(o.output, out);
+        console.log(forgettingTableText(base, tuned));
+        console.log(`wrote ${o.output}`);
+        reportFailures([base, ...tuned], tasks, o.output);
+      });
     });
 }

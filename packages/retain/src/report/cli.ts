@@ -2,7 +2,7 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { forgettingTableText } from './table.js';
-import { lockOutputDir } from '../lock.js';
+import { lockOutputDir, whileLocked } from '../lock.js';
 
 export function registerReportCommand(program: Command): void {
   program
@@ -24,9 +24,8 @@ export function registerReportCommand(program: Command): void {
         process.exitCode = 1;
         return;
       }
-      // Held until the process exits: two reports into one folder would mix their charts.
-      lockOutputDir(o.out, `--out ${o.out}`);
-      const r = await writeReport([set.base, ...set.tuned], o.out, { base: set.base.label });
+      // Two reports into one folder would mix their charts.
+      const r = await whileLocked(lockOutputDir(o.out, `--out ${o.out}`), () => writeReport([set.base, ...set.tuned], o.out, { base: set.base.label }));
       process.stdout.write(forgettingTableText(set.base, set.tuned));
       for (const n of r.notes) console.log(`note: ${n}`);
       console.log(`wrote ${r.files.map((f) => resolve(f)).join('\n      ')}`);

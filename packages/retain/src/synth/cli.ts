@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
 import { int, nonNegative, nonNegativeInt, num, positiveInt, unitInterval } from '../cli/args.js';
 import { synthesize, type SynthMode } from './index.js';
-import { lockOutputFile } from '../lock.js';
+import { lockOutputFile, whileLocked } from '../lock.js';
 
 /** A share in [0, 1] (--max-repeat: 0 allows no repeated 3-gram, 1 turns the filter off). */
 function share(v: string): number {
@@ -59,10 +59,10 @@ export function registerSynthCommand(program: Command): void {
     .option('--threads <n>', 'intra-op threads', positiveInt)
     .option('--quiet', 'no progress lines')
     .action(async (o) => {
-      // Held until the process exits: a second synth on the same file would resume from records the first is writing.
-      lockOutputFile(o.out);
+      // A second synth on the same file would resume from records the first is writing.
+      const lock = lockOutputFile(o.out);
       if (o.threads) (await import('@retain/torch')).setNumThreads(o.threads);
-      const r = await synthesize({
+      const r = await whileLocked(lock, () => synthesize({
         model: o.model,
         tokenizer: o.tokenizer,
         out: o.out,
@@ -90,7 +90,7 @@ export function registerSynthCommand(program: Command): void {
         select: o.selectK ? { k: o.selectK, perCluster: o.perCluster } : undefined,
         maxAttempts: o.maxAttempts,
         progress: o.quiet ? false : true,
-      });
+      }));
       console.log(JSON.stringify({ out: r.out, pool: r.pool, records: r.records.length, accepted: r.accepted, added: r.added, attempted: r.attempted, rejected: r.rejected, selected: r.selected, seconds: +r.seconds.toFixed(2) }));
       if (r.accepted < o.count) process.exitCode = 2;
     });
