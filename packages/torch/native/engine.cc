@@ -30,6 +30,8 @@
 
 #include <cerrno>
 #include <dlfcn.h>
+#include <pthread.h>
+#include <csignal>
 #include <malloc.h>
 #include <cstdlib>
 #include <unistd.h>
