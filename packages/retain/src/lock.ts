@@ -25,7 +25,8 @@ export class LockedError extends Error {}
 /** A takeover of a stale lock older than this was abandoned by a process that died mid-takeover. */
 const TAKEOVER_STALE_MS = 30_000;
 
-function pidAlive(pid: number): boolean {
+/** Whether a process of this host still runs (EPERM: it does, under another user). */
+export function pidAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

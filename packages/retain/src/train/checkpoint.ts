@@ -7,6 +7,7 @@ import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
 import { firstNonFinite } from '../models/weights.js';
 import { diskFullError, injectFault, isDiskFull, tensorBytes } from './faults.js';
+import { pidAlive } from '../lock.js';
 
 /** Splits a JSON-like object holding tensors into plain JSON (tensors replaced by references) and a tensor map. */
 export function splitTensors(v: unknown, prefix: string, out: Map<string, Tensor>): unknown {
@@ -199,20 +200,11 @@ export function removeStaleTemps(dir: string): string[] {
   const removed: string[] = [];
   for (const f of readdirSync(dir)) {
     const m = /^(?:final|latest\.json|metrics\.jsonl|monitor\.jsonl|results\.json|run_config\.yaml)\.(?:tmp|old)-(\d+)$|^checkpoint-\d+\.tmp$/.exec(f);
-    if (!m || (m[1] !== undefined && Number(m[1]) !== process.pid && alive(Number(m[1])))) continue;
+    if (!m || (m[1] !== undefined && Number(m[1]) !== process.pid && pidAlive(Number(m[1])))) continue;
     rmSync(join(dir, f), { recursive: true, force: true });
     removed.push(f);
   }
   return removed;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /** What a run leaves in its output_dir (method caches such as FLOW's stay: they are keyed by model and data). */
