@@ -313,6 +313,22 @@ export class GradReducer {
     return hsOut.map((h, i) => (h === hsIn[i] ? outputs[i] : wrap(h)));
   }
 
+  /**
+   * Runs the reducing backward from `output` (one returned by prepare()). With unused-parameter search on, the Reducer
+   * also all-reduces its used-parameter map outside the bucket hook, and a peer's death there surfaces as Gloo's raw
+   * text ("Read error ... Connection reset by peer"), which names neither the collective nor the rank: such an error
+   * gets the prefix every other collective failure has.
+   */
+  backward(output: Tensor): void {
+    try {
+      output.backward();
+    } catch (e) {
+      const msg = (e as Error).message ?? String(e);
+      if (/c10d allreduce failed/.test(msg) || !/gloo|nccl|connection|timed out|broken pipe/i.test(msg)) throw e;
+      throw new Error(`c10d allreduce failed on rank ${getRank()} of ${getWorldSize()}: ${msg}`);
+    }
+  }
+
   /** Removes the reducer's hooks from the parameters. */
   dispose(): void {
     if (this.id !== null && typeof dn.distReducerFree === 'function') dn.distReducerFree(this.id);

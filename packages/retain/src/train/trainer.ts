@@ -306,8 +306,8 @@ async function trainLoop(o: TrainOptions, stop: StopRequest | null): Promise<Tra
           if (loss) {
             total += loss.item();
             if (loss.requiresGrad) {
-              if (red && i === micro.length - 1) [loss] = red.prepare([loss]);
-              loss.backward();
+              if (red && i === micro.length - 1) red.backward(red.prepare([loss])[0]);
+              else loss.backward();
               // The deferred passes recompute parts of the forward, so under the forward's autocast.
               const deferred = () => {
                 completeBackward?.();
