@@ -108,6 +108,8 @@ export const trainConfigSchema = z.object({
     batch_size: count(1, 1e6).default(16),
   }).strict().optional(),
   output_dir: z.string(),
+  /** Copies of metrics.jsonl for other tools: TensorBoard events and metrics.csv in output_dir (train/metrics-files.ts). */
+  logging: z.object({ tensorboard: z.boolean().default(true), csv: z.boolean().default(true) }).strict().default({}),
   resume: z.boolean().default(true),
   methods: z.array(z.union([z.string(), z.record(z.unknown())])).default([]),
 }).strict();

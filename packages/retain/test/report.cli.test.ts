@@ -22,7 +22,8 @@ function fixtures(): { dir: string; compareFile: string; runDir: string } {
   const runDir = join(dir, 'flow-run');
   mkdirSync(runDir);
   const { monitor, ...flow } = FLOW;
-  writeFileSync(join(runDir, 'results.json'), JSON.stringify(flow));
+  // As `retain train` writes it: the training loss from metrics.jsonl rides in results.json.
+  writeFileSync(join(runDir, 'results.json'), JSON.stringify({ ...flow, train: [{ step: 1, loss: 2.5 }, { step: 2, loss: 2.1 }, { step: 3, loss: 1.9 }] }));
   writeFileSync(join(runDir, 'monitor.jsonl'), monitor!.map((p) => JSON.stringify(p)).join('\n') + '\n');
   return { dir, compareFile, runDir };
 }
@@ -32,7 +33,8 @@ test('retain report on a compare file and a run directory writes every file and 
   const out = join(dir, 'out');
   const r = retain('report', compareFile, runDir, '--out', out);
   assert.equal(r.code, 0, r.err);
-  for (const f of ['report.md', 'report.html', 'dynamics.svg', 'dynamics.png', 'pareto.svg', 'pareto.png']) assert.ok(existsSync(join(out, f)), f);
+  for (const f of ['report.md', 'report.html', 'loss.svg', 'loss.png', 'dynamics.svg', 'dynamics.png', 'pareto.svg', 'pareto.png']) assert.ok(existsSync(join(out, f)), f);
+  assert.ok(readFileSync(join(out, 'loss.svg'), 'utf8').includes('>FLOW</text>'), 'the run folder\'s loss is plotted');
   assert.match(r.out, /^run\s+arc_easy/);
   assert.match(r.out, /FLOW\s+63\.0 \(\+0\.7\)/);
   // FLOW's monitor came from monitor.jsonl: its line is in the dynamics chart.
@@ -62,6 +64,7 @@ test('malformed inputs fail with a message naming the file and the problem', () 
     [[write('other.json', JSON.stringify({ format: 'lm-eval/0', results: {} }))], undefined, /other\.json: unknown format "lm-eval\/0" \(expected 'retain\.eval\/1'/],
     [[write('list.json', '[1, 2]')], undefined, /list\.json: not a results object/],
     [[write('badrow.json', JSON.stringify({ ...BASE, rows: [{ ...BASE.rows[0], value: 'high' }] }))], undefined, /badrow\.json: rows\[0\]\.value must be a number, got "high"/],
+    [[write('badtrain.json', JSON.stringify({ ...BASE, train: [{ step: 1, loss: 'low' }] }))], undefined, /badtrain\.json: train must be a list of \{step, loss\} points/],
     [[write('badcmp.json', JSON.stringify({ ...compare(), tuned: [{ ...FT, format: undefined }] }))], undefined, /badcmp\.json: tuned\[0\]: format must be 'retain\.eval\/1'/],
     [[dir], undefined, /: directory has no results\.json/],
     [[compareFile], 'nobody', /--base nobody: no run has that label \(labels: base, FT\)/],

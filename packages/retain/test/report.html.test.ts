@@ -34,9 +34,13 @@ test('writeReport writes Markdown, HTML and both charts as SVG and PNG, with det
   const md = readFileSync(join(out, 'report.md'), 'utf8');
   // The base is the run without methods even though FLOW came first.
   assert.match(md, /^# Forgetting report: base and 2 tuned runs/);
-  assert.match(md, /\| base \| 62\.3 \| 45\.1 \| 1\.235 \| 53\.7 \| 10\.2 \| 39\.2 \|/);
-  // Averages: forgetting = 53.725 − 52.025 = 1.7, gain = 41.33 − 10.2 = 31.13.
-  assert.match(md, /\| FT \| 52\.0 \| 41\.3 \| 48\.5 \| \+1\.7 \| \+31\.1 \|/);
+  // Every score with its standard error (1.23 points for each accuracy here; none for bits per char); an average's
+  // combines its tasks' as independent: √2 · 1.23 / 2 = 0.87 for two tasks, √3 · 1.23 / 3 = 0.71 for three.
+  assert.match(md, /\| base \| 62\.3 ± 1\.2 \| 45\.1 ± 1\.2 \| 1\.235 \| 53\.7 ± 0\.9 \| 10\.2 ± 1\.2 \| 39\.2 ± 0\.7 \|/);
+  assert.match(md, /\| FT \| 59\.2 ± 1\.2 \(−3\.2\) \| /);
+  // Averages: forgetting = 53.725 − 52.025 = 1.7 ± √(0.87² + 0.87²) = 1.23, gain = 41.33 − 10.2 = 31.13 ± √2 · 1.23 = 1.74.
+  assert.match(md, /\| FT \| 52\.0 ± 0\.9 \| 41\.3 ± 1\.2 \| 48\.5 ± 0\.7 \| \+1\.7 ± 1\.2 \| \+31\.1 ± 1\.7 \|/);
+  assert.match(md, /\| base \| 53\.7 ± 0\.9 \| 10\.2 ± 1\.2 \| 39\.2 ± 0\.7 \| – \| – \|/);
   // Details carry stderr (in points for accuracies) and n, secondary metrics included.
   assert.match(md, /\| FT \| acc_norm ★ \| 44\.88% \| 1\.23 \| 200 \|/);
   assert.match(md, /\| FT \| acc \| 42\.88% \| 1\.11 \| 200 \|/);
@@ -71,4 +75,53 @@ test('without monitor data the dynamics chart is left out with a note, and a sta
   assert.equal(html.match(/<svg\b/g)?.length, 1);
   assert.match(html, /No run has forgetting-monitor data/);
   assert.match(readFileSync(join(out, 'report.md'), 'utf8'), /_No run has forgetting-monitor data/);
+});
+
+/** FT with a training-loss log as `retain train` writes it into results.json: `n` steps, falling. */
+function withLoss(r: typeof FT, n: number): typeof FT {
+  return { ...r, train: Array.from({ length: n }, (_, i) => ({ step: i + 1, loss: 2 + 3 / (i + 1) })) };
+}
+
+test('the training loss is plotted for each run that has one; a report without any says so and removes a stale chart', async () => {
+  const out = tmp();
+  const r = await writeReport(compare([withLoss(FT, 40), FLOW]), out);
+  assert.ok(r.files.includes(join(out, 'loss.svg')) && existsSync(join(out, 'loss.png')));
+  const svg = readFileSync(join(out, 'loss.svg'), 'utf8');
+  assert.ok(svg.includes('>Training loss</text>') && svg.includes('>training loss</text>') && svg.includes('>step</text>'));
+  // One line (FT's; FLOW has no log), through all 40 points.
+  const lines = [...svg.matchAll(/class="mark-line role-mark[^>]*>\s*<path[^>]* d="(M[^"]+)"/g)].map((m) => m[1]);
+  assert.equal(lines.length, 1);
+  assert.equal(lines[0].split(/[ML]/).filter(Boolean).length, 40);
+  assert.ok(svg.includes('>FT</text>') && !svg.includes('>FLOW</text>'), 'the legend names the runs with a loss log only');
+  const html = readFileSync(join(out, 'report.html'), 'utf8');
+  assert.ok(html.includes('id="chart-loss"'));
+  assert.equal(html.match(/<svg\b/g)?.length, 3);
+
+  // A long log is thinned to 2000 points, its last step kept.
+  await writeReport(compare([withLoss(FT, 5001)]), out);
+  const long = readFileSync(join(out, 'loss.svg'), 'utf8').match(/class="mark-line role-mark[^>]*>\s*<path[^>]* d="(M[^"]+)"/)![1];
+  assert.equal(long.split(/[ML]/).filter(Boolean).length, 1668); // every 3rd of 5001 steps, the last one included
+
+  const plain = await writeReport(compare(), out);
+  assert.ok(!existsSync(join(out, 'loss.svg')) && !existsSync(join(out, 'loss.png')), 'no stale loss chart');
+  assert.match(plain.notes.join('\n'), /No run has a training-loss log/);
+  assert.match(readFileSync(join(out, 'report.html'), 'utf8'), /No run has a training-loss log/);
+});
+
+test('the Pareto chart has error bars of one standard error on both averages, left out where a task has none', async () => {
+  const out = tmp();
+  await writeReport(compare(), out);
+  const bars = (svg: string) => [...svg.matchAll(/aria-label="([^"]*)" role="graphics-symbol" aria-roledescription="errorbar"/g)].map((m) => m[1]);
+  const all = bars(readFileSync(join(out, 'pareto.svg'), 'utf8'));
+  assert.equal(all.length, 6, 'x and y bars for each of 3 runs');
+  // FT's target average 41.33 % ± 1.23 points; its general average 52.025 ± 0.870 (√2 · 1.23 / 2).
+  assert.ok(all.some((a) => /target: 41\.33; target \+ targetSe: 42\.56; target - targetSe: 40\.1\b/.test(a)), all.join('\n'));
+  assert.ok(all.some((a) => /general: 52\.025; general \+ generalSe: 52\.89474\d*; general - generalSe: 51\.15525\d*/.test(a)), all.join('\n'));
+  // FLOW's Q&A without a standard error: no target bar for FLOW (its general bar stays).
+  const noSe = { ...FLOW, rows: FLOW.rows.map((r) => (r.task === 'Q&A' ? { ...r, stderr: null } : r)) };
+  await writeReport(compare([FT, noSe]), out);
+  const some = bars(readFileSync(join(out, 'pareto.svg'), 'utf8'));
+  assert.equal(some.length, 5);
+  assert.ok(!some.some((a) => /target: 35\.17; target \+ targetSe/.test(a)));
+  assert.match(readFileSync(join(out, 'report.md'), 'utf8'), /\| FLOW \| 63\.0 ± 1\.2 \(\+0\.7\) \| .* \| 35\.2 \(\+25\.0\) \| 47\.4 \(\+8\.2\) \|/);
 });

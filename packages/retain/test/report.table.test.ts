@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { buildForgettingTable, forgettingTable, forgettingTableText, isFractionMetric, MINUS, runAverages } from '../src/report/table.js';
+import { buildForgettingTable, forgettingTable, forgettingTableText, isFractionMetric, MINUS, runAverageErrors, runAverages } from '../src/report/table.js';
 import { paretoFrontier, paretoPoints } from '../src/report/charts.js';
 import { BASE, FLOW, FT, run } from './report.fixtures.js';
 
@@ -82,4 +82,21 @@ test('Pareto frontier: dominated points are off it, ties and the extremes are on
   assert.deepEqual(points.map((p) => [p.label, +p.target.toFixed(2), +p.general.toFixed(3), p.base, p.frontier]), [
     ['base', 10.2, 53.725, true, true], ['FT', 41.33, 52.025, false, true], ['FLOW', 35.17, 53.515, false, true],
   ]);
+});
+
+test('standard errors: each score\'s in display units, an average\'s combined over its tasks, shown with ± only when asked', () => {
+  const t = buildForgettingTable(BASE, [FT], { stderr: true });
+  const ft = t.rows[1].cells;
+  // Accuracies' 0.0123 is 1.23 points; bits per char has none; the general average over two tasks √2 · 1.23 / 2,
+  // the overall one over three √3 · 1.23 / 3.
+  assert.deepEqual(ft.map((c) => (c.stderr === null ? null : +c.stderr.toFixed(6))), [1.23, 1.23, null, 0.869741, 1.23, 0.710141]);
+  assert.deepEqual(ft.map((c) => c.text), ['59.2 ± 1.2', '44.9 ± 1.2', '1.301', '52.0 ± 0.9', '41.3 ± 1.2', '48.5 ± 0.7']);
+  assert.equal(ft[0].deltaText, `${M}3.2`, 'the delta stays as it was');
+  assert.ok(!forgettingTableText(BASE, [FT]).includes('±'), 'terminal tables leave the errors out');
+  const se = runAverageErrors(FT, [BASE, FT]);
+  assert.ok(Math.abs(se.general! - Math.SQRT2 * 0.0123 / 2) < 1e-12 && Math.abs(se.target! - 0.0123) < 1e-12);
+  // A task without a standard error leaves its average without one rather than understating it.
+  const noSe = { ...FT, rows: FT.rows.map((r) => (r.task === 'arc_easy' ? { ...r, stderr: null } : r)) };
+  assert.equal(runAverageErrors(noSe, [BASE, noSe]).general, null);
+  assert.equal(buildForgettingTable(BASE, [noSe], { stderr: true }).rows[1].cells[3].text, '52.0');
 });

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as torch from '@retain/torch';
 import { needShared, sharedPath } from './helpers.js';
+import { eventStep, readRecords } from '../src/train/tfevents.js';
 
 const skip = needShared('models', 'stories260K', 'stories260K.bin');
 const CLI = new URL('../bin/retain.mjs', import.meta.url).pathname;
@@ -33,6 +34,18 @@ function retain(args: string[], env: Record<string, string> = {}) {
 
 function losses(dir: string): number[] {
   return readFileSync(join(dir, 'out', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((r) => r.loss !== undefined).map((r) => r.loss);
+}
+
+/** The run's TensorBoard event files, and the steps of the events in each (past the file-version header). */
+function eventSteps(dir: string): number[][] {
+  return readdirSync(join(dir, 'out')).filter((f) => f.startsWith('events.out.tfevents.')).map((f) => readRecords(readFileSync(join(dir, 'out', f))).slice(1).map(eventStep));
+}
+
+/** metrics.csv's step and loss columns (the others hold timings). */
+function csvLosses(dir: string): string[] {
+  const [head, ...rows] = readFileSync(join(dir, 'out', 'metrics.csv'), 'utf8').trimEnd().split('\n').map((r) => r.split(','));
+  const [s, l] = [head.indexOf('step'), head.indexOf('loss')];
+  return rows.map((r) => `${r[s]}:${r[l]}`);
 }
 
 test('retain train fine-tunes stories260K; the loss values are pinned', { skip }, () => {
@@ -69,6 +82,11 @@ test('a run killed with SIGKILL and resumed ends bit-identical to an uninterrupt
   assert.ok(wa.equals(wb), 'final weights differ');
   // The killed run's log of step 3 (after checkpoint-2) is dropped on resume: one line per step, as uninterrupted.
   assert.deepEqual(losses(b.dir), losses(a.dir));
+  // So are its TensorBoard events and CSV row: one event file, one event and one row per step.
+  assert.deepEqual(eventSteps(b.dir), [[1, 2, 3, 4, 5, 6]]);
+  assert.deepEqual(eventSteps(a.dir), eventSteps(b.dir));
+  assert.deepEqual(csvLosses(b.dir), csvLosses(a.dir));
+  assert.equal(csvLosses(a.dir).length, 6);
   rmSync(a.dir, { recursive: true, force: true });
   rmSync(b.dir, { recursive: true, force: true });
 });
@@ -129,6 +147,7 @@ test('resume: false moves an earlier run aside instead of mixing with it; a dama
   assert.equal(retain(['train', cfg]).status, 0);
   const out = join(dir, 'out');
   const first = losses(dir);
+  const [eventsFile] = readdirSync(out).filter((f) => f.startsWith('events.out.tfevents.'));
   // A fresh, shorter run in the same folder: the earlier run's checkpoint-3 must not be resumed by a later rerun.
   const cfgText = readFileSync(cfg, 'utf8');
   writeFileSync(cfg, JSON.stringify({ ...JSON.parse(cfgText), resume: false, training: { ...JSON.parse(cfgText).training, max_steps: 2 } }));
@@ -137,7 +156,7 @@ test('resume: false moves an earlier run aside instead of mixing with it; a dama
   assert.match(fresh.stderr, /resume: false — the previous run's checkpoints, logs and final model in .* were moved to .*previous-/);
   const aside = readdirSync(out).filter((f) => f.startsWith('previous-'));
   assert.equal(aside.length, 1);
-  assert.deepEqual(readdirSync(join(out, aside[0])).sort(), ['checkpoint-2', 'checkpoint-3', 'final', 'latest.json', 'metrics.jsonl']);
+  assert.deepEqual(readdirSync(join(out, aside[0])).sort(), ['checkpoint-2', 'checkpoint-3', eventsFile, 'final', 'latest.json', 'metrics.csv', 'metrics.jsonl']);
   assert.deepEqual(losses(dir), first.slice(0, 2), 'the new log holds the new run only (same seed: the same first two steps)');
   assert.deepEqual(readdirSync(out).filter((f) => f.startsWith('checkpoint-')).sort(), ['checkpoint-1', 'checkpoint-2']);
 

@@ -21,8 +21,9 @@ function retain(args: string[], env: Record<string, string> = {}) {
 
 const weights = (out: string) => readFileSync(join(out, 'final', 'model.safetensors'));
 /** The output folder's checkpoints, logs and temporary files (results.json, written or not, left out). */
-// results.json and run_config.yaml (the settings, saved by retain train) are not checkpoint state.
-const listing = (out: string) => readdirSync(out).filter((f) => f !== 'results.json' && f !== 'run_config.yaml').sort();
+// results.json and run_config.yaml (the settings, saved by retain train) are not checkpoint state; metrics.csv and the
+// TensorBoard events are made from metrics.jsonl (train.metrics tests).
+const listing = (out: string) => readdirSync(out).filter((f) => f !== 'results.json' && f !== 'run_config.yaml' && f !== 'metrics.csv' && !f.startsWith('events.out.tfevents.')).sort();
 
 let reference: { out: string; weights: Buffer; losses: number[] } | null = null;
 /** The uninterrupted run every interrupted one must equal (made once). */

@@ -5,7 +5,7 @@ import * as vega from 'vega';
 import * as vl from 'vega-lite';
 import { Resvg } from '@resvg/resvg-js';
 import type { EvalResults, MonitorPoint } from '../eval/results.js';
-import { averageGroups, isFractionMetric, metricName, runAverages } from './table.js';
+import { averageGroups, isFractionMetric, metricName, runAverageErrors, runAverages } from './table.js';
 
 // The same family list in the SVG serves the browser (which picks what it has) and resvg (which is given the files).
 const FONT = 'DejaVu Sans, Liberation Sans, Arial, Helvetica, sans-serif';
@@ -23,7 +23,7 @@ const CONFIG = {
 type VlSpec = Record<string, unknown>;
 
 export interface ChartResult {
-  name: 'dynamics' | 'pareto';
+  name: 'loss' | 'dynamics' | 'pareto';
   title: string;
   /** Null when the chart had nothing to show; `note` says why. */
   spec: VlSpec | null;
@@ -94,10 +94,48 @@ export function dynamicsChart(runs: EvalResults[]): ChartResult {
   return { name: 'dynamics', title, spec, note: null };
 }
 
+/** The most points drawn per run in the loss chart; a longer log is thinned evenly (its last point kept). */
+const LOSS_POINTS = 2000;
+
+/** Training loss of the runs that have one, [run, step, loss] points thinned to LOSS_POINTS per run. */
+function lossData(runs: EvalResults[]): { run: string; step: number; loss: number }[] {
+  return runs.flatMap((r) => {
+    const pts = (r.train ?? []).filter((p) => Number.isFinite(p.step) && Number.isFinite(p.loss));
+    const every = Math.ceil(pts.length / LOSS_POINTS);
+    return pts.filter((_, i) => i % every === 0 || i === pts.length - 1).map((p) => ({ run: r.label, step: p.step, loss: p.loss }));
+  });
+}
+
+/** The training loss against the optimizer step, one line per run that has it (runs read from `retain train`'s folders). */
+export function lossChart(runs: EvalResults[]): ChartResult {
+  const title = 'Training loss';
+  const values = lossData(runs);
+  if (!values.length) return { name: 'loss', title, spec: null, note: 'No run has a training-loss log (results.json of a `retain train` run folder carries it), so there is no training-loss chart.' };
+  const spec: VlSpec = {
+    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+    config: CONFIG,
+    title: { text: title, anchor: 'start' },
+    width: 460,
+    height: 240,
+    data: { values },
+    mark: { type: 'line', strokeWidth: 1.5 },
+    encoding: {
+      x: { field: 'step', type: 'quantitative', title: 'step' },
+      y: { field: 'loss', type: 'quantitative', title: 'training loss', scale: { zero: false } },
+      color: { field: 'run', type: 'nominal', title: 'run', sort: [...new Set(values.map((v) => v.run))] },
+      tooltip: [{ field: 'run' }, { field: 'step' }, { field: 'loss', format: '.4f' }],
+    },
+  };
+  return { name: 'loss', title, spec, note: null };
+}
+
 export interface ParetoPoint {
   label: string;
   target: number;
   general: number;
+  /** Standard errors of the two averages in the same unit, or null when a task has none. */
+  targetSe: number | null;
+  generalSe: number | null;
   base: boolean;
   frontier: boolean;
 }
@@ -135,16 +173,42 @@ export function paretoPoints(base: EvalResults, tuned: EvalResults[]): { points:
   const points: ParetoPoint[] = [];
   const missing: string[] = [];
   const shown = (v: number, fraction: boolean) => (fraction ? v * 100 : v);
+  const shownSe = (v: number | null, fraction: boolean) => (v === null ? null : shown(v, fraction));
   for (const r of all) {
     const a = runAverages(r, all);
+    const se = runAverageErrors(r, all);
     if (a.general === null || a.target === null) missing.push(r.label);
-    else points.push({ label: r.label, target: shown(a.target, g.target!.fraction), general: shown(a.general, g.general!.fraction), base: r === base, frontier: false });
+    else {
+      const [ft, fg] = [g.target!.fraction, g.general!.fraction];
+      points.push({ label: r.label, target: shown(a.target, ft), general: shown(a.general, fg), targetSe: shownSe(se.target, ft), generalSe: shownSe(se.general, fg), base: r === base, frontier: false });
+    }
   }
   // The frontier is taken with both axes turned to higher-is-better.
   const sign = (x: { higherIsBetter: boolean } | null) => (x?.higherIsBetter === false ? -1 : 1);
   const oriented = points.map((p) => ({ p, target: sign(g.target) * p.target, general: sign(g.general) * p.general }));
   for (const o of paretoFrontier(oriented)) o.p.frontier = true;
   return { points, missing, axes: paretoAxes(all) };
+}
+
+/**
+ * ± one standard error of each run's averages, drawn on the Pareto chart's points: horizontal for the target
+ * average, vertical for the general one, each only where every task of the average has a standard error.
+ */
+function errorBarLayers(axes: { general: ParetoAxis; target: ParetoAxis }): VlSpec[] {
+  const bar = (along: 'x' | 'y') => {
+    const [field, other] = along === 'x' ? ['target', 'general'] : ['general', 'target'];
+    const title = axes[field as 'target' | 'general'].title;
+    return {
+      transform: [{ filter: `isValid(datum.${field}Se)` }],
+      mark: { type: 'errorbar', ticks: { size: 6 }, color: '#555', thickness: 1 },
+      encoding: {
+        [along]: { field, type: 'quantitative', title },
+        [`${along}Error`]: { field: `${field}Se` },
+        [along === 'x' ? 'y' : 'x']: { field: other, type: 'quantitative', title: axes[other as 'target' | 'general'].title },
+      },
+    };
+  };
+  return [bar('x'), bar('y')];
 }
 
 /** Pareto chart: target average (x) against general average (y), one labelled point per run, frontier as a line. */
@@ -177,6 +241,7 @@ export function paretoChart(base: EvalResults, tuned: EvalResults[]): ChartResul
       {
         data: { values },
         layer: [
+          ...errorBarLayers(axes),
           {
             mark: { type: 'point', filled: true, opacity: 1 },
             encoding: {

@@ -4,8 +4,8 @@
 import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { improvement, type CompareResults, type EvalResults, type MonitorPoint, type ResultRow } from '../eval/results.js';
-import { averageGroups, buildForgettingTable, columnHeader, mark, isFractionMetric, mdEscape, metricName, runAverages, tableMarkdown, type ForgettingTable, MINUS } from './table.js';
-import { dynamicsChart, paretoChart, pngFonts, renderSvg, svgToPng, type ChartResult } from './charts.js';
+import { averageGroups, buildForgettingTable, columnHeader, mark, isFractionMetric, mdEscape, metricName, runAverageErrors, runAverages, tableMarkdown, type ForgettingTable, MINUS } from './table.js';
+import { dynamicsChart, lossChart, paretoChart, pngFonts, renderSvg, svgToPng, type ChartResult } from './charts.js';
 
 /** A problem with a report input; the message names the file. */
 export class ReportInputError extends Error {}
@@ -42,6 +42,8 @@ export function checkEvalResults(x: unknown, where: string): EvalResults {
     if (typeof r.primary !== 'boolean' || typeof r.higher_is_better !== 'boolean') fail(where, `${at} must have boolean primary and higher_is_better`);
   });
   if (x.monitor !== undefined) checkMonitor(x.monitor, `${where}: monitor`);
+  const point = (p: unknown) => isObj(p) && typeof p.step === 'number' && (typeof p.loss === 'number' || p.loss === null);
+  if (x.train !== undefined && (!Array.isArray(x.train) || !x.train.every(point))) fail(where, 'train must be a list of {step, loss} points (numbers; loss may be null)');
   return x as unknown as EvalResults;
 }
 
@@ -185,35 +187,47 @@ interface AverageRow {
   forgetting: number | null;
   /** How much better the target average got than the base's, likewise. */
   gain: number | null;
+  /** Standard errors of the five, as stored for the averages and in the display unit for forgetting and gain. */
+  se: { general: number | null; target: number | null; overall: number | null; forgetting: number | null; gain: number | null };
 }
 
 function averageRows(set: RunSet): AverageRow[] {
   const all = [set.base, ...set.tuned];
   const g = averageGroups(all);
   const b = runAverages(set.base, all);
+  const bse = runAverageErrors(set.base, all);
+  // A difference of two runs' averages: their errors combined as independent (usually an overestimate when the runs
+  // were scored on the same examples, whose errors correlate positively).
+  const diffSe = (x: number | null, y: number | null, fraction: boolean | undefined) => (x === null || y === null ? null : Math.hypot(x, y) * (fraction ? 100 : 1));
   return all.map((r) => {
     const a = runAverages(r, all);
+    const se = runAverageErrors(r, all);
+    const tuned = r !== set.base;
     return {
       label: r.label,
       ...a,
-      forgetting: r === set.base || a.general === null || b.general === null ? null : -improvement(g.general!, b.general, a.general),
-      gain: r === set.base || a.target === null || b.target === null ? null : improvement(g.target!, b.target, a.target),
+      forgetting: !tuned || a.general === null || b.general === null ? null : -improvement(g.general!, b.general, a.general),
+      gain: !tuned || a.target === null || b.target === null ? null : improvement(g.target!, b.target, a.target),
+      se: { ...se, forgetting: tuned ? diffSe(se.general, bse.general, g.general?.fraction) : null, gain: tuned ? diffSe(se.target, bse.target, g.target?.fraction) : null },
     };
   });
 }
 
 const AVERAGES_NOTE = 'Means over the higher-is-better accuracy tasks, or, where there are none, over tasks that all report one metric. ' +
-  'Forgetting = how much worse the general average is than the base\'s; gain = how much better the target average is; both in the metric\'s own direction (points for accuracies).';
+  'Forgetting = how much worse the general average is than the base\'s; gain = how much better the target average is; both in the metric\'s own direction (points for accuracies). ' +
+  '± is a standard error: the tasks\' errors combined as independent, and for forgetting and gain the two runs\' errors too (usually an overestimate when both were scored on the same examples, whose errors correlate); none is shown when a task has no standard error.';
 
 /** The averages table: headers name a non-accuracy unit, cells are percentages for accuracies and raw otherwise. */
 function averageCells(set: RunSet): { head: string[]; rows: string[][] } {
   const g: Groups = averageGroups([set.base, ...set.tuned]);
   const unit = (x: Groups['general']) => (x && !x.fraction ? ` (${x.metric}${x.higherIsBetter ? '' : ' ↓'})` : '');
-  const val = (v: number | null, x: Groups['general']) => (v === null ? '–' : x?.fraction ? (v * 100).toFixed(1) : v.toFixed(3));
-  const delta = (v: number | null, x: Groups['general']) => signed(v, x?.fraction === false ? 3 : 1);
+  const digits = (x: Groups['general']) => (x?.fraction === false ? 3 : 1);
+  const pm = (se: number | null, x: Groups['general']) => (se === null ? '' : ` ± ${se.toFixed(digits(x))}`);
+  const val = (v: number | null, se: number | null, x: Groups['general']) => (v === null ? '–' : x?.fraction ? (v * 100).toFixed(1) + pm(se === null ? null : se * 100, x) : v.toFixed(3) + pm(se, x));
+  const delta = (v: number | null, se: number | null, x: Groups['general']) => (v === null ? '–' : signed(v, digits(x)) + pm(se, x));
   return {
     head: ['run', `general avg${unit(g.general)}`, `target avg${unit(g.target)}`, `overall avg${unit(g.overall)}`, `forgetting${unit(g.general)}`, `gain${unit(g.target)}`],
-    rows: averageRows(set).map((a) => [a.label, val(a.general, g.general), val(a.target, g.target), val(a.overall, g.overall), delta(a.forgetting, g.general), delta(a.gain, g.target)]),
+    rows: averageRows(set).map((a) => [a.label, val(a.general, a.se.general, g.general), val(a.target, a.se.target, g.target), val(a.overall, a.se.overall, g.overall), delta(a.forgetting, a.se.forgetting, g.general), delta(a.gain, a.se.gain, g.target)]),
   };
 }
 
@@ -249,7 +263,7 @@ function provenance(r: EvalResults): Record<string, string> {
 }
 
 const TABLE_NOTE = 'Accuracies are percentages; losses, perplexities and bits per character are raw (↓: lower is better). ' +
-  'Brackets hold tuned − base (percentage points for accuracies).';
+  '± is the standard error of the mean over examples (none for metrics without one, such as perplexity; for an average, its tasks\' errors combined as independent). Brackets hold tuned − base (percentage points for accuracies).';
 
 // ---- Markdown ----
 
@@ -376,8 +390,8 @@ export interface ReportOutput {
 /** Writes report.md, report.html and the charts (SVG + PNG) into outDir. */
 export async function writeReport(runs: EvalResults[] | CompareResults, outDir: string, opts: ReportOptions = {}): Promise<ReportOutput> {
   const set: RunSet = Array.isArray(runs) ? pickBase(runs, opts.base) : pickBase([runs.base, ...runs.tuned], opts.base);
-  const table = buildForgettingTable(set.base, set.tuned);
-  const charts = [dynamicsChart([set.base, ...set.tuned]), paretoChart(set.base, set.tuned)];
+  const table = buildForgettingTable(set.base, set.tuned, { stderr: true });
+  const charts = [lossChart([set.base, ...set.tuned]), dynamicsChart([set.base, ...set.tuned]), paretoChart(set.base, set.tuned)];
   mkdirSync(outDir, { recursive: true });
   const files: string[] = [];
   // Chart notes are shown where the chart would be; these others get a section of their own.

@@ -22,6 +22,8 @@ export interface Column {
 
 export interface Cell {
   value: number | null;
+  /** Standard error of the value in the column's display unit (points for fractions); null when not known. */
+  stderr: number | null;
   /** value − base value in the column's display unit (points for fractions); null for the base row or when missing. */
   delta: number | null;
   text: string;
@@ -49,6 +51,8 @@ export interface TableOptions {
   pctDigits?: number;
   /** Decimals for raw metrics such as losses (default 3). */
   rawDigits?: number;
+  /** Write each score's standard error after it ("62.3 ± 1.2"); default off (terminal tables stay narrow). */
+  stderr?: boolean;
 }
 
 interface TaskInfo {
@@ -101,6 +105,28 @@ function meanOf(r: EvalResults, tasks: TaskInfo[]): number | null {
   return s / tasks.length;
 }
 
+/**
+ * Standard error of meanOf: the tasks' errors combined as independent, √(Σ se²) / k; null when a task has none
+ * (perplexity) or is missing.
+ */
+function meanStderr(r: EvalResults, tasks: TaskInfo[]): number | null {
+  if (!tasks.length) return null;
+  let v = 0;
+  for (const t of tasks) {
+    const se = primaryOf(r, t.task)?.stderr;
+    if (typeof se !== 'number' || !Number.isFinite(se)) return null;
+    v += se * se;
+  }
+  return Math.sqrt(v) / tasks.length;
+}
+
+/** Standard errors of runAverages, as stored (fractions for accuracies). */
+export function runAverageErrors(r: EvalResults, columnsFrom: EvalResults[] = [r]): { general: number | null; target: number | null; overall: number | null } {
+  const g = averageGroups(columnsFrom);
+  const se = (x: AverageGroup<TaskInfo> | null) => (x ? meanStderr(r, x.tasks) : null);
+  return { general: se(g.general), target: se(g.target), overall: se(g.overall) };
+}
+
 /** Averages of one run over averageGroups(columnsFrom), as stored (fractions for accuracies, raw otherwise). */
 export function runAverages(r: EvalResults, columnsFrom: EvalResults[] = [r]): { general: number | null; target: number | null; overall: number | null } {
   const g = averageGroups(columnsFrom);
@@ -129,6 +155,7 @@ export function buildForgettingTable(base: EvalResults, tuned: EvalResults[], op
   const groups = averageGroups(runs);
   const columns: Column[] = [];
   const getters: ((r: EvalResults) => number | null)[] = [];
+  const errors: ((r: EvalResults) => number | null)[] = [];
   const taskCol = (t: TaskInfo) => {
     columns.push({ kind: 'task', name: t.task, role: t.role, metric: metricName(t.metric), fraction: isFractionMetric(t.metric), higherIsBetter: t.higherIsBetter });
     getters.push((r) => {
@@ -136,10 +163,15 @@ export function buildForgettingTable(base: EvalResults, tuned: EvalResults[], op
       // A run whose primary metric for the task differs (another task file version) cannot be compared in this column.
       return row && row.metric === t.metric && Number.isFinite(row.value) ? row.value : null;
     });
+    errors.push((r) => {
+      const se = primaryOf(r, t.task)?.stderr;
+      return typeof se === 'number' && Number.isFinite(se) ? se : null;
+    });
   };
   const avgCol = (name: string, role: Role | null, g: AverageGroup<TaskInfo> | null) => {
     columns.push({ kind: 'avg', name, role, metric: g?.metric ?? 'mean', fraction: g?.fraction ?? true, higherIsBetter: g?.higherIsBetter ?? true });
     getters.push((r) => (g ? meanOf(r, g.tasks) : null));
+    errors.push((r) => (g ? meanStderr(r, g.tasks) : null));
   };
   for (const t of tasks.filter((x) => x.role === 'general')) taskCol(t);
   avgCol('general avg', 'general', groups.general);
@@ -153,14 +185,16 @@ export function buildForgettingTable(base: EvalResults, tuned: EvalResults[], op
       const v = getters[ci](r);
       const scale = c.fraction ? 100 : 1;
       const digits = c.fraction ? pct : raw;
-      if (v === null) return { value: null, delta: null, text: '–', deltaText: null, better: null };
-      const text = fmtNumber(v * scale, digits);
+      if (v === null) return { value: null, stderr: null, delta: null, text: '–', deltaText: null, better: null };
+      const se = errors[ci](r);
+      const stderr = se === null ? null : se * scale;
+      const text = fmtNumber(v * scale, digits) + (opts.stderr && stderr !== null ? ` ± ${stderr.toFixed(digits)}` : '');
       const b = baseValues[ci];
-      if (isBase || b === null) return { value: v, delta: null, text, deltaText: null, better: null };
+      if (isBase || b === null) return { value: v, stderr, delta: null, text, deltaText: null, better: null };
       const delta = (v - b) * scale;
       const deltaText = fmtDelta(delta, digits);
       const better = Number(Math.abs(delta).toFixed(digits)) === 0 ? null : (delta > 0) === c.higherIsBetter;
-      return { value: v, delta, text, deltaText, better };
+      return { value: v, stderr, delta, text, deltaText, better };
     });
     return { label: r.label, isBase, cells };
   });

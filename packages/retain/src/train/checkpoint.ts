@@ -199,7 +199,7 @@ export function removeStaleTemps(dir: string): string[] {
   if (!existsSync(dir)) return [];
   const removed: string[] = [];
   for (const f of readdirSync(dir)) {
-    const m = /^(?:final|latest\.json|metrics\.jsonl|monitor\.jsonl|results\.json|run_config\.yaml)\.(?:tmp|old)-(\d+)$|^checkpoint-\d+\.tmp$/.exec(f);
+    const m = /^(?:final|latest\.json|metrics\.(?:jsonl|csv)|monitor\.jsonl|results\.json|run_config\.yaml)\.(?:tmp|old)-(\d+)$|^checkpoint-\d+\.tmp$/.exec(f);
     if (!m || (m[1] !== undefined && Number(m[1]) !== process.pid && pidAlive(Number(m[1])))) continue;
     rmSync(join(dir, f), { recursive: true, force: true });
     removed.push(f);
@@ -208,7 +208,7 @@ export function removeStaleTemps(dir: string): string[] {
 }
 
 /** What a run leaves in its output_dir (method caches such as FLOW's stay: they are keyed by model and data). */
-const RUN_FILES = /^(checkpoint-\d+(\.tmp)?|latest\.json|metrics\.jsonl|monitor\.jsonl|final)$/;
+const RUN_FILES = /^(checkpoint-\d+(\.tmp)?|latest\.json|metrics\.(jsonl|csv)|monitor\.jsonl|events\.out\.tfevents\..+|final)$/;
 
 /**
  * A run that does not resume (resume: false) must not mix with an earlier run in the same output_dir — its

@@ -208,6 +208,7 @@ async function trainFromConfig(cfg: TrainConfig, methods: Method[] = buildMethod
     evalEvery: evalSet ? t.eval_every : null,
     evaluate: evalSet ? () => { model.eval(); const l = evalLoss(model, evalSet, 8, lossFn); model.train(); return { eval_loss: +l.toFixed(6) }; } : undefined,
     logEvery: t.log_every,
+    metricsFiles: cfg.logging,
     progress: opts.progress,
     autocast: precision.autocast,
     lossChunk: t.loss_chunk,

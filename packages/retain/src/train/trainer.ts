@@ -17,6 +17,7 @@ import { Progress } from './progress.js';
 import { batchChunk, chunkedLoss, type LossChunkSetting } from './chunked.js';
 import { LayerCheckpointing, type CheckpointingSetting } from './checkpointing.js';
 import { injectFault } from './faults.js';
+import { MetricsFiles, type MetricsFilesSetting } from './metrics-files.js';
 import { StopRequest, stopAgreed, yieldToSignals } from './preempt.js';
 
 export class NonFiniteLossError extends Error {}
@@ -80,6 +81,8 @@ export interface TrainOptions {
   tokenizer?: Tokenizer;
   /** SIGTERM/SIGINT/SIGUSR1 end the run after the current step, with a checkpoint (preempt.ts); for `retain train`. */
   stopOnSignals?: boolean;
+  /** TensorBoard events and metrics.csv beside metrics.jsonl (metrics-files.ts); default both. */
+  metricsFiles?: MetricsFilesSetting;
 }
 
 export interface TrainResult {
@@ -143,6 +146,7 @@ async function trainLoop(o: TrainOptions, stop: StopRequest | null): Promise<Tra
       if (aside) progress.note(`resume: false — the previous run's checkpoints, logs and final model in ${o.outputDir} were moved to ${aside}`);
     }
   }
+  const metricsOut = metricsFile ? MetricsFiles.open(o.outputDir!, o.metricsFiles ?? { tensorboard: true, csv: true }) : null;
 
   const ctx: TrainContext = {
     model: o.model,
@@ -157,7 +161,10 @@ async function trainLoop(o: TrainOptions, stop: StopRequest | null): Promise<Tra
       const line = { step: ctx.step, ...fields };
       history.push(line);
       // A resumed run's setup repeats lines the log already holds (FLOW's τ, the monitor's base).
-      if (metricsFile && !ctx.resuming) appendFileSync(metricsFile, JSON.stringify(line) + '\n');
+      if (metricsFile && !ctx.resuming) {
+        appendFileSync(metricsFile, JSON.stringify(line) + '\n');
+        metricsOut?.add(line);
+      }
     },
     state: new Map(),
     examples: o.examples,
