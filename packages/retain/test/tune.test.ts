@@ -30,6 +30,11 @@ test('tune space: FT first, a knob adjusts the config\'s own entry of its method
   assert.deepEqual(cs[1].methods, [{ name: 'l2', lambda: 0.01, reduction: 'sum' }]);
   // Another knob's candidates keep the config's methods and add theirs.
   assert.deepEqual(cs[6].methods, [{ name: 'l2', lambda: 0.5, reduction: 'sum' }, { name: 'flow', tau_scale: 0.25 }]);
+  // A method the config lacks gets the knob's defaults (L2 summed, as the suites run it).
+  assert.deepEqual(candidates(parseTrainConfig({ ...cfg, methods: [] }), { knobs: ['l2'] })[1].methods, [{ name: 'l2', reduction: 'sum', lambda: 0.01 }]);
+  // Equal passes: mixing 1:3 puts one target row in four, so it trains four times FT's steps.
+  const replay0 = { path: 'r.txt', format: { type: 'text' } };
+  assert.deepEqual(candidates(cfg, { knobs: ['mixing'], replay: replay0, equalPasses: true }).map((c) => c.steps), [90, 360, 180, 120, 103, 96]);
   assert.throws(() => candidates(cfg, { knobs: ['mixing'] }), /knob 'mixing' needs mixing\.general .*--replay/);
   const replay = { path: 'r.txt', format: { type: 'text' } };
   assert.deepEqual(candidates(cfg, { knobs: ['mixing'], replay })[1].methods.at(-1), { name: 'mixing', general: replay, ratio: '1:3' });

@@ -14,7 +14,7 @@ export function parseBudget(v: string): { trials?: number; seconds?: number } {
   throw new InvalidArgumentError(`'${v}' is neither a number of candidates (e.g. 12) nor a time (e.g. 30m, 90s, 2h)`);
 }
 
-interface TuneCli { maxForgetting: number; knobs: string[]; budget?: { trials?: number; seconds?: number }; seeds: number; replay?: string; steps: number; out: string }
+interface TuneCli { seedAll?: boolean; equalPasses?: boolean; rungs: number; maxForgetting: number; knobs: string[]; budget?: { trials?: number; seconds?: number }; seeds: number; replay?: string; steps: number; out: string }
 
 export function registerTuneCommand(program: Command): void {
   program
@@ -26,6 +26,9 @@ export function registerTuneCommand(program: Command): void {
     .option('--knobs <list>', `what to search (${KNOBS.join(', ')})`, (v) => v.split(',').map((s) => s.trim()), ['flow', 'mixing', 'l2', 'wise', 'lora', 'mofo'])
     .option('--budget <n|time>', 'at most n candidates (FT included, a seeded sample), or a time such as 30m after which no training starts', parseBudget)
     .option('--seeds <k>', 'seeds for the best candidate and FT, for intervals', positiveInt, 1)
+    .option('--seed-all', 'rerun every full-length candidate with --seeds seeds, not only the best and FT (a frontier study)')
+    .option('--equal-passes', 'equal passes over the target data instead of equal steps: mixing m:n trains (m+n)/m times the steps')
+    .option('--rungs <n>', 'successive-halving rungs (1: every candidate trains to the end)', positiveInt, 3)
     .option('--replay <file>', 'general text to replay for knobs that need it (mixing, ewc) when the config gives none')
     .option('--steps <n>', 'without a config: optimizer steps of the demo\'s runs', positiveInt, 300)
     .option('--out <dir>', 'where runs, state.json, tune.json, best.yaml and the report go (rerun the same command to resume)', 'runs/tune')
@@ -40,7 +43,7 @@ export function registerTuneCommand(program: Command): void {
         replay ??= d.replay;
       }
       const cfg = loadTrainConfig(config, overrides);
-      const r = await tune({ config: cfg, outDir: o.out, maxForgetting: o.maxForgetting, knobs: o.knobs, budget: o.budget ?? {}, seeds: o.seeds, replay });
+      const r = await tune({ config: cfg, outDir: o.out, maxForgetting: o.maxForgetting, knobs: o.knobs, budget: o.budget ?? {}, seeds: o.seeds, seedAll: o.seedAll, equalPasses: o.equalPasses, rungs: o.rungs, replay });
       const s = summarize(r, o.maxForgetting);
       writeOutputs(cfg, s, resolve(o.out));
       const { writeReport } = await import('../report/report.js');

@@ -22,6 +22,8 @@ export interface FrontierPoint {
   /** On the Pareto frontier of the full-length runs (no other run both forgets less and gains more). */
   pareto: boolean;
   note?: string;
+  /** Mean and 95% interval over the seeds, for candidates rerun with more seeds. */
+  seeded?: SeededScore;
 }
 
 export interface Summary {
@@ -34,7 +36,7 @@ export interface Summary {
   seconds: number;
 }
 
-interface SeededScore {
+export interface SeededScore {
   forgetting: { mean: number; half: number | null };
   target: { mean: number; half: number | null };
   seeds: number;
@@ -53,7 +55,7 @@ export function summarize(r: TuneResult, maxForgetting: number): Summary {
   const frontier = ran.map((c) => ({
     id: c.id, label: c.label, status: c.status, steps: c.steps, lr: c.lr, methods: c.methods,
     step: c.scores.at(-1)!.step, forgetting: c.scores.at(-1)!.forgetting, target: c.scores.at(-1)!.target,
-    pareto: c.status === 'done' && !dominated(c), ...(c.note ? { note: c.note } : {}),
+    pareto: c.status === 'done' && !dominated(c), ...(c.note ? { note: c.note } : {}), ...(c.seeds?.length ? { seeded: seeded(c) } : {}),
   }));
   const baseTarget = forgettingAndTarget(primaryRows(r.base), primaryRows(r.base)).target ?? NaN;
   const ft = seeded(r.ft);

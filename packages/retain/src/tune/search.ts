@@ -29,6 +29,10 @@ export interface TuneOptions {
   budget: { trials?: number; seconds?: number };
   /** Seeds for the best candidate and FT (1 = no reruns). */
   seeds: number;
+  /** Seeds for every full-length candidate, not only the best and FT (a frontier study). */
+  seedAll?: boolean;
+  /** Equal passes over the target data instead of equal steps (space.ts). */
+  equalPasses?: boolean;
   replay?: Record<string, unknown>;
   eta?: number;
   rungs?: number;
@@ -124,9 +128,9 @@ export async function tune(o: TuneOptions): Promise<TuneResult> {
   const nRungs = o.rungs ?? 3;
   const out = resolve(o.outDir);
   mkdirSync(out, { recursive: true });
-  const all = candidates(cfg, { knobs: o.knobs, replay: o.replay });
+  const all = candidates(cfg, { knobs: o.knobs, replay: o.replay, equalPasses: o.equalPasses });
   const chosen = o.budget.trials ? sample(all, o.budget.trials, cfg.training.seed) : all;
-  const key = JSON.stringify({ cfg: { ...cfg, output_dir: null }, knobs: o.knobs, trials: o.budget.trials ?? null, max: o.maxForgetting, seeds: o.seeds, eta, nRungs });
+  const key = JSON.stringify({ cfg: { ...cfg, output_dir: null }, knobs: o.knobs, trials: o.budget.trials ?? null, max: o.maxForgetting, seeds: o.seeds, eta, nRungs, all: !!o.seedAll, passes: !!o.equalPasses });
   const stateFile = join(out, STATE);
   const state = loadState(stateFile, key, () => ({ format: 'retain.tune-state/1', key, candidates: chosen.map((c) => ({ ...c, status: 'active', scores: [] })) }));
   const save = () => writeJsonAtomic(stateFile, state);
@@ -155,7 +159,8 @@ export async function tune(o: TuneOptions): Promise<TuneResult> {
   save();
   const ft = state.candidates[0];
   const best = pickBest(state.candidates, o.maxForgetting);
-  for (const c of [ft, best]) if (c) await reseed(o, c, base, out, overTime, say, save);
+  const seeded = o.seedAll ? state.candidates.filter((c) => c.status === 'done') : [ft, best].filter((c) => c !== null);
+  for (const c of new Set(seeded)) await reseed(o, c, base, out, overTime, say, save);
   return { state, base, best, ft, elapsedSeconds: (performance.now() - t0) / 1000 };
 }
 

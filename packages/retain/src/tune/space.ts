@@ -3,6 +3,7 @@
 // existing entry adjusted), and optionally the learning rate and step count scaled; standard fine-tuning (the config
 // as written) is always candidate 0, the reference that "keeps 99% of the target gain" is measured against.
 import type { TrainConfig } from '../config.js';
+import { fnv1a } from '../data/random.js';
 
 export type MethodEntry = string | Record<string, unknown>;
 
@@ -22,6 +23,8 @@ interface MethodKnob {
   label: (s: Record<string, unknown>) => string;
   /** Options the method needs from somewhere (the config's own entry, or --replay). */
   needsData?: string;
+  /** Options of a new entry (one the config does not have), kept unless the config's entry says otherwise. */
+  defaults?: Record<string, unknown>;
 }
 
 const each = (option: string, values: unknown[]) => values.map((v) => ({ [option]: v }));
@@ -30,7 +33,8 @@ const each = (option: string, values: unknown[]) => values.map((v) => ({ [option
 export const METHOD_KNOBS: Record<string, MethodKnob> = {
   flow: { method: 'flow', settings: each('tau_scale', [0.25, 0.5, 1, 2, 4]), label: (s) => `FLOW τ×${s.tau_scale}` },
   mixing: { method: 'mixing', settings: each('ratio', ['1:3', '1:1', '3:1', '7:1', '15:1']), label: (s) => `mix ${s.ratio}`, needsData: 'general' },
-  l2: { method: 'l2', settings: each('lambda', [0.01, 0.03, 0.1, 0.3, 1]), label: (s) => `L2 λ=${s.lambda}` },
+  // Summed over parameters, as the suites run it: a mean over millions of weights needs λ in the thousands.
+  l2: { method: 'l2', settings: each('lambda', [0.01, 0.03, 0.1, 0.3, 1]), label: (s) => `L2 λ=${s.lambda}`, defaults: { reduction: 'sum' } },
   ewc: { method: 'ewc', settings: each('lambda', [1, 10, 50, 200, 1000]), label: (s) => `EWC λ=${s.lambda}`, needsData: 'data' },
   wise: { method: 'wise', settings: each('alpha', [0.2, 0.35, 0.5, 0.65, 0.8]), label: (s) => `WiSE α=${s.alpha}` },
   sam: { method: 'sam', settings: each('rho', [0.01, 0.02, 0.05, 0.1, 0.2]), label: (s) => `SAM ρ=${s.rho}` },
@@ -48,6 +52,11 @@ export const KNOBS = [...Object.keys(METHOD_KNOBS), 'lr', 'steps'];
 
 export interface SpaceOptions {
   knobs: string[];
+  /**
+   * Equal passes over the target data instead of equal steps: a recipe whose batches are part replay (mixing m:n
+   * puts m target rows in every m+n) trains (m+n)/m times the steps, so it sees the target data as often as FT.
+   */
+  equalPasses?: boolean;
   /** Replay data spec for knobs that need data the config does not give (mixing's general, EWC's data). */
   replay?: Record<string, unknown>;
 }
@@ -64,7 +73,7 @@ function entryFor(cfg: TrainConfig, method: string): Record<string, unknown> | n
 
 /** The method entries of one setting of a knob: the config's methods with that method added or adjusted. */
 function withSetting(cfg: TrainConfig, k: MethodKnob, setting: Record<string, unknown>, o: SpaceOptions): MethodEntry[] {
-  const own = entryFor(cfg, k.method) ?? { name: k.method };
+  const own = entryFor(cfg, k.method) ?? { name: k.method, ...k.defaults };
   if (k.needsData && own[k.needsData] === undefined) {
     if (!o.replay) throw new Error(`tune: knob '${k.method}' needs ${k.method}.${k.needsData} (general data to replay); give it in the config's ${k.method} entry or pass --replay <file>, or drop '${k.method}' from --knobs`);
     own[k.needsData] = o.replay;
@@ -92,9 +101,10 @@ export function candidates(cfg: TrainConfig, o: SpaceOptions): Candidate[] {
   }
   const out: Candidate[] = [];
   for (const r of recipes) {
+    const passes = o.equalPasses ? targetShare(r.methods) : 1;
     for (const ls of lrs) {
       for (const ss of stepScales) {
-        const steps = Math.max(1, Math.round(steps0 * ss));
+        const steps = Math.max(1, Math.round(steps0 * ss / passes));
         const label = r.label + (ls !== 1 ? ` lr×${ls}` : '') + (ss !== 1 ? ` ${steps} steps` : '');
         out.push({ id: slug(label), label, methods: r.methods, lr: cfg.training.lr * ls, steps });
       }
@@ -106,15 +116,17 @@ export function candidates(cfg: TrainConfig, o: SpaceOptions): Candidate[] {
 /** A seeded choice of `n` candidates (FT always kept), in their catalogue order; all of them when n covers them. */
 export function sample(all: Candidate[], n: number, seed: number): Candidate[] {
   if (n >= all.length) return all;
-  const rest = all.slice(1).map((c, i) => ({ c, i, k: hash(`${seed}:${c.id}`) }));
+  const rest = all.slice(1).map((c, i) => ({ c, i, k: fnv1a(`${seed}:${c.id}`) }));
   rest.sort((a, b) => a.k - b.k);
   const keep = rest.slice(0, Math.max(0, n - 1)).sort((a, b) => a.i - b.i).map((x) => x.c);
   return [all[0], ...keep];
 }
 
-/** FNV-1a: a deterministic order that does not depend on Math.random. */
-function hash(s: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193) >>> 0;
-  return h;
+
+/** The share of each batch's rows that are target data (mixing's m:n gives m/(m+n); every other recipe 1). */
+export function targetShare(methods: MethodEntry[]): number {
+  const mix = methods.find((m) => methodName(m) === 'mixing');
+  if (!mix || typeof mix === 'string' || typeof mix.ratio !== 'string') return 1;
+  const [m, n] = mix.ratio.split(':').map(Number);
+  return m > 0 && n >= 0 ? m / (m + n) : 1;
 }
