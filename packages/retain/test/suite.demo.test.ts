@@ -5,7 +5,6 @@ import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { arithmeticProblems } from '../src/suite/arith.js';
-import { pickWithinBudget, tuneRecipes } from '../src/suite/tune.js';
 import type { CompareResults, EvalResults } from '../src/eval/results.js';
 
 const BIN = new URL('../bin/retain.mjs', import.meta.url).pathname;
@@ -31,22 +30,6 @@ test('arithmetic problems: deterministic, distinct, answers correct, held-out sp
   const train = arithmeticProblems(500, 0, { exclude: new Set(test_.map((p) => p.prompt.slice(10, -8))) });
   const held = new Set(test_.map((p) => p.prompt));
   assert.ok(train.every((p) => !held.has(p.prompt)));
-});
-
-function fakeRun(label: string, general: number, target: number): EvalResults {
-  const row = (task: string, metric: string, value: number, role: 'general' | 'target') => ({ task, metric, value, stderr: null, higher_is_better: true, n: 10, role, primary: true });
-  return { label, rows: [row('tinystories_heldout', 'next_token_acc', general, 'general'), row('arithmetic', 'exact_match', target, 'target')] } as unknown as EvalResults;
-}
-
-test('tune: picks the best target within the forgetting budget, ties to the less forgetful, none when all exceed', () => {
-  const recipes = tuneRecipes(['mixing', 'wise']);
-  assert.deepEqual(recipes.map((r) => r.label), ['FT', 'mix 1:1', 'mix 3:1', 'mix 7:1', 'mix 15:1', 'WiSE α=0.3', 'WiSE α=0.5', 'WiSE α=0.7']);
-  const c = { base: fakeRun('base', 0.5, 0), tuned: [fakeRun('FT', 0.1, 0.3), fakeRun('mix 1:1', 0.49, 0.1), fakeRun('mix 3:1', 0.47, 0.2), fakeRun('WiSE α=0.5', 0.48, 0.2)] } as unknown as CompareResults;
-  const r = pickWithinBudget(c, recipes, 3);
-  assert.equal(r.best!.label, 'WiSE α=0.5'); // 0.2 target like mix 3:1, but 2 points forgotten instead of 3
-  assert.ok(Math.abs(r.best!.forgetting - 2) < 1e-9);
-  assert.equal(pickWithinBudget(c, recipes, 0.5).best, null);
-  assert.equal(pickWithinBudget(c, recipes, 50).best!.label, 'FT');
 });
 
 test('retain demo end to end (CLI, two recipes, few steps): forgetting table printed, results and report written', { timeout: 300_000 }, () => {

@@ -162,7 +162,11 @@ test('--nproc 2: a signal to one rank stops both after the same step, status 75;
   rmSync(b.dir, { recursive: true, force: true });
 });
 
-test('--nproc 2: Ctrl-C in a terminal (SIGINT to the launcher\'s process group) stops the run once, with a checkpoint and status 75', { skip: noDist }, async () => {
+test('--nproc 2: Ctrl-C in a terminal (SIGINT to the launcher\'s process group), or the terminal closing (SIGHUP), stops the run once, with a checkpoint and status 75', { skip: noDist }, async () => {
+  for (const sig of ['SIGINT', 'SIGHUP'] as const) await groupSignal(sig);
+});
+
+async function groupSignal(sig: NodeJS.Signals): Promise<void> {
   const b = makeRun({ max_steps: 40, save_every: 100 });
   // The launcher leads a process group, as a shell's foreground job does; the terminal signals the whole group.
   const launcher = spawn(process.execPath, [CLI, 'train', b.cfg, '--nproc', '2'], { detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RETAIN_DIST_TIMEOUT: '30' } });
@@ -172,14 +176,14 @@ test('--nproc 2: Ctrl-C in a terminal (SIGINT to the launcher\'s process group) 
   launcher.stderr!.on('data', (d) => (stderr += d));
   const exited = new Promise<{ code: number | null; signal: string | null }>((res) => launcher.on('exit', (code, signal) => res({ code, signal })));
   while (!/"step":2,/.test(existsSync(join(b.out, 'metrics.jsonl')) ? readFileSync(join(b.out, 'metrics.jsonl'), 'utf8') : '')) await new Promise((res) => setTimeout(res, 20));
-  process.kill(-launcher.pid!, 'SIGINT');
+  process.kill(-launcher.pid!, sig);
   const r = await exited;
-  assert.equal(r.code, 75, stderr);
+  assert.equal(r.code, 75, `${sig}: ${stderr}`);
   const steps = JSON.parse(stdout).steps;
   assert.ok(steps >= 2 && steps < 40, stdout);
   assert.deepEqual(listing(b.out), [`checkpoint-${steps}`, 'latest.json', 'metrics.jsonl']);
   rmSync(b.dir, { recursive: true, force: true });
-});
+}
 
 test('what a run killed mid-write leaves is removed by the next run, run_config.yaml\'s temporary file included', () => {
   const dir = mkdtempSync(join(tmpdir(), 'retain-stale-'));

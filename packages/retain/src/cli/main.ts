@@ -17,7 +17,7 @@ import type { T5ForConditionalGeneration } from '../models/t5.js';
 import { checkDistConfig, DistConfigError, distSettings, launchWorkers, rankDevice, startDist, stopDist } from '../train/dist.js';
 import { registerEvalCommands } from '../eval/cli.js';
 import { registerDemoCommand } from '../suite/demo.js';
-import { registerTuneCommand } from '../suite/tune.js';
+import { registerTuneCommand } from './tune.js';
 import { registerReportCommand } from '../report/cli.js';
 import { registerSynthCommand } from '../synth/cli.js';
 import { registerMergeCommand } from './merge.js';

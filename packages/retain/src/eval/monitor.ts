@@ -16,7 +16,7 @@ import type { EvalModel } from './model.js';
 import { addTaskResults, loadDocs, newResults, scoreDocs } from './harness.js';
 import type { Doc } from './tasks.js';
 import type { ResolvedTask } from './tasks.js';
-import { averageGroup, improvement, isFractionMetric, type EvalResults, type MonitorPoint, type ResultRow } from './results.js';
+import { forgettingAndTarget, type EvalResults, type MonitorPoint, type ResultRow } from './results.js';
 
 export interface MonitorOptions {
   every: number;
@@ -28,10 +28,6 @@ export interface MonitorOptions {
   batchSize?: number;
   /** Prints a line per evaluation. */
   verbose?: boolean;
-}
-
-function points(r: ResultRow): number {
-  return isFractionMetric(r.metric) ? r.value * 100 : r.value;
 }
 
 /** What rank 0 tells every rank after a probe. */
@@ -83,19 +79,16 @@ export class ForgettingMonitor implements Method {
     return res;
   }
 
+  /**
+   * Runs after every other method's finish: one that acts after training (WiSE-FT's interpolation) has changed the
+   * weights the last probe scored, so results() scores the final weights again instead of reusing that probe.
+   */
+  finish(): void {
+    this.last = null;
+  }
+
   private score(rows: ResultRow[]): { forgetting: number; target: number | null } {
-    const allGen = rows.filter((r) => r.role === 'general').map((r) => ({ ...r, higherIsBetter: r.higher_is_better }));
-    // The probes the report would average (averageGroup); general probes of different raw metrics all count.
-    const gen = averageGroup(allGen)?.tasks ?? allGen;
-    const forgetting = gen.length
-      ? gen.reduce((s, r) => {
-        const b = this.base.find((x) => x.task === r.task)!;
-        return s - improvement({ fraction: isFractionMetric(r.metric), higherIsBetter: r.higher_is_better }, b.value, r.value);
-      }, 0) / gen.length
-      : 0;
-    const tgt = rows.filter((r) => r.role === 'target');
-    const target = tgt.length ? tgt.reduce((s, r) => s + (r.higher_is_better ? points(r) : -points(r)), 0) / tgt.length : null;
-    return { forgetting, target };
+    return forgettingAndTarget(this.base, rows);
   }
 
   private record(ctx: TrainContext, step: number, rows: ResultRow[], forgetting: number): void {

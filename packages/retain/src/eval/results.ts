@@ -119,3 +119,22 @@ export function roleAverage(r: EvalResults, role: Role): number | null {
   const g = averageGroup(primaryRows(r).filter((x) => x.role === role).map((x) => ({ ...x, higherIsBetter: x.higher_is_better })));
   return g ? g.tasks.reduce((s, x) => s + x.value, 0) / g.tasks.length : null;
 }
+
+/**
+ * The forgetting monitor's rule, shared with `retain tune`: forgetting = mean over the averageable general rows of the
+ * points lost against `base` (positive = worse); target = mean of the target rows in points, signed so that higher is
+ * better (null without target rows). Rows are primary rows of the same tasks as `base`.
+ */
+export function forgettingAndTarget(base: ResultRow[], rows: ResultRow[]): { forgetting: number; target: number | null } {
+  const allGen = rows.filter((r) => r.role === 'general').map((r) => ({ ...r, higherIsBetter: r.higher_is_better }));
+  const gen = averageGroup(allGen)?.tasks ?? allGen;
+  let lost = 0;
+  for (const r of gen) {
+    const b = base.find((x) => x.task === r.task && x.metric === r.metric);
+    if (!b) throw new Error(`forgetting: no base score for ${r.task} ${r.metric}`);
+    lost -= improvement({ fraction: isFractionMetric(r.metric), higherIsBetter: r.higher_is_better }, b.value, r.value);
+  }
+  const tgt = rows.filter((r) => r.role === 'target');
+  const pts = (r: ResultRow) => (isFractionMetric(r.metric) ? r.value * 100 : r.value) * (r.higher_is_better ? 1 : -1);
+  return { forgetting: gen.length ? lost / gen.length : 0, target: tgt.length ? tgt.reduce((s, r) => s + pts(r), 0) / tgt.length : null };
+}

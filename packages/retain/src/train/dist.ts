@@ -199,14 +199,18 @@ export async function launchWorkers(o: LaunchOptions): Promise<number> {
   const exits: Promise<{ rank: number; code: number | null; signal: NodeJS.Signals | null }>[] = [];
   for (let rank = 0; rank < o.nproc; rank++) {
     const env = { ...process.env, RANK: String(rank), LOCAL_RANK: String(rank), WORLD_SIZE: String(o.nproc), MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), RETAIN_DIST_TIMEOUT: String(timeoutS), OMP_NUM_THREADS: String(threads) };
-    const child = spawn(process.execPath, o.args, { env, stdio: ['ignore', rank === 0 ? 'inherit' : 'ignore', 'inherit'] });
+    // Each worker leads its own process group: a terminal's Ctrl-C signals the foreground group, and a worker in the
+    // launcher's group got it twice (from the terminal and forwarded below), and a second signal means "stop now".
+    // Now the launcher alone receives it and forwards it once.
+    const child = spawn(process.execPath, o.args, { env, detached: true, stdio: ['ignore', rank === 0 ? 'inherit' : 'ignore', 'inherit'] });
     children.push(child);
     exits.push(new Promise((res) => child.on('exit', (code, signal) => res({ rank, code, signal }))));
   }
   // Ctrl-C, a kill of the launcher or a scheduler's SIGUSR1 reaches the workers too, which then agree on a step to
   // stop after (preempt.ts).
-  const forward = (sig: NodeJS.Signals) => children.forEach((c) => c.exitCode === null && c.kill(sig));
-  const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGUSR1'];
+  // A hang-up (the terminal closed) no longer reaches the workers' own groups; they stop with a checkpoint instead.
+  const forward = (sig: NodeJS.Signals) => children.forEach((c) => c.exitCode === null && c.kill(sig === 'SIGHUP' ? 'SIGTERM' : sig));
+  const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGUSR1', 'SIGHUP'];
   for (const s of signals) process.on(s, forward);
   let failed = false;
   let killer: NodeJS.Timeout | null = null;

@@ -134,6 +134,8 @@ export interface RunOptions {
   stopOnSignals?: boolean;
   /** The caller holds output_dir's lock already (`retain train` takes it before it writes run_config.yaml). */
   locked?: boolean;
+  /** Stop after this step with a checkpoint (TrainOptions.pauseAt); `retain tune`'s rungs. */
+  pauseAt?: number;
 }
 
 /**
@@ -216,6 +218,7 @@ async function trainFromConfig(cfg: TrainConfig, methods: Method[] = buildMethod
     padId: 0,
     ...(p.tokenizer ? { tokenizer: p.tokenizer } : {}),
     stopOnSignals: opts.stopOnSignals,
+    pauseAt: opts.pauseAt,
     // Methods' own data (mixing's general set, EWC's Fisher data, WiSE-FT's held-out set) in the train data's shape.
     // loadTrainConfig made a config file's relative paths absolute; a programmatic config's resolve against the
     // working directory.

@@ -83,6 +83,11 @@ export interface TrainOptions {
   stopOnSignals?: boolean;
   /** TensorBoard events and metrics.csv beside metrics.jsonl (metrics-files.ts); default both. */
   metricsFiles?: MetricsFilesSetting;
+  /**
+   * Ends the run after this step with a checkpoint, as a signal would (RunResult.preempted says so); rerunning with a
+   * later pauseAt or none continues it bit-identically. `retain tune` trains its candidates rung by rung this way.
+   */
+  pauseAt?: number;
 }
 
 export interface TrainResult {
@@ -250,7 +255,9 @@ async function trainLoop(o: TrainOptions, stop: StopRequest | null): Promise<Tra
   const t0 = performance.now();
   let tokensSeen = 0;
   let preempted: string | null = null;
-  while (ctx.step < totalSteps) {
+  // Resumed at or past the pause step (killed after the pause's checkpoint): nothing to train before pausing again.
+  if (o.pauseAt && ctx.step >= o.pauseAt && ctx.step < totalSteps) preempted = `paused at step ${ctx.step}`;
+  while (ctx.step < totalSteps && !preempted) {
     for (const m of methods) m.beforeStep?.(ctx);
     const stepStart = performance.now();
     const micro: Batch[] = [];
@@ -372,6 +379,11 @@ async function trainLoop(o: TrainOptions, stop: StopRequest | null): Promise<Tra
     }
     if (stop && ctx.step < totalSteps && await stopHere(stop, o, ctx, loader, methods)) {
       preempted = stop.signal ?? 'a signal to another rank';
+      break;
+    }
+    if (o.pauseAt && ctx.step >= o.pauseAt && ctx.step < totalSteps) {
+      if (o.outputDir && writer && !(o.saveEvery && ctx.step % o.saveEvery === 0)) save(o, ctx, loader, methods);
+      preempted = `paused at step ${ctx.step}`;
       break;
     }
   }
