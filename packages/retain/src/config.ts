@@ -150,6 +150,11 @@ export function parseTrainConfig(raw: unknown, source = '(inline)'): TrainConfig
  * the config file's folder.
  */
 export function loadTrainConfig(file: string, overrides: string[] = []): TrainConfig {
+  return configFromRaw(readTrainConfigRaw(file, overrides), dirname(resolve(file)), overrides.length ? `${file} with ${overrides.join(' ')}` : file);
+}
+
+/** A config file's settings with `overrides` applied, not yet validated (a staged config splits them first). */
+export function readTrainConfigRaw(file: string, overrides: string[] = []): unknown {
   if (!existsSync(file)) throw new ConfigError(`config file not found: ${file}`);
   let raw: unknown;
   const text = decodeUtf8(readUserFile(file), file);
@@ -160,8 +165,12 @@ export function loadTrainConfig(file: string, overrides: string[] = []): TrainCo
   }
   // YAML reads an empty file as null, which zod would report as "Expected object, received null".
   if (raw === null || raw === undefined) throw new ConfigError(`${file}: the config file is empty; write the settings (model, data, training, output_dir) as in configs/*.yaml`);
-  const cfg = parseTrainConfig(applyOverrides(raw, overrides), overrides.length ? `${file} with ${overrides.join(' ')}` : file);
-  const base = dirname(resolve(file));
+  return applyOverrides(raw, overrides);
+}
+
+/** Validates settings read from a file in folder `base`; relative paths in them resolve against that folder. */
+export function configFromRaw(raw: unknown, base: string, source: string): TrainConfig {
+  const cfg = parseTrainConfig(raw, source);
   const abs = (p: string) => (isAbsolute(p) ? p : resolve(base, p));
   cfg.model.path = abs(cfg.model.path);
   if (cfg.model.tokenizer) cfg.model.tokenizer = abs(cfg.model.tokenizer);

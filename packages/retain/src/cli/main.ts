@@ -1,8 +1,11 @@
 // The `retain` command line.
+import { dirname, resolve } from 'node:path';
 import { Command } from 'commander';
 import { describeFsError, int, num, nonNegative, nonNegativeInt, positiveInt, unitInterval } from './args.js';
 import * as torch from '@retain/torch';
-import { loadTrainConfig, ConfigError } from '../config.js';
+import { loadTrainConfig, ConfigError, configFromRaw, readTrainConfigRaw } from '../config.js';
+import { isStaged } from '../train/stages.js';
+import { trainStages } from './stages.js';
 import { checkOutputDir, runTraining } from '../train/run.js';
 import { saveRunConfig } from '../train/saved-config.js';
 import { trainConfigJsonSchema } from '../schema.js';
@@ -83,7 +86,9 @@ program
   .option('--master-port <port>', 'multi-machine launch: TCP port of the store on rank 0 (or MASTER_PORT)', int)
   .option('--dist-timeout <s>', 'seconds a rendezvous or collective may wait for the other ranks (or RETAIN_DIST_TIMEOUT; default 300)', num)
   .action(async (config: string, overrides: string[], o: { nproc?: number; rank?: number; worldSize?: number; masterAddr?: string; masterPort?: number; distTimeout?: number }) => {
-    const cfg = loadTrainConfig(config, overrides);
+    const raw = readTrainConfigRaw(config, overrides);
+    if (isStaged(raw)) return trainStages(raw, config, overrides, o);
+    const cfg = configFromRaw(raw, dirname(resolve(config)), overrides.length ? `${config} with ${overrides.join(' ')}` : config);
     if (o.nproc !== undefined) {
       if (o.nproc < 1) throw new DistConfigError(`--nproc must be at least 1, got ${o.nproc}`);
       if (o.nproc > 1) {

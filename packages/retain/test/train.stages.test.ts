@@ -1,0 +1,89 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parse as parseYaml, stringify as toYaml } from 'yaml';
+import { continualMetrics, stageConfigs, type Sequence } from '../src/train/stages.js';
+import { writeSequentialConfig } from '../src/suite/sequential.js';
+
+const BIN = new URL('../bin/retain.mjs', import.meta.url).pathname;
+
+test('continual-learning metrics of a known matrix: average accuracy, backward transfer, average forgetting', () => {
+  const stages = ['a', 'b', 'c'];
+  const rows = [
+    { after: 'a', skills: { a: 80, b: 10, c: 5 }, general: 50 },
+    { after: 'b', skills: { a: 60, b: 90, c: 5 }, general: 48 },
+    { after: 'c', skills: { a: 70, b: 40, c: 95 }, general: 45 },
+  ];
+  const m = continualMetrics(stages, rows);
+  assert.equal(m.average_accuracy, (70 + 40 + 95) / 3);
+  // BWT: ((70 − 80) + (40 − 90)) / 2; forgetting: max over earlier rows from the skill's own stage on.
+  assert.equal(m.backward_transfer, -30);
+  assert.equal(m.average_forgetting, ((80 - 70) + (90 - 40)) / 2);
+  assert.deepEqual(continualMetrics(stages, rows.slice(0, 1)), { average_accuracy: null, backward_transfer: null, average_forgetting: null });
+});
+
+test('a staged config is refused with the stage and key named: a skill not among the probes, duplicate names, top-level data', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'retain-stages-bad-'));
+  const raw = parseYaml(readFileSync(writeSequentialConfig(dir, { steps: 4, trainSize: 20, testSize: 5 }), 'utf8'));
+  assert.equal(stageConfigs(raw, dir, 'c.yaml').configs.length, 3);
+  const bad = (edit: (r: any) => void, re: RegExp) => {
+    const r = structuredClone(raw);
+    edit(r);
+    assert.throws(() => stageConfigs(r, dir, 'c.yaml'), re);
+  };
+  bad((r) => (r.stages[1].skill = 'nope'), /stage 'mul': skill 'nope' is not one of monitor\.tasks \(tinystories_heldout, add_sub, mul, linear\)/);
+  bad((r) => (r.stages[2].name = 'mul'), /two stages are named 'mul'/);
+  bad((r) => (r.data = r.stages[0].data), /gives each stage its own data .*remove the top-level data/);
+  bad((r) => (r.stages[0].steps = 3), /stages\.0: unknown key 'steps'/);
+  bad((r) => delete r.monitor, /needs a monitor whose tasks include every stage's skill/);
+  bad((r) => (r.stages[0].training = { lr: 'fast' }), /stage add_sub\):\n\s+training\.lr: Expected number/);
+});
+
+function train(cfg: string, env: Record<string, string> = {}) {
+  return spawnSync(process.execPath, [BIN, 'train', cfg], { encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: '1', ...env } });
+}
+
+test('retain train with stages: three arithmetic families in turn, the matrix after each; a kill mid-stage resumes to the same matrix; a finished run reruns nothing', { timeout: 600_000 }, () => {
+  const dir = mkdtempSync(join(tmpdir(), 'retain-stages-'));
+  const cfg = writeSequentialConfig(dir, { steps: 12, trainSize: 200, testSize: 20 });
+  // Stage 2 runs longer and checkpoints, so that a kill at its step 16 (stages 1 and 3 never get there) has a checkpoint to resume.
+  const raw = parseYaml(readFileSync(cfg, 'utf8'));
+  raw.stages[1].training = { max_steps: 20, save_every: 8 };
+  writeFileSync(cfg, toYaml(raw));
+  const r = train(cfg);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /after stage\s+add_sub\s+mul\s+linear\s+general/);
+  assert.match(r.stdout, /average accuracy [\d.-]+ · backward transfer [\d.-]+ · average forgetting [\d.-]+/);
+  const seqFile = join(dir, 'run', 'sequence.json');
+  const s = JSON.parse(readFileSync(seqFile, 'utf8')) as Sequence;
+  assert.deepEqual(s.stages, ['add_sub', 'mul', 'linear']);
+  assert.deepEqual(s.rows.map((x) => x.after), ['add_sub', 'mul', 'linear']);
+  for (const row of s.rows) assert.deepEqual(Object.keys(row.skills), ['add_sub', 'mul', 'linear']);
+  // The general skill is next-token accuracy on TinyStories in points; fine-tuning on arithmetic lowers it.
+  assert.ok(s.rows[2].general! < 50, String(s.rows[2].general));
+  assert.equal(s.backward_transfer, continualMetrics(s.stages, s.rows).backward_transfer);
+  // Stage 2 started from stage 1's model: its saved config names that folder.
+  assert.match(readFileSync(join(dir, 'run', '2-mul', 'run_config.yaml'), 'utf8'), /path: .*1-add_sub\/final/);
+  const finalTime = statSync(join(dir, 'run', '3-linear', 'final')).mtimeMs;
+  const again = train(cfg);
+  assert.equal(again.status, 0, again.stderr);
+  assert.doesNotMatch(again.stderr, /step \d+\/\d+/);
+  assert.equal(statSync(join(dir, 'run', '3-linear', 'final')).mtimeMs, finalTime);
+
+  const dir2 = mkdtempSync(join(tmpdir(), 'retain-stages-kill-'));
+  const cfg2 = writeSequentialConfig(dir2, { steps: 12, trainSize: 200, testSize: 20 });
+  const raw2 = parseYaml(readFileSync(cfg2, 'utf8'));
+  raw2.stages[1].training = { max_steps: 20, save_every: 8 };
+  writeFileSync(cfg2, toYaml(raw2));
+  const killed = train(cfg2, { RETAIN_KILL_AT_STEP: '16' });
+  assert.equal(killed.signal, 'SIGKILL', killed.stderr);
+  assert.equal((JSON.parse(readFileSync(join(dir2, 'run', 'sequence.json'), 'utf8')) as Sequence).rows.length, 1);
+  const resumed = train(cfg2);
+  assert.equal(resumed.status, 0, resumed.stderr);
+  assert.match(resumed.stderr, /resum/);
+  const s2 = JSON.parse(readFileSync(join(dir2, 'run', 'sequence.json'), 'utf8')) as Sequence;
+  assert.deepEqual(s2.rows, s.rows);
+});
