@@ -126,7 +126,8 @@ export class Mofo implements Method {
 
   /**
    * Filtered tensors in one group with the run's weight decay, bias and norm tensors in a second at weight decay 0.
-   * masterWeights is not applied: the filter finds a tensor's name by the parameter, and master copies are others.
+   * masterWeights is not passed on: the filter looks each tensor's name up by the parameter, and with master weights
+   * the update runs on float32 copies, which are other tensors.
    */
   makeOptimizer(ctx: SetupContext, hyper: OptimizerHyper): MofoAdamW {
     if (hyper.kind !== 'adamw') {

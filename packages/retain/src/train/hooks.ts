@@ -39,7 +39,14 @@ export interface OptimizerLike {
  * owns it and sets every group's lr before each step. Unset fields take torch's defaults.
  */
 export type OptimizerHyper =
-  | { kind: 'adamw'; betas?: [number, number]; eps?: number; weightDecay?: number; /** float32 copies of bfloat16 weights (precision bf16) */ masterWeights?: boolean }
+  | {
+      kind: 'adamw';
+      betas?: [number, number];
+      eps?: number;
+      weightDecay?: number;
+      /** float32 master copies of bfloat16 weights (training.precision bf16). */
+      masterWeights?: boolean;
+    }
   | { kind: 'sgd'; momentum?: number; weightDecay?: number };
 
 /** Per-sample losses for a batch: sums of token losses [B] and the number of trained tokens per sample [B]. */

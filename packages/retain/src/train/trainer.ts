@@ -77,17 +77,6 @@ export interface TrainResult {
   preempted?: string | null;
 }
 
-export interface TrainResult {
-  steps: number;
-  finalLoss: number;
-  history: Record<string, number | string>[];
-  resumedFrom: number | null;
-  /** Why the run ended before its planned steps (a method asked it to stop), or null. */
-  stopped?: string | null;
-  /** The signal that stopped the run after a checkpoint (it resumes from there), or null. */
-  preempted?: string | null;
-}
-
 /** One optimizer step as its phases hand it on. */
 interface Step {
   micro: Batch[];
