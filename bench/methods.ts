@@ -180,17 +180,15 @@ interface Measured {
 async function measure(c: Config, examples: Example[], dir: string | null, ft: ConstructorParameters<typeof Pacer>[0], ftStepsPerEpoch: number): Promise<Measured> {
   torch.manualSeed(0);
   const model = new LlamaForCausalLM(CONFIG);
-  const optimizer = new torch.optim.AdamW(model.parameters(), { lr: LR, weightDecay: 0.01 });
   const pacer = new Pacer(ft);
   const methods = [pacer, ...buildMethods(c.methods)];
   const t0 = performance.now();
   const r = await train({
-    model, optimizer, examples: c.prompted ? prompted(examples) : examples, batchSize: BATCH, epochs: 1, schedule: { kind: 'cosine', lr: LR, warmupSteps: 2 }, clipGradNorm: 1.0,
+    model, optimizer: { kind: 'adamw', weightDecay: 0.01 }, examples: c.prompted ? prompted(examples) : examples, batchSize: BATCH, epochs: 1, schedule: { kind: 'cosine', lr: LR, warmupSteps: 2 }, clipGradNorm: 1.0,
     seed: 0, methods, outputDir: dir, progress: false,
   });
   const wallMs = performance.now() - t0;
   model.dispose();
-  optimizer.dispose();
   for (const m of methods) (m as { dispose?: () => void }).dispose?.();
   const ftTotal = pacer.ftMs.reduce((a, b) => a + b, 0);
   const sdft = methods.find((m) => m instanceof Sdft) as Sdft | undefined;

@@ -75,8 +75,7 @@ async function runJob(j: Job) {
   }
   torch.manualSeed(0);
   const model = new LlamaForCausalLM(j.config);
-  const opt = new torch.optim.AdamW(model.parameters(), { lr, weightDecay: 0 });
-  const r = await train({ model, optimizer: opt, examples: j.examples, batchSize: j.batch, maxSteps: steps, schedule: { kind: 'cosine', lr, warmupSteps: warmup }, clipGradNorm: 1.0, seed: 0, progress: false });
+  const r = await train({ model, optimizer: { kind: 'adamw', weightDecay: 0 }, examples: j.examples, batchSize: j.batch, maxSteps: steps, schedule: { kind: 'cosine', lr, warmupSteps: warmup }, clipGradNorm: 1.0, seed: 0, progress: false });
   const ourMs = r.history.map((h) => h.step_ms as number);
   const tokensPerStep = batches.map(([, tg]) => tg.flat().filter((t) => t !== -100).length);
   const skip = Math.min(2, steps - 1);
@@ -87,7 +86,6 @@ async function runJob(j: Job) {
   const theirs2c = py2c && 'step_ms' in py2c ? median(py2c.step_ms.slice(4)) : null;
   const tok = median(tokensPerStep);
   model.dispose();
-  opt.dispose();
   rmSync(dir, { recursive: true, force: true });
   return {
     ratio: +(ours / theirs).toFixed(3),

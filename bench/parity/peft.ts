@@ -15,7 +15,7 @@ import type { Tensor } from '@retain/torch';
 import { refPy } from '../refenv.js';
 import { loadPretrained, type Pretrained } from '../../packages/retain/src/models/hub.js';
 import { Lora, loadAdapter, loraModules, mergeAndUnload, saveAdapter } from '../../packages/retain/src/methods/lora/index.js';
-import type { TrainContext } from '../../packages/retain/src/train/hooks.js';
+import type { SetupContext } from '../../packages/retain/src/train/hooks.js';
 
 const REF_PY = readFileSync(new URL('../py/peft_ref.py', import.meta.url), 'utf8');
 const ATTN = ['q_proj', 'k_proj', 'v_proj', 'o_proj'];
@@ -118,13 +118,12 @@ async function checkFromPeft(c: FromPeft, dir: string, baseDir: string, ids: Ten
   }
 }
 
-/** The lora method as `retain train` runs it: setup over the loaded base, a few AdamW steps, saveFinal. */
+/** The lora method as `retain train` runs it: parameterize the loaded base, a few AdamW steps over the adapters, saveFinal. */
 function trainWithMethod(p: Pretrained, options: Record<string, unknown>, steps: number, dir: string, baseDir: string, ids: Tensor): void {
   const model = p.model;
-  const opt = new torch.optim.AdamW(model.parameters(), { lr: 0.02, weightDecay: 0 });
-  const ctx = { model, optimizer: opt, params: model.namedParameters(), log: () => {} } as unknown as TrainContext;
+  const ctx = { model, params: model.namedParameters(), log: () => {} } as unknown as SetupContext;
   const lora = new Lora(options);
-  lora.setup(ctx);
+  const opt = new torch.optim.AdamW(lora.parameterize(ctx).map(([, p]) => p), { lr: 0.02, weightDecay: 0 });
   const [B, T] = ids.shape;
   for (let i = 0; i < steps; i++) {
     torch.tidy(() => {

@@ -73,14 +73,13 @@ async function stepOf(c: MemoryCase, opt: 'sgd' | 'adamw', warm = false): Promis
     const ids = Array.from({ length: c.seq + 1 }, rand);
     return { id: `m${i}`, ids, lossMask: ids.map(() => 1), source: 'train' };
   });
-  const optimizer = opt === 'sgd' ? new torch.optim.SGD(model.parameters(), { lr: 1e-3 }) : new torch.optim.AdamW(model.parameters(), { lr: 1e-3 });
+  const optimizer = { kind: opt } as const;
   const run = (ex: Example[], batchSize: number) => train({ model, optimizer, examples: ex, batchSize, maxSteps: 1, schedule: { kind: 'constant', lr: 1e-3 }, clipGradNorm: null, progress: false, ...c.options });
   if (warm) await run([{ ...examples[0], ids: examples[0].ids.slice(0, 9), lossMask: examples[0].lossMask.slice(0, 9) }], 1);
   const base = warm ? resetPeak() : 0;
   const t0 = performance.now();
   const r = await run(examples, c.batch);
   const out = { loss: r.finalLoss, ms: performance.now() - t0, peakMiB: (statusKiB('VmHWM') - base) / 1024 };
-  optimizer.dispose();
   model.dispose();
   return out;
 }

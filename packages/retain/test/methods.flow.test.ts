@@ -35,8 +35,7 @@ test('FLOW weights are exp(−f/τ) with τ the median of independently computed
   const f = ex.map((e) => (e.lossMask.slice(1).some(Boolean) ? directLoss(model, e) : NaN));
   const tau = med(f);
   const flow = new Flow({ batch_size: 5 });
-  const opt = new torch.optim.SGD(model.parameters(), { lr: 0.1 });
-  const r = await train({ model, optimizer: opt, examples: ex, batchSize: 4, maxSteps: 1, schedule: constant(0.1), methods: [flow], progress: false, clipGradNorm: null, seed: 3 });
+  const r = await train({ model, optimizer: { kind: 'sgd' }, examples: ex, batchSize: 4, maxSteps: 1, schedule: constant(0.1), methods: [flow], progress: false, clipGradNorm: null, seed: 3 });
   for (let i = 0; i < ex.length; i++) {
     if (Number.isNaN(f[i])) assert.ok(Number.isNaN(flow.losses![i]), `sample ${i}: loss should be NaN`);
     else assert.ok(Math.abs(flow.losses![i] - f[i]) < 1e-5, `sample ${i}: loss ${flow.losses![i]} vs direct ${f[i]}`);
@@ -65,7 +64,6 @@ test('FLOW weights are exp(−f/τ) with τ the median of independently computed
   }
   const stepLoss = r.history.find((h) => h.loss !== undefined)!.loss as number;
   assert.ok(Math.abs(stepLoss - num / den) < 2e-5, `step loss ${stepLoss} vs Σwᵢsᵢ/Σnᵢ ${num / den}`);
-  opt.dispose();
   model.dispose();
 });
 
@@ -109,11 +107,9 @@ test('FLOW normalisation and the batch median act per optimizer step: grad_accum
   const ex = tokenExamples(16, 31);
   const run = async (o: Record<string, unknown>, batchSize: number, gradAccum: number) => {
     const model = tinyLlama(9);
-    const opt = new torch.optim.SGD(model.parameters(), { lr: 0.5 });
     // The loader's order does not depend on the batch size: both runs see the same 8 samples in each step.
-    const r = await train({ model, optimizer: opt, examples: ex, batchSize, gradAccum, maxSteps: 2, schedule: constant(0.5), methods: [new Flow(o)], progress: false, clipGradNorm: null, seed: 7 });
+    const r = await train({ model, optimizer: { kind: 'sgd' }, examples: ex, batchSize, gradAccum, maxSteps: 2, schedule: constant(0.5), methods: [new Flow(o)], progress: false, clipGradNorm: null, seed: 7 });
     const w = snapshot(model);
-    opt.dispose();
     model.dispose();
     return { w, losses: r.history.filter((h) => h.loss !== undefined).map((h) => h.loss as number) };
   };
@@ -135,9 +131,7 @@ test('FLOW caches {id → loss, weight} under a hash of weights and data; a reru
     const model = tinyLlama(4);
     const spy = spyLoss();
     const flow = new Flow({ batch_size: 4, cache_dir: join(dir, 'cache') });
-    const opt = new torch.optim.SGD(model.parameters(), { lr: 0.05 });
-    const r = await train({ model, optimizer: opt, examples, lossFn: spy.fn, batchSize: 5, maxSteps: 2, schedule: constant(0.05), methods: [flow], progress: false, outputDir: join(dir, 'out'), seed: 1 });
-    opt.dispose();
+    const r = await train({ model, optimizer: { kind: 'sgd' }, examples, lossFn: spy.fn, batchSize: 5, maxSteps: 2, schedule: constant(0.05), methods: [flow], progress: false, outputDir: join(dir, 'out'), seed: 1 });
     model.dispose();
     return { flow, spy, r };
   };
@@ -166,11 +160,9 @@ test('FLOW resumes from a checkpoint to the same weights as an uninterrupted run
   const ex = tokenExamples(12, 21);
   const run = async (dir: string, maxSteps: number) => {
     const model = tinyLlama(6);
-    const opt = new torch.optim.AdamW(model.parameters(), { lr: 0.01, weightDecay: 0.01 });
     const flow = new Flow({ normalize: 'mean' });
-    const r = await train({ model, optimizer: opt, examples: ex, batchSize: 4, maxSteps, schedule: constant(0.01), methods: [flow], progress: false, outputDir: dir, saveEvery: 2, resume: true, seed: 2 });
+    const r = await train({ model, optimizer: { kind: 'adamw', weightDecay: 0.01 }, examples: ex, batchSize: 4, maxSteps, schedule: constant(0.01), methods: [flow], progress: false, outputDir: dir, saveEvery: 2, resume: true, seed: 2 });
     const w = snapshot(model);
-    opt.dispose();
     model.dispose();
     return { r, w, flow };
   };
@@ -190,7 +182,6 @@ test('flow_vision: a linear probe first (body bit-identical), then weights from 
   const ex = featureExamples(24, 3);
   const run = async (dir: string | null, maxSteps: number, spy?: (ctx: import('../src/train/hooks.js').TrainContext) => void) => {
     const model = tinyNet(7);
-    const opt = new torch.optim.AdamW(model.parameters(), { lr: 0.05, weightDecay: 0.1 });
     const [flow] = buildMethods([{ name: 'flow_vision', head: '^head\\.', probe_steps: 3 }]) as Flow[];
     const start = snapshot(model);
     let atSwitch: Map<string, torch.Tensor> | null = null;
@@ -208,9 +199,8 @@ test('flow_vision: a linear probe first (body bit-identical), then weights from 
       }));
       spy?.(ctx);
     });
-    const r = await train({ model, optimizer: opt, examples: ex, lossFn: classificationLoss, batchSize: 6, maxSteps, schedule: constant(0.05), methods: [look, flow], progress: false, outputDir: dir, saveEvery: dir ? 4 : null, resume: true, seed: 5 });
+    const r = await train({ model, optimizer: { kind: 'adamw', weightDecay: 0.1 }, examples: ex, lossFn: classificationLoss, batchSize: 6, maxSteps, schedule: constant(0.05), methods: [look, flow], progress: false, outputDir: dir, saveEvery: dir ? 4 : null, resume: true, seed: 5 });
     const end = snapshot(model);
-    opt.dispose();
     model.dispose();
     return { r, flow, start, atSwitch: atSwitch as Map<string, torch.Tensor> | null, end, probeLosses };
   };

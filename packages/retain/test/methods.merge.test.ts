@@ -113,7 +113,7 @@ test('merge in a run: task arithmetic of this run and a model under `with`; a sw
       ft = new Map([...ctx.model.stateDict()].map(([k, v]) => [k, torch.keep(v.detach().clone())]));
       await inner(ctx);
     };
-    await train({ model, optimizer: new torch.optim.AdamW(model.parameters(), { lr: 1e-2 }), examples, batchSize: 4, maxSteps: 2, schedule: { kind: 'constant', lr: 1e-2 }, seed: 1, methods: [merge], progress: false });
+    await train({ model, optimizer: { kind: 'adamw' }, examples, batchSize: 4, maxSteps: 2, schedule: { kind: 'constant', lr: 1e-2 }, seed: 1, methods: [merge], progress: false });
     return { model, merge, ft: ft! };
   };
   const { model, ft } = await run({ mode: 'task_arithmetic', lambda: 0.5, with: [other] });
@@ -148,7 +148,7 @@ test('merge in a run on stories260K: a model under `with` is loaded from disk (h
     ft = new Map([...ctx.model.stateDict()].map(([k, v]) => [k, torch.keep(v.detach().clone())]));
     await inner(ctx);
   };
-  await train({ model, optimizer: new torch.optim.AdamW(model.parameters(), { lr: 1e-3 }), examples, batchSize: 2, maxSteps: 2, schedule: { kind: 'constant', lr: 1e-3 }, seed: 1, methods: [merge], progress: false });
+  await train({ model, optimizer: { kind: 'adamw' }, examples, batchSize: 2, maxSteps: 2, schedule: { kind: 'constant', lr: 1e-3 }, seed: 1, methods: [merge], progress: false });
   let err = 0;
   let moved = 0;
   for (const [k, v] of model.stateDict()) {

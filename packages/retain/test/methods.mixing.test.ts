@@ -32,9 +32,8 @@ test('mixing 3:1: every step is exactly 6 target + 2 general, the target set onc
   const target = tokenExamples(24, 1);
   const general = tokenExamples(7, 2, 'general', 'g');
   const model = tinyLlama(3);
-  const opt = new torch.optim.SGD(model.parameters(), { lr: 0.05 });
   const spy = spyLoss();
-  const r = await train({ model, optimizer: opt, examples: target, lossFn: spy.fn, batchSize: 8, epochs: 3, schedule: constant(0.05), methods: [new Mixing({ ratio: '3:1', general })], progress: false, seed: 4 });
+  const r = await train({ model, optimizer: { kind: 'sgd' }, examples: target, lossFn: spy.fn, batchSize: 8, epochs: 3, schedule: constant(0.05), methods: [new Mixing({ ratio: '3:1', general })], progress: false, seed: 4 });
   assert.equal(r.steps, 12, 'an epoch is 24 / 6 = 4 steps');
   assert.equal(spy.batches.length, 12);
   for (const [i, b] of spy.batches.entries()) {
@@ -59,7 +58,6 @@ test('mixing 3:1: every step is exactly 6 target + 2 general, the target set onc
     assert.equal(l.tokens_train, tt);
     assert.ok(Math.abs((l.token_share_train as number) - tt / all) < 1e-6, 'token share');
   });
-  opt.dispose();
   model.dispose();
 });
 
@@ -67,10 +65,9 @@ test('mixing 2:1 with a target set that does not fill its last batch: still exac
   const target = tokenExamples(9, 21);
   const general = tokenExamples(5, 22, 'general', 'g');
   const model = tinyLlama(3);
-  const opt = new torch.optim.SGD(model.parameters(), { lr: 0.05 });
   const spy = spyLoss();
   // 9 target examples in loader batches of 4: 4 + 4 + 1 per epoch.
-  const r = await train({ model, optimizer: opt, examples: target, lossFn: spy.fn, batchSize: 6, epochs: 2, schedule: constant(0.05), methods: [new Mixing({ ratio: '2:1', general })], progress: false, seed: 4 });
+  const r = await train({ model, optimizer: { kind: 'sgd' }, examples: target, lossFn: spy.fn, batchSize: 6, epochs: 2, schedule: constant(0.05), methods: [new Mixing({ ratio: '2:1', general })], progress: false, seed: 4 });
   assert.equal(r.steps, 6);
   for (const [i, b] of spy.batches.entries()) {
     assert.deepEqual([b.sources.filter((s) => s === 'train').length, b.sources.filter((s) => s === 'general').length], [4, 2], `step ${i + 1}: target + general`);
@@ -78,7 +75,6 @@ test('mixing 2:1 with a target set that does not fill its last batch: still exac
   const tIds = spy.batches.flatMap((b) => b.ids.filter((_, k) => b.sources[k] === 'train'));
   assert.deepEqual(tIds.slice(0, 9).sort(), target.map((e) => e.id).sort(), 'the first epoch: every target example once');
   assert.deepEqual(tIds.slice(9, 18).sort(), target.map((e) => e.id).sort(), 'the second epoch: every target example once');
-  opt.dispose();
   model.dispose();
 });
 
@@ -88,9 +84,8 @@ test('probabilistic mixing: shares follow the probabilities over many steps, eac
   const gb = tokenExamples(4, 7, 'code', 'c');
   const mix = new Mixing({ mode: 'probabilistic', probabilities: { target: 0.6, books: 0.3, code: 0.1 }, general: [{ examples: ga, name: 'books' }, { examples: gb, name: 'code' }], seed: 9 });
   const model = tinyLlama(8);
-  const opt = new torch.optim.SGD(model.parameters(), { lr: 0.01 });
   const spy = spyLoss();
-  const r = await train({ model, optimizer: opt, examples: target, lossFn: spy.fn, batchSize: 10, maxSteps: 150, schedule: constant(0.01), methods: [mix], progress: false, seed: 2, logEvery: 1000 });
+  const r = await train({ model, optimizer: { kind: 'sgd' }, examples: target, lossFn: spy.fn, batchSize: 10, maxSteps: 150, schedule: constant(0.01), methods: [mix], progress: false, seed: 2, logEvery: 1000 });
   assert.equal(mix.targetPerBatch, 6, 'the loader yields round(0.6 × 10) target examples at a time');
   const slots = spy.batches.flatMap((b) => b.sources);
   assert.equal(slots.length, 1500);
@@ -109,7 +104,6 @@ test('probabilistic mixing: shares follow the probabilities over many steps, eac
   const logged = r.history.filter((h) => h.kind === 'mixing' && h.samples_train !== undefined);
   assert.equal(logged.length, 150, 'shares are logged every step');
   assert.equal(logged.reduce((a, l) => a + (l.samples_code as number), 0), slots.filter((x) => x === 'code').length);
-  opt.dispose();
   model.dispose();
 });
 
@@ -119,11 +113,9 @@ test('mixing resumes exactly: the same batches and the same weights as an uninte
   for (const opts of [{ ratio: '2:1', general }, { mode: 'probabilistic', probabilities: { target: 0.5, general: 0.5 }, general }]) {
     const run = async (dir: string, maxSteps: number) => {
       const model = tinyLlama(9);
-      const opt = new torch.optim.AdamW(model.parameters(), { lr: 0.01 });
       const spy = spyLoss();
-      const r = await train({ model, optimizer: opt, examples: target, lossFn: spy.fn, batchSize: 6, maxSteps, schedule: constant(0.01), methods: [new Mixing(opts)], progress: false, outputDir: dir, saveEvery: 3, resume: true, seed: 1 });
+      const r = await train({ model, optimizer: { kind: 'adamw' }, examples: target, lossFn: spy.fn, batchSize: 6, maxSteps, schedule: constant(0.01), methods: [new Mixing(opts)], progress: false, outputDir: dir, saveEvery: 3, resume: true, seed: 1 });
       const w = snapshot(model);
-      opt.dispose();
       model.dispose();
       return { r, w, spy };
     };

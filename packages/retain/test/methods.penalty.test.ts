@@ -232,11 +232,9 @@ test('L2-SP and EWC train through the loop, log their penalty, and resume from a
   const general = tokenExamples(6, 14, 'general', 'g');
   const run = async (dir: string, maxSteps: number) => {
     const model = tinyLlama(12);
-    const opt = new torch.optim.AdamW(model.parameters(), { lr: 0.02 });
     const methods = buildMethods([{ name: 'l2', lambda: 0.5, reduction: 'sum' }, { name: 'ewc', lambda: 100, data: general, fisher: 'per_batch', fisher_batch_size: 2, fisher_samples: 4 }]);
-    const r = await train({ model, optimizer: opt, examples: target, batchSize: 4, maxSteps, schedule: constant(0.02), methods, progress: false, outputDir: dir, saveEvery: 2, resume: true, seed: 6 });
+    const r = await train({ model, optimizer: { kind: 'adamw' }, examples: target, batchSize: 4, maxSteps, schedule: constant(0.02), methods, progress: false, outputDir: dir, saveEvery: 2, resume: true, seed: 6 });
     const w = snapshot(model);
-    opt.dispose();
     model.dispose();
     return { r, w, ewc: methods[1] as EWC };
   };

@@ -141,14 +141,13 @@ test('sdft: teacher ema holds d·θ_ema + (1−d)·θ after each step, starting 
   const model = new LlamaForCausalLM(TINY);
   const theta0 = new Map(model.namedParameters().map(([n, q]) => [n, torch.keep(q.detach().clone())]));
   const m = new Sdft({ tokenizer: FAKE_TOK, teacher: 'ema', ema_decay: 0.75, max_tokens: 4 });
-  const optimizer = new torch.optim.SGD(model.parameters(), { lr: 0.5 });
   const seen: Map<string, Tensor>[] = [];
   const after = m.afterStep.bind(m);
   m.afterStep = (ctx) => {
     after(ctx);
     seen.push(new Map(ctx.params.map(([n, q]) => [n, torch.keep(q.detach().clone())])));
   };
-  await train({ model, optimizer, examples: examples(4), batchSize: 2, maxSteps: 2, schedule: { kind: 'constant', lr: 0.5 }, methods: [m], progress: false });
+  await train({ model, optimizer: { kind: 'sgd' }, examples: examples(4), batchSize: 2, maxSteps: 2, schedule: { kind: 'constant', lr: 0.5 }, methods: [m], progress: false });
   const ema = m.stateTensors();
   let err = 0;
   let moved = 0;
@@ -164,14 +163,14 @@ test('sdft: teacher ema holds d·θ_ema + (1−d)·θ after each step, starting 
 
 test('sdft: refuses what it cannot train, naming the problem', async () => {
   const run = (model: torch.nn.Module, ex: Example[], o: Record<string, unknown> = {}) =>
-    train({ model: model as any, optimizer: new torch.optim.SGD(model.parameters(), { lr: 0.1 }), examples: ex, batchSize: 2, maxSteps: 1, schedule: { kind: 'constant', lr: 0.1 }, methods: [new Sdft({ tokenizer: FAKE_TOK, ...o })], progress: false });
+    train({ model: model as any, optimizer: { kind: 'sgd' }, examples: ex, batchSize: 2, maxSteps: 1, schedule: { kind: 'constant', lr: 0.1 }, methods: [new Sdft({ tokenizer: FAKE_TOK, ...o })], progress: false });
   await assert.rejects(run(new LlamaForCausalLM(TINY), examples(2, 1)), { message: "sdft: sample 'e0' (train) has no prompt before its trained tokens (text data?); sdft needs a prompt and a demonstration: use prompt_completion or chat data" });
   const mlp = new MnistMLP({ sizes: [4, 4, 4, 2] });
   await assert.rejects(run(mlp, [{ id: 'i0', ids: [], lossMask: [], source: 'train', label: 1, features: new Float32Array(4), featureShape: [4] }]), { message: /^sdft: MnistMLP cannot sample a response with a key\/value cache from a token prompt; sdft needs a decoder-only language model/ });
   const t5 = new T5ForConditionalGeneration({ vocab_size: 64, d_model: 8, d_kv: 4, d_ff: 16, num_layers: 1, num_heads: 2 });
   await assert.rejects(run(t5, examples(2)), { message: /^sdft: T5ForConditionalGeneration cannot sample a response with a key\/value cache from a token prompt; .*not a classifier, the char-LSTM or T5$/ });
   const model = new LlamaForCausalLM(TINY);
-  await assert.rejects(train({ model, optimizer: new torch.optim.SGD(model.parameters(), { lr: 0.1 }), examples: examples(2), batchSize: 2, maxSteps: 1, schedule: { kind: 'constant', lr: 0.1 }, methods: [new Sdft({})], progress: false }),
+  await assert.rejects(train({ model, optimizer: { kind: 'sgd' }, examples: examples(2), batchSize: 2, maxSteps: 1, schedule: { kind: 'constant', lr: 0.1 }, methods: [new Sdft({})], progress: false }),
     { message: "sdft: needs the run's tokenizer (for the template and the EOS that ends a sample); in code, give the option 'tokenizer'" });
   // BOS + 8 prompt + 4 demonstration + 2 template + 8 prompt again = 23 tokens of a 20-token context.
   const short = new LlamaForCausalLM({ ...TINY, max_position_embeddings: 20 });
@@ -191,7 +190,7 @@ test('sdft: gradient checkpointing and a chunked loss on the replay rows train t
     const model = new LlamaForCausalLM(TINY);
     // SGD: Adam's normalised step would turn rounding-level gradient differences on tiny coordinates into lr-sized ones.
     const methods = [new Sdft({ tokenizer: FAKE_TOK, max_tokens: 4 }), new Mixing({ ratio: '1:1', general })];
-    await train({ model, optimizer: new torch.optim.SGD(model.parameters(), { lr: 0.5 }), examples: examples(6), batchSize: 4, gradAccum: 2, maxSteps: 3, schedule: { kind: 'constant', lr: 0.5 }, seed: 2, methods, progress: false, ...extra });
+    await train({ model, optimizer: { kind: 'sgd' }, examples: examples(6), batchSize: 4, gradAccum: 2, maxSteps: 3, schedule: { kind: 'constant', lr: 0.5 }, seed: 2, methods, progress: false, ...extra });
     return new Map(model.namedParameters().map(([n, q]) => [n, torch.keep(q.detach().clone())]));
   };
   const plain = await run({ lossChunk: 'off' });
@@ -260,7 +259,7 @@ test('sdft refuses the char-LSTM by name', { skip: needShared('models', 'charrnn
   const p = await loadPretrained(sharedPath('models', 'charrnn-shakespeare'));
   const model = p.model as unknown as torch.nn.Module;
   await assert.rejects(
-    train({ model: model as any, optimizer: new torch.optim.SGD(model.parameters(), { lr: 0.1 }), examples: examples(2), batchSize: 2, maxSteps: 1, schedule: { kind: 'constant', lr: 0.1 }, methods: [new Sdft({ tokenizer: FAKE_TOK })], progress: false }),
+    train({ model: model as any, optimizer: { kind: 'sgd' }, examples: examples(2), batchSize: 2, maxSteps: 1, schedule: { kind: 'constant', lr: 0.1 }, methods: [new Sdft({ tokenizer: FAKE_TOK })], progress: false }),
     { message: /^sdft: CharLSTM cannot sample a response with a key\/value cache from a token prompt; sdft needs a decoder-only language model \(Llama family, GPT-2, Phi-3, Gemma\), not a classifier, the char-LSTM or T5$/ },
   );
 });

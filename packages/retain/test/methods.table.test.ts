@@ -14,7 +14,7 @@ import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
 import { LlamaForCausalLM, type LlamaConfig } from '../src/models/llama.js';
 import { causalLmLoss, train, type LossFn } from '../src/train/trainer.js';
-import { checkComposition, type Method, type TrainContext } from '../src/train/hooks.js';
+import { checkComposition, type Method, type SetupContext, type TrainContext } from '../src/train/hooks.js';
 import { buildMethods, METHODS } from '../src/methods/registry.js';
 import { collate, disposeBatch, rng, type Batch } from '../src/data/loader.js';
 import type { Example } from '../src/data/formats.js';
@@ -458,17 +458,26 @@ SPECS.push({
   file: 'mofo.ts',
   instrument(m, rec) {
     const mofo = m as Mofo;
-    const inner = m.optimizerStep!.bind(m);
     rec.checked = 0;
     rec.mismatches = [] as string[];
     rec.momentMismatch = [] as string[];
     rec.unfiltered = [] as number[];
     rec.notTopK = [] as string[];
     rec.decayed = [] as string[];
-    m.optimizerStep = (ctx) => {
+    // MoFO's optimizer is the run's: each of its steps is checked, in the step's context (seen at beforeStep).
+    let ctx: TrainContext;
+    m.beforeStep = (c) => void (ctx = c);
+    const make = m.makeOptimizer!.bind(m);
+    m.makeOptimizer = (setup, hyper) => {
+      const made = make(setup, hyper);
+      const inner = made.step.bind(made);
+      made.step = () => checkStep(inner);
+      return made;
+    };
+    const checkStep = (inner: () => void) => {
       const before = snapshot(ctx.params);
       const grads = gradsOf(ctx);
-      inner(ctx);
+      inner();
       const opt = mofo.optimizer!;
       const g0 = ctx.optimizer.paramGroups[0] as Record<string, any>;
       if (!rec.shadow) {
@@ -657,7 +666,7 @@ SPECS.push({
     rec.violations = [] as string[];
     rec.trainedChanged = new Set<string>();
     rec.frozenAfterTraining = 0;
-    const take = (ctx: TrainContext) => {
+    const take = (ctx: SetupContext) => {
       rec.draws.push(new Map([...h.draw].map(([l, s]) => [l, new Set(s)])));
       const prev = rec.current;
       rec.current = new Map([...h.governed].map(([p, g]) => [p, { name: g.name, trains: g.trains, value: hold(p.detach().clone()) }]));
@@ -665,9 +674,9 @@ SPECS.push({
       if (prev) for (const [p, g] of rec.current) if (!g.trains && prev.get(p)?.trains) rec.frozenAfterTraining++;
       void ctx;
     };
-    const setup = h.setup.bind(h);
-    h.setup = (ctx) => {
-      setup(ctx);
+    const parameterize = h.parameterize.bind(h);
+    h.parameterize = (ctx) => {
+      parameterize(ctx);
       take(ctx);
     };
     const onEpoch = h.onEpochStart.bind(h);
@@ -979,9 +988,8 @@ async function runOnce(names: string[], dir: string, resume: boolean, instrument
     env.onLoss?.(b);
     return causalLmLoss(mdl, b);
   };
-  const optimizer = new torch.optim.AdamW(model.parameters(), { lr: LR, weightDecay: WD });
   const r = await train({
-    model, optimizer, examples: TRAIN, batchSize: 2, gradAccum: 2, maxSteps: steps, schedule: { kind: 'constant', lr: LR },
+    model, optimizer: { kind: 'adamw', weightDecay: WD }, examples: TRAIN, batchSize: 2, gradAccum: 2, maxSteps: steps, schedule: { kind: 'constant', lr: LR },
     clipGradNorm: 1.0, seed: SEED, methods, outputDir: dir, saveEvery: steps / 2, keepCheckpoints: 3, resume, progress: false, lossFn,
   });
   assert.equal(r.steps, steps);
@@ -1028,9 +1036,8 @@ for (let i = 0; i < SPECS.length; i++) {
       test(`pair ${key}: refused before training`, { skip }, async () => {
         const model = newModel();
         const before = snapshot(model.stateDict());
-        const optimizer = new torch.optim.AdamW(model.parameters(), { lr: LR });
         await assert.rejects(
-          train({ model, optimizer, examples: TRAIN, batchSize: 2, maxSteps: 2, schedule: { kind: 'constant', lr: LR }, methods: build(names), progress: false }),
+          train({ model, optimizer: { kind: 'adamw' }, examples: TRAIN, batchSize: 2, maxSteps: 2, schedule: { kind: 'constant', lr: LR }, methods: build(names), progress: false }),
           (e: Error) => e.message.includes(`'${names[0]}'`) && e.message.includes(`'${names[1]}'`) && why.test(e.message),
         );
         assert.deepEqual(allEqual(before, snapshot(model.stateDict())), [], 'nothing was trained');

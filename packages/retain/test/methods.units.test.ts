@@ -78,9 +78,8 @@ test('SAM, MoFO, LoRA and HFT refuse option names they do not know', () => {
 
 test('MoFO refuses a run whose optimizer is not AdamW', async () => {
   const model = new LlamaForCausalLM(CONFIG);
-  const optimizer = new torch.optim.SGD(model.parameters(), { lr: 0.1 });
   await assert.rejects(
-    train({ model, optimizer, examples: examples(4, 1), batchSize: 2, maxSteps: 1, schedule: { kind: 'constant', lr: 0.1 }, methods: buildMethods(['mofo']), progress: false }),
+    train({ model, optimizer: { kind: 'sgd' }, examples: examples(4, 1), batchSize: 2, maxSteps: 1, schedule: { kind: 'constant', lr: 0.1 }, methods: buildMethods(['mofo']), progress: false }),
     /mofo is a filtered AdamW: it needs the run's optimizer to be adamw/,
   );
   model.dispose();
@@ -111,9 +110,8 @@ test('HFT resumed from a checkpoint in a later epoch redraws that epoch and ends
   const run = async (dir: string, resume: boolean) => {
     torch.manualSeed(4);
     const model = new LlamaForCausalLM(CONFIG);
-    const optimizer = new torch.optim.AdamW(model.parameters(), { lr: 1e-2, weightDecay: 0.1 });
     // 8 examples, batch 2: 4 steps per epoch; 12 steps are 3 epochs; the checkpoint at 6 is inside epoch 1.
-    await train({ model, optimizer, examples: examples(8, 2), batchSize: 2, maxSteps: 12, schedule: { kind: 'constant', lr: 1e-2 }, seed: 4, methods: buildMethods([{ name: 'hft', seed: 9 }]), outputDir: dir, saveEvery: 6, progress: false, resume });
+    await train({ model, optimizer: { kind: 'adamw', weightDecay: 0.1 }, examples: examples(8, 2), batchSize: 2, maxSteps: 12, schedule: { kind: 'constant', lr: 1e-2 }, seed: 4, methods: buildMethods([{ name: 'hft', seed: 9 }]), outputDir: dir, saveEvery: 6, progress: false, resume });
     return model;
   };
   try {
@@ -226,9 +224,8 @@ test('LoRA + WiSE-FT: the adapter scale survives a resume from the final checkpo
   const run = async (resume: boolean) => {
     torch.manualSeed(5);
     const model = new LlamaForCausalLM(CONFIG);
-    const optimizer = new torch.optim.AdamW(model.parameters(), { lr: 1e-2 });
     const methods = buildMethods([{ name: 'lora', r: 2 }, { name: 'wise', alpha: 0.3 }]);
-    await train({ model, optimizer, examples: examples(8, 3), batchSize: 2, maxSteps: 4, schedule: { kind: 'constant', lr: 1e-2 }, methods, outputDir: root, saveEvery: 2, progress: false, resume });
+    await train({ model, optimizer: { kind: 'adamw' }, examples: examples(8, 3), batchSize: 2, maxSteps: 4, schedule: { kind: 'constant', lr: 1e-2 }, methods, outputDir: root, saveEvery: 2, progress: false, resume });
     return model;
   };
   try {

@@ -22,9 +22,7 @@ const ex = featureExamples(24, 1);
 const held = featureExamples(12, 2, 'heldout');
 
 async function fineTune(model: TinyNet, steps: number, methods: import('../src/train/hooks.js').Method[] = [], extra: Partial<Parameters<typeof train>[0]> = {}) {
-  const opt = new torch.optim.AdamW(model.parameters(), { lr: 0.05, weightDecay: 0.1 });
-  const r = await train({ model, optimizer: opt, examples: ex, lossFn: classificationLoss, batchSize: 6, maxSteps: steps, schedule: constant(0.05), methods, progress: false, seed: 3, ...extra });
-  opt.dispose();
+  const r = await train({ model, optimizer: { kind: 'adamw', weightDecay: 0.1 }, examples: ex, lossFn: classificationLoss, batchSize: 6, maxSteps: steps, schedule: constant(0.05), methods, progress: false, seed: 3, ...extra });
   return r;
 }
 
@@ -116,13 +114,11 @@ test('WiSE-FT with LoRA scales the adapters by α instead of interpolating A and
   const model = tinyLlama(7);
   const data = tokenExamples(8, 3);
   const methods = buildMethods([{ name: 'lora', r: 2 }, { name: 'wise', alpha: 0.4 }]);
-  const opt = new torch.optim.AdamW(model.parameters(), { lr: 0.01 });
-  const r = await train({ model, optimizer: opt, examples: data, batchSize: 4, maxSteps: 2, schedule: constant(0.01), methods, progress: false });
+  const r = await train({ model, optimizer: { kind: 'adamw' }, examples: data, batchSize: 4, maxSteps: 2, schedule: constant(0.01), methods, progress: false });
   const layers = loraModules(model);
   assert.ok(layers.length > 0);
   for (const [, l] of layers) assert.equal(l.scale, 0.4);
   assert.equal(r.history.find((h) => h.wise_alpha_chosen !== undefined)!.wise_by, 'adapter scale');
-  opt.dispose();
   model.dispose();
 });
 

@@ -32,10 +32,8 @@ const MODELS: Record<string, () => TrainableModel> = {
 async function weights(make: () => TrainableModel, o: Partial<TrainOptions>): Promise<number[]> {
   const model = make();
   model.train();
-  const opt = new torch.optim.SGD(model.parameters(), { lr: 0.5 });
-  await train({ model, optimizer: opt, examples: tokenExamples(16, 5), batchSize: 4, gradAccum: 2, maxSteps: 3, schedule: constant(0.5), seed: 7, progress: false, clipGradNorm: null, ...o });
+  await train({ model, optimizer: { kind: 'sgd' }, examples: tokenExamples(16, 5), batchSize: 4, gradAccum: 2, maxSteps: 3, schedule: constant(0.5), seed: 7, progress: false, clipGradNorm: null, ...o });
   const w = model.parameters().flatMap((p: Tensor) => p.flatten().toArray() as number[]);
-  opt.dispose();
   return w;
 }
 

@@ -15,8 +15,7 @@ test('the loop trains a classifier on feature examples (image_classification for
   });
   const examples = recs.map((r) => toExample(r, { type: 'image_classification', shape: [4], numClasses: 2 }, { tokenizer: null as never }));
   const model = new torch.nn.Sequential(new torch.nn.Linear(4, 8), new torch.nn.ReLU(), new torch.nn.Linear(8, 2));
-  const opt = new torch.optim.SGD(model.parameters(), { lr: 0.2 });
-  const r = await train({ model: model as never, optimizer: opt, examples, lossFn: classificationLoss, batchSize: 16, epochs: 5, schedule: { kind: 'constant', lr: 0.2 }, clipGradNorm: null, progress: false });
+  const r = await train({ model: model as never, optimizer: { kind: 'sgd' }, examples, lossFn: classificationLoss, batchSize: 16, epochs: 5, schedule: { kind: 'constant', lr: 0.2 }, clipGradNorm: null, progress: false });
   assert.equal(r.steps, 20);
   const first = r.history[0].loss as number;
   assert.ok(r.finalLoss < first / 2, `loss ${first} -> ${r.finalLoss}`);
@@ -26,6 +25,5 @@ test('the loop trains a classifier on feature examples (image_classification for
   });
   assert.ok(acc > 0.95, `accuracy ${acc}`);
   assert.throws(() => toExample({ id: 'bad', image: [1, 2], label: 0 }, { type: 'image_classification', shape: [4], numClasses: 2 }, { tokenizer: null as never }), /record bad: 'image' must be an array of 4 numbers/);
-  opt.dispose();
   model.dispose();
 });

@@ -26,7 +26,7 @@ import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
 import type { Batch } from '../data/loader.js';
 import type { Example } from '../data/formats.js';
-import type { Method, NewHead, TrainContext } from '../train/hooks.js';
+import type { Method, NewHead, SetupContext, TrainContext } from '../train/hooks.js';
 import { writeJsonAtomic } from '../train/checkpoint.js';
 import { HeadProbe } from './probe.js';
 import { checkOptions, shown, enumOption, hashExamples, hashModel, indexById, median, numberOption, perSampleLosses, sampleKey, summary, type Options } from './support.js';
@@ -102,13 +102,14 @@ export class Flow implements Method {
     return this.probe ?? undefined;
   }
 
+  parameterize(ctx: SetupContext): void {
+    this.probe?.parameterize(ctx);
+  }
+
   async setup(ctx: TrainContext): Promise<void> {
     this.index = indexById(this.name, ctx.examples);
-    if (this.probe) {
-      this.probe.setup(ctx);
-      return;
-    }
-    this.score(ctx, 'pretrained');
+    // The vision variant scores the probed model when its body unfreezes (enterPhase).
+    if (!this.probe) this.score(ctx, 'pretrained');
   }
 
   beforeStep(ctx: TrainContext): void {

@@ -17,7 +17,7 @@
 // (default) or 'freeze'.
 import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
-import type { Method, Role, TrainContext } from '../train/hooks.js';
+import type { Method, Role, SetupContext, TrainContext } from '../train/hooks.js';
 import { rng } from '../data/loader.js';
 import { checkOptions, shown } from './support.js';
 
@@ -82,7 +82,8 @@ export class Hft implements Method {
     if (this.others !== 'train' && this.others !== 'freeze') throw new Error(`hft: others must be 'train' or 'freeze', got ${shown(o.others)}`);
   }
 
-  setup(ctx: TrainContext): void {
+  /** Governs every trainable parameter (the optimizer holds them all; a frozen one is skipped) and draws epoch 0. */
+  parameterize(ctx: SetupContext): void {
     for (const [name, p] of ctx.params) {
       const m = CATEGORY.exec(name);
       this.governed.set(p, { name, layer: m ? Number(m[1]) : null, category: m ? m[2] : null, trains: true });
@@ -102,7 +103,7 @@ export class Hft implements Method {
   }
 
   /** Draws the halves for `epoch` and sets requiresGrad accordingly. */
-  apply(ctx: TrainContext | null, epoch: number): void {
+  apply(ctx: SetupContext | null, epoch: number): void {
     const layers = [...new Set([...this.governed.values()].filter((g) => g.layer !== null).map((g) => g.layer!))].sort((a, b) => a - b);
     this.draw = hftDraw(layers, this.seed, epoch);
     this.epoch = epoch;

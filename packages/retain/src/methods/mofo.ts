@@ -16,14 +16,13 @@
 // last dimension so that the sample does not fall on a few columns) and every coordinate with |m| ≥ that threshold
 // moves: about α·n of them, not exactly. No random numbers are drawn, so the run's RNG stream is the same as AdamW's.
 //
-// The method owns its optimizer (a subclass of torch.optim.AdamW hooking transformUpdates): the loop's optimizer is
-// used only for its hyper-parameters and learning rate, which are copied every step (so schedules and per-group lr
-// scales apply). It is built at the first step, after every method's setup, so it trains whatever parameter set a
-// re-parameterisation (LoRA) or freezing (HFT) left; parameters whose gradient is null (frozen) are skipped entirely.
-// Its moments travel in checkpoints through stateTensors().
+// MoFO replaces the run's optimizer (makeOptimizer): a subclass of torch.optim.AdamW hooking transformUpdates, built
+// from the run's AdamW hyperparameters over the parameters the parameterisation phase left (LoRA's adapters, HFT's
+// governed set); parameters whose gradient is null (frozen) are skipped entirely. The loop sets its lr from the
+// schedule and saves its moments with the run's optimizer state.
 import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
-import type { Method, Role, TrainContext } from '../train/hooks.js';
+import type { Method, OptimizerHyper, Role, SetupContext } from '../train/hooks.js';
 import { checkOptions, shown } from './support.js';
 
 export interface MofoOptions {
@@ -114,12 +113,8 @@ export class Mofo implements Method {
   readonly alpha: number;
   readonly exactMax: number;
   readonly sampleSize: number;
-  /** The optimizer doing the steps (null until the first step). */
+  /** The run's optimizer (null until the run builds it). */
   optimizer: MofoAdamW | null = null;
-  // For each of our groups, the loop optimizer's group whose lr (and hyper-parameters) it follows, and whether the
-  // group holds bias and norm tensors (no weight decay).
-  private sources: { src: Record<string, unknown>; noDecay: boolean }[] = [];
-  private pending: Map<string, Tensor> | null = null;
 
   constructor(o: MofoOptions = {}) {
     checkOptions('mofo', o as Record<string, unknown>, ['alpha', 'exact_max', 'sample_size']);
@@ -129,92 +124,24 @@ export class Mofo implements Method {
     this.sampleSize = o.sample_size ?? 2 ** 20;
   }
 
-  setup(ctx: TrainContext): void {
-    const g = ctx.optimizer.paramGroups[0] as Record<string, unknown> | undefined;
-    if (!g || !Array.isArray(g.betas) || typeof g.eps !== 'number') {
+  /**
+   * Filtered tensors in one group with the run's weight decay, bias and norm tensors in a second at weight decay 0.
+   * masterWeights is not passed on: the filter looks each tensor's name up by the parameter, and with master weights
+   * the update runs on float32 copies, which are other tensors.
+   */
+  makeOptimizer(ctx: SetupContext, hyper: OptimizerHyper): MofoAdamW {
+    if (hyper.kind !== 'adamw') {
       throw new Error("mofo is a filtered AdamW: it needs the run's optimizer to be adamw (training.optimizer: adamw), whose betas, eps and weight decay it uses");
     }
-  }
-
-  private build(ctx: TrainContext): MofoAdamW {
     const names = new Map(ctx.params.map(([n, p]) => [p, n] as [Tensor, string]));
-    const groups: (Partial<torch.optim.AdamHyper> & { params: Tensor[] })[] = [];
-    this.sources = [];
-    const placed = new Set<Tensor>();
-    const add = (params: Tensor[], src: Record<string, unknown>) => {
-      for (const noDecay of [false, true]) {
-        const mine = params.filter((p) => isFiltered(names.get(p)!, p) !== noDecay);
-        if (mine.length === 0) continue;
-        groups.push({ params: mine, ...hyperOf(src, noDecay) });
-        this.sources.push({ src, noDecay });
-      }
-    };
-    for (const src of ctx.optimizer.paramGroups) {
-      const params = src.params.filter((p) => names.has(p) && !placed.has(p));
-      for (const p of params) placed.add(p);
-      add(params, src);
-    }
-    // Trainable tensors the loop's optimizer does not hold (a re-parameterisation that did not register them there)
-    // train with the first group's settings.
-    add(ctx.params.map(([, p]) => p).filter((p) => !placed.has(p)), ctx.optimizer.paramGroups[0]);
-    const opt = new MofoAdamW(groups, { alpha: this.alpha, names, exactMax: this.exactMax, sampleSize: this.sampleSize });
+    const groups = [false, true]
+      .map((noDecay) => ({ params: ctx.params.filter(([n, p]) => isFiltered(n, p) !== noDecay).map(([, p]) => p), ...(noDecay ? { weightDecay: 0 } : {}) }))
+      .filter((g) => g.params.length > 0);
+    // lr 0 until the loop sets it from the schedule before the first step.
+    const o = { lr: 0, betas: hyper.betas, eps: hyper.eps, weightDecay: hyper.weightDecay, alpha: this.alpha, names, exactMax: this.exactMax, sampleSize: this.sampleSize };
+    this.optimizer = new MofoAdamW(groups, o);
     const filtered = ctx.params.filter(([n, p]) => isFiltered(n, p));
     ctx.log({ kind: 'mofo', mofo_alpha: this.alpha, mofo_filtered_tensors: filtered.length, mofo_unfiltered_tensors: ctx.params.length - filtered.length, mofo_no_weight_decay: 'bias and norm tensors' });
-    if (this.pending) {
-      for (const [name, p] of ctx.params) {
-        const m = this.pending.get(`${name}.exp_avg`);
-        const v = this.pending.get(`${name}.exp_avg_sq`);
-        const step = this.pending.get(`${name}.step`);
-        if (!m || !v || !step) continue;
-        opt.state.set(p, {
-          step: step.item(),
-          exp_avg: torch.keep(m.to({ dtype: p.dtype, device: p.device, copy: true })),
-          exp_avg_sq: torch.keep(v.to({ dtype: p.dtype, device: p.device, copy: true })),
-        });
-      }
-      torch.dispose(this.pending.values());
-      this.pending = null;
-    }
-    return opt;
+    return this.optimizer;
   }
-
-  optimizerStep(ctx: TrainContext): void {
-    if (!this.optimizer) this.optimizer = this.build(ctx);
-    this.optimizer.paramGroups.forEach((g, i) => Object.assign(g, hyperOf(this.sources[i].src, this.sources[i].noDecay)));
-    this.optimizer.step();
-  }
-
-  stateTensors(): Map<string, Tensor> {
-    const out = new Map<string, Tensor>();
-    if (!this.optimizer) return out;
-    for (const [p, s] of this.optimizer.state) {
-      const name = this.optimizer.names.get(p);
-      if (name === undefined) continue;
-      out.set(`${name}.exp_avg`, s.exp_avg);
-      out.set(`${name}.exp_avg_sq`, s.exp_avg_sq);
-      out.set(`${name}.step`, torch.tensor(s.step, { dtype: 'float64' }));
-    }
-    return out;
-  }
-
-  loadStateTensors(t: Map<string, Tensor>): void {
-    // Applied when the optimizer is built, which needs the final parameter set.
-    this.pending = new Map([...t].map(([k, v]) => [k, torch.keep(v.clone())]));
-  }
-
-  /** Frees the moments. Not done in finish(): the loop's final checkpoint, written after finish, still saves them. */
-  dispose(): void {
-    this.optimizer?.dispose();
-    this.optimizer = null;
-  }
-}
-
-/** The loop group's AdamW settings; a bias and norm group keeps weight decay 0. */
-function hyperOf(g: Record<string, unknown>, noDecay: boolean): Partial<torch.optim.AdamHyper> {
-  const out: Partial<torch.optim.AdamHyper> = { lr: g.lr as number };
-  if (Array.isArray(g.betas)) out.betas = [g.betas[0], g.betas[1]];
-  if (typeof g.eps === 'number') out.eps = g.eps;
-  if (noDecay) out.weightDecay = 0;
-  else if (typeof g.weightDecay === 'number') out.weightDecay = g.weightDecay;
-  return out;
 }

@@ -7,7 +7,7 @@
 // dropout is off and batch-norm statistics do not move: the head learns on the body's fixed features. The phase is a
 // pure function of the step (or epoch), applied at the start of every step, so a resumed run lands in the right one.
 import type { Tensor } from '@retain/torch';
-import type { Method, NewHead, TrainContext } from '../train/hooks.js';
+import type { Method, NewHead, SetupContext, TrainContext } from '../train/hooks.js';
 import { checkOptions, enumOption, matchParams, numberOption, regexOption, type Options } from './support.js';
 
 export const PROBE_OPTIONS = ['head', 'then', 'probe_steps', 'probe_epochs'];
@@ -40,7 +40,8 @@ export class HeadProbe implements NewHead {
     this.probeEpochs = epochs;
   }
 
-  setup(ctx: TrainContext): void {
+  /** Finds the head and freezes the body for the probe phase; the body stays in the optimizer's set for LP-FT. */
+  parameterize(ctx: SetupContext): void {
     const named = ctx.model.namedParameters();
     const head = matchParams(this.method, named, this.head, 'the head pattern');
     this.headParams = new Set(head.map(([, p]) => p));
@@ -58,14 +59,14 @@ export class HeadProbe implements NewHead {
   }
 
   /** Whether this step belongs to the probe phase. */
-  probing(ctx: TrainContext): boolean {
+  probing(ctx: SetupContext): boolean {
     if (this.then === 'none') return true;
     if (this.probeSteps !== null) return ctx.step < this.probeSteps;
     return ctx.epoch < this.probeEpochs!;
   }
 
   /** Puts parameters and module modes into the current phase; returns true when the phase just changed to fine-tuning. */
-  apply(ctx: TrainContext): boolean {
+  apply(ctx: SetupContext): boolean {
     const phase = this.probing(ctx) ? 'probe' : 'finetune';
     if (phase === 'probe') {
       if (this.phase !== 'probe') for (const p of this.bodyParams) p.requiresGrad = false;
@@ -109,8 +110,8 @@ export class LinearProbe implements Method {
     return this.probe;
   }
 
-  setup(ctx: TrainContext): void {
-    this.probe.setup(ctx);
+  parameterize(ctx: SetupContext): void {
+    this.probe.parameterize(ctx);
   }
 
   beforeStep(ctx: TrainContext): void {

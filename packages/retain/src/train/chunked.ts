@@ -15,7 +15,7 @@ import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
 import type { Batch } from '../data/loader.js';
 import type { SampleLosses, TrainableModel } from './hooks.js';
-import type { LossFn } from './trainer.js';
+import type { LossFn } from './losses.js';
 
 /** training.loss_chunk: positions per chunk, 'auto' (chunk only where the whole logits would be large) or 'off'. */
 export type LossChunkSetting = number | 'auto' | 'off';

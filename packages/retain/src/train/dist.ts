@@ -7,7 +7,7 @@
 // process; each rank then forwards only its contiguous rows of the batch, and the gradients are summed over ranks
 // (the loss is Σ token losses / tokens of the GLOBAL batch, so the sum of the ranks' gradients is the one-process
 // gradient). Weights and optimizer state then stay identical on every rank without being sent; buffers (batch-norm
-// statistics) are sent from rank 0 after each forward (trainer.ts).
+// statistics) are sent from rank 0 after each forward (replicas.ts).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import * as torch from '@retain/torch';

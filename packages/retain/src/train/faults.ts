@@ -62,3 +62,14 @@ export function injectFault(point: string, rank = 0): void {
     process.kill(process.pid, fault as NodeJS.Signals);
   }
 }
+
+/**
+ * The faults the resume tests inject after optimizer step `step`: RETAIN_KILL_AT_STEP=N dies as `kill -9` would
+ * (RETAIN_KILL_RANK=R: on rank R only), and RETAIN_FAULT's `step-N` point.
+ */
+export function stepFaults(step: number, rank: number): void {
+  const at = process.env.RETAIN_KILL_AT_STEP;
+  const who = process.env.RETAIN_KILL_RANK;
+  if (at && step === Number(at) && (!who || Number(who) === rank)) process.kill(process.pid, 'SIGKILL');
+  injectFault(`step-${step}`, rank);
+}

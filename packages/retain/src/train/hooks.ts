@@ -1,6 +1,13 @@
 // The named points of the training loop where methods act, with a typed context.
 //
-// A method declares which exclusive roles it takes (replacing the optimizer step, the forward/backward, the
+// The loop runs in phases (trainer.ts), and each hook below says which one calls it:
+//   setup      parameterize (what trains) → the one optimizer (makeOptimizer, or the run's own) → setup → resume
+//   each step  beforeStep → compose (composeBatch, onEpochStart, prepareBatch) → weights (stepWeights) →
+//              forward and loss terms (sampleLoss, lossTerms; forwardBackward wraps this and the backward) →
+//              afterBackward → update (clip, the schedule's lr, optimizer.step) → afterStep
+//   end        finish → the final checkpoint → saveFinal (`retain train`)
+//
+// A method declares which exclusive roles it takes (replacing the optimizer, the forward/backward, the
 // parameterisation); the run refuses two methods claiming the same role before training starts, instead of letting
 // plugins silently overwrite each other.
 import type { Tensor } from '@retain/torch';
@@ -23,7 +30,24 @@ export interface OptimizerLike {
   paramGroups: { lr: number; params: Tensor[]; [k: string]: unknown }[];
   stateDict(): unknown;
   loadStateDict(s: any): void;
+  /** Frees the optimizer's state; the loop calls it when the run ends. */
+  dispose?(): void;
 }
+
+/**
+ * The run's one set of optimizer hyperparameters (`training.*`). The learning rate is not among them: the schedule
+ * owns it and sets every group's lr before each step. Unset fields take torch's defaults.
+ */
+export type OptimizerHyper =
+  | {
+      kind: 'adamw';
+      betas?: [number, number];
+      eps?: number;
+      weightDecay?: number;
+      /** float32 master copies of bfloat16 weights (training.precision bf16). */
+      masterWeights?: boolean;
+    }
+  | { kind: 'sgd'; momentum?: number; weightDecay?: number };
 
 /** Per-sample losses for a batch: sums of token losses [B] and the number of trained tokens per sample [B]. */
 export interface SampleLosses {
@@ -36,11 +60,15 @@ export interface SampleLosses {
   completeBackward?(): void;
 }
 
+/** Parameters with their checkpoint (state-dict) names. */
+export type NamedParams = [string, Tensor][];
+
 export interface TrainContext {
   model: TrainableModel;
+  /** The run's one optimizer, built after the parameterisation phase over `params`. */
   optimizer: OptimizerLike;
-  /** Trainable parameters with their checkpoint names (after any re-parameterisation). */
-  params: [string, Tensor][];
+  /** Trainable parameters with their checkpoint names (after any re-parameterisation); the optimizer's set. */
+  params: NamedParams;
   step: number;
   epoch: number;
   /** Optimizer steps planned in total. */
@@ -68,6 +96,9 @@ export interface TrainContext {
   /** The run's tokenizer, when it has one (SDFT encodes its template and stops samples at EOS). */
   tokenizer?: Tokenizer;
 }
+
+/** The context of the setup phase, before the optimizer exists (parameterize, makeOptimizer). */
+export type SetupContext = Omit<TrainContext, 'optimizer'>;
 
 /**
  * Data parallelism as methods see it. Every rank runs the same loop over the same global batches and trains on its
@@ -105,7 +136,7 @@ export interface NewHead {
   /** Matches the head's parameter (and state-dict) names. */
   pattern: RegExp;
   /** Whether the head is still being fitted on the frozen body at this step (a pure function of step and epoch). */
-  probing(ctx: TrainContext): boolean;
+  probing(ctx: SetupContext): boolean;
 }
 
 /** What a method needs to write the final output of `retain train` itself. */
@@ -129,41 +160,53 @@ export interface Method {
   readonly newHead?: NewHead;
   /** Why this method needs every training example to be one sample; `retain train` refuses packed data (data.train.pack) with it. */
   readonly wholeExamples?: string;
-  /** Before the first step: compute weights, Fisher, wrap layers, freeze parameters. */
+  /**
+   * Setup, first: decides what trains before any optimizer exists, as PEFT does (LoRA swaps in adapters, HFT and a
+   * probe freeze parts). Returns the run's trainable parameters when it replaces them; the optimizer is then built
+   * over those. Runs before a resumed run loads its checkpoint, so the checkpoint's keys find their tensors.
+   */
+  parameterize?(ctx: SetupContext): NamedParams | void;
+  /**
+   * Setup, after parameterize: builds the run's one optimizer over ctx.params in place of the run's own AdamW or SGD
+   * (MoFO), from the run's hyperparameters. The loop sets every group's lr from the schedule before each step and
+   * saves and restores the optimizer's state in checkpoints.
+   */
+  makeOptimizer?(ctx: SetupContext, hyper: OptimizerHyper): OptimizerLike;
+  /** Setup, once the optimizer exists and before a checkpoint is loaded: compute weights, Fisher, θ₀. */
   setup?(ctx: TrainContext): void | Promise<void>;
-  /** Data level: build the batch of this step (mixing composes it from several sources). */
+  /** Step, compose: build the batch of this step (mixing composes it from several sources). */
   composeBatch?(ctx: TrainContext, next: () => Batch): Batch;
   /** With composeBatch: how many training-set examples one `next()` yields when a step holds `batchSize` in all (m:n mixing). */
   loaderBatchSize?(batchSize: number): number;
-  /** At the start of every optimizer step, before its batches are composed (LP-FT's phase switch, EWC's lazy Fisher). */
+  /** Step, first: before its batches are composed (LP-FT's phase switch, EWC's lazy Fisher). */
   beforeStep?(ctx: TrainContext): void;
   /**
-   * Per-sample loss weights [B] for each micro-batch of an optimizer step (FLOW), given all of them at once so that a
-   * per-step rule (normalisation, batch median) does not depend on grad_accum; null keeps weight 1.
+   * Step, weights: per-sample loss weights [B] for each micro-batch of an optimizer step (FLOW), given all of them at
+   * once so that a per-step rule (normalisation, batch median) does not depend on grad_accum; null keeps weight 1.
    */
   stepWeights?(ctx: TrainContext, micro: Batch[]): (Tensor | null)[];
   /**
-   * Each micro-batch once per step, after composition and before its trained tokens are counted: SDFT samples the
-   * student's responses here and sets those rows' tokenCounts to the sampled lengths (the step's normaliser).
+   * Step, compose: each micro-batch once per step, after composition and before its trained tokens are counted: SDFT
+   * samples the student's responses here and sets those rows' tokenCounts to the sampled lengths (the step's normaliser).
    */
   prepareBatch?(ctx: TrainContext, batch: Batch): void;
-  /** Replaces the data loss of a micro-batch (SDFT's reverse KL); `plain` is the run's own loss, for rows it leaves alone. */
+  /** Step, forward: replaces the data loss of a micro-batch (SDFT's reverse KL); `plain` is the run's own loss, for rows it leaves alone. */
   sampleLoss?(ctx: TrainContext, batch: Batch, plain: (batch: Batch) => SampleLosses): SampleLosses;
-  /** Extra scalar loss terms added to the data loss before backward (L2-SP, EWC). */
+  /** Step, loss terms: extra scalar losses added to the data loss before backward (L2-SP, EWC). */
   lossTerms?(ctx: TrainContext): { name: string; value: Tensor }[];
-  /** Replaces the plain forward+backward of a step; `closure` computes the loss and backpropagates it (SAM). */
+  /** Step, forward and backward: replaces the plain pass; `closure` computes the loss and backpropagates it (SAM). */
   forwardBackward?(ctx: TrainContext, closure: () => number): number;
-  /** After gradients exist, before clipping and the optimizer (HFT masks frozen halves). */
+  /** Step, after backward: gradients exist, before clipping and the update (HFT masks frozen halves). */
   afterBackward?(ctx: TrainContext): void;
-  /** Replaces optimizer.step() (MoFO). */
-  optimizerStep?(ctx: TrainContext): void;
+  /** Step, last: after the update, with ctx.step counting it. */
   afterStep?(ctx: TrainContext): void;
+  /** Step, compose: when the loader starts an epoch (HFT's draw). */
   onEpochStart?(ctx: TrainContext, epoch: number): void;
-  /** After the last step, before the final save (WiSE-FT interpolation, LoRA merge). */
+  /** End: after the last step, before the final save (WiSE-FT interpolation, LoRA merge). */
   finish?(ctx: TrainContext): void | Promise<void>;
-  /** Writes the run's final output into `dir` in place of the full model (LoRA: the adapter in PEFT's layout). */
+  /** End: writes the run's final output into `dir` in place of the full model (LoRA: the adapter in PEFT's layout). */
   saveFinal?(f: FinalSave): void | Promise<void>;
-  /** Tensors to store in checkpoints so a resumed run continues exactly. */
+  /** Checkpoint: tensors to store so a resumed run continues exactly (restored by loadStateTensors at resume). */
   stateTensors?(): Map<string, Tensor>;
   loadStateTensors?(t: Map<string, Tensor>): void;
 }

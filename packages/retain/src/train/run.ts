@@ -1,4 +1,4 @@
-// `retain train`: config → model, data, optimizer → the loop → a Hugging Face directory in output_dir/final.
+// `retain train`: config → model, data, optimizer settings → the loop → a Hugging Face directory in output_dir/final.
 import { existsSync, realpathSync, rmSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -184,15 +184,13 @@ async function trainFromConfig(cfg: TrainConfig, methods: Method[] = buildMethod
     methods = [...methods, monitor];
   }
   model.train();
-  const params = model.parameters().filter((t) => t.requiresGrad);
   const t = cfg.training;
   const lossFn: LossFn = cfg.data.train.format.type === 'image_classification' ? classificationLoss : causalLmLoss;
-  const optimizer = t.optimizer === 'sgd'
-    ? new torch.optim.SGD(params, { lr: t.lr, momentum: t.momentum, weightDecay: t.weight_decay })
-    : new torch.optim.AdamW(params, { lr: t.lr, betas: t.betas, weightDecay: t.weight_decay, masterWeights: precision.masterWeights });
   const result = await train({
     model,
-    optimizer,
+    optimizer: t.optimizer === 'sgd'
+      ? { kind: 'sgd', momentum: t.momentum, weightDecay: t.weight_decay }
+      : { kind: 'adamw', betas: t.betas, weightDecay: t.weight_decay, masterWeights: precision.masterWeights },
     examples: trainSet,
     lossFn,
     batchSize: t.batch_size,
@@ -242,7 +240,6 @@ async function trainFromConfig(cfg: TrainConfig, methods: Method[] = buildMethod
     });
   }
   if ((activeDist()?.rank ?? 0) === 0) writeRunResults(cfg, p, methods, monitor, evalSet && { loss: () => evalLoss(model, evalSet, 8, lossFn), n: evalSet.length }, result.steps);
-  optimizer.dispose();
   monitor?.dispose();
   return { ...result, finalDir, monitor };
 }

@@ -1,56 +1,40 @@
-// The explicit training loop. One optimizer step = `gradAccum` micro-batches; the data loss of the step is
+// The explicit training loop, in phases as a torchtune recipe has them: setup (setup.ts, resume included), then per
+// optimizer step: compose the batch → its sample weights → forward and loss terms → backward and the gradient sum →
+// the update → log, evaluate, checkpoint. Methods act at the hook points of hooks.ts; data parallelism (replicas.ts)
+// and the tests' fault injection (faults.ts) are called at fixed points. Checkpoints are atomic and resume is exact
+// on CPU.
+//
+// One optimizer step = `gradAccum` micro-batches; the data loss of the step is
 //   Σ_i w_i · (sum of sample i's token losses) / (trained tokens in the whole step)
-// which is the token mean for standard fine-tuning (w_i = 1) and FLOW's weighted loss otherwise. Methods act at the
-// hook points of hooks.ts. Checkpoints are atomic and resume is exact on CPU.
-import { appendFileSync, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+// which is the token mean for standard fine-tuning (w_i = 1) and FLOW's weighted loss otherwise.
 import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
-import { collate, DataLoader, disposeBatch, type Batch } from '../data/loader.js';
+import { collate, disposeBatch, type Batch } from '../data/loader.js';
 import type { Example } from '../data/formats.js';
 import type { Tokenizer } from '../tokenizers/llama2c.js';
-import { checkComposition, type DistContext, type Method, type OptimizerLike, type SampleLosses, type TrainableModel, type TrainContext } from './hooks.js';
-import { shardBatch, shardRange } from './dist.js';
-import { loadLatestCheckpoint, NonFiniteWeightsError, removeStaleTemps, saveCheckpoint, setAsidePreviousRun, trimLogs } from './checkpoint.js';
-
-import { Progress } from './progress.js';
-import { batchChunk, chunkedLoss, type LossChunkSetting } from './chunked.js';
-import { LayerCheckpointing, type CheckpointingSetting } from './checkpointing.js';
-import { injectFault } from './faults.js';
-import { MetricsFiles, type MetricsFilesSetting } from './metrics-files.js';
+import type { DistContext, Method, OptimizerHyper, SampleLosses, TrainableModel, TrainContext } from './hooks.js';
+import { batchChunk, type LossChunkSetting } from './chunked.js';
+import type { CheckpointingSetting } from './checkpointing.js';
+import { stepFaults } from './faults.js';
+import type { MetricsFilesSetting } from './metrics-files.js';
 import { StopRequest, stopAgreed, yieldToSignals } from './preempt.js';
+import { NonFiniteLossError, type LossFn } from './losses.js';
+import { setupRun, type Run } from './setup.js';
+import { saveRun } from './state.js';
 
-export class NonFiniteLossError extends Error {}
-
-/** Maps a batch to per-sample loss sums and trained-token counts. */
-export type LossFn = (model: TrainableModel, batch: Batch) => SampleLosses;
-
-/** Causal-LM loss: next-token cross-entropy per position, summed per sample. */
-export const causalLmLoss: LossFn = (model, batch) => {
-  const logits = model.forward(batch.ids) as Tensor; // [B, T, V]
-  const [B, T, V] = logits.shape;
-  const tok = torch.crossEntropy(logits.reshape(B * T, V), batch.targets.reshape(B * T), { reduction: 'none' }).view(B, T); // [B, T]
-  const counts = batch.targets.ne(-100).sum(1).to('float32'); // [B]
-  return { sums: tok.sum(1), counts };
-};
-
-/** Classification loss over class logits [B, C] against batch.labels [B]; the model reads batch.features. */
-export const classificationLoss: LossFn = (model, batch) => {
-  if (!batch.labels || !batch.features) throw new Error('classification loss needs labelled feature examples (image_classification format)');
-  const logits = model.forward(batch.features) as Tensor; // [B, C]
-  const sums = torch.crossEntropy(logits, batch.labels, { reduction: 'none' });
-  return { sums, counts: torch.onesLike(sums) };
-};
+export { causalLmLoss, classificationLoss, NonFiniteLossError, type LossFn } from './losses.js';
 
 export interface TrainOptions {
   model: TrainableModel;
-  optimizer: OptimizerLike;
+  /** The optimizer's hyperparameters; the loop builds it after the parameterisation phase (lr: the schedule's). */
+  optimizer: OptimizerHyper;
   examples: Example[];
   lossFn?: LossFn;
   batchSize: number;
   gradAccum?: number;
   epochs?: number;
   maxSteps?: number;
+  /** The learning rate at every step: its one owner. */
   schedule: torch.optim.Schedule;
   clipGradNorm?: number | null;
   seed?: number;
@@ -101,6 +85,27 @@ export interface TrainResult {
   preempted?: string | null;
 }
 
+/** One optimizer step as its phases hand it on. */
+interface Step {
+  micro: Batch[];
+  /** Per micro-batch, the sample weights [B] of each weighting method (null: weight 1). */
+  weights: (Tensor | null)[][];
+  /** Rows of each micro-batch in the global batch (before a rank keeps its own). */
+  globalRows: number[];
+  /** Trained tokens of the whole (global) step: the loss's normaliser. */
+  tokens: number;
+  /** The loss terms' values, for the log. */
+  terms: Record<string, number>;
+  startedAt: number;
+}
+
+/** Running figures for the log and the result. */
+interface Tally {
+  finalLoss: number;
+  tokens: number;
+  t0: number;
+}
+
 export async function train(o: TrainOptions): Promise<TrainResult> {
   const stop = o.stopOnSignals ? new StopRequest((m) => console.error(`retain: ${m}`)) : null;
   try {
@@ -111,333 +116,227 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
 }
 
 async function trainLoop(o: TrainOptions, stop: StopRequest | null): Promise<TrainResult> {
-  const methods = o.methods ?? [];
-  checkComposition(methods);
-  const baseLoss = o.lossFn ?? causalLmLoss;
-  if (o.autocast && !o.model.parameters()[0]?.device.startsWith('cuda')) {
-    throw new Error(`autocast ${o.autocast} needs the model on a CUDA device; on CPU load the model in that dtype instead (model.dtype)`);
-  }
-  const withAutocast = (f: LossFn): LossFn => (o.autocast ? (m, b) => torch.autocast(o.autocast!, () => f(m, b)) : f);
-  const lossFn = withAutocast(baseLoss);
-  // The step's loss with the head chunked where that saves memory; it defers part of its backward (completeBackward).
-  const lossChunk = o.lossChunk ?? 'auto';
-  const chunks = baseLoss === causalLmLoss && lossChunk !== 'off';
-  const dataLoss = chunks ? withAutocast(chunkedLoss(baseLoss, lossChunk)) : lossFn;
-  const ckpt = o.gradientCheckpointing ? new LayerCheckpointing(o.model, o.gradientCheckpointing) : null;
-  const accum = o.gradAccum ?? 1;
-  const seed = o.seed ?? 0;
-  // A batch composer that fills part of each batch from elsewhere takes fewer training examples per step.
-  const loaderBatch = methods.find((m) => m.composeBatch)?.loaderBatchSize?.(o.batchSize) ?? o.batchSize;
-  const loader = new DataLoader(o.examples.length, loaderBatch, seed);
-  const stepsPerEpoch = Math.max(1, Math.ceil(loader.batchesPerEpoch / accum));
-  const totalSteps = o.maxSteps ?? stepsPerEpoch * (o.epochs ?? 1);
-  if (!(totalSteps > 0)) throw new Error('nothing to train: set epochs or max_steps to a positive number');
-  const history: Record<string, number | string>[] = [];
-  const dist = o.dist ?? null;
-  // Under data parallelism only rank 0 writes (metrics, checkpoints, method caches) and shows progress.
-  const writer = !dist || dist.rank === 0;
-  const metricsFile = o.outputDir && writer ? join(o.outputDir, 'metrics.jsonl') : null;
-  if (o.outputDir && writer) mkdirSync(o.outputDir, { recursive: true });
-  const progress = new Progress(totalSteps, writer && (o.progress ?? true));
-  // Every rank resumes from the same checkpoint (output_dir is shared); rank 0 alone tidies the folder.
-  const found = o.resume && o.outputDir ? loadLatestCheckpoint(o.outputDir, (m) => writer && progress.note(`resume: ${m}`)) : null;
-  if (o.outputDir && writer) {
-    const stale = removeStaleTemps(o.outputDir);
-    if (stale.length) progress.note(`removed what an interrupted run left half-written: ${stale.join(', ')}`);
-    // Log lines past the point this run starts from are redone; with no checkpoint, all of them.
-    if (o.resume) trimLogs(o.outputDir, found?.parts.step ?? -1);
-    else {
-      const aside = setAsidePreviousRun(o.outputDir);
-      if (aside) progress.note(`resume: false — the previous run's checkpoints, logs and final model in ${o.outputDir} were moved to ${aside}`);
+  const run = await setupRun(o);
+  try {
+    const { finalLoss, preempted } = await runSteps(run, stop);
+    const result = { steps: run.ctx.step, finalLoss, history: run.history, resumedFrom: run.resumedFrom };
+    if (preempted) {
+      run.progress.done();
+      return { ...result, stopped: null, preempted };
     }
+    for (const m of run.methods) await m.finish?.(run.ctx);
+    if (o.outputDir && run.writer && o.saveEvery) saveRun(run);
+    run.progress.done();
+    return { ...result, stopped: run.ctx.stop ?? null };
+  } finally {
+    run.ctx.optimizer.dispose?.();
   }
-  const metricsOut = metricsFile ? MetricsFiles.open(o.outputDir!, o.metricsFiles ?? { tensorboard: true, csv: true }) : null;
+}
 
-  const ctx: TrainContext = {
-    model: o.model,
-    optimizer: o.optimizer,
-    params: o.model.namedParameters().filter(([n, p]) => p.requiresGrad && (o.trainable ? o.trainable(n) : true)),
-    step: 0,
-    epoch: 0,
-    totalSteps,
-    // Methods that backpropagate through their losses (EWC) get the plain loss; without grad, chunking only saves memory.
-    sampleLosses: (b) => (torch.isGradEnabled() ? lossFn : dataLoss)(o.model, b),
-    log: (fields) => {
-      const line = { step: ctx.step, ...fields };
-      history.push(line);
-      // A resumed run's setup repeats lines the log already holds (FLOW's τ, the monitor's base).
-      if (metricsFile && !ctx.resuming) {
-        appendFileSync(metricsFile, JSON.stringify(line) + '\n');
-        metricsOut?.add(line);
+/** The steps until the plan, a method or a signal ends them. */
+async function runSteps(run: Run, stop: StopRequest | null): Promise<{ finalLoss: number; preempted: string | null }> {
+  const { ctx } = run;
+  const tally: Tally = { finalLoss: NaN, tokens: 0, t0: performance.now() };
+  const paused = () => run.o.pauseAt !== undefined && ctx.step >= run.o.pauseAt && ctx.step < run.totalSteps;
+  try {
+    // Resumed at or past the pause step (killed after the pause's checkpoint): nothing to train before pausing again.
+    if (paused()) return { finalLoss: tally.finalLoss, preempted: `paused at step ${ctx.step}` };
+    while (ctx.step < run.totalSteps) {
+      const step = composeStep(run);
+      weighStep(run, step);
+      run.replicas?.shard(step.micro, step.weights);
+      const loss = forwardBackward(run, step);
+      const { lr, gradNorm } = update(run, loss);
+      report(run, step, tally, { loss, lr, gradNorm });
+      checkpoint(run);
+      stepFaults(ctx.step, run.replicas?.rank ?? 0);
+      if (ctx.stop) {
+        run.progress.note(ctx.stop);
+        break;
       }
-    },
-    state: new Map(),
-    examples: o.examples,
-    outputDir: writer ? o.outputDir ?? null : null,
-    loadData: o.loadData,
-    resuming: found !== null,
-    newHeads: methods.flatMap((m) => (m.newHead ? [m.newHead] : [])),
-    ...(o.tokenizer ? { tokenizer: o.tokenizer } : {}),
-    ...(dist ? { dist } : {}),
-  };
-
-  torch.manualSeed(seed);
-  let resumedFrom: number | null = null;
-  for (const m of methods) await m.setup?.(ctx);
-  ctx.resuming = false;
-  if (found) {
-    const { path: ckpt, parts: c } = found;
-    o.model.loadStateDict(c.model, { strict: true });
-    torch.dispose(c.model.values());
-    const s = c.state as { optimizer: unknown; loader: { epoch: number; cursor: number }; rng: Tensor; methods: Record<string, { json?: unknown; tensors?: Map<string, Tensor> }> };
-    o.optimizer.loadStateDict(s.optimizer);
-    loader.restore(s.loader);
-    torch.setRngState(s.rng);
-    for (const m of methods) {
-      const ms = s.methods?.[m.name];
-      if (ms?.json !== undefined) ctx.state.set(m.name, ms.json);
-      if (ms?.tensors) m.loadStateTensors?.(ms.tensors);
+      if (stop && ctx.step < run.totalSteps && (await stopHere(stop, run))) return { finalLoss: tally.finalLoss, preempted: stop.signal ?? 'a signal to another rank' };
+      if (paused()) {
+        if (run.o.outputDir && run.writer && !(run.o.saveEvery && ctx.step % run.o.saveEvery === 0)) saveRun(run);
+        return { finalLoss: tally.finalLoss, preempted: `paused at step ${ctx.step}` };
+      }
     }
-    ctx.step = c.step;
-    ctx.epoch = loader.epoch;
-    resumedFrom = c.step;
-    progress.note(`resumed from ${ckpt} (step ${c.step})`);
+    return { finalLoss: tally.finalLoss, preempted: null };
+  } finally {
+    run.replicas?.dispose();
+    run.layerCkpt?.dispose();
   }
-  // Every rank starts from rank 0's weights, as DDP does: a method's random initialisation (LoRA) or a checkpoint read
-  // on another machine cannot leave the replicas apart.
-  if (dist) torch.noGrad(() => torch.tidy(() => dist.broadcast(ctx.params.map(([, p]) => p.detach()), 0)));
-  // Buffers (batch-norm running statistics) move with each rank's own rows. As under DDP (which broadcasts them from
-  // rank 0 before every forward) every forward starts from rank 0's; here they are sent right after each forward, so
-  // that between steps too — the final model, checkpoints, eval-mode passes in hooks (FLOW's scores at a probe
-  // switch, EWC's Fisher, a probe's body) — every rank holds rank 0's statistics.
-  const buffers = dist ? modelBuffers(o.model) : [];
-  const syncBuffers = () => {
-    if (buffers.length) torch.noGrad(() => dist!.broadcast(buffers, 0));
-  };
-  syncBuffers();
+}
 
-  const device = o.model.parameters()[0]?.device ?? 'cpu';
-  const nextBatch = (): Batch => {
-    const { indices, epoch, newEpoch } = loader.next();
-    if (newEpoch || ctx.epoch !== epoch) {
-      ctx.epoch = epoch;
-      for (const m of methods) m.onEpochStart?.(ctx, epoch);
-    }
-    const b = collate(indices.map((i) => o.examples[i]), o.padId ?? 0);
-    if (device === 'cpu') return b;
-    const moved = { ...b, ids: b.ids.to({ device }), targets: b.targets.to({ device }), labels: b.labels?.to({ device }), features: b.features?.to({ device }) };
-    disposeBatch(b);
-    return moved;
-  };
-  const composer = methods.find((m) => m.composeBatch);
-  const weighters = methods.filter((m) => m.stepWeights);
-  const penalties = methods.filter((m) => m.lossTerms);
-  const fb = methods.find((m) => m.forwardBackward);
-  const stepper = methods.find((m) => m.optimizerStep);
-  const preparers = methods.filter((m) => m.prepareBatch);
-  // A method may replace the data loss (SDFT); it gets the run's own loss for the rows it leaves alone.
-  const ownLoss = methods.find((m) => m.sampleLoss);
-  const stepLoss = (b: Batch): SampleLosses => (ownLoss ? ownLoss.sampleLoss!(ctx, b, (x) => dataLoss(o.model, x)) : dataLoss(o.model, b));
+/** Phase 1: the step's micro-batches, composed (mixing) and prepared (SDFT's samples), with their trained tokens. */
+function composeStep(run: Run): Step {
+  const { ctx, hooks } = run;
+  for (const m of run.methods) m.beforeStep?.(ctx);
+  const startedAt = performance.now();
+  const next = () => nextBatch(run);
+  const micro: Batch[] = [];
+  for (let a = 0; a < run.accum; a++) micro.push(hooks.composer ? hooks.composer.composeBatch!(ctx, next) : next());
+  for (const m of hooks.preparers) for (const b of micro) m.prepareBatch!(ctx, b);
+  const tokens = micro.reduce((s, b) => s + b.tokenCounts.reduce((x, y) => x + y, 0), 0);
+  if (tokens === 0) throw new Error(`step ${ctx.step + 1}: the batch has no trained tokens (are all completions truncated away?)`);
+  return { micro, weights: micro.map(() => []), globalRows: micro.map((b) => b.sampleIds.length), tokens, terms: {}, startedAt };
+}
 
-  // Under data parallelism the gradient sum overlaps backward by default: c10d's Reducer (torch DDP's engine) launches
-  // each bucket's all-reduce from the parameters' grad-accumulator hooks while backward goes on. It is built over the
-  // trainable parameters and rebuilt (identically on every rank) if a method changes which those are.
-  let reducer: torch.distributed.GradReducer | null = null;
-  const reducerFor = (ps: [string, Tensor][]): torch.distributed.GradReducer => {
-    if (!reducer || ps.length !== reducer.params.length || ps.some(([, p], i) => p !== reducer!.params[i])) {
-      reducer?.dispose();
-      reducer = new torch.distributed.GradReducer(ps.map(([, p]) => p), { bucketBytes: dist?.bucketBytes, names: ps.map(([n]) => n) });
-    }
-    return reducer;
-  };
+/** The loader's next batch, collated onto the model's device; methods hear when an epoch starts. */
+function nextBatch(run: Run): Batch {
+  const { ctx, o } = run;
+  const { indices, epoch, newEpoch } = run.loader.next();
+  if (newEpoch || ctx.epoch !== epoch) {
+    ctx.epoch = epoch;
+    for (const m of run.methods) m.onEpochStart?.(ctx, epoch);
+  }
+  const b = collate(indices.map((i) => o.examples[i]), o.padId ?? 0);
+  const device = run.device;
+  if (device === 'cpu') return b;
+  const moved = { ...b, ids: b.ids.to({ device }), targets: b.targets.to({ device }), labels: b.labels?.to({ device }), features: b.features?.to({ device }) };
+  disposeBatch(b);
+  return moved;
+}
 
-  let finalLoss = NaN;
-  const t0 = performance.now();
-  let tokensSeen = 0;
-  let preempted: string | null = null;
-  // Resumed at or past the pause step (killed after the pause's checkpoint): nothing to train before pausing again.
-  if (o.pauseAt && ctx.step >= o.pauseAt && ctx.step < totalSteps) preempted = `paused at step ${ctx.step}`;
-  while (ctx.step < totalSteps && !preempted) {
-    for (const m of methods) m.beforeStep?.(ctx);
-    const stepStart = performance.now();
-    const micro: Batch[] = [];
-    for (let a = 0; a < accum; a++) micro.push(composer ? composer.composeBatch!(ctx, nextBatch) : nextBatch());
-    for (const m of preparers) for (const b of micro) m.prepareBatch!(ctx, b);
-    const totalTokens = micro.reduce((s, b) => s + b.tokenCounts.reduce((x, y) => x + y, 0), 0);
-    if (totalTokens === 0) throw new Error(`step ${ctx.step + 1}: the batch has no trained tokens (are all completions truncated away?)`);
-    const extra: Record<string, number> = {};
-    // Sample weights of the whole step's (global) micro-batches, so that a per-step rule (FLOW's normalisation, batch
-    // median) sees what one process without accumulation sees; under data parallelism each rank then keeps its rows.
-    const microWeights: (Tensor | null)[][] = micro.map(() => []);
-    for (const w of weighters) w.stepWeights!(ctx, micro).forEach((t, i) => microWeights[i].push(t && torch.keep(t)));
-    const globalRows = micro.map((b) => b.sampleIds.length);
-    if (dist) {
-      micro.forEach((b, i) => {
-        const [lo, hi] = shardRange(b.sampleIds.length, dist.rank, dist.worldSize);
-        microWeights[i] = microWeights[i].map((w) => {
-          if (!w) return w;
-          const mine = torch.keep(w.narrow(0, lo, hi - lo));
-          w.dispose();
-          return mine;
-        });
-        micro[i] = shardBatch(b, dist.rank, dist.worldSize);
-        disposeBatch(b);
-      });
-    }
+/**
+ * Phase 2: sample weights of the whole step's (global) micro-batches, so that a per-step rule (FLOW's normalisation,
+ * batch median) sees what one process without accumulation sees; under data parallelism each rank then keeps its rows.
+ */
+function weighStep(run: Run, step: Step): void {
+  for (const w of run.hooks.weighters) w.stepWeights!(run.ctx, step.micro).forEach((t, i) => step.weights[i].push(t && torch.keep(t)));
+}
 
-    // Computes the step's loss and backpropagates it; SAM calls this twice.
-    const closure = (): number => {
-      let total = 0;
-      for (const p of ctx.params) p[1].grad = null;
-      // The reducing backward is the last micro-batch's (the ones before accumulate locally, as under DDP's no_sync).
-      // Every rank must run it, so the overlapped sum is used only when that micro-batch gives each rank a row — a
-      // fact of the global batch that all ranks share; otherwise this step sums after backward.
-      const trainable = dist ? ctx.params.filter(([, p]) => p.requiresGrad) : [];
-      // A chunked loss and checkpointed layers backpropagate in several passes, which the overlapping Reducer cannot follow.
-      const chunkedLast = chunks && micro[micro.length - 1].sampleIds.length > 0 && batchChunk(o.model, micro[micro.length - 1], lossChunk) !== null;
-      const red = dist?.overlap && !chunkedLast && !ckpt && trainable.length > 0 && globalRows[micro.length - 1] >= dist.worldSize ? reducerFor(trainable) : null;
-      micro.forEach((b, i) => {
-        torch.tidy(() => {
-          // A rank's share of a short last batch can be empty: it adds no data gradient, only (rank 0) the penalties.
-          let loss: Tensor | null = null;
-          let completeBackward: (() => void) | undefined;
-          if (b.sampleIds.length > 0) {
-            const sl = ckpt ? ckpt.record(() => stepLoss(b)) : stepLoss(b);
-            completeBackward = sl.completeBackward;
-            let sums = sl.sums;
-            for (const wt of microWeights[i]) if (wt) sums = sums.mul(wt);
-            loss = sums.sum().div(totalTokens);
-          }
-          // Penalties depend on the weights only; summed over ranks they must count once.
-          if (i === 0 && writer) {
-            for (const p of penalties) {
-              for (const term of p.lossTerms!(ctx)) {
-                extra[term.name] = term.value.item();
-                loss = loss ? loss.add(term.value) : term.value;
-              }
-            }
-          }
-          if (loss) {
-            total += loss.item();
-            if (loss.requiresGrad) {
-              if (red && i === micro.length - 1) red.backward(red.prepare([loss])[0]);
-              else loss.backward();
-              // The deferred passes recompute parts of the forward, so under the forward's autocast.
-              const deferred = () => {
-                completeBackward?.();
-                ckpt?.backward();
-              };
-              if (o.autocast) torch.autocast(o.autocast, deferred);
-              else deferred();
-            }
-          }
-        });
-        syncBuffers();
-      });
-      // The rows' gradients summed over ranks are the global batch's gradient; the loss is summed with them, so every
-      // rank sees the same loss (and the same non-finite-loss decision).
-      if (red) [total] = torch.distributed.sumScalars([total], device);
-      else if (dist) total = torch.distributed.reduceGradients(trainable.map(([, p]) => p), { scalars: [total], bucketBytes: dist.bucketBytes }).scalars[0];
-      return total;
-    };
+/** Phase 3: forward, loss terms and backward of the step (a method may run them its own way: SAM); the step's loss. */
+function forwardBackward(run: Run, step: Step): number {
+  const fb = run.hooks.forwardBackward;
+  const closure = () => lossAndBackward(run, step);
+  const loss = fb ? fb.forwardBackward!(run.ctx, closure) : closure();
+  step.micro.forEach(disposeBatch);
+  for (const ws of step.weights) torch.dispose(ws);
+  return loss;
+}
 
-    const loss = fb ? fb.forwardBackward!(ctx, closure) : closure();
-    micro.forEach(disposeBatch);
-    for (const ws of microWeights) torch.dispose(ws);
-    if (!Number.isFinite(loss)) {
-      throw new NonFiniteLossError(
-        `loss became ${loss} at step ${ctx.step + 1}; training stopped and no checkpoint was written from this state. ` +
-          'Lower the learning rate, enable clip_grad_norm, or check the data for empty or broken examples.',
-      );
-    }
-    for (const m of methods) m.afterBackward?.(ctx);
-    let gradNorm = NaN;
-    if (o.clipGradNorm) gradNorm = torch.optim.clipGradNorm_(ctx.params.map((p) => p[1]), o.clipGradNorm);
-    const lr = torch.optim.lrAt(o.schedule, ctx.step, totalSteps);
-    for (const g of o.optimizer.paramGroups) g.lr = lr * ((g.lrScale as number | undefined) ?? 1);
-    torch.tidy(() => (stepper ? stepper.optimizerStep!(ctx) : o.optimizer.step()));
-    ctx.step++;
-    for (const m of methods) m.afterStep?.(ctx);
-    finalLoss = loss;
-    tokensSeen += totalTokens;
-    const elapsed = (performance.now() - t0) / 1000;
-    const tps = tokensSeen / Math.max(elapsed, 1e-9);
-    const logEvery = o.logEvery ?? 1;
-    if (ctx.step % logEvery === 0 || ctx.step === totalSteps) {
-      ctx.log({ epoch: ctx.epoch, loss: +loss.toFixed(6), lr, tokens: totalTokens, tokens_per_s: +tps.toFixed(1), step_ms: +(performance.now() - stepStart).toFixed(2), ...(Number.isNaN(gradNorm) ? {} : { grad_norm: +gradNorm.toFixed(6) }), ...extra });
-    }
-    progress.update(ctx.step, { loss, tokensPerSec: tps });
-    if (o.evaluate && o.evalEvery && ctx.step % o.evalEvery === 0) ctx.log({ ...o.evaluate(ctx), kind: 'eval' });
-    if (o.outputDir && writer && o.saveEvery && ctx.step % o.saveEvery === 0 && ctx.step < totalSteps) save(o, ctx, loader, methods);
-    // Fault injection for the resume tests: die as `kill -9` would, right after this step (RETAIN_KILL_RANK: one rank).
-    if (process.env.RETAIN_KILL_AT_STEP && ctx.step === Number(process.env.RETAIN_KILL_AT_STEP) &&
-        (!process.env.RETAIN_KILL_RANK || Number(process.env.RETAIN_KILL_RANK) === (dist?.rank ?? 0))) process.kill(process.pid, 'SIGKILL');
-    injectFault(`step-${ctx.step}`, dist?.rank ?? 0);
-    if (ctx.stop) {
-      progress.note(ctx.stop);
-      break;
-    }
-    if (stop && ctx.step < totalSteps && await stopHere(stop, o, ctx, loader, methods)) {
-      preempted = stop.signal ?? 'a signal to another rank';
-      break;
-    }
-    if (o.pauseAt && ctx.step >= o.pauseAt && ctx.step < totalSteps) {
-      if (o.outputDir && writer && !(o.saveEvery && ctx.step % o.saveEvery === 0)) save(o, ctx, loader, methods);
-      preempted = `paused at step ${ctx.step}`;
-      break;
+/** Computes the step's loss and backpropagates it, micro-batch by micro-batch, summed over ranks; SAM calls it twice. */
+function lossAndBackward(run: Run, step: Step): number {
+  for (const [, p] of run.ctx.params) p.grad = null;
+  const last = step.micro.length - 1;
+  run.replicas?.beginStep(run.ctx.params, step.globalRows[last], overlapAllowed(run, step.micro[last]));
+  let total = 0;
+  step.micro.forEach((_, i) => {
+    total += torch.tidy(() => microBatch(run, step, i));
+    run.replicas?.syncBuffers();
+  });
+  return run.replicas ? run.replicas.endStep(total) : total;
+}
+
+/** A chunked loss and checkpointed layers backpropagate in several passes, which the overlapping Reducer cannot follow. */
+function overlapAllowed(run: Run, last: Batch): boolean {
+  const chunkedLast = run.loss.chunked && last.sampleIds.length > 0 && batchChunk(run.o.model, last, run.loss.chunk) !== null;
+  return !chunkedLast && !run.layerCkpt;
+}
+
+/** One micro-batch: its weighted data loss, the loss terms (once per step), backward; returns the loss's value. */
+function microBatch(run: Run, step: Step, i: number): number {
+  const b = step.micro[i];
+  // A rank's share of a short last batch can be empty: it adds no data gradient, only (rank 0) the penalties.
+  const data = b.sampleIds.length > 0 ? dataLoss(run, step, i) : null;
+  let loss = data?.loss ?? null;
+  // Penalties depend on the weights only; summed over ranks they must count once.
+  if (i === 0 && run.writer) loss = addLossTerms(run, step, loss);
+  if (!loss) return 0;
+  const value = loss.item();
+  if (loss.requiresGrad) backward(run, loss, i === step.micro.length - 1, data?.completeBackward);
+  return value;
+}
+
+/** Σ_i w_i · (sample i's loss sum) / (the step's trained tokens) for micro-batch i; the forward runs here. */
+function dataLoss(run: Run, step: Step, i: number): { loss: Tensor; completeBackward?: () => void } {
+  const b = step.micro[i];
+  const sl = run.layerCkpt ? run.layerCkpt.record(() => sampleLosses(run, b)) : sampleLosses(run, b);
+  let sums = sl.sums; // [B]
+  for (const w of step.weights[i]) if (w) sums = sums.mul(w);
+  return { loss: sums.sum().div(step.tokens), completeBackward: sl.completeBackward };
+}
+
+/** The run's data loss, or a method's in its place (SDFT) with the run's own for the rows it leaves alone. */
+function sampleLosses(run: Run, b: Batch): SampleLosses {
+  const own = run.hooks.ownLoss;
+  const data = (x: Batch) => run.loss.data(run.o.model, x);
+  return own ? own.sampleLoss!(run.ctx, b, data) : data(b);
+}
+
+/** Adds the methods' loss terms (L2-SP, EWC) to the loss and notes their values for the log. */
+function addLossTerms(run: Run, step: Step, loss: Tensor | null): Tensor | null {
+  for (const p of run.hooks.penalties) {
+    for (const term of p.lossTerms!(run.ctx)) {
+      step.terms[term.name] = term.value.item();
+      loss = loss ? loss.add(term.value) : term.value;
     }
   }
-  (reducer as torch.distributed.GradReducer | null)?.dispose();
-  ckpt?.dispose();
-  if (preempted) {
-    progress.done();
-    return { steps: ctx.step, finalLoss, history, resumedFrom, stopped: null, preempted };
+  return loss;
+}
+
+/** Phase 4: backward of one micro-batch (the last one's through the overlapping gradient sum), then deferred passes. */
+function backward(run: Run, loss: Tensor, last: boolean, completeBackward?: () => void): void {
+  if (run.replicas) run.replicas.backward(loss, last);
+  else loss.backward();
+  // The deferred passes recompute parts of the forward, so under the forward's autocast.
+  const deferred = () => {
+    completeBackward?.();
+    run.layerCkpt?.backward();
+  };
+  if (run.o.autocast) torch.autocast(run.o.autocast, deferred);
+  else deferred();
+}
+
+/** Phase 5: the update: methods' gradient fix-ups (HFT), clipping, the schedule's lr for every group, the step. */
+function update(run: Run, loss: number): { lr: number; gradNorm: number } {
+  const { o, ctx } = run;
+  if (!Number.isFinite(loss)) {
+    throw new NonFiniteLossError(
+      `loss became ${loss} at step ${ctx.step + 1}; training stopped and no checkpoint was written from this state. ` +
+        'Lower the learning rate, enable clip_grad_norm, or check the data for empty or broken examples.',
+    );
   }
-  for (const m of methods) await m.finish?.(ctx);
-  if (o.outputDir && writer && o.saveEvery) save(o, ctx, loader, methods);
-  progress.done();
-  return { steps: ctx.step, finalLoss, history, resumedFrom, stopped: ctx.stop ?? null };
+  for (const m of run.methods) m.afterBackward?.(ctx);
+  const gradNorm = o.clipGradNorm ? torch.optim.clipGradNorm_(ctx.params.map(([, p]) => p), o.clipGradNorm) : NaN;
+  const lr = torch.optim.lrAt(o.schedule, ctx.step, run.totalSteps);
+  for (const g of ctx.optimizer.paramGroups) g.lr = lr;
+  torch.tidy(() => ctx.optimizer.step());
+  ctx.step++;
+  for (const m of run.methods) m.afterStep?.(ctx);
+  return { lr, gradNorm };
+}
+
+/** Phase 6: the step's log line, the progress display and, when due, the evaluation. */
+function report(run: Run, step: Step, tally: Tally, r: { loss: number; lr: number; gradNorm: number }): void {
+  const { o, ctx } = run;
+  tally.finalLoss = r.loss;
+  tally.tokens += step.tokens;
+  const tps = tally.tokens / Math.max((performance.now() - tally.t0) / 1000, 1e-9);
+  if (ctx.step % (o.logEvery ?? 1) === 0 || ctx.step === run.totalSteps) {
+    const norm: Record<string, number> = Number.isNaN(r.gradNorm) ? {} : { grad_norm: +r.gradNorm.toFixed(6) };
+    const stepMs = +(performance.now() - step.startedAt).toFixed(2);
+    ctx.log({ epoch: ctx.epoch, loss: +r.loss.toFixed(6), lr: r.lr, tokens: step.tokens, tokens_per_s: +tps.toFixed(1), step_ms: stepMs, ...norm, ...step.terms });
+  }
+  run.progress.update(ctx.step, { loss: r.loss, tokensPerSec: tps });
+  if (o.evaluate && o.evalEvery && ctx.step % o.evalEvery === 0) ctx.log({ ...o.evaluate(ctx), kind: 'eval' });
+}
+
+/** Phase 7: the checkpoint every save_every steps (the last step's is written after finish). */
+function checkpoint(run: Run): void {
+  const { o, ctx } = run;
+  if (o.outputDir && run.writer && o.saveEvery && ctx.step % o.saveEvery === 0 && ctx.step < run.totalSteps) saveRun(run);
 }
 
 /**
  * After a step: whether a stop signal (received by any rank) ends the run here. If so, rank 0 writes the step's
  * checkpoint (unless save_every just did), which is what the rerun resumes from.
  */
-async function stopHere(stop: StopRequest, o: TrainOptions, ctx: TrainContext, loader: DataLoader, methods: Method[]): Promise<boolean> {
+async function stopHere(stop: StopRequest, run: Run): Promise<boolean> {
+  const { o, ctx } = run;
   await yieldToSignals();
-  const device = o.model.parameters()[0]?.device ?? 'cpu';
-  if (!stopAgreed(stop.signal !== null, o.dist, device)) return false;
+  if (!stopAgreed(stop.signal !== null, o.dist, run.device)) return false;
   const savedNow = o.saveEvery && ctx.step % o.saveEvery === 0;
-  if (o.outputDir && (!o.dist || o.dist.rank === 0) && !savedNow) save(o, ctx, loader, methods);
+  if (o.outputDir && run.writer && !savedNow) saveRun(run);
   return true;
-}
-
-/** The persistent buffers of a model (state-dict entries that are not parameters), as registered. */
-function modelBuffers(model: TrainableModel): Tensor[] {
-  const params = new Set(model.parameters());
-  return [...model.stateDict({ keepVars: true }).values()].filter((t) => !params.has(t));
-}
-
-function save(o: TrainOptions, ctx: TrainContext, loader: DataLoader, methods: Method[]): void {
-  const rng = torch.getRngState();
-  const methodState: Record<string, unknown> = {};
-  for (const m of methods) {
-    const json = ctx.state.get(m.name);
-    const tensors = m.stateTensors?.();
-    if (json !== undefined || tensors) methodState[m.name] = { json, tensors };
-  }
-  try {
-    saveCheckpoint(o.outputDir!, { step: ctx.step, model: o.model.stateDict(), state: { optimizer: o.optimizer.stateDict(), loader: loader.state(), rng, methods: methodState } }, o.keepCheckpoints ?? 2);
-  } catch (e) {
-    // The step's loss was finite but its update was not: say so as the NaN-loss stop does, with the same advice.
-    if (e instanceof NonFiniteWeightsError) {
-      throw new NonFiniteLossError(
-        `weight '${e.key}' became NaN or Inf by step ${ctx.step}; training stopped and no checkpoint was written from this state. ` +
-          'Lower the learning rate or enable clip_grad_norm.',
-      );
-    }
-    throw e;
-  } finally {
-    rng.dispose();
-  }
 }

@@ -5,8 +5,9 @@
 // Defaults: r = 8, α = 16 (α = 2r, Biderman et al.'s recommendation), dropout 0, targets q,k,v,o,gate,up,down (all
 // linear layers of a Llama block). The FLOW comparison used r = 64, α = r: set them in the config.
 //
-// setup() swaps the layers (before a checkpoint is loaded, so a resumed run finds the adapter keys in the model),
-// points ctx.params at the adapters and moves them into the loop's optimizer in place of the frozen weights.
+// parameterize() swaps the layers and freezes everything else before the run's optimizer exists (and before a
+// checkpoint is loaded, so a resumed run finds the adapter keys in the model); the adapters are what it returns, the
+// set the optimizer is built over.
 // The final save (`retain train`) writes the adapter in PEFT's layout into output_dir/final; with save_merged, the
 // merged model (W₀ + s·B·A, adapters removed) goes to output_dir/final/merged as a Hugging Face directory too.
 //
@@ -17,7 +18,7 @@
 import { join } from 'node:path';
 import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
-import type { FinalSave, Method, Role, TrainContext } from '../../train/hooks.js';
+import type { FinalSave, Method, NamedParams, Role, SetupContext, TrainContext } from '../../train/hooks.js';
 import { savePretrained } from '../../models/hub.js';
 import { LoraLinear } from './layer.js';
 import { DEFAULT_TARGETS, loraModules, mergeAndUnload, setAdapterScale, wrapLinears, type Targets } from './wrap.js';
@@ -80,7 +81,7 @@ export class Lora implements Method {
     if (typeof this.saveMerged !== 'boolean') throw new Error(`lora: save_merged must be true or false, got ${shown(o.save_merged)}`);
   }
 
-  setup(ctx: TrainContext): void {
+  parameterize(ctx: SetupContext): NamedParams {
     const model = ctx.model;
     this.model = model;
     if (loraModules(model).length) this.wrapped = loraModules(model).map(([p]) => p);
@@ -97,22 +98,11 @@ export class Lora implements Method {
         adapters.push(w);
       }
     }
-    ctx.params = model.namedParameters().filter(([, p]) => p.requiresGrad);
-    // The loop's optimizer was built over the pretrained weights: keep its groups (and their settings), drop what is
-    // frozen now, and let the first group train the adapters.
-    const trainable = new Set(adapters);
-    const placed = new Set<Tensor>();
-    for (const g of ctx.optimizer.paramGroups) {
-      const keepers = g.params.filter((p) => trainable.has(p));
-      g.params.splice(0, g.params.length, ...keepers);
-      for (const p of keepers) placed.add(p);
-    }
-    if (ctx.optimizer.paramGroups.length === 0) throw new Error('lora: the optimizer has no parameter group to put the adapters in');
-    ctx.optimizer.paramGroups[0].params.push(...adapters.filter((p) => !placed.has(p)));
     const base = model.parameters().reduce((n, p) => n + (p.requiresGrad ? 0 : p.numel()), 0);
     const train = adapters.reduce((n, p) => n + p.numel(), 0);
     const [, first] = loraModules(model)[0];
     ctx.log({ kind: 'lora', lora_layers: this.wrapped.length, lora_r: first.r, lora_alpha: first.alpha, lora_trainable: train, lora_frozen: base, ...(this.adapter ? { lora_adapter: this.adapter } : {}) });
+    return model.namedParameters().filter(([, p]) => p.requiresGrad);
   }
 
   /** Scales every adapter (WiSE-FT's α for LoRA). */
