@@ -15,7 +15,7 @@ import { UnknownCharError } from '../models/charlstm.js';
 import { causalLmLoss, classificationLoss, train, type LossFn, type TrainResult } from './trainer.js';
 import type { Method, TrainableModel } from './hooks.js';
 import { buildMethods } from '../methods/registry.js';
-import { ForgettingMonitor } from '../eval/monitor.js';
+import { ForgettingMonitor } from './monitor.js';
 import { pretrainedEvalModel } from '../eval/model.js';
 import { resolveTasks } from '../eval/tasks.js';
 import { activeDist } from './dist.js';
