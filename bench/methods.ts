@@ -36,7 +36,7 @@ import { causalLmLoss, train } from '../packages/retain/src/train/trainer.js';
 import type { Method } from '../packages/retain/src/train/hooks.js';
 import { buildMethods, METHODS } from '../packages/retain/src/methods/registry.js';
 import { Sdft } from '../packages/retain/src/methods/sdft.js';
-import type { Tokenizer } from '../packages/retain/src/tokenizers/llama2c.js';
+import type { Tokenizer } from '../packages/retain/src/tokenizers/types.js';
 
 const threads = Number(process.env.BENCH_THREADS ?? 1);
 const nSeqs = Number(process.env.BENCH_SEQS ?? 128);

@@ -15,7 +15,7 @@ import { T5ForConditionalGeneration } from '../src/models/t5.js';
 import { reverseKlSums, Sdft, teacherLogProbs, type SdftRow } from '../src/methods/sdft.js';
 import { train } from '../src/train/trainer.js';
 import type { Example } from '../src/data/formats.js';
-import type { Tokenizer } from '../src/tokenizers/llama2c.js';
+import type { Tokenizer } from '../src/tokenizers/types.js';
 import { needRefenv, refPy } from '../../../bench/refenv.js';
 import { needShared, sharedPath } from './helpers.js';
 

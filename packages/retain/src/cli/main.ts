@@ -1,6 +1,7 @@
 // The `retain` command line.
 import { Command } from 'commander';
-import { describeFsError, int, num, nonNegative, nonNegativeInt, positiveInt, unitInterval } from './args.js';
+import { int, num, nonNegative, nonNegativeInt, positiveInt, unitInterval } from './args.js';
+import { describeFsError } from '../files.js';
 import * as torch from '@retain/torch';
 import { loadTrainConfig, ConfigError } from '../config.js';
 import { checkOutputDir, runTraining } from '../train/run.js';
@@ -12,7 +13,7 @@ import { generationSettings, readGenerationConfig } from '../models/genconfig.js
 import { CharLSTM } from '../models/charlstm.js';
 import { MnistMLP } from '../models/mlp.js';
 import { CharTokenizer } from '../tokenizers/char.js';
-import type { Tokenizer } from '../tokenizers/llama2c.js';
+import type { Tokenizer } from '../tokenizers/types.js';
 import type { T5ForConditionalGeneration } from '../models/t5.js';
 import { checkDistConfig, DistConfigError, distSettings, launchWorkers, rankDevice, startDist, stopDist } from '../train/dist.js';
 import { registerEvalCommands } from './eval.js';

@@ -10,8 +10,9 @@ import { decodeUtf8, readUserFile } from '../files.js';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { readRecords, type Record_ } from '../data/readers.js';
-import { fillTemplate, recordFields } from '../data/formats.js';
+import { readRecords } from '../data/readers.js';
+import { recordFields, type Record_ } from '../data/records.js';
+import { fillTemplate } from '../data/formats.js';
 import { formatIssues } from '../config.js';
 import type { Role } from './results.js';
 

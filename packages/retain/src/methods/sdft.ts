@@ -24,7 +24,7 @@ import type { Tensor } from '@retain/torch';
 import type { Batch } from '../data/loader.js';
 import type { Example } from '../data/formats.js';
 import type { Method, SampleLosses, TrainableModel, TrainContext } from '../train/hooks.js';
-import type { Tokenizer } from '../tokenizers/llama2c.js';
+import type { Tokenizer } from '../tokenizers/types.js';
 import { generate, type CausalLM } from '../models/generate.js';
 import { checkOptions, enumOption, indexById, keepModes, modelDevice, numberOption, sampleKey, type Options } from './support.js';
 

@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import type { Example } from '../data/formats.js';
 import type { Method, TrainableModel, TrainContext } from '../train/hooks.js';
-import type { Tokenizer } from '../tokenizers/llama2c.js';
+import type { Tokenizer } from '../tokenizers/types.js';
 import { generate, type CausalLM } from '../models/generate.js';
 import { writeTextAtomic } from '../train/checkpoint.js';
 import { checkOptions, enumOption, hashExamples, hashModel, keepModes, numberOption, regexOption, sampleKey, shown, type Options } from './support.js';

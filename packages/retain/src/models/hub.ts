@@ -22,7 +22,8 @@ import { assertFiniteWeights, firstNonFinite, loadWeights, ModelConfigError } fr
 import { claimedParameters } from './size.js';
 import { readUserFile } from '../files.js';
 import { hubCacheDir, isHubId, resolveHubModel } from './hfcache.js';
-import { Llama2cTokenizer, type Tokenizer } from '../tokenizers/llama2c.js';
+import { Llama2cTokenizer } from '../tokenizers/llama2c.js';
+import type { Tokenizer } from '../tokenizers/types.js';
 import { loadHfTokenizer } from '../tokenizers/hf.js';
 import { CharTokenizer } from '../tokenizers/char.js';
 import { loadAdapter, readAdapterConfig } from '../methods/lora/peft.js';

@@ -16,7 +16,7 @@ import { evaluate } from '../eval/harness.js';
 import { loadEvalModel } from '../eval/model.js';
 import { resolveTasks, type ResolvedTask } from '../eval/tasks.js';
 import type { CompareResults, EvalResults } from '../eval/results.js';
-import { CharVocab } from '../models/charlstm.js';
+import { CharVocab } from '../tokenizers/char.js';
 import type { Recipe } from './demo.js';
 import { synthesize } from '../synth/index.js';
 import { finishResults, methodNames, primaryValue, runDirOf, selectRecipes, trainRecipe, writeJsonl, type SuiteOptions } from './common.js';

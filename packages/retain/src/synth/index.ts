@@ -24,7 +24,7 @@ import * as torch from '@retain/torch';
 import { loadPretrained, type Pretrained } from '../models/hub.js';
 import { readRecords } from '../data/readers.js';
 import { epochOrder } from '../data/loader.js';
-import type { ChatTemplate } from '../data/formats.js';
+import type { ChatTemplate } from '../tokenizers/types.js';
 import { synthModel, type Sample, type SampleOptions, type SynthModel } from './lm.js';
 import { Deduplicator, type DedupOptions } from './dedup.js';
 import { lossFilter, resolveFilters, textFilter, type FilterOptions } from './filters.js';

@@ -8,7 +8,7 @@ import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
 import { collate, DataLoader, disposeBatch, type Batch } from '../data/loader.js';
 import type { Example } from '../data/formats.js';
-import type { Tokenizer } from '../tokenizers/llama2c.js';
+import type { Tokenizer } from '../tokenizers/types.js';
 import { checkComposition, type DistContext, type Method, type OptimizerLike, type SampleLosses, type TrainableModel, type TrainContext } from './hooks.js';
 import { shardBatch, shardRange } from './dist.js';
 import { loadLatestCheckpoint, NonFiniteWeightsError, removeStaleTemps, saveCheckpoint, setAsidePreviousRun, trimLogs } from './checkpoint.js';
