@@ -26,8 +26,8 @@ import { Llama2cTokenizer } from '../tokenizers/llama2c.js';
 import type { Tokenizer } from '../tokenizers/types.js';
 import { loadHfTokenizer } from '../tokenizers/hf.js';
 import { CharTokenizer } from '../tokenizers/char.js';
-import { loadAdapter, readAdapterConfig } from '../methods/lora/peft.js';
-import { mergeAndUnload } from '../methods/lora/wrap.js';
+import { loadAdapter, readAdapterConfig } from './lora/peft.js';
+import { mergeAndUnload } from './lora/wrap.js';
 
 /** A loaded model with what is needed to save it back. */
 export interface Pretrained {

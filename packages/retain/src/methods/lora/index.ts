@@ -19,14 +19,14 @@ import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
 import type { FinalSave, Method, Role, TrainContext } from '../../train/hooks.js';
 import { savePretrained } from '../../models/hub.js';
-import { LoraLinear } from './layer.js';
-import { DEFAULT_TARGETS, loraModules, mergeAndUnload, setAdapterScale, wrapLinears, type Targets } from './wrap.js';
-import { loadAdapter, saveAdapter, type CarriedTensors } from './peft.js';
+import { LoraLinear } from '../../models/lora/layer.js';
+import { DEFAULT_TARGETS, loraModules, mergeAndUnload, setAdapterScale, wrapLinears, type Targets } from '../../models/lora/wrap.js';
+import { loadAdapter, saveAdapter, type CarriedTensors } from '../../models/lora/peft.js';
 import { checkOptions, shown } from '../support.js';
 
-export { LoraLinear } from './layer.js';
-export { DEFAULT_TARGETS, loraModules, mergeAdapters, mergeAndUnload, setAdapterScale, targetMatcher, unmergeAdapters, wrapLinears, type Targets } from './wrap.js';
-export { loadAdapter, readAdapterConfig, saveAdapter, PEFT_PREFIX, type AdapterConfig, type LoadedAdapter } from './peft.js';
+export { LoraLinear } from '../../models/lora/layer.js';
+export { DEFAULT_TARGETS, loraModules, mergeAdapters, mergeAndUnload, setAdapterScale, targetMatcher, unmergeAdapters, wrapLinears, type Targets } from '../../models/lora/wrap.js';
+export { loadAdapter, readAdapterConfig, saveAdapter, PEFT_PREFIX, type AdapterConfig, type LoadedAdapter } from '../../models/lora/peft.js';
 
 export interface LoraOptions {
   r?: number;

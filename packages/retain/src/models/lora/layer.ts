@@ -13,7 +13,7 @@
 // stores them so for Conv1D as well, with fan_in_fan_out: true), and only the merge transposes B·A into W's layout.
 import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
-import { Conv1D } from '../../models/gpt2.js';
+import { Conv1D } from '../gpt2.js';
 
 const { nn } = torch;
 
