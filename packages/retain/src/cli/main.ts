@@ -3,7 +3,7 @@ import { Command } from 'commander';
 import { int, num, nonNegative, nonNegativeInt, positiveInt, unitInterval } from './args.js';
 import { describeFsError } from '../files.js';
 import * as torch from '@retain/torch';
-import { loadTrainConfig, ConfigError } from '../config.js';
+import { loadTrainConfig } from '../config.js';
 import { checkOutputDir, runTraining } from '../train/run.js';
 import { saveRunConfig } from '../train/saved-config.js';
 import { trainConfigJsonSchema } from '../schema.js';

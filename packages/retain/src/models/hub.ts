@@ -18,7 +18,7 @@ import { EfficientNetLite, type EfficientNetLiteConfig } from './efficientnet.js
 import { readLlama2c } from './llama2c.js';
 import { CharLSTM, type CharLSTMConfig } from './charlstm.js';
 import { MnistMLP } from './mlp.js';
-import { assertFiniteWeights, firstNonFinite, loadWeights, ModelConfigError } from './weights.js';
+import { assertFiniteWeights, firstNonFinite, loadWeights, ModelConfigError, refusePickle } from './weights.js';
 import { claimedParameters } from './size.js';
 import { readUserFile } from '../files.js';
 import { hubCacheDir, isHubId, resolveHubModel } from './hfcache.js';
@@ -90,14 +90,6 @@ const PICKLE = /\.(bin|pt|pth|ckpt|pkl)$/i;
 
 const SUPPORTED =
   'retain loads a Hugging Face model directory (config.json + *.safetensors), a llama2.c .bin checkpoint, or an ml5 folder (manifest.json + weight files)';
-
-export function refusePickle(path: string): never {
-  throw new Error(
-    `${path} is a PyTorch pickle checkpoint, which retain does not load (unpickling can run arbitrary code). ` +
-      "Convert it to safetensors first, e.g. in Python: `from safetensors.torch import save_file; save_file(torch.load(p), 'model.safetensors')`, " +
-      'or `model.save_pretrained(dir, safe_serialization=True)` with transformers.',
-  );
-}
 
 /**
  * torch.save writes a zip archive (since PyTorch 1.6) or, before that, a bare pickle, whose protocol 2+ opcode
