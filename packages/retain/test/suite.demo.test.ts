@@ -5,7 +5,9 @@ import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { arithmeticProblems } from '../src/suite/arith.js';
-import { pickWithinBudget, tuneRecipes } from '../src/suite/tune.js';
+import { pickWithinBudget } from '../src/suite/tune.js';
+import { tuneRecipes } from '../src/suite/recipes.js';
+import { DEMO_REPLAY } from '../src/suite/demo.js';
 import type { CompareResults, EvalResults } from '../src/eval/results.js';
 
 const BIN = new URL('../bin/retain.mjs', import.meta.url).pathname;
@@ -39,7 +41,7 @@ function fakeRun(label: string, general: number, target: number): EvalResults {
 }
 
 test('tune: picks the best target within the forgetting budget, ties to the less forgetful, none when all exceed', () => {
-  const recipes = tuneRecipes(['mixing', 'wise']);
+  const recipes = tuneRecipes(['mixing', 'wise'], DEMO_REPLAY);
   assert.deepEqual(recipes.map((r) => r.label), ['FT', 'mix 1:1', 'mix 3:1', 'mix 7:1', 'mix 15:1', 'WiSE α=0.3', 'WiSE α=0.5', 'WiSE α=0.7']);
   const c = { base: fakeRun('base', 0.5, 0), tuned: [fakeRun('FT', 0.1, 0.3), fakeRun('mix 1:1', 0.49, 0.1), fakeRun('mix 3:1', 0.47, 0.2), fakeRun('WiSE α=0.5', 0.48, 0.2)] } as unknown as CompareResults;
   const r = pickWithinBudget(c, recipes, 3);
