@@ -128,7 +128,7 @@ export function pairs(single: Recipe[]): { recipes: Recipe[]; refused: { label: 
 }
 
 // The suites' lists. Each names the catalogue keys it runs, in its table's order; a suite's NOT_RUN says why it
-// leaves out the others (recipes.test.ts holds every suite to one or the other).
+// leaves out the others (suite.recipes.test.ts holds every suite to one or the other).
 
 /** The stories260K setups (the demo, the stories suite, tune): TinyStories as the general data. */
 export function storiesSetup(replay: string): Setup {
@@ -163,6 +163,7 @@ export function storiesRecipes(replay: string, synth: string, withPairs: boolean
   return { recipes: [FT, ...single, ...recipes(['mix', 'ewc'], own), ...p.recipes], refused: p.refused };
 }
 
+export const CHARLSTM_KEYS: readonly string[] = ['mix', 'flow', 'l2', 'ewc', 'sam', 'mofo', 'wise'];
 export const CHARLSTM_NOT_RUN: Record<string, string> = {
   lora: 'the char-LSTM has no nn.Linear layer (LSTM kernels and the softmax are raw weight tensors in TensorFlow layout), so LoRA has no target layer',
   hft: "HFT's halves are defined over attention and MLP projections, which an LSTM does not have",
@@ -182,12 +183,14 @@ export function charlstmRecipes(replay: string, window: number, synth?: string):
   const own: Setup = { general: { path: synth, format: { type: 'text' }, max_length: window + 1, name: 'synth' }, labels: { mix: 'mix 1:1 (synth)' } };
   return [
     FT,
-    ...recipes(['mix', 'flow', 'l2', 'ewc', 'sam', 'mofo', 'wise'], s),
+    ...recipes(CHARLSTM_KEYS, s),
     combined(['mix', 'flow', 'l2'], s, 'mix+FLOW+L2'),
     ...(synth ? recipes(['mix'], own) : []),
   ];
 }
 
+export const MNIST_ROT90_KEYS: readonly string[] = ['mix', 'flow', 'l2', 'ewc', 'sam', 'mofo', 'wise'];
+export const MNIST_PARITY_KEYS: readonly string[] = ['probe', 'lpft', 'flow_vision'];
 export const MNIST_NOT_RUN: Record<string, string> = {
   lora: 'the MLP is built from TensorFlow-layout Dense layers (weights [in, out]), not nn.Linear, so LoRA finds no target layer',
   hft: "HFT's halves are defined over attention and MLP projections (q,k,v,o,gate,up,down), which this MLP does not have",
@@ -205,8 +208,8 @@ export function mnistRecipes(original: string, steps: number, head: string): { r
     options: { l2: { lambda: 0.5 }, ewc: { lambda: 1000, fisher: 'per_sample', fisher_samples: 500 } },
   };
   return {
-    rot90: [{ ...FT, label: 'rot90 FT' }, ...recipes(['mix', 'flow', 'l2', 'ewc', 'sam', 'mofo', 'wise'], s, 'rot90 '), combined(['mix', 'flow', 'l2'], s, 'rot90 mix+FLOW+L2')],
-    parity: [{ ...FT, label: 'parity FT' }, ...recipes(['probe', 'lpft', 'flow_vision'], s, 'parity ')],
+    rot90: [{ ...FT, label: 'rot90 FT' }, ...recipes(MNIST_ROT90_KEYS, s, 'rot90 '), combined(['mix', 'flow', 'l2'], s, 'rot90 mix+FLOW+L2')],
+    parity: [{ ...FT, label: 'parity FT' }, ...recipes(MNIST_PARITY_KEYS, s, 'parity ')],
   };
 }
 
