@@ -1,4 +1,4 @@
-// SDFT (methods/sdft.ts, METHODS.md §15): the reverse-KL loss and its gradient against a direct PyTorch computation on
+// SDFT (methods/sdft.ts, docs/METHODS.md §15): the reverse-KL loss and its gradient against a direct PyTorch computation on
 // a tiny random Llama that transformers builds and saves (the sampled ŷ fixed by feeding the same token ids to both
 // sides), the teacher's context on the real stories260K tokenizer, the EMA teacher, and the refusals.
 import { test } from 'node:test';

@@ -4,7 +4,7 @@
 // are dropped (the harness's `unknown_chars: drop`), and CRLF becomes LF, before anything is trained or scored.
 //
 // The Shakespeare "held-out" slice is the corpus's last 20,000 characters. The ml5 model was trained on the whole of
-// shakespeare.txt (DATA.md), so no truly unseen Shakespeare exists here: the general score measures retention of
+// shakespeare.txt (docs/DATA.md), so no truly unseen Shakespeare exists here: the general score measures retention of
 // what the model fit, which is what forgetting is about; the replay and Fisher windows come from the first 90% of
 // the file, so they never overlap the scored slice.
 //

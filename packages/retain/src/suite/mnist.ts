@@ -6,12 +6,12 @@
 //     general = accuracy on the original held-out digits, target = accuracy on the rotated held-out digits.
 //   parity (labels "parity …"): a new 2-class head (is the digit odd?) in place of the 10-class one.
 //     target = parity accuracy of the fine-tuned model; general = 10-class accuracy of the fine-tuned BODY with the
-//     ORIGINAL head restored (METHODS.md §1: the choice FLOW's paper makes for ImageNet retention), since the new head
+//     ORIGINAL head restored (docs/METHODS.md §1: the choice FLOW's paper makes for ImageNet retention), since the new head
 //     cannot answer the 10-class question. The base row's parity score is the base body with the freshly initialised
 //     (seeded) head, i.e. chance before any training.
 //
 // Not run: LoRA and HFT (the MLP's layers are TensorFlow-layout Dense modules, not nn.Linear, and it has no
-// attention/MLP projections; see MNIST_NOT_RUN in recipes.ts). Every other method of METHODS.md works with the classification loss:
+// attention/MLP projections; see MNIST_NOT_RUN in recipes.ts). Every other method of docs/METHODS.md works with the classification loss:
 // FLOW's weights come from per-sample cross-entropy (one "token" per image), EWC's Fisher from the original digits.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';

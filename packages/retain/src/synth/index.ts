@@ -1,4 +1,4 @@
-// `retain synth`: data-oblivious replay (METHODS.md §3). General-domain examples are rebuilt from the base model
+// `retain synth`: data-oblivious replay (docs/METHODS.md §3). General-domain examples are rebuilt from the base model
 // itself, for mixing (the general source) or EWC (the Fisher data) when the user has no general data:
 //
 //   bos     — context-free samples from BOS (Bansal & Sanghavi 2025): approximate the pretraining distribution;

@@ -1,4 +1,4 @@
-// LoRA (Hu et al. 2021; Biderman et al. 2024, "LoRA Learns Less and Forgets Less"), METHODS.md §8, as a method of
+// LoRA (Hu et al. 2021; Biderman et al. 2024, "LoRA Learns Less and Forgets Less"), docs/METHODS.md §8, as a method of
 // the training loop: W = W₀ + (α/r)·B·A on the target layers, A random (kaiming-uniform, a = √5), B = 0, and only A
 // and B train — every pretrained tensor, embeddings and head included, is frozen.
 //

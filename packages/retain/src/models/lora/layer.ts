@@ -1,4 +1,4 @@
-// The LoRA layer: y = x·W₀ᵀ + b + s·(dropout(x)·Aᵀ)·Bᵀ with s = (α/r)·scale (METHODS.md §8).
+// The LoRA layer: y = x·W₀ᵀ + b + s·(dropout(x)·Aᵀ)·Bᵀ with s = (α/r)·scale (docs/METHODS.md §8).
 //
 // It is a Module, not an nn.Linear: Llama's forward fuses sibling projections into one GEMM only for plain Linear
 // layers, and this one must run its own forward. It exposes Linear's fields (weight, bias, inFeatures,
