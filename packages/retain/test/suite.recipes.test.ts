@@ -1,5 +1,5 @@
-// The recipe catalogue (suite/recipes.ts): every registered method is in it or says why not, every suite runs each
-// catalogue recipe or says why not, and every recipe's options are accepted by its method as a config would be.
+// The recipe catalogue (suite/recipes.ts): it names registered methods only, every suite runs each catalogue recipe
+// or says why not, and every recipe's options are accepted by its method as a config would be.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { buildMethods, METHODS } from '../src/methods/registry.js';
@@ -12,14 +12,16 @@ import {
 const nameOf = (e: string | Record<string, unknown>) => (typeof e === 'string' ? e : String(e.name));
 const catalogueMethods = new Set(RECIPE_KEYS.map((k) => nameOf(methodEntry(k, { general: {}, head: 'h', probeSteps: 1 }))));
 
-test('every registered method has a catalogue recipe or a reason it has none', () => {
-  for (const name of METHODS.keys()) {
-    assert.ok(catalogueMethods.has(name) || name in NOT_IN_CATALOGUE, `method '${name}': add a recipe to suite/recipes.ts or a reason to NOT_IN_CATALOGUE`);
-  }
+// A new method needs only its file and its registry line (methods.table.test.ts covers it from the registry); until
+// it has a recipe here or a reason in NOT_IN_CATALOGUE, this test lists it as run by no suite.
+test('the catalogue and NOT_IN_CATALOGUE name registered methods, each in one of them', (t) => {
+  for (const name of catalogueMethods) assert.ok(METHODS.has(name), `a catalogue recipe uses '${name}', which is not registered`);
   for (const name of Object.keys(NOT_IN_CATALOGUE)) {
     assert.ok(METHODS.has(name), `NOT_IN_CATALOGUE names '${name}', which is not registered`);
     assert.ok(!catalogueMethods.has(name), `'${name}' has a recipe and a reason not to`);
   }
+  const unplaced = [...METHODS.keys()].filter((n) => !catalogueMethods.has(n) && !(n in NOT_IN_CATALOGUE));
+  if (unplaced.length) t.diagnostic(`registered methods no suite runs yet (add a recipe to suite/recipes.ts): ${unplaced.join(', ')}`);
 });
 
 test('every suite runs each catalogue recipe or says why not, never both', () => {

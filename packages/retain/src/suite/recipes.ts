@@ -66,14 +66,14 @@ const ENTRIES: Entry[] = [
 export const RECIPE_KEYS: readonly string[] = ENTRIES.map((e) => e.key);
 
 /**
- * Registered methods with no catalogue entry, and why: each needs data of a kind the suites' setups do not have.
- * methods.table.test.ts covers every registered method either way.
+ * Registered methods with no catalogue entry, and why. methods.table.test.ts covers every registered method either
+ * way; suite.recipes.test.ts lists a method that is in neither place.
  */
 export const NOT_IN_CATALOGUE: Record<string, string> = {
-  distill: 'needs general inputs with the base model held to its own distribution; no suite measures it yet',
+  distill: 'not in a suite yet: it would take the same general data as mixing, and add a row to every suite table in docs/RESULTS.md',
   merge: 'is applied to finished runs (TIES/DARE over task vectors); the suites compare single runs',
   selfdistill_targets: 'rewrites responses with the base model, which needs an instruction model and prompt/response data',
-  sdft: "needs prompt/demonstration pairs and a model whose in-context learning makes the teacher better than the student (docs/METHODS.md, SDFT); measured by bench/sdft_teacher.ts",
+  sdft: "needs prompt/demonstration pairs and a model whose in-context learning makes the teacher better than the student (docs/METHODS.md §15); bench/sdft_teacher.ts measures that first",
 };
 
 function entryOf(key: string): Entry {
