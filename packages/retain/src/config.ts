@@ -95,7 +95,7 @@ export const trainConfigSchema = z.object({
     if (t.warmup_steps && t.max_steps && t.warmup_steps > t.max_steps) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['warmup_steps'], message: `${t.warmup_steps} is more than max_steps ${t.max_steps}: the learning rate would never reach lr` });
     if (t.momentum && t.optimizer !== 'sgd') ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['momentum'], message: `momentum applies to optimizer sgd; AdamW's momentum is betas[0]` });
   }),
-  /** Forgetting monitor: probes evaluated every N steps during training (see src/eval/monitor.ts). */
+  /** Forgetting monitor: probes evaluated every N steps during training (see src/train/monitor.ts). */
   monitor: z.object({
     every: count(1, STEPS),
     /** Built-in task names or task files (relative to the config file). */
