@@ -1,6 +1,6 @@
-// npm run bench:forgetting — the forgetting suite: every method of docs/METHODS.md on real pretrained models, each result
-// scored on the skill to keep (general) and the skill to gain (target), with a report per suite. The recipes come from
-// the catalogue, packages/retain/src/suite/recipes.ts.
+// npm run bench:forgetting — the forgetting suite: every method of docs/METHODS.md on real pretrained models, each
+// result scored on the skill to keep (general) and the skill to gain (target), with a report per suite. The recipes
+// come from the catalogue, packages/retain/src/suite/recipes.ts.
 //   stories   stories260K → arithmetic (the demo's setup, more steps): every method alone and every pair of methods
 //             (pairs that cannot compose are listed with the reason they were refused)
 //   charlstm  char-LSTM Shakespeare → Darwin (general: Shakespeare bits/char; target: Darwin bits/char)

@@ -11,8 +11,9 @@
 //     (seeded) head, i.e. chance before any training.
 //
 // Not run: LoRA and HFT (the MLP's layers are TensorFlow-layout Dense modules, not nn.Linear, and it has no
-// attention/MLP projections; see MNIST_NOT_RUN in recipes.ts). Every other method of docs/METHODS.md works with the classification loss:
-// FLOW's weights come from per-sample cross-entropy (one "token" per image), EWC's Fisher from the original digits.
+// attention/MLP projections; see MNIST_NOT_RUN in recipes.ts). Every other method of docs/METHODS.md works with the
+// classification loss: FLOW's weights come from per-sample cross-entropy (one "token" per image), EWC's Fisher from
+// the original digits.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
