@@ -1,5 +1,6 @@
-// npm run bench:forgetting — the forgetting suite: every method of METHODS.md on real pretrained models, each result
-// scored on the skill to keep (general) and the skill to gain (target), with a report per suite.
+// npm run bench:forgetting — the forgetting suite: every method of docs/METHODS.md on real pretrained models, each
+// result scored on the skill to keep (general) and the skill to gain (target), with a report per suite. The recipes
+// come from the catalogue, packages/retain/src/suite/recipes.ts.
 //   stories   stories260K → arithmetic (the demo's setup, more steps): every method alone and every pair of methods
 //             (pairs that cannot compose are listed with the reason they were refused)
 //   charlstm  char-LSTM Shakespeare → Darwin (general: Shakespeare bits/char; target: Darwin bits/char)
@@ -12,9 +13,8 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join, resolve } from 'node:path';
-import { ASSETS, runDemo, type Recipe } from '../packages/retain/src/suite/demo.js';
-import { buildMethods } from '../packages/retain/src/methods/registry.js';
-import { checkComposition } from '../packages/retain/src/train/hooks.js';
+import { ASSETS, DEMO_REPLAY, runDemo } from '../packages/retain/src/suite/demo.js';
+import { storiesRecipes } from '../packages/retain/src/suite/recipes.js';
 import type { CompareResults, EvalResults } from '../packages/retain/src/eval/results.js';
 import { forgettingTable } from '../packages/retain/src/report/table.js';
 import { writeReport } from '../packages/retain/src/report/report.js';
@@ -33,53 +33,8 @@ const steps = opt('--steps') ? Number(opt('--steps')) : undefined;
 const outRoot = resolve(opt('--out') ?? 'runs/forgetting');
 const root = new URL('..', import.meta.url).pathname;
 
-const replay = join(ASSETS, 'data', 'tinystories-replay.txt');
-const general = { path: replay, format: { type: 'text' }, max_length: 64, name: 'tinystories' };
-
-/** One entry per method of METHODS.md, with the options this setup uses. */
-export const STORIES_METHODS: Record<string, Recipe> = {
-  mix: { label: 'mix 1:1', methods: [{ name: 'mixing', ratio: '1:1', general }] },
-  flow: { label: 'FLOW', methods: ['flow'] },
-  sam: { label: 'SAM', methods: [{ name: 'sam', rho: 0.05 }] },
-  l2: { label: 'L2', methods: [{ name: 'l2', lambda: 0.05, reduction: 'sum' }] },
-  ewc: { label: 'EWC', methods: [{ name: 'ewc', lambda: 50, data: general, fisher: 'per_batch', fisher_samples: 256 }] },
-  mofo: { label: 'MoFO', methods: [{ name: 'mofo', alpha: 0.15 }] },
-  lora: { label: 'LoRA', methods: [{ name: 'lora', r: 16, save_merged: true }] },
-  wise: { label: 'WiSE-FT', methods: [{ name: 'wise', alpha: 0.5 }] },
-  hft: { label: 'HFT', methods: ['hft'] },
-  // stories260K ties its head to the token embedding, so the probed "head" is that shared matrix.
-  probe: { label: 'probe (tied head)', methods: [{ name: 'probe', head: 'embed_tokens' }] },
-};
-
-// Data-oblivious replay (issue #7): the same mixing and EWC, but with text the base model wrote itself from BOS
-// (`retain synth`, shipped in assets) instead of real TinyStories; FT is the no-replay row.
-const synth = { path: join(ASSETS, 'data', 'stories260k-synth.jsonl'), format: { type: 'text' }, max_length: 64, name: 'synth' };
-const SYNTH_RECIPES: Recipe[] = [
-  { label: 'mix 1:1 (synth)', methods: [{ name: 'mixing', ratio: '1:1', general: synth }] },
-  { label: 'EWC (synth Fisher)', methods: [{ name: 'ewc', lambda: 50, data: synth, fisher: 'per_batch', fisher_samples: 256 }] },
-];
-
-function storiesRecipes(pairs: boolean): { recipes: Recipe[]; refused: { label: string; reason: string }[] } {
-  const keys = Object.keys(STORIES_METHODS);
-  const recipes: Recipe[] = [{ label: 'FT', methods: [] }, ...keys.map((k) => STORIES_METHODS[k]), ...SYNTH_RECIPES];
-  const refused: { label: string; reason: string }[] = [];
-  if (pairs) {
-    for (let i = 0; i < keys.length; i++) {
-      for (let j = i + 1; j < keys.length; j++) {
-        const a = STORIES_METHODS[keys[i]];
-        const b = STORIES_METHODS[keys[j]];
-        const r: Recipe = { label: `${a.label} + ${b.label}`, methods: [...a.methods, ...b.methods], training: { ...a.training, ...b.training } };
-        try {
-          checkComposition(buildMethods(r.methods as (string | Record<string, unknown>)[]));
-          recipes.push(r);
-        } catch (e) {
-          refused.push({ label: r.label, reason: (e as Error).message });
-        }
-      }
-    }
-  }
-  return { recipes, refused };
-}
+// Data-oblivious replay (issue #7) reads text the base model wrote itself from BOS (`retain synth`, shipped in assets).
+const SYNTH = join(ASSETS, 'data', 'stories260k-synth.jsonl');
 
 /**
  * The runs on the Pareto frontier of general vs target (base left out). Unlike the report's chart, which averages
@@ -125,7 +80,7 @@ for (const suite of only) {
   let refused: { label: string; reason: string }[] = [];
   process.stderr.write(`\n== ${suite} ==\n`);
   if (suite === 'stories') {
-    const r = storiesRecipes(!flag('--no-pairs'));
+    const r = storiesRecipes(DEMO_REPLAY, SYNTH, !flag('--no-pairs'));
     refused = r.refused;
     c = await runDemo({ outDir, recipes: r.recipes, steps: steps ?? 400, monitorEvery: 50, reuse: !flag('--fresh'), keepGoing: true });
   } else {

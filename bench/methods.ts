@@ -36,7 +36,8 @@ import { causalLmLoss, train } from '../packages/retain/src/train/trainer.js';
 import type { Method } from '../packages/retain/src/train/hooks.js';
 import { buildMethods, METHODS } from '../packages/retain/src/methods/registry.js';
 import { Sdft } from '../packages/retain/src/methods/sdft.js';
-import type { Tokenizer } from '../packages/retain/src/tokenizers/llama2c.js';
+import type { Tokenizer } from '../packages/retain/src/tokenizers/types.js';
+import { methodEntry, STORIES_KEYS, type Setup } from '../packages/retain/src/suite/recipes.js';
 
 const threads = Number(process.env.BENCH_THREADS ?? 1);
 const nSeqs = Number(process.env.BENCH_SEQS ?? 128);
@@ -91,20 +92,36 @@ interface Config {
   after?: string;
 }
 
+/** Measurement notes per catalogue key: the expected ratio (target) and what the row measures. */
+const NOTES: Record<string, Pick<Config, 'target' | 'note' | 'cacheKey'>> = {
+  flow: { target: 1.35, cacheKey: 'flow', note: 'weights computed: one no-grad pass over the training set' },
+  mix: { note: '1:1 at a fixed batch: an epoch over the target set has twice the steps, (m+n)/m = 2 expected' },
+  sam: { target: 2.1 },
+  l2: { target: 1.1 },
+  ewc: { note: 'per-sample Fisher on 32 general sequences before the first step' },
+  mofo: { target: 1.15, note: 'α = 0.15 (the published comparison), exact top-k per tensor' },
+  lora: { target: 1.0, note: 'r = 8, α = 16 on q,k,v,o,gate,up,down' },
+};
+
+/**
+ * The stories suite's methods from the recipe catalogue, on this bench's model: the general sequences in memory,
+ * LoRA at its defaults without the merged save, and the probe on the untied lm_head. Keys are the registered names.
+ */
 function configs(general: Example[]): Config[] {
+  const setup: Setup = {
+    general,
+    head: '^lm_head\\.',
+    options: { l2: { lambda: 0.01 }, ewc: { lambda: 1, fisher: 'per_sample', fisher_samples: 32 }, lora: { r: 8, save_merged: false } },
+  };
+  const fromCatalogue = STORIES_KEYS.flatMap((k): Config[] => {
+    const entry = methodEntry(k, setup);
+    const row: Config = { key: nameOf(entry), methods: [entry], ...NOTES[k] };
+    if (k !== 'flow') return [row];
+    return [row, { key: 'flow_cached', methods: [entry], target: 1.02, cacheKey: 'flow', after: 'flow', note: 'weights read from the cache the flow run wrote' }];
+  });
   const list: Config[] = [
     { key: 'ft', methods: [], note: 'standard fine-tuning, a fresh model, against the pacer: the reference every ratio divides by' },
-    { key: 'flow', methods: ['flow'], target: 1.35, cacheKey: 'flow', note: 'weights computed: one no-grad pass over the training set' },
-    { key: 'flow_cached', methods: ['flow'], target: 1.02, cacheKey: 'flow', after: 'flow', note: 'weights read from the cache the flow run wrote' },
-    { key: 'mixing', methods: [{ name: 'mixing', ratio: '1:1', general }], note: '1:1 at a fixed batch: an epoch over the target set has twice the steps, (m+n)/m = 2 expected' },
-    { key: 'sam', methods: [{ name: 'sam', rho: 0.05 }], target: 2.1 },
-    { key: 'l2', methods: [{ name: 'l2', lambda: 0.01 }], target: 1.1 },
-    { key: 'ewc', methods: [{ name: 'ewc', lambda: 1, data: general, fisher_samples: 32 }], note: 'per-sample Fisher on 32 general sequences before the first step' },
-    { key: 'mofo', methods: [{ name: 'mofo', alpha: 0.15 }], target: 1.15, note: 'α = 0.15 (the published comparison), exact top-k per tensor' },
-    { key: 'lora', methods: [{ name: 'lora' }], target: 1.0, note: 'r = 8, α = 16 on q,k,v,o,gate,up,down' },
-    { key: 'wise', methods: [{ name: 'wise', alpha: 0.5 }] },
-    { key: 'hft', methods: ['hft'] },
-    { key: 'probe', methods: [{ name: 'probe', head: '^lm_head\\.' }] },
+    ...fromCatalogue,
     {
       key: 'sdft', methods: [{ name: 'sdft', max_tokens: SDFT_TOKENS, temperature: 1, tokenizer: benchTokenizer }], prompted: true,
       note: `each training row: its first ${SDFT_PROMPT} tokens the prompt, the next ${SDFT_DEMO} the demonstration; the student samples up to ${SDFT_TOKENS} tokens per row (one KV-cached generation per row), then one teacher and one student forward over the sampled positions; the ratio divides by standard steps on the full ${SEQ}-token rows`,

@@ -1,4 +1,4 @@
-// npx tsx bench/sdft_teacher.ts [--model path] [--n 200] — is SDFT's teacher better than its student? (METHODS.md §15
+// npx tsx bench/sdft_teacher.ts [--model path] [--n 200] — is SDFT's teacher better than its student? (docs/METHODS.md §15
 // asks for this before any SDFT result on a small model.) On the demo's held-out arithmetic problems (retain demo's
 // test set: arithmeticProblems(n, 1000)), the mean log-likelihood per answer token and the greedy token accuracy of
 // the answer c under:

@@ -13,7 +13,7 @@ import type { Tensor } from '@retain/torch';
 import { loadPretrained, savePretrained, type Pretrained } from '../../packages/retain/src/models/hub.js';
 import { generate, type CausalLM } from '../../packages/retain/src/models/generate.js';
 import type { T5ForConditionalGeneration } from '../../packages/retain/src/models/t5.js';
-import type { Tokenizer } from '../../packages/retain/src/tokenizers/llama2c.js';
+import type { Tokenizer } from '../../packages/retain/src/tokenizers/types.js';
 import { causalLmLoss } from '../../packages/retain/src/train/trainer.js';
 import type { TrainableModel } from '../../packages/retain/src/train/hooks.js';
 import { refPy } from '../refenv.js';

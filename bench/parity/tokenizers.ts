@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import { ROOT, refPy } from '../refenv.js';
 import { loadHfTokenizer, type HfTokenizer } from '../../packages/retain/src/tokenizers/hf.js';
 import { readCsv, readJson, readJsonl } from '../../packages/retain/src/data/readers.js';
-import { toExample, type ChatMessage, type ChatOptions } from '../../packages/retain/src/data/formats.js';
+import { toExample } from '../../packages/retain/src/data/formats.js';
+import type { ChatMessage, ChatOptions } from '../../packages/retain/src/tokenizers/types.js';
 import { readTaskRecords, resolveTasks } from '../../packages/retain/src/eval/tasks.js';
 
 export const FIXTURES = ['llama3_1', 'qwen3', 'gemma3', 'llama2', 'deepseek_v3'] as const;

@@ -1,5 +1,5 @@
 # lm-evaluation-harness task helpers for the parity check (bench/parity/lmeval.ts): they load the local copies of the
-# sets in ../shared/data (DATA.md) into the field layout of the Hugging Face datasets lm_eval's own task YAMLs read, so
+# sets in ../shared/data (docs/DATA.md) into the field layout of the Hugging Face datasets lm_eval's own task YAMLs read, so
 # those YAMLs' doc_to_text / doc_to_choice / doc_to_target templates apply unchanged and no hub is reached.
 # lmeval.ts copies this file as utils.py beside the generated YAMLs; each `custom_dataset: !function utils.load_x`
 # gets `path` (and `limit`) from the YAML's dataset_kwargs.

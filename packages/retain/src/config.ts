@@ -6,6 +6,7 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { decodeUtf8, readUserFile } from './files.js';
 import { applyOverrides } from './overrides.js';
+import { ConfigError } from './errors.js';
 
 /**
  * A count or size from `min` to `max`. zod's int() takes 1e300 (an integer to JavaScript), which then loops for ever
@@ -94,7 +95,7 @@ export const trainConfigSchema = z.object({
     if (t.warmup_steps && t.max_steps && t.warmup_steps > t.max_steps) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['warmup_steps'], message: `${t.warmup_steps} is more than max_steps ${t.max_steps}: the learning rate would never reach lr` });
     if (t.momentum && t.optimizer !== 'sgd') ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['momentum'], message: `momentum applies to optimizer sgd; AdamW's momentum is betas[0]` });
   }),
-  /** Forgetting monitor: probes evaluated every N steps during training (see src/eval/monitor.ts). */
+  /** Forgetting monitor: probes evaluated every N steps during training (see src/train/monitor.ts). */
   monitor: z.object({
     every: count(1, STEPS),
     /** Built-in task names or task files (relative to the config file). */
@@ -115,17 +116,6 @@ export const trainConfigSchema = z.object({
 }).strict();
 
 export type TrainConfig = z.infer<typeof trainConfigSchema>;
-
-export class ConfigError extends Error {}
-
-/**
- * A config value as the user wrote it, for error messages: JSON, except that NaN and ±Infinity (YAML's .nan, .inf)
- * stay themselves rather than JSON's null, and a missing value reads "nothing".
- */
-export function shown(v: unknown): string {
-  if (v === undefined) return 'nothing';
-  return typeof v === 'number' && !Number.isFinite(v) ? String(v) : JSON.stringify(v) ?? String(v);
-}
 
 /** Readable zod issues: `training.lr: Expected number, received string`, with the allowed values for enums. */
 export function formatIssues(err: z.ZodError, source: string): string {

@@ -2,7 +2,26 @@
 // file is needed (EISDIR) and for bytes that are not UTF-8 (silently U+FFFD) name neither the path nor the line.
 import { readFileSync, statSync } from 'node:fs';
 import { isUtf8 } from 'node:buffer';
-import { FS_ERRORS } from './cli/args.js';
+
+/** What each Node filesystem error code means, in words a user can act on. */
+export const FS_ERRORS: Record<string, string> = {
+  EEXIST: 'a file is in the way where a folder is needed (or the target exists)',
+  EISDIR: 'is a folder, where a file is needed',
+  ENOTDIR: 'part of this path is a file, where a folder is needed',
+  EACCES: 'permission denied',
+  EPERM: 'operation not permitted (permissions, or an immutable file)',
+  ENOSPC: 'no space left on the device',
+  EROFS: 'read-only filesystem',
+  ENOENT: 'no such file or folder',
+  EMFILE: 'too many open files',
+};
+
+/** A Node filesystem error as "<path>: <what it means> (<syscall>)", or null for any other error. */
+export function describeFsError(e: Error): string | null {
+  const { code, path, dest, syscall } = e as NodeJS.ErrnoException & { dest?: string };
+  if (!code || !(code in FS_ERRORS) || !path) return null;
+  return `${path}${dest ? ` → ${dest}` : ''}: ${FS_ERRORS[code]} (${syscall ?? 'fs'} ${code})`;
+}
 
 /** The bytes of `path`; a folder is refused with its path (readFileSync's EISDIR has none). */
 export function readUserFile(path: string): Buffer {

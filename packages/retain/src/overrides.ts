@@ -3,7 +3,7 @@
 // null and flow lists / maps (methods=[flow,l2], format={type: alpaca}) read as they would in the file. The result is
 // validated by the same schema as the file.
 import { parse as parseYaml } from 'yaml';
-import { ConfigError, shown } from './config.js';
+import { ConfigError, shown } from './errors.js';
 
 export interface Override {
   /** As given on the command line, for messages and the saved config. */

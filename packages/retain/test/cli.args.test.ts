@@ -5,7 +5,8 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describeFsError, int, nonNegative, nonNegativeInt, num, positiveInt, unitInterval } from '../src/cli/args.js';
+import { int, nonNegative, nonNegativeInt, num, positiveInt, unitInterval } from '../src/cli/args.js';
+import { describeFsError } from '../src/files.js';
 
 const CLI = new URL('../bin/retain.mjs', import.meta.url).pathname;
 

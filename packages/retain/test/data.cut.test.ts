@@ -7,11 +7,12 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { headFor, pack, toExample, type FormatSpec } from '../src/data/formats.js';
-import { Llama2cTokenizer, type Tokenizer } from '../src/tokenizers/llama2c.js';
+import { Llama2cTokenizer } from '../src/tokenizers/llama2c.js';
+import type { Tokenizer } from '../src/tokenizers/types.js';
 import { loadHfTokenizer } from '../src/tokenizers/hf.js';
 import { CharTokenizer } from '../src/tokenizers/char.js';
-import { CharVocab } from '../src/models/charlstm.js';
-import type { Record_ } from '../src/data/readers.js';
+import { CharVocab } from '../src/tokenizers/char.js';
+import type { Record_ } from '../src/data/records.js';
 
 const TOK = new URL('../assets/stories260K/tok512.bin', import.meta.url).pathname;
 const STORIES_TEXT = new URL('../assets/data/tinystories-eval.txt', import.meta.url).pathname;

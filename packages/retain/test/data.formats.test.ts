@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { alpacaConversation, openaiConversation, sharegptConversation } from '../src/data/conversations.js';
 import { toExample, type Example, type FormatSpec } from '../src/data/formats.js';
-import { DataError, type Record_ } from '../src/data/readers.js';
+import { DataError, type Record_ } from '../src/data/records.js';
 import { loadHfTokenizer, type HfTokenizer } from '../src/tokenizers/hf.js';
 import { parseTrainConfig } from '../src/config.js';
 import { loadExamples } from '../src/train/run.js';

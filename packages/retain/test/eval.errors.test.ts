@@ -12,7 +12,7 @@ import * as torch from '@retain/torch';
 import { readTaskFile, resolveTasks } from '../src/eval/tasks.js';
 import { loadDocs } from '../src/eval/harness.js';
 import { loadEvalModel } from '../src/eval/model.js';
-import { registerEvalCommands } from '../src/eval/cli.js';
+import { registerEvalCommands } from '../src/cli/eval.js';
 
 torch.setNumThreads(1);
 const MODEL = new URL('../assets/stories260K/stories260K.bin', import.meta.url).pathname;

@@ -192,7 +192,7 @@ test('every built-in task reads its shared data and builds valid docs', { skip: 
   assert.equal(g.answer, '18');
 });
 
-// Known answer of DATA.md: the char-LSTM's 1.33 nats/char on shakespeare.txt, under `retain eval`'s protocol for
+// Known answer of docs/DATA.md: the char-LSTM's 1.33 nats/char on shakespeare.txt, under `retain eval`'s protocol for
 // perplexity tasks (every character predicted once, in 512-character windows that start from the zero state, the
 // window's first input being the previous window's last character).
 test('retain eval: charrnn-shakespeare scores 1.33 ± 0.02 nats/char on shakespeare.txt', { skip: needShared('models', 'charrnn-shakespeare'), timeout: 120_000 }, async () => {

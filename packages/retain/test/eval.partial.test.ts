@@ -43,7 +43,8 @@ test('one failing task: the others are scored and written, the failure is named,
 });
 
 test('--limit bounds a whole-text perplexity task to its first n windows, and says so', { timeout: 120_000 }, async () => {
-  const { CharLSTM, CharVocab } = await import('../src/models/charlstm.js');
+  const { CharLSTM } = await import('../src/models/charlstm.js');
+  const { CharVocab } = await import('../src/tokenizers/char.js');
   const { charLstmEvalModel } = await import('../src/eval/model.js');
   const { evaluate } = await import('../src/eval/harness.js');
   const { textLoglik } = await import('../src/eval/score.js');

@@ -2,7 +2,7 @@
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 
-/** ../shared relative to the repository root (DATA.md). */
+/** ../shared relative to the repository root (docs/DATA.md). */
 export const SHARED = resolve(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '..', '..', '..', '..', 'shared');
 
 export function sharedPath(...parts: string[]): string {

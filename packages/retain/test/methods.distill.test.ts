@@ -1,4 +1,4 @@
-// Distillation replay's term (METHODS.md §12) against PyTorch's own KL: λ·T²·KL(softmax(z₀/T) ‖ softmax(z/T)) per
+// Distillation replay's term (docs/METHODS.md §12) against PyTorch's own KL: λ·T²·KL(softmax(z₀/T) ‖ softmax(z/T)) per
 // token, averaged over tokens, is F.kl_div(log_softmax(z/T), log_softmax(z₀/T), log_target=True, 'batchmean')·λ·T²;
 // its value and its gradient with respect to the model's logits must agree. The option errors name the fix.
 import { test } from 'node:test';

@@ -1,4 +1,4 @@
-// FLOW (METHODS.md §1): the weights against losses computed independently, τ rules, normalisation, the cache, NaN → 0,
+// FLOW (docs/METHODS.md §1): the weights against losses computed independently, τ rules, normalisation, the cache, NaN → 0,
 // exact resume, the vision variant (probe first, weights from the probe model), and `retain train` on stories260K.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';

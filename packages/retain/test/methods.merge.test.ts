@@ -1,4 +1,4 @@
-// Merging beyond WiSE-FT (METHODS.md §14) on hand-made tensors whose results are worked out by hand in the comments:
+// Merging beyond WiSE-FT (docs/METHODS.md §14) on hand-made tensors whose results are worked out by hand in the comments:
 // TIES' trimming (ties with the smallest kept magnitude stay), sign election by summed mass, the disjoint mean; task
 // arithmetic over several vectors; DARE's rescale (kept entries exactly τ/(1−p), mean ≈ τ, seeded, the global RNG
 // untouched); and the method in a real run merging this run's task vector with a second one passed under `with`.

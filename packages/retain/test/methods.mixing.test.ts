@@ -1,4 +1,4 @@
-// Mixed training (METHODS.md §2): m:n batches have exactly that composition every step and the target set is traversed
+// Mixed training (docs/METHODS.md §2): m:n batches have exactly that composition every step and the target set is traversed
 // once per epoch; probabilistic shares follow the probabilities and reshuffle; shares of samples and tokens are logged;
 // resume is exact; `retain train` loads the general data from its spec.
 import { test } from 'node:test';

@@ -1,4 +1,4 @@
-// L2-SP and EWC (METHODS.md §5, §6): penalty values and gradients against direct computations, the Fisher (per-sample
+// L2-SP and EWC (docs/METHODS.md §5, §6): penalty values and gradients against direct computations, the Fisher (per-sample
 // and per-batch) against python3-torch and a direct loop, and training with exact resume.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';

@@ -1,4 +1,4 @@
-// SDFT (methods/sdft.ts, METHODS.md §15): the reverse-KL loss and its gradient against a direct PyTorch computation on
+// SDFT (methods/sdft.ts, docs/METHODS.md §15): the reverse-KL loss and its gradient against a direct PyTorch computation on
 // a tiny random Llama that transformers builds and saves (the sampled ŷ fixed by feeding the same token ids to both
 // sides), the teacher's context on the real stories260K tokenizer, the EMA teacher, and the refusals.
 import { test } from 'node:test';
@@ -15,7 +15,7 @@ import { T5ForConditionalGeneration } from '../src/models/t5.js';
 import { reverseKlSums, Sdft, teacherLogProbs, type SdftRow } from '../src/methods/sdft.js';
 import { train } from '../src/train/trainer.js';
 import type { Example } from '../src/data/formats.js';
-import type { Tokenizer } from '../src/tokenizers/llama2c.js';
+import type { Tokenizer } from '../src/tokenizers/types.js';
 import { needRefenv, refPy } from '../../../bench/refenv.js';
 import { needShared, sharedPath } from './helpers.js';
 

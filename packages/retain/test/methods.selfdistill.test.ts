@@ -1,4 +1,4 @@
-// Self-distilled targets (METHODS.md §13) on the real stories260K model and tokenizer: the base model rewrites each
+// Self-distilled targets (docs/METHODS.md §13) on the real stories260K model and tokenizer: the base model rewrites each
 // response (greedy, from the template), a rewrite replaces the response only when its extracted answer equals the
 // original's (wrong ones and responses without an answer keep the original), the rewritten example trains on the
 // rewrite's tokens, and the rewrites are cached by model + data + settings and reused without generating again.

@@ -17,7 +17,7 @@ import { buildMethods } from '../src/methods/registry.js';
 import { MofoAdamW, mofoK } from '../src/methods/mofo.js';
 import { hftDraw } from '../src/methods/hft.js';
 import { LoraLinear, loadAdapter, loraModules, mergeAndUnload, saveAdapter, targetMatcher, wrapLinears } from '../src/methods/lora/index.js';
-import { patternValue } from '../src/methods/lora/peft.js';
+import { patternValue } from '../src/models/lora/peft.js';
 import { Conv1D, GPT2LMHeadModel } from '../src/models/gpt2.js';
 import { needShared, sharedPath } from './helpers.js';
 

@@ -1,4 +1,4 @@
-// WiSE-FT (METHODS.md §9) and the linear probe / LP-FT (§11): α = 0 gives the base and α = 1 the fine-tuned state bit
+// WiSE-FT (docs/METHODS.md §9) and the linear probe / LP-FT (§11): α = 0 gives the base and α = 1 the fine-tuned state bit
 // for bit, α = 0.5 the midpoint, buffers included; the sweep scores every α on held-out data; LoRA is scaled instead;
 // a probe leaves the body bit-identical; LP-FT switches phase on time and resumes exactly.
 import { test } from 'node:test';

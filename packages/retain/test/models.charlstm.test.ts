@@ -4,7 +4,8 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as torch from '@retain/torch';
-import { CharLSTM, CharVocab, type CharLSTMConfig } from '../src/models/charlstm.js';
+import { CharLSTM, type CharLSTMConfig } from '../src/models/charlstm.js';
+import { CharVocab } from '../src/tokenizers/char.js';
 import { keyToTf, readMl5, tfToKey } from '../src/models/ml5.js';
 import { needPython } from '../../torch/test/helpers.js';
 import { assertTensorClose, pyTensors, randomise } from './pyref.js';
@@ -113,7 +114,7 @@ test('charrnn-shakespeare: vocab.json\'s damaged keys are repaired (two spaces â
 // Known answer. Protocol: teacher forcing over the whole of shakespeare.txt (1,115,394 characters, 1,115,393
 // predictions less the 1 lost to the split), cut into 64 equal contiguous streams that each start from the zero state
 // and carry their state to the end; float32, fused aten LSTM. Measured: 1.2958 nats/char (a single stream over the
-// whole file gives 1.2947). DATA.md states 1.33; that figure is reached only with short contexts from a zero state
+// whole file gives 1.2947). docs/DATA.md states 1.33; that figure is reached only with short contexts from a zero state
 // (512-character windows give 1.339, 256-character windows 1.383), so this test checks the measured value of its own
 // protocol instead (see the task report).
 test('charrnn-shakespeare: teacher-forced loss over the whole of shakespeare.txt is 1.296 nats/char', { skip: skipModel, timeout: 300_000 }, () => {

@@ -4,7 +4,7 @@ import * as torch from '@retain/torch';
 import { GPT2LMHeadModel, gpt2CheckpointKeys, type GPT2Config } from '../src/models/gpt2.js';
 import { generate } from '../src/models/generate.js';
 import { loadWeights } from '../src/models/weights.js';
-import type { Tokenizer } from '../src/tokenizers/llama2c.js';
+import type { Tokenizer } from '../src/tokenizers/types.js';
 import { needPython } from '../../torch/test/helpers.js';
 import { assertTensorClose, pyTensors, randomise } from './pyref.js';
 

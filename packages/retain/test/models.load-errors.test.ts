@@ -152,7 +152,7 @@ test('config.json values no model can be built from name the file, the key, the 
 
 test('a LoRA adapter folder whose base is not on this machine names the base, where it looked, and merged/', async () => {
   const root = mkdtempSync(join(tmpdir(), 'retain-loaderr-'));
-  // The layout a LoRA run writes to output_dir/final (methods/lora/peft.ts).
+  // The layout a LoRA run writes to output_dir/final (models/lora/peft.ts).
   const final = join(root, 'final');
   mkdirSync(final);
   writeFileSync(join(final, 'adapter_config.json'), JSON.stringify({ peft_type: 'LORA', r: 4, lora_alpha: 8, target_modules: ['q_proj'], base_model_name_or_path: '/models/stories260K.bin' }));

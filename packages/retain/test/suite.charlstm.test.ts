@@ -65,7 +65,7 @@ test('char-LSTM suite (Shakespeare → Darwin), 2 recipes × 30 steps: FT learns
     const [ft, l2] = c.tuned;
     const gen = (r: EvalResults) => primary(r, 'shakespeare_heldout');
     const tgt = (r: EvalResults) => primary(r, 'darwin_heldout');
-    // The base model knows Shakespeare far better than Darwin (DATA.md: 1.33 vs 1.91 nats/char on the whole files).
+    // The base model knows Shakespeare far better than Darwin (docs/DATA.md: 1.33 vs 1.91 nats/char on the whole files).
     assert.ok(gen(c.base) < 2.2 && tgt(c.base) > 2.5, `base: Shakespeare ${gen(c.base)}, Darwin ${tgt(c.base)} bits/char`);
     assert.ok(tgt(ft) < tgt(c.base) - 0.1, `FT should learn Darwin: ${tgt(c.base)} → ${tgt(ft)} bits/char`);
     assert.ok(gen(ft) > gen(c.base) + 0.05, `FT should forget Shakespeare: ${gen(c.base)} → ${gen(ft)} bits/char`);

@@ -57,7 +57,7 @@ test('MNIST suite, rot90 FT and parity probe × 30 steps: FT learns rotated digi
     assert.deepEqual(c.tuned.map((r) => r.label), ['rot90 FT', 'parity probe']);
     const [ft, probe] = c.tuned;
     const base = c.base;
-    // DATA.md: 94.64% on all 10,000 digits; the 2,000 held out land near it.
+    // docs/DATA.md: 94.64% on all 10,000 digits; the 2,000 held out land near it.
     assert.ok(primary(base, 'mnist')! > 0.92, `base accuracy ${primary(base, 'mnist')}`);
     assert.ok(primary(base, 'mnist_rot90')! < 0.3, `base on rotated digits ${primary(base, 'mnist_rot90')}`);
     assert.ok(Math.abs(primary(base, 'mnist_parity')! - 0.5) < 0.15, `a fresh 2-class head is near chance: ${primary(base, 'mnist_parity')}`);

@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process';
 import * as torch from '@retain/torch';
 import { Command } from 'commander';
 import { synthesize, type SynthOptions } from '../src/synth/index.js';
-import { registerSynthCommand } from '../src/synth/cli.js';
+import { registerSynthCommand } from '../src/cli/synth.js';
 
 torch.setNumThreads(1);
 const MODEL = new URL('../assets/stories260K/stories260K.bin', import.meta.url).pathname;

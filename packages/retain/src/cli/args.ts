@@ -44,22 +44,3 @@ export function unitInterval(v: string): number {
   if (!(n > 0 && n <= 1)) throw new InvalidArgumentError(`'${v}' must be in (0, 1]`);
   return n;
 }
-
-export const FS_ERRORS: Record<string, string> = {
-  EEXIST: 'a file is in the way where a folder is needed (or the target exists)',
-  EISDIR: 'is a folder, where a file is needed',
-  ENOTDIR: 'part of this path is a file, where a folder is needed',
-  EACCES: 'permission denied',
-  EPERM: 'operation not permitted (permissions, or an immutable file)',
-  ENOSPC: 'no space left on the device',
-  EROFS: 'read-only filesystem',
-  ENOENT: 'no such file or folder',
-  EMFILE: 'too many open files',
-};
-
-/** A Node filesystem error as "<path>: <what it means> (<syscall>)", or null for any other error. */
-export function describeFsError(e: Error): string | null {
-  const { code, path, dest, syscall } = e as NodeJS.ErrnoException & { dest?: string };
-  if (!code || !(code in FS_ERRORS) || !path) return null;
-  return `${path}${dest ? ` → ${dest}` : ''}: ${FS_ERRORS[code]} (${syscall ?? 'fs'} ${code})`;
-}

@@ -1,9 +1,10 @@
 // The `retain` command line.
 import { dirname, resolve } from 'node:path';
 import { Command } from 'commander';
-import { describeFsError, int, num, nonNegative, nonNegativeInt, positiveInt, unitInterval } from './args.js';
+import { int, num, nonNegative, nonNegativeInt, positiveInt, unitInterval } from './args.js';
+import { describeFsError } from '../files.js';
 import * as torch from '@retain/torch';
-import { loadTrainConfig, ConfigError, configFromRaw, readTrainConfigRaw } from '../config.js';
+import { loadTrainConfig, configFromRaw, readTrainConfigRaw } from '../config.js';
 import { isStaged } from '../train/stages.js';
 import { trainStages } from './stages.js';
 import { checkOutputDir, runTraining } from '../train/run.js';
@@ -15,14 +16,14 @@ import { generationSettings, readGenerationConfig } from '../models/genconfig.js
 import { CharLSTM } from '../models/charlstm.js';
 import { MnistMLP } from '../models/mlp.js';
 import { CharTokenizer } from '../tokenizers/char.js';
-import type { Tokenizer } from '../tokenizers/llama2c.js';
+import type { Tokenizer } from '../tokenizers/types.js';
 import type { T5ForConditionalGeneration } from '../models/t5.js';
 import { checkDistConfig, DistConfigError, distSettings, launchWorkers, rankDevice, startDist, stopDist } from '../train/dist.js';
-import { registerEvalCommands } from '../eval/cli.js';
-import { registerDemoCommand } from '../suite/demo.js';
+import { registerEvalCommands } from './eval.js';
+import { registerDemoCommand } from './demo.js';
 import { registerTuneCommand } from './tune.js';
-import { registerReportCommand } from '../report/cli.js';
-import { registerSynthCommand } from '../synth/cli.js';
+import { registerReportCommand } from './report.js';
+import { registerSynthCommand } from './synth.js';
 import { registerMergeCommand } from './merge.js';
 import { inspectMemory } from './inspect-memory.js';
 import { EXIT_RESUMABLE } from '../train/preempt.js';

@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import { existsSync, readdirSync, realpathSync, statSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
 import { loadPretrained, savePretrained } from '../models/hub.js';
-import { readAdapterConfig } from '../methods/lora/peft.js';
+import { readAdapterConfig } from '../models/lora/peft.js';
 import { isHubId, resolveHubModel } from '../models/hfcache.js';
 
 /**

@@ -1,9 +1,8 @@
 // Conversation datasets as users already have them (LLaMA-Factory's alpaca and sharegpt, OpenAI messages), turned
 // into one shape: the messages a chat template renders, and the tools it is given. Field names are mapped as
 // LLaMA-Factory's dataset_info.json `columns` and `tags` map them.
-import type { ChatMessage } from './formats.js';
-import { recordFields } from './formats.js';
-import { DataError, type Record_ } from './readers.js';
+import type { ChatMessage } from '../tokenizers/types.js';
+import { DataError, recordFields, type Record_ } from './records.js';
 
 export interface Conversation {
   messages: ChatMessage[];

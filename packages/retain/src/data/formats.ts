@@ -1,8 +1,7 @@
 // Turning records into training examples: token ids, a loss mask (train only on completion / assistant tokens),
 // and the record's id, kept end to end so per-sample methods (FLOW weights, replay accounting) can name samples.
-import type { Tokenizer } from '../tokenizers/llama2c.js';
-import type { Record_ } from './readers.js';
-import { DataError } from './readers.js';
+import type { ChatMessage, ChatTemplate, Tokenizer } from '../tokenizers/types.js';
+import { DataError, recordFields, type Record_ } from './records.js';
 import { alpacaConversation, messageList, openaiConversation, sharegptConversation, type AlpacaColumns, type Conversation, type MessagesColumns, type SharegptColumns, type SharegptTags } from './conversations.js';
 
 export interface Example {
@@ -20,24 +19,6 @@ export interface Example {
   featureShape?: number[];
 }
 
-/** One turn; templates may also read tool_calls, reasoning_content and the like, passed through as given. */
-export interface ChatMessage {
-  role: string;
-  content: string;
-  [field: string]: unknown;
-}
-
-/** What apply_chat_template passes besides the messages: tools (JSON schemas), documents, template switches. */
-export interface ChatOptions {
-  tools?: unknown[] | null;
-  documents?: unknown[] | null;
-  /** Further template variables, e.g. Qwen3's enable_thinking. */
-  vars?: Record<string, unknown>;
-}
-
-/** Renders a conversation; `addGenerationPrompt` appends the opening of an assistant turn. */
-export type ChatTemplate = (messages: ChatMessage[], addGenerationPrompt: boolean, opts?: ChatOptions) => string;
-
 export type FormatSpec =
   | { type: 'prompt_completion'; promptField?: string; completionField?: string; template?: string; chatTemplate?: boolean }
   | { type: 'chat'; messagesField?: string }
@@ -54,12 +35,6 @@ export interface FormatContext {
   source?: string;
   /** Truncate each example to this many tokens (from the right, keeping the prompt's start). */
   maxLength?: number;
-}
-
-/** The fields a record has, for a message about one it lacks ('id' is left out: retain adds one when the file has none). */
-export function recordFields(r: Record<string, unknown>): string {
-  const keys = Object.keys(r).filter((k) => k !== 'id');
-  return keys.length ? `record has: ${keys.join(', ')}` : 'record has no fields';
 }
 
 function field(r: Record_, name: string, kind: string): string {

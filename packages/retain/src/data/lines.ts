@@ -3,7 +3,7 @@
 import { closeSync, openSync, readSync } from 'node:fs';
 import { constants } from 'node:buffer';
 import { decodeUtf8 } from '../files.js';
-import { DataError } from './readers.js';
+import { DataError } from './records.js';
 
 export interface Line {
   text: string;

@@ -3,13 +3,9 @@
 // own `id`) that follows the sample through training and evaluation.
 import { existsSync, statSync } from 'node:fs';
 import { basename, extname } from 'node:path';
-import { decodeUtf8, readUserFile } from '../files.js';
-import { FS_ERRORS } from '../cli/args.js';
+import { decodeUtf8, FS_ERRORS, readUserFile } from '../files.js';
 import { readLines } from './lines.js';
-
-export type Record_ = Record<string, unknown> & { id: string };
-
-export class DataError extends Error {}
+import { DataError, type Record_ } from './records.js';
 
 /**
  * A text data file as UTF-8: a byte-order mark (Windows editors write one) is dropped; UTF-16 is refused by name, and

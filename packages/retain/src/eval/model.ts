@@ -7,7 +7,8 @@ import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
 import { loadPretrained, type Pretrained } from '../models/hub.js';
 import { generate, type CausalLM } from '../models/generate.js';
-import type { CharLSTM, CharVocab } from '../models/charlstm.js';
+import type { CharLSTM } from '../models/charlstm.js';
+import type { CharVocab } from '../tokenizers/char.js';
 import type { MnistMLP } from '../models/mlp.js';
 import { CharTokenizer } from '../tokenizers/char.js';
 

@@ -10,8 +10,9 @@ import { decodeUtf8, readUserFile } from '../files.js';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { readRecords, type Record_ } from '../data/readers.js';
-import { fillTemplate, recordFields } from '../data/formats.js';
+import { readRecords } from '../data/readers.js';
+import { recordFields, type Record_ } from '../data/records.js';
+import { fillTemplate } from '../data/formats.js';
 import { formatIssues } from '../config.js';
 import type { Role } from './results.js';
 
@@ -217,7 +218,7 @@ const mc = (name: string, data: string, extra: Partial<TaskInput> = {}): TaskInp
 });
 
 /**
- * Built-in tasks over the sets of ../shared/data (DATA.md). The prompts, choices and target delimiter of ARC, PIQA,
+ * Built-in tasks over the sets of ../shared/data (docs/DATA.md). The prompts, choices and target delimiter of ARC, PIQA,
  * WinoGrande, HellaSwag, BoolQ, OpenBookQA and MMLU are lm-evaluation-harness 0.4.13's (bench/parity/lmeval.ts
  * checks them against lm_eval itself); BoolQ has no passage in the shared copy, so its prompt starts at "Question:".
  */

@@ -1,4 +1,4 @@
-// Distillation replay — Learning without Forgetting (Li & Hoiem, ECCV 2016, arXiv 1606.09282), METHODS.md §12: the
+// Distillation replay — Learning without Forgetting (Li & Hoiem, ECCV 2016, arXiv 1606.09282), docs/METHODS.md §12: the
 // loss gains λ_d·T²·KL(softmax(z₀/T) ‖ softmax(z/T)), averaged over the trained tokens of a batch of general data,
 // where z₀ are the frozen base model's logits and z the model's. No labels are needed: `data` is replay text or what
 // `retain synth` wrote (§3), loaded like mixing's general data. The T² keeps the term's gradient scale independent of

@@ -1,4 +1,4 @@
-// EWC, elastic weight consolidation (Kirkpatrick et al. 2017, arXiv 1612.00796), METHODS.md §6: the loss gains
+// EWC, elastic weight consolidation (Kirkpatrick et al. 2017, arXiv 1612.00796), docs/METHODS.md §6: the loss gains
 // Σᵢ (λ/2)·Fᵢ·(θᵢ−θ₀ᵢ)², where F is the diagonal Fisher information of the pretrained model on general data, so the
 // weights that general capability depends on are held close to θ₀ and the others are free to move.
 //

@@ -1,4 +1,4 @@
-// FLOW (Sanyal et al., arXiv 2502.02797), METHODS.md §1: weight every fine-tuning sample by how well the pretrained
+// FLOW (Sanyal et al., arXiv 2502.02797), docs/METHODS.md §1: weight every fine-tuning sample by how well the pretrained
 // model already fits it, wᵢ = exp(−fᵢ(θ₀)/τ), so samples far from the pretrained distribution pull the weights less.
 //
 // fᵢ(θ₀) is the sample's mean cross-entropy per trained token — the trainer's own loss function on the trainer's own

@@ -1,4 +1,4 @@
-// HFT, half fine-tuning (Hui et al., ACL 2025, arXiv 2404.18466), METHODS.md §10.
+// HFT, half fine-tuning (Hui et al., ACL 2025, arXiv 2404.18466), docs/METHODS.md §10.
 //
 // Half of each transformer block trains and the other half stays at its pretrained value, chosen by category: in
 // attention 2 of {q,k,v,o}; in the MLP 2 of {gate,up,down} in half of the layers and 1 of 3 in the other half (so the

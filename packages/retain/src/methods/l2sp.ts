@@ -1,4 +1,4 @@
-// L2-SP (Li et al. 2018, arXiv 1802.01483), METHODS.md §5: the loss gains λ·Σ(θ−θ₀)² over the fine-tuned tensors,
+// L2-SP (Li et al. 2018, arXiv 1802.01483), docs/METHODS.md §5: the loss gains λ·Σ(θ−θ₀)² over the fine-tuned tensors,
 // pulling them toward the pretrained starting point rather than toward zero.
 //
 // `reduction` says what Σ means — `sum` over every element, or `mean` over every element of the penalised tensors

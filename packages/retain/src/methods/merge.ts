@@ -1,4 +1,4 @@
-// Weight-space merging beyond WiSE-FT, METHODS.md §14, applied after training like `wise` (over the same state dict):
+// Weight-space merging beyond WiSE-FT, docs/METHODS.md §14, applied after training like `wise` (over the same state dict):
 //
 // - task arithmetic (Ilharco et al., ICLR 2023, arXiv 2212.04089): τ = θ_ft − θ₀, θ = θ₀ + λ·Σ_t τ_t;
 // - TIES (Yadav et al., NeurIPS 2023, arXiv 2306.01708): each τ_t trimmed to its top-k fraction of magnitudes per

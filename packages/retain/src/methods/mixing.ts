@@ -1,4 +1,4 @@
-// Mixed training / replay (Reynolds 2025, arXiv 2512.13706), METHODS.md §2: general-capability examples go into the
+// Mixed training / replay (Reynolds 2025, arXiv 2512.13706), docs/METHODS.md §2: general-capability examples go into the
 // fine-tuning batches.
 //
 // `ratio: 'm:n'`: every micro-batch of B examples is m target sub-batches and n general sub-batches in one forward

@@ -1,4 +1,4 @@
-// MoFO, the momentum-filtered optimizer (Chen et al., arXiv 2407.20999), METHODS.md §7.
+// MoFO, the momentum-filtered optimizer (Chen et al., arXiv 2407.20999), docs/METHODS.md §7.
 //
 // AdamW whose moments m, v update densely every step, but within each filtered parameter tensor only the coordinates
 // with the largest |m| move: p ← p − lr·m̂/(√v̂+ε) on the top k = max(1, ⌊α·n⌋) of them and by 0 elsewhere. Bias and

@@ -1,4 +1,4 @@
-// Linear probe and LP-FT (METHODS.md §11): train only a new classification head on the frozen pretrained body; with
+// Linear probe and LP-FT (docs/METHODS.md §11): train only a new classification head on the frozen pretrained body; with
 // `then: finetune`, switch to fine-tuning everything after `probe_steps` steps (or `probe_epochs` epochs), starting
 // from the probed head.
 //

@@ -1,4 +1,4 @@
-// SAM, sharpness-aware minimisation (Foret et al. 2020; Li et al. 2024 for forgetting), METHODS.md §4.
+// SAM, sharpness-aware minimisation (Foret et al. 2020; Li et al. 2024 for forgetting), docs/METHODS.md §4.
 //
 // One step: g = ∇L(θ) over the whole accumulated batch (the trainer's closure runs every micro-batch), ε = ρ·g/‖g‖₂
 // with the norm taken over all trainable tensors together, g' = ∇L(θ+ε), θ restored, and g' left in .grad for the

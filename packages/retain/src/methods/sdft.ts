@@ -1,4 +1,4 @@
-// SDFT, on-policy self-distillation (Shenfeld et al. 2026, arXiv 2601.19897), METHODS.md §15 — not §13's rewriting
+// SDFT, on-policy self-distillation (Shenfeld et al. 2026, arXiv 2601.19897), docs/METHODS.md §15 — not §13's rewriting
 // SDFT. For a training example with prompt x and demonstration c, each step samples ŷ ~ π_θ(·|x) from the student
 // and minimises Σ_t KL(π_θ(·|x, ŷ<t) ‖ π_teacher(·|x, c, ŷ<t)) over the sampled tokens, averaged over tokens: the
 // demonstration is only ever context for the teacher, never a target. The teacher is the same weights (`teacher:
@@ -24,7 +24,7 @@ import type { Tensor } from '@retain/torch';
 import type { Batch } from '../data/loader.js';
 import type { Example } from '../data/formats.js';
 import type { Method, SampleLosses, TrainableModel, TrainContext } from '../train/hooks.js';
-import type { Tokenizer } from '../tokenizers/llama2c.js';
+import type { Tokenizer } from '../tokenizers/types.js';
 import { generate, type CausalLM } from '../models/generate.js';
 import { checkOptions, enumOption, indexById, keepModes, modelDevice, numberOption, sampleKey, type Options } from './support.js';
 

@@ -1,4 +1,4 @@
-// Self-distilled targets — SDFT of Yang et al. (ACL 2024, arXiv 2402.13669), METHODS.md §13; not §15's on-policy
+// Self-distilled targets — SDFT of Yang et al. (ACL 2024, arXiv 2402.13669), docs/METHODS.md §13; not §15's on-policy
 // `sdft`. Before training, the base model rewrites each target response in its own words: it is prompted with the
 // instruction and the original response (`template`, with {instruction} and {response}) and continues greedily (the
 // default; `temperature` > 0 samples, seeded per example). The rewrite replaces the response when it is still correct,
@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import type { Example } from '../data/formats.js';
 import type { Method, TrainableModel, TrainContext } from '../train/hooks.js';
-import type { Tokenizer } from '../tokenizers/llama2c.js';
+import type { Tokenizer } from '../tokenizers/types.js';
 import { generate, type CausalLM } from '../models/generate.js';
 import { writeTextAtomic } from '../train/checkpoint.js';
 import { checkOptions, enumOption, hashExamples, hashModel, keepModes, numberOption, regexOption, sampleKey, shown, type Options } from './support.js';

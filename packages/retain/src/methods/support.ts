@@ -6,7 +6,7 @@ import type { Tensor } from '@retain/torch';
 import { collate, disposeBatch, type Batch } from '../data/loader.js';
 import type { Example } from '../data/formats.js';
 import type { TrainableModel, TrainContext } from '../train/hooks.js';
-import { shown } from '../config.js';
+import { shown } from '../errors.js';
 
 export { shown };
 

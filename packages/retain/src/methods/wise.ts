@@ -1,4 +1,4 @@
-// WiSE-FT, weight-space ensembling (Wortsman et al., CVPR 2022, arXiv 2109.01903), METHODS.md §9: after fine-tuning,
+// WiSE-FT, weight-space ensembling (Wortsman et al., CVPR 2022, arXiv 2109.01903), docs/METHODS.md §9: after fine-tuning,
 // θ_α = (1−α)·θ₀ + α·θ_ft over every tensor of the state dict, buffers included; α = 0 is the pretrained model and
 // α = 1 the fine-tuned one, bit for bit.
 //

@@ -2,7 +2,7 @@
 // stop strings. The prompt runs once through the model; each new token then costs one position.
 import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
-import type { Tokenizer } from '../tokenizers/llama2c.js';
+import type { Tokenizer } from '../tokenizers/types.js';
 
 /** What generation needs from a model's cache (Llama's KVCache, GPT-2's): positions held, capacity, release. */
 export interface GenerationCache {

@@ -18,15 +18,16 @@ import { EfficientNetLite, type EfficientNetLiteConfig } from './efficientnet.js
 import { readLlama2c } from './llama2c.js';
 import { CharLSTM, type CharLSTMConfig } from './charlstm.js';
 import { MnistMLP } from './mlp.js';
-import { assertFiniteWeights, firstNonFinite, loadWeights, ModelConfigError } from './weights.js';
+import { assertFiniteWeights, firstNonFinite, loadWeights, ModelConfigError, refusePickle } from './weights.js';
 import { claimedParameters } from './size.js';
 import { readUserFile } from '../files.js';
 import { hubCacheDir, isHubId, resolveHubModel } from './hfcache.js';
-import { Llama2cTokenizer, type Tokenizer } from '../tokenizers/llama2c.js';
+import { Llama2cTokenizer } from '../tokenizers/llama2c.js';
+import type { Tokenizer } from '../tokenizers/types.js';
 import { loadHfTokenizer } from '../tokenizers/hf.js';
 import { CharTokenizer } from '../tokenizers/char.js';
-import { loadAdapter, readAdapterConfig } from '../methods/lora/peft.js';
-import { mergeAndUnload } from '../methods/lora/wrap.js';
+import { loadAdapter, readAdapterConfig } from './lora/peft.js';
+import { mergeAndUnload } from './lora/wrap.js';
 
 /** A loaded model with what is needed to save it back. */
 export interface Pretrained {
@@ -89,14 +90,6 @@ const PICKLE = /\.(bin|pt|pth|ckpt|pkl)$/i;
 
 const SUPPORTED =
   'retain loads a Hugging Face model directory (config.json + *.safetensors), a llama2.c .bin checkpoint, or an ml5 folder (manifest.json + weight files)';
-
-export function refusePickle(path: string): never {
-  throw new Error(
-    `${path} is a PyTorch pickle checkpoint, which retain does not load (unpickling can run arbitrary code). ` +
-      "Convert it to safetensors first, e.g. in Python: `from safetensors.torch import save_file; save_file(torch.load(p), 'model.safetensors')`, " +
-      'or `model.save_pretrained(dir, safe_serialization=True)` with transformers.',
-  );
-}
 
 /**
  * torch.save writes a zip archive (since PyTorch 1.6) or, before that, a bare pickle, whose protocol 2+ opcode

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import * as torch from '@retain/torch';
 import { Tensor } from '@retain/torch';
 import type { BertModel } from './bert.js';
-import type { Tokenizer } from '../tokenizers/llama2c.js';
+import type { Tokenizer } from '../tokenizers/types.js';
 
 export interface SentenceSettings {
   pooling: 'mean' | 'cls';

@@ -1,6 +1,6 @@
 // Loading checkpoint tensors into a model with PyTorch's strictness, allowing for tied weights.
 import type * as torch from '@retain/torch';
-import { shown } from '../config.js';
+import { shown } from '../errors.js';
 
 export interface HasTiedKeys {
   tiedKeys?(): [string, string][];
@@ -121,4 +121,13 @@ export function checkTokenId(c: Fields, key: string, vocabSize: number): void {
   const v = c[key];
   if (v == null) return;
   if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v >= vocabSize) bad(key, v, `a token id in 0..${vocabSize - 1} (vocab_size ${vocabSize})`);
+}
+
+/** A pickle checkpoint (PyTorch .bin/.pt) is refused with the one-line conversion that makes it loadable. */
+export function refusePickle(path: string): never {
+  throw new Error(
+    `${path} is a PyTorch pickle checkpoint, which retain does not load (unpickling can run arbitrary code). ` +
+      "Convert it to safetensors first, e.g. in Python: `from safetensors.torch import save_file; save_file(torch.load(p), 'model.safetensors')`, " +
+      'or `model.save_pretrained(dir, safe_serialization=True)` with transformers.',
+  );
 }

@@ -4,20 +4,20 @@
 // are dropped (the harness's `unknown_chars: drop`), and CRLF becomes LF, before anything is trained or scored.
 //
 // The Shakespeare "held-out" slice is the corpus's last 20,000 characters. The ml5 model was trained on the whole of
-// shakespeare.txt (DATA.md), so no truly unseen Shakespeare exists here: the general score measures retention of
+// shakespeare.txt (docs/DATA.md), so no truly unseen Shakespeare exists here: the general score measures retention of
 // what the model fit, which is what forgetting is about; the replay and Fisher windows come from the first 90% of
 // the file, so they never overlap the scored slice.
 //
 // Not run: LoRA. The model has no nn.Linear layers (the LSTM cells and the softmax are raw TensorFlow-layout weight
-// tensors), so LoRA finds no target layer and refuses; see CHARLSTM_NOT_RUN.
+// tensors), so LoRA finds no target layer and refuses; see CHARLSTM_NOT_RUN in recipes.ts.
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { evaluate } from '../eval/harness.js';
 import { loadEvalModel } from '../eval/model.js';
 import { resolveTasks, type ResolvedTask } from '../eval/tasks.js';
 import type { CompareResults, EvalResults } from '../eval/results.js';
-import { CharVocab } from '../models/charlstm.js';
-import type { Recipe } from './demo.js';
+import { CharVocab } from '../tokenizers/char.js';
+import { charlstmRecipes } from './recipes.js';
 import { synthesize } from '../synth/index.js';
 import { finishResults, methodNames, primaryValue, runDirOf, selectRecipes, trainRecipe, writeJsonl, type SuiteOptions } from './common.js';
 
@@ -26,36 +26,8 @@ export const CHARLSTM_MODEL = join(SHARED, 'models', 'charrnn-shakespeare');
 const SHAKESPEARE = join(SHARED, 'data', 'text', 'shakespeare.txt');
 const DARWIN = join(SHARED, 'data', 'text', 'darwin.txt');
 
-/** Methods of METHODS.md this suite leaves out, and why. */
-export const CHARLSTM_NOT_RUN: Record<string, string> = {
-  LoRA: 'the char-LSTM has no nn.Linear layer (LSTM kernels and the softmax are raw weight tensors in TensorFlow layout), so LoRA has no target layer',
-  HFT: "HFT's halves are defined over attention and MLP projections, which an LSTM does not have",
-};
-
 const WINDOW = 128;
 const EVAL_CHARS = 20_000;
-
-export function charlstmRecipes(replay: string, synth?: string): Recipe[] {
-  const general = { path: replay, format: { type: 'text' }, max_length: WINDOW + 1, name: 'shakespeare' };
-  // Data-oblivious replay (issue #7): text the base model sampled itself (`retain synth`), in place of Shakespeare.
-  const synthRecipes: Recipe[] = synth ? [{ label: 'mix 1:1 (synth)', methods: [{ name: 'mixing', ratio: '1:1', general: { path: synth, format: { type: 'text' }, max_length: WINDOW + 1, name: 'synth' } }] }] : [];
-  const mix = { name: 'mixing', ratio: '1:1', general };
-  const l2 = { name: 'l2', lambda: 0.05, reduction: 'sum' };
-  return [
-    { label: 'FT', methods: [] },
-    { label: 'mix 1:1', methods: [mix] },
-    { label: 'FLOW', methods: ['flow'] },
-    { label: 'L2', methods: [l2] },
-    // The empirical (per-sample) Fisher: at the converged base model the mini-batch gradients nearly cancel, and the
-    // per-batch estimate came out ~5·10⁻⁷ on average, too small for any λ near the L2 scale to act.
-    { label: 'EWC', methods: [{ name: 'ewc', lambda: 10000, data: general, fisher: 'per_sample', fisher_samples: 256 }] },
-    { label: 'SAM', methods: [{ name: 'sam', rho: 0.05 }] },
-    { label: 'MoFO', methods: [{ name: 'mofo', alpha: 0.15 }] },
-    { label: 'WiSE-FT', methods: [{ name: 'wise', alpha: 0.5 }] },
-    { label: 'mix+FLOW+L2', methods: [mix, 'flow', l2] },
-    ...synthRecipes,
-  ];
-}
 
 /** The text as the model can read it: LF line ends, characters outside the vocabulary dropped. */
 function readable(text: string, vocab: CharVocab): string {
@@ -124,7 +96,7 @@ export async function runCharlstmSuite(o: SuiteOptions): Promise<CompareResults>
   const data = prepareCharlstmData(outDir, { trainWindows: Math.max(256, steps * batch), replayWindows: Math.max(256, steps * batch) });
   // 256 samples of 128 characters from the base model (resumable: a rerun reuses the file).
   const synth = await synthesize({ model: CHARLSTM_MODEL, out: join(outDir, 'data', 'charlstm-synth.jsonl'), count: 256, maxNewTokens: WINDOW, seed, progress: false });
-  const recipes = selectRecipes(charlstmRecipes(data.replay, synth.out), o.only);
+  const recipes = selectRecipes(charlstmRecipes(data.replay, WINDOW, synth.out), o.only);
 
   say(`char-LSTM suite: ${CHARLSTM_MODEL} → Darwin (${steps} steps × ${batch} windows of ${WINDOW} chars); general: Shakespeare bits/char`);
   const baseModel = await loadEvalModel(CHARLSTM_MODEL);

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { parseTrainConfig } from '../config.js';
 import { runTraining, type RunResult } from '../train/run.js';
 import type { EvalResults } from '../eval/results.js';
-import type { Recipe } from './demo.js';
+import type { Recipe } from './recipes.js';
 
 export interface SuiteOptions {
   outDir: string;

@@ -9,36 +9,13 @@ import { evaluate } from '../eval/harness.js';
 import { resolveTasks, type ResolvedTask } from '../eval/tasks.js';
 import type { CompareResults, EvalResults } from '../eval/results.js';
 import { arithmeticProblems } from './arith.js';
-import { forgettingTableText } from '../report/table.js';
-import { positiveInt } from '../cli/args.js';
 import { exactMatchTaskYaml, finishResults, methodNames, runDirOf, selectRecipes, trainRecipe, writeJsonl } from './common.js';
+import { demoRecipes, type Recipe } from './recipes.js';
 
 export const ASSETS = resolve(new URL('../../assets', import.meta.url).pathname);
 export const DEFAULT_MODEL = join(ASSETS, 'stories260K', 'stories260K.bin');
-
-export interface Recipe {
-  label: string;
-  methods: (string | Record<string, unknown>)[];
-  /** Overrides of the training section for this recipe. */
-  training?: Record<string, unknown>;
-}
-
-/**
- * The recipes of the demo. The combination is the pair of the stories suite (`npm run bench:forgetting -- --only
- * stories`, docs/RESULTS.md) that gained nearly standard fine-tuning's target score for the least forgetting.
- */
-export function demoRecipes(replay: string): Recipe[] {
-  const mix = { name: 'mixing', ratio: '1:1', general: { path: replay, format: { type: 'text' }, max_length: 64, name: 'tinystories' } };
-  return [
-    { label: 'FT', methods: [] },
-    { label: 'mix 1:1', methods: [mix] },
-    { label: 'FLOW', methods: ['flow'] },
-    { label: 'L2', methods: [{ name: 'l2', lambda: 0.05, reduction: 'sum' }] },
-    { label: 'LoRA', methods: [{ name: 'lora', r: 16, save_merged: true }] },
-    { label: 'WiSE-FT', methods: [{ name: 'wise', alpha: 0.5 }] },
-    { label: 'L2 + HFT', methods: [{ name: 'l2', lambda: 0.05, reduction: 'sum' }, 'hft'] },
-  ];
-}
+/** TinyStories text apart from the held-out probe: the demo's replay and Fisher data. */
+export const DEMO_REPLAY = join(ASSETS, 'data', 'tinystories-replay.txt');
 
 export interface DemoOptions {
   outDir: string;
@@ -86,7 +63,7 @@ export function prepareDemoData(outDir: string, o: { trainSize: number; testSize
     ...exactMatchTaskYaml('arithmetic', 'arith-test.jsonl', 'target'),
     '',
   ].join('\n'));
-  return { train: trainPath, replay: join(ASSETS, 'data', 'tinystories-replay.txt'), tasks: resolveTasks([join(dir, 'tasks.yaml')]) };
+  return { train: trainPath, replay: DEMO_REPLAY, tasks: resolveTasks([join(dir, 'tasks.yaml')]) };
 }
 
 
@@ -158,24 +135,4 @@ function summary(r: EvalResults): string {
   const ce = r.rows.find((x) => x.task === 'tinystories_heldout' && x.metric === 'ce')!;
   const t = r.rows.find((x) => x.task === 'arithmetic' && x.metric === 'exact_match')!;
   return `TinyStories next-token acc ${(g.value * 100).toFixed(2)}%, loss ${ce.value.toFixed(3)}; arithmetic exact match ${(t.value * 100).toFixed(1)}%`;
-}
-
-/** `retain demo`: runs the recipes, prints the forgetting table and writes the report next to the results. */
-export function registerDemoCommand(program: import('commander').Command): void {
-  program
-    .command('demo')
-    .description('fine-tune the embedded stories260K on arithmetic with each anti-forgetting recipe; print the forgetting table and write report.html')
-    .option('--out <dir>', 'where runs, results and the report go', 'runs/demo')
-    .option('--model <path>', 'base model (default: the embedded stories260K)')
-    .option('--steps <n>', 'optimizer steps per recipe', positiveInt, 300)
-    .option('--only <labels>', 'comma-separated recipe labels to run (FT, "mix 1:1", FLOW, L2, LoRA, WiSE-FT, ...)')
-    .action(async (o: { out: string; model?: string; steps: number; only?: string }) => {
-      const t0 = performance.now();
-      const c = await runDemo({ outDir: o.out, model: o.model, steps: o.steps, only: o.only?.split(',').map((s) => s.trim()) });
-      // The report pulls in vega; load it only when the demo runs.
-      const { writeReport } = await import('../report/report.js');
-      console.log('\n' + forgettingTableText(c.base, c.tuned));
-      await writeReport(c, o.out);
-      console.log(`\nreport: ${join(resolve(o.out), 'report.html')} (${((performance.now() - t0) / 1000).toFixed(0)} s in all)`);
-    });
 }

@@ -1,4 +1,4 @@
-// A small-scale replica of the mixed-training study (Reynolds 2025, arXiv 2512.13706; METHODS.md §2): a model that
+// A small-scale replica of the mixed-training study (Reynolds 2025, arXiv 2512.13706; docs/METHODS.md §2): a model that
 // can do NLI is fine-tuned on algebra linear_1d problems, with and without NLI examples mixed into every batch.
 //
 // Stage 0 makes the base: the embedded stories260K has no NLI skill, so the suite first teaches it SICK (the only

@@ -6,13 +6,14 @@
 //     general = accuracy on the original held-out digits, target = accuracy on the rotated held-out digits.
 //   parity (labels "parity …"): a new 2-class head (is the digit odd?) in place of the 10-class one.
 //     target = parity accuracy of the fine-tuned model; general = 10-class accuracy of the fine-tuned BODY with the
-//     ORIGINAL head restored (METHODS.md §1: the choice FLOW's paper makes for ImageNet retention), since the new head
+//     ORIGINAL head restored (docs/METHODS.md §1: the choice FLOW's paper makes for ImageNet retention), since the new head
 //     cannot answer the 10-class question. The base row's parity score is the base body with the freshly initialised
 //     (seeded) head, i.e. chance before any training.
 //
 // Not run: LoRA and HFT (the MLP's layers are TensorFlow-layout Dense modules, not nn.Linear, and it has no
-// attention/MLP projections; see MNIST_NOT_RUN). Every other method of METHODS.md works with the classification loss:
-// FLOW's weights come from per-sample cross-entropy (one "token" per image), EWC's Fisher from the original digits.
+// attention/MLP projections; see MNIST_NOT_RUN in recipes.ts). Every other method of docs/METHODS.md works with the
+// classification loss: FLOW's weights come from per-sample cross-entropy (one "token" per image), EWC's Fisher from
+// the original digits.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
@@ -24,18 +25,13 @@ import type { CompareResults, EvalResults } from '../eval/results.js';
 import { loadPretrained, savePretrained, type Pretrained } from '../models/hub.js';
 import { MnistMLP } from '../models/mlp.js';
 import { epochOrder } from '../data/loader.js';
-import type { Recipe } from './demo.js';
+import { mnistRecipes } from './recipes.js';
 import { finishResults, methodNames, primaryValue, runDirOf, selectRecipes, trainRecipe, writeJsonl, type SuiteOptions } from './common.js';
 
 const SHARED = resolve(new URL('../../../../../shared', import.meta.url).pathname);
 export const MNIST_MODEL = join(SHARED, 'models', 'mnist-mlp');
 const HEAD = '^softmax_linear\\.';
 const HELD_OUT = 2000;
-
-export const MNIST_NOT_RUN: Record<string, string> = {
-  LoRA: 'the MLP is built from TensorFlow-layout Dense layers (weights [in, out]), not nn.Linear, so LoRA finds no target layer',
-  HFT: "HFT's halves are defined over attention and MLP projections (q,k,v,o,gate,up,down), which this MLP does not have",
-};
 
 export interface Digit {
   pixels: number[];
@@ -66,32 +62,6 @@ export function rotate90(p: number[]): number[] {
   const out = new Array<number>(784);
   for (let r = 0; r < 28; r++) for (let c = 0; c < 28; c++) out[r * 28 + c] = p[c * 28 + (27 - r)];
   return out;
-}
-
-export function mnistRecipes(data: { original: string }, steps: number): { rot90: Recipe[]; parity: Recipe[] } {
-  const general = { path: data.original, format: { type: 'image_classification', num_classes: 10 }, name: 'mnist' };
-  const mix = { name: 'mixing', ratio: '1:1', general };
-  const l2 = { name: 'l2', lambda: 0.5, reduction: 'sum' };
-  const probeSteps = Math.max(1, Math.round(steps / 2));
-  return {
-    rot90: [
-      { label: 'rot90 FT', methods: [] },
-      { label: 'rot90 mix 1:1', methods: [mix] },
-      { label: 'rot90 FLOW', methods: ['flow'] },
-      { label: 'rot90 L2', methods: [l2] },
-      { label: 'rot90 EWC', methods: [{ name: 'ewc', lambda: 1000, data: general, fisher: 'per_sample', fisher_samples: 500 }] },
-      { label: 'rot90 SAM', methods: [{ name: 'sam', rho: 0.05 }] },
-      { label: 'rot90 MoFO', methods: [{ name: 'mofo', alpha: 0.15 }] },
-      { label: 'rot90 WiSE-FT', methods: [{ name: 'wise', alpha: 0.5 }] },
-      { label: 'rot90 mix+FLOW+L2', methods: [mix, 'flow', l2] },
-    ],
-    parity: [
-      { label: 'parity FT', methods: [] },
-      { label: 'parity probe', methods: [{ name: 'probe', head: HEAD }] },
-      { label: 'parity LP-FT', methods: [{ name: 'probe', head: HEAD, then: 'finetune', probe_steps: probeSteps }] },
-      { label: 'parity FLOW (vision)', methods: [{ name: 'flow_vision', head: HEAD, probe_steps: probeSteps }] },
-    ],
-  };
 }
 
 interface MnistData {
@@ -209,7 +179,7 @@ export async function runMnistSuite(o: SuiteOptions): Promise<CompareResults> {
   const progress = o.progress !== false;
   const say = (m: string) => progress && process.stderr.write(m + '\n');
   const data = prepareMnistData(outDir, { seed });
-  const all = mnistRecipes(data, steps);
+  const all = mnistRecipes(data.original, steps, HEAD);
   const known = [...all.rot90, ...all.parity];
   const chosen = new Set(selectRecipes(known, o.only).map((r) => r.label));
   const parityStart = writeParityStart(join(outDir, 'models', 'mnist-parity-init'), seed);

@@ -1,4 +1,4 @@
-// `retain synth`: data-oblivious replay (METHODS.md §3). General-domain examples are rebuilt from the base model
+// `retain synth`: data-oblivious replay (docs/METHODS.md §3). General-domain examples are rebuilt from the base model
 // itself, for mixing (the general source) or EWC (the Fisher data) when the user has no general data:
 //
 //   bos     — context-free samples from BOS (Bansal & Sanghavi 2025): approximate the pretraining distribution;
@@ -24,7 +24,7 @@ import * as torch from '@retain/torch';
 import { loadPretrained, type Pretrained } from '../models/hub.js';
 import { readRecords } from '../data/readers.js';
 import { epochOrder } from '../data/loader.js';
-import type { ChatTemplate } from '../data/formats.js';
+import type { ChatTemplate } from '../tokenizers/types.js';
 import { synthModel, type Sample, type SampleOptions, type SynthModel } from './lm.js';
 import { Deduplicator, type DedupOptions } from './dedup.js';
 import { lossFilter, resolveFilters, textFilter, type FilterOptions } from './filters.js';

@@ -8,8 +8,8 @@
 import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
 import type { Pretrained } from '../models/hub.js';
-import type { Tokenizer } from '../tokenizers/llama2c.js';
-import type { ChatTemplate } from '../data/formats.js';
+import type { Tokenizer } from '../tokenizers/types.js';
+import type { ChatTemplate } from '../tokenizers/types.js';
 import { CharLSTM } from '../models/charlstm.js';
 import { collate, disposeBatch } from '../data/loader.js';
 import { causalLmLoss } from '../train/trainer.js';

@@ -1,6 +1,6 @@
 // The prompts synthesis builds: the open user turn of a chat template (Magpie), few-shot prompts from demonstrations
 // and their parsing back into fields, and the 1-5 judging prompt with its answer parser.
-import type { ChatTemplate } from '../data/formats.js';
+import type { ChatTemplate } from '../tokenizers/types.js';
 import { compileChatTemplate } from '../tokenizers/chat.js';
 
 // A marker no template writes: the template is rendered with it as the message and cut where it appears.

@@ -3,7 +3,7 @@
 // same aliasing of reasoning fields. @huggingface/jinja itself provides what transformers' Jinja environment adds
 // (raise_exception, strftime_now, a tojson that does not escape HTML, trimmed blocks).
 import { Environment, Interpreter, Template } from '@huggingface/jinja';
-import type { ChatMessage, ChatTemplate } from '../data/formats.js';
+import type { ChatMessage, ChatTemplate } from './types.js';
 
 /** The chat template does not parse (@huggingface/jinja throws a SyntaxError, which would read as a bug of ours). */
 export class TemplateError extends Error {}

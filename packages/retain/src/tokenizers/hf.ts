@@ -5,8 +5,8 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { Tokenizer as HfTok } from '@huggingface/tokenizers';
-import type { Tokenizer } from './llama2c.js';
-import type { ChatTemplate } from '../data/formats.js';
+import type { Tokenizer } from './types.js';
+import type { ChatTemplate } from './types.js';
 import { namedChatTemplate, templateTokens, tokenText, type TemplateSources } from './chat.js';
 
 /**

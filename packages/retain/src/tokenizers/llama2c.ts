@@ -4,16 +4,7 @@
 // byte-fallback tokens <0x00>.. at ids 3..258 when a character is unknown), then repeated merging of the adjacent pair
 // whose merged string has the highest score.
 import { readUserFile } from '../files.js';
-
-export interface Tokenizer {
-  readonly vocabSize: number;
-  readonly bosId: number;
-  readonly eosId: number;
-  encode(text: string, opts?: { bos?: boolean; eos?: boolean }): number[];
-  decode(ids: number[]): string;
-  /** The text of one token as it appears inside a sequence (no special handling of leading spaces). */
-  piece(id: number): string;
-}
+import type { Tokenizer } from './types.js';
 
 export class Llama2cTokenizer implements Tokenizer {
   readonly vocab: string[];

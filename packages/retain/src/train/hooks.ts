@@ -15,7 +15,7 @@ import type * as torch from '@retain/torch';
 import type { Batch } from '../data/loader.js';
 import type { Example } from '../data/formats.js';
 import type { Pretrained } from '../models/hub.js';
-import type { Tokenizer } from '../tokenizers/llama2c.js';
+import type { Tokenizer } from '../tokenizers/types.js';
 
 export type Role = 'optimizer-step' | 'forward-backward' | 'parameterization' | 'batch-composition' | 'data-loss';
 

@@ -4,7 +4,7 @@ import { basename, join, resolve } from 'node:path';
 import type { TrainConfig } from '../config.js';
 import type { Pretrained } from '../models/hub.js';
 import type { Method } from './hooks.js';
-import type { ForgettingMonitor } from '../eval/monitor.js';
+import type { ForgettingMonitor } from './monitor.js';
 import { pretrainedEvalModel } from '../eval/model.js';
 import { addTaskResults, newResults } from '../eval/harness.js';
 import type { ResultRow } from '../eval/results.js';

@@ -10,52 +10,15 @@ import { checkComposition, type Method, type OptimizerHyper, type OptimizerLike,
 import { loadLatestCheckpoint, removeStaleTemps, setAsidePreviousRun, trimLogs, type CheckpointParts } from './checkpoint.js';
 import { Progress } from './progress.js';
 import { MetricsFiles } from './metrics-files.js';
-import { chunkedLoss, type LossChunkSetting } from './chunked.js';
+import { chunkedLoss } from './chunked.js';
 import { LayerCheckpointing } from './checkpointing.js';
 import { causalLmLoss, type LossFn } from './losses.js';
 import { Replicas } from './replicas.js';
 import { restoreRun } from './state.js';
-import type { TrainOptions } from './trainer.js';
+import type { Run, RunLoss, StepHooks, TrainOptions } from './options.js';
 
-/** The methods that act at each step's hook points, found once. */
-export interface StepHooks {
-  composer?: Method;
-  preparers: Method[];
-  weighters: Method[];
-  /** A method that replaces the data loss (SDFT); it gets the run's own loss for the rows it leaves alone. */
-  ownLoss?: Method;
-  penalties: Method[];
-  forwardBackward?: Method;
-}
 
-/** The run's losses: `plain` (under autocast) for methods that backpropagate their own; `data` may chunk the head. */
-export interface RunLoss {
-  plain: LossFn;
-  data: LossFn;
-  /** Whether `data` is the chunked cross-entropy, which defers part of its backward (completeBackward). */
-  chunked: boolean;
-  chunk: LossChunkSetting;
-}
 
-/** What the phases of a run share: settings fixed at setup, the context (step, epoch) and the loader's position. */
-export interface Run {
-  o: TrainOptions;
-  ctx: TrainContext;
-  methods: Method[];
-  hooks: StepHooks;
-  loss: RunLoss;
-  loader: DataLoader;
-  totalSteps: number;
-  accum: number;
-  device: string;
-  /** Rank 0, or the only process: it alone writes (metrics, checkpoints, method caches) and shows progress. */
-  writer: boolean;
-  progress: Progress;
-  replicas: Replicas | null;
-  layerCkpt: LayerCheckpointing | null;
-  history: Record<string, number | string>[];
-  resumedFrom: number | null;
-}
 
 export async function setupRun(o: TrainOptions): Promise<Run> {
   const methods = o.methods ?? [];

@@ -7,7 +7,8 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { ConfigError, configFromRaw, formatIssues, type TrainConfig } from '../config.js';
+import { configFromRaw, formatIssues, type TrainConfig } from '../config.js';
+import { ConfigError } from '../errors.js';
 import { runTraining, type RunOptions } from './run.js';
 import { writeJsonAtomic } from './checkpoint.js';
 import { loadEvalModel } from '../eval/model.js';

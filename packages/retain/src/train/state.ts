@@ -3,7 +3,7 @@
 import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
 import { NonFiniteWeightsError, saveCheckpoint, type CheckpointParts } from './checkpoint.js';
-import type { Run } from './setup.js';
+import type { Run } from './options.js';
 import { NonFiniteLossError } from './losses.js';
 
 interface RunState {

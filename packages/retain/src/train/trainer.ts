@@ -10,80 +10,19 @@
 import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
 import { collate, disposeBatch, type Batch } from '../data/loader.js';
-import type { Example } from '../data/formats.js';
-import type { Tokenizer } from '../tokenizers/llama2c.js';
-import type { DistContext, Method, OptimizerHyper, SampleLosses, TrainableModel, TrainContext } from './hooks.js';
-import { batchChunk, type LossChunkSetting } from './chunked.js';
-import type { CheckpointingSetting } from './checkpointing.js';
+import type { SampleLosses } from './hooks.js';
+import { batchChunk } from './chunked.js';
 import { stepFaults } from './faults.js';
-import type { MetricsFilesSetting } from './metrics-files.js';
 import { StopRequest, stopAgreed, yieldToSignals } from './preempt.js';
-import { NonFiniteLossError, type LossFn } from './losses.js';
-import { setupRun, type Run } from './setup.js';
+import { NonFiniteLossError } from './losses.js';
+import { setupRun } from './setup.js';
+import type { Run, TrainOptions, TrainResult } from './options.js';
 import { saveRun } from './state.js';
 
 export { causalLmLoss, classificationLoss, NonFiniteLossError, type LossFn } from './losses.js';
+export type { TrainOptions, TrainResult } from './options.js';
 
-export interface TrainOptions {
-  model: TrainableModel;
-  /** The optimizer's hyperparameters; the loop builds it after the parameterisation phase (lr: the schedule's). */
-  optimizer: OptimizerHyper;
-  examples: Example[];
-  lossFn?: LossFn;
-  batchSize: number;
-  gradAccum?: number;
-  epochs?: number;
-  maxSteps?: number;
-  /** The learning rate at every step: its one owner. */
-  schedule: torch.optim.Schedule;
-  clipGradNorm?: number | null;
-  seed?: number;
-  padId?: number;
-  methods?: Method[];
-  outputDir?: string | null;
-  saveEvery?: number | null;
-  keepCheckpoints?: number;
-  /** Resume from the newest complete checkpoint in outputDir if there is one. */
-  resume?: boolean;
-  evalEvery?: number | null;
-  evaluate?: (ctx: TrainContext) => Record<string, number>;
-  logEvery?: number;
-  progress?: boolean;
-  /** Mixed precision on CUDA: forward and loss under torch.autocast in this dtype (parameters stay float32). */
-  autocast?: 'bfloat16' | 'float16' | null;
-  /** Cross-entropy over the vocabulary in chunks of positions (train/chunked.ts); default 'auto'. */
-  lossChunk?: LossChunkSetting;
-  /** Activation checkpointing per decoder layer (train/checkpointing.ts): all, listed indices, or every k-th. */
-  gradientCheckpointing?: CheckpointingSetting;
-  /** Parameter names to train; default: every parameter with requiresGrad. */
-  trainable?: (name: string) => boolean;
-  /** Loads further data specs with the run's tokenizer (methods' general or held-out data); see TrainContext.loadData. */
-  loadData?: (spec: unknown, source: string) => Promise<Example[]>;
-  /** Data parallelism (train/dist.ts): batchSize is the global batch; this rank trains on its rows of it. */
-  dist?: DistContext | null;
-  /** The run's tokenizer, for methods that read or write text (SDFT); see TrainContext.tokenizer. */
-  tokenizer?: Tokenizer;
-  /** SIGTERM/SIGINT/SIGUSR1 end the run after the current step, with a checkpoint (preempt.ts); for `retain train`. */
-  stopOnSignals?: boolean;
-  /** TensorBoard events and metrics.csv beside metrics.jsonl (metrics-files.ts); default both. */
-  metricsFiles?: MetricsFilesSetting;
-  /**
-   * Ends the run after this step with a checkpoint, as a signal would (RunResult.preempted says so); rerunning with a
-   * later pauseAt or none continues it bit-identically. `retain tune` trains its candidates rung by rung this way.
-   */
-  pauseAt?: number;
-}
 
-export interface TrainResult {
-  steps: number;
-  finalLoss: number;
-  history: Record<string, number | string>[];
-  resumedFrom: number | null;
-  /** Why the run ended before its planned steps (a method asked it to stop), or null. */
-  stopped?: string | null;
-  /** The signal that stopped the run after a checkpoint (it resumes from there), or null. */
-  preempted?: string | null;
-}
 
 /** One optimizer step as its phases hand it on. */
 interface Step {

@@ -1,4 +1,4 @@
-// LoRA (Hu et al. 2021; Biderman et al. 2024, "LoRA Learns Less and Forgets Less"), METHODS.md §8, as a method of
+// LoRA (Hu et al. 2021; Biderman et al. 2024, "LoRA Learns Less and Forgets Less"), docs/METHODS.md §8, as a method of
 // the training loop: W = W₀ + (α/r)·B·A on the target layers, A random (kaiming-uniform, a = √5), B = 0, and only A
 // and B train — every pretrained tensor, embeddings and head included, is frozen.
 //
@@ -20,14 +20,14 @@ import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
 import type { FinalSave, Method, NamedParams, Role, SetupContext, TrainContext } from '../../train/hooks.js';
 import { savePretrained } from '../../models/hub.js';
-import { LoraLinear } from './layer.js';
-import { DEFAULT_TARGETS, loraModules, mergeAndUnload, setAdapterScale, wrapLinears, type Targets } from './wrap.js';
-import { loadAdapter, saveAdapter, type CarriedTensors } from './peft.js';
+import { LoraLinear } from '../../models/lora/layer.js';
+import { DEFAULT_TARGETS, loraModules, mergeAndUnload, setAdapterScale, wrapLinears, type Targets } from '../../models/lora/wrap.js';
+import { loadAdapter, saveAdapter, type CarriedTensors } from '../../models/lora/peft.js';
 import { checkOptions, shown } from '../support.js';
 
-export { LoraLinear } from './layer.js';
-export { DEFAULT_TARGETS, loraModules, mergeAdapters, mergeAndUnload, setAdapterScale, targetMatcher, unmergeAdapters, wrapLinears, type Targets } from './wrap.js';
-export { loadAdapter, readAdapterConfig, saveAdapter, PEFT_PREFIX, type AdapterConfig, type LoadedAdapter } from './peft.js';
+export { LoraLinear } from '../../models/lora/layer.js';
+export { DEFAULT_TARGETS, loraModules, mergeAdapters, mergeAndUnload, setAdapterScale, targetMatcher, unmergeAdapters, wrapLinears, type Targets } from '../../models/lora/wrap.js';
+export { loadAdapter, readAdapterConfig, saveAdapter, PEFT_PREFIX, type AdapterConfig, type LoadedAdapter } from '../../models/lora/peft.js';
 
 export interface LoraOptions {
   r?: number;

@@ -12,7 +12,7 @@ import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
 import { LoraLinear } from './layer.js';
 import { loraModules, wrapLinears, type Targets } from './wrap.js';
-import { refusePickle } from '../../models/hub.js';
+import { refusePickle } from '../weights.js';
 
 export const PEFT_PREFIX = 'base_model.model.';
 

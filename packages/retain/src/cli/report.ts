@@ -1,7 +1,7 @@
 // `retain report`.
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import { forgettingTableText } from './table.js';
+import { forgettingTableText } from '../report/table.js';
 import { lockOutputDir, whileLocked } from '../lock.js';
 
 export function registerReportCommand(program: Command): void {
@@ -13,7 +13,7 @@ export function registerReportCommand(program: Command): void {
     .option('--base <label>', 'label of the base run (default: the run with no methods, else the first)')
     .action(async (args: string[], o: { out: string; base?: string }) => {
       // Loaded here so that other commands do not pay for Vega and resvg at start-up.
-      const { loadRuns, ReportInputError, writeReport } = await import('./report.js');
+      const { loadRuns, ReportInputError, writeReport } = await import('../report/report.js');
       let set;
       try {
         set = loadRuns(args, { base: o.base });

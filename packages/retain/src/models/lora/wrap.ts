@@ -1,6 +1,6 @@
 // Finding the layers to adapt, swapping them for LoRA layers, and back.
 import * as torch from '@retain/torch';
-import { Conv1D } from '../../models/gpt2.js';
+import { Conv1D } from '../gpt2.js';
 import { isAdaptable, LoraLinear, type AdaptableLayer, type LoraLayerOptions } from './layer.js';
 
 const { nn } = torch;

@@ -2,8 +2,8 @@
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
-import { int, nonNegative, nonNegativeInt, num, positiveInt, unitInterval } from '../cli/args.js';
-import { synthesize, type SynthMode } from './index.js';
+import { int, nonNegative, nonNegativeInt, num, positiveInt, unitInterval } from './args.js';
+import { synthesize, type SynthMode } from '../synth/index.js';
 import { lockOutputFile, whileLocked } from '../lock.js';
 
 /** A share in [0, 1] (--max-repeat: 0 allows no repeated 3-gram, 1 turns the filter off). */

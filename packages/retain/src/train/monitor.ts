@@ -11,12 +11,12 @@ import { appendFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
-import type { Method, TrainContext } from '../train/hooks.js';
-import type { EvalModel } from './model.js';
-import { addTaskResults, loadDocs, newResults, scoreDocs } from './harness.js';
-import type { Doc } from './tasks.js';
-import type { ResolvedTask } from './tasks.js';
-import { forgettingAndTarget, type EvalResults, type MonitorPoint, type ResultRow } from './results.js';
+import type { Method, TrainContext } from './hooks.js';
+import type { EvalModel } from '../eval/model.js';
+import { addTaskResults, loadDocs, newResults, scoreDocs } from '../eval/harness.js';
+import type { Doc } from '../eval/tasks.js';
+import type { ResolvedTask } from '../eval/tasks.js';
+import { forgettingAndTarget, type EvalResults, type MonitorPoint, type ResultRow } from '../eval/results.js';
 
 export interface MonitorOptions {
   every: number;

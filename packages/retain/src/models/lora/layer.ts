@@ -1,4 +1,4 @@
-// The LoRA layer: y = x·W₀ᵀ + b + s·(dropout(x)·Aᵀ)·Bᵀ with s = (α/r)·scale (METHODS.md §8).
+// The LoRA layer: y = x·W₀ᵀ + b + s·(dropout(x)·Aᵀ)·Bᵀ with s = (α/r)·scale (docs/METHODS.md §8).
 //
 // It is a Module, not an nn.Linear: Llama's forward fuses sibling projections into one GEMM only for plain Linear
 // layers, and this one must run its own forward. It exposes Linear's fields (weight, bias, inFeatures,
@@ -13,7 +13,7 @@
 // stores them so for Conv1D as well, with fan_in_fan_out: true), and only the merge transposes B·A into W's layout.
 import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
-import { Conv1D } from '../../models/gpt2.js';
+import { Conv1D } from '../gpt2.js';
 
 const { nn } = torch;
 

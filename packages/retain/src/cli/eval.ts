@@ -2,12 +2,12 @@
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { InvalidArgumentError, type Command } from 'commander';
-import { loadEvalModel, MIN_MAX_LENGTH } from './model.js';
-import { evaluate, type Sample } from './harness.js';
-import { resolveTasks, type ResolvedTask } from './tasks.js';
-import type { CompareResults, EvalResults, Role } from './results.js';
+import { loadEvalModel, MIN_MAX_LENGTH } from '../eval/model.js';
+import { evaluate, type Sample } from '../eval/harness.js';
+import { resolveTasks, type ResolvedTask } from '../eval/tasks.js';
+import type { CompareResults, EvalResults, Role } from '../eval/results.js';
 import { forgettingTableText } from '../report/table.js';
-import { int, positiveInt } from '../cli/args.js';
+import { int, positiveInt } from './args.js';
 import { lockOutputFile, whileLocked } from '../lock.js';
 
 const list = (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean);

@@ -1,0 +1,214 @@
+// The recipe catalogue: one entry per anti-forgetting recipe, with the options the suites use. The demo, the
+// char-LSTM and MNIST suites, `retain tune`'s sweep and the benchmarks (bench/forgetting.ts, bench/methods.ts) all
+// build their runs from here, so a method's suite options are written once. What differs between setups (the general
+// data, and strengths such as L2's λ that depend on a model's scale) comes in through a Setup.
+//
+// The catalogue's order is the stories suite's (bench:forgetting --only stories): its pair labels ('SAM + L2') follow
+// it, and docs/RESULTS.md quotes them.
+import { buildMethods } from '../methods/registry.js';
+import { checkComposition } from '../train/hooks.js';
+
+/** A config `methods:` entry: a registered name, or `{ name, ...options }`. */
+export type MethodEntry = string | Record<string, unknown>;
+
+export interface Recipe {
+  label: string;
+  methods: MethodEntry[];
+  /** Overrides of the training section for this recipe. */
+  training?: Record<string, unknown>;
+}
+
+/** What a suite supplies to the catalogue. */
+export interface Setup {
+  /** General-capability data spec: mixing's replay set and EWC's Fisher data. */
+  general?: unknown;
+  /** The parameters a probe trains (a regex or module name), for probe, LP-FT and FLOW's vision variant. */
+  head?: string;
+  /** Head-only steps before LP-FT and FLOW (vision) go on to full fine-tuning. */
+  probeSteps?: number;
+  /** Per catalogue key, options laid over the catalogue's (a method's strength depends on the model). */
+  options?: Record<string, Record<string, unknown>>;
+  /** Per catalogue key, a label other than the catalogue's. */
+  labels?: Record<string, string>;
+}
+
+interface Entry {
+  key: string;
+  label: string;
+  /** The registered method name. */
+  method: string;
+  options: (s: Setup) => Record<string, unknown>;
+}
+
+const need = <T>(v: T | undefined, what: string, key: string): T => {
+  if (v === undefined) throw new Error(`recipe '${key}' needs the setup's ${what}`);
+  return v;
+};
+
+const ENTRIES: Entry[] = [
+  { key: 'mix', label: 'mix 1:1', method: 'mixing', options: (s) => ({ ratio: '1:1', general: need(s.general, 'general data', 'mix') }) },
+  { key: 'flow', label: 'FLOW', method: 'flow', options: () => ({}) },
+  { key: 'sam', label: 'SAM', method: 'sam', options: () => ({ rho: 0.05 }) },
+  { key: 'l2', label: 'L2', method: 'l2', options: () => ({ lambda: 0.05, reduction: 'sum' }) },
+  // Per-batch Fisher is the cheap default; setups whose base model sits at a minimum (mini-batch gradients cancel)
+  // switch to per_sample through Setup.options.
+  { key: 'ewc', label: 'EWC', method: 'ewc', options: (s) => ({ lambda: 50, data: need(s.general, 'general data', 'ewc'), fisher: 'per_batch', fisher_samples: 256 }) },
+  { key: 'mofo', label: 'MoFO', method: 'mofo', options: () => ({ alpha: 0.15 }) },
+  { key: 'lora', label: 'LoRA', method: 'lora', options: () => ({ r: 16, save_merged: true }) },
+  { key: 'wise', label: 'WiSE-FT', method: 'wise', options: () => ({ alpha: 0.5 }) },
+  { key: 'hft', label: 'HFT', method: 'hft', options: () => ({}) },
+  { key: 'probe', label: 'probe', method: 'probe', options: (s) => ({ head: need(s.head, 'head', 'probe') }) },
+  { key: 'lpft', label: 'LP-FT', method: 'probe', options: (s) => ({ head: need(s.head, 'head', 'lpft'), then: 'finetune', probe_steps: need(s.probeSteps, 'probeSteps', 'lpft') }) },
+  { key: 'flow_vision', label: 'FLOW (vision)', method: 'flow_vision', options: (s) => ({ head: need(s.head, 'head', 'flow_vision'), probe_steps: need(s.probeSteps, 'probeSteps', 'flow_vision') }) },
+];
+
+/** Every catalogue key, in the catalogue's order. */
+export const RECIPE_KEYS: readonly string[] = ENTRIES.map((e) => e.key);
+
+/**
+ * Registered methods with no catalogue entry, and why. methods.table.test.ts covers every registered method either
+ * way; suite.recipes.test.ts lists a method that is in neither place.
+ */
+export const NOT_IN_CATALOGUE: Record<string, string> = {
+  distill: 'not in a suite yet: it would take the same general data as mixing, and add a row to every suite table in docs/RESULTS.md',
+  merge: 'is applied to finished runs (TIES/DARE over task vectors); the suites compare single runs',
+  selfdistill_targets: 'rewrites responses with the base model, which needs an instruction model and prompt/response data',
+  sdft: "needs prompt/demonstration pairs and a model whose in-context learning makes the teacher better than the student (docs/METHODS.md §15); bench/sdft_teacher.ts measures that first",
+};
+
+function entryOf(key: string): Entry {
+  const e = ENTRIES.find((x) => x.key === key);
+  if (!e) throw new Error(`unknown recipe '${key}'; the catalogue has ${RECIPE_KEYS.join(', ')}`);
+  return e;
+}
+
+/** The methods entry of one catalogue key: the bare name when it has no options, as a config would write it. */
+export function methodEntry(key: string, s: Setup = {}): MethodEntry {
+  const e = entryOf(key);
+  const options = { ...e.options(s), ...s.options?.[key] };
+  return Object.keys(options).length ? { name: e.method, ...options } : e.method;
+}
+
+export function labelOf(key: string, s: Setup = {}): string {
+  return s.labels?.[key] ?? entryOf(key).label;
+}
+
+/** One recipe per key, in the order given; `prefix` goes before each label ('rot90 '). */
+export function recipes(keys: readonly string[], s: Setup = {}, prefix = ''): Recipe[] {
+  return keys.map((k) => ({ label: prefix + labelOf(k, s), methods: [methodEntry(k, s)] }));
+}
+
+/** Several catalogue methods in one run, labelled 'a + b' unless a label is given. */
+export function combined(keys: readonly string[], s: Setup = {}, label?: string): Recipe {
+  return { label: label ?? keys.map((k) => labelOf(k, s)).join(' + '), methods: keys.map((k) => methodEntry(k, s)) };
+}
+
+export const FT: Recipe = { label: 'FT', methods: [] };
+
+/**
+ * Every pair of the given recipes as one run ('a + b'), in their order; a pair whose methods cannot compose is refused
+ * before any training, with the composition rule's reason.
+ */
+export function pairs(single: Recipe[]): { recipes: Recipe[]; refused: { label: string; reason: string }[] } {
+  const out: Recipe[] = [];
+  const refused: { label: string; reason: string }[] = [];
+  for (let i = 0; i < single.length; i++) {
+    for (let j = i + 1; j < single.length; j++) {
+      const [a, b] = [single[i], single[j]];
+      const r: Recipe = { label: `${a.label} + ${b.label}`, methods: [...a.methods, ...b.methods], training: { ...a.training, ...b.training } };
+      try {
+        checkComposition(buildMethods(r.methods));
+        out.push(r);
+      } catch (e) {
+        refused.push({ label: r.label, reason: (e as Error).message });
+      }
+    }
+  }
+  return { recipes: out, refused };
+}
+
+// The suites' lists. Each names the catalogue keys it runs, in its table's order; a suite's NOT_RUN says why it
+// leaves out the others (suite.recipes.test.ts holds every suite to one or the other).
+
+/** The stories260K setups (the demo, the stories suite, tune): TinyStories as the general data. */
+export function storiesSetup(replay: string): Setup {
+  // stories260K ties its head to the token embedding, so the probed "head" is that shared matrix.
+  return { general: { path: replay, format: { type: 'text' }, max_length: 64, name: 'tinystories' }, head: 'embed_tokens', labels: { probe: 'probe (tied head)' } };
+}
+
+/** The stories suite runs every method that fits a causal LM without a new head. */
+export const STORIES_KEYS: readonly string[] = RECIPE_KEYS.filter((k) => k !== 'lpft' && k !== 'flow_vision');
+export const STORIES_NOT_RUN: Record<string, string> = {
+  lpft: 'LP-FT trains a new head first; the stories task (arithmetic) keeps the language-model head',
+  flow_vision: "FLOW's vision variant is for a new classification head; plain FLOW runs instead",
+};
+
+/**
+ * The demo: a short showcase, not a suite — the methods a newcomer asks about first and the combination that gave
+ * nearly standard fine-tuning's target score for the least forgetting in the stories suite (docs/RESULTS.md).
+ */
+export function demoRecipes(replay: string): Recipe[] {
+  const s = storiesSetup(replay);
+  return [FT, ...recipes(['mix', 'flow', 'l2', 'lora', 'wise'], s), combined(['l2', 'hft'], s)];
+}
+
+/**
+ * The stories suite: FT, every method alone, the same mixing and EWC on text the base model wrote itself from BOS
+ * (`retain synth`; data-oblivious replay, issue #7), and with `withPairs` every pair of methods.
+ */
+export function storiesRecipes(replay: string, synth: string, withPairs: boolean): { recipes: Recipe[]; refused: { label: string; reason: string }[] } {
+  const single = recipes(STORIES_KEYS, storiesSetup(replay));
+  const own: Setup = { general: { path: synth, format: { type: 'text' }, max_length: 64, name: 'synth' }, labels: { mix: 'mix 1:1 (synth)', ewc: 'EWC (synth Fisher)' } };
+  const p = withPairs ? pairs(single) : { recipes: [], refused: [] };
+  return { recipes: [FT, ...single, ...recipes(['mix', 'ewc'], own), ...p.recipes], refused: p.refused };
+}
+
+export const CHARLSTM_KEYS: readonly string[] = ['mix', 'flow', 'l2', 'ewc', 'sam', 'mofo', 'wise'];
+export const CHARLSTM_NOT_RUN: Record<string, string> = {
+  lora: 'the char-LSTM has no nn.Linear layer (LSTM kernels and the softmax are raw weight tensors in TensorFlow layout), so LoRA has no target layer',
+  hft: "HFT's halves are defined over attention and MLP projections, which an LSTM does not have",
+  probe: 'the suite has no new-head task, and probing the softmax alone is fine-tuning of the output layer',
+  lpft: 'the suite has no new-head task',
+  flow_vision: 'the suite has no new-head task',
+};
+
+/** The char-LSTM suite; `window` is the training length in characters, `synth` the model's own text when made. */
+export function charlstmRecipes(replay: string, window: number, synth?: string): Recipe[] {
+  const s: Setup = {
+    general: { path: replay, format: { type: 'text' }, max_length: window + 1, name: 'shakespeare' },
+    // The empirical (per-sample) Fisher: at the converged base model the mini-batch gradients nearly cancel, and the
+    // per-batch estimate came out ~5·10⁻⁷ on average, too small for any λ near the L2 scale to act.
+    options: { ewc: { lambda: 10000, fisher: 'per_sample', fisher_samples: 256 } },
+  };
+  const own: Setup = { general: { path: synth, format: { type: 'text' }, max_length: window + 1, name: 'synth' }, labels: { mix: 'mix 1:1 (synth)' } };
+  return [
+    FT,
+    ...recipes(CHARLSTM_KEYS, s),
+    combined(['mix', 'flow', 'l2'], s, 'mix+FLOW+L2'),
+    ...(synth ? recipes(['mix'], own) : []),
+  ];
+}
+
+export const MNIST_ROT90_KEYS: readonly string[] = ['mix', 'flow', 'l2', 'ewc', 'sam', 'mofo', 'wise'];
+export const MNIST_PARITY_KEYS: readonly string[] = ['probe', 'lpft', 'flow_vision'];
+export const MNIST_NOT_RUN: Record<string, string> = {
+  lora: 'the MLP is built from TensorFlow-layout Dense layers (weights [in, out]), not nn.Linear, so LoRA finds no target layer',
+  hft: "HFT's halves are defined over attention and MLP projections (q,k,v,o,gate,up,down), which this MLP does not have",
+};
+
+/**
+ * The MNIST suite: rot90 keeps the digit head (every method that fits it), parity trains a new head (probe, LP-FT,
+ * FLOW's vision variant). `head` names the new head's parameters; LP-FT and FLOW (vision) probe for half the steps.
+ */
+export function mnistRecipes(original: string, steps: number, head: string): { rot90: Recipe[]; parity: Recipe[] } {
+  const s: Setup = {
+    general: { path: original, format: { type: 'image_classification', num_classes: 10 }, name: 'mnist' },
+    head,
+    probeSteps: Math.max(1, Math.round(steps / 2)),
+    options: { l2: { lambda: 0.5 }, ewc: { lambda: 1000, fisher: 'per_sample', fisher_samples: 500 } },
+  };
+  return {
+    rot90: [{ ...FT, label: 'rot90 FT' }, ...recipes(MNIST_ROT90_KEYS, s, 'rot90 '), combined(['mix', 'flow', 'l2'], s, 'rot90 mix+FLOW+L2')],
+    parity: [{ ...FT, label: 'parity FT' }, ...recipes(MNIST_PARITY_KEYS, s, 'parity ')],
+  };
+}
