@@ -6,50 +6,12 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { decodeUtf8, readUserFile } from './files.js';
 import { applyOverrides } from './overrides.js';
+import { count, fieldKind, formatIssues, objectOf, STEPS } from './options.js';
+import { dataSpecSchema } from './data/spec.js';
+import { monitorSchema } from './eval/monitor.js';
+import { methodEntrySchema, METHODS } from './methods/registry.js';
 
-/**
- * A count or size from `min` to `max`. zod's int() takes 1e300 (an integer to JavaScript), which then loops for ever
- * (max_steps) or asks for terabytes (batch_size); every integer setting has a ceiling far above any real run's.
- */
-const count = (min: number, max: number) => z.number().int().min(min).max(max);
-const STEPS = 1e9;
-/** The most values one image example may hold (2^26 floats: 256 MB per example). */
-const MAX_FEATURES = 2 ** 26;
-
-// Field mappings as LLaMA-Factory's dataset_info.json names them (`columns`, and sharegpt's `tags`).
-const alpacaColumns = z.object({ prompt: z.string().default('instruction'), query: z.string().default('input'), response: z.string().default('output'), system: z.string().default('system'), history: z.string().default('history') }).strict();
-const sharegptColumns = z.object({ messages: z.string().default('conversations'), system: z.string().default('system'), tools: z.string().default('tools') }).strict();
-const sharegptTags = z.object({ role_tag: z.string().default('from'), content_tag: z.string().default('value'), user_tag: z.string().default('human'), assistant_tag: z.string().default('gpt'), observation_tag: z.string().default('observation'), function_tag: z.string().default('function_call'), system_tag: z.string().default('system') }).strict();
-const messagesColumns = z.object({ messages: z.string().default('messages'), tools: z.string().default('tools') }).strict();
-
-const formatSchema = z.discriminatedUnion('type', [
-  // chat_template: render prompt and completion with the model's chat template (TRL's conversational form, which a
-  // record whose prompt is a message list takes anyway); the loss stays on the completion.
-  z.object({ type: z.literal('prompt_completion'), prompt_field: z.string().default('prompt'), completion_field: z.string().default('completion'), template: z.string().optional(), chat_template: z.boolean().default(false) }).strict(),
-  z.object({ type: z.literal('alpaca'), columns: alpacaColumns.default({}) }).strict(),
-  z.object({ type: z.literal('sharegpt'), columns: sharegptColumns.default({}), tags: sharegptTags.default({}) }).strict(),
-  z.object({ type: z.literal('messages'), columns: messagesColumns.default({}) }).strict(),
-  z.object({ type: z.literal('chat'), messages_field: z.string().default('messages') }).strict(),
-  z.object({ type: z.literal('text'), text_field: z.string().default('text') }).strict(),
-  z.object({ type: z.literal('classification'), text_field: z.string().default('text'), label_field: z.string().default('label'), labels: z.array(z.string()).min(2), template: z.string().optional() }).strict(),
-  // Dense inputs (image pixels) and a class index; the run trains with the classification loss (MNIST MLP).
-  z.object({ type: z.literal('image_classification'), image_field: z.string().default('image'), label_field: z.string().default('label'), shape: z.array(count(1, MAX_FEATURES)).min(1).default([784]).refine((s) => s.reduce((a, b) => a * b, 1) <= MAX_FEATURES, (s) => ({ message: `shape [${s.join(', ')}] has ${s.reduce((a, b) => a * b, 1)} elements per example; at most ${MAX_FEATURES}` })), num_classes: count(2, 1e6), scale: z.number().positive().default(1) }).strict(),
-]);
-
-const dataSchema = z.object({
-  path: z.string(),
-  format: formatSchema,
-  /** Reader: inferred from the extension when absent. */
-  reader: z.enum(['jsonl', 'json', 'csv', 'tsv', 'parquet', 'txt']).optional(),
-  max_length: count(1, 1e7).default(512),
-  /** Pack examples end to end into blocks of max_length (raw text). */
-  pack: z.boolean().default(false),
-  /** Use only the first N records. */
-  limit: count(1, Number.MAX_SAFE_INTEGER).optional(),
-  name: z.string().optional(),
-  /** Characters a character vocabulary lacks: an error naming the file and line, or left out of the text. */
-  unknown_chars: z.enum(['error', 'drop']).default('error'),
-}).strict();
+export { formatIssues, shown } from './options.js';
 
 export const trainConfigSchema = z.object({
   model: z.object({
@@ -58,7 +20,7 @@ export const trainConfigSchema = z.object({
     dtype: z.enum(['float32', 'bfloat16', 'float16', 'float64']).default('float32'),
     device: z.string().regex(/^(cpu|cuda(:\d+)?)$/, "use 'cpu', 'cuda' or 'cuda:N'").default('cpu'),
   }).strict(),
-  data: z.object({ train: dataSchema, eval: dataSchema.optional() }).strict(),
+  data: z.object({ train: dataSpecSchema, eval: dataSpecSchema.optional() }).strict(),
   training: z.object({
     epochs: z.number().positive().max(1e6).default(1),
     max_steps: count(1, STEPS).optional(),
@@ -94,48 +56,17 @@ export const trainConfigSchema = z.object({
     if (t.warmup_steps && t.max_steps && t.warmup_steps > t.max_steps) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['warmup_steps'], message: `${t.warmup_steps} is more than max_steps ${t.max_steps}: the learning rate would never reach lr` });
     if (t.momentum && t.optimizer !== 'sgd') ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['momentum'], message: `momentum applies to optimizer sgd; AdamW's momentum is betas[0]` });
   }),
-  /** Forgetting monitor: probes evaluated every N steps during training (see src/eval/monitor.ts). */
-  monitor: z.object({
-    every: count(1, STEPS),
-    /** Built-in task names or task files (relative to the config file). */
-    tasks: z.array(z.string()).min(1),
-    /** Which of the tasks measure the new skill; the rest are general. */
-    target: z.array(z.string()).default([]),
-    limit: count(1, 1e9).default(200),
-    max_forgetting: z.number().min(0).nullable().default(null),
-    on_exceed: z.enum(['stop', 'rollback']).default('rollback'),
-    data_dir: z.string().optional(),
-    batch_size: count(1, 1e6).default(16),
-  }).strict().optional(),
+  // Lazy: the monitor and the methods import modules that import this one.
+  monitor: z.lazy(() => monitorSchema).optional(),
   output_dir: z.string(),
   resume: z.boolean().default(true),
-  methods: z.array(z.union([z.string(), z.record(z.unknown())])).default([]),
+  /** Each entry checked by its method's own schema (methods/registry.ts). */
+  methods: z.array(z.lazy(() => methodEntrySchema)).default([]),
 }).strict();
 
 export type TrainConfig = z.infer<typeof trainConfigSchema>;
 
 export class ConfigError extends Error {}
-
-/**
- * A config value as the user wrote it, for error messages: JSON, except that NaN and ±Infinity (YAML's .nan, .inf)
- * stay themselves rather than JSON's null, and a missing value reads "nothing".
- */
-export function shown(v: unknown): string {
-  if (v === undefined) return 'nothing';
-  return typeof v === 'number' && !Number.isFinite(v) ? String(v) : JSON.stringify(v) ?? String(v);
-}
-
-/** Readable zod issues: `training.lr: Expected number, received string`, with the allowed values for enums. */
-export function formatIssues(err: z.ZodError, source: string): string {
-  const lines = err.issues.map((i) => {
-    const where = i.path.length ? i.path.join('.') : '(top level)';
-    if (i.code === 'unrecognized_keys') return `${where === '(top level)' ? '' : where + ': '}unknown key${i.keys.length > 1 ? 's' : ''} ${i.keys.map((k) => `'${k}'`).join(', ')}`;
-    if (i.code === 'invalid_enum_value') return `${where}: '${String(i.received)}' is not allowed; use one of ${i.options.map((o) => `'${String(o)}'`).join(', ')}`;
-    if (i.code === 'invalid_union_discriminator') return `${where}: use one of ${i.options.map((o) => `'${String(o)}'`).join(', ')}`;
-    return `${where}: ${i.message}`;
-  });
-  return `invalid config ${source}:\n  ${lines.join('\n  ')}`;
-}
 
 export function parseTrainConfig(raw: unknown, source = '(inline)'): TrainConfig {
   const r = trainConfigSchema.safeParse(raw);
@@ -166,23 +97,27 @@ export function loadTrainConfig(file: string, overrides: string[] = []): TrainCo
   cfg.data.train.path = abs(cfg.data.train.path);
   if (cfg.data.eval) cfg.data.eval.path = abs(cfg.data.eval.path);
   cfg.output_dir = abs(cfg.output_dir);
-  // Methods' own data specs (mixing's general source, EWC's Fisher data, WiSE-FT's held-out set) resolve like the
-  // train data: any {path, format} object inside a method entry.
-  const fixData = (v: unknown): void => {
-    if (Array.isArray(v)) v.forEach(fixData);
-    else if (v && typeof v === 'object') {
-      const o = v as Record<string, unknown>;
-      if (typeof o.path === 'string' && 'format' in o) o.path = abs(o.path);
-      Object.values(o).forEach(fixData);
-    }
-  };
-  fixData(cfg.methods);
-  // A method's saved adapter to start from (lora's adapter: dir) is a path as well.
-  for (const m of cfg.methods) if (typeof m === 'object' && typeof m.adapter === 'string' && m.adapter !== '') m.adapter = abs(m.adapter);
+  // Paths inside method entries: the fields each method's schema marks as data specs or paths.
+  for (const m of cfg.methods) if (typeof m === 'object') resolveMethodPaths(m, abs);
   if (cfg.monitor) {
     // Task files are paths; built-in names have no extension and stay as they are.
     cfg.monitor.tasks = cfg.monitor.tasks.map((t) => (/\.(ya?ml|json)$/.test(t) ? abs(t) : t));
     if (cfg.monitor.data_dir) cfg.monitor.data_dir = abs(cfg.monitor.data_dir);
   }
   return cfg;
+}
+
+/** Makes the paths of one method entry absolute: data specs' `path` (one spec or a list) and path options. */
+function resolveMethodPaths(entry: Record<string, unknown>, abs: (p: string) => string): void {
+  const method = METHODS.get(String(entry.name));
+  if (!method) return;
+  const fixSpec = (v: unknown): void => {
+    if (Array.isArray(v)) v.forEach(fixSpec);
+    else if (v && typeof v === 'object' && typeof (v as { path?: unknown }).path === 'string') (v as { path: string }).path = abs((v as { path: string }).path);
+  };
+  for (const [key, field] of Object.entries(objectOf(method.schema).shape)) {
+    const kind = fieldKind(field);
+    if (kind === 'data') fixSpec(entry[key]);
+    else if (kind === 'path' && typeof entry[key] === 'string' && entry[key] !== '') entry[key] = abs(entry[key] as string);
+  }
 }

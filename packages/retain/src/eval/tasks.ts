@@ -12,7 +12,7 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { readRecords, type Record_ } from '../data/readers.js';
 import { fillTemplate, recordFields } from '../data/formats.js';
-import { formatIssues } from '../config.js';
+import { formatIssues } from '../options.js';
 import type { Role } from './results.js';
 
 export const TASK_KINDS = ['multiple_choice', 'generate', 'perplexity', 'image_classification'] as const;

@@ -17,7 +17,7 @@ import { Tensor } from '@retain/torch';
 import { applyRope, KVCache, ropeTables, validateLlamaConfig, type ForwardOptions, type LlamaConfig, type RopeScaling } from './llama.js';
 import { checkBoolean, checkPositiveInt, checkPositiveNumber, checkTokenId, ModelConfigError } from './weights.js';
 import { lowest } from './t5.js';
-import { shown } from '../config.js';
+import { shown } from '../options.js';
 
 const { nn } = torch;
 

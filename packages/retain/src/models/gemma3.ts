@@ -11,7 +11,7 @@
 // - transformers runs it through SDPA, where a query with no key to see (padding) gets zeros, not the mean.
 import { gemmaLayout, Gemma2ForCausalLM, ropeConfig, type Gemma2Config, type GemmaLayout } from './gemma2.js';
 import { checkPositiveInt, checkPositiveNumber, ModelConfigError } from './weights.js';
-import { shown } from '../config.js';
+import { shown } from '../options.js';
 
 export interface Gemma3TextConfig extends Gemma2Config {
   /** RoPE base of the local layers in files written before transformers 5 (rope_theta is the global one). */

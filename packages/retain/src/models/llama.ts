@@ -7,7 +7,7 @@
 import * as torch from '@retain/torch';
 import { Tensor } from '@retain/torch';
 import { checkBoolean, checkPositiveInt, checkPositiveNumber, ModelConfigError } from './weights.js';
-import { shown } from '../config.js';
+import { shown } from '../options.js';
 
 const { nn } = torch;
 

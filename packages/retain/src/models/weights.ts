@@ -1,6 +1,6 @@
 // Loading checkpoint tensors into a model with PyTorch's strictness, allowing for tied weights.
 import type * as torch from '@retain/torch';
-import { shown } from '../config.js';
+import { shown } from '../options.js';
 
 export interface HasTiedKeys {
   tiedKeys?(): [string, string][];

@@ -8,6 +8,7 @@ import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
 import { collate, DataLoader, disposeBatch, type Batch } from '../data/loader.js';
 import type { Example } from '../data/formats.js';
+import type { DataSpec } from '../data/spec.js';
 import type { Tokenizer } from '../tokenizers/llama2c.js';
 import { checkComposition, type DistContext, type Method, type OptimizerLike, type SampleLosses, type TrainableModel, type TrainContext } from './hooks.js';
 import { shardBatch, shardRange } from './dist.js';
@@ -73,7 +74,7 @@ export interface TrainOptions {
   /** Parameter names to train; default: every parameter with requiresGrad. */
   trainable?: (name: string) => boolean;
   /** Loads further data specs with the run's tokenizer (methods' general or held-out data); see TrainContext.loadData. */
-  loadData?: (spec: unknown, source: string) => Promise<Example[]>;
+  loadData?: (spec: DataSpec, source: string) => Promise<Example[]>;
   /** Data parallelism (train/dist.ts): batchSize is the global batch; this rank trains on its rows of it. */
   dist?: DistContext | null;
   /** The run's tokenizer, for methods that read or write text (SDFT); see TrainContext.tokenizer. */
