@@ -117,9 +117,10 @@ export function formatIssues(err: z.ZodError, source: string): string {
  * read as config lines.
  */
 export function optionIssue(i: z.ZodIssue, o: Record<string, unknown>, allowed: string[]): string {
-  if (i.code === 'unrecognized_keys') return `unknown option${i.keys.length > 1 ? 's' : ''} ${i.keys.map((k) => `'${k}'`).join(', ')}; allowed: ${allowed.join(', ')}`;
+  if (i.code === 'unrecognized_keys' && i.path.length === 0) return `unknown option${i.keys.length > 1 ? 's' : ''} ${i.keys.map((k) => `'${k}'`).join(', ')}; allowed: ${allowed.join(', ')}`;
   if ((i as { params?: { sentence?: boolean } }).params?.sentence) return i.message;
-  if (i.path.length !== 1) return issueLine(i);
+  // A nested value's own issues (a data spec's unknown key or format) read as config lines under the option's key.
+  if (i.path.length !== 1 || i.code === 'unrecognized_keys') return issueLine(i);
   const key = String(i.path[0]);
   const v = o[key];
   if (i.code === 'invalid_enum_value') return `option '${key}' must be one of ${i.options.join(', ')}, got ${shown(v)}`;
