@@ -15,41 +15,43 @@ export { formatIssues, shown } from './options.js';
 
 export const trainConfigSchema = z.object({
   model: z.object({
-    path: z.string(),
-    tokenizer: z.string().optional(),
-    dtype: z.enum(['float32', 'bfloat16', 'float16', 'float64']).default('float32'),
-    device: z.string().regex(/^(cpu|cuda(:\d+)?)$/, "use 'cpu', 'cuda' or 'cuda:N'").default('cpu'),
+    path: z.string().describe('The model: a Hugging Face model folder or hub id, or a llama2.c .bin (relative to the config file).'),
+    tokenizer: z.string().optional().describe("A tokenizer other than the model's own (a file or folder, relative to the config file)."),
+    dtype: z.enum(['float32', 'bfloat16', 'float16', 'float64']).default('float32').describe('The dtype the weights are loaded in.'),
+    device: z.string().regex(/^(cpu|cuda(:\d+)?)$/, "use 'cpu', 'cuda' or 'cuda:N'").default('cpu').describe('Where the model trains.'),
   }).strict(),
-  data: z.object({ train: dataSpecSchema, eval: dataSpecSchema.optional() }).strict(),
+  data: z.object({
+    train: dataSpecSchema.describe('The fine-tuning data.'),
+    eval: dataSpecSchema.optional().describe("Held-out data: its loss is logged every eval_every steps and written in the run's results."),
+  }).strict(),
   training: z.object({
-    epochs: z.number().positive().max(1e6).default(1),
-    max_steps: count(1, STEPS).optional(),
-    batch_size: count(1, 1e6).default(8),
-    grad_accum: count(1, 1e6).default(1),
-    optimizer: z.enum(['adamw', 'sgd']).default('adamw'),
-    lr: z.number().positive().default(1e-4),
-    weight_decay: z.number().min(0).default(0.0),
-    betas: z.tuple([z.number().min(0).lt(1), z.number().min(0).lt(1)]).default([0.9, 0.999]),
-    momentum: z.number().min(0).lt(1).default(0),
-    schedule: z.enum(['constant', 'linear', 'cosine']).default('cosine'),
-    warmup_steps: count(0, STEPS).optional(),
-    warmup_ratio: z.number().min(0).max(1).default(0),
-    min_lr_ratio: z.number().min(0).max(1).default(0),
-    clip_grad_norm: z.number().positive().nullable().default(1.0),
-    seed: count(-Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER).default(0),
-    /** On CUDA bf16/fp16 autocast; bf16 on CPU: bfloat16 weights with float32 master weights (train/precision.ts); fp32 runs in the model's dtype. */
-    precision: z.enum(['fp32', 'bf16', 'fp16']).default('fp32'),
-    threads: count(1, 4096).optional(),
-    log_every: count(1, STEPS).default(1),
-    eval_every: count(1, STEPS).nullable().default(null),
-    save_every: count(1, STEPS).nullable().default(null),
-    keep_checkpoints: count(1, 1e6).default(2),
-    /** Cross-entropy over the vocabulary this many positions at a time (train/chunked.ts); auto: only where one batch's logits would pass 2^27 values. */
-    loss_chunk: z.union([count(1, 1e9), z.enum(['auto', 'off'])], { errorMap: () => ({ message: "expected a number of positions, 'auto' or 'off'" }) }).default('auto'),
-    /** Recompute decoder layers in backward instead of keeping their activations (train/checkpointing.ts). */
+    epochs: z.number().positive().max(1e6).default(1).describe('Passes over the training data (used when max_steps is not set).'),
+    max_steps: count(1, STEPS).optional().describe("Optimizer steps to run; when set, it fixes the run's length instead of epochs."),
+    batch_size: count(1, 1e6).default(8).describe('Examples per micro-batch.'),
+    grad_accum: count(1, 1e6).default(1).describe('Micro-batches whose gradients add up to one optimizer step.'),
+    optimizer: z.enum(['adamw', 'sgd']).default('adamw').describe('The optimizer.'),
+    lr: z.number().positive().default(1e-4).describe('Peak learning rate (after warm-up, before decay).'),
+    weight_decay: z.number().min(0).default(0.0).describe('Decoupled weight decay (AdamW) or L2 decay (SGD).'),
+    betas: z.tuple([z.number().min(0).lt(1), z.number().min(0).lt(1)]).default([0.9, 0.999]).describe("AdamW's moment decay rates."),
+    momentum: z.number().min(0).lt(1).default(0).describe("SGD's momentum."),
+    schedule: z.enum(['constant', 'linear', 'cosine']).default('cosine').describe('Learning-rate decay after warm-up.'),
+    warmup_steps: count(0, STEPS).optional().describe('Steps of linear warm-up (or warmup_ratio, not both).'),
+    warmup_ratio: z.number().min(0).max(1).default(0).describe('Warm-up as a fraction of the planned steps.'),
+    min_lr_ratio: z.number().min(0).max(1).default(0).describe('Where linear and cosine decay end, as a fraction of lr.'),
+    clip_grad_norm: z.number().positive().nullable().default(1.0).describe('Largest global gradient norm; null does not clip.'),
+    seed: count(-Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER).default(0).describe("The run's seed (data order, dropout and other random draws)."),
+    precision: z.enum(['fp32', 'bf16', 'fp16']).default('fp32')
+      .describe("On CUDA, bf16/fp16 autocast; bf16 on CPU: bfloat16 weights with float32 master weights (train/precision.ts); fp32 runs in the model's dtype."),
+    threads: count(1, 4096).optional().describe('CPU threads for libtorch (default: its own choice).'),
+    log_every: count(1, STEPS).default(1).describe('Write a metrics line every N steps.'),
+    eval_every: count(1, STEPS).nullable().default(null).describe("Log data.eval's loss every N steps (null: only in the final results)."),
+    save_every: count(1, STEPS).nullable().default(null).describe('Write a checkpoint every N steps, and at the end (null: none).'),
+    keep_checkpoints: count(1, 1e6).default(2).describe('Checkpoints kept in output_dir; older ones are removed.'),
+    loss_chunk: z.union([count(1, 1e9), z.enum(['auto', 'off'])], { errorMap: () => ({ message: "expected a number of positions, 'auto' or 'off'" }) }).default('auto')
+      .describe("Cross-entropy over the vocabulary this many positions at a time (train/chunked.ts); auto: only where one batch's logits would pass 2^27 values."),
     gradient_checkpointing: z.union([z.boolean(), z.array(count(0, 1e6)).min(1), z.object({ every: count(1, 1e6) }).strict()], {
       errorMap: () => ({ message: 'expected true (every decoder layer), a list of layer indices such as [0, 2, 4], or {every: k}' }),
-    }).default(false),
+    }).default(false).describe('Recompute decoder layers in backward instead of keeping their activations (train/checkpointing.ts).'),
   }).strict().superRefine((t, ctx) => {
     // Settings that contradict each other are refused rather than silently resolved one way.
     if (t.warmup_steps && t.warmup_ratio) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['warmup_steps'], message: `both warmup_steps (${t.warmup_steps}) and warmup_ratio (${t.warmup_ratio}) are set; keep one` });
@@ -58,10 +60,10 @@ export const trainConfigSchema = z.object({
   }),
   // Lazy: the monitor and the methods import modules that import this one.
   monitor: z.lazy(() => monitorSchema).optional(),
-  output_dir: z.string(),
-  resume: z.boolean().default(true),
-  /** Each entry checked by its method's own schema (methods/registry.ts). */
-  methods: z.array(z.lazy(() => methodEntrySchema)).default([]),
+  output_dir: z.string().describe('Where checkpoints, metrics and final/ go (relative to the config file).'),
+  resume: z.boolean().default(true).describe("Continue from output_dir's latest checkpoint; false moves its files aside and starts again."),
+  // Each entry is checked by its method's own schema (methods/registry.ts).
+  methods: z.array(z.lazy(() => methodEntrySchema)).default([]).describe('Anti-forgetting methods composed in one run: a name, or {name: <method>, <option>: <value>, ...}.'),
 }).strict();
 
 export type TrainConfig = z.infer<typeof trainConfigSchema>;

@@ -28,18 +28,14 @@ const formatSchema = z.discriminatedUnion('type', [
 ]);
 
 export const dataSpecSchema = z.object({
-  path: z.string(),
-  format: formatSchema,
-  /** Reader: inferred from the extension when absent. */
-  reader: z.enum(['jsonl', 'json', 'csv', 'tsv', 'parquet', 'txt']).optional(),
-  max_length: count(1, 1e7).default(512),
-  /** Pack examples end to end into blocks of max_length (raw text). */
-  pack: z.boolean().default(false),
-  /** Use only the first N records. */
-  limit: count(1, Number.MAX_SAFE_INTEGER).optional(),
-  name: z.string().optional(),
-  /** Characters a character vocabulary lacks: an error naming the file and line, or left out of the text. */
-  unknown_chars: z.enum(['error', 'drop']).default('error'),
+  path: z.string().describe('The data file (relative to the config file).'),
+  format: formatSchema.describe('How records read: type and its field names.'),
+  reader: z.enum(['jsonl', 'json', 'csv', 'tsv', 'parquet', 'txt']).optional().describe('File reader; inferred from the extension when absent.'),
+  max_length: count(1, 1e7).default(512).describe('Tokens per example at most (longer ones are cut).'),
+  pack: z.boolean().default(false).describe('Pack examples end to end into blocks of max_length (raw text).'),
+  limit: count(1, Number.MAX_SAFE_INTEGER).optional().describe('Use only the first N records.'),
+  name: z.string().optional().describe('The source name in logs and per-source shares.'),
+  unknown_chars: z.enum(['error', 'drop']).default('error').describe('Characters a character vocabulary lacks: an error naming the file and line, or left out of the text.'),
 }).strict();
 
 export type DataSpec = z.infer<typeof dataSpecSchema>;

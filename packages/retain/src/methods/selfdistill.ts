@@ -23,7 +23,7 @@ import { generate, type CausalLM } from '../models/generate.js';
 import { writeTextAtomic } from '../train/checkpoint.js';
 import { z } from 'zod';
 import { bool, codeOnly, integer, num, parseOptions, positiveInt, refuse, regex } from '../options.js';
-import { hashExamples, hashModel, keepModes, sampleKey, shown, type Options } from './support.js';
+import { hashExamples, hashModel, keepModes, sampleKey, type Options } from './support.js';
 
 export const SELFDISTILL_TEMPLATE = '{instruction}\n\nReference answer: {response}\n\nRewrite the reference answer in your own words, keeping its final answer.\nAnswer:';
 export const ANSWER_KINDS = ['last_number', 'boxed', 'pattern', 'none'] as const;
