@@ -88,8 +88,8 @@ export function regex(what = 'a regular expression string') {
 }
 
 /** A cross-field rule's message, written as a whole sentence (no "must be ..., got ..." around it). */
-export function refuse(ctx: z.RefinementCtx, message: string, path: (string | number)[] = []): void {
-  ctx.addIssue({ code: z.ZodIssueCode.custom, message, path, params: { sentence: true } });
+export function refuse(ctx: z.RefinementCtx, message: string): void {
+  ctx.addIssue({ code: z.ZodIssueCode.custom, message, params: { sentence: true } });
 }
 
 /** A key path as a user writes it: `data.train.format`, `methods[0].lambda`. */
@@ -124,6 +124,8 @@ export function optionIssue(i: z.ZodIssue, o: Record<string, unknown>, allowed: 
   const key = String(i.path[0]);
   const v = o[key];
   if (i.code === 'invalid_enum_value') return `option '${key}' must be one of ${i.options.join(', ')}, got ${shown(v)}`;
+  // An enum given a value that is not even a string: zod states the allowed values as `'a' | 'b'`.
+  if (i.code === 'invalid_type' && v !== undefined && i.expected.startsWith("'")) return `option '${key}' must be one of ${i.expected.replace(/'/g, '').split(' | ').join(', ')}, got ${shown(v)}`;
   if (v === undefined) return `option '${key}' is required (${i.message})`;
   return `option '${key}' must be ${i.message}, got ${shown(v)}`;
 }

@@ -34,6 +34,28 @@ test('every option of every registered method has a description', () => {
   }
 });
 
+test("every wrong value of every option is reported in the method's words, not zod's", () => {
+  const wrong: unknown[] = ['x', -1, 1.5, {}, [], [{}], true, null, [-1]];
+  let cases = 0;
+  for (const [name, m] of METHODS) {
+    for (const key of Object.keys(objectOf(m.schema).shape)) {
+      for (const v of wrong) {
+        let message = '';
+        try {
+          m.create({ [key]: v });
+        } catch (e) {
+          message = (e as Error).message;
+        }
+        if (!message) continue;
+        cases++;
+        assert.ok(message.startsWith(`${name}: `), message);
+        assert.doesNotMatch(message, /Expected |Invalid input|must contain|Number must|received |\(Required\)/, `${name} {${key}: ${JSON.stringify(v)}}`);
+      }
+    }
+  }
+  assert.ok(cases > 300, `${cases} cases`);
+});
+
 test('a method entry in a config is checked by its schema: the file, the entry, the option and what it must be', () => {
   const f = config('bad', "[{name: l2, lamda: 0.1}, {name: ewc, lambda: 1, data: {path: g.jsonl, format: {type: completion}}}, {name: wise, alpha: 0.5, evaluate: best}, {name: lora, r: 0}, {name: mixing, ratio: '1:1', general: {path: g.jsonl, format: {type: text}}, probabilities: {target: 1}}, {lambda: 1}]");
   assert.throws(() => loadTrainConfig(f), { message: [

@@ -137,7 +137,7 @@ export const mergeOptions = z.object({
   p: probability().optional().describe("DARE's drop probability (default 0.9, the paper's)."),
   ps: list(probability(), 'a non-empty list of numbers in [0, 1)').optional().describe('The p tried by a sweep.'),
   seed: integer().default(0).describe("Seed of DARE's drop masks."),
-  with: mark(z.array(z.union([z.string(), z.instanceof(Map)]), { invalid_type_error: 'a list of fine-tuned model folders' }), null, () => ({ type: 'array', items: { type: 'string' } }))
+  with: mark(z.array(z.union([z.string(), z.instanceof(Map)], { errorMap: () => ({ message: 'a model folder' }) }), { invalid_type_error: 'a list of fine-tuned model folders' }), null, () => ({ type: 'array', items: { type: 'string' } }))
     .default([]).describe('Other fine-tuned models of the same base whose task vectors are merged with this run\'s (model folders).'),
   eval_data: dataSpec().optional().describe('Held-out data a sweep scores each setting on (lower mean token loss is better).'),
   evaluate: codeOnly<(model: TrainableModel) => number>('a function (model) => score, higher is better', (v) => typeof v === 'function'),

@@ -29,7 +29,7 @@ import { fnv1a } from '../data/random.js';
 export const mixingOptions = z.object({
   ratio: z.string({ invalid_type_error: "a ratio 'm:n' (quote it in YAML)" }).optional().describe("'m:n': every micro-batch is m target and n general sub-batches, e.g. '15:1'."),
   mode: z.enum(['ratio', 'probabilistic']).optional().describe('ratio (the default when ratio is set), or probabilistic: each slot draws its source with probabilities.'),
-  probabilities: z.record(nonNegative()).optional().describe('Probabilistic mode: {<source name>: p, ...}; the training set is target and needs p > 0.'),
+  probabilities: z.record(nonNegative(), { invalid_type_error: '{<source name>: p, ...}' }).optional().describe('Probabilistic mode: {<source name>: p, ...}; the training set is target and needs p > 0.'),
   general: dataSpecs('the general data to mix in').describe('The general data mixed in: a data spec, or a list of them (each source named by its name:).'),
   seed: integer().default(0).describe('Seed of the general sources\' shuffles and the slot draws.'),
 }).strict().transform((o, ctx) => {

@@ -31,6 +31,7 @@ export { loadAdapter, readAdapterConfig, saveAdapter, PEFT_PREFIX, type AdapterC
 
 /** Options an adapter's adapter_config.json fixes, so they cannot be set beside `adapter`. */
 const FIXED_BY_ADAPTER = ['r', 'alpha', 'dropout', 'targets'] as const;
+const TARGETS_WHAT = 'a list of layer names, or one regular expression the whole module path must match';
 
 export const loraOptions = z.preprocess((o, ctx) => {
   const raw = (o ?? {}) as Record<string, unknown>;
@@ -41,7 +42,7 @@ export const loraOptions = z.preprocess((o, ctx) => {
   r: num('a positive integer', { int: true, min: 1, max: 1e6 }).default(8).describe('Rank of the adapters.'),
   alpha: num('a number').optional().describe('Scale numerator: the update is (alpha/r)·B·A; default 2·r (Biderman et al.).'),
   dropout: num('a number in [0, 1)', { min: 0, lt: 1 }).default(0).describe('Dropout on the adapters\' input.'),
-  targets: z.union([z.string(), z.array(z.string()).min(1)], { errorMap: () => ({ message: 'a list of layer names, or one regular expression the whole module path must match' }) })
+  targets: z.union([z.string(), z.array(z.string()).min(1, TARGETS_WHAT)], { errorMap: () => ({ message: TARGETS_WHAT }) })
     .default(DEFAULT_TARGETS).describe('Linear layers that get an adapter: names such as [q_proj, v_proj], or one regular expression over the module path (as in PEFT).'),
   save_merged: bool().default(false).describe('Also write the merged model (adapters folded in) to output_dir/final/merged.'),
   adapter: mark(z.string({ invalid_type_error: 'the path of a saved adapter directory' }).min(1, 'the path of a saved adapter directory'), 'path').optional()
