@@ -71,9 +71,9 @@ export const DATA_SPEC_DEF = 'data_spec';
 const specJson = () => ({ $ref: `#/$defs/${DATA_SPEC_DEF}` });
 
 /**
- * A method option holding data (`role` says what for, in the message when it is missing): a data spec in a config (checked and given its defaults here; the loader resolves its
+ * A method option holding data: a data spec in a config (checked and given its defaults here; the loader resolves its
  * path against the config file's folder), or Examples in code. Marked, so that the loader and `retain schema` know the
- * field holds data without guessing from its value.
+ * field holds data without guessing from its value. `role` says what the data is for when it is missing.
  */
 export function dataSpec(role?: string) {
   const t = z.custom<unknown>((v) => v !== undefined, { message: role ? `${role}: ${DATA_WHAT}` : DATA_WHAT }).transform((v, ctx) => checkSpec(v, ctx, []));

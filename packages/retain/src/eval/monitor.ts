@@ -163,7 +163,7 @@ export class ForgettingMonitor implements Method {
   }
 
   private get budgeted(): boolean {
-    return this.o.max_forgetting !== undefined && this.o.max_forgetting !== null;
+    return this.o.max_forgetting !== null;
   }
 
   private probes(ctx: TrainContext): boolean {
