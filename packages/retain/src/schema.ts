@@ -1,11 +1,14 @@
 // `retain schema`: the training config's JSON Schema (draft 2020-12), made from the one zod schema so that editors and
-// validators see exactly what `retain train` accepts. The installed zod (3.25) converts only its v4 schemas
-// (zod/v4's toJSONSchema); config.ts is written against zod 3, so the few kinds it uses are converted here. A kind not
-// handled is an error, so a new one cannot slip out of the schema unnoticed.
+// validators see exactly what `retain train` accepts, each method's options included (methods/registry.ts). The
+// installed zod (3.25) converts only its v4 schemas (zod/v4's toJSONSchema); config.ts and the methods are written
+// against zod 3, so the few kinds they use are converted here. A kind not handled is an error, so a new one cannot
+// slip out of the schema unnoticed. Fields only code can pass (functions, tokenizer objects) are left out.
 import type { ZodTypeAny } from 'zod';
 import { trainConfigSchema } from './config.js';
+import { DATA_SPEC_DEF, dataSpecSchema } from './data/spec.js';
+import { fieldKind, markedJson, type JsonSchema } from './options.js';
 
-export type JsonSchema = Record<string, unknown>;
+export type { JsonSchema };
 
 interface NumberCheck { kind: string; value?: number; inclusive?: boolean; regex?: RegExp }
 
@@ -19,7 +22,7 @@ function numberSchema(checks: NumberCheck[]): JsonSchema {
 }
 
 function objectSchema(def: { shape: () => Record<string, ZodTypeAny>; unknownKeys: string }): JsonSchema {
-  const shape = def.shape();
+  const shape = Object.fromEntries(Object.entries(def.shape()).filter(([, v]) => fieldKind(v) !== 'code'));
   const required = Object.keys(shape).filter((k) => !shape[k].isOptional());
   return {
     type: 'object',
@@ -30,8 +33,17 @@ function objectSchema(def: { shape: () => Record<string, ZodTypeAny>; unknownKey
   };
 }
 
-/** One zod 3 schema as JSON Schema; defaults are stated as `default`, refinements (cross-field rules) are not. */
+/**
+ * One zod 3 schema as JSON Schema; defaults are stated as `default` and describe() texts as `description`;
+ * refinements (cross-field rules) are not.
+ */
 export function toJsonSchema(t: ZodTypeAny): JsonSchema {
+  const marked = markedJson(t);
+  const out = marked ? marked(toJsonSchema) : convert(t);
+  return t.description && out.description === undefined ? { ...out, description: t.description } : out;
+}
+
+function convert(t: ZodTypeAny): JsonSchema {
   const def = t._def;
   switch (def.typeName as string) {
     case 'ZodObject': return objectSchema(def);
@@ -53,6 +65,7 @@ export function toJsonSchema(t: ZodTypeAny): JsonSchema {
     case 'ZodNullable': return { anyOf: [toJsonSchema(def.innerType), { type: 'null' }] };
     case 'ZodDefault': return { ...toJsonSchema(def.innerType), default: def.defaultValue() };
     case 'ZodEffects': return toJsonSchema(def.schema);
+    case 'ZodLazy': return toJsonSchema(def.getter());
     default: throw new Error(`schema.ts: zod type ${def.typeName} has no JSON Schema conversion; add one`);
   }
 }
@@ -62,7 +75,8 @@ export function trainConfigJsonSchema(): JsonSchema {
   return {
     $schema: 'https://json-schema.org/draft/2020-12/schema',
     title: 'retain train config',
-    description: 'The YAML file given to `retain train` (keys as in packages/retain/configs/*.yaml); methods\' own options are checked by each method.',
+    description: 'The YAML file given to `retain train` (keys as in packages/retain/configs/*.yaml).',
     ...toJsonSchema(trainConfigSchema),
+    $defs: { [DATA_SPEC_DEF]: toJsonSchema(dataSpecSchema) },
   };
 }

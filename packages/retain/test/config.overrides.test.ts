@@ -91,10 +91,26 @@ test('retain schema prints the JSON Schema of the whole config', () => {
   assert.deepEqual(s.required, ['model', 'data', 'training', 'output_dir']);
   assert.equal(s.additionalProperties, false);
   const t = s.properties.training.properties;
-  assert.deepEqual(t.optimizer, { type: 'string', enum: ['adamw', 'sgd'], default: 'adamw' });
-  assert.deepEqual(t.batch_size, { type: 'integer', minimum: 1, maximum: 1e6, default: 8 });
+  assert.deepEqual(t.optimizer, { type: 'string', enum: ['adamw', 'sgd'], default: 'adamw', description: 'The optimizer.' });
+  assert.deepEqual(t.batch_size, { type: 'integer', minimum: 1, maximum: 1e6, default: 8, description: 'Examples per micro-batch.' });
   const formats = s.properties.data.properties.train.properties.format.oneOf.map((f: { properties: { type: { const: string } } }) => f.properties.type.const);
   assert.ok(['prompt_completion', 'chat', 'alpaca', 'sharegpt', 'messages', 'text'].every((k) => formats.includes(k)), formats.join(', '));
+  // Methods: a bare name only where every option has a default; otherwise one object per method, from its schema.
+  const entries = s.properties.methods.items.anyOf;
+  assert.ok(entries[0].enum.includes('flow') && !entries[0].enum.includes('ewc') && !entries[0].enum.includes('l2'), entries[0].enum.join(', '));
+  const l2 = entries.find((e: { title?: string }) => e.title === 'l2');
+  assert.deepEqual(l2.required, ['name', 'lambda']);
+  assert.equal(l2.additionalProperties, false);
+  assert.deepEqual({ ...l2.properties.reduction, description: undefined }, { type: 'string', enum: ['sum', 'mean'], default: 'sum', description: undefined });
+  assert.match(l2.properties.reduction.description, /mean/);
+  const ewc = entries.find((e: { title?: string }) => e.title === 'ewc');
+  assert.equal(ewc.properties.data.$ref, '#/$defs/data_spec');
+  const { description: _role, ...train } = s.properties.data.properties.train;
+  assert.deepEqual(s.$defs.data_spec, train, 'a method\'s data spec is the same schema as data.train');
+  // What only code can pass (WiSE-FT's evaluate function) is not a config key.
+  const wise = entries.find((e: { title?: string }) => e.title === 'wise');
+  assert.ok(!('evaluate' in wise.properties) && 'eval_data' in wise.properties, Object.keys(wise.properties).join(', '));
+  assert.equal(s.properties.monitor.properties.limit.default, 200);
 });
 
 // Python's jsonschema: the reference environment does not pin it, so a python3 on PATH that has it serves too.
@@ -103,7 +119,8 @@ const refMissing = JSONSCHEMA_PYTHON ? false : `needs Python's jsonschema (in th
 
 test('parity: Python\'s jsonschema accepts the shipped configs under the schema and refuses what zod refuses', { skip: refMissing }, () => {
   const shipped = readdirSync(CONFIGS).filter((n) => n.endsWith('.yaml')).map((n) => parseYaml(readFileSync(join(CONFIGS, n), 'utf8')));
-  const good = parseYaml(readFileSync(writeConfig('g.yaml', 'methods: [flow, {name: l2, lambda: 0.01}]\nmonitor: {every: 5, tasks: [tinystories]}\n'), 'utf8'));
+  const methods = "[flow, {name: l2, lambda: 0.01}, {name: ewc, lambda: 0.5, data: {path: g.jsonl, format: {type: text}}}, {name: mixing, ratio: '1:1', general: [{path: a.jsonl, format: {type: alpaca}, max_length: 64}]}]";
+  const good = parseYaml(readFileSync(writeConfig('g.yaml', `methods: ${methods}\nmonitor: {every: 5, tasks: [tinystories]}\n`), 'utf8'));
   const variants: [string, unknown][] = [
     ['unknown key', applyOverrides(good, ['training.lrr=1'])],
     ['enum', applyOverrides(good, ['training.optimizer=adam'])],
@@ -114,6 +131,14 @@ test('parity: Python\'s jsonschema accepts the shipped configs under the schema 
     ['missing output_dir', { ...(good as object), output_dir: undefined }],
     ['device', applyOverrides(good, ['model.device=gpu'])],
     ['betas', applyOverrides(good, ['training.betas=[0.9]'])],
+    ['method option unknown', applyOverrides(good, ['methods.1={name: l2, lambda: 0.01, lamda: 1}'])],
+    ['method option value', applyOverrides(good, ['methods.1.lambda=-1'])],
+    ['method option missing', applyOverrides(good, ['methods=[ewc]'])],
+    ['method unknown', applyOverrides(good, ['methods=[forgetnot]'])],
+    ['method data spec', applyOverrides(good, ['methods.2.data.format={type: completion}'])],
+    ['method data list', applyOverrides(good, ['methods.3.general=[{path: a.jsonl}]'])],
+    ['code-only option', applyOverrides(good, ['methods=[{name: wise, alpha: 0.5, evaluate: best}]'])],
+    ['monitor', applyOverrides(good, ['monitor.on_exceed=halt'])],
   ];
   for (const [name, v] of variants) assert.throws(() => parseTrainConfig(JSON.parse(JSON.stringify(v))), /invalid config/, name);
   const py = `

@@ -20,7 +20,7 @@ const FLOORS: { name: string; paths: string[]; holds: string }[] = [
   { name: 'suite', paths: ['suite/'], holds: 'the demo, the forgetting suites and the recipe catalogue, built from runs' },
   { name: 'report', paths: ['report/'], holds: 'tables, charts and the HTML report over results' },
   { name: 'tune', paths: ['tune/'], holds: 'the recipe search: candidates, successive halving over runs, its outputs' },
-  { name: 'run', paths: ['train/run.ts', 'train/stages.ts', 'train/results.ts', 'train/saved-config.ts', 'schema.ts'], holds: 'a training job from a config (or a sequence of them): methods from the registry, the loop, the results' },
+  { name: 'run', paths: ['config.ts', 'train/run.ts', 'train/precision.ts', 'train/stages.ts', 'train/results.ts', 'train/saved-config.ts', 'schema.ts'], holds: 'the train config, composed from every method\'s schema, and a training job from it (or a sequence of them): the loop, the results' },
   { name: 'synth', paths: ['synth/'], holds: 'general data written by the base model' },
   { name: 'methods', paths: ['methods/'], holds: 'the anti-forgetting methods and their registry' },
   { name: 'training loop', paths: ['train/'], holds: 'the loop, its hooks (the Method interface), checkpoints, the monitor' },
@@ -28,8 +28,8 @@ const FLOORS: { name: string; paths: string[]; holds: string }[] = [
   { name: 'models', paths: ['models/'], holds: 'architectures, weights, the hub, LoRA layers and the PEFT format' },
   { name: 'data', paths: ['data/'], holds: 'records, formats, batches' },
   { name: 'tokenizers', paths: ['tokenizers/'], holds: 'the tokenizer and chat-template interfaces and their formats' },
-  { name: 'config', paths: ['config.ts', 'overrides.ts'], holds: 'the train config and its overrides' },
-  { name: 'foundation', paths: ['files.ts', 'lock.ts', 'errors.ts'], holds: 'user files, output locks, config errors' },
+  { name: 'overrides', paths: ['overrides.ts'], holds: 'key=value overrides of a config' },
+  { name: 'foundation', paths: ['files.ts', 'lock.ts', 'errors.ts', 'options.ts'], holds: 'user files, output locks, config errors, the zod pieces every schema shares' },
 ];
 
 /** Cycles that exist today and are owed a fix elsewhere; each must still exist (a fixed one is removed from here). */

@@ -44,7 +44,7 @@ test('distill: the term is 0 at the base distribution and its options are checke
     return distillKl(z.div(2).logSoftmax(-1), z, 2, 1).item();
   });
   assert.ok(Math.abs(zero) < 1e-6, `KL(p‖p) = ${zero}`);
-  assert.throws(() => new Distill({}), /^Error: distill: option data is required: general text to distil on/);
+  assert.throws(() => new Distill({}), /^Error: distill: option 'data' is required \(general text to distil on: Examples or a data spec/);
   assert.throws(() => new Distill({ data: [], temperature: 0 }), /^Error: distill: option 'temperature' must be a positive number, got 0$/);
   assert.throws(() => new Distill({ data: [], tau: 2 }), /^Error: distill: unknown option 'tau'; allowed: data, weight, temperature, batch_size, seed$/);
   const d = new Distill({ data: [] });

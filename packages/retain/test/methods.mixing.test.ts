@@ -22,7 +22,7 @@ test('m:n splits a fixed batch: 256 at 1:1 is 128+128, at 15:1 240+16; too small
   assert.throws(() => ratioSplit(8, 15, 1), /a batch of 8 cannot hold 15:1/);
   assert.deepEqual(parseRatio('7:1'), [7, 1]);
   assert.throws(() => parseRatio('0:1'), /ratio must be 'm:n'/);
-  assert.throws(() => new Mixing({ ratio: '1:1' }), /option general is required/);
+  assert.throws(() => new Mixing({ ratio: '1:1' }), /option 'general' is required/);
   assert.throws(() => new Mixing({ ratio: '1:1', general: [], probabilities: { target: 1 } }), /probabilities apply to mode: probabilistic/);
   assert.throws(() => checkComposition([new Mixing({ ratio: '1:1', general: [] }), new Mixing({ ratio: '1:1', general: [] })]), /listed twice/);
   assert.throws(() => checkComposition([new Mixing({ ratio: '1:1', general: [] }), { name: 'replay', roles: ['batch-composition'] }]), /both take the batch-composition role/);

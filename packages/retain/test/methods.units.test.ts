@@ -66,14 +66,14 @@ test('SAM, MoFO, LoRA and HFT refuse option names they do not know', () => {
   assert.throws(() => buildMethods([{ name: 'mofo', aplha: 0.1 }]), /mofo: unknown option 'aplha'/);
   assert.throws(() => buildMethods([{ name: 'lora', rank: 4 }]), /lora: unknown option 'rank'; allowed: r, alpha, dropout, targets, save_merged, adapter/);
   assert.throws(() => buildMethods([{ name: 'lora', adapter: 'final', r: 4, targets: ['q'] }]), /^Error: lora: r, targets cannot be set with adapter; the adapter's adapter_config\.json fixes them \(drop r, targets, or drop adapter to start a fresh one\)$/);
-  assert.throws(() => buildMethods([{ name: 'lora', adapter: 3 }]), /lora: adapter must be the path of a saved adapter directory, got 3$/);
+  assert.throws(() => buildMethods([{ name: 'lora', adapter: 3 }]), /lora: option 'adapter' must be the path of a saved adapter directory, got 3$/);
   assert.throws(() => buildMethods([{ name: 'hft', seeds: 1 }]), /hft: unknown option 'seeds'/);
-  assert.throws(() => buildMethods([{ name: 'sam', rho: -1 }]), /sam: rho must be a number ≥ 0/);
-  assert.throws(() => buildMethods([{ name: 'mofo', alpha: 1.5 }]), /mofo: alpha must be a fraction in \(0, 1\]/);
-  assert.throws(() => buildMethods([{ name: 'lora', save_merged: 'maybe' }]), /lora: save_merged must be true or false, got "maybe"/);
+  assert.throws(() => buildMethods([{ name: 'sam', rho: -1 }]), /sam: option 'rho' must be a number ≥ 0/);
+  assert.throws(() => buildMethods([{ name: 'mofo', alpha: 1.5 }]), /mofo: option 'alpha' must be a fraction in \(0, 1\]/);
+  assert.throws(() => buildMethods([{ name: 'lora', save_merged: 'maybe' }]), /lora: option 'save_merged' must be true or false, got "maybe"/);
   // YAML's .nan and .inf reach the check as numbers and are shown as such, not as JSON's null.
   assert.throws(() => buildMethods([{ name: 'l2', lambda: Number.NaN }]), /l2: option 'lambda' must be .*, got NaN$/);
-  assert.throws(() => buildMethods([{ name: 'sam', rho: Number.POSITIVE_INFINITY }]), /sam: rho must be a number ≥ 0, got Infinity$/);
+  assert.throws(() => buildMethods([{ name: 'sam', rho: Number.POSITIVE_INFINITY }]), /sam: option 'rho' must be a number ≥ 0, got Infinity$/);
 });
 
 test('MoFO refuses a run whose optimizer is not AdamW', async () => {

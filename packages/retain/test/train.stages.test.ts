@@ -37,7 +37,7 @@ test('a staged config is refused with the stage and key named: a skill not among
   bad((r) => (r.stages[1].skill = 'nope'), /stage 'mul': skill 'nope' is not one of monitor\.tasks \(tinystories_heldout, add_sub, mul, linear\)/);
   bad((r) => (r.stages[2].name = 'mul'), /two stages are named 'mul'/);
   bad((r) => (r.data = r.stages[0].data), /gives each stage its own data .*remove the top-level data/);
-  bad((r) => (r.stages[0].steps = 3), /stages\.0: unknown key 'steps'/);
+  bad((r) => (r.stages[0].steps = 3), /stages\[0\]: unknown key 'steps'/);
   bad((r) => delete r.monitor, /needs a monitor whose tasks include every stage's skill/);
   bad((r) => (r.stages[0].training = { lr: 'fast' }), /stage add_sub\):\n\s+training\.lr: Expected number/);
 });

@@ -160,7 +160,7 @@ program
 
 program
   .command('schema')
-  .description('print the JSON Schema of a training config (every key, its type, allowed values and default)')
+  .description('print the JSON Schema of a training config (every key and method option: type, allowed values, default, description)')
   .action(() => {
     console.log(JSON.stringify(trainConfigJsonSchema(), null, 2));
   });

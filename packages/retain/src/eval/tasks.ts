@@ -13,7 +13,7 @@ import { z } from 'zod';
 import { readRecords } from '../data/readers.js';
 import { recordFields, type Record_ } from '../data/records.js';
 import { fillTemplate } from '../data/formats.js';
-import { formatIssues } from '../config.js';
+import { formatIssues } from '../options.js';
 import type { Role } from './results.js';
 
 export const TASK_KINDS = ['multiple_choice', 'generate', 'perplexity', 'image_classification'] as const;

@@ -18,10 +18,19 @@ import type { Tensor } from '@retain/torch';
 import { disposeBatch, epochOrder, IGNORE_INDEX, type Batch } from '../data/loader.js';
 import type { Example } from '../data/formats.js';
 import type { Method, TrainableModel, TrainContext } from '../train/hooks.js';
-import { checkOptions, collateOn, keepModes, modelDevice, numberOption, resolveData, type Options } from './support.js';
+import { z } from 'zod';
+import { dataSpec, type DataSpec, type GivenExamples } from '../data/spec.js';
+import { integer, nonNegative, parseOptions, positive, positiveInt } from '../options.js';
+import { collateOn, keepModes, modelDevice, resolveData, type Options } from './support.js';
 import { loraModules } from './lora/index.js';
 
-const OPTIONS = ['data', 'weight', 'temperature', 'batch_size', 'seed'];
+export const distillOptions = z.object({
+  data: dataSpec('general text to distil on').describe('General text to distil on: replay text or what retain synth wrote (a data spec, like data.train).'),
+  weight: nonNegative().default(1).describe('Weight λ_d of the distillation term.'),
+  temperature: positive().default(2).describe('Softmax temperature T of both distributions (the term is scaled by T²).'),
+  batch_size: positiveInt(1e6).default(4).describe('General examples per step.'),
+  seed: integer().default(0).describe('Seed of the general stream\'s shuffles.'),
+}).strict();
 const NEW_HEAD = 'a new head has no base predictions to distil toward (θ₀ would be its random initialisation)';
 
 /**
@@ -56,7 +65,7 @@ export class Distill implements Method {
   readonly temperature: number;
   readonly batchSize: number;
   readonly seed: number;
-  private readonly dataSpec: unknown;
+  private readonly dataSpec: DataSpec | GivenExamples;
   data: Example[] = [];
   /** θ₀ by parameter name. */
   private base = new Map<string, Tensor>();
@@ -64,13 +73,12 @@ export class Distill implements Method {
   current: { step: number; examples: Example[]; batch: Batch; pos: Tensor; baseLogProbs: Tensor } | null = null;
 
   constructor(o: Options = {}) {
-    checkOptions(this.name, o, OPTIONS);
-    if (o.data === undefined) throw new Error('distill: option data is required: general text to distil on (Examples, or a data spec {path, format, ...} such as replay text or retain synth output)');
-    this.dataSpec = o.data;
-    this.weight = numberOption(this.name, o, 'weight', 1, (v) => v >= 0 && Number.isFinite(v), 'a non-negative number');
-    this.temperature = numberOption(this.name, o, 'temperature', 2, (v) => v > 0 && Number.isFinite(v), 'a positive number');
-    this.batchSize = numberOption(this.name, o, 'batch_size', 4, (v) => Number.isInteger(v) && v >= 1 && v <= 1e6, 'an integer from 1 to 1000000');
-    this.seed = numberOption(this.name, o, 'seed', 0, Number.isInteger, 'an integer');
+    const p = parseOptions(this.name, distillOptions, o);
+    this.dataSpec = p.data;
+    this.weight = p.weight;
+    this.temperature = p.temperature;
+    this.batchSize = p.batch_size;
+    this.seed = p.seed;
   }
 
   async setup(ctx: TrainContext): Promise<void> {

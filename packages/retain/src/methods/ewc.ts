@@ -23,9 +23,20 @@ import type { Tensor } from '@retain/torch';
 import type { Example } from '../data/formats.js';
 import { epochOrder } from '../data/loader.js';
 import type { Method, TrainContext } from '../train/hooks.js';
-import { checkOptions, collateOn, enumOption, isNewHead, keepModes, modelDevice, numberOption, regexOption, resolveData, type Options } from './support.js';
+import { z } from 'zod';
+import { dataSpec, type DataSpec, type GivenExamples } from '../data/spec.js';
+import { integer, nonNegative, parseOptions, positiveInt, regex } from '../options.js';
+import { collateOn, isNewHead, keepModes, modelDevice, resolveData, type Options } from './support.js';
 
-const OPTIONS = ['lambda', 'data', 'fisher', 'fisher_samples', 'fisher_batch_size', 'exclude', 'seed'];
+export const ewcOptions = z.object({
+  lambda: nonNegative().describe('Strength λ of the penalty Σ (λ/2)·F·(θ−θ₀)².'),
+  data: dataSpec('the general data the Fisher is estimated on').describe('The general data the Fisher information is estimated on (a data spec, like data.train).'),
+  fisher: z.enum(['per_sample', 'per_batch']).default('per_sample').describe("per_sample: the empirical Fisher (one backward per sample); per_batch: squared mini-batch gradients, cheaper, and an underestimate."),
+  fisher_samples: positiveInt().optional().describe('Estimate on a fixed, seeded subset of this many samples (default: all of data).'),
+  fisher_batch_size: positiveInt().default(8).describe('Samples per forward pass of the estimate.'),
+  exclude: regex().optional().describe('Parameters (checkpoint names) left out of the penalty, besides new heads.'),
+  seed: integer().default(0).describe('Seed of the fisher_samples subset.'),
+}).strict();
 
 /** The dtype F is accumulated and kept in: float32, or float64 for a float64 parameter. */
 function fisherDtype(p: Tensor): 'float32' | 'float64' {
@@ -47,22 +58,21 @@ export class EWC implements Method {
   readonly fisherBatchSize: number;
   readonly exclude: RegExp | null;
   readonly seed: number;
-  private readonly dataSpec: unknown;
+  private readonly dataSpec: DataSpec | GivenExamples;
   data: Example[] = [];
   entries: Entry[] = [];
   /** Backward passes spent on the Fisher estimate in this process (0 when a checkpoint supplied F). */
   fisherBackwards = 0;
 
   constructor(o: Options = {}) {
-    checkOptions(this.name, o, OPTIONS);
-    this.lambda = numberOption(this.name, o, 'lambda', undefined, (v) => v >= 0 && Number.isFinite(v), 'a non-negative number');
-    this.fisherMode = enumOption(this.name, o, 'fisher', ['per_sample', 'per_batch'] as const, 'per_sample');
-    this.fisherSamples = o.fisher_samples === undefined ? null : numberOption(this.name, o, 'fisher_samples', undefined, (v) => Number.isInteger(v) && v > 0, 'a positive integer');
-    this.fisherBatchSize = numberOption(this.name, o, 'fisher_batch_size', 8, (v) => Number.isInteger(v) && v > 0, 'a positive integer');
-    this.exclude = regexOption(this.name, o, 'exclude');
-    this.seed = numberOption(this.name, o, 'seed', 0, Number.isInteger, 'an integer');
-    if (o.data === undefined) throw new Error('ewc: option data is required: the general data the Fisher is estimated on (Examples or a data spec {path, format, ...})');
-    this.dataSpec = o.data;
+    const p = parseOptions(this.name, ewcOptions, o);
+    this.lambda = p.lambda;
+    this.fisherMode = p.fisher;
+    this.fisherSamples = p.fisher_samples ?? null;
+    this.fisherBatchSize = p.fisher_batch_size;
+    this.exclude = p.exclude ?? null;
+    this.seed = p.seed;
+    this.dataSpec = p.data;
   }
 
   async setup(ctx: TrainContext): Promise<void> {

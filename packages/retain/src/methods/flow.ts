@@ -28,13 +28,34 @@ import type { Batch } from '../data/loader.js';
 import type { Example } from '../data/formats.js';
 import type { Method, NewHead, SetupContext, TrainContext } from '../train/hooks.js';
 import { writeJsonAtomic } from '../train/checkpoint.js';
-import { HeadProbe } from './probe.js';
-import { checkOptions, shown, enumOption, hashExamples, hashModel, indexById, median, numberOption, perSampleLosses, sampleKey, summary, type Options } from './support.js';
+import { z } from 'zod';
+import { bool, nonNegative, num, parseOptions, positive, positiveInt, refuse } from '../options.js';
+import { checkPhase, HeadProbe, probeFields } from './probe.js';
+import { hashExamples, hashModel, indexById, median, perSampleLosses, sampleKey, summary, type Options } from './support.js';
 
 export type TauRule = 'median' | 'batch_median' | number;
 export type Normalize = 'none' | 'sum' | 'mean';
 
-const OPTIONS = ['tau', 'tau_scale', 'normalize', 'batch_size', 'cache', 'cache_dir', 'other_weight', 'head', 'probe_steps', 'probe_epochs'];
+const TAU_WHAT = "'median', 'batch_median' or a positive number";
+
+const fields = {
+  tau: z.union([z.enum(['median', 'batch_median']), num(TAU_WHAT, { gt: 0 })], { errorMap: () => ({ message: TAU_WHAT }) })
+    .default('median').describe("Temperature τ: the median loss over the training set, the median over each optimizer step's samples (batch_median), or a number."),
+  tau_scale: positive().default(1).describe('Multiplies τ.'),
+  normalize: z.enum(['none', 'sum', 'mean']).default('none').describe("none: the paper's loss; mean: each step's weights rescaled to mean 1; sum: the weighted token mean."),
+  batch_size: positiveInt().default(16).describe('Examples per forward pass when scoring the training set.'),
+  cache: bool().default(true).describe('Keep the scores in <cache_dir or output_dir>/flow-<hash>.json, so a rerun or resumed run scores nothing.'),
+  cache_dir: z.string({ invalid_type_error: 'a path' }).optional().describe('Folder of the score cache (default: output_dir).'),
+  other_weight: nonNegative().default(1).describe('Weight of samples that are not in the scored training set (another source mixed in).'),
+};
+
+/** flow: `head` turns on the vision variant (a linear probe first), as flow_vision does. */
+export const flowOptions = z.object({ ...fields, head: probeFields.head.optional(), probe_steps: probeFields.probe_steps, probe_epochs: probeFields.probe_epochs }).strict().superRefine((o, ctx) => {
+  if (o.head === undefined && (o.probe_steps !== undefined || o.probe_epochs !== undefined)) refuse(ctx, "probe_steps/probe_epochs need 'head' (the vision variant's linear probe)");
+  else if (o.head !== undefined) checkPhase({ ...o, head: o.head, then: 'finetune' }, ctx);
+});
+
+export const flowVisionOptions = z.object({ ...fields, ...probeFields }).strict().superRefine((o, ctx) => checkPhase({ ...o, then: 'finetune' }, ctx));
 
 /** wᵢ = exp(−fᵢ/τ), with NaN (no trained tokens, or a non-finite loss) → 0. */
 export function flowWeight(loss: number, tau: number): number {
@@ -76,24 +97,16 @@ export class Flow implements Method {
 
   constructor(o: Options = {}, variant: 'text' | 'vision' = 'text') {
     this.name = variant === 'vision' ? 'flow_vision' : 'flow';
-    checkOptions(this.name, o, OPTIONS);
-    const tau = o.tau ?? 'median';
-    if (!(tau === 'median' || tau === 'batch_median' || (typeof tau === 'number' && tau > 0 && Number.isFinite(tau)))) {
-      throw new Error(`${this.name}: option 'tau' must be 'median', 'batch_median' or a positive number, got ${shown(tau)}`);
-    }
-    this.tauRule = tau as TauRule;
-    this.tauScale = numberOption(this.name, o, 'tau_scale', 1, (v) => v > 0 && Number.isFinite(v), 'a positive number');
-    this.normalize = enumOption(this.name, o, 'normalize', ['none', 'sum', 'mean'] as const, 'none');
-    this.batchSize = numberOption(this.name, o, 'batch_size', 16, (v) => Number.isInteger(v) && v > 0, 'a positive integer');
-    if (o.cache !== undefined && typeof o.cache !== 'boolean') throw new Error(`${this.name}: option 'cache' must be true or false`);
-    this.useCache = (o.cache as boolean | undefined) ?? true;
-    if (o.cache_dir !== undefined && typeof o.cache_dir !== 'string') throw new Error(`${this.name}: option 'cache_dir' must be a path`);
-    this.cacheDir = (o.cache_dir as string | undefined) ?? null;
-    this.otherWeight = numberOption(this.name, o, 'other_weight', 1, (v) => v >= 0 && Number.isFinite(v), 'a non-negative number');
-    const vision = variant === 'vision' || o.head !== undefined;
-    if (variant === 'vision' && o.head === undefined) throw new Error(`${this.name}: option 'head' is required: a regular expression matching the new head's parameter names`);
-    if (!vision && (o.probe_steps !== undefined || o.probe_epochs !== undefined)) throw new Error(`${this.name}: probe_steps/probe_epochs need 'head' (the vision variant's linear probe)`);
-    this.probe = vision ? new HeadProbe(this.name, { head: o.head, then: 'finetune', probe_steps: o.probe_steps, probe_epochs: o.probe_epochs }) : null;
+    const p = parseOptions(this.name, variant === 'vision' ? flowVisionOptions : flowOptions, o);
+    this.tauRule = p.tau;
+    this.tauScale = p.tau_scale;
+    this.normalize = p.normalize;
+    this.batchSize = p.batch_size;
+    this.useCache = p.cache;
+    this.cacheDir = p.cache_dir ?? null;
+    this.otherWeight = p.other_weight;
+    const vision = p.head !== undefined;
+    this.probe = p.head ? new HeadProbe(this.name, { ...p, head: p.head, then: 'finetune' }) : null;
     const both = 'both weight every training sample; keep one (flow_vision for a new head)';
     this.conflicts = vision ? { probe: `${this.name} runs its own linear probe`, hft: 'both decide which parameters train', flow: both } : { flow_vision: both };
   }

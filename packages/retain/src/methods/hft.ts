@@ -19,14 +19,13 @@ import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
 import type { Method, Role, SetupContext, TrainContext } from '../train/hooks.js';
 import { rng } from '../data/loader.js';
-import { checkOptions, shown } from './support.js';
+import { z } from 'zod';
+import { integer, parseOptions } from '../options.js';
 
-export interface HftOptions {
-  /** Seed of the per-epoch draw. */
-  seed?: number;
-  /** What happens to parameters that are not q/k/v/o/gate/up/down projections. */
-  others?: 'train' | 'freeze';
-}
+export const hftOptions = z.object({
+  seed: integer().default(0).describe('Seed of the per-epoch draw of the half that trains.'),
+  others: z.enum(['train', 'freeze']).default('train').describe('What happens to parameters that are not q/k/v/o/gate/up/down projections (embeddings, norms, the head).'),
+}).strict();
 
 const ATTN = ['q_proj', 'k_proj', 'v_proj', 'o_proj'] as const;
 const MLP = ['gate_proj', 'up_proj', 'down_proj'] as const;
@@ -74,12 +73,8 @@ export class Hft implements Method {
   /** Every parameter HFT governs, with whether it trains in the current draw. */
   readonly governed = new Map<Tensor, { name: string; layer: number | null; category: string | null; trains: boolean }>();
 
-  constructor(o: HftOptions = {}) {
-    checkOptions('hft', o as Record<string, unknown>, ['seed', 'others']);
-    this.seed = o.seed ?? 0;
-    if (!Number.isInteger(this.seed)) throw new Error(`hft: seed must be an integer, got ${shown(o.seed)}`);
-    this.others = o.others ?? 'train';
-    if (this.others !== 'train' && this.others !== 'freeze') throw new Error(`hft: others must be 'train' or 'freeze', got ${shown(o.others)}`);
+  constructor(o: Record<string, unknown> = {}) {
+    ({ seed: this.seed, others: this.others } = parseOptions('hft', hftOptions, o));
   }
 
   /** Governs every trainable parameter (the optimizer holds them all; a frozen one is skipped) and draws epoch 0. */

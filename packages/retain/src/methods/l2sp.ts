@@ -13,9 +13,16 @@
 import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
 import type { Method, TrainContext } from '../train/hooks.js';
-import { checkOptions, enumOption, isNewHead, numberOption, regexOption, type Options } from './support.js';
+import { z } from 'zod';
+import { nonNegative, parseOptions, regex } from '../options.js';
+import { isNewHead, type Options } from './support.js';
 
-const OPTIONS = ['lambda', 'reduction', 'exclude', 'head_lambda'];
+export const l2Options = z.object({
+  lambda: nonNegative().describe('Strength λ of the pull toward the pretrained weights θ₀.'),
+  reduction: z.enum(['sum', 'mean']).default('sum').describe('Σ over every penalised element (sum) or their mean; the two λ scales differ by the parameter count.'),
+  exclude: regex().optional().describe('Parameters (checkpoint names) with no pretrained value to return to, such as a new head: left out, or given head_lambda.'),
+  head_lambda: nonNegative().default(0).describe('Plain L2 λ_head·Σθ² on the excluded tensors and new heads.'),
+}).strict();
 
 export class L2SP implements Method {
   readonly name = 'l2';
@@ -31,13 +38,13 @@ export class L2SP implements Method {
   private headCount = 0;
 
   constructor(o: Options = {}) {
-    const name = this.name;
-    checkOptions(name, o, OPTIONS);
-    this.lambda = numberOption(name, o, 'lambda', undefined, (v) => v >= 0 && Number.isFinite(v), 'a non-negative number');
+    const p = parseOptions(this.name, l2Options, o);
+    this.lambda = p.lambda;
+    // The log says when the reduction was the default: the two choices' λ are not comparable.
     this.reductionGiven = o.reduction !== undefined;
-    this.reduction = enumOption(name, o, 'reduction', ['sum', 'mean'] as const, 'sum');
-    this.exclude = regexOption(name, o, 'exclude');
-    this.headLambda = numberOption(name, o, 'head_lambda', 0, (v) => v >= 0 && Number.isFinite(v), 'a non-negative number');
+    this.reduction = p.reduction;
+    this.exclude = p.exclude ?? null;
+    this.headLambda = p.head_lambda;
   }
 
   setup(ctx: TrainContext): void {

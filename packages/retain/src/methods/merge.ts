@@ -19,10 +19,12 @@ import { existsSync } from 'node:fs';
 import type { Method, TrainableModel, TrainContext } from '../train/hooks.js';
 import type { Example } from '../data/formats.js';
 import { fnv1a } from '../data/random.js';
-import { checkOptions, enumOption, isNewHead, numberOption, perSampleLosses, resolveData, shown, type Options } from './support.js';
+import { z } from 'zod';
+import { dataSpec, type DataSpec, type GivenExamples } from '../data/spec.js';
+import { codeOnly, integer, mark, nonNegative, num, parseOptions, positiveInt, refuse } from '../options.js';
+import { isNewHead, perSampleLosses, resolveData, shown, type Options } from './support.js';
 import type { StateDict } from './wise.js';
 
-const OPTIONS = ['mode', 'lambda', 'lambdas', 'k', 'ks', 'p', 'ps', 'seed', 'with', 'eval_data', 'evaluate', 'batch_size'];
 export const MERGE_MODES = ['task_arithmetic', 'ties', 'dare', 'dare_ties'] as const;
 export type MergeMode = (typeof MERGE_MODES)[number];
 
@@ -116,13 +118,38 @@ function snapshot(model: TrainableModel): StateDict {
   return torch.noGrad(() => torch.tidy(() => new Map([...model.stateDict()].map(([k, t]) => [k, torch.keep(t.detach().clone())]))));
 }
 
-function fractionList(method: string, o: Options, key: string, lo: number, hiOpen: boolean): number[] | null {
-  const v = o[key];
-  if (v === undefined) return null;
-  const ok = (x: unknown) => typeof x === 'number' && x >= lo && (hiOpen ? x < 1 : x <= 1) && (lo > 0 || hiOpen || x > 0);
-  if (!Array.isArray(v) || v.length === 0 || !v.every(ok)) throw new Error(`${method}: option '${key}' must be a non-empty list of numbers in ${hiOpen ? '[0, 1)' : '(0, 1]'}, got ${shown(v)}`);
-  return v as number[];
-}
+/** The λ a sweep tries when lambdas is not given. */
+const GRID = Array.from({ length: 11 }, (_, i) => i / 10);
+const LAMBDA_WHAT = "a non-negative number or 'sweep'";
+const fraction = () => num('a fraction in (0, 1]', { gt: 0, max: 1 });
+const probability = () => num('a probability in [0, 1)', { min: 0, lt: 1 });
+const list = <T extends z.ZodTypeAny>(item: T, what: string) => z.array(item, { invalid_type_error: what }).min(1, what);
+const TIES = ['ties', 'dare_ties'];
+const DARE = ['dare', 'dare_ties'];
+
+export const mergeOptions = z.object({
+  mode: z.enum(MERGE_MODES).default('ties').describe('How the task vectors combine: task_arithmetic (their sum), ties (trim, elect sign, disjoint mean), dare (random drop and rescale), dare_ties.'),
+  lambda: z.union([num(LAMBDA_WHAT, { min: 0 }), z.literal('sweep')], { errorMap: () => ({ message: LAMBDA_WHAT }) }).default(1)
+    .describe("Scale λ of the merged task vector (θ₀ + λ·τ), or sweep: try lambdas (and ks, ps) on eval_data and keep the best."),
+  lambdas: list(nonNegative(), 'a non-empty list of non-negative numbers').optional().describe('The λ tried by a sweep (default 0, 0.1, …, 1).'),
+  k: fraction().optional().describe("TIES' kept fraction: each task vector is trimmed to its k largest magnitudes (default 0.2)."),
+  ks: list(fraction(), 'a non-empty list of numbers in (0, 1]').optional().describe('The k tried by a sweep.'),
+  p: probability().optional().describe("DARE's drop probability (default 0.9, the paper's)."),
+  ps: list(probability(), 'a non-empty list of numbers in [0, 1)').optional().describe('The p tried by a sweep.'),
+  seed: integer().default(0).describe("Seed of DARE's drop masks."),
+  with: mark(z.array(z.union([z.string(), z.instanceof(Map)], { errorMap: () => ({ message: 'a model folder' }) }), { invalid_type_error: 'a list of fine-tuned model folders' }), null, () => ({ type: 'array', items: { type: 'string' } }))
+    .default([]).describe('Other fine-tuned models of the same base whose task vectors are merged with this run\'s (model folders).'),
+  eval_data: dataSpec().optional().describe('Held-out data a sweep scores each setting on (lower mean token loss is better).'),
+  evaluate: codeOnly<(model: TrainableModel) => number>('a function (model) => score, higher is better', (v) => typeof v === 'function'),
+  batch_size: positiveInt().default(16).describe('Examples per forward pass when scoring eval_data.'),
+}).strict().superRefine((o, ctx) => {
+  const sweep = o.lambda === 'sweep';
+  const grids = [['lambdas', true, ''], ['ks', TIES.includes(o.mode), ' with mode ties or dare_ties'], ['ps', DARE.includes(o.mode), ' with mode dare or dare_ties']] as const;
+  for (const [key, applies, modes] of grids) if (o[key] !== undefined && (!sweep || !applies)) refuse(ctx, `option '${key}' applies to lambda: sweep${modes}`);
+  if (o.k !== undefined && !TIES.includes(o.mode)) refuse(ctx, `option 'k' (TIES' kept fraction) applies to mode ties or dare_ties, not ${o.mode}`);
+  if (o.p !== undefined && !DARE.includes(o.mode)) refuse(ctx, `option 'p' (DARE's drop probability) applies to mode dare or dare_ties, not ${o.mode}`);
+  if (sweep && !o.evaluate && o.eval_data === undefined) refuse(ctx, 'lambda: sweep needs held-out data to choose λ: eval_data (Examples or a data spec), or evaluate(model) in code');
+}).transform((o) => ({ ...o, lambdas: o.lambdas ?? GRID, ks: o.ks ?? [o.k ?? 0.2], ps: o.ps ?? [o.p ?? 0.9] }));
 
 export class Merge implements Method {
   readonly name = 'merge';
@@ -138,7 +165,7 @@ export class Merge implements Method {
   readonly seed: number;
   readonly batchSize: number;
   private readonly others: unknown[];
-  private readonly evalSpec: unknown;
+  private readonly evalSpec: DataSpec | GivenExamples | undefined;
   private readonly evaluateFn: ((model: TrainableModel) => number) | null;
   base: StateDict | null = null;
   evalData: Example[] | null = null;
@@ -148,32 +175,17 @@ export class Merge implements Method {
 
   constructor(o: Options = {}) {
     const name = this.name;
-    checkOptions(name, o, OPTIONS);
-    this.mode = enumOption(name, o, 'mode', MERGE_MODES, 'ties');
-    const lam = o.lambda ?? 1;
-    if (lam !== 'sweep' && !(typeof lam === 'number' && lam >= 0 && Number.isFinite(lam))) throw new Error(`merge: option 'lambda' must be a non-negative number or 'sweep', got ${shown(lam)}`);
-    this.lambda = lam as number | 'sweep';
-    const k = numberOption(name, o, 'k', 0.2, (v) => v > 0 && v <= 1, 'a fraction in (0, 1]');
-    const p = numberOption(name, o, 'p', 0.9, (v) => v >= 0 && v < 1, 'a probability in [0, 1)');
-    const lambdas = o.lambdas ?? Array.from({ length: 11 }, (_, i) => i / 10);
-    if (!Array.isArray(lambdas) || lambdas.length === 0 || !lambdas.every((x) => typeof x === 'number' && x >= 0 && Number.isFinite(x))) throw new Error(`merge: option 'lambdas' must be a non-empty list of non-negative numbers, got ${shown(lambdas)}`);
-    this.lambdas = lambdas as number[];
-    this.ks = fractionList(name, o, 'ks', 0, false) ?? [k];
-    this.ps = fractionList(name, o, 'ps', 0, true) ?? [p];
-    for (const [key, applies] of [['lambdas', true], ['ks', this.mode === 'ties' || this.mode === 'dare_ties'], ['ps', this.mode === 'dare' || this.mode === 'dare_ties']] as const) {
-      if (o[key] !== undefined && (lam !== 'sweep' || !applies)) throw new Error(`merge: option '${key}' applies to lambda: sweep${key === 'lambdas' ? '' : ` with mode ${key === 'ks' ? 'ties or dare_ties' : 'dare or dare_ties'}`}`);
-    }
-    if (o.k !== undefined && this.mode !== 'ties' && this.mode !== 'dare_ties') throw new Error(`merge: option 'k' (TIES' kept fraction) applies to mode ties or dare_ties, not ${this.mode}`);
-    if (o.p !== undefined && this.mode !== 'dare' && this.mode !== 'dare_ties') throw new Error(`merge: option 'p' (DARE's drop probability) applies to mode dare or dare_ties, not ${this.mode}`);
-    this.seed = numberOption(name, o, 'seed', 0, Number.isInteger, 'an integer');
-    this.batchSize = numberOption(name, o, 'batch_size', 16, (v) => Number.isInteger(v) && v >= 1, 'a positive integer');
-    const w = o.with ?? [];
-    if (!Array.isArray(w)) throw new Error(`merge: option 'with' must be a list of fine-tuned model folders, got ${shown(w)}`);
-    this.others = w;
-    if (o.evaluate !== undefined && typeof o.evaluate !== 'function') throw new Error('merge: evaluate must be a function (model) => score, higher is better');
-    this.evaluateFn = (o.evaluate as ((model: TrainableModel) => number) | undefined) ?? null;
-    this.evalSpec = o.eval_data;
-    if (lam === 'sweep' && !this.evaluateFn && o.eval_data === undefined) throw new Error('merge: lambda: sweep needs held-out data to choose λ: eval_data (Examples or a data spec), or evaluate(model) in code');
+    const p = parseOptions(name, mergeOptions, o);
+    this.mode = p.mode;
+    this.lambda = p.lambda;
+    this.lambdas = p.lambdas;
+    this.ks = p.ks;
+    this.ps = p.ps;
+    this.seed = p.seed;
+    this.batchSize = p.batch_size;
+    this.others = p.with;
+    this.evaluateFn = p.evaluate ?? null;
+    this.evalSpec = p.eval_data;
   }
 
   async setup(ctx: TrainContext): Promise<void> {

@@ -20,10 +20,40 @@ import type { Batch } from '../data/loader.js';
 import { disposeBatch, epochOrder, rng } from '../data/loader.js';
 import type { Example } from '../data/formats.js';
 import type { Method, Role, TrainContext } from '../train/hooks.js';
-import { checkOptions, collateOn, indexById, modelDevice, numberOption, resolveData, sampleKey, type Options } from './support.js';
+import { z } from 'zod';
+import { dataSpecs, type DataSpec, type GivenExamples } from '../data/spec.js';
+import { integer, nonNegative, parseOptions, refuse } from '../options.js';
+import { collateOn, indexById, modelDevice, resolveData, sampleKey, type Options } from './support.js';
 import { fnv1a } from '../data/random.js';
 
-const OPTIONS = ['ratio', 'mode', 'probabilities', 'general', 'seed'];
+export const mixingOptions = z.object({
+  ratio: z.string({ invalid_type_error: "a ratio 'm:n' (quote it in YAML)" }).optional().describe("'m:n': every micro-batch is m target and n general sub-batches, e.g. '15:1'."),
+  mode: z.enum(['ratio', 'probabilistic']).optional().describe('ratio (the default when ratio is set), or probabilistic: each slot draws its source with probabilities.'),
+  probabilities: z.record(nonNegative(), { invalid_type_error: '{<source name>: p, ...}' }).optional().describe('Probabilistic mode: {<source name>: p, ...}; the training set is target and needs p > 0.'),
+  general: dataSpecs('the general data to mix in').describe('The general data mixed in: a data spec, or a list of them (each source named by its name:).'),
+  seed: integer().default(0).describe('Seed of the general sources\' shuffles and the slot draws.'),
+}).strict().transform((o, ctx) => {
+  const mode = o.mode ?? (o.ratio !== undefined ? 'ratio' : undefined);
+  if (mode === undefined) return refuseMixing(ctx, "set ratio: 'm:n', or mode: probabilistic with probabilities");
+  if (mode === 'ratio') {
+    if (o.probabilities !== undefined) return refuseMixing(ctx, "probabilities apply to mode: probabilistic; ratio mode takes 'm:n' only");
+    try {
+      return { ...o, mode, ratio: parseRatio(o.ratio), probabilities: null };
+    } catch (e) {
+      return refuseMixing(ctx, (e as Error).message.replace(/^mixing: /, ''));
+    }
+  }
+  if (o.ratio !== undefined) return refuseMixing(ctx, 'ratio and mode: probabilistic exclude each other');
+  if (!o.probabilities) return refuseMixing(ctx, 'probabilistic mode needs probabilities: {<source name>: p, ...} with non-negative numbers (the training set may be called target)');
+  // The trainer sizes its loader before the data is loaded, so the training set has a fixed name here.
+  if (!(o.probabilities.target > 0)) return refuseMixing(ctx, 'probabilities need a positive `target` entry (the training set)');
+  return { ...o, mode, ratio: null, probabilities: o.probabilities };
+});
+
+function refuseMixing(ctx: z.RefinementCtx, message: string): never {
+  refuse(ctx, message);
+  return z.NEVER;
+}
 
 interface Stream {
   epoch: number;
@@ -62,7 +92,7 @@ export class Mixing implements Method {
   readonly mode: 'ratio' | 'probabilistic';
   readonly ratio: [number, number] | null;
   readonly seed: number;
-  private readonly generalSpec: unknown;
+  private readonly generalSpec: (DataSpec | GivenExamples)[];
   private readonly probSpec: Record<string, number> | null;
 
   /** General sources by name, in order. */
@@ -77,27 +107,12 @@ export class Mixing implements Method {
   private stepShares = new Map<string, { samples: number; tokens: number }>();
 
   constructor(o: Options = {}) {
-    checkOptions(this.name, o, OPTIONS);
-    const mode = o.mode ?? (o.ratio !== undefined ? 'ratio' : undefined);
-    if (mode !== 'ratio' && mode !== 'probabilistic') throw new Error(`mixing: set ratio: 'm:n', or mode: probabilistic with probabilities (got mode ${JSON.stringify(o.mode)})`);
-    this.mode = mode;
-    this.ratio = mode === 'ratio' ? parseRatio(o.ratio) : null;
-    if (mode === 'probabilistic' && o.ratio !== undefined) throw new Error('mixing: ratio and mode: probabilistic exclude each other');
-    if (mode === 'probabilistic') {
-      const p = o.probabilities;
-      if (!p || typeof p !== 'object' || Array.isArray(p) || !Object.values(p).every((v) => typeof v === 'number' && v >= 0 && Number.isFinite(v))) {
-        throw new Error('mixing: probabilistic mode needs probabilities: {<source name>: p, ...} with non-negative numbers (the training set may be called target)');
-      }
-      // The trainer sizes its loader before the data is loaded, so the training set has a fixed name here.
-      if (!((p as Record<string, number>).target > 0)) throw new Error('mixing: probabilities need a positive `target` entry (the training set)');
-      this.probSpec = p as Record<string, number>;
-    } else {
-      if (o.probabilities !== undefined) throw new Error("mixing: probabilities apply to mode: probabilistic; ratio mode takes 'm:n' only");
-      this.probSpec = null;
-    }
-    if (o.general === undefined) throw new Error('mixing: option general is required: Examples, or a data spec {path, format, ...}, or a list of them');
-    this.generalSpec = o.general;
-    this.seed = numberOption(this.name, o, 'seed', 0, Number.isInteger, 'an integer');
+    const p = parseOptions(this.name, mixingOptions, o);
+    this.mode = p.mode;
+    this.ratio = p.ratio;
+    this.probSpec = p.probabilities;
+    this.generalSpec = p.general;
+    this.seed = p.seed;
   }
 
   loaderBatchSize(batchSize: number): number {
@@ -117,7 +132,7 @@ export class Mixing implements Method {
     this.targetSource = ctx.examples[0].source;
     if (!this.batchSize) throw new Error('mixing: the trainer did not size its loader through loaderBatchSize(); mixing needs a loop that does');
     this.index = indexById(this.name, ctx.examples);
-    const specs = Array.isArray(this.generalSpec) && !this.generalSpec.every((e) => e && typeof e === 'object' && Array.isArray((e as Example).ids)) ? this.generalSpec : [this.generalSpec];
+    const specs = this.generalSpec;
     for (let i = 0; i < specs.length; i++) {
       const fallback = specs.length === 1 ? 'general' : `general${i}`;
       const ex = await resolveData(this.name, ctx, specs[i], fallback);

@@ -23,16 +23,14 @@
 import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
 import type { Method, OptimizerHyper, Role, SetupContext } from '../train/hooks.js';
-import { checkOptions, shown } from './support.js';
+import { z } from 'zod';
+import { num, parseOptions } from '../options.js';
 
-export interface MofoOptions {
-  /** Fraction of each filtered tensor's coordinates that move per step (the reference class uses 0.03; 0.05-0.2 recommended, 0.15 published). */
-  alpha?: number;
-  /** Largest tensor (elements) that gets an exact top-k; larger ones use the sampled quantile. */
-  exact_max?: number;
-  /** Coordinates sampled for the quantile estimate. */
-  sample_size?: number;
-}
+export const mofoOptions = z.object({
+  alpha: num('a fraction in (0, 1]', { gt: 0, max: 1 }).default(0.03).describe("Fraction of each filtered tensor's coordinates that move per step (the reference class uses 0.03; 0.05-0.2 recommended, 0.15 published)."),
+  exact_max: num('a positive integer', { int: true, min: 1, max: Number.MAX_SAFE_INTEGER }).default(2 ** 24).describe('Largest tensor (elements) that gets an exact top-k; larger ones use a sampled quantile.'),
+  sample_size: num('a positive integer', { int: true, min: 1, max: Number.MAX_SAFE_INTEGER }).default(2 ** 20).describe('Coordinates sampled for the quantile estimate.'),
+}).strict();
 
 /** Whether MoFO filters a parameter: matrices and embeddings yes, biases and norm weights no. */
 export function isFiltered(name: string, p: Tensor): boolean {
@@ -116,12 +114,11 @@ export class Mofo implements Method {
   /** The run's optimizer (null until the run builds it). */
   optimizer: MofoAdamW | null = null;
 
-  constructor(o: MofoOptions = {}) {
-    checkOptions('mofo', o as Record<string, unknown>, ['alpha', 'exact_max', 'sample_size']);
-    this.alpha = o.alpha ?? 0.03;
-    if (!(typeof this.alpha === 'number' && this.alpha > 0 && this.alpha <= 1)) throw new Error(`mofo: alpha must be a fraction in (0, 1], got ${shown(o.alpha)}`);
-    this.exactMax = o.exact_max ?? 2 ** 24;
-    this.sampleSize = o.sample_size ?? 2 ** 20;
+  constructor(o: Record<string, unknown> = {}) {
+    const p = parseOptions('mofo', mofoOptions, o);
+    this.alpha = p.alpha;
+    this.exactMax = p.exact_max;
+    this.sampleSize = p.sample_size;
   }
 
   /**

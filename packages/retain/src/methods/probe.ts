@@ -8,9 +8,40 @@
 // pure function of the step (or epoch), applied at the start of every step, so a resumed run lands in the right one.
 import type { Tensor } from '@retain/torch';
 import type { Method, NewHead, SetupContext, TrainContext } from '../train/hooks.js';
-import { checkOptions, enumOption, matchParams, numberOption, regexOption, type Options } from './support.js';
+import { z } from 'zod';
+import { num, parseOptions, refuse, regex } from '../options.js';
+import { matchParams, type Options } from './support.js';
 
-export const PROBE_OPTIONS = ['head', 'then', 'probe_steps', 'probe_epochs'];
+/** The probe's fields, shared with flow_vision (whose probe always goes on to fine-tune). */
+export const probeFields = {
+  head: regex("a regular expression matching the new head's parameter names, e.g. '^classifier\\.'").describe("Matches the new head's parameter names (checkpoint names); everything else is the frozen body."),
+  probe_steps: num('a non-negative integer', { int: true, min: 0, max: Number.MAX_SAFE_INTEGER }).optional().describe('Steps of the probe phase before fine-tuning everything.'),
+  probe_epochs: num('a non-negative integer', { int: true, min: 0, max: Number.MAX_SAFE_INTEGER }).optional().describe('Epochs of the probe phase, instead of probe_steps.'),
+};
+
+/** The probe phase's settings as a HeadProbe takes them, checked. */
+export interface ProbePhase {
+  head: RegExp;
+  then: 'none' | 'finetune';
+  probe_steps?: number;
+  probe_epochs?: number;
+}
+
+/** The rules that tie then, probe_steps and probe_epochs together. */
+export function checkPhase(o: ProbePhase, ctx: z.RefinementCtx): void {
+  const steps = o.probe_steps !== undefined;
+  const epochs = o.probe_epochs !== undefined;
+  if (steps && epochs) refuse(ctx, 'give probe_steps or probe_epochs, not both');
+  else if (o.then === 'finetune' && !steps && !epochs) refuse(ctx, 'then: finetune needs probe_steps or probe_epochs (how long the probe phase lasts)');
+  else if (o.then === 'none' && (steps || epochs)) refuse(ctx, 'probe_steps/probe_epochs only apply with then: finetune (a plain probe trains the head for the whole run)');
+}
+
+export const probeOptions = z.object({
+  head: probeFields.head,
+  then: z.enum(['none', 'finetune']).default('none').describe('none: train only the head for the whole run; finetune: LP-FT, fine-tune everything after the probe phase.'),
+  probe_steps: probeFields.probe_steps,
+  probe_epochs: probeFields.probe_epochs,
+}).strict().superRefine(checkPhase);
 
 /** The phase logic of a linear probe, shared by `probe` and FLOW's vision variant; it is the run's new head. */
 export class HeadProbe implements NewHead {
@@ -26,18 +57,12 @@ export class HeadProbe implements NewHead {
   private modes: [boolean, { training: boolean }][] = [];
   private phase: 'probe' | 'finetune' | null = null;
 
-  constructor(readonly method: string, o: Options) {
-    const head = regexOption(method, o, 'head');
-    if (!head) throw new Error(`${method}: option 'head' is required: a regular expression matching the new head's parameter names, e.g. '^classifier\\.'`);
-    this.head = head;
-    this.then = enumOption(method, o, 'then', ['none', 'finetune'] as const, 'none');
-    const steps = o.probe_steps === undefined ? null : numberOption(method, o, 'probe_steps', undefined, (v) => Number.isInteger(v) && v >= 0, 'a non-negative integer');
-    const epochs = o.probe_epochs === undefined ? null : numberOption(method, o, 'probe_epochs', undefined, (v) => Number.isInteger(v) && v >= 0, 'a non-negative integer');
-    if (steps !== null && epochs !== null) throw new Error(`${method}: give probe_steps or probe_epochs, not both`);
-    if (this.then === 'finetune' && steps === null && epochs === null) throw new Error(`${method}: then: finetune needs probe_steps or probe_epochs (how long the probe phase lasts)`);
-    if (this.then === 'none' && (steps !== null || epochs !== null)) throw new Error(`${method}: probe_steps/probe_epochs only apply with then: finetune (a plain probe trains the head for the whole run)`);
-    this.probeSteps = steps;
-    this.probeEpochs = epochs;
+  /** `o` comes checked by the method's schema (checkPhase). */
+  constructor(readonly method: string, o: ProbePhase) {
+    this.head = o.head;
+    this.then = o.then;
+    this.probeSteps = o.probe_steps ?? null;
+    this.probeEpochs = o.probe_epochs ?? null;
   }
 
   /** Finds the head and freezes the body for the probe phase; the body stays in the optimizer's set for LP-FT. */
@@ -102,8 +127,7 @@ export class LinearProbe implements Method {
   readonly probe: HeadProbe;
 
   constructor(o: Options = {}) {
-    checkOptions('probe', o, PROBE_OPTIONS);
-    this.probe = new HeadProbe('probe', o);
+    this.probe = new HeadProbe('probe', parseOptions('probe', probeOptions, o));
   }
 
   get newHead(): NewHead {

@@ -10,12 +10,12 @@
 import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
 import type { Method, Role, TrainContext } from '../train/hooks.js';
-import { checkOptions, shown } from './support.js';
+import { z } from 'zod';
+import { num, parseOptions } from '../options.js';
 
-export interface SamOptions {
-  /** Radius of the neighbourhood (0.05 is the usual default; sweep it). */
-  rho?: number;
-}
+export const samOptions = z.object({
+  rho: num('a number ≥ 0', { min: 0 }).default(0.05).describe('Radius of the neighbourhood the sharpness is measured over (0.05 is the usual default; sweep it).'),
+}).strict();
 
 /** What one SAM step saw; tests read it to check that g' was taken at θ+ρg/‖g‖. */
 export interface SamStepRecord {
@@ -33,11 +33,8 @@ export class Sam implements Method {
   // θ before the perturbation, per trainable tensor, reused across steps (re-made if the parameter set changes).
   private saved = new Map<Tensor, Tensor>();
 
-  constructor(o: SamOptions = {}) {
-    checkOptions('sam', o as Record<string, unknown>, ['rho']);
-    const rho = o.rho ?? 0.05;
-    if (!(typeof rho === 'number' && Number.isFinite(rho) && rho >= 0)) throw new Error(`sam: rho must be a number ≥ 0, got ${shown(o.rho)}`);
-    this.rho = rho;
+  constructor(o: Record<string, unknown> = {}) {
+    this.rho = parseOptions(this.name, samOptions, o).rho;
   }
 
   forwardBackward(ctx: TrainContext, closure: () => number): number {

@@ -26,10 +26,24 @@ import type { Example } from '../data/formats.js';
 import type { Method, SampleLosses, TrainableModel, TrainContext } from '../train/hooks.js';
 import type { Tokenizer } from '../tokenizers/types.js';
 import { generate, type CausalLM } from '../models/generate.js';
-import { checkOptions, enumOption, indexById, keepModes, modelDevice, numberOption, sampleKey, type Options } from './support.js';
+import { z } from 'zod';
+import { codeOnly, num, parseOptions, positiveInt, refuse } from '../options.js';
+import { indexById, keepModes, modelDevice, sampleKey, type Options } from './support.js';
 
-const OPTIONS = ['temperature', 'max_tokens', 'teacher', 'ema_decay', 'template', 'tokenizer'];
 export const SDFT_TEMPLATE = '{prompt}{demonstration}\n\n{prompt}';
+const TEMPLATE_WHAT = 'a string holding {prompt} and {demonstration}';
+
+export const sdftOptions = z.object({
+  temperature: num('a non-negative number (0 samples greedily)', { min: 0 }).default(1).describe("Sampling temperature of the student's on-policy answers (0: greedy)."),
+  max_tokens: positiveInt(1e6).default(64).describe('Most tokens sampled per answer.'),
+  teacher: z.enum(['same', 'ema']).default('same').describe('The teacher that reads the prompt with the demonstration: the same weights as the student (same), or an exponential moving average of them (ema).'),
+  ema_decay: num('a number in [0, 1)', { min: 0, lt: 1 }).optional().describe('Decay of the EMA teacher (default 0.99); only with teacher: ema.'),
+  template: z.string({ invalid_type_error: TEMPLATE_WHAT }).refine((t) => t.includes('{prompt}') && t.includes('{demonstration}'), TEMPLATE_WHAT)
+    .default(SDFT_TEMPLATE).describe("The teacher's context t(x, c), with {prompt} and {demonstration} in it."),
+  tokenizer: codeOnly<Tokenizer>("a Tokenizer object (in code; retain train passes the model's own)", (v) => !!v && typeof v === 'object' && typeof (v as Tokenizer).encode === 'function'),
+}).strict().superRefine((o, ctx) => {
+  if (o.ema_decay !== undefined && o.teacher !== 'ema') refuse(ctx, "option 'ema_decay' applies only with teacher: ema");
+}).transform((o) => ({ ...o, ema_decay: o.ema_decay ?? 0.99 }));
 
 /** One distilled row: the student reads `student` = x ++ ŷ, the teacher `teacher` = t(x, c) ++ ŷ; ŷ is the last `sampled` tokens of both. */
 export interface SdftRow {
@@ -68,21 +82,13 @@ export class Sdft implements Method {
 
   constructor(o: Options = {}) {
     const name = this.name;
-    checkOptions(name, o, OPTIONS);
-    this.temperature = numberOption(name, o, 'temperature', 1, (v) => v >= 0 && Number.isFinite(v), 'a non-negative number (0 samples greedily)');
-    this.maxTokens = numberOption(name, o, 'max_tokens', 64, (v) => Number.isInteger(v) && v >= 1 && v <= 1e6, 'an integer from 1 to 1000000');
-    this.teacherKind = enumOption(name, o, 'teacher', ['same', 'ema'] as const, 'same');
-    this.emaDecay = numberOption(name, o, 'ema_decay', 0.99, (v) => v >= 0 && v < 1, 'a number in [0, 1)');
-    if (o.ema_decay !== undefined && this.teacherKind !== 'ema') throw new Error(`${name}: option 'ema_decay' applies only with teacher: ema`);
-    const t = o.template ?? SDFT_TEMPLATE;
-    if (typeof t !== 'string' || !t.includes('{prompt}') || !t.includes('{demonstration}')) {
-      throw new Error(`${name}: option 'template' must be a string holding {prompt} and {demonstration}, got ${JSON.stringify(t)?.slice(0, 80)}`);
-    }
-    this.template = t;
-    if (o.tokenizer !== undefined && (typeof o.tokenizer !== 'object' || typeof (o.tokenizer as Tokenizer).encode !== 'function')) {
-      throw new Error(`${name}: option 'tokenizer' is for code (a Tokenizer object); retain train passes the model's own`);
-    }
-    this.tok = (o.tokenizer as Tokenizer | undefined) ?? null;
+    const p = parseOptions(name, sdftOptions, o);
+    this.temperature = p.temperature;
+    this.maxTokens = p.max_tokens;
+    this.teacherKind = p.teacher;
+    this.emaDecay = p.ema_decay;
+    this.template = p.template;
+    this.tok = p.tokenizer ?? null;
   }
 
   setup(ctx: TrainContext): void {

@@ -21,12 +21,32 @@ import type { Method, TrainableModel, TrainContext } from '../train/hooks.js';
 import type { Tokenizer } from '../tokenizers/types.js';
 import { generate, type CausalLM } from '../models/generate.js';
 import { writeTextAtomic } from '../train/checkpoint.js';
-import { checkOptions, enumOption, hashExamples, hashModel, keepModes, numberOption, regexOption, sampleKey, shown, type Options } from './support.js';
+import { z } from 'zod';
+import { bool, codeOnly, integer, num, parseOptions, positiveInt, refuse, regex } from '../options.js';
+import { hashExamples, hashModel, keepModes, sampleKey, type Options } from './support.js';
 
-const OPTIONS = ['template', 'answer', 'answer_pattern', 'max_tokens', 'temperature', 'seed', 'cache', 'cache_dir', 'tokenizer'];
 export const SELFDISTILL_TEMPLATE = '{instruction}\n\nReference answer: {response}\n\nRewrite the reference answer in your own words, keeping its final answer.\nAnswer:';
 export const ANSWER_KINDS = ['last_number', 'boxed', 'pattern', 'none'] as const;
 type AnswerKind = (typeof ANSWER_KINDS)[number];
+const TEMPLATE_WHAT = 'text with {instruction} and {response} in it';
+
+export const selfDistillOptions = z.object({
+  template: z.string({ invalid_type_error: TEMPLATE_WHAT }).refine((t) => t.includes('{instruction}') && t.includes('{response}'), TEMPLATE_WHAT)
+    .default(SELFDISTILL_TEMPLATE).describe('The prompt that asks the model to rewrite a reference answer, with {instruction} and {response} in it.'),
+  answer: z.enum(ANSWER_KINDS).optional().describe('How a rewrite is checked against the original response before it replaces it: the last number of each, the last \\boxed{...}, the first group of answer_pattern, or none (every non-empty rewrite is kept). Default: pattern when answer_pattern is given, else last_number.'),
+  answer_pattern: regex().optional().describe('With answer: pattern, a regular expression whose first group is the answer.'),
+  max_tokens: positiveInt(1e6).default(256).describe('Most tokens generated per rewrite.'),
+  temperature: num('a non-negative number (0: greedy)', { min: 0 }).default(0).describe('Sampling temperature of the rewrites (0: greedy).'),
+  seed: integer().default(0).describe('Seed of the sampling.'),
+  cache: bool().default(true).describe('Keep the rewrites in <cache_dir or output_dir>, keyed by the model and the examples, so a rerun generates nothing.'),
+  cache_dir: z.string({ invalid_type_error: 'a path' }).optional().describe('Folder of the rewrite cache (default: output_dir).'),
+  tokenizer: codeOnly<Tokenizer>("a Tokenizer object (in code; retain train passes the model's own)", (v) => !!v && typeof v === 'object' && typeof (v as Tokenizer).encode === 'function'),
+}).strict().transform((o, ctx) => {
+  const answer = o.answer ?? (o.answer_pattern ? 'pattern' : 'last_number');
+  if (answer === 'pattern' && !o.answer_pattern) refuse(ctx, 'answer: pattern needs answer_pattern, a regular expression whose first group is the answer');
+  if (answer !== 'pattern' && o.answer_pattern) refuse(ctx, `answer_pattern applies to answer: pattern, not ${answer}`);
+  return { ...o, answer };
+});
 
 /** The answer a text states, or null when it states none; `none` accepts every text. */
 export function extractAnswer(text: string, kind: AnswerKind, pattern: RegExp | null = null): string | null {
@@ -88,23 +108,16 @@ export class SelfDistillTargets implements Method {
 
   constructor(o: Options = {}) {
     const name = this.name;
-    checkOptions(name, o, OPTIONS);
-    this.template = o.template === undefined ? SELFDISTILL_TEMPLATE : String(o.template);
-    if (typeof (o.template ?? '') !== 'string' || !this.template.includes('{instruction}') || !this.template.includes('{response}')) {
-      throw new Error(`${name}: option 'template' must be text with {instruction} and {response} in it, got ${shown(o.template)}`);
-    }
-    this.answer = enumOption(name, o, 'answer', ANSWER_KINDS, o.answer_pattern !== undefined ? 'pattern' : 'last_number');
-    this.pattern = regexOption(name, o, 'answer_pattern');
-    if (this.answer === 'pattern' && !this.pattern) throw new Error(`${name}: answer: pattern needs answer_pattern, a regular expression whose first group is the answer`);
-    if (this.answer !== 'pattern' && this.pattern) throw new Error(`${name}: answer_pattern applies to answer: pattern, not ${this.answer}`);
-    this.maxTokens = numberOption(name, o, 'max_tokens', 256, (v) => Number.isInteger(v) && v >= 1 && v <= 1e6, 'an integer from 1 to 1000000');
-    this.temperature = numberOption(name, o, 'temperature', 0, (v) => v >= 0 && Number.isFinite(v), 'a non-negative number (0: greedy)');
-    this.seed = numberOption(name, o, 'seed', 0, Number.isInteger, 'an integer');
-    if (o.cache !== undefined && typeof o.cache !== 'boolean') throw new Error(`${name}: option 'cache' must be true or false, got ${shown(o.cache)}`);
-    this.useCache = (o.cache as boolean | undefined) ?? true;
-    if (o.cache_dir !== undefined && typeof o.cache_dir !== 'string') throw new Error(`${name}: option 'cache_dir' must be a path, got ${shown(o.cache_dir)}`);
-    this.cacheDir = (o.cache_dir as string | undefined) ?? null;
-    this.tok = (o.tokenizer as Tokenizer | undefined) ?? null;
+    const p = parseOptions(name, selfDistillOptions, o);
+    this.template = p.template;
+    this.answer = p.answer;
+    this.pattern = p.answer_pattern ?? null;
+    this.maxTokens = p.max_tokens;
+    this.temperature = p.temperature;
+    this.seed = p.seed;
+    this.useCache = p.cache;
+    this.cacheDir = p.cache_dir ?? null;
+    this.tok = p.tokenizer ?? null;
   }
 
   async setup(ctx: TrainContext): Promise<void> {

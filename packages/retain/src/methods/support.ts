@@ -1,78 +1,30 @@
-// Pieces shared by the data- and loss-level methods (FLOW, mixing, L2-SP, EWC, WiSE-FT, linear probe): strict option
-// reading, module-mode scopes, per-sample loss passes over a list of examples, and content hashes for caches.
+// Pieces shared by the data- and loss-level methods (FLOW, mixing, L2-SP, EWC, WiSE-FT, linear probe): their own data,
+// module-mode scopes, per-sample loss passes over a list of examples, and content hashes for caches. Options are read
+// by each method's schema (options.ts).
 import { createHash, type Hash } from 'node:crypto';
 import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
 import { collate, disposeBatch, type Batch } from '../data/loader.js';
 import type { Example } from '../data/formats.js';
 import type { TrainableModel, TrainContext } from '../train/hooks.js';
+import { isExampleList, type DataSpec, type GivenExamples } from '../data/spec.js';
 import { shown } from '../errors.js';
 
 export { shown };
 
 export type Options = Record<string, unknown>;
 
-/** Refuses option names the method does not know: a typo must not fall back to a default silently. */
-export function checkOptions(method: string, o: Options, allowed: string[]): void {
-  for (const k of Object.keys(o)) {
-    if (!allowed.includes(k)) throw new Error(`${method}: unknown option '${k}'; allowed: ${allowed.join(', ')}`);
-  }
-}
-
-export function numberOption(method: string, o: Options, key: string, dflt: number | undefined, ok: (v: number) => boolean = Number.isFinite, what = 'a finite number'): number {
-  const v = o[key];
-  if (v === undefined) {
-    if (dflt === undefined) throw new Error(`${method}: option '${key}' is required (${what})`);
-    return dflt;
-  }
-  if (typeof v !== 'number' || !ok(v)) throw new Error(`${method}: option '${key}' must be ${what}, got ${shown(v)}`);
-  return v;
-}
-
-export function enumOption<T extends string>(method: string, o: Options, key: string, values: readonly T[], dflt: T | undefined): T {
-  const v = o[key];
-  if (v === undefined) {
-    if (dflt === undefined) throw new Error(`${method}: option '${key}' is required: one of ${values.join(', ')}`);
-    return dflt;
-  }
-  if (typeof v !== 'string' || !values.includes(v as T)) throw new Error(`${method}: option '${key}' must be one of ${values.join(', ')}, got ${JSON.stringify(v)}`);
-  return v as T;
-}
-
-export function regexOption(method: string, o: Options, key: string): RegExp | null {
-  const v = o[key];
-  if (v === undefined || v === null) return null;
-  if (v instanceof RegExp) return v;
-  if (typeof v !== 'string') throw new Error(`${method}: option '${key}' must be a regular expression string, got ${JSON.stringify(v)}`);
-  try {
-    return new RegExp(v);
-  } catch (e) {
-    throw new Error(`${method}: option '${key}' is not a valid regular expression: ${(e as Error).message}`);
-  }
-}
-
-function isExampleList(v: unknown): v is Example[] {
-  return Array.isArray(v) && v.every((e) => e && typeof e === 'object' && typeof (e as Example).id === 'string' && Array.isArray((e as Example).ids));
-}
-
 /**
- * A method's own data: Examples given in code, `{ examples, name }`, or a data spec of the config's shape
- * (`{ path, format, max_length, name }`) that the run loads with its tokenizer.
+ * A method's own data as its schema parsed it (dataSpec in data/spec.ts): Examples given in code, `{ examples, name }`,
+ * or a data spec that the run loads with its tokenizer.
  */
-export async function resolveData(method: string, ctx: TrainContext, v: unknown, source: string): Promise<Example[]> {
+export async function resolveData(method: string, ctx: TrainContext, v: DataSpec | GivenExamples, source: string): Promise<Example[]> {
   if (isExampleList(v)) return v;
-  if (v && typeof v === 'object' && isExampleList((v as { examples?: unknown }).examples)) {
-    const name = (v as { name?: unknown }).name;
-    const ex = (v as { examples: Example[] }).examples;
-    return typeof name === 'string' ? ex.map((e) => ({ ...e, source: name })) : ex;
-  }
-  if (v && typeof v === 'object' && typeof (v as { path?: unknown }).path === 'string') {
-    if (!ctx.loadData) throw new Error(`${method}: data ${JSON.stringify((v as { path: string }).path)} needs the run's tokenizer to load; in code, pass Examples instead`);
-    const ex = await ctx.loadData(v, source);
-    if (ex.length === 0) throw new Error(`${method}: ${(v as { path: string }).path} gave no usable examples`);
-    return ex;
-  }
-  throw new Error(`${method}: data must be a list of Examples or a data spec {path, format, ...}, got ${JSON.stringify(v)?.slice(0, 80)}`);
+  if ('examples' in v) return typeof v.name === 'string' ? v.examples.map((e) => ({ ...e, source: v.name! })) : v.examples;
+  if (!ctx.loadData) throw new Error(`${method}: data ${JSON.stringify(v.path)} needs the run's tokenizer to load; in code, pass Examples instead`);
+  const ex = await ctx.loadData(v, source);
+  if (ex.length === 0) throw new Error(`${method}: ${v.path} gave no usable examples`);
+  return ex;
 }
 
 /** Runs fn and then puts every module's train/eval flag back as it was (a probe keeps its body in eval mode). */

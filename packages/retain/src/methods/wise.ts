@@ -19,10 +19,28 @@ import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
 import type { Method, NewHead, TrainableModel, TrainContext } from '../train/hooks.js';
 import type { Example } from '../data/formats.js';
-import { checkOptions, perSampleLosses, resolveData, type Options } from './support.js';
+import { z } from 'zod';
+import { dataSpec, type DataSpec, type GivenExamples } from '../data/spec.js';
+import { codeOnly, num, parseOptions, positiveInt, refuse } from '../options.js';
+import { perSampleLosses, resolveData, type Options } from './support.js';
 import { loraModules, setAdapterScale } from './lora/index.js';
 
-const OPTIONS = ['alpha', 'alphas', 'eval_data', 'evaluate', 'scale_adapter', 'batch_size'];
+const unit = () => num('a number in [0, 1]', { min: 0, max: 1 });
+const ALPHA_WHAT = "a number in [0, 1] or 'sweep'";
+const GRID = Array.from({ length: 11 }, (_, i) => i / 10);
+
+export const wiseOptions = z.object({
+  alpha: z.union([num(ALPHA_WHAT, { min: 0, max: 1 }), z.literal('sweep')], { errorMap: () => ({ message: ALPHA_WHAT }) }).default('sweep')
+    .describe("θ_α = (1−α)·θ₀ + α·θ_ft: one α, or sweep: try alphas on eval_data and keep the best."),
+  alphas: z.array(unit(), { invalid_type_error: 'a non-empty list of numbers in [0, 1]' }).min(1, 'a non-empty list of numbers in [0, 1]').optional().describe('The α tried by a sweep (default 0, 0.1, …, 1).'),
+  eval_data: dataSpec().optional().describe('Held-out data a sweep scores each α on (lower mean token loss is better).'),
+  evaluate: codeOnly<(model: TrainableModel) => number>('a function (model) => score, higher is better', (v) => typeof v === 'function'),
+  scale_adapter: codeOnly<AdapterScaler>('a function (model, alpha) => void', (v) => typeof v === 'function'),
+  batch_size: positiveInt().default(16).describe('Examples per forward pass when scoring eval_data.'),
+}).strict().superRefine((o, ctx) => {
+  if (o.alphas !== undefined && o.alpha !== 'sweep') refuse(ctx, 'alphas apply to alpha: sweep');
+  if (o.alpha === 'sweep' && !o.evaluate && o.eval_data === undefined) refuse(ctx, 'alpha: sweep needs held-out data to choose α: eval_data (Examples or a data spec), or evaluate(model) in code');
+});
 
 export type StateDict = Map<string, Tensor>;
 
@@ -88,7 +106,7 @@ export class WiseFT implements Method {
   readonly alpha: number | 'sweep';
   readonly alphas: number[];
   readonly batchSize: number;
-  private readonly evalSpec: unknown;
+  private readonly evalSpec: DataSpec | GivenExamples | undefined;
   private readonly evaluateFn: ((model: TrainableModel) => number) | null;
   private readonly scaleAdapter: AdapterScaler | null;
   base: StateDict | null = null;
@@ -102,22 +120,13 @@ export class WiseFT implements Method {
   private probedKeys = new Set<string>();
 
   constructor(o: Options = {}) {
-    checkOptions(this.name, o, OPTIONS);
-    const a = o.alpha ?? 'sweep';
-    if (a !== 'sweep') checkAlpha(a as number);
-    this.alpha = a as number | 'sweep';
-    const grid = o.alphas ?? Array.from({ length: 11 }, (_, i) => i / 10);
-    if (!Array.isArray(grid) || grid.length === 0) throw new Error('wise: alphas must be a non-empty list of numbers in [0, 1]');
-    grid.forEach((x) => checkAlpha(x as number));
-    this.alphas = grid as number[];
-    if (o.alphas !== undefined && a !== 'sweep') throw new Error('wise: alphas apply to alpha: sweep');
-    if (o.evaluate !== undefined && typeof o.evaluate !== 'function') throw new Error('wise: evaluate must be a function (model) => score, higher is better');
-    this.evaluateFn = (o.evaluate as ((model: TrainableModel) => number) | undefined) ?? null;
-    if (o.scale_adapter !== undefined && typeof o.scale_adapter !== 'function') throw new Error('wise: scale_adapter must be a function (model, alpha) => void');
-    this.scaleAdapter = (o.scale_adapter as AdapterScaler | undefined) ?? null;
-    this.evalSpec = o.eval_data;
-    this.batchSize = typeof o.batch_size === 'number' ? o.batch_size : 16;
-    if (a === 'sweep' && !this.evaluateFn && o.eval_data === undefined) throw new Error('wise: alpha: sweep needs held-out data to choose α: eval_data (Examples or a data spec), or evaluate(model) in code');
+    const p = parseOptions(this.name, wiseOptions, o);
+    this.alpha = p.alpha;
+    this.alphas = p.alphas ?? GRID;
+    this.evaluateFn = p.evaluate ?? null;
+    this.scaleAdapter = p.scale_adapter ?? null;
+    this.evalSpec = p.eval_data;
+    this.batchSize = p.batch_size;
   }
 
   async setup(ctx: TrainContext): Promise<void> {

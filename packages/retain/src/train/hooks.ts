@@ -14,6 +14,7 @@ import type { Tensor } from '@retain/torch';
 import type * as torch from '@retain/torch';
 import type { Batch } from '../data/loader.js';
 import type { Example } from '../data/formats.js';
+import type { DataSpec } from '../data/spec.js';
 import type { Pretrained } from '../models/hub.js';
 import type { Tokenizer } from '../tokenizers/types.js';
 
@@ -85,8 +86,8 @@ export interface TrainContext {
   outputDir: string | null;
   /** Set by a method to end the run after the current step (the forgetting monitor); the reason is reported. */
   stop?: string;
-  /** Loads a data spec of the config's shape ({path, format, max_length, ...}) with the run's tokenizer, when the run has one. */
-  loadData?: (spec: unknown, source: string) => Promise<Example[]>;
+  /** Loads a data spec (checked by the method's schema: data/spec.ts) with the run's tokenizer, when the run has one. */
+  loadData?: (spec: DataSpec, source: string) => Promise<Example[]>;
   /** Set when the run is data-parallel (train/dist.ts): this process is one rank of several. */
   dist?: DistContext;
   /** True during setup of a run that resumes from a checkpoint: its setup log lines are already in the logs. */

@@ -9,6 +9,7 @@
 // when there are no target probes.
 import { appendFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { z } from 'zod';
 import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
 import type { Method, TrainContext } from './hooks.js';
@@ -16,19 +17,22 @@ import type { EvalModel } from '../eval/model.js';
 import { addTaskResults, loadDocs, newResults, scoreDocs } from '../eval/harness.js';
 import type { Doc } from '../eval/tasks.js';
 import type { ResolvedTask } from '../eval/tasks.js';
+import { count, STEPS } from '../options.js';
 import { forgettingAndTarget, type EvalResults, type MonitorPoint, type ResultRow } from '../eval/results.js';
 
-export interface MonitorOptions {
-  every: number;
-  tasks: ResolvedTask[];
-  /** Examples per probe (keeps each evaluation cheap). */
-  limit?: number;
-  maxForgetting?: number | null;
-  onExceed?: 'stop' | 'rollback';
-  batchSize?: number;
-  /** Prints a line per evaluation. */
-  verbose?: boolean;
-}
+/** The `monitor:` section of a training config; its defaults are the monitor's. */
+export const monitorSchema = z.object({
+  every: count(1, STEPS).describe('Probe every N optimizer steps (and at the last step).'),
+  tasks: z.array(z.string()).min(1).describe('Built-in task names or task files (.yaml/.json, relative to the config file).'),
+  target: z.array(z.string()).default([]).describe('Which of the tasks measure the new skill; the rest are general skills to keep.'),
+  limit: count(1, 1e9).default(200).describe('Examples per probe (keeps each evaluation cheap).'),
+  max_forgetting: z.number().min(0).nullable().default(null).describe('Largest drop of the general score, in points, before on_exceed acts; null only logs.'),
+  on_exceed: z.enum(['stop', 'rollback']).default('rollback').describe('Past max_forgetting: stop the run, or roll back to the best evaluated state within the budget and stop.'),
+  data_dir: z.string().optional().describe('Folder of the built-in tasks\' data (relative to the config file).'),
+  batch_size: count(1, 1e6).default(16).describe('Examples scored per forward pass.'),
+}).strict().describe('Forgetting monitor: probes evaluated during training (src/eval/monitor.ts).');
+
+export type MonitorSettings = z.output<typeof monitorSchema>;
 
 /** What rank 0 tells every rank after a probe. */
 const enum Decision { Continue = 0, Snapshot = 1, Stop = 2, Rollback = 3 }
@@ -49,14 +53,11 @@ export class ForgettingMonitor implements Method {
   /** Every metric of every probe at the last probed step. */
   private last: { step: number; rows: ResultRow[] } | null = null;
 
-  constructor(private readonly em: EvalModel, private readonly o: MonitorOptions) {
-    if (!(o.every >= 1)) throw new Error(`monitor: every must be a positive number of steps, got ${o.every}`);
-    if (!o.tasks.length) throw new Error('monitor: name at least one probe task');
-    if (o.maxForgetting !== undefined && o.maxForgetting !== null && !(o.maxForgetting >= 0)) throw new Error(`monitor: max_forgetting must be ≥ 0, got ${o.maxForgetting}`);
-  }
+  /** `o` comes checked by monitorSchema; `tasks` are its tasks resolved; `verbose` prints a line per evaluation. */
+  constructor(private readonly em: EvalModel, private readonly o: MonitorSettings, private readonly tasks: ResolvedTask[], private readonly verbose = true) {}
 
   private scoreAll(): ResultRow[] {
-    return this.loaded.flatMap(({ t, docs, pool }) => scoreDocs(this.em, t.spec, docs, pool, { batchSize: this.o.batchSize ?? 16 }));
+    return this.loaded.flatMap(({ t, docs, pool }) => scoreDocs(this.em, t.spec, docs, pool, { batchSize: this.o.batch_size }));
   }
 
   private probe(step: number): ResultRow[] {
@@ -74,7 +75,7 @@ export class ForgettingMonitor implements Method {
    */
   results(step: number, o: { label: string; methods: string[] }): EvalResults {
     const rows = this.last?.step === step && this.rolledBackTo === null ? this.last.rows : this.scoreAll();
-    const res = newResults(this.em, this.o.tasks, { ...o, limit: this.o.limit ?? 200, batchSize: this.o.batchSize ?? 16 });
+    const res = newResults(this.em, this.tasks, { ...o, limit: this.o.limit, batchSize: this.o.batch_size });
     for (const l of this.loaded) addTaskResults(res, l.t, rows.filter((r) => r.task === l.t.spec.name), { original: l.original, effective: l.docs.length });
     return res;
   }
@@ -99,7 +100,7 @@ export class ForgettingMonitor implements Method {
       mkdirSync(ctx.outputDir, { recursive: true });
       appendFileSync(join(ctx.outputDir, 'monitor.jsonl'), this.points.filter((p) => p.step === step).map((p) => JSON.stringify(p)).join('\n') + '\n');
     }
-    if (this.o.verbose) process.stderr.write(`monitor @${step}: ${rows.map((r) => `${r.task} ${r.metric} ${r.value.toFixed(4)}`).join(', ')}; forgetting ${forgetting.toFixed(2)}\n`);
+    if (this.verbose) process.stderr.write(`monitor @${step}: ${rows.map((r) => `${r.task} ${r.metric} ${r.value.toFixed(4)}`).join(', ')}; forgetting ${forgetting.toFixed(2)}\n`);
   }
 
   /** Whether a state within budget with this target score replaces the kept one (no target probes: the latest does). */
@@ -155,7 +156,7 @@ export class ForgettingMonitor implements Method {
   }
 
   private get budgeted(): boolean {
-    return this.o.maxForgetting !== undefined && this.o.maxForgetting !== null;
+    return this.o.max_forgetting !== null;
   }
 
   private probes(ctx: TrainContext): boolean {
@@ -165,7 +166,7 @@ export class ForgettingMonitor implements Method {
   async setup(ctx: TrainContext): Promise<void> {
     this.ctx = ctx;
     if (this.probes(ctx)) {
-      for (const t of this.o.tasks) this.loaded.push({ t, ...(await loadDocs(t, this.o.limit ?? 200)) });
+      for (const t of this.tasks) this.loaded.push({ t, ...(await loadDocs(t, this.o.limit)) });
       this.base = this.probe(ctx.step);
       if (!ctx.resuming) this.record(ctx, ctx.step, this.base, 0);
     }
@@ -182,7 +183,7 @@ export class ForgettingMonitor implements Method {
     if (ctx.step % this.o.every !== 0 && ctx.step !== ctx.totalSteps) return;
     if (ctx.step === this.lastStep) return;
     this.lastStep = ctx.step;
-    const max = this.o.maxForgetting;
+    const max = this.o.max_forgetting;
     let decision = Decision.Continue;
     let forgetting = 0;
     let target: number | null = null;
@@ -192,7 +193,7 @@ export class ForgettingMonitor implements Method {
       this.record(ctx, ctx.step, rows, forgetting);
       if (this.budgeted) {
         if (forgetting <= max!) decision = this.improves(target, ctx.step) ? Decision.Snapshot : Decision.Continue;
-        else decision = this.o.onExceed === 'rollback' && this.best ? Decision.Rollback : Decision.Stop;
+        else decision = this.o.on_exceed === 'rollback' && this.best ? Decision.Rollback : Decision.Stop;
       }
     }
     ({ decision, forgetting } = this.share(ctx, `step-${ctx.step}`, decision, forgetting));

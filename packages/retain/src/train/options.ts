@@ -4,6 +4,7 @@
 import type * as torch from '@retain/torch';
 import type { DataLoader } from '../data/loader.js';
 import type { Example } from '../data/formats.js';
+import type { DataSpec } from '../data/spec.js';
 import type { Tokenizer } from '../tokenizers/types.js';
 import type { DistContext, Method, OptimizerHyper, TrainableModel, TrainContext } from './hooks.js';
 import type { LossChunkSetting } from './chunked.js';
@@ -47,7 +48,7 @@ export interface TrainOptions {
   /** Parameter names to train; default: every parameter with requiresGrad. */
   trainable?: (name: string) => boolean;
   /** Loads further data specs with the run's tokenizer (methods' general or held-out data); see TrainContext.loadData. */
-  loadData?: (spec: unknown, source: string) => Promise<Example[]>;
+  loadData?: (spec: DataSpec, source: string) => Promise<Example[]>;
   /** Data parallelism (train/dist.ts): batchSize is the global batch; this rank trains on its rows of it. */
   dist?: DistContext | null;
   /** The run's tokenizer, for methods that read or write text (SDFT); see TrainContext.tokenizer. */

@@ -3,7 +3,8 @@ import { existsSync, realpathSync, rmSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import * as torch from '@retain/torch';
-import { formatIssues, trainConfigSchema, type TrainConfig } from '../config.js';
+import type { TrainConfig } from '../config.js';
+import type { DataSpec } from '../data/spec.js';
 import { precisionPlan } from './precision.js';
 import { loadPretrained, savePretrained, type Pretrained } from '../models/hub.js';
 import { readRecords, recordLine } from '../data/readers.js';
@@ -25,9 +26,7 @@ import { listCheckpoints } from './checkpoint.js';
 import { diskFullError, injectFault, isDiskFull, tensorBytes } from './faults.js';
 import { lockOutputDir } from '../lock.js';
 
-type DataCfg = TrainConfig['data']['train'];
-
-function formatSpec(f: DataCfg['format']): FormatSpec {
+function formatSpec(f: DataSpec['format']): FormatSpec {
   switch (f.type) {
     case 'prompt_completion': return { type: f.type, promptField: f.prompt_field, completionField: f.completion_field, template: f.template, chatTemplate: f.chat_template };
     case 'chat': return { type: f.type, messagesField: f.messages_field };
@@ -44,7 +43,7 @@ function contextLength(p: Pretrained): number | null {
   return Number.isInteger(n) && n > 0 ? n : null;
 }
 
-export async function loadExamples(d: DataCfg, p: Pretrained, source: string): Promise<Example[]> {
+export async function loadExamples(d: DataSpec, p: Pretrained, source: string): Promise<Example[]> {
   // A max_length past the model's context would index learned positions out of range (GPT-2) or train RoPE at
   // positions it never saw, and at 100,000 tokens asks for a 40 GB attention mask: examples are cut to the context.
   const ctx = contextLength(p);
@@ -180,7 +179,7 @@ async function trainFromConfig(cfg: TrainConfig, methods: Method[] = buildMethod
     const role = Object.fromEntries(mc.target.map((t) => [t, 'target' as const]));
     const tasks = resolveTasks(mc.tasks, { dataDir: mc.data_dir, role });
     for (const t of mc.target) if (!tasks.some((x) => x.spec.name === t)) throw new Error(`monitor.target: '${t}' is not one of monitor.tasks (${tasks.map((x) => x.spec.name).join(', ')})`);
-    monitor = new ForgettingMonitor(pretrainedEvalModel(p), { every: mc.every, tasks, limit: mc.limit, maxForgetting: mc.max_forgetting, onExceed: mc.on_exceed, batchSize: mc.batch_size, verbose: opts.progress ?? true });
+    monitor = new ForgettingMonitor(pretrainedEvalModel(p), mc, tasks, opts.progress ?? true);
     // Last, so that it sees each step's weights after every other method has acted.
     methods = [...methods, monitor];
   }
@@ -222,11 +221,8 @@ async function trainFromConfig(cfg: TrainConfig, methods: Method[] = buildMethod
     // loadTrainConfig made a config file's relative paths absolute; a programmatic config's resolve against the
     // working directory.
     dist: activeDist(),
-    loadData: (spec, source) => {
-      const r = trainConfigSchema.shape.data.shape.train.safeParse(spec);
-      if (!r.success) throw new Error(formatIssues(r.error, `method data '${source}'`));
-      return loadExamples({ ...r.data, path: resolve(r.data.path) }, p, r.data.name ?? source);
-    },
+    // The spec comes checked, with its defaults, from the method's own schema (data/spec.ts).
+    loadData: (spec, source) => loadExamples({ ...spec, path: resolve(spec.path) }, p, spec.name ?? source),
   });
   const finalDir = join(cfg.output_dir, 'final');
   model.eval();

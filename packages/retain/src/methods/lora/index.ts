@@ -23,22 +23,32 @@ import { savePretrained } from '../../models/hub.js';
 import { LoraLinear } from '../../models/lora/layer.js';
 import { DEFAULT_TARGETS, loraModules, mergeAndUnload, setAdapterScale, wrapLinears, type Targets } from '../../models/lora/wrap.js';
 import { loadAdapter, saveAdapter, type CarriedTensors } from '../../models/lora/peft.js';
-import { checkOptions, shown } from '../support.js';
+import { z } from 'zod';
+import { bool, mark, num, parseOptions, refuse } from '../../options.js';
 
 export { LoraLinear } from '../../models/lora/layer.js';
 export { DEFAULT_TARGETS, loraModules, mergeAdapters, mergeAndUnload, setAdapterScale, targetMatcher, unmergeAdapters, wrapLinears, type Targets } from '../../models/lora/wrap.js';
 export { loadAdapter, readAdapterConfig, saveAdapter, PEFT_PREFIX, type AdapterConfig, type LoadedAdapter } from '../../models/lora/peft.js';
 
-export interface LoraOptions {
-  r?: number;
-  alpha?: number;
-  dropout?: number;
-  targets?: Targets;
-  /** Also write the merged model to final/merged. */
-  save_merged?: boolean;
-  /** Start from this saved adapter (PEFT layout) instead of a fresh one. */
-  adapter?: string;
-}
+/** Options an adapter's adapter_config.json fixes, so they cannot be set beside `adapter`. */
+const FIXED_BY_ADAPTER = ['r', 'alpha', 'dropout', 'targets'] as const;
+const TARGETS_WHAT = 'a list of layer names, or one regular expression the whole module path must match';
+
+export const loraOptions = z.preprocess((o, ctx) => {
+  const raw = (o ?? {}) as Record<string, unknown>;
+  const given = FIXED_BY_ADAPTER.filter((k) => raw[k] !== undefined);
+  if (raw.adapter !== undefined && given.length) refuse(ctx, `${given.join(', ')} cannot be set with adapter; the adapter's adapter_config.json fixes them (drop ${given.join(', ')}, or drop adapter to start a fresh one)`);
+  return o;
+}, z.object({
+  r: num('a positive integer', { int: true, min: 1, max: 1e6 }).default(8).describe('Rank of the adapters.'),
+  alpha: num('a number').optional().describe('Scale numerator: the update is (alpha/r)·B·A; default 2·r (Biderman et al.).'),
+  dropout: num('a number in [0, 1)', { min: 0, lt: 1 }).default(0).describe('Dropout on the adapters\' input.'),
+  targets: z.union([z.string(), z.array(z.string()).min(1, TARGETS_WHAT)], { errorMap: () => ({ message: TARGETS_WHAT }) })
+    .default(DEFAULT_TARGETS).describe('Linear layers that get an adapter: names such as [q_proj, v_proj], or one regular expression over the module path (as in PEFT).'),
+  save_merged: bool().default(false).describe('Also write the merged model (adapters folded in) to output_dir/final/merged.'),
+  adapter: mark(z.string({ invalid_type_error: 'the path of a saved adapter directory' }).min(1, 'the path of a saved adapter directory'), 'path').optional()
+    .describe('Continue this saved adapter (PEFT layout, relative to the config file) instead of starting a fresh one.'),
+}).strict().transform((o) => ({ ...o, alpha: o.alpha ?? 2 * o.r })));
 
 export class Lora implements Method {
   readonly name = 'lora';
@@ -62,23 +72,14 @@ export class Lora implements Method {
   /** Base tensors a loaded adapter replaced, to write again with the final adapter. */
   private carry: CarriedTensors | null = null;
 
-  constructor(o: LoraOptions = {}) {
-    checkOptions('lora', o as Record<string, unknown>, ['r', 'alpha', 'dropout', 'targets', 'save_merged', 'adapter']);
-    this.adapter = o.adapter ?? null;
-    if (this.adapter !== null) {
-      if (typeof this.adapter !== 'string' || this.adapter === '') throw new Error(`lora: adapter must be the path of a saved adapter directory, got ${shown(o.adapter)}`);
-      const given = (['r', 'alpha', 'dropout', 'targets'] as const).filter((k) => o[k] !== undefined);
-      if (given.length) throw new Error(`lora: ${given.join(', ')} cannot be set with adapter; the adapter's adapter_config.json fixes them (drop ${given.join(', ')}, or drop adapter to start a fresh one)`);
-    }
-    this.r = o.r ?? 8;
-    this.alpha = o.alpha ?? 2 * this.r;
-    this.dropout = o.dropout ?? 0;
-    this.targets = o.targets ?? DEFAULT_TARGETS;
-    this.saveMerged = o.save_merged ?? false;
-    if (!Number.isInteger(this.r) || this.r <= 0) throw new Error(`lora: r must be a positive integer, got ${shown(o.r)}`);
-    if (!(typeof this.alpha === 'number' && Number.isFinite(this.alpha))) throw new Error(`lora: alpha must be a number, got ${shown(o.alpha)}`);
-    if (!(typeof this.dropout === 'number' && this.dropout >= 0 && this.dropout < 1)) throw new Error(`lora: dropout must be in [0, 1), got ${shown(o.dropout)}`);
-    if (typeof this.saveMerged !== 'boolean') throw new Error(`lora: save_merged must be true or false, got ${shown(o.save_merged)}`);
+  constructor(o: Record<string, unknown> = {}) {
+    const p = parseOptions('lora', loraOptions, o);
+    this.adapter = p.adapter ?? null;
+    this.r = p.r;
+    this.alpha = p.alpha;
+    this.dropout = p.dropout;
+    this.targets = p.targets;
+    this.saveMerged = p.save_merged;
   }
 
   parameterize(ctx: SetupContext): NamedParams {
