@@ -55,6 +55,8 @@ export interface EvalResults {
   train?: { step: number; loss: number }[];
   /** Seconds the evaluation took. */
   eval_seconds?: number;
+  /** lm-evaluation-harness groups of a run read from its results file, with their tasks (--target may name one). */
+  groups?: Record<string, string[]>;
   /** Tasks that could not be scored (task → error); the other tasks' results are complete. */
   failed?: Record<string, string>;
 }
