@@ -8,7 +8,7 @@ import { resolveTasks, type ResolvedTask } from './tasks.js';
 import type { CompareResults, EvalResults, Role } from './results.js';
 import { applyTargets, looksLikeLmevalResults, readLmevalRuns } from './lmeval-results.js';
 import { forgettingTableText } from '../report/table.js';
-import { int, positiveInt } from '../cli/args.js';
+import { int, nonNegativeInt, positiveInt } from '../cli/args.js';
 import { lockOutputFile, whileLocked } from '../lock.js';
 
 const list = (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean);
@@ -42,13 +42,15 @@ interface CommonOpts {
   maxLength?: number;
   tokenizer?: string;
   seed: number;
+  numFewshot?: number;
+  applyChatTemplate?: boolean;
 }
 
 function tasksFrom(o: CommonOpts): ResolvedTask[] {
   if (!o.tasks) throw new Error("--tasks is required to evaluate models (only lm-evaluation-harness results given as --base and --tuned need none)");
   const role: Record<string, Role> = {};
   for (const t of o.target ?? []) role[t] = 'target';
-  const tasks = resolveTasks(o.tasks, { dataDir: o.dataDir, role });
+  const tasks = resolveTasks(o.tasks, { dataDir: o.dataDir, role, numFewshot: o.numFewshot });
   // A name given to --target that is not among the tasks is a typo, not a no-op.
   for (const t of o.target ?? []) if (!tasks.some((x) => x.spec.name === t)) throw new Error(`--target ${t}: not one of the tasks (${tasks.map((x) => x.spec.name).join(', ')})`);
   return tasks;
@@ -67,7 +69,7 @@ function sampleWriter(output: string): (task: string, samples: Sample[]) => void
 async function evalOne(path: string, tasks: ResolvedTask[], o: CommonOpts, label?: string, methods: string[] = [], onSamples?: (task: string, s: Sample[]) => void): Promise<EvalResults> {
   const m = await loadEvalModel(path, { tokenizer: o.tokenizer, maxLength: o.maxLength, tokenizerOption: '--tokenizer' });
   try {
-    return await evaluate(m, tasks, { limit: o.limit, batchSize: o.batchSize, seed: o.seed, label, methods, progress: true, onSamples, keepGoing: true });
+    return await evaluate(m, tasks, { limit: o.limit, batchSize: o.batchSize, seed: o.seed, label, methods, progress: true, onSamples, keepGoing: true, applyChatTemplate: o.applyChatTemplate });
   } finally {
     m.module.dispose();
   }
@@ -119,7 +121,9 @@ function common(c: Command, tasksRequired = true): Command {
     .option('--data-dir <dir>', 'folder holding the built-in tasks\' data (default: $RETAIN_DATA_DIR, ./data, ../shared/data)')
     .option('--max-length <n>', `cap on the model's context window (tokens, at least ${MIN_MAX_LENGTH})`, maxLength)
     .option('--tokenizer <path>', 'tokenizer file or directory')
-    .option('--seed <n>', 'seed for few-shot sampling', int, 0);
+    .option('--seed <n>', 'seed for few-shot sampling (lm-eval task files draw theirs as lm_eval does, with its seed 1234)', int, 0)
+    .option('--num-fewshot <n>', "few-shot examples per prompt for every task, in place of each task's num_fewshot", nonNegativeInt)
+    .option('--apply-chat-template', "put each prompt through the model's chat template (the task's description as the system turn, few-shot examples and question as one user turn), as lm-eval's --apply_chat_template");
 }
 
 export function registerEvalCommands(program: Command): void {
