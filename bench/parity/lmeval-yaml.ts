@@ -63,7 +63,8 @@ function parseSample(s: any, metricNames: string[]): Sample {
   const numbers: number[] = [];
   const texts: string[] = [];
   flatten(s.filtered_resps, numbers, texts);
-  return { args: s.arguments, numbers, texts, metrics: Object.fromEntries(metricNames.map((m) => [m, [s[m]].flat().map(Number)])) };
+  // The target (lm_eval writes it as text) is compared with the requests.
+  return { args: { arguments: s.arguments, target: String(s.target) }, numbers, texts, metrics: Object.fromEntries(metricNames.map((m) => [m, [s[m]].flat().map(Number)])) };
 }
 
 function readSide(dir: string, tasks: string[], resultsOf: (file: string, task: string) => Record<string, number>, samplesFile: (files: string[], task: string) => string): Side {
@@ -111,7 +112,7 @@ export interface YamlCase {
   task: string;
   chat: boolean;
   n: number;
-  /** Samples whose request arguments (prompts, continuations, generation settings) differ. */
+  /** Samples whose request arguments (prompts, continuations, generation settings) or targets differ. */
   prompt_mismatches: number;
   /** Samples whose generated texts differ. */
   text_mismatches: number;

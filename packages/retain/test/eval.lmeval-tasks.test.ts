@@ -49,7 +49,9 @@ test("doc_to_target is read as lm_eval reads it: an index with choices, text wit
   assert.equal(docTarget(cfg({ doc_to_target: '{{ label }}', doc_to_choice: ['a', 'b'], output_type: 'multiple_choice' }), { label: 1 }), 1);
   assert.equal(docTarget(cfg({ doc_to_target: '{{ label }}' }), { label: 1 }), '1');
   assert.equal(docTarget(cfg({ doc_to_target: 'label' }), { label: 7 }), 7);
+  // Text around the expression makes the whole template text: the space stays (lm_eval's tiny_gen target is " blue").
   assert.equal(docTarget(cfg({ doc_to_target: ' {{ answer }}' }), { answer: 'blue' }), ' blue');
+  assert.deepEqual(docTarget(cfg({ doc_to_target: '{{ [answer, "x"] }}' }), { answer: 'blue' }), ['blue', 'x']);
 });
 
 test('keys outside the subset are refused by name, with what to do instead', () => {
@@ -84,7 +86,9 @@ test('--num-fewshot replaces num_fewshot of lm-eval task files and of retain tas
   assert.equal(t.lmeval!.config.num_fewshot, 2);
   assert.equal(t.spec.name, 'tiny_mc');
   assert.deepEqual(t.lmeval!.evalFiles, [join(TASKS, 'tiny.jsonl')], 'data_files resolve beside the task file when not in the working directory');
-  const [z, b] = resolveTasks([join(TASKS, 'tiny_mc.yaml'), 'arc_easy'], { numFewshot: 0, dataDir: TASKS.replace(/lmeval-tasks$/, '') });
+  const dir = mkdtempSync(join(tmpdir(), 'retain-lmeval-shots-'));
+  writeFileSync(join(dir, 'own.yaml'), `{name: own, kind: multiple_choice, data: ${JSON.stringify(join(TASKS, 'tiny.jsonl'))}, prompt: "{question}", choices: choices, answer: label, num_fewshot: 3}\n`);
+  const [z, b] = resolveTasks([join(TASKS, 'tiny_mc.yaml'), join(dir, 'own.yaml')], { numFewshot: 0 });
   assert.equal(z.lmeval!.config.num_fewshot, 0);
   assert.equal(b.spec.num_fewshot, 0);
   await assert.rejects(loadDocs(t), /tiny_mc: an lm-evaluation-harness task file runs under retain eval and retain compare, not as a training monitor's probe/);

@@ -58,9 +58,9 @@ export function renderText(tpl: string, doc: Record<string, unknown>, where: str
   return out.endsWith(END) ? out.slice(0, -END.length) : out;
 }
 
-/** `{{ expr }}` alone (with optional whitespace control): its expression, else null. */
+/** `{{ expr }}` alone, nothing around it (text around it, even a space, makes the value text): its expression, else null. */
 function soleExpression(tpl: string): string | null {
-  const m = /^\s*\{\{-?([\s\S]*?)-?\}\}\s*$/.exec(tpl);
+  const m = /^\{\{-?([\s\S]*?)-?\}\}$/.exec(tpl);
   return m && !m[1].includes('{{') && !m[1].includes('}}') ? m[1] : null;
 }
 
