@@ -112,6 +112,16 @@ function oneRun(path: string, opt: string, o: CommonOpts): EvalResults {
   return r;
 }
 
+/** compare's runs read from lm-eval results: the base labelled 'base', each tuned run by name=path or its model. */
+function readCompareRuns(o: CommonOpts & { base: string }, models: ReturnType<typeof tunedModels>): { base: EvalResults; tuned: EvalResults[] } {
+  const base = { ...oneRun(o.base, '--base', o), label: 'base' };
+  const tuned = models.map((m) => {
+    const r = oneRun(m.path, '--tuned', o);
+    return { ...r, label: m.explicit ? m.label : r.label, methods: ['fine-tuned'] };
+  });
+  return { base, tuned };
+}
+
 function common(c: Command, tasksRequired = true): Command {
   const tasksHelp = 'comma-separated built-in tasks, groups (commonsense) or task files';
   return (tasksRequired ? c.requiredOption('--tasks <list>', tasksHelp, list) : c.option('--tasks <list>', `${tasksHelp} (with lm-eval results: the tasks to compare, default all)`, list))
@@ -123,7 +133,7 @@ function common(c: Command, tasksRequired = true): Command {
     .option('--tokenizer <path>', 'tokenizer file or directory')
     .option('--seed <n>', 'seed for few-shot sampling (lm-eval task files draw theirs as lm_eval does, with its seed 1234)', int, 0)
     .option('--num-fewshot <n>', "few-shot examples per prompt for every task, in place of each task's num_fewshot", nonNegativeInt)
-    .option('--apply-chat-template', "put each prompt through the model's chat template (the task's description as the system turn, few-shot examples and question as one user turn), as lm-eval's --apply_chat_template");
+    .option('--apply-chat-template', "put each prompt through the model's chat template as lm-eval 0.4.13's --apply_chat_template does (the description as the system turn, each few-shot example a user and an assistant turn, the question the last user turn)");
 }
 
 export function registerEvalCommands(program: Command): void {
@@ -170,14 +180,9 @@ export function registerEvalCommands(program: Command): void {
           seen.set(m.label, given);
         }
         let base: EvalResults;
-        const tuned: EvalResults[] = [];
-        if (readOnly) {
-          base = { ...oneRun(o.base, '--base', o), label: 'base' };
-          for (const m of models) {
-            const r = oneRun(m.path, '--tuned', o);
-            tuned.push({ ...r, label: m.explicit ? m.label : r.label, methods: ['fine-tuned'] });
-          }
-        } else {
+        let tuned: EvalResults[] = [];
+        if (readOnly) ({ base, tuned } = readCompareRuns(o, models));
+        else {
           base = await evalOne(o.base, tasks, o, 'base');
           for (const m of models) tuned.push(await evalOne(m.path, tasks, o, m.explicit ? m.label : undefined, ['fine-tuned']));
         }
