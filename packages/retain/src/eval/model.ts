@@ -70,6 +70,7 @@ export function causalLmEvalModel(p: Pretrained, name = p.source.path.split('/')
   }
   const lm = p.model as unknown as CausalLM;
   const maxLength = Number(p.config.max_position_embeddings ?? p.config.n_positions ?? 2048);
+  const bosText = tok.bosId >= 0 ? tok.piece(tok.bosId) || null : null;
   return {
     name,
     path: p.source.path,
@@ -84,7 +85,7 @@ export function causalLmEvalModel(p: Pretrained, name = p.source.path.split('/')
     logits: (ids) => lm.forward(ids) as Tensor,
     generate: (prompt, o) => {
       // A prompt that starts with BOS as text (a rendered chat template) gets no second one.
-      const ids = tok.encode(prompt, { bos: !(tok.bosId >= 0 && prompt.startsWith(tok.piece(tok.bosId))) });
+      const ids = tok.encode(prompt, { bos: !(bosText && prompt.startsWith(bosText)) });
       const g = generate(lm, tok, ids, { maxNewTokens: o.maxNewTokens, temperature: 0, stop: o.stop });
       // decodeAlone: the new tokens decoded on their own, as lm-evaluation-harness's Hugging Face backend does (a
       // SentencePiece tokenizer then drops the first piece's leading space).
@@ -92,7 +93,7 @@ export function causalLmEvalModel(p: Pretrained, name = p.source.path.split('/')
     },
     classify: notClassifier(name),
     chatTemplate: tok instanceof HfTokenizer ? tok.chatTemplate : null,
-    bosText: tok.bosId >= 0 ? tok.piece(tok.bosId) : null,
+    bosText,
     eosId: tok.eosId >= 0 ? tok.eosId : null,
   };
 }
