@@ -132,6 +132,24 @@ test("an lm-eval task's prompts: lm_eval's few-shot draw and layout, plain and t
   m.module.dispose();
 });
 
+test('--apply-chat-template on a retain task file: the preamble as the system turn, each example a user and an assistant turn', { timeout: 120_000 }, async () => {
+  const m = await storiesWithChat();
+  const dir = mkdtempSync(join(tmpdir(), 'retain-chat-own-'));
+  writeFileSync(join(dir, 'own.yaml'), `{name: own, kind: multiple_choice, data: ${JSON.stringify(join(TASKS, 'tiny.jsonl'))}, preamble: "Quiz.\\n", prompt: "Q: {question}", choices: choices, answer: label, num_fewshot: 1}\n`);
+  const [plain, chat] = [new Map<string, Sample[]>(), new Map<string, Sample[]>()];
+  const tasks = resolveTasks([join(dir, 'own.yaml')]);
+  await evaluate(m, tasks, { onSamples: (t, s) => plain.set(t, s) });
+  await evaluate(m, tasks, { applyChatTemplate: true, onSamples: (t, s) => chat.set(t, s) });
+  const p = plain.get('own')![0].arguments.gen_args_0 as { arg_0: string; arg_1: string };
+  const c = chat.get('own')![0].arguments.gen_args_0 as { arg_0: string; arg_1: string };
+  // The same example in both (one seeded draw); plain text joins it with the delimiters, the chat template does not.
+  const shot = /^Quiz\.\n(Q: [^?]*\?) (.*)\n\nQ: What colour is the sky on a clear day\?$/.exec(p.arg_0);
+  assert.ok(shot, p.arg_0);
+  assert.equal(c.arg_0, `[system]Quiz.\n|[user]${shot[1]}|[assistant]${shot[2]}|[user]Q: What colour is the sky on a clear day?|[assistant]`);
+  assert.deepEqual([p.arg_1, c.arg_1], [' blue', 'blue']);
+  m.module.dispose();
+});
+
 test("exact_match with lm_eval's options, and the perplexities' aggregation over documents", { timeout: 120_000 }, async () => {
   const real = await loadEvalModel(MODEL);
   // Every generation is " Yes."; tiny_shots ignores case, punctuation and leading spaces, so it matches 'yes' docs.
