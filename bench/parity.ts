@@ -1,10 +1,11 @@
 // `npm run -s parity`: retain checked against the real Hugging Face stack and PyTorch 2.x in the reference environment
 // (scripts/refenv.sh). Prints one JSON object; each section lives in bench/parity/<name>.ts and returns its own keys
-// (architectures and max_logit_diff; peft_roundtrips; tokenizers and templates; lmeval_tasks and max_loglik_diff).
+// (architectures and max_logit_diff; peft_roundtrips; tokenizers and templates; lmeval_tasks and max_loglik_diff;
+// lmeval_yaml_cases, lm-eval task files run by both).
 // `npm run -s parity -- arch peft` runs only those sections.
 import { needRefenv, refenvVersions } from './refenv.js';
 
-const SECTIONS = ['arch', 'peft', 'tokenizers', 'lmeval', 'real_models'];
+const SECTIONS = ['arch', 'peft', 'tokenizers', 'lmeval', 'lmeval-yaml', 'real_models'];
 
 async function main(): Promise<void> {
   const chosen = process.argv.slice(2).filter((a) => !a.startsWith('-'));

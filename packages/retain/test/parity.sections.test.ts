@@ -9,6 +9,6 @@ const PARITY = new URL('../../../bench/parity.ts', import.meta.url).pathname;
 test('parity refuses a section name it does not have, listing the ones it has', () => {
   const r = spawnSync(process.execPath, ['--import', 'tsx', PARITY, 'arch', 'lmevals'], { encoding: 'utf8', timeout: 60_000 });
   assert.equal(r.stdout, '');
-  assert.equal(r.stderr.trim(), "parity: no section 'lmevals'; the sections are arch, peft, tokenizers, lmeval, real_models (none named: all of them)");
+  assert.equal(r.stderr.trim(), "parity: no section 'lmevals'; the sections are arch, peft, tokenizers, lmeval, lmeval-yaml, real_models (none named: all of them)");
   assert.equal(r.status, 2);
 });

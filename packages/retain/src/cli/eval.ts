@@ -6,8 +6,9 @@ import { loadEvalModel, MIN_MAX_LENGTH } from '../eval/model.js';
 import { evaluate, type Sample } from '../eval/harness.js';
 import { resolveTasks, type ResolvedTask } from '../eval/tasks.js';
 import type { CompareResults, EvalResults, Role } from '../eval/results.js';
+import { applyTargets, looksLikeLmevalResults, readLmevalRuns } from '../eval/lmeval-results.js';
 import { forgettingTableText } from '../report/table.js';
-import { int, positiveInt } from './args.js';
+import { int, nonNegativeInt, positiveInt } from './args.js';
 import { lockOutputFile, whileLocked } from '../lock.js';
 
 const list = (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean);
@@ -33,7 +34,7 @@ function writeJson(path: string, v: unknown): void {
 }
 
 interface CommonOpts {
-  tasks: string[];
+  tasks?: string[];
   target?: string[];
   limit?: number;
   batchSize: number;
@@ -41,12 +42,15 @@ interface CommonOpts {
   maxLength?: number;
   tokenizer?: string;
   seed: number;
+  numFewshot?: number;
+  applyChatTemplate?: boolean;
 }
 
 function tasksFrom(o: CommonOpts): ResolvedTask[] {
+  if (!o.tasks) throw new Error("--tasks is required to evaluate models (only lm-evaluation-harness results given as --base and --tuned need none)");
   const role: Record<string, Role> = {};
   for (const t of o.target ?? []) role[t] = 'target';
-  const tasks = resolveTasks(o.tasks, { dataDir: o.dataDir, role });
+  const tasks = resolveTasks(o.tasks, { dataDir: o.dataDir, role, numFewshot: o.numFewshot });
   // A name given to --target that is not among the tasks is a typo, not a no-op.
   for (const t of o.target ?? []) if (!tasks.some((x) => x.spec.name === t)) throw new Error(`--target ${t}: not one of the tasks (${tasks.map((x) => x.spec.name).join(', ')})`);
   return tasks;
@@ -65,7 +69,7 @@ function sampleWriter(output: string): (task: string, samples: Sample[]) => void
 async function evalOne(path: string, tasks: ResolvedTask[], o: CommonOpts, label?: string, methods: string[] = [], onSamples?: (task: string, s: Sample[]) => void): Promise<EvalResults> {
   const m = await loadEvalModel(path, { tokenizer: o.tokenizer, maxLength: o.maxLength, tokenizerOption: '--tokenizer' });
   try {
-    return await evaluate(m, tasks, { limit: o.limit, batchSize: o.batchSize, seed: o.seed, label, methods, progress: true, onSamples, keepGoing: true });
+    return await evaluate(m, tasks, { limit: o.limit, batchSize: o.batchSize, seed: o.seed, label, methods, progress: true, onSamples, keepGoing: true, applyChatTemplate: o.applyChatTemplate });
   } finally {
     m.module.dispose();
   }
@@ -81,16 +85,55 @@ function reportFailures(results: EvalResults[], tasks: ResolvedTask[], output: s
   process.exitCode = 1;
 }
 
-function common(c: Command): Command {
-  return c
-    .requiredOption('--tasks <list>', 'comma-separated built-in tasks, groups (commonsense) or task files', list)
+/**
+ * Whether compare's inputs are lm-evaluation-harness results to read rather than models to evaluate; a mix is
+ * refused (the results' tasks and settings would not be those the models are evaluated with).
+ */
+function resultsInputs(base: string, tuned: string[]): boolean {
+  const all = [['--base', base], ...tuned.map((t) => ['--tuned', t])];
+  const results = all.filter(([, p]) => looksLikeLmevalResults(p));
+  if (results.length && results.length < all.length) {
+    const models = all.filter(([, p]) => !looksLikeLmevalResults(p));
+    throw new Error(`${results.map(([o, p]) => `${o} ${p}`).join(', ')} ${results.length > 1 ? 'are' : 'is'} lm-evaluation-harness results but ${models.map(([o, p]) => `${o} ${p}`).join(', ')} ${models.length > 1 ? 'are' : 'is'} not; give results for every model, or models for every one`);
+  }
+  return results.length > 0;
+}
+
+/** The one run in an lm-eval results path, its roles from --target and its tasks those of --tasks (when given). */
+function oneRun(path: string, opt: string, o: CommonOpts): EvalResults {
+  const runs = readLmevalRuns(path);
+  if (runs.length !== 1) throw new Error(`${opt} ${path}: holds the results of ${runs.length} models (${runs.map((r) => r.model.path).join(', ')}); name one model's folder or file`);
+  let [r] = o.target?.length ? applyTargets(runs, o.target) : runs;
+  if (o.tasks) {
+    const missing = o.tasks.filter((t) => !r.rows.some((x) => x.task === t));
+    if (missing.length) throw new Error(`${opt} ${path}: no results for ${missing.join(', ')} (it has ${[...new Set(r.rows.map((x) => x.task))].join(', ')})`);
+    r = { ...r, rows: r.rows.filter((x) => o.tasks!.includes(x.task)), config: { ...r.config, tasks: o.tasks } };
+  }
+  return r;
+}
+
+/** compare's runs read from lm-eval results: the base labelled 'base', each tuned run by name=path or its model. */
+function readCompareRuns(o: CommonOpts & { base: string }, models: ReturnType<typeof tunedModels>): { base: EvalResults; tuned: EvalResults[] } {
+  const base = { ...oneRun(o.base, '--base', o), label: 'base' };
+  const tuned = models.map((m) => {
+    const r = oneRun(m.path, '--tuned', o);
+    return { ...r, label: m.explicit ? m.label : r.label, methods: ['fine-tuned'] };
+  });
+  return { base, tuned };
+}
+
+function common(c: Command, tasksRequired = true): Command {
+  const tasksHelp = 'comma-separated built-in tasks, groups (commonsense) or task files';
+  return (tasksRequired ? c.requiredOption('--tasks <list>', tasksHelp, list) : c.option('--tasks <list>', `${tasksHelp} (with lm-eval results: the tasks to compare, default all)`, list))
     .option('--target <list>', 'tasks that measure the new skill (the rest are general)', list)
     .option('--limit <n>', 'score at most n examples per task; a perplexity task scores at most n windows of the model\'s context from the start of its text', positiveInt)
     .option('--batch-size <n>', 'sequences per forward pass', positiveInt, 16)
     .option('--data-dir <dir>', 'folder holding the built-in tasks\' data (default: $RETAIN_DATA_DIR, ./data, ../shared/data)')
     .option('--max-length <n>', `cap on the model's context window (tokens, at least ${MIN_MAX_LENGTH})`, maxLength)
     .option('--tokenizer <path>', 'tokenizer file or directory')
-    .option('--seed <n>', 'seed for few-shot sampling', int, 0);
+    .option('--seed <n>', 'seed for few-shot sampling (lm-eval task files draw theirs as lm_eval does, with its seed 1234)', int, 0)
+    .option('--num-fewshot <n>', "few-shot examples per prompt for every task, in place of each task's num_fewshot", nonNegativeInt)
+    .option('--apply-chat-template', "put each prompt through the model's chat template as lm-eval 0.4.13's --apply_chat_template does (the description as the system turn, each few-shot example a user and an assistant turn, the question the last user turn)");
 }
 
 export function registerEvalCommands(program: Command): void {
@@ -112,15 +155,16 @@ export function registerEvalCommands(program: Command): void {
       });
     });
 
-  common(program.command('compare'))
-    .description('evaluate a base model and tuned models on the same tasks; print the forgetting table')
-    .requiredOption('--base <path>', 'the model before fine-tuning')
-    .requiredOption('--tuned <paths...>', 'fine-tuned models (label them with name=path)')
+  common(program.command('compare'), false)
+    .description('evaluate a base model and tuned models on the same tasks (or read their lm-evaluation-harness results); print the forgetting table')
+    .requiredOption('--base <path>', 'the model before fine-tuning, or its lm-evaluation-harness results (results_*.json or its model folder)')
+    .requiredOption('--tuned <paths...>', 'fine-tuned models or their lm-eval results (label them with name=path)')
     .option('-o, --output <file>', 'compare JSON path', 'compare.json')
     .action(async (o: CommonOpts & { base: string; tuned: string[]; output: string }) => {
       await whileLocked(lockOutputFile(o.output), async () => {
-        const tasks = tasksFrom(o);
         const models = tunedModels(o.tuned);
+        const readOnly = resultsInputs(o.base, models.map((m) => m.path));
+        const tasks = readOnly ? [] : tasksFrom(o);
         // Checked before anything is evaluated: a typo in the last path should not cost the base model's evaluation.
         for (const [opt, path] of [['--base', o.base], ...models.map((m) => ['--tuned', m.path])]) {
           if (!existsSync(path)) throw new Error(`${opt} ${path}: model not found`);
@@ -135,14 +179,18 @@ export function registerEvalCommands(program: Command): void {
           }
           seen.set(m.label, given);
         }
-        const base = await evalOne(o.base, tasks, o, 'base');
-        const tuned: EvalResults[] = [];
-        for (const m of models) tuned.push(await evalOne(m.path, tasks, o, m.explicit ? m.label : undefined, ['fine-tuned']));
+        let base: EvalResults;
+        let tuned: EvalResults[] = [];
+        if (readOnly) ({ base, tuned } = readCompareRuns(o, models));
+        else {
+          base = await evalOne(o.base, tasks, o, 'base');
+          for (const m of models) tuned.push(await evalOne(m.path, tasks, o, m.explicit ? m.label : undefined, ['fine-tuned']));
+        }
         const out: CompareResults = { format: 'retain.compare/1', date: new Date().toISOString(), base, tuned };
         writeJson(o.output, out);
         console.log(forgettingTableText(base, tuned));
         console.log(`wrote ${o.output}`);
-        reportFailures([base, ...tuned], tasks, o.output);
+        if (!readOnly) reportFailures([base, ...tuned], tasks, o.output);
       });
     });
 }

@@ -7,16 +7,17 @@ import { lockOutputDir, whileLocked } from '../lock.js';
 export function registerReportCommand(program: Command): void {
   program
     .command('report')
-    .argument('<runs...>', 'results JSON files (from retain eval or retain compare) or run directories holding results.json (+ monitor.jsonl)')
+    .argument('<runs...>', 'results JSON files (from retain eval or retain compare), run directories holding results.json (+ monitor.jsonl), or lm-evaluation-harness results (results_*.json, or its --output_path folder: one run per model)')
     .description('render results JSON as report.md, a self-contained report.html and charts (SVG + PNG)')
     .option('-o, --out <dir>', 'output folder', 'report')
     .option('--base <label>', 'label of the base run (default: the run with no methods, else the first)')
-    .action(async (args: string[], o: { out: string; base?: string }) => {
+    .option('--target <list>', 'tasks (or lm-eval groups) that measure the new skill; the rest are general (default: the roles in the results)', (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean))
+    .action(async (args: string[], o: { out: string; base?: string; target?: string[] }) => {
       // Loaded here so that other commands do not pay for Vega and resvg at start-up.
       const { loadRuns, ReportInputError, writeReport } = await import('../report/report.js');
       let set;
       try {
-        set = loadRuns(args, { base: o.base });
+        set = loadRuns(args, { base: o.base, target: o.target });
       } catch (e) {
         // Bad input is the user's to fix: one line naming the file, no stack.
         if (!(e instanceof ReportInputError)) throw e;

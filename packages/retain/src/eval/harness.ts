@@ -6,6 +6,7 @@ import { exactMatch, extractAnswer, loglikelihood, meanStderr, textLoglik } from
 import { modelHash, parameterCount, type EvalModel } from './model.js';
 import type { EvalResults, ResultRow } from './results.js';
 import { fnv1a, mulberry32 as rng } from '../data/random.js';
+import { chatPrompt, runLmevalTask } from './lmeval-run.js';
 
 export interface EvalOptions {
   /** Score at most this many examples per task (the first ones, or a seeded sample with `sample: true`). */
@@ -23,23 +24,13 @@ export interface EvalOptions {
   keepGoing?: boolean;
   /** Receives every scored item of a task (`--log-samples`), once the task is scored. */
   onSamples?: (task: string, samples: Sample[]) => void;
+  /** Prompts go through the model's chat template as one user turn (lm-evaluation-harness's --apply_chat_template). */
+  applyChatTemplate?: boolean;
 }
 
-/**
- * One scored item, in lm-evaluation-harness's samples_<task>.jsonl layout: `arguments` holds each request's
- * arguments as {gen_args_i: {arg_j}}, `resps` each request's raw responses, `filtered_resps` what was scored, and
- * the item's metrics sit at the top level. Numbers and booleans stay JSON numbers and booleans (lm-eval writes them
- * as strings), so a reader can compare them without parsing.
- */
-export interface Sample {
-  doc_id: number;
-  doc: Record<string, unknown>;
-  target: string;
-  arguments: Record<string, Record<string, unknown>>;
-  resps: unknown[][];
-  filtered_resps: unknown[];
-  [metric: string]: unknown;
-}
+import type { Sample } from './results.js';
+
+export type { Sample };
 
 /** Per-request argument lists as lm-evaluation-harness writes them: {gen_args_0: {arg_0, arg_1}, ...}. */
 function requestArgs(reqs: unknown[][]): Sample['arguments'] {
@@ -64,9 +55,9 @@ interface Scored {
 }
 
 
-/** The k-shot prefix for a doc: k other docs with their gold answers, joined by the few-shot delimiter. */
-function fewshotPrefix(spec: TaskSpec, pool: Doc[], doc: Doc, seed: number): string {
-  if (spec.num_fewshot === 0) return '';
+/** The k few-shot examples for a doc: other docs with their gold answers, drawn with a per-doc seed. */
+function fewshotExamples(spec: TaskSpec, pool: Doc[], doc: Doc, seed: number): { q: string; a: string }[] {
+  if (spec.num_fewshot === 0) return [];
   const r = rng(seed ^ fnv1a(doc.id));
   const cand = pool.filter((d) => d.id !== doc.id);
   const shots: Doc[] = [];
@@ -77,21 +68,34 @@ function fewshotPrefix(spec: TaskSpec, pool: Doc[], doc: Doc, seed: number): str
     used.add(i);
     shots.push(cand[i]);
   }
-  return shots.map((d) => {
-    const ans = spec.kind === 'multiple_choice' ? d.choices![d.gold!] : d.answer!;
-    return (d.contexts ? d.contexts[d.gold!] : d.prompt) + spec.target_delimiter + ans;
-  }).join(spec.fewshot_delimiter) + spec.fewshot_delimiter;
+  return shots.map((d) => ({ q: d.contexts ? d.contexts[d.gold!] : d.prompt, a: spec.kind === 'multiple_choice' ? d.choices![d.gold!] : d.answer! }));
 }
 
+/**
+ * Preamble, few-shot examples and the prompt: as one text (each example's answer after the target delimiter, the
+ * examples joined by the few-shot delimiter), or (--apply-chat-template) through the model's chat template with the
+ * preamble as the system turn and each example as a user and an assistant turn, as lm-evaluation-harness 0.4.13
+ * renders them.
+ */
+function fullPrompt(m: EvalModel, spec: TaskSpec, d: Doc, shots: { q: string; a: string }[], prompt: string, o: EvalOptions): string {
+  if (!o.applyChatTemplate) return (d.preamble ?? '') + shots.map((s) => s.q + spec.target_delimiter + s.a + spec.fewshot_delimiter).join('') + prompt;
+  return chatPrompt(m, [
+    ...(d.preamble ? [{ role: 'system', content: d.preamble }] : []),
+    ...shots.flatMap((s) => [{ role: 'user', content: s.q }, { role: 'assistant', content: s.a }]),
+    { role: 'user', content: prompt },
+  ]);
+}
 
 function say(o: EvalOptions, msg: string): void {
   if (o.progress) process.stderr.write(msg + '\n');
 }
 
 function runMultipleChoice(m: EvalModel, spec: TaskSpec, docs: Doc[], pool: Doc[], o: EvalOptions): Scored {
+  // Under a chat template the choice follows the assistant header directly, as lm-evaluation-harness scores it.
+  const delim = o.applyChatTemplate ? '' : spec.target_delimiter;
   const reqs = docs.flatMap((d) => {
-    const prefix = (d.preamble ?? '') + fewshotPrefix(spec, pool, d, o.seed ?? 0);
-    return d.choices!.map((c, j) => ({ context: prefix + (d.contexts ? d.contexts[j] : d.prompt), continuation: spec.target_delimiter + c }));
+    const shots = fewshotExamples(spec, pool, d, o.seed ?? 0);
+    return d.choices!.map((c, j) => ({ context: fullPrompt(m, spec, d, shots, d.contexts ? d.contexts[j] : d.prompt, o), continuation: delim + c }));
   });
   let last = 0;
   const ll = loglikelihood(m, reqs, o.batchSize ?? 16, (done) => {
@@ -148,7 +152,7 @@ function runGenerate(m: EvalModel, spec: TaskSpec, docs: Doc[], pool: Doc[], o: 
   const t0 = performance.now();
   const gen = { until: spec.generation.stop, max_gen_toks: spec.generation.max_new_tokens };
   docs.forEach((d, i) => {
-    const prompt = (d.preamble ?? '') + fewshotPrefix(spec, pool, d, o.seed ?? 0) + d.prompt;
+    const prompt = fullPrompt(m, spec, d, fewshotExamples(spec, pool, d, o.seed ?? 0), d.prompt, o);
     const text = torch.inferenceMode(() => m.generate(prompt, { maxNewTokens: spec.generation.max_new_tokens, stop: spec.generation.stop }));
     const answer = extractAnswer(text, spec.generation.extract);
     em.push(exactMatch(answer, d.answer!) ? 1 : 0);
@@ -211,6 +215,7 @@ function runImageClassification(m: EvalModel, spec: TaskSpec, docs: Doc[], o: Ev
 
 /** Loads a task's docs (and few-shot pool), applying the limit. */
 export async function loadDocs(t: ResolvedTask, limit?: number | null): Promise<{ docs: Doc[]; pool: Doc[]; original: number }> {
+  if (t.lmeval) throw new Error(`${t.spec.name}: an lm-evaluation-harness task file runs under retain eval and retain compare, not as a training monitor's probe; write the probe as a retain task file (README, "Evaluation tasks")`);
   const records = await readTaskRecords(t.spec, t.dataPath);
   let docs = records.map((r) => toDoc(t.spec, r));
   if (t.spec.kind === 'perplexity') docs = splitText(t.spec, docs);
@@ -249,6 +254,7 @@ export function scoreDocs(m: EvalModel, spec: TaskSpec, docs: Doc[], pool: Doc[]
 }
 
 export async function evaluateTask(m: EvalModel, t: ResolvedTask, o: EvalOptions = {}): Promise<{ rows: ResultRow[]; n: number; original: number }> {
+  if (t.lmeval) return runLmevalTask(m, t.lmeval, { limit: o.limit, batchSize: o.batchSize, applyChatTemplate: o.applyChatTemplate, role: t.spec.role, onSamples: o.onSamples });
   const { docs, pool, original } = await loadDocs(t, o.limit);
   const rows = scoreDocs(m, t.spec, docs, pool, o);
   return { rows, n: rows[0]?.n ?? docs.length, original };
@@ -273,7 +279,7 @@ export function newResults(m: EvalModel, tasks: ResolvedTask[], o: EvalOptions =
 }
 
 /** Adds one scored task: its rows, and its blocks in lm-evaluation-harness's layout. */
-export function addTaskResults(res: EvalResults, t: { spec: { name: string; version: number }; dataPath: string }, rows: ResultRow[], n: { original: number; effective: number }): void {
+export function addTaskResults(res: EvalResults, t: { spec: { name: string; version: number }; dataPath: string; lmeval?: ResolvedTask['lmeval'] }, rows: ResultRow[], n: { original: number; effective: number }): void {
   const name = t.spec.name;
   res.rows.push(...rows);
   res.results[name] = { alias: name };
@@ -285,7 +291,7 @@ export function addTaskResults(res: EvalResults, t: { spec: { name: string; vers
   }
   res['n-samples'][name] = n;
   res.versions[name] = t.spec.version;
-  res.configs[name] = { ...t.spec, data: t.dataPath };
+  res.configs[name] = t.lmeval ? { ...t.lmeval.config, config_source: t.lmeval.file } : { ...t.spec, data: t.dataPath };
 }
 
 /** Evaluates every task and returns the results document. */

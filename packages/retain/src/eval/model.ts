@@ -11,6 +11,8 @@ import type { CharLSTM } from '../models/charlstm.js';
 import type { CharVocab } from '../tokenizers/char.js';
 import type { MnistMLP } from '../models/mlp.js';
 import { CharTokenizer } from '../tokenizers/char.js';
+import { HfTokenizer } from '../tokenizers/hf.js';
+import type { ChatTemplate } from '../tokenizers/types.js';
 
 export interface EvalModel {
   /** Display name (the folder's name). */
@@ -23,15 +25,23 @@ export interface EvalModel {
   /** Token id prepended to every sequence, or null when the model has none (the first token is then context only). */
   bosId: number | null;
   encode(text: string): number[];
+  /** The tokenizer's own encoding with its special tokens (what Hugging Face's tokenizer(text) gives), when known. */
+  encodeSpecial?(text: string): number[];
   decode(ids: number[]): string;
   /** The text without characters the vocabulary cannot encode (character models); other models return it whole. */
   dropUnknown(text: string): string;
   /** ids [B, T] int64 → logits [B, T, V]. */
   logits(ids: Tensor): Tensor;
-  /** Greedy continuation of `prompt`, cut before the first stop string. */
-  generate(prompt: string, o: { maxNewTokens: number; stop: string[] }): string;
+  /** Greedy continuation of `prompt`, cut before the first stop string; `decodeAlone` decodes the new tokens without the prompt. */
+  generate(prompt: string, o: { maxNewTokens: number; stop: string[]; decodeAlone?: boolean }): string;
   /** features [B, ...] → class logits [B, C] (classifiers). */
   classify(x: Tensor): Tensor;
+  /** The tokenizer's chat template (--apply-chat-template), when it has one. */
+  chatTemplate?: ChatTemplate | null;
+  /** End-of-sequence token id, when known (lm-eval conditions a text on it when there is no BOS). */
+  eosId?: number | null;
+  /** BOS as text, which a rendered chat template may start with (encode adds the BOS id itself). */
+  bosText?: string | null;
 }
 
 function cutAtStop(text: string, stop: string[]): string {
@@ -61,6 +71,7 @@ export function causalLmEvalModel(p: Pretrained, name = p.source.path.split('/')
   }
   const lm = p.model as unknown as CausalLM;
   const maxLength = Number(p.config.max_position_embeddings ?? p.config.n_positions ?? 2048);
+  const bosText = tok.bosId >= 0 ? tok.piece(tok.bosId) || null : null;
   return {
     name,
     path: p.source.path,
@@ -69,11 +80,22 @@ export function causalLmEvalModel(p: Pretrained, name = p.source.path.split('/')
     maxLength,
     bosId: tok.bosId >= 0 ? tok.bosId : null,
     encode: (t) => tok.encode(t, { bos: false }),
+    encodeSpecial: (t) => tok.encode(t, { bos: true }),
     decode: (ids) => tok.decode(ids),
     dropUnknown: (t) => t,
     logits: (ids) => lm.forward(ids) as Tensor,
-    generate: (prompt, o) => cutAtStop(generate(lm, tok, prompt, { maxNewTokens: o.maxNewTokens, temperature: 0, stop: o.stop }).text, o.stop),
+    generate: (prompt, o) => {
+      // A prompt that starts with BOS as text (a rendered chat template) gets no second one.
+      const ids = tok.encode(prompt, { bos: !(bosText && prompt.startsWith(bosText)) });
+      const g = generate(lm, tok, ids, { maxNewTokens: o.maxNewTokens, temperature: 0, stop: o.stop });
+      // decodeAlone: the new tokens decoded on their own, as lm-evaluation-harness's Hugging Face backend does (a
+      // SentencePiece tokenizer then drops the first piece's leading space).
+      return cutAtStop(o.decodeAlone ? tok.decode(g.ids) : g.text, o.stop);
+    },
     classify: notClassifier(name),
+    chatTemplate: tok instanceof HfTokenizer ? tok.chatTemplate : null,
+    bosText,
+    eosId: tok.eosId >= 0 ? tok.eosId : null,
   };
 }
 

@@ -55,6 +55,8 @@ export interface EvalResults {
   train?: { step: number; loss: number }[];
   /** Seconds the evaluation took. */
   eval_seconds?: number;
+  /** lm-evaluation-harness groups of a run read from its results file, with their tasks (--target may name one). */
+  groups?: Record<string, string[]>;
   /** Tasks that could not be scored (task → error); the other tasks' results are complete. */
   failed?: Record<string, string>;
 }
@@ -137,4 +139,20 @@ export function forgettingAndTarget(base: ResultRow[], rows: ResultRow[]): { for
   const tgt = rows.filter((r) => r.role === 'target');
   const pts = (r: ResultRow) => (isFractionMetric(r.metric) ? r.value * 100 : r.value) * (r.higher_is_better ? 1 : -1);
   return { forgetting: gen.length ? lost / gen.length : 0, target: tgt.length ? tgt.reduce((s, r) => s + pts(r), 0) / tgt.length : null };
+}
+
+/**
+ * One scored item, in lm-evaluation-harness's samples_<task>.jsonl layout: `arguments` holds each request's
+ * arguments as {gen_args_i: {arg_j}}, `resps` each request's raw responses, `filtered_resps` what was scored, and
+ * the item's metrics sit at the top level. Numbers and booleans stay JSON numbers and booleans (lm-eval writes them
+ * as strings), so a reader can compare them without parsing.
+ */
+export interface Sample {
+  doc_id: number;
+  doc: Record<string, unknown>;
+  target: string;
+  arguments: Record<string, Record<string, unknown>>;
+  resps: unknown[][];
+  filtered_resps: unknown[];
+  [metric: string]: unknown;
 }

@@ -32,7 +32,9 @@ interface Encoded {
  * word-initial tokens. When the joint encoding does not start with the context's, encode the two apart.
  */
 export function encodeRequest(m: EvalModel, r: LoglikRequest, contexts?: Map<string, number[]>): Encoded {
-  const pre = m.bosId === null ? [] : [m.bosId];
+  // A context that starts with BOS as text (a rendered chat template) gets no second one, as lm-evaluation-harness
+  // encodes it.
+  const pre = m.bosId === null || (m.bosText && r.context.startsWith(m.bosText)) ? [] : [m.bosId];
   // Whitespace ending the context is scored with the continuation (lm-evaluation-harness moves it there too), so
   // "Answer: " + "Paris" is tokenised as "Answer:" + " Paris".
   const context = r.context.trimEnd();
@@ -145,16 +147,16 @@ export interface TextScore {
  * input is the last token of the previous window), as lm-evaluation-harness's rolling log-likelihood. A model
  * without BOS cannot predict a text's first token; it counts as context. With `maxWindows`, only the first that many
  * windows (in text order) are scored: characters and bytes are those of the tokens predicted, and a text past the
- * cap scores nothing (tokens 0).
+ * cap scores nothing (tokens 0). `tokens` replaces the encoding (its first id is context only).
  */
-export function textLoglik(m: EvalModel, texts: string[], batchSize = 8, onBatch?: (done: number) => void, maxWindows = Infinity): TextScore[] {
+export function textLoglik(m: EvalModel, texts: string[], batchSize = 8, onBatch?: (done: number) => void, maxWindows = Infinity, tokens?: (text: string) => number[]): TextScore[] {
   const L = m.maxLength;
   const windows: { input: number[]; targets: number[]; doc: number }[] = [];
   const chars: number[] = [];
   const bytes: number[] = [];
   const cut: boolean[] = [];
   texts.forEach((text, d) => {
-    const ids = m.bosId === null ? m.encode(text) : [m.bosId, ...m.encode(text)];
+    const ids = tokens ? tokens(text) : m.bosId === null ? m.encode(text) : [m.bosId, ...m.encode(text)];
     let end = 1;
     for (let s = 1; s < ids.length && windows.length < maxWindows; s += L) {
       end = Math.min(s + L, ids.length);

@@ -15,6 +15,7 @@ import { recordFields, type Record_ } from '../data/records.js';
 import { fillTemplate } from '../data/formats.js';
 import { formatIssues } from '../options.js';
 import type { Role } from './results.js';
+import { isLmevalTaskConfig, lmevalTask, yamlTags, type LmevalTask } from './lmeval-task.js';
 
 export const TASK_KINDS = ['multiple_choice', 'generate', 'perplexity', 'image_classification'] as const;
 
@@ -398,6 +399,8 @@ export interface ResolvedTask {
   spec: TaskSpec;
   dataPath: string;
   fewshotPath: string | null;
+  /** An lm-evaluation-harness task file's task (scored by lmeval-run.ts; `spec` then only names and describes it). */
+  lmeval?: LmevalTask;
 }
 
 export function parseTaskSpec(raw: unknown, source: string): TaskSpec {
@@ -408,13 +411,14 @@ export function parseTaskSpec(raw: unknown, source: string): TaskSpec {
   return s;
 }
 
-/** Reads a task file (YAML or JSON; one task or a list). */
-export function readTaskFile(file: string): TaskSpec[] {
+/** A task file's parsed YAML / JSON (one task or a list), refused when empty. */
+function readTaskYaml(file: string): unknown[] {
   if (!existsSync(file)) throw new Error(`task file not found: ${file}`);
   let raw: unknown;
   const text = decodeUtf8(readUserFile(file), file);
   try {
-    raw = parseYaml(text);
+    // lm-evaluation-harness files may carry !function tags; they are read so that they can be refused by name.
+    raw = parseYaml(text, { customTags: yamlTags });
   } catch (e) {
     throw new Error(`${file}: not valid YAML/JSON (${(e as Error).message})`);
   }
@@ -422,14 +426,29 @@ export function readTaskFile(file: string): TaskSpec[] {
   if (raw === null || raw === undefined) throw new Error(`${file}: the task file is empty; write one task (name, kind, data, …) or a list of them (README, "Evaluation tasks")`);
   const list = Array.isArray(raw) ? raw : [raw];
   if (list.length === 0) throw new Error(`${file}: the task file is an empty list; list at least one task (name, kind, data, …)`);
+  return list;
+}
+
+/** Reads a task file of retain's own format (one task or a list). */
+export function readTaskFile(file: string): TaskSpec[] {
+  const list = readTaskYaml(file);
   return list.map((t, i) => parseTaskSpec(t, list.length > 1 ? `${file}[${i}]` : file));
+}
+
+/** An lm-evaluation-harness task file as a resolved task; its spec holds what tables and results name. */
+function resolveLmevalFile(file: string, raw: Record<string, unknown>, numFewshot?: number): ResolvedTask {
+  const t = lmevalTask(raw, file, numFewshot);
+  const kind = ({ multiple_choice: 'multiple_choice', loglikelihood: 'multiple_choice', generate_until: 'generate', loglikelihood_rolling: 'perplexity' } as const)[t.config.output_type];
+  const version = Number(t.config.metadata?.version ?? 0);
+  const spec = parseTaskSpec({ name: t.config.task, version: Number.isInteger(version) && version >= 0 ? version : 0, kind, data: t.evalFiles[0], num_fewshot: t.config.num_fewshot ?? 0, primary: t.metrics[0].metric, choices: kind === 'multiple_choice' ? 'choices' : undefined }, file);
+  return { spec, dataPath: t.evalFiles[0], fewshotPath: null, lmeval: t };
 }
 
 /**
  * Resolves names (built-in tasks, groups) and task files to specs with their data paths. Data is looked up now so a
  * missing file fails before any model work, naming where it looked.
  */
-export function resolveTasks(names: string[], opts: { dataDir?: string; role?: Record<string, Role> } = {}): ResolvedTask[] {
+export function resolveTasks(names: string[], opts: { dataDir?: string; role?: Record<string, Role>; numFewshot?: number } = {}): ResolvedTask[] {
   const out: ResolvedTask[] = [];
   // Results are keyed by task name: a second task of the same name would overwrite the first's block and repeat its rows.
   const from = new Map<string, string>();
@@ -439,7 +458,18 @@ export function resolveTasks(names: string[], opts: { dataDir?: string; role?: R
     let base = dirs;
     let where = group ? `group ${group}` : `built-in ${n}`;
     if (/\.(ya?ml|json)$/.test(n) || existsSync(n)) {
-      specs = readTaskFile(n);
+      const list = readTaskYaml(n);
+      if (list.length === 1 && isLmevalTaskConfig(list[0])) {
+        const t = resolveLmevalFile(n, list[0], opts.numFewshot);
+        const prev = from.get(t.spec.name);
+        if (prev !== undefined) throw new Error(`task '${t.spec.name}' appears twice (in ${prev} and in ${n}); results are keyed by task name, so rename one (task: ...) or list it once`);
+        from.set(t.spec.name, n);
+        if (opts.role?.[t.spec.name]) t.spec.role = opts.role[t.spec.name];
+        out.push(t);
+        continue;
+      }
+      if (list.length > 1 && list.some(isLmevalTaskConfig)) throw new Error(`${n}: a list of lm-evaluation-harness tasks; give each its own file (one task: per file, as lm_eval reads them)`);
+      specs = list.map((t, i) => parseTaskSpec(t, list.length > 1 ? `${n}[${i}]` : n));
       where = n;
       base = [dirname(resolve(n)), ...dirs];
     } else {
@@ -454,6 +484,7 @@ export function resolveTasks(names: string[], opts: { dataDir?: string; role?: R
       }
       from.set(spec.name, where);
       if (opts.role?.[spec.name]) spec.role = opts.role[spec.name];
+      if (opts.numFewshot !== undefined) spec.num_fewshot = opts.numFewshot;
       const dataPath = resolveData(spec.data, base);
       // An empty file is refused here, before any model is loaded; files that parse to no records, in loadDocs.
       if (statSync(dataPath).isFile() && statSync(dataPath).size === 0) throw new Error(noExamples(spec.name, dataPath));

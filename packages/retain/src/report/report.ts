@@ -3,6 +3,7 @@
 // rebuilt anywhere from the JSON alone.
 import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { applyTargets, isLmevalResults, LmevalResultsError, looksLikeLmevalResults, readLmevalRuns } from '../eval/lmeval-results.js';
 import { improvement, type CompareResults, type EvalResults, type MonitorPoint, type ResultRow } from '../eval/results.js';
 import { averageGroups, buildForgettingTable, columnHeader, mark, isFractionMetric, mdEscape, metricName, runAverageErrors, runAverages, tableMarkdown, type ForgettingTable, MINUS } from './table.js';
 import { dynamicsChart, lossChart, paretoChart, pngFonts, renderSvg, svgToPng, type ChartResult } from './charts.js';
@@ -90,6 +91,7 @@ function readMonitorJsonl(file: string): MonitorPoint[] {
  * results.json, whose monitor.jsonl (written by training's forgetting monitor) fills in a missing monitor.
  */
 export function readRunInput(arg: string): EvalResults[] {
+  if (looksLikeLmevalResults(arg)) return lmevalRuns(arg);
   let file = arg;
   let monitorFile: string | null = null;
   if (existsSync(arg) && statSync(arg).isDirectory()) {
@@ -98,6 +100,8 @@ export function readRunInput(arg: string): EvalResults[] {
     monitorFile = join(arg, 'monitor.jsonl');
   }
   const data = readJson(file);
+  // An lm-eval results file renamed by its user (not results_<time>.json) is still known by its blocks.
+  if (isLmevalResults(data)) return lmevalRuns(file);
   if (!isObj(data)) fail(file, 'not a results object (expected a JSON object with a "format" field)');
   let runs: EvalResults[];
   if (data.format === EVAL_FORMAT) runs = [checkEvalResults(data, file)];
@@ -105,7 +109,7 @@ export function readRunInput(arg: string): EvalResults[] {
     if (!Array.isArray(data.tuned)) fail(file, 'tuned must be a list');
     runs = [checkEvalResults(data.base, `${file}: base`), ...data.tuned.map((t: unknown, i: number) => checkEvalResults(t, `${file}: tuned[${i}]`))];
   } else {
-    fail(file, `unknown format ${JSON.stringify(data.format)} (expected '${EVAL_FORMAT}' from retain eval or '${COMPARE_FORMAT}' from retain compare)`);
+    fail(file, `unknown format ${JSON.stringify(data.format)} (expected '${EVAL_FORMAT}' from retain eval, '${COMPARE_FORMAT}' from retain compare, or an lm-evaluation-harness results_*.json)`);
   }
   if (monitorFile && existsSync(monitorFile) && runs.length === 1 && !runs[0].monitor?.length) {
     runs[0] = { ...runs[0], monitor: readMonitorJsonl(monitorFile) };
@@ -147,9 +151,29 @@ export function pickBase(runs: EvalResults[], baseLabel?: string): RunSet {
   return { base: relabelled[0], tuned: relabelled.slice(1) };
 }
 
-export function loadRuns(args: string[], opts: { base?: string } = {}): RunSet {
+/** lm-eval's runs under a path, its errors as report input errors. */
+function lmevalRuns(path: string): EvalResults[] {
+  try {
+    return readLmevalRuns(path);
+  } catch (e) {
+    if (e instanceof LmevalResultsError) throw new ReportInputError(e.message);
+    throw e;
+  }
+}
+
+/** `target`: --target's tasks; when given, they are the runs' target tasks and every other task is general. */
+export function loadRuns(args: string[], opts: { base?: string; target?: string[] } = {}): RunSet {
   if (!args.length) throw new ReportInputError('no runs given: pass results JSON files or run directories');
-  return pickBase(args.flatMap(readRunInput), opts.base);
+  let runs = args.flatMap(readRunInput);
+  if (opts.target?.length) {
+    try {
+      runs = applyTargets(runs, opts.target);
+    } catch (e) {
+      if (e instanceof LmevalResultsError) throw new ReportInputError(e.message);
+      throw e;
+    }
+  }
+  return pickBase(runs, opts.base);
 }
 
 // ---- rendering helpers ----
