@@ -65,6 +65,11 @@ test('retain train with stages: three arithmetic families in turn, the matrix af
   // The general skill is next-token accuracy on TinyStories in points; fine-tuning on arithmetic lowers it.
   assert.ok(s.rows[2].general! < 50, String(s.rows[2].general));
   assert.equal(s.backward_transfer, continualMetrics(s.stages, s.rows).backward_transfer);
+  // The report: the base and the model after each stage, with the matrix as its own table.
+  const html = readFileSync(join(dir, 'run', 'report.html'), 'utf8');
+  assert.match(html, /<h2>Skills learned in sequence<\/h2>/);
+  for (const label of ['after add_sub', 'after mul', 'after linear']) assert.ok(html.includes(label), label);
+  assert.match(readFileSync(join(dir, 'run', 'report.md'), 'utf8'), /\| after stage \| add_sub \| mul \| linear \| general \|/);
   // Stage 2 started from stage 1's model: its saved config names that folder.
   assert.match(readFileSync(join(dir, 'run', '2-mul', 'run_config.yaml'), 'utf8'), /path: .*1-add_sub\/final/);
   const finalTime = statSync(join(dir, 'run', '3-linear', 'final')).mtimeMs;

@@ -1,6 +1,6 @@
 // `retain train` on a config with `stages:` (train/stages.ts): the stages in turn, then the matrix.
-import { dirname, resolve } from 'node:path';
-import { runStages, sequenceTable } from '../train/stages.js';
+import { dirname, join, resolve } from 'node:path';
+import { runStages, sequenceEvals, sequenceSection, sequenceTable } from '../train/stages.js';
 import { saveRunConfig } from '../train/saved-config.js';
 import { lockOutputDir } from '../lock.js';
 import { EXIT_RESUMABLE } from '../train/preempt.js';
@@ -20,4 +20,8 @@ export async function trainStages(raw: Record<string, unknown>, config: string, 
     return;
   }
   console.log(sequenceTable(r.sequence));
+  const root = resolve(r.root);
+  const { writeReport } = await import('../report/report.js');
+  await writeReport(sequenceEvals(root, r.sequence.stages), root, { base: 'base', sections: [sequenceSection(r.sequence)] });
+  console.log(`report: ${join(root, 'report.html')}`);
 }

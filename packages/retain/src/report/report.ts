@@ -296,11 +296,12 @@ function mdTable(head: string[], rows: string[][], align?: ('l' | 'r')[]): strin
   return [`| ${head.map(mdEscape).join(' | ')} |`, `|${sep.join('|')}|`, ...rows.map((r) => `| ${r.map(mdEscape).join(' | ')} |`)].join('\n') + '\n';
 }
 
-function markdown(set: RunSet, table: ForgettingTable, charts: ChartResult[], notes: string[]): string {
+function markdown(set: RunSet, table: ForgettingTable, charts: ChartResult[], notes: string[], extra: ReportSection[] = []): string {
   const out: string[] = [];
   out.push(`# Forgetting report: ${mdEscape(set.base.label)} and ${set.tuned.length} tuned run${set.tuned.length === 1 ? '' : 's'}`, '');
   out.push(`Base: **${mdEscape(set.base.label)}** (${mdEscape(set.base.model?.name ?? '')}). ${TABLE_NOTE}`, '');
   out.push('## Forgetting table', '', tableMarkdown(table));
+  for (const x of extra) out.push(`## ${mdEscape(x.title)}`, '', mdEscape(x.note), '', mdTable(x.head, x.rows, x.head.map((_, i) => (i ? 'r' : 'l'))));
   const avg = averageCells(set);
   out.push('## Averages', '', AVERAGES_NOTE, '');
   out.push(mdTable(avg.head, avg.rows, ['l', 'r', 'r', 'r', 'r', 'r']));
@@ -366,13 +367,14 @@ function inlineSvg(svg: string): string {
   return svg.replace(/\s+xmlns(:xlink)?="[^"]*"/g, '');
 }
 
-function html(set: RunSet, table: ForgettingTable, charts: ChartResult[], svgs: Map<string, string>, notes: string[]): string {
+function html(set: RunSet, table: ForgettingTable, charts: ChartResult[], svgs: Map<string, string>, notes: string[], extra: ReportSection[] = []): string {
   const b: string[] = [];
   b.push('<!DOCTYPE html>', '<html lang="en"><head><meta charset="utf-8">', '<meta name="viewport" content="width=device-width, initial-scale=1">');
   b.push(`<title>Forgetting report: ${esc(set.base.label)}</title>`, `<style>${CSS}</style>`, '</head><body>');
   b.push(`<h1>Forgetting report: ${esc(set.base.label)} and ${set.tuned.length} tuned run${set.tuned.length === 1 ? '' : 's'}</h1>`);
   b.push(`<p>Base: <b>${esc(set.base.label)}</b> (${esc(set.base.model?.name ?? '')}). ${esc(TABLE_NOTE)}</p>`);
   b.push('<h2>Forgetting table</h2>', forgettingHtml(table));
+  for (const x of extra) b.push(`<h2>${esc(x.title)}</h2>`, `<p class="note">${esc(x.note)}</p>`, htmlTable(x.head, x.rows.map((r) => ({ cells: r.map(esc) })), x.head.map((_, i) => i > 0)));
   b.push('<h2>Charts</h2>');
   for (const c of charts) {
     const svg = svgs.get(c.name);
@@ -403,6 +405,16 @@ function html(set: RunSet, table: ForgettingTable, charts: ChartResult[], svgs: 
 export interface ReportOptions {
   /** Label of the base run when `runs` is a list (default: the run with no methods, else the first). */
   base?: string;
+  /** Tables shown after the forgetting table (a sequential run's matrix). */
+  sections?: ReportSection[];
+}
+
+/** A table of its own in the report: a title, a sentence on how to read it, a header and rows of text. */
+export interface ReportSection {
+  title: string;
+  note: string;
+  head: string[];
+  rows: string[][];
 }
 
 export interface ReportOutput {
@@ -440,8 +452,8 @@ export async function writeReport(runs: EvalResults[] | CompareResults, outDir: 
   if (svgs.size && !fonts.length) notes.push('No font file was found, so the PNG charts have no text (install fonts-dejavu-core, or set RETAIN_FONT_FILE); the SVG charts are complete.');
   const md = join(outDir, 'report.md');
   const htmlFile = join(outDir, 'report.html');
-  writeFileSync(md, markdown(set, table, charts, notes));
-  writeFileSync(htmlFile, html(set, table, charts, svgs, notes));
+  writeFileSync(md, markdown(set, table, charts, notes, opts.sections));
+  writeFileSync(htmlFile, html(set, table, charts, svgs, notes, opts.sections));
   files.unshift(md, htmlFile);
   return { files, notes: [...charts.flatMap((c) => (c.note ? [c.note] : [])), ...notes] };
 }

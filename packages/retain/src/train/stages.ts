@@ -116,7 +116,7 @@ function handedOn(cfg: TrainConfig, name: string): string {
 }
 
 /** Trains the stages in turn (skipping finished ones), scoring the matrix after each; returns it. */
-export async function runStages(raw: Record<string, unknown>, base: string, source: string, opts: RunOptions & { saveConfig?: (cfg: TrainConfig) => void } = {}): Promise<{ sequence: Sequence; preempted: string | null }> {
+export async function runStages(raw: Record<string, unknown>, base: string, source: string, opts: RunOptions & { saveConfig?: (cfg: TrainConfig) => void } = {}): Promise<{ sequence: Sequence; preempted: string | null; root: string }> {
   const { stages, configs } = stageConfigs(raw, base, source);
   const root = join(configs[0].output_dir, '..');
   const file = join(root, 'sequence.json');
@@ -125,26 +125,50 @@ export async function runStages(raw: Record<string, unknown>, base: string, sour
   if (prev && prev.stages.join('\n') !== names.join('\n')) throw new ConfigError(`${file} belongs to stages ${prev.stages.join(', ')}; this config's are ${names.join(', ')}: use another output_dir`);
   const seq: Sequence = { format: 'retain.sequence/1', stages: names, rows: prev?.rows ?? [], average_accuracy: null, backward_transfer: null, average_forgetting: null };
   let model = configs[0].model.path;
+  // The starting model on the same probes: the report's base, the row before any stage.
+  await scoreOnce(join(root, 'base-eval.json'), model, configs[0], stages, 'base');
   for (let k = 0; k < stages.length; k++) {
     const cfg = { ...configs[k], model: { ...configs[k].model, path: model } };
     if (!existsSync(join(cfg.output_dir, 'final'))) {
       opts.saveConfig?.(cfg);
       const r = await runTraining(cfg, undefined, opts);
-      if (r.preempted) return { sequence: seq, preempted: r.preempted };
+      if (r.preempted) return { sequence: seq, preempted: r.preempted, root };
     }
     model = handedOn(cfg, stages[k].name);
-    if (!seq.rows[k]) {
-      const mc = cfg.monitor!;
-      const role = Object.fromEntries(stages.map((s) => [s.skill, 'target' as const]));
-      const em = await loadEvalModel(model, { tokenizer: cfg.model.tokenizer });
-      const ev = await evaluate(em, resolveTasks(mc.tasks, { dataDir: mc.data_dir, role }), { label: `after ${stages[k].name}`, limit: mc.limit, batchSize: mc.batch_size, progress: false });
-      em.module.dispose();
-      seq.rows[k] = sequenceRow(stages[k].name, stages, ev);
-    }
+    if (!seq.rows[k]) seq.rows[k] = sequenceRow(stages[k].name, stages, await scoreOnce(join(cfg.output_dir, 'sequence-eval.json'), model, cfg, stages, `after ${stages[k].name}`));
     Object.assign(seq, continualMetrics(names, seq.rows));
     writeJsonAtomic(file, seq);
   }
-  return { sequence: seq, preempted: null };
+  return { sequence: seq, preempted: null, root };
+}
+
+/** The model on every probe (skills as target), written to `file`; a file already there is the answer. */
+async function scoreOnce(file: string, model: string, cfg: TrainConfig, stages: Stage[], label: string): Promise<EvalResults> {
+  if (existsSync(file)) return JSON.parse(readFileSync(file, 'utf8')) as EvalResults;
+  const mc = cfg.monitor!;
+  const role = Object.fromEntries(stages.map((s) => [s.skill, 'target' as const]));
+  const em = await loadEvalModel(model, { tokenizer: cfg.model.tokenizer });
+  const ev = await evaluate(em, resolveTasks(mc.tasks, { dataDir: mc.data_dir, role }), { label, limit: mc.limit, batchSize: mc.batch_size, progress: false });
+  em.module.dispose();
+  writeJsonAtomic(file, ev);
+  return ev;
+}
+
+/** The evaluations a finished sequence leaves (base first, then after each stage), for the report. */
+export function sequenceEvals(root: string, stages: string[]): EvalResults[] {
+  const files = [join(root, 'base-eval.json'), ...stages.map((n, k) => join(root, `${k + 1}-${n}`, 'sequence-eval.json'))];
+  return files.filter((f) => existsSync(f)).map((f) => JSON.parse(readFileSync(f, 'utf8')) as EvalResults);
+}
+
+/** The matrix as a report section: rows after each stage, a column per skill and the general mean. */
+export function sequenceSection(s: Sequence): { title: string; note: string; head: string[]; rows: string[][] } {
+  const f = (x: number | null | undefined) => (x === null || x === undefined ? '—' : x.toFixed(2));
+  return {
+    title: 'Skills learned in sequence',
+    note: `Each stage's skill and the general probes after every stage (points for accuracies). Average accuracy ${f(s.average_accuracy)}, backward transfer ${f(s.backward_transfer)}, average forgetting ${f(s.average_forgetting)}.`,
+    head: ['after stage', ...s.stages, 'general'],
+    rows: s.rows.map((r) => [r.after, ...s.stages.map((n) => f(r.skills[n])), f(r.general)]),
+  };
 }
 
 /** The matrix as text: rows after each stage, columns each stage's skill and the general mean. */
