@@ -95,7 +95,6 @@ function common(c: Command): Command {
 
 export function registerEvalCommands(program: Command): void {
   common(program.command('eval'))
-    .description('evaluate a model on tasks and write results JSON (lm-evaluation-harness layout)')
     .requiredOption('--model <path>', 'model directory (or org/name in the Hugging Face cache), LoRA adapter folder (merged into its base), llama2.c .bin, or ml5 folder')
     .option('--label <name>', 'name of this run in tables and reports')
     .option('-o, --output <file>', 'results JSON path', 'results.json')
@@ -113,7 +112,6 @@ export function registerEvalCommands(program: Command): void {
     });
 
   common(program.command('compare'))
-    .description('evaluate a base model and tuned models on the same tasks; print the forgetting table')
     .requiredOption('--base <path>', 'the model before fine-tuning')
     .requiredOption('--tuned <paths...>', 'fine-tuned models (label them with name=path)')
     .option('-o, --output <file>', 'compare JSON path', 'compare.json')

@@ -8,7 +8,6 @@ export function registerReportCommand(program: Command): void {
   program
     .command('report')
     .argument('<runs...>', 'results JSON files (from retain eval or retain compare) or run directories holding results.json (+ monitor.jsonl)')
-    .description('render results JSON as report.md, a self-contained report.html and charts (SVG + PNG)')
     .option('-o, --out <dir>', 'output folder', 'report')
     .option('--base <label>', 'label of the base run (default: the run with no methods, else the first)')
     .action(async (args: string[], o: { out: string; base?: string }) => {

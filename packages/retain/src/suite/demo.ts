@@ -164,7 +164,6 @@ function summary(r: EvalResults): string {
 export function registerDemoCommand(program: import('commander').Command): void {
   program
     .command('demo')
-    .description('fine-tune the embedded stories260K on arithmetic with each anti-forgetting recipe; print the forgetting table and write report.html')
     .option('--out <dir>', 'where runs, results and the report go', 'runs/demo')
     .option('--model <path>', 'base model (default: the embedded stories260K)')
     .option('--steps <n>', 'optimizer steps per recipe', positiveInt, 300)

@@ -53,7 +53,6 @@ export function pickWithinBudget(c: CompareResults, recipes: Recipe[], maxForget
 export function registerTuneCommand(program: Command): void {
   program
     .command('tune')
-    .description('sweep anti-forgetting knobs on stories260K → arithmetic; return the best target score within a forgetting budget, with the Pareto chart')
     .requiredOption('--max-forgetting <points>', 'largest allowed drop of the general score (TinyStories next-token accuracy), in points', nonNegative)
     .option('--knobs <list>', `knobs to sweep (${KNOBS.join(', ')})`, (v) => v.split(',').map((s) => s.trim()), [...KNOBS])
     .option('--steps <n>', 'optimizer steps per run', positiveInt, 300)
