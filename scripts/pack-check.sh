@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Checks the packages as a user gets them: `npm pack` of @retain/torch and @retain/retain (each builds its dist/ in
+# prepack), both tarballs installed into a fresh folder outside the workspace (the addon is compiled there by
+# @retain/torch's install script), then `npx retain --help` and `npx retain demo` run there on the compiled
+# JavaScript, with no TypeScript loader installed. Prints the time of each stage.
+# Usage: bash scripts/pack-check.sh [demo arguments...]   (default: the whole demo, as README's set-up runs it)
+# Environment: PACK_CHECK_DIR (default: a new folder under /tmp; kept afterwards for a look), and whatever the addon
+# build reads (TORCH_PYTHON, TORCH_DIR, JOBS).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+dir="${PACK_CHECK_DIR:-$(mktemp -d /tmp/retain-pack-check.XXXXXX)}"
+mkdir -p "$dir/app"
+case "$dir" in "$root"/*) echo "pack-check: $dir is inside the workspace; give a folder outside it" >&2; exit 2;; esac
+start=$SECONDS
+stage() { echo "pack-check: $1 ($((SECONDS - start)) s so far)"; }
+
+stage "packing into $dir"
+(cd "$root" && npm pack --silent --pack-destination "$dir" -w @retain/torch -w @retain/retain >/dev/null)
+ls "$dir"/retain-torch-*.tgz "$dir"/retain-retain-*.tgz
+# What a tarball must not carry: TypeScript sources or tests; what it must: the compiled entry points and types.
+# (Listings go through files: grep -q closing a pipe early would fail the pipeline under pipefail.)
+for t in "$dir"/retain-*.tgz; do
+  tar -tzf "$t" > "$t.files"
+  if grep -E '^package/(src|test)/|\.ts$' "$t.files" | grep -v '\.d\.ts$' | grep -q .; then
+    echo "pack-check: $t carries TypeScript sources or tests" >&2; exit 1
+  fi
+done
+grep -qx 'package/dist/index.d.ts' "$dir"/retain-torch-*.tgz.files
+grep -qx 'package/dist/cli/main.js' "$dir"/retain-retain-*.tgz.files
+grep -qx 'package/assets/stories260K/stories260K.bin' "$dir"/retain-retain-*.tgz.files
+
+stage "installing both tarballs into $dir/app (compiles the addon)"
+cd "$dir/app"
+[ -f package.json ] || echo '{"name": "retain-pack-check", "private": true, "type": "module"}' > package.json
+npm install --no-audit --no-fund "$dir"/retain-torch-*.tgz "$dir"/retain-retain-*.tgz
+if [ -e node_modules/tsx ] || [ -e node_modules/typescript ]; then
+  echo "pack-check: a TypeScript loader or compiler was installed with the packages" >&2; exit 1
+fi
+
+stage "npx retain --help"
+t0=$(date +%s.%N)
+npx retain --help >/dev/null
+echo "pack-check: retain --help took $(echo "$(date +%s.%N) - $t0" | bc) s"
+node -e "import('@retain/retain').then((m) => { if (typeof m.runTraining !== 'function') process.exit(1); })"
+
+stage "npx retain demo $*"
+npx retain demo "$@"
+test -s runs/demo/report.html
+stage "done: packed, installed and ran the demo from $dir/app"
