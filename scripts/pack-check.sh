@@ -31,17 +31,23 @@ grep -qx 'package/assets/stories260K/stories260K.bin' "$dir"/retain-retain-*.tgz
 
 stage "installing both tarballs into $dir/app (compiles the addon)"
 cd "$dir/app"
-[ -f package.json ] || echo '{"name": "retain-pack-check", "private": true, "type": "module"}' > package.json
+# allowScripts: npm 11 warns (and a later npm may refuse) to run a dependency's install script not approved here.
+[ -f package.json ] || echo '{"name": "retain-pack-check", "private": true, "type": "module", "allowScripts": {"@retain/torch": true}}' > package.json
 npm install --no-audit --no-fund "$dir"/retain-torch-*.tgz "$dir"/retain-retain-*.tgz
 if [ -e node_modules/tsx ] || [ -e node_modules/typescript ]; then
   echo "pack-check: a TypeScript loader or compiler was installed with the packages" >&2; exit 1
 fi
 
-stage "npx retain --help"
-t0=$(date +%s.%N)
-npx retain --help >/dev/null
-echo "pack-check: retain --help took $(echo "$(date +%s.%N) - $t0" | bc) s"
-node -e "import('@retain/retain').then((m) => { if (typeof m.runTraining !== 'function') process.exit(1); })"
+stage "retain --help"
+test -s node_modules/@retain/torch/build/Release/retain_torch.node
+timed() { local t0; t0=$(date +%s.%N); "$@" >/dev/null; echo "pack-check: '$*' took $(echo "$(date +%s.%N) - $t0" | bc) s"; }
+timed npx retain --help
+timed node node_modules/.bin/retain --help
+# The library entry and a module by its path, as the README shows them, from plain Node.
+node --input-type=module -e "
+  const m = await import('@retain/retain');
+  const r = await import('@retain/retain/data/readers.js');
+  if (typeof m.runTraining !== 'function' || typeof r.readRecords !== 'function') throw new Error('exports missing');"
 
 stage "npx retain demo $*"
 npx retain demo "$@"
