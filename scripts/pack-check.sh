@@ -31,8 +31,10 @@ grep -qx 'package/assets/stories260K/stories260K.bin' "$dir"/retain-retain-*.tgz
 
 stage "installing both tarballs into $dir/app (compiles the addon)"
 cd "$dir/app"
-# allowScripts: npm 11 warns (and a later npm may refuse) to run a dependency's install script not approved here.
-[ -f package.json ] || echo '{"name": "retain-pack-check", "private": true, "type": "module", "allowScripts": {"@retain/torch": true}}' > package.json
+# allowScripts: npm 11 warns (and a later npm may refuse) to run a dependency's install script not approved here; a
+# tarball is approved by its file: spec, as `npm install-scripts approve` writes it.
+torch_tgz=$(ls "$dir"/retain-torch-*.tgz)
+[ -f package.json ] || printf '{"name": "retain-pack-check", "private": true, "type": "module", "allowScripts": {"file:%s": true}}\n' "$torch_tgz" > package.json
 npm install --no-audit --no-fund "$dir"/retain-torch-*.tgz "$dir"/retain-retain-*.tgz
 if [ -e node_modules/tsx ] || [ -e node_modules/typescript ]; then
   echo "pack-check: a TypeScript loader or compiler was installed with the packages" >&2; exit 1
