@@ -9,8 +9,11 @@
 //                      without the reference environment. For a same-libtorch comparison run the bench on the 2.x
 //                      addon: RETAIN_TORCH_ADDON=packages/torch/build-torch2/Release/retain_torch.node
 // Environment: BENCH_THREADS (default 1), BENCH_STEPS (default 6), BENCH_TFJS_STEPS (default 2, 0 skips TF.js),
-// BENCH_TFJS_BACKEND (wasm | cpu; default wasm, the faster of the two here).
-import { execFileSync } from 'node:child_process';
+// BENCH_TFJS_BACKEND (wasm | cpu; default wasm, the faster of the two here), BENCH_TFJS_INSTALL=0 (skip TF.js, naming
+// it, rather than install it: it lives in bench/tfjs/, installed there on first use, not by the workspace's npm ci).
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { cpus } from 'node:os';
 import * as torch from '@retain/torch';
 import { needRefenv, REFENV_PYTHON } from './refenv.js';
@@ -127,11 +130,14 @@ async function main() {
   const compiled2 = torch2Step(true);
   const ratio2 = (p: typeof eager2) => ('skipped' in p ? null : +(threads === 1 ? ourCpu / p.median_step_cpu_ms : ourMs / p.median_step_ms).toFixed(3));
 
-  let tfjs: { backend: string; step_ms: number[]; median_ms: number; loss: number } | null = null;
+  let tfjs: { backend: string; step_ms: number[]; median_ms: number; loss: number } | { skipped: string } | null = null;
   if (tfjsSteps > 0) {
-    const { tfjsStepMs } = await import('./tfjs-llama.js');
-    const r = await tfjsStepMs(shape, tfjsBackend, tfjsSteps);
-    tfjs = { backend: r.backend, step_ms: r.stepMs, median_ms: median(r.stepMs.slice(tfjsSteps > 1 ? 1 : 0)), loss: r.loss };
+    const peer = await loadTfjsPeer();
+    if ('skipped' in peer) tfjs = peer;
+    else {
+      const r = await peer.tfjsStepMs(shape, tfjsBackend, tfjsSteps);
+      tfjs = { backend: r.backend, step_ms: r.stepMs, median_ms: median(r.stepMs.slice(tfjsSteps > 1 ? 1 : 0)), loss: r.loss };
+    }
   }
 
   const result = {
@@ -144,7 +150,7 @@ async function main() {
     measure: threads === 1 ? 'process CPU time (one thread), medians after 2 warm-up steps' : 'wall time, medians after 2 warm-up steps',
     step_ratio_torch2_eager: ratio2(eager2),
     step_ratio_torch2_compile: ratio2(compiled2),
-    tfjs_ratio: tfjs ? +(tfjs.median_ms / ourMs).toFixed(2) : null,
+    tfjs_ratio: tfjs && 'median_ms' in tfjs ? +(tfjs.median_ms / ourMs).toFixed(2) : null,
     targets: { op_overhead_ratio: '<= 1.0', step_ratio: '<= 0.95', tfjs_ratio: '>= 5' },
     ours: { op_ns: +ourOp.toFixed(1), op_ns_rounds: [ourOp1, ourOp2].map((v) => +v.toFixed(1)), step_ms: ours.ms.map((v) => +v.toFixed(1)), median_step_ms: +ourMs.toFixed(1), median_step_cpu_ms: +ourCpu.toFixed(1), final_loss: ours.loss },
     python: { op_ns: +pyOp.toFixed(1), op_ns_rounds: [pyOp1, pyOp2].map((v) => +v.toFixed(1)), step_ms: (pyStep.step_ms as number[]).map((v) => +v.toFixed(1)), median_step_ms: +pyMs.toFixed(1), median_step_cpu_ms: +pyCpu.toFixed(1), final_loss: pyStep.final_loss },
@@ -154,6 +160,25 @@ async function main() {
     model: shape,
   };
   console.log(JSON.stringify(result, null, 2));
+}
+
+interface TfjsPeer {
+  tfjsStepMs(c: typeof shape, backend: string, steps: number): Promise<{ stepMs: number[]; backend: string; loss: number }>;
+}
+
+/** bench/tfjs/llama.ts with TF.js installed beside it (on first use), or why it is skipped. */
+async function loadTfjsPeer(): Promise<TfjsPeer | { skipped: string }> {
+  const dir = new URL('./tfjs/', import.meta.url).pathname;
+  if (!existsSync(join(dir, 'node_modules', '@tensorflow', 'tfjs'))) {
+    const how = `npm install --prefix ${dir} (or BENCH_TFJS_STEPS=0)`;
+    if (process.env.BENCH_TFJS_INSTALL === '0') return { skipped: `TF.js is not installed in ${dir}: ${how}` };
+    console.error(`bench: installing TF.js 4.22 into ${dir} (once, about 286 MB)`);
+    const r = spawnSync('npm', ['install', '--no-audit', '--no-fund', '--no-package-lock'], { cwd: dir, stdio: ['ignore', 2, 2] });
+    if (r.status !== 0) return { skipped: `TF.js could not be installed in ${dir} (npm install: ${r.error?.message ?? `status ${r.status}`}); ${how}` };
+  }
+  // A specifier the type checker does not follow: the peer is checked by bench/tfjs/tsconfig.json once TF.js is there.
+  const peer = './tfjs/llama.js';
+  return (await import(peer)) as TfjsPeer;
 }
 
 main().catch((e) => {

@@ -37,7 +37,7 @@ test('readers: malformed input names the file, the line and the fix', async () =
   writeFileSync(join(tmp, 'bad.jsonl'), '{"ok":1}\n{broken\n');
   await assert.rejects(readRecords(join(tmp, 'bad.jsonl')), /bad\.jsonl:2: not valid JSON/);
   await assert.rejects(readRecords(join(tmp, 'missing.jsonl')), /data file not found: .*missing\.jsonl/);
-  await assert.rejects(readRecords(join(tmp, 'x.xlsx')), /unknown data format 'xlsx'; use jsonl, json, csv, tsv, parquet or txt/);
+  await assert.rejects(readRecords(join(tmp, 'x.xlsx')), /unknown data format 'xlsx'; use jsonl, json, csv, tsv, parquet, arrow or txt, or a save_to_disk folder/);
   assert.throws(() => parseDelimited('a,b\n1,2,3\n', ',', 'f.csv'), (e: Error) => e instanceof DataError && /row 2 has 3 fields, the header has 2/.test(e.message));
   assert.throws(() => parseDelimited('a\n"open', ',', 'g.csv'), /quoted field is not closed/);
 });

@@ -16,6 +16,7 @@ const TORCH_SRC = resolve(new URL('../../torch/src', import.meta.url).pathname);
  * floor, so train/run.ts can sit above the rest of train/.
  */
 const FLOORS: { name: string; paths: string[]; holds: string }[] = [
+  { name: 'package entry', paths: ['index.ts'], holds: 'what `import ... from "@retain/retain"` gives: the main entry points' },
   { name: 'cli', paths: ['cli/'], holds: 'every command: argument parsing, output, exit codes' },
   { name: 'suite', paths: ['suite/'], holds: 'the demo, the forgetting suites and the recipe catalogue, built from runs' },
   { name: 'report', paths: ['report/'], holds: 'tables, charts and the HTML report over results' },

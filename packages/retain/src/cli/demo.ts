@@ -8,7 +8,6 @@ import { forgettingTableText } from '../report/table.js';
 export function registerDemoCommand(program: Command): void {
   program
     .command('demo')
-    .description('fine-tune the embedded stories260K on arithmetic with each anti-forgetting recipe; print the forgetting table and write report.html')
     .option('--out <dir>', 'where runs, results and the report go', 'runs/demo')
     .option('--model <path>', 'base model (default: the embedded stories260K)')
     .option('--steps <n>', 'optimizer steps per recipe', positiveInt, 300)

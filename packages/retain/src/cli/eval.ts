@@ -138,7 +138,6 @@ function common(c: Command, tasksRequired = true): Command {
 
 export function registerEvalCommands(program: Command): void {
   common(program.command('eval'))
-    .description('evaluate a model on tasks and write results JSON (lm-evaluation-harness layout)')
     .requiredOption('--model <path>', 'model directory (or org/name in the Hugging Face cache), LoRA adapter folder (merged into its base), llama2.c .bin, or ml5 folder')
     .option('--label <name>', 'name of this run in tables and reports')
     .option('-o, --output <file>', 'results JSON path', 'results.json')
@@ -156,7 +155,6 @@ export function registerEvalCommands(program: Command): void {
     });
 
   common(program.command('compare'), false)
-    .description('evaluate a base model and tuned models on the same tasks (or read their lm-evaluation-harness results); print the forgetting table')
     .requiredOption('--base <path>', 'the model before fine-tuning, or its lm-evaluation-harness results (results_*.json or its model folder)')
     .requiredOption('--tuned <paths...>', 'fine-tuned models or their lm-eval results (label them with name=path)')
     .option('-o, --output <file>', 'compare JSON path', 'compare.json')

@@ -35,7 +35,6 @@ export function registerMergeCommand(program: Command): void {
   program
     .command('merge')
     .argument('<adapter>', "LoRA adapter folder: PEFT's save_pretrained, or a retain LoRA run's final/ (its base from base_model_name_or_path)")
-    .description('merge a LoRA adapter into its base model and write the merged model as a Hugging Face folder')
     .requiredOption('-o, --out <dir>', 'folder for the merged model (config.json, safetensors, tokenizer files)')
     .action(async (adapter: string, o: { out: string }) => {
       if (!existsSync(join(adapter, 'adapter_config.json'))) {

@@ -8,7 +8,6 @@ export function registerReportCommand(program: Command): void {
   program
     .command('report')
     .argument('<runs...>', 'results JSON files (from retain eval or retain compare), run directories holding results.json (+ monitor.jsonl), or lm-evaluation-harness results (results_*.json, or its --output_path folder: one run per model)')
-    .description('render results JSON as report.md, a self-contained report.html and charts (SVG + PNG)')
     .option('-o, --out <dir>', 'output folder', 'report')
     .option('--base <label>', 'label of the base run (default: the run with no methods, else the first)')
     .option('--target <list>', 'tasks (or lm-eval groups) that measure the new skill; the rest are general (default: the roles in the results)', (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean))

@@ -23,7 +23,6 @@ function scoreScale(v: string): number {
 export function registerSynthCommand(program: Command): void {
   program
     .command('synth')
-    .description('generate general-domain replay data from the base model (bos, magpie or fewshot), filtered, deduplicated, resumable')
     .requiredOption('--model <path>', 'base model: HF directory, llama2.c .bin or ml5 folder')
     .requiredOption('--out <file.jsonl>', 'output JSONL; rerunning with the same file resumes it')
     .requiredOption('--count <n>', 'records wanted (with --select-k: the pool size)', positiveInt)

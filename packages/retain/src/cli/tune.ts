@@ -21,7 +21,6 @@ export function registerTuneCommand(program: Command): void {
     .command('tune')
     .argument('[config]', 'training config with a monitor (general and target probes) and training.max_steps; without one, the demo\'s setup (stories260K → arithmetic)')
     .argument('[overrides...]', 'key=value settings changed in the config, as retain train takes them')
-    .description('search anti-forgetting recipes (successive halving on the monitor\'s probes) for the best target score within a forgetting budget; writes the frontier, best.yaml and the report')
     .requiredOption('--max-forgetting <points>', 'largest allowed drop of the general probes, in the monitor\'s unit (points for accuracies)', nonNegative)
     .option('--knobs <list>', `what to search (${KNOBS.join(', ')})`, (v) => v.split(',').map((s) => s.trim()), ['flow', 'mixing', 'l2', 'wise', 'lora', 'mofo'])
     .option('--budget <n|time>', 'at most n candidates (FT included, a seeded sample), or a time such as 30m after which no training starts', parseBudget)

@@ -1,11 +1,13 @@
-// Record readers: JSONL, JSON (array, or {data: [...]}), CSV/TSV (RFC 4180 quoting, CRLF tolerated), Parquet,
-// and plain text. Every record gets a stable `id` (the file's base name and the row number unless the record has its
+// Record readers: JSONL, JSON (array, or {data: [...]}), CSV/TSV (RFC 4180 quoting, CRLF tolerated), Parquet
+// (every codec hyparquet-compressors decodes), Arrow IPC and Hugging Face save_to_disk folders (arrow.ts), and plain
+// text. Every record gets a stable `id` (the file's base name and the row number unless the record has its
 // own `id`) that follows the sample through training and evaluation.
 import { existsSync, statSync } from 'node:fs';
 import { basename, extname } from 'node:path';
 import { decodeUtf8, FS_ERRORS, readUserFile } from '../files.js';
 import { readLines } from './lines.js';
 import { DataError, type Record_ } from './records.js';
+import { isSavedDataset, readArrowRows, savedDatasetFiles, SavedDatasetError } from './arrow.js';
 
 /**
  * A text data file as UTF-8: a byte-order mark (Windows editors write one) is dropped; UTF-16 is refused by name, and
@@ -167,26 +169,57 @@ function splitLines(t: string, sep: RegExp): { text: string; line: number }[] {
   return out;
 }
 
+// Parquet codecs with a decompressor (hyparquet's own SNAPPY, the rest from hyparquet-compressors), for the error
+// about any other.
+const PARQUET_CODECS = 'zstd, gzip, brotli, snappy, lz4 or uncompressed';
+
 export async function readParquet(path: string): Promise<Record_[]> {
   if (!existsSync(path)) throw new DataError(`data file not found: ${path}`);
-  const { parquetReadObjects } = await import('hyparquet');
+  const [{ parquetReadObjects }, { compressors }] = await Promise.all([import('hyparquet'), import('hyparquet-compressors')]);
   const buf = readUserFile(path);
   const file = buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength) as ArrayBuffer;
   let rows: Record<string, unknown>[];
   try {
-    rows = (await parquetReadObjects({ file })) as Record<string, unknown>[];
+    rows = (await parquetReadObjects({ file, compressors })) as Record<string, unknown>[];
   } catch (e) {
+    const codec = /unsupported compression codec: (\w+)/.exec((e as Error).message)?.[1];
+    if (codec) throw new DataError(`${path}: pages compressed with ${codec}, which retain cannot decompress; write the file with ${PARQUET_CODECS} (pyarrow: pq.write_table(table, path, compression='zstd'))`);
     throw new DataError(`${path}: not a readable Parquet file (${(e as Error).message})`);
   }
-  // BigInt columns become numbers when they fit, so records stay JSON-friendly.
-  for (const r of rows) for (const [k, v] of Object.entries(r)) if (typeof v === 'bigint') r[k] = Number(v);
-  return withIds(rows, path);
+  return withIds(rows.map(plainNumbers), path);
+}
+
+/** Arrow IPC data: one .arrow file, or every shard of a Hugging Face save_to_disk folder in state.json's order. */
+export async function readArrow(path: string, folder: boolean): Promise<Record_[]> {
+  if (!existsSync(path)) throw new DataError(`data file not found: ${path}`);
+  try {
+    const rows = await readArrowRows(folder ? savedDatasetFiles(path) : [path]);
+    return withIds(rows.map(plainNumbers), path);
+  } catch (e) {
+    throw e instanceof SavedDatasetError ? new DataError(e.message) : e;
+  }
+}
+
+/**
+ * 64-bit integers (BigInt in both hyparquet and Arrow) become numbers when a double holds them exactly, else decimal
+ * strings, at any depth, so that records stay JSON-friendly.
+ */
+function plainNumbers<T>(v: T): T {
+  if (typeof v === 'bigint') return (Number.isSafeInteger(Number(v)) ? Number(v) : String(v)) as T;
+  if (Array.isArray(v)) return v.map(plainNumbers) as T;
+  if (v && typeof v === 'object' && Object.getPrototypeOf(v) === Object.prototype) {
+    return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, plainNumbers(x)])) as T;
+  }
+  return v;
 }
 
 /** Chooses the reader by extension. */
 export async function readRecords(path: string, opts: { format?: string; textSplit?: 'paragraph' | 'line' | 'none' } = {}): Promise<Record_[]> {
   // Before the extension is looked at: a folder's has none, and 'unknown data format' would hide what is wrong.
-  if (statSync(path, { throwIfNoEntry: false })?.isDirectory()) throw new DataError(`${path}: ${FS_ERRORS.EISDIR}`);
+  if (statSync(path, { throwIfNoEntry: false })?.isDirectory()) {
+    if (isSavedDataset(path)) return readArrow(path, true);
+    throw new DataError(`${path}: ${FS_ERRORS.EISDIR} (or a Hugging Face save_to_disk folder, with state.json and data-*.arrow)`);
+  }
   const ext = (opts.format ?? extname(path).slice(1)).toLowerCase();
   switch (ext) {
     case 'jsonl': case 'ndjson': return readJsonl(path);
@@ -194,7 +227,8 @@ export async function readRecords(path: string, opts: { format?: string; textSpl
     case 'csv': return readCsv(path, ',');
     case 'tsv': return readCsv(path, '\t');
     case 'parquet': return readParquet(path);
+    case 'arrow': return readArrow(path, false);
     case 'txt': case 'text': case 'md': return readText(path, opts.textSplit);
-    default: throw new DataError(`${path}: unknown data format '${ext}'; use jsonl, json, csv, tsv, parquet or txt (or set format)`);
+    default: throw new DataError(`${path}: unknown data format '${ext}'; use jsonl, json, csv, tsv, parquet, arrow or txt, or a save_to_disk folder (or set reader)`);
   }
 }

@@ -1,6 +1,7 @@
-// TF.js peer for bench/engine.ts: the same Llama-style training step (RMSNorm, rotate-half RoPE, causal attention,
-// SwiGLU MLP, untied head, cross-entropy, Adam) written with tfjs-core ops. TF.js has no decoupled weight decay, so it
-// runs plain Adam: slightly less work than AdamW, which only favours TF.js.
+// TF.js peer for bench/engine.ts, which installs TF.js into this folder on first use: the same Llama-style training
+// step (RMSNorm, rotate-half RoPE, causal attention, SwiGLU MLP, untied head, cross-entropy, Adam) written with
+// tfjs-core ops. TF.js has no decoupled weight decay, so it runs plain Adam: slightly less work than AdamW, which only
+// favours TF.js.
 import { createRequire } from 'node:module';
 import type * as TF from '@tensorflow/tfjs';
 
