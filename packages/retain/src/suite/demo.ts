@@ -34,11 +34,13 @@ export interface DemoOptions {
   reuse?: boolean;
   /** Record a failing recipe in failed.json and go on with the others. */
   keepGoing?: boolean;
+  /** The held-out text of the general probes (default: the shipped TinyStories stories); a larger model may want fewer. */
+  generalText?: string;
 }
 
 
 /** Writes the demo's data and task files under outDir and returns the resolved tasks (general first). */
-export function prepareDemoData(outDir: string, o: { trainSize: number; testSize: number; seed: number }): { train: string; replay: string; tasks: ResolvedTask[] } {
+export function prepareDemoData(outDir: string, o: { trainSize: number; testSize: number; seed: number; generalText?: string }): { train: string; replay: string; tasks: ResolvedTask[] } {
   const dir = join(outDir, 'data');
   mkdirSync(dir, { recursive: true });
   const test = arithmeticProblems(o.testSize, o.seed + 1000);
@@ -46,17 +48,18 @@ export function prepareDemoData(outDir: string, o: { trainSize: number; testSize
   const trainPath = join(dir, 'arith-train.jsonl');
   writeJsonl(trainPath, train);
   writeJsonl(join(dir, 'arith-test.jsonl'), test);
+  const text = JSON.stringify(o.generalText ?? join(ASSETS, 'data', 'tinystories-eval.txt'));
   writeFileSync(join(dir, 'tasks.yaml'), [
     '# Written by retain demo. General: held-out TinyStories text; target: held-out arithmetic, exact match.',
     '- name: tinystories_heldout',
     '  kind: perplexity',
-    `  data: ${JSON.stringify(join(ASSETS, 'data', 'tinystories-eval.txt'))}`,
+    `  data: ${text}`,
     '  split: blank_lines',
     '  primary: next_token_acc',
     '  role: general',
     '- name: tinystories_loss',
     '  kind: perplexity',
-    `  data: ${JSON.stringify(join(ASSETS, 'data', 'tinystories-eval.txt'))}`,
+    `  data: ${text}`,
     '  split: blank_lines',
     '  primary: ce',
     '  role: general',
@@ -72,7 +75,7 @@ export async function runDemo(o: DemoOptions): Promise<CompareResults> {
   const seed = o.seed ?? 0;
   const model = o.model ?? DEFAULT_MODEL;
   const outDir = resolve(o.outDir);
-  const data = prepareDemoData(outDir, { trainSize: o.trainSize ?? 1500, testSize: o.testSize ?? 200, seed });
+  const data = prepareDemoData(outDir, { trainSize: o.trainSize ?? 1500, testSize: o.testSize ?? 200, seed, generalText: o.generalText });
   const tasksFile = join(outDir, 'data', 'tasks.yaml');
   const say = (m: string) => o.progress !== false && process.stderr.write(m + '\n');
   const recipes = selectRecipes(o.recipes ?? demoRecipes(data.replay), o.only);
