@@ -23,10 +23,11 @@ export function writeSequentialConfig(outDir: string, o: { steps: number; method
   const seed = o.seed ?? 0;
   const tasks: string[] = ['# Written by the sequential protocol: general = held-out TinyStories; one exact-match task per family.',
     '- name: tinystories_heldout', '  kind: perplexity', `  data: ${JSON.stringify(join(ASSETS, 'data', 'tinystories-eval.txt'))}`, '  split: blank_lines', '  primary: next_token_acc', '  role: general'];
+  // Multiplication of 0..12 in three phrasings has 507 distinct problems: 400 train beside 60 held out.
   const stages = FAMILY_STAGES.map((s, k) => {
     const fam = [s.family] as ArithProblem['family'][];
     const test = arithmeticProblems(o.testSize ?? 60, seed + 1000 + k, { families: fam });
-    const train = arithmeticProblems(o.trainSize ?? 600, seed + k, { families: fam, exclude: new Set(test.map((p) => p.prompt.slice(10, -8))) });
+    const train = arithmeticProblems(o.trainSize ?? 400, seed + k, { families: fam, exclude: new Set(test.map((p) => p.prompt.slice(10, -8))) });
     writeJsonl(join(dir, `${s.name}-train.jsonl`), train);
     writeJsonl(join(dir, `${s.name}-test.jsonl`), test);
     tasks.push(...exactMatchTaskYaml(s.name, `${s.name}-test.jsonl`, 'target'));

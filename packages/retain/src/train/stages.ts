@@ -4,7 +4,7 @@
 // accuracy, backward transfer (Lopez-Paz & Ranzato 2017) and average forgetting (Chaudhry et al. 2018).
 // Each stage is an ordinary run in output_dir/<k>-<name>/ (checkpoints, resume, final/); sequence.json records the
 // rows scored so far, so a rerun skips finished stages, resumes the one that was interrupted and goes on.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { configFromRaw, formatIssues, type TrainConfig } from '../config.js';
@@ -125,6 +125,7 @@ export async function runStages(raw: Record<string, unknown>, base: string, sour
   if (prev && prev.stages.join('\n') !== names.join('\n')) throw new ConfigError(`${file} belongs to stages ${prev.stages.join(', ')}; this config's are ${names.join(', ')}: use another output_dir`);
   const seq: Sequence = { format: 'retain.sequence/1', stages: names, rows: prev?.rows ?? [], average_accuracy: null, backward_transfer: null, average_forgetting: null };
   let model = configs[0].model.path;
+  mkdirSync(root, { recursive: true });
   // The starting model on the same probes: the report's base, the row before any stage.
   await scoreOnce(join(root, 'base-eval.json'), model, configs[0], stages, 'base');
   for (let k = 0; k < stages.length; k++) {
