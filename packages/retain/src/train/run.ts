@@ -184,7 +184,9 @@ async function trainFromConfig(cfg: TrainConfig, methods: Method[] = buildMethod
   model.train();
   const params = model.parameters().filter((t) => t.requiresGrad);
   const t = cfg.training;
-  const lossFn: LossFn = cfg.data.train.format.type === 'image_classification' ? classificationLoss : causalLmLoss;
+  // A sequence classifier (a BERT encoder with a head) takes labelled text; everything else with text is a causal LM.
+  const classifies = cfg.data.train.format.type === 'image_classification' || (model as { kind?: string }).kind === 'sequence-classifier';
+  const lossFn: LossFn = classifies ? classificationLoss : causalLmLoss;
   const optimizer = t.optimizer === 'sgd'
     ? new torch.optim.SGD(params, { lr: t.lr, momentum: t.momentum, weightDecay: t.weight_decay })
     : new torch.optim.AdamW(params, { lr: t.lr, betas: t.betas, weightDecay: t.weight_decay, masterWeights: precision.masterWeights });
