@@ -141,13 +141,13 @@ for (const suite of only) {
     const path = join(root, 'packages/retain/src/suite', `${file}.ts`);
     if (!existsSync(path)) throw new Error(`suite '${suite}' is not built yet (${path} is missing)`);
     const mod = await import(path);
-    const fn = Object.values(mod).find((v) => typeof v === 'function' && /^run\w*Suite$/.test((v as { name: string }).name)) as (o: { outDir: string; steps?: number; model?: string; natural?: string }) => Promise<CompareResults>;
+    const fn = Object.values(mod).find((v) => typeof v === 'function' && /^run\w*Suite$/.test((v as { name: string }).name)) as (o: { outDir: string; steps?: number; model?: string; natural?: string; reuse?: boolean }) => Promise<CompareResults>;
     const real = REAL_MODEL[suite];
     const missing = suite === 'effnet' ? needEffnetSuite() : real && needModel(real);
     if (missing) throw new Error(`suite '${suite}' ${missing}`);
     // The effnet suite's natural images: seeded crops of scikit-learn's two photographs, cut in the reference environment.
-    const natural = suite === 'effnet' ? { natural: naturalCrops(join(outDir, 'natural-crops.safetensors'), 128) } : {};
-    c = await fn({ outDir, steps, ...(real ? { model: modelPath(real) } : {}), ...natural });
+    const natural = suite === 'effnet' ? { natural: naturalCrops(join(outDir, 'natural-crops.safetensors'), 64) } : {};
+    c = await fn({ outDir, steps, reuse: !flag('--fresh'), ...(real ? { model: modelPath(real) } : {}), ...natural });
     notRun = Object.entries(mod).find(([k]) => k.endsWith('_NOT_RUN'))?.[1] as Record<string, string> | undefined ?? {};
   }
   await writeReport(c, outDir);

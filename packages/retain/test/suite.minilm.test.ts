@@ -37,9 +37,10 @@ test('MiniLM suite, FT and probe × 12 steps: base SICK-R is sentence-transforme
     assert.ok(Math.abs(value(c.base, 'sick_r') - ref.spearman[1]) < 1e-6, `base SICK-R ${value(c.base, 'sick_r')} vs sentence-transformers ${ref.spearman[1]}`);
     assert.ok(value(c.base, 'c4_retrieval') > 0.5, `a working encoder finds most documents from their first sentence: ${value(c.base, 'c4_retrieval')}`);
     assert.equal(c.base.rows.find((x) => x.task === 'sick_nli')!.n, 30);
-    // FT trains the classification loss (it falls on the 48 repeated pairs) and moves the encoder with the head.
+    // FT trains the classification loss (a fresh 3-class head starts near ln 3 = 1.10 nats; it falls on the 48
+    // repeated pairs) and moves the encoder with the head.
     const loss = ft.train!.map((x) => x.loss);
-    assert.ok(loss.length >= 2 && loss[loss.length - 1] < loss[0], `FT training loss ${loss}`);
+    assert.ok(loss.length >= 1 && loss[loss.length - 1] < Math.log(3) - 0.1, `FT training loss ${loss}`);
     assert.notEqual(value(ft, 'sick_r'), value(c.base, 'sick_r'));
     // The probe trains the head alone: the encoder's scores are the base's exactly, the head has changed.
     assert.equal(value(probe, 'sick_r'), value(c.base, 'sick_r'));

@@ -29,7 +29,7 @@ import { BertSentenceClassifier, padBatch, readSentenceSettings, SentenceEncoder
 import type { Tokenizer } from '../tokenizers/llama2c.js';
 import { readCsv } from '../data/readers.js';
 import type { Recipe } from './demo.js';
-import { finishResults, methodNames, primaryValue, runDirOf, selectRecipes, trainRecipe, writeJsonl, type SuiteOptions } from './common.js';
+import { finishResults, markFinished, methodNames, primaryValue, reusedRun, runDirOf, scoredDir, selectRecipes, trainRecipe, writeJsonl, type SuiteOptions } from './common.js';
 
 const SHARED = resolve(new URL('../../../../../shared', import.meta.url).pathname);
 export const SICK_DIR = join(SHARED, 'data', 'sick');
@@ -241,6 +241,13 @@ export async function runMinilmSuite(o: MinilmSuiteOptions): Promise<CompareResu
   for (const r of recipes) {
     const t0 = performance.now();
     const runDir = runDirOf(outDir, r.label);
+    const key = JSON.stringify({ recipe: r, training, model: o.model, trainPairs: o.trainPairs, stsPairs: o.stsPairs, nliPerClass: o.nliPerClass, retrievalDocs: o.retrievalDocs });
+    const old = o.reuse ? reusedRun(runDir, key) : null;
+    if (old) {
+      tuned.push(old);
+      say(`  ${r.label}: reused ${runDir}`);
+      continue;
+    }
     say(`  training ${r.label}${r.methods.length ? ` (${methodNames(r).join(' + ')})` : ''} …`);
     const res = await trainRecipe({
       model: start,
@@ -249,9 +256,10 @@ export async function runMinilmSuite(o: MinilmSuiteOptions): Promise<CompareResu
       training,
       progress,
     }, r);
-    const ev = await scoreMinilm(res.finalDir, settings, data, { label: r.label, methods: methodNames(r) });
+    const ev = await scoreMinilm(scoredDir(res.finalDir), settings, data, { label: r.label, methods: methodNames(r) });
     ev.wall_seconds = +((performance.now() - t0) / 1000).toFixed(1);
     tuned.push(finishResults(ev, res, runDir));
+    markFinished(runDir, key);
     say(`  ${r.label}: ${summary(ev)} (${ev.wall_seconds} s)`);
   }
   const out: CompareResults = { format: 'retain.compare/1', date: new Date().toISOString(), base, tuned };
