@@ -6,7 +6,10 @@
 //   charlstm  char-LSTM Shakespeare → Darwin (general: Shakespeare bits/char; target: Darwin bits/char)
 //   mnist     MNIST MLP → rotated digits (same head), and → a new-head task with linear probe and FLOW's vision variant
 //   mixstudy  the mixed-training study at small scale: NLI model → linear equations, math-only vs 1:1 … 15:1
-// Usage: npm run bench:forgetting -- [--only stories,charlstm,mnist,mixstudy] [--steps N] [--no-pairs] [--out dir]
+//   minilm    all-MiniLM-L6-v2 → SICK entailment through a new head (general: SICK-R Spearman, C4 retrieval)
+//   effnet    EfficientNet-Lite0 → a new MNIST head (general: agreement with the base model's ImageNet top-1)
+//             (the real models come from the models folder: `.refenv/bin/python scripts/models.py`)
+// Usage: npm run bench:forgetting -- [--only stories,charlstm,mnist,mixstudy,minilm,effnet] [--steps N] [--no-pairs] [--out dir]
 //        [--fresh]        (retrain every recipe; by default finished runs with unchanged settings are reused)
 //        [--write-docs]   (replaces the suite's block in docs/RESULTS.md with the table, command, machine and date)
 // Prints one JSON object (per suite: seconds, runs, refused pairs, the Pareto-best runs) on stdout; progress on stderr.
@@ -19,6 +22,8 @@ import type { CompareResults, EvalResults } from '../packages/retain/src/eval/re
 import { forgettingTable } from '../packages/retain/src/report/table.js';
 import { writeReport } from '../packages/retain/src/report/report.js';
 import { paretoFrontier } from '../packages/retain/src/report/charts.js';
+import { modelPath, needModel } from './models.js';
+import { EFFNET, MINILM, MINILM_PUBLISHED_SICK_R, minilmSickR, naturalCrops, needEffnetSuite } from './parity/real_models.js';
 
 const args = process.argv.slice(2);
 const flag = (name: string) => args.includes(name);
@@ -26,7 +31,9 @@ const opt = (name: string) => {
   const i = args.indexOf(name);
   return i >= 0 ? args[i + 1] : undefined;
 };
-const SUITES = ['stories', 'charlstm', 'mnist', 'mixstudy'] as const;
+const SUITES = ['stories', 'charlstm', 'mnist', 'mixstudy', 'minilm', 'effnet'] as const;
+/** The suites on a real model from the models folder, and which one. */
+const REAL_MODEL: Record<string, string> = { minilm: MINILM, effnet: EFFNET };
 const only = (opt('--only') ?? SUITES.join(',')).split(',').map((s) => s.trim());
 for (const s of only) if (!(SUITES as readonly string[]).includes(s)) throw new Error(`--only: unknown suite '${s}'; suites: ${SUITES.join(', ')}`);
 const steps = opt('--steps') ? Number(opt('--steps')) : undefined;
@@ -78,18 +85,25 @@ for (const suite of only) {
   mkdirSync(outDir, { recursive: true });
   let c: CompareResults;
   let refused: { label: string; reason: string }[] = [];
+  let notRun: Record<string, string> = {};
   process.stderr.write(`\n== ${suite} ==\n`);
   if (suite === 'stories') {
     const r = storiesRecipes(DEMO_REPLAY, SYNTH, !flag('--no-pairs'));
     refused = r.refused;
     c = await runDemo({ outDir, recipes: r.recipes, steps: steps ?? 400, monitorEvery: 50, reuse: !flag('--fresh'), keepGoing: true });
   } else {
-    const file = { charlstm: 'charlstm', mnist: 'mnist', mixstudy: 'mixstudy' }[suite]!;
+    const file = { charlstm: 'charlstm', mnist: 'mnist', mixstudy: 'mixstudy', minilm: 'minilm', effnet: 'effnet' }[suite]!;
     const path = join(root, 'packages/retain/src/suite', `${file}.ts`);
     if (!existsSync(path)) throw new Error(`suite '${suite}' is not built yet (${path} is missing)`);
     const mod = await import(path);
-    const fn = Object.values(mod).find((v) => typeof v === 'function' && /^run\w*Suite$/.test((v as { name: string }).name)) as (o: { outDir: string; steps?: number }) => Promise<CompareResults>;
-    c = await fn({ outDir, steps });
+    const fn = Object.values(mod).find((v) => typeof v === 'function' && /^run\w*Suite$/.test((v as { name: string }).name)) as (o: { outDir: string; steps?: number; model?: string; natural?: string; reuse?: boolean }) => Promise<CompareResults>;
+    const real = REAL_MODEL[suite];
+    const missing = suite === 'effnet' ? needEffnetSuite() : real && needModel(real);
+    if (missing) throw new Error(`suite '${suite}' ${missing}`);
+    // The effnet suite's natural images: seeded crops of scikit-learn's two photographs, cut in the reference environment.
+    const natural = suite === 'effnet' ? { natural: naturalCrops(join(outDir, 'natural-crops.safetensors'), 64) } : {};
+    c = await fn({ outDir, steps, reuse: !flag('--fresh'), ...(real ? { model: modelPath(real) } : {}), ...natural });
+    notRun = Object.entries(mod).find(([k]) => k.endsWith('_NOT_RUN'))?.[1] as Record<string, string> | undefined ?? {};
   }
   await writeReport(c, outDir);
   const seconds = +((performance.now() - t0) / 1000).toFixed(1);
@@ -99,11 +113,17 @@ for (const suite of only) {
   const failed: { label: string; error: string }[] = existsSync(failedFile) ? JSON.parse(readFileSync(failedFile, 'utf8')) : [];
   summary[suite] = { seconds, runs: c.tuned.length, refused, failed, pareto: best, out: outDir };
   writeFileSync(join(outDir, 'table.md'), table + '\n');
+  // MTEB scores SICK-R over all 9,927 pairs; the suite's general column uses SICK test alone.
+  const sickR = suite === 'minilm' ? await minilmSickR() : null;
   if (flag('--write-docs')) {
     const cmd = `npm run bench:forgetting -- --only ${suite}${steps ? ` --steps ${steps}` : ''}${flag('--no-pairs') ? ' --no-pairs' : ''} --write-docs`;
     const refusedMd = (refused.length ? `\n\nRefused pairs (checked before training):\n${refused.map((r) => `- ${r.label}: ${r.reason}`).join('\n')}` : '') +
-      (failed.length ? `\n\nRuns that failed:\n${failed.map((r) => `- ${r.label}: ${r.error}`).join('\n')}` : '');
-    writeDocs(suite, `Command: \`${cmd}\` · machine: ${machine()} · date: ${new Date().toISOString().slice(0, 10)} · ${seconds} s. Report: \`${join('runs/forgetting', suite, 'report.html')}\`.\n\n${table}\n\nOn the Pareto frontier (general vs target): ${best.join(', ')}.${refusedMd}`);
+      (failed.length ? `\n\nRuns that failed:\n${failed.map((r) => `- ${r.label}: ${r.error}`).join('\n')}` : '') +
+      (Object.keys(notRun).length ? `\n\nNot run:\n${Object.entries(notRun).map(([k, v]) => `- ${k}: ${v}`).join('\n')}` : '');
+    const walls = c.tuned.filter((r) => r.wall_seconds !== undefined);
+    const wallMd = walls.length ? `\n\nWall time per run (training and scoring): ${walls.map((r) => `${r.label} ${Math.round(r.wall_seconds!)} s`).join(', ')}.` : '';
+    const sickMd = sickR ? `\n\nBase SICK-R over all ${sickR.pairs.toLocaleString('en')} SICK pairs (MTEB's set): ${(sickR.spearman * 100).toFixed(2)}; MTEB's published figure for all-MiniLM-L6-v2: ${(MINILM_PUBLISHED_SICK_R * 100).toFixed(2)}.` : '';
+    writeDocs(suite, `Command: \`${cmd}\` · machine: ${machine()} · date: ${new Date().toISOString().slice(0, 10)} · ${seconds} s. Report: \`${join('runs/forgetting', suite, 'report.html')}\`.\n\n${table}${sickMd}\n\nOn the Pareto frontier (general vs target): ${best.join(', ')}.${wallMd}${refusedMd}`);
   }
 }
 console.log(JSON.stringify({ suites: summary, seconds: +((performance.now() - t00) / 1000).toFixed(1), machine: machine(), date: new Date().toISOString() }, null, 2));

@@ -19,7 +19,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import * as torch from '@retain/torch';
-import { ROOT, refPy } from '../refenv.js';
+import { ROOT, needRefenv, refPy } from '../refenv.js';
 import { modelPath, needModel } from '../models.js';
 import { loadPretrained } from '../../packages/retain/src/models/hub.js';
 import { BertModel } from '../../packages/retain/src/models/bert.js';
@@ -309,4 +309,40 @@ export async function run(): Promise<Record<string, unknown>> {
     });
   }
   return { real_models: rows };
+}
+
+const CROPS_REF = `
+import numpy as np
+from PIL import Image
+from sklearn.datasets import load_sample_images
+from safetensors.torch import save_file
+rng = np.random.default_rng(inp['seed'])
+photos = load_sample_images().images
+crops = []
+for i in range(inp['n']):
+    img = photos[i % len(photos)]
+    h, w = img.shape[:2]
+    side = int(min(h, w) * rng.uniform(0.4, 1.0))
+    y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+    c = Image.fromarray(img[y:y + side, x:x + side]).resize((224, 224), Image.BILINEAR)
+    a = np.asarray(c, dtype=np.float32)
+    if rng.random() < 0.5: a = a[:, ::-1]
+    crops.append(((a - 127.0) / 128.0).transpose(2, 0, 1))
+save_file({'images': torch.from_numpy(np.ascontiguousarray(np.stack(crops)))}, inp['file'])
+out['photos'] = [list(p.shape) for p in photos]
+`;
+
+/**
+ * `n` seeded 224×224 crops of the two photographs scikit-learn ships (china.jpg, flower.jpg), normalised as
+ * EfficientNet-Lite was trained ((x − 127) / 128), written to `file` as 'images' [n, 3, 224, 224]: the only natural
+ * images in reach, used by the effnet forgetting suite to see how much ImageNet behaviour a fine-tuned body keeps.
+ */
+export function naturalCrops(file: string, n = 128, seed = 0): string {
+  refPy(CROPS_REF, { file, n, seed });
+  return file;
+}
+
+/** Skip reason for the EfficientNet suite (model folder, the reference environment that cuts the crops), or false. */
+export function needEffnetSuite(): string | false {
+  return needModel(EFFNET) || needRefenv('sklearn', 'PIL', 'safetensors');
 }

@@ -111,6 +111,18 @@ test('collate: next-token targets, padding ignored, sample ids and token counts 
   torch.dispose([b.ids, b.targets]);
 });
 
+test('collate: labelled text (classification format) keeps every token as input, right-padded, with one label per sample', () => {
+  const b = collate([
+    { id: 'a', ids: [101, 5, 6, 102], lossMask: [0, 0, 0, 0], source: 's', label: 2 },
+    { id: 'b', ids: [101, 9, 102], lossMask: [0, 0, 0], source: 's', label: 0 },
+  ]);
+  // A classifier reads the whole sequence, closing [SEP] included: no next-token shift as for a causal LM.
+  assert.deepEqual(b.ids.toArray(), [[101, 5, 6, 102], [101, 9, 102, 0]]);
+  assert.deepEqual(b.labels!.toArray(), [2, 0]);
+  assert.deepEqual(b.tokenCounts, [1, 1]);
+  torch.dispose([b.ids, b.targets, b.labels]);
+});
+
 test('packing: fixed blocks with no padding, loss on every position after the first', () => {
   const exs = [0, 1, 2].map((k) => ({ id: `d${k}`, ids: [1, 10 + k, 20 + k, 2], lossMask: [0, 1, 1, 1], source: 't' }));
   const p = pack(exs, 5);

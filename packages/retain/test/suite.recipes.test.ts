@@ -9,6 +9,8 @@ import {
   storiesSetup, type Recipe,
 } from '../src/suite/recipes.js';
 import { candidates, KNOBS } from '../src/tune/space.js';
+import { minilmRecipes } from '../src/suite/minilm.js';
+import { effnetRecipes } from '../src/suite/effnet.js';
 import { parseTrainConfig } from '../src/config.js';
 
 const nameOf = (e: string | Record<string, unknown>) => (typeof e === 'string' ? e : String(e.name));
@@ -57,6 +59,9 @@ function allLists(): [string, Recipe[]][] {
     ['mnist rot90', mnist.rot90],
     ['mnist parity', mnist.parity],
     ['tune', tuneCandidates()],
+    // The real-model suites keep their lists beside their data preparation (suite/minilm.ts, suite/effnet.ts).
+    ['minilm', minilmRecipes(100)],
+    ['effnet', effnetRecipes(100)],
   ];
 }
 

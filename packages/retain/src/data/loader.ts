@@ -25,6 +25,7 @@ export interface Batch {
 export function collate(examples: Example[], padId = 0): Batch {
   if (examples.length === 0) throw new Error('collate: empty batch');
   if (examples[0].features) return collateFeatures(examples);
+  if (examples.every((e) => e.label !== undefined)) return collateLabelledText(examples, padId);
   const T = Math.max(...examples.map((e) => e.ids.length)) - 1;
   if (T < 1) throw new Error(`collate: examples need at least 2 tokens (sample ${examples[0].id} has ${examples[0].ids.length})`);
   const B = examples.length;
@@ -49,8 +50,25 @@ export function collate(examples: Example[], padId = 0): Batch {
     sources: examples.map((e) => e.source),
     tokenCounts,
   };
-  if (examples.every((e) => e.label !== undefined)) batch.labels = torch.tensor(examples.map((e) => e.label!), { dtype: 'int64' });
   return batch;
+}
+
+/**
+ * Labelled text (classification format): every token of each example is input, right-padded with padId to the
+ * longest ([B, T]); one label per sample and no token targets, as for images.
+ */
+function collateLabelledText(examples: Example[], padId: number): Batch {
+  const T = Math.max(...examples.map((e) => e.ids.length));
+  const ids = new BigInt64Array(examples.length * T).fill(BigInt(padId));
+  examples.forEach((e, b) => e.ids.forEach((id, t) => (ids[b * T + t] = BigInt(id))));
+  return {
+    ids: torch.tensor(ids, { shape: [examples.length, T] }),
+    targets: torch.zeros([0], { dtype: 'int64' }),
+    labels: torch.tensor(examples.map((e) => e.label!), { dtype: 'int64' }),
+    sampleIds: examples.map((e) => e.id),
+    sources: examples.map((e) => e.source),
+    tokenCounts: examples.map(() => 1),
+  };
 }
 
 // Feature examples (images): inputs [B, ...shape] and labels [B]; no token targets.

@@ -134,10 +134,13 @@ export function classifierEvalModel(model: torch.nn.Module & { forward(x: Tensor
   };
 }
 
+const CLASSIFIERS = new Set(['mnist_mlp', 'efficientnet_lite', 'bert_sentence_classifier']);
+
 /** The adapter for whatever loadPretrained returned: the char-LSTM and the MNIST MLP by model_type, else a causal LM. */
 export function pretrainedEvalModel(p: Pretrained, name = p.source.path.split('/').filter(Boolean).pop() ?? 'model', maxLength = 512, tokenizerOption?: string): EvalModel {
   if (p.config.model_type === 'charlstm' && p.tokenizer instanceof CharTokenizer) return charLstmEvalModel(p.model as unknown as CharLSTM, p.tokenizer.vocab, name, p.source.path, maxLength);
-  if (p.config.model_type === 'mnist_mlp') return classifierEvalModel(p.model as unknown as MnistMLP, name, p.source.path);
+  // Models whose forward maps inputs (images, or a sentence classifier's token ids) to class logits.
+  if (CLASSIFIERS.has(String(p.config.model_type))) return classifierEvalModel(p.model as unknown as MnistMLP, name, p.source.path);
   return causalLmEvalModel(p, name, tokenizerOption);
 }
 

@@ -57,6 +57,8 @@ export interface EvalResults {
   eval_seconds?: number;
   /** lm-evaluation-harness groups of a run read from its results file, with their tasks (--target may name one). */
   groups?: Record<string, string[]>;
+  /** Seconds the whole run took, training and scoring (the forgetting suites set it). */
+  wall_seconds?: number;
   /** Tasks that could not be scored (task → error); the other tasks' results are complete. */
   failed?: Record<string, string>;
 }
@@ -71,7 +73,8 @@ export interface CompareResults {
 
 // Accuracy-like metrics are stored as fractions 0..1 and shown as percentages (points); anything else (losses,
 // perplexity, bits per char) is raw. Metric names may carry lm-evaluation-harness's filter suffix ("acc,none").
-const FRACTION = new Set(['acc', 'acc_norm', 'exact_match', 'next_token_acc', 'accuracy', 'em', 'f1']);
+// A Spearman correlation is shown ×100 too, as MTEB reports STS scores (all-MiniLM-L6-v2's SICK-R: 77.58).
+const FRACTION = new Set(['acc', 'acc_norm', 'exact_match', 'next_token_acc', 'accuracy', 'em', 'f1', 'spearman']);
 
 export function metricName(metric: string): string {
   const i = metric.indexOf(',');

@@ -15,6 +15,7 @@ import { GPT2LMHeadModel, gpt2CheckpointKeys, type GPT2Config } from './gpt2.js'
 import { T5ForConditionalGeneration, untiedT5Config, type T5Config } from './t5.js';
 import { BertModel, bertCheckpointKeys, type BertConfig } from './bert.js';
 import { EfficientNetLite, type EfficientNetLiteConfig } from './efficientnet.js';
+import { BertSentenceClassifier, type SentenceClassifierConfig } from './sentence.js';
 import { readLlama2c } from './llama2c.js';
 import { CharLSTM, type CharLSTMConfig } from './charlstm.js';
 import { MnistMLP } from './mlp.js';
@@ -56,6 +57,7 @@ export const ARCHITECTURES = new Map<string, Builder>([
   ['t5', (c) => new T5ForConditionalGeneration(c as T5Config)],
   ['bert', (c) => new BertModel(c as BertConfig)],
   ['efficientnet_lite', (c) => new EfficientNetLite(c as EfficientNetLiteConfig)],
+  ['bert_sentence_classifier', (c) => new BertSentenceClassifier(c as SentenceClassifierConfig)],
   // Their typed configs lack an index signature; the loop only reads `config` back for saving.
   ['charlstm', (c) => new CharLSTM(c as unknown as CharLSTMConfig) as unknown as Pretrained['model']],
   ['mnist_mlp', (c) => new MnistMLP({ sizes: c.sizes as number[] }) as unknown as Pretrained['model']],

@@ -6,7 +6,10 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as torch from '@retain/torch';
 import { Tensor } from '@retain/torch';
-import type { BertModel } from './bert.js';
+
+const { nn } = torch;
+import { BertModel, type BertConfig } from './bert.js';
+import { checkPositiveInt } from './weights.js';
 import type { Tokenizer } from '../tokenizers/types.js';
 
 export interface SentenceSettings {
@@ -106,5 +109,36 @@ export class SentenceEncoder {
     const e = this.settings.pooling === 'cls' ? hidden.select(1, 0) : meanPool(hidden, mask);
     // F.normalize(p=2, dim=1): divided by the norm floored at 1e-12
     return this.settings.normalize ? e.div(e.norm(2, 1, true).clamp(1e-12)) : e;
+  }
+}
+
+/** config.json of a sentence classifier: the encoder's BERT config plus the head's class count. */
+export interface SentenceClassifierConfig extends BertConfig {
+  model_type: 'bert_sentence_classifier';
+  num_labels: number;
+}
+
+/**
+ * A BERT encoder with a linear head on its mean-pooled last hidden states (model_type 'bert_sentence_classifier'):
+ * the embedding sentence-transformers would pool, before normalisation, mapped to class logits. A sentence pair goes
+ * in as one sequence ("a [SEP] b"). Parameters are the encoder's under `bert.` and the head's under `classifier.`,
+ * so `bert` taken alone is the sentence encoder again.
+ */
+export class BertSentenceClassifier extends nn.Module {
+  bert: BertModel;
+  classifier: torch.nn.Linear;
+  readonly kind = 'sequence-classifier' as const;
+
+  constructor(readonly config: SentenceClassifierConfig) {
+    super();
+    checkPositiveInt(config, 'num_labels');
+    this.bert = this.registerModule('bert', new BertModel(config));
+    this.classifier = this.registerModule('classifier', new nn.Linear(config.hidden_size, config.num_labels));
+  }
+
+  /** ids [B, T] int64, right-padded with pad_token_id -> logits [B, num_labels]. */
+  forward(ids: Tensor): Tensor {
+    const mask = ids.ne(this.config.pad_token_id ?? 0).to('int64'); // [B, T]
+    return this.classifier.forward(meanPool(this.bert.forward(ids, { attentionMask: mask }), mask));
   }
 }

@@ -1,6 +1,6 @@
 // Pieces the forgetting suites share (char-LSTM, MNIST): recipe selection, one training run per recipe through
 // `retain train`'s own path (runTraining, so the suites exercise what users run), and the per-run results file.
-import { existsSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseTrainConfig } from '../config.js';
 import { runTraining, type RunResult } from '../train/run.js';
@@ -15,6 +15,8 @@ export interface SuiteOptions {
   only?: string[];
   progress?: boolean;
   seed?: number;
+  /** Reuse finished runs whose settings are unchanged (suites that support it; see reusedRun). */
+  reuse?: boolean;
 }
 
 export function writeJsonl(path: string, rows: unknown[]): void {
@@ -71,4 +73,24 @@ export function finishResults(ev: EvalResults, res: RunResult, runDir: string): 
 /** One row's primary value of a task, or NaN. */
 export function primaryValue(r: EvalResults, task: string): number {
   return r.rows.find((x) => x.task === task && x.primary)?.value ?? NaN;
+}
+
+/**
+ * A finished run's results when its recipe.json holds the same key (everything that decides the result), else null:
+ * a long suite, stopped or split over processes, resumes where it stopped. `markFinished` writes the key last.
+ */
+export function reusedRun(runDir: string, key: string): EvalResults | null {
+  const done = join(runDir, 'results.json');
+  const keyFile = join(runDir, 'recipe.json');
+  if (!existsSync(done) || !existsSync(keyFile) || readFileSync(keyFile, 'utf8') !== key) return null;
+  return JSON.parse(readFileSync(done, 'utf8')) as EvalResults;
+}
+
+export function markFinished(runDir: string, key: string): void {
+  writeFileSync(join(runDir, 'recipe.json'), key);
+}
+
+/** What a run scores: LoRA's merged model when it wrote one beside the adapter, else the final folder. */
+export function scoredDir(finalDir: string): string {
+  return existsSync(join(finalDir, 'merged')) ? join(finalDir, 'merged') : finalDir;
 }

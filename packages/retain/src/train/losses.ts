@@ -17,10 +17,13 @@ export const causalLmLoss: LossFn = (model, batch) => {
   return { sums: tok.sum(1), counts };
 };
 
-/** Classification loss over class logits [B, C] against batch.labels [B]; the model reads batch.features. */
+/**
+ * Classification loss over class logits [B, C] against batch.labels [B]; the model reads batch.features (images) or,
+ * for text classification, the padded token ids.
+ */
 export const classificationLoss: LossFn = (model, batch) => {
-  if (!batch.labels || !batch.features) throw new Error('classification loss needs labelled feature examples (image_classification format)');
-  const logits = model.forward(batch.features) as Tensor; // [B, C]
+  if (!batch.labels) throw new Error('classification loss needs labelled examples (image_classification or classification format)');
+  const logits = model.forward(batch.features ?? batch.ids) as Tensor; // [B, C]
   const sums = torch.crossEntropy(logits, batch.labels, { reduction: 'none' });
   return { sums, counts: torch.onesLike(sums) };
 };

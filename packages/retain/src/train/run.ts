@@ -185,7 +185,9 @@ async function trainFromConfig(cfg: TrainConfig, methods: Method[] = buildMethod
   }
   model.train();
   const t = cfg.training;
-  const lossFn: LossFn = cfg.data.train.format.type === 'image_classification' ? classificationLoss : causalLmLoss;
+  // A sequence classifier (a BERT encoder with a head) takes labelled text; everything else with text is a causal LM.
+  const classifies = cfg.data.train.format.type === 'image_classification' || (model as { kind?: string }).kind === 'sequence-classifier';
+  const lossFn: LossFn = classifies ? classificationLoss : causalLmLoss;
   const result = await train({
     model,
     optimizer: t.optimizer === 'sgd'
