@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { needRefenv, refPy } from '../../../bench/refenv.js';
@@ -97,4 +97,17 @@ out['loads'] = type(AutoModelForCausalLM.from_pretrained(inp['out'])).__name__
   assert.ok(ref.moved > 1e-3, `the adapter changes the weights (${ref.moved})`);
   assert.ok(ref.max_diff < 1e-6, `max |Δ| ${ref.max_diff}`);
   assert.equal(ref.loads, 'LlamaForCausalLM');
+  // The base moved away from where the adapter says: refused naming it, then found through --base, to the same weights.
+  const moved = join(tmp, 'moved-base');
+  renameSync(base, moved);
+  let m = retain('merge', adapter, '--out', join(tmp, 'merged2'));
+  assert.equal(m.status, 1);
+  assert.match(m.stderr, /is a LoRA adapter for base model .*base, which is not on this machine/);
+  m = retain('merge', adapter, '--base', moved, '--out', join(tmp, 'merged2'));
+  assert.equal(m.status, 0, m.stderr);
+  assert.ok(readFileSync(join(tmp, 'merged2', 'model.safetensors')).equals(readFileSync(join(out, 'model.safetensors'))), 'the same merged weights');
+  m = retain('generate', adapter, '--base', moved, '-p', 'a', '-n', '2', '--tokenizer', moved);
+  assert.doesNotMatch(m.stderr, /not on this machine/);
+  m = retain('merge', adapter, '--base', join(tmp, 'nowhere'), '--out', join(tmp, 'merged3'));
+  assert.match(m.stderr, /--base .*nowhere: no such model folder \(the base model of the LoRA adapter/);
 });

@@ -66,8 +66,8 @@ function sampleWriter(output: string): (task: string, samples: Sample[]) => void
   };
 }
 
-async function evalOne(path: string, tasks: ResolvedTask[], o: CommonOpts, label?: string, methods: string[] = [], onSamples?: (task: string, s: Sample[]) => void): Promise<EvalResults> {
-  const m = await loadEvalModel(path, { tokenizer: o.tokenizer, maxLength: o.maxLength, tokenizerOption: '--tokenizer' });
+async function evalOne(path: string, tasks: ResolvedTask[], o: CommonOpts, label?: string, methods: string[] = [], onSamples?: (task: string, s: Sample[]) => void, adapterBase?: string): Promise<EvalResults> {
+  const m = await loadEvalModel(path, { tokenizer: o.tokenizer, maxLength: o.maxLength, tokenizerOption: '--tokenizer', adapterBase });
   try {
     return await evaluate(m, tasks, { limit: o.limit, batchSize: o.batchSize, seed: o.seed, label, methods, progress: true, onSamples, keepGoing: true, applyChatTemplate: o.applyChatTemplate });
   } finally {
@@ -139,14 +139,15 @@ function common(c: Command, tasksRequired = true): Command {
 export function registerEvalCommands(program: Command): void {
   common(program.command('eval'))
     .requiredOption('--model <path>', 'model directory (or org/name in the Hugging Face cache), LoRA adapter folder (merged into its base), llama2.c .bin, or ml5 folder')
+    .option('--base <path>', 'with a LoRA adapter folder as --model: the base model to merge it into (default: the adapter\'s base_model_name_or_path)')
     .option('--label <name>', 'name of this run in tables and reports')
     .option('-o, --output <file>', 'results JSON path', 'results.json')
     .option('--log-samples', 'also write every scored item (prompt, choices, gold, per-choice log-likelihood, prediction) to samples_<task>.jsonl beside the results, in lm-evaluation-harness\'s layout')
-    .action(async (o: CommonOpts & { model: string; label?: string; output: string; logSamples?: boolean }) => {
+    .action(async (o: CommonOpts & { model: string; base?: string; label?: string; output: string; logSamples?: boolean }) => {
       // Two evaluations writing one results file (and its samples) would interleave.
       await whileLocked(lockOutputFile(o.output), async () => {
         const tasks = tasksFrom(o);
-        const r = await evalOne(o.model, tasks, o, o.label, [], o.logSamples ? sampleWriter(o.output) : undefined);
+        const r = await evalOne(o.model, tasks, o, o.label, [], o.logSamples ? sampleWriter(o.output) : undefined, o.base);
         writeJson(o.output, r);
         for (const row of r.rows.filter((x) => x.primary)) console.log(`${row.task}\t${row.metric}\t${row.value.toFixed(4)}${row.stderr !== null ? ` ± ${row.stderr.toFixed(4)}` : ''}\tn=${row.n}\t${row.role}`);
         console.log(`wrote ${o.output}`);
@@ -156,7 +157,7 @@ export function registerEvalCommands(program: Command): void {
 
   common(program.command('compare'), false)
     .requiredOption('--base <path>', 'the model before fine-tuning, or its lm-evaluation-harness results (results_*.json or its model folder)')
-    .requiredOption('--tuned <paths...>', 'fine-tuned models or their lm-eval results (label them with name=path)')
+    .requiredOption('--tuned <paths...>', 'fine-tuned models, LoRA adapter folders (merged into --base) or their lm-eval results (label them with name=path)')
     .option('-o, --output <file>', 'compare JSON path', 'compare.json')
     .action(async (o: CommonOpts & { base: string; tuned: string[]; output: string }) => {
       await whileLocked(lockOutputFile(o.output), async () => {
@@ -182,7 +183,8 @@ export function registerEvalCommands(program: Command): void {
         if (readOnly) ({ base, tuned } = readCompareRuns(o, models));
         else {
           base = await evalOne(o.base, tasks, o, 'base');
-          for (const m of models) tuned.push(await evalOne(m.path, tasks, o, m.explicit ? m.label : undefined, ['fine-tuned']));
+          // A LoRA adapter is compared as --base with the adapter merged in, whatever base it names.
+          for (const m of models) tuned.push(await evalOne(m.path, tasks, o, m.explicit ? m.label : undefined, ['fine-tuned'], undefined, o.base));
         }
         const out: CompareResults = { format: 'retain.compare/1', date: new Date().toISOString(), base, tuned };
         writeJson(o.output, out);

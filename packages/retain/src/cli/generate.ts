@@ -12,6 +12,8 @@ import type { Tokenizer } from '../tokenizers/types.js';
 import type { T5ForConditionalGeneration } from '../models/t5.js';
 
 interface GenerateCliOptions {
+  /** The base model of a LoRA adapter given as <model>. */
+  base?: string;
   prompt: string;
   /** Flags, then generation_config.json, then retain's defaults (genconfig.ts generationSettings). */
   maxNewTokens: number;
@@ -66,9 +68,10 @@ export function registerGenerateCommand(program: Command): void {
     .option('--stop <s...>', 'stop strings')
     .option('--seed <n>', 'sampling seed', int)
     .option('--tokenizer <path>', 'tokenizer file or directory')
+    .option('--base <path>', 'with a LoRA adapter folder as <model>: the base model to merge it into (default: the adapter\'s base_model_name_or_path)')
     .action(async (model: string, o: GenerateCliOptions) => {
       if ((o.stop ?? []).includes('')) throw new Error("--stop: an empty stop string would end generation before the first token; give non-empty strings");
-      const p = await loadPretrained(model, { tokenizer: o.tokenizer });
+      const p = await loadPretrained(model, { tokenizer: o.tokenizer, adapterBase: o.base });
       try {
         p.model.eval();
         const settings = generationSettings(o, readGenerationConfig(p.source.path));

@@ -36,14 +36,15 @@ export function registerMergeCommand(program: Command): void {
     .command('merge')
     .argument('<adapter>', "LoRA adapter folder: PEFT's save_pretrained, or a retain LoRA run's final/ (its base from base_model_name_or_path)")
     .requiredOption('-o, --out <dir>', 'folder for the merged model (config.json, safetensors, tokenizer files)')
-    .action(async (adapter: string, o: { out: string }) => {
+    .option('--base <path>', 'the base model to merge into (default: the adapter\'s base_model_name_or_path)')
+    .action(async (adapter: string, o: { out: string; base?: string }) => {
       if (!existsSync(join(adapter, 'adapter_config.json'))) {
         throw new Error(`${adapter}: not a LoRA adapter folder (no adapter_config.json); retain merge takes PEFT's save_pretrained folder or a retain LoRA run's final/`);
       }
-      const base = String(readAdapterConfig(adapter).base_model_name_or_path ?? '');
+      const base = o.base ?? String(readAdapterConfig(adapter).base_model_name_or_path ?? '');
       checkMergeOut(adapter, base, o.out);
       // An adapter folder loads as its base with the adapter merged (hub.ts loadAdapterModel).
-      const p = await loadPretrained(adapter);
+      const p = await loadPretrained(adapter, { adapterBase: o.base });
       try {
         savePretrained(p, o.out);
         const parameters = p.model.namedParameters().reduce((s, [, t]) => s + t.numel(), 0);

@@ -151,14 +151,14 @@ export function pretrainedEvalModel(p: Pretrained, name = p.source.path.split('/
 export const MIN_MAX_LENGTH = 2;
 
 /** Loads any model retain reads: HF directory, llama2.c .bin, ml5 char-LSTM or ml5 MLP folder. */
-export async function loadEvalModel(path: string, opts: { tokenizer?: string; maxLength?: number; tokenizerOption?: string } = {}): Promise<EvalModel> {
+export async function loadEvalModel(path: string, opts: { tokenizer?: string; maxLength?: number; tokenizerOption?: string ; adapterBase?: string} = {}): Promise<EvalModel> {
   if (!existsSync(path)) throw new Error(`model not found: ${path}`);
   if (opts.maxLength !== undefined && !(Number.isInteger(opts.maxLength) && opts.maxLength >= MIN_MAX_LENGTH)) {
     throw new Error(`maxLength must be an integer ≥ ${MIN_MAX_LENGTH}, got ${opts.maxLength}`);
   }
   const name = path.split('/').filter(Boolean).pop() ?? path;
   // The hub reads every format, ml5 folders included; pretrainedEvalModel picks the adapter.
-  const p = await loadPretrained(path, { tokenizer: opts.tokenizer });
+  const p = await loadPretrained(path, { tokenizer: opts.tokenizer, adapterBase: opts.adapterBase });
   p.model.eval();
   let em: EvalModel;
   try {

@@ -150,7 +150,7 @@ export function checkDtypeDevice(dtype: string | undefined, device: string | und
  * `device`, when given, is where the caller will run the model (it stays on CPU here); it only serves to refuse a
  * dtype that cannot run there.
  */
-export async function loadPretrained(path: string, opts: { dtype?: torch.DType; tokenizer?: string; device?: string } = {}): Promise<Pretrained> {
+export async function loadPretrained(path: string, opts: { dtype?: torch.DType; tokenizer?: string; device?: string; adapterBase?: string } = {}): Promise<Pretrained> {
   if (opts.device !== undefined) checkDtypeDevice(opts.dtype, opts.device);
   if (!existsSync(path)) {
     if (!isHubId(path)) throw new Error(`model not found: ${path}`);
@@ -309,8 +309,10 @@ function checkLoaded(model: Pretrained['model'], path: string, dtype?: torch.DTy
  * working directory, or a hub id in the Hugging Face cache. retain never downloads, so anything else is refused with
  * the fix.
  */
-async function loadAdapterModel(path: string, opts: { dtype?: torch.DType; tokenizer?: string }): Promise<Pretrained> {
-  const base = readAdapterConfig(path).base_model_name_or_path;
+async function loadAdapterModel(path: string, opts: { dtype?: torch.DType; tokenizer?: string; adapterBase?: string }): Promise<Pretrained> {
+  // An explicit base (`--base`) wins over the one the adapter names, as PEFT's from_pretrained(base, adapter) does.
+  if (opts.adapterBase !== undefined && !existsSync(opts.adapterBase) && !isHubId(opts.adapterBase)) throw new Error(`--base ${opts.adapterBase}: no such model folder (the base model of the LoRA adapter ${path})`);
+  const base = opts.adapterBase ?? readAdapterConfig(path).base_model_name_or_path;
   const cfgFile = join(path, 'adapter_config.json');
   const merged = join(path, 'merged');
   const orMerged = existsSync(join(merged, 'config.json')) ? `, or load its merged model instead: ${merged}` : '';
