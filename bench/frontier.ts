@@ -12,7 +12,7 @@ import { stringify as toYaml } from 'yaml';
 import { loadTrainConfig } from '../packages/retain/src/config.js';
 import { tune } from '../packages/retain/src/tune/search.js';
 import { summarize, type Summary, type FrontierPoint } from '../packages/retain/src/tune/outputs.js';
-import { METHOD_KNOBS } from '../packages/retain/src/tune/space.js';
+import { METHOD_KNOBS } from '../packages/retain/src/suite/recipes.js';
 import { writeDemoTuneConfig } from '../packages/retain/src/suite/tune.js';
 import { CHARLSTM_MODEL, prepareCharlstmData } from '../packages/retain/src/suite/charlstm.js';
 

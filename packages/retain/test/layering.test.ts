@@ -22,6 +22,7 @@ const FLOORS: { name: string; paths: string[]; holds: string }[] = [
   { name: 'report', paths: ['report/'], holds: 'tables, charts and the HTML report over results' },
   { name: 'tune', paths: ['tune/'], holds: 'the recipe search: candidates, successive halving over runs, its outputs' },
   { name: 'run', paths: ['config.ts', 'train/run.ts', 'train/precision.ts', 'train/stages.ts', 'train/results.ts', 'train/saved-config.ts', 'schema.ts'], holds: 'the train config, composed from every method\'s schema, and a training job from it (or a sequence of them): the loop, the results' },
+  { name: 'recipes', paths: ['suite/recipes.ts'], holds: 'the one catalogue of recipes: every suite\'s lists, the demo\'s, and tune\'s knobs' },
   { name: 'synth', paths: ['synth/'], holds: 'general data written by the base model' },
   { name: 'methods', paths: ['methods/'], holds: 'the anti-forgetting methods and their registry' },
   { name: 'training loop', paths: ['train/'], holds: 'the loop, its hooks (the Method interface), checkpoints, the monitor' },

@@ -6,11 +6,9 @@ import { buildMethods, METHODS } from '../src/methods/registry.js';
 import {
   CHARLSTM_KEYS, CHARLSTM_NOT_RUN, charlstmRecipes, combined, demoRecipes, methodEntry, MNIST_NOT_RUN, MNIST_PARITY_KEYS,
   MNIST_ROT90_KEYS, mnistRecipes, NOT_IN_CATALOGUE, pairs, RECIPE_KEYS, STORIES_KEYS, STORIES_NOT_RUN, storiesRecipes,
-  storiesSetup, type Recipe,
+  storiesSetup, minilmRecipes, effnetRecipes, type Recipe,
 } from '../src/suite/recipes.js';
 import { candidates, KNOBS } from '../src/tune/space.js';
-import { minilmRecipes } from '../src/suite/minilm.js';
-import { effnetRecipes } from '../src/suite/effnet.js';
 import { parseTrainConfig } from '../src/config.js';
 
 const nameOf = (e: string | Record<string, unknown>) => (typeof e === 'string' ? e : String(e.name));
@@ -59,7 +57,6 @@ function allLists(): [string, Recipe[]][] {
     ['mnist rot90', mnist.rot90],
     ['mnist parity', mnist.parity],
     ['tune', tuneCandidates()],
-    // The real-model suites keep their lists beside their data preparation (suite/minilm.ts, suite/effnet.ts).
     ['minilm', minilmRecipes(100)],
     ['effnet', effnetRecipes(100)],
   ];

@@ -30,41 +30,12 @@ import type { CompareResults, EvalResults, ResultRow, Role } from '../eval/resul
 import { loadPretrained, savePretrained } from '../models/hub.js';
 import { EfficientNetLite } from '../models/efficientnet.js';
 import { epochOrder } from '../data/loader.js';
-import type { Recipe } from './recipes.js';
+import { EFFNET_HEAD, effnetRecipes } from './recipes.js';
 import { readMnistDigits, type Digit } from './mnist.js';
 import { finishResults, markFinished, methodNames, primaryValue, reusedRun, runDirOf, scoredDir, selectRecipes, trainRecipe, writeJsonl, type SuiteOptions } from './common.js';
 
-const HEAD = '^_fc\\.';
+const HEAD = EFFNET_HEAD;
 export const EFFNET_SIZE = 64;
-
-/** Methods of METHODS.md this suite leaves out, and why. */
-export const EFFNET_NOT_RUN: Record<string, string> = {
-  'mix (replay)': 'no labelled natural-image data exists here to replay (the general skill is ImageNet classification, and no ImageNet images ship)',
-  EWC: "EWC's Fisher needs a general-data loss at θ₀: without ImageNet labels the only loss is the new head's, whose θ₀ is a random initialisation",
-  distill: "the head is new (no base predictions over the digit classes), and the method reads a language model's token logits",
-  LoRA: "the only nn.Linear is the new head; retain's LoRA adapts Linear layers, not the convolutions that make up the body",
-  HFT: "HFT's halves are drawn over attention and MLP projections, which a convolutional network does not have",
-  'WiSE-FT (alone)': "interpolating toward θ₀ would pull the new head halfway back to its random initialisation; it runs after LP-FT instead, where the head's base is the probed head",
-};
-
-/** One entry per method that applies, in the stories suite's style (FT is the run with none). */
-export function effnetMethods(steps: number): Record<string, Recipe> {
-  const probeSteps = Math.max(1, Math.round(steps / 2));
-  return {
-    flow: { label: 'FLOW (vision)', methods: [{ name: 'flow_vision', head: HEAD, probe_steps: probeSteps }] },
-    sam: { label: 'SAM', methods: [{ name: 'sam', rho: 0.05 }] },
-    l2: { label: 'L2', methods: [{ name: 'l2', lambda: 0.05, reduction: 'sum', exclude: HEAD }] },
-    mofo: { label: 'MoFO', methods: [{ name: 'mofo', alpha: 0.15 }] },
-    probe: { label: 'probe', methods: [{ name: 'probe', head: HEAD }] },
-    lpft: { label: 'LP-FT', methods: [{ name: 'probe', head: HEAD, then: 'finetune', probe_steps: probeSteps }] },
-  };
-}
-
-export function effnetRecipes(steps: number): Recipe[] {
-  const m = effnetMethods(steps);
-  const pair = (a: Recipe, b: Recipe): Recipe => ({ label: `${a.label} + ${b.label}`, methods: [...a.methods, ...b.methods] });
-  return [{ label: 'FT', methods: [] }, ...Object.values(m), pair(m.lpft, { label: 'WiSE-FT', methods: [{ name: 'wise', alpha: 0.5 }] }), pair(m.lpft, m.l2)];
-}
 
 /** Digits [N, 784] in 0..1 -> [N, 3, size, size] in [−1, 1]: bilinear upsampling, grey to three channels. */
 export function digitsToImages(digits: Digit[], size = EFFNET_SIZE): Tensor {

@@ -28,48 +28,13 @@ import { BertModel } from '../models/bert.js';
 import { BertSentenceClassifier, padBatch, readSentenceSettings, SentenceEncoder, sentenceIds, type SentenceSettings } from '../models/sentence.js';
 import type { Tokenizer } from '../tokenizers/types.js';
 import { readCsv } from '../data/readers.js';
-import type { Recipe } from './recipes.js';
+import { minilmRecipes } from './recipes.js';
 import { finishResults, markFinished, methodNames, primaryValue, reusedRun, runDirOf, scoredDir, selectRecipes, trainRecipe, writeJsonl, type SuiteOptions } from './common.js';
 
 const SHARED = resolve(new URL('../../../../../shared', import.meta.url).pathname);
 export const SICK_DIR = join(SHARED, 'data', 'sick');
 export const C4_DEMO = join(SHARED, 'data', 'text', 'c4_demo.jsonl');
 export const SICK_LABELS = ['ENTAILMENT', 'NEUTRAL', 'CONTRADICTION'];
-const HEAD = '^classifier\\.';
-
-/** Methods of METHODS.md this suite leaves out, and why. */
-export const MINILM_NOT_RUN: Record<string, string> = {
-  'mix (replay)': "mixing trains general batches with the run's own loss, so general data must be labelled 3-way pairs for the new head; the encoder's general skill came from a contrastive objective over sentence pairs that retain's trainer does not have, and no such labelled general set exists here",
-  EWC: "EWC's Fisher is the gradient of a general-data loss at θ₀; the only loss here is the new head's, whose θ₀ is a random initialisation, so the Fisher would measure the random head, not the general skill",
-  distill: 'distillation replays the base model\'s predictions; the head is new (no base predictions) and the method reads token logits [B, T, V] of a language model',
-  HFT: "HFT's halves are drawn over layers.N.{q,k,v,o,gate,up,down}_proj; a BERT encoder's modules are encoder.layer.N.attention.self.{query,key,value} and *.dense, which HFT does not map",
-};
-
-/**
- * One entry per method that applies, in the stories suite's style (FT is the run with none). The head is new, so
- * L2 leaves it out, FLOW runs its new-head variant (probe first, then weighted fine-tuning), and LoRA adapts every
- * linear layer of the encoder under the frozen, untrained head.
- */
-export function minilmMethods(steps: number): Record<string, Recipe> {
-  const probeSteps = Math.max(1, Math.round(steps / 2));
-  return {
-    flow: { label: 'FLOW (probe, then weighted FT)', methods: [{ name: 'flow_vision', head: HEAD, probe_steps: probeSteps }] },
-    sam: { label: 'SAM', methods: [{ name: 'sam', rho: 0.05 }] },
-    l2: { label: 'L2', methods: [{ name: 'l2', lambda: 0.01, reduction: 'sum', exclude: HEAD }] },
-    mofo: { label: 'MoFO', methods: [{ name: 'mofo', alpha: 0.15 }] },
-    lora: { label: 'LoRA', methods: [{ name: 'lora', r: 8, targets: ['query', 'key', 'value', 'dense'], save_merged: true }] },
-    wise: { label: 'WiSE-FT', methods: [{ name: 'wise', alpha: 0.5 }] },
-    probe: { label: 'probe', methods: [{ name: 'probe', head: HEAD }] },
-    lpft: { label: 'LP-FT', methods: [{ name: 'probe', head: HEAD, then: 'finetune', probe_steps: probeSteps }] },
-  };
-}
-
-/** FT, every method, and the pairs worth a run: the probe-first start with each weight-space guard. */
-export function minilmRecipes(steps: number): Recipe[] {
-  const m = minilmMethods(steps);
-  const pair = (a: Recipe, b: Recipe): Recipe => ({ label: `${a.label} + ${b.label}`, methods: [...a.methods, ...b.methods] });
-  return [{ label: 'FT', methods: [] }, ...Object.values(m), pair(m.lpft, m.l2), pair(m.lpft, m.wise)];
-}
 
 interface SickPair { id: string; a: string; b: string; relatedness: number; label: string }
 

@@ -212,3 +212,109 @@ export function mnistRecipes(original: string, steps: number, head: string): { r
     parity: [{ ...FT, label: 'parity FT' }, ...recipes(MNIST_PARITY_KEYS, s, 'parity ')],
   };
 }
+
+// ---- The real-model suites (suite/minilm.ts, suite/effnet.ts): their own lists, a new head each ----
+
+/** The new head of the minilm suite's model (checkpoint names). */
+export const MINILM_HEAD = '^classifier\\.';
+
+/** Methods of METHODS.md this suite leaves out, and why. */
+export const MINILM_NOT_RUN: Record<string, string> = {
+  'mix (replay)': "mixing trains general batches with the run's own loss, so general data must be labelled 3-way pairs for the new head; the encoder's general skill came from a contrastive objective over sentence pairs that retain's trainer does not have, and no such labelled general set exists here",
+  EWC: "EWC's Fisher is the gradient of a general-data loss at θ₀; the only loss here is the new head's, whose θ₀ is a random initialisation, so the Fisher would measure the random head, not the general skill",
+  distill: 'distillation replays the base model\'s predictions; the head is new (no base predictions) and the method reads token logits [B, T, V] of a language model',
+  HFT: "HFT's halves are drawn over layers.N.{q,k,v,o,gate,up,down}_proj; a BERT encoder's modules are encoder.layer.N.attention.self.{query,key,value} and *.dense, which HFT does not map",
+};
+
+/**
+ * One entry per method that applies, in the stories suite's style (FT is the run with none). The head is new, so
+ * L2 leaves it out, FLOW runs its new-head variant (probe first, then weighted fine-tuning), and LoRA adapts every
+ * linear layer of the encoder under the frozen, untrained head.
+ */
+export function minilmMethods(steps: number): Record<string, Recipe> {
+  const probeSteps = Math.max(1, Math.round(steps / 2));
+  return {
+    flow: { label: 'FLOW (probe, then weighted FT)', methods: [{ name: 'flow_vision', head: MINILM_HEAD, probe_steps: probeSteps }] },
+    sam: { label: 'SAM', methods: [{ name: 'sam', rho: 0.05 }] },
+    l2: { label: 'L2', methods: [{ name: 'l2', lambda: 0.01, reduction: 'sum', exclude: MINILM_HEAD }] },
+    mofo: { label: 'MoFO', methods: [{ name: 'mofo', alpha: 0.15 }] },
+    lora: { label: 'LoRA', methods: [{ name: 'lora', r: 8, targets: ['query', 'key', 'value', 'dense'], save_merged: true }] },
+    wise: { label: 'WiSE-FT', methods: [{ name: 'wise', alpha: 0.5 }] },
+    probe: { label: 'probe', methods: [{ name: 'probe', head: MINILM_HEAD }] },
+    lpft: { label: 'LP-FT', methods: [{ name: 'probe', head: MINILM_HEAD, then: 'finetune', probe_steps: probeSteps }] },
+  };
+}
+
+/** FT, every method, and the pairs worth a run: the probe-first start with each weight-space guard. */
+export function minilmRecipes(steps: number): Recipe[] {
+  const m = minilmMethods(steps);
+  const pair = (a: Recipe, b: Recipe): Recipe => ({ label: `${a.label} + ${b.label}`, methods: [...a.methods, ...b.methods] });
+  return [{ label: 'FT', methods: [] }, ...Object.values(m), pair(m.lpft, m.l2), pair(m.lpft, m.wise)];
+}
+
+/** The new head of the effnet suite's model (checkpoint names). */
+export const EFFNET_HEAD = '^_fc\\.';
+
+/** Methods of METHODS.md this suite leaves out, and why. */
+export const EFFNET_NOT_RUN: Record<string, string> = {
+  'mix (replay)': 'no labelled natural-image data exists here to replay (the general skill is ImageNet classification, and no ImageNet images ship)',
+  EWC: "EWC's Fisher needs a general-data loss at θ₀: without ImageNet labels the only loss is the new head's, whose θ₀ is a random initialisation",
+  distill: "the head is new (no base predictions over the digit classes), and the method reads a language model's token logits",
+  LoRA: "the only nn.Linear is the new head; retain's LoRA adapts Linear layers, not the convolutions that make up the body",
+  HFT: "HFT's halves are drawn over attention and MLP projections, which a convolutional network does not have",
+  'WiSE-FT (alone)': "interpolating toward θ₀ would pull the new head halfway back to its random initialisation; it runs after LP-FT instead, where the head's base is the probed head",
+};
+
+/** One entry per method that applies, in the stories suite's style (FT is the run with none). */
+export function effnetMethods(steps: number): Record<string, Recipe> {
+  const probeSteps = Math.max(1, Math.round(steps / 2));
+  return {
+    flow: { label: 'FLOW (vision)', methods: [{ name: 'flow_vision', head: EFFNET_HEAD, probe_steps: probeSteps }] },
+    sam: { label: 'SAM', methods: [{ name: 'sam', rho: 0.05 }] },
+    l2: { label: 'L2', methods: [{ name: 'l2', lambda: 0.05, reduction: 'sum', exclude: EFFNET_HEAD }] },
+    mofo: { label: 'MoFO', methods: [{ name: 'mofo', alpha: 0.15 }] },
+    probe: { label: 'probe', methods: [{ name: 'probe', head: EFFNET_HEAD }] },
+    lpft: { label: 'LP-FT', methods: [{ name: 'probe', head: EFFNET_HEAD, then: 'finetune', probe_steps: probeSteps }] },
+  };
+}
+
+export function effnetRecipes(steps: number): Recipe[] {
+  const m = effnetMethods(steps);
+  const pair = (a: Recipe, b: Recipe): Recipe => ({ label: `${a.label} + ${b.label}`, methods: [...a.methods, ...b.methods] });
+  return [{ label: 'FT', methods: [] }, ...Object.values(m), pair(m.lpft, { label: 'WiSE-FT', methods: [{ name: 'wise', alpha: 0.5 }] }), pair(m.lpft, m.l2)];
+}
+
+// ---- `retain tune`'s knobs (tune/space.ts turns them into candidates on the user's config) ----
+
+/** One of `retain tune`'s knobs: a method's main setting at the strengths tried. */
+export interface MethodKnob {
+  method: string;
+  /** Each setting is merged into the method's entry (so the user's other options for it stay). */
+  settings: Record<string, unknown>[];
+  label: (s: Record<string, unknown>) => string;
+  /** Options the method needs from somewhere (the config's own entry, or --replay). */
+  needsData?: string;
+  /** Options of a new entry (one the config does not have), kept unless the config's entry says otherwise. */
+  defaults?: Record<string, unknown>;
+}
+
+const each = (option: string, values: unknown[]) => values.map((v) => ({ [option]: v }));
+
+/** Five settings of each method's main knob, spanning weak to strong (docs/METHODS.md gives each default). */
+export const METHOD_KNOBS: Record<string, MethodKnob> = {
+  flow: { method: 'flow', settings: each('tau_scale', [0.25, 0.5, 1, 2, 4]), label: (s) => `FLOW τ×${s.tau_scale}` },
+  mixing: { method: 'mixing', settings: each('ratio', ['1:3', '1:1', '3:1', '7:1', '15:1']), label: (s) => `mix ${s.ratio}`, needsData: 'general' },
+  // Summed over parameters, as the suites run it: a mean over millions of weights needs λ in the thousands.
+  l2: { method: 'l2', settings: each('lambda', [0.01, 0.03, 0.1, 0.3, 1]), label: (s) => `L2 λ=${s.lambda}`, defaults: { reduction: 'sum' } },
+  ewc: { method: 'ewc', settings: each('lambda', [1, 10, 50, 200, 1000]), label: (s) => `EWC λ=${s.lambda}`, needsData: 'data' },
+  wise: { method: 'wise', settings: each('alpha', [0.2, 0.35, 0.5, 0.65, 0.8]), label: (s) => `WiSE α=${s.alpha}` },
+  sam: { method: 'sam', settings: each('rho', [0.01, 0.02, 0.05, 0.1, 0.2]), label: (s) => `SAM ρ=${s.rho}` },
+  lora: { method: 'lora', settings: each('r', [4, 8, 16, 32, 64]).map((s) => ({ ...s, save_merged: true })), label: (s) => `LoRA r=${s.r}` },
+  mofo: { method: 'mofo', settings: each('alpha', [0.03, 0.05, 0.1, 0.15, 0.3]), label: (s) => `MoFO α=${s.alpha}` },
+  // HFT has no strength knob (the paper freezes half of each layer's matrices); its learning rate and steps still vary.
+  hft: { method: 'hft', settings: [{}], label: () => 'HFT' },
+};
+
+/** Multipliers of the config's learning rate and step count when `lr` / `steps` are among the knobs. */
+export const LR_SCALES = [0.3, 1, 3];
+export const STEP_SCALES = [0.5, 1];

@@ -4,6 +4,7 @@
 // as written) is always candidate 0, the reference that "keeps 99% of the target gain" is measured against.
 import type { TrainConfig } from '../config.js';
 import { fnv1a } from '../data/random.js';
+import { LR_SCALES, METHOD_KNOBS, STEP_SCALES, type MethodKnob } from '../suite/recipes.js';
 
 export type MethodEntry = string | Record<string, unknown>;
 
@@ -15,38 +16,6 @@ export interface Candidate {
   lr: number;
   steps: number;
 }
-
-interface MethodKnob {
-  method: string;
-  /** Each setting is merged into the method's entry (so the user's other options for it stay). */
-  settings: Record<string, unknown>[];
-  label: (s: Record<string, unknown>) => string;
-  /** Options the method needs from somewhere (the config's own entry, or --replay). */
-  needsData?: string;
-  /** Options of a new entry (one the config does not have), kept unless the config's entry says otherwise. */
-  defaults?: Record<string, unknown>;
-}
-
-const each = (option: string, values: unknown[]) => values.map((v) => ({ [option]: v }));
-
-/** Five settings of each method's main knob, spanning weak to strong (docs/METHODS.md gives each default). */
-export const METHOD_KNOBS: Record<string, MethodKnob> = {
-  flow: { method: 'flow', settings: each('tau_scale', [0.25, 0.5, 1, 2, 4]), label: (s) => `FLOW τ×${s.tau_scale}` },
-  mixing: { method: 'mixing', settings: each('ratio', ['1:3', '1:1', '3:1', '7:1', '15:1']), label: (s) => `mix ${s.ratio}`, needsData: 'general' },
-  // Summed over parameters, as the suites run it: a mean over millions of weights needs λ in the thousands.
-  l2: { method: 'l2', settings: each('lambda', [0.01, 0.03, 0.1, 0.3, 1]), label: (s) => `L2 λ=${s.lambda}`, defaults: { reduction: 'sum' } },
-  ewc: { method: 'ewc', settings: each('lambda', [1, 10, 50, 200, 1000]), label: (s) => `EWC λ=${s.lambda}`, needsData: 'data' },
-  wise: { method: 'wise', settings: each('alpha', [0.2, 0.35, 0.5, 0.65, 0.8]), label: (s) => `WiSE α=${s.alpha}` },
-  sam: { method: 'sam', settings: each('rho', [0.01, 0.02, 0.05, 0.1, 0.2]), label: (s) => `SAM ρ=${s.rho}` },
-  lora: { method: 'lora', settings: each('r', [4, 8, 16, 32, 64]).map((s) => ({ ...s, save_merged: true })), label: (s) => `LoRA r=${s.r}` },
-  mofo: { method: 'mofo', settings: each('alpha', [0.03, 0.05, 0.1, 0.15, 0.3]), label: (s) => `MoFO α=${s.alpha}` },
-  // HFT has no strength knob (the paper freezes half of each layer's matrices); its learning rate and steps still vary.
-  hft: { method: 'hft', settings: [{}], label: () => 'HFT' },
-};
-
-/** Multipliers of the config's learning rate and step count when `lr` / `steps` are among the knobs. */
-export const LR_SCALES = [0.3, 1, 3];
-export const STEP_SCALES = [0.5, 1];
 
 export const KNOBS = [...Object.keys(METHOD_KNOBS), 'lr', 'steps'];
 
