@@ -64,7 +64,7 @@ async function race(file: string, n: number, holdMs: number): Promise<{ code: nu
   const go = Date.now() + 1500; // every child is loaded by then
   const code = `import { acquireLock } from ${JSON.stringify(LOCK_TS)};
     while (Date.now() < ${go}) {}
-    try { acquireLock(${JSON.stringify(file)}, 'the output', (m) => console.log('NOTE ' + m)); console.log('WON'); setTimeout(() => {}, ${holdMs}); }
+    try { acquireLock(${JSON.stringify(file)}, 'the output', (m) => console.log('NOTE ' + m)); console.log('WON ' + process.pid); setTimeout(() => {}, ${holdMs}); }
     catch (e) { console.log('LOST ' + e.message); process.exitCode = 3; }`;
   const kids = Array.from({ length: n }, () => {
     const c = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -83,8 +83,13 @@ test('starters racing for one lock, or for one stale lock, end with exactly one 
     const r = await race(file, 4, 800);
     const won = r.filter((x) => x.out.includes('WON'));
     assert.equal(won.length, 1, r.map((x) => x.out).join('\n'));
-    for (const x of r.filter((y) => !y.out.includes('WON'))) assert.match(x.out, /LOST the output is in use by process \d+ on /);
-    if (stale) assert.match(won[0].out, /NOTE took over the lock of the output from process \d+ .*which is no longer running/);
+    const winner = /WON (\d+)/.exec(won[0].out)![1];
+    for (const x of r.filter((y) => !y.out.includes('WON'))) assert.match(x.out, new RegExp(`LOST the output is in use by process ${winner} on `));
+    // The stale lock is taken over once. Usually by the winner; but a starter that arrives after the taker removed the
+    // stale file may create the lock first (seen on a loaded machine), and the taker then loses to it like any other.
+    const notes = r.filter((x) => /NOTE took over the lock of the output from process \d+ .*which is no longer running/.test(x.out));
+    if (stale) assert.ok(notes.length <= 1, r.map((x) => x.out).join('\n'));
+    else assert.equal(notes.length, 0);
     assert.ok(!existsSync(file), 'the winner released the lock at exit');
     assert.ok(!existsSync(`${file}.takeover`));
   }
