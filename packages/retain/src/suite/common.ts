@@ -94,3 +94,39 @@ export function markFinished(runDir: string, key: string): void {
 export function scoredDir(finalDir: string): string {
   return existsSync(join(finalDir, 'merged')) ? join(finalDir, 'merged') : finalDir;
 }
+
+/**
+ * The real-model suites' loop: each recipe trained from the suite's data and scored by the suite's own scorer, with
+ * its wall time; a finished run whose key (recipe and settings) is unchanged is reused instead.
+ */
+export async function trainAndScore(o: {
+  outDir: string;
+  recipes: Recipe[];
+  reuse?: boolean;
+  key: (r: Recipe) => string;
+  say: (m: string) => void;
+  train: (r: Recipe, runDir: string) => Promise<RunResult>;
+  score: (finalDir: string, r: Recipe) => Promise<EvalResults>;
+  summary: (ev: EvalResults) => string;
+}): Promise<EvalResults[]> {
+  const tuned: EvalResults[] = [];
+  for (const r of o.recipes) {
+    const t0 = performance.now();
+    const runDir = runDirOf(o.outDir, r.label);
+    const key = o.key(r);
+    const old = o.reuse ? reusedRun(runDir, key) : null;
+    if (old) {
+      tuned.push(old);
+      o.say(`  ${r.label}: reused ${runDir}`);
+      continue;
+    }
+    o.say(`  training ${r.label}${r.methods.length ? ` (${methodNames(r).join(' + ')})` : ''} …`);
+    const res = await o.train(r, runDir);
+    const ev = await o.score(scoredDir(res.finalDir), r);
+    ev.wall_seconds = +((performance.now() - t0) / 1000).toFixed(1);
+    tuned.push(finishResults(ev, res, runDir));
+    markFinished(runDir, key);
+    o.say(`  ${r.label}: ${o.summary(ev)} (${ev.wall_seconds} s)`);
+  }
+  return tuned;
+}

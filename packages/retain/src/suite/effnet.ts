@@ -32,7 +32,7 @@ import { EfficientNetLite } from '../models/efficientnet.js';
 import { epochOrder } from '../data/loader.js';
 import { EFFNET_HEAD, effnetRecipes } from './recipes.js';
 import { readMnistDigits, type Digit } from './mnist.js';
-import { finishResults, markFinished, methodNames, primaryValue, reusedRun, runDirOf, scoredDir, selectRecipes, trainRecipe, writeJsonl, type SuiteOptions } from './common.js';
+import { methodNames, primaryValue, selectRecipes, trainAndScore, trainRecipe, writeJsonl, type SuiteOptions } from './common.js';
 
 const HEAD = EFFNET_HEAD;
 export const EFFNET_SIZE = 64;
@@ -193,31 +193,22 @@ export async function runEffnetSuite(o: EffnetSuiteOptions): Promise<CompareResu
     const baseRes = await scoreEffnet(start, base, data, { label: 'base' });
     say(`  base: ${summary(baseRes)}`);
     const training = { max_steps: steps, batch_size: 16, lr: 1e-3, schedule: 'cosine', warmup_ratio: 0.1, weight_decay: 0.01, clip_grad_norm: 1.0, seed, log_every: 10 };
-    const tuned: EvalResults[] = [];
-    for (const r of recipes) {
-      const t0 = performance.now();
-      const runDir = runDirOf(outDir, r.label);
-      const key = JSON.stringify({ recipe: r, training, model: o.model, trainDigits: o.trainDigits, testDigits: o.testDigits, natural: o.natural });
-      const old = o.reuse ? reusedRun(runDir, key) : null;
-      if (old) {
-        tuned.push(old);
-        say(`  ${r.label}: reused ${runDir}`);
-        continue;
-      }
-      say(`  training ${r.label}${r.methods.length ? ` (${methodNames(r).join(' + ')})` : ''} …`);
-      const res = await trainRecipe({
+    const tuned = await trainAndScore({
+      outDir,
+      recipes,
+      reuse: o.reuse,
+      key: (r) => JSON.stringify({ recipe: r, training, model: o.model, trainDigits: o.trainDigits, testDigits: o.testDigits, natural: o.natural }),
+      say,
+      train: (r, runDir) => trainRecipe({
         model: start,
         runDir,
         data: { train: { path: data.train, format: { type: 'image_classification', shape: [3, EFFNET_SIZE, EFFNET_SIZE], num_classes: 10 }, name: 'mnist64' } },
         training,
         progress,
-      }, r);
-      const ev = await scoreEffnet(scoredDir(res.finalDir), base, data, { label: r.label, methods: methodNames(r) });
-      ev.wall_seconds = +((performance.now() - t0) / 1000).toFixed(1);
-      tuned.push(finishResults(ev, res, runDir));
-      markFinished(runDir, key);
-      say(`  ${r.label}: ${summary(ev)} (${ev.wall_seconds} s)`);
-    }
+      }, r),
+      score: (dir, r) => scoreEffnet(dir, base, data, { label: r.label, methods: methodNames(r) }),
+      summary,
+    });
     const out: CompareResults = { format: 'retain.compare/1', date: new Date().toISOString(), base: baseRes, tuned };
     writeFileSync(join(outDir, 'compare.json'), JSON.stringify(out, null, 2) + '\n');
     return out;

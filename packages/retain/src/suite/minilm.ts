@@ -29,7 +29,7 @@ import { BertSentenceClassifier, padBatch, readSentenceSettings, SentenceEncoder
 import type { Tokenizer } from '../tokenizers/types.js';
 import { readCsv } from '../data/readers.js';
 import { minilmRecipes } from './recipes.js';
-import { finishResults, markFinished, methodNames, primaryValue, reusedRun, runDirOf, scoredDir, selectRecipes, trainRecipe, writeJsonl, type SuiteOptions } from './common.js';
+import { methodNames, primaryValue, selectRecipes, trainAndScore, trainRecipe, writeJsonl, type SuiteOptions } from './common.js';
 
 const SHARED = resolve(new URL('../../../../../shared', import.meta.url).pathname);
 export const SICK_DIR = join(SHARED, 'data', 'sick');
@@ -202,31 +202,22 @@ export async function runMinilmSuite(o: MinilmSuiteOptions): Promise<CompareResu
   say(`  base: ${summary(base)}`);
   // 1e-4, twice BERT's usual top rate: a few hundred steps must move the encoder for forgetting to show.
   const training = { max_steps: steps, batch_size: 16, lr: 1e-4, schedule: 'cosine', warmup_ratio: 0.1, weight_decay: 0.01, clip_grad_norm: 1.0, seed, log_every: 10 };
-  const tuned: EvalResults[] = [];
-  for (const r of recipes) {
-    const t0 = performance.now();
-    const runDir = runDirOf(outDir, r.label);
-    const key = JSON.stringify({ recipe: r, training, model: o.model, trainPairs: o.trainPairs, stsPairs: o.stsPairs, nliPerClass: o.nliPerClass, retrievalDocs: o.retrievalDocs });
-    const old = o.reuse ? reusedRun(runDir, key) : null;
-    if (old) {
-      tuned.push(old);
-      say(`  ${r.label}: reused ${runDir}`);
-      continue;
-    }
-    say(`  training ${r.label}${r.methods.length ? ` (${methodNames(r).join(' + ')})` : ''} …`);
-    const res = await trainRecipe({
+  const tuned = await trainAndScore({
+    outDir,
+    recipes,
+    reuse: o.reuse,
+    key: (r) => JSON.stringify({ recipe: r, training, model: o.model, trainPairs: o.trainPairs, stsPairs: o.stsPairs, nliPerClass: o.nliPerClass, retrievalDocs: o.retrievalDocs }),
+    say,
+    train: (r, runDir) => trainRecipe({
       model: start,
       runDir,
       data: { train: { path: data.train, format: { type: 'classification', labels: SICK_LABELS, template: '{a} [SEP] {b}' }, max_length: 128, name: 'sick' } },
       training,
       progress,
-    }, r);
-    const ev = await scoreMinilm(scoredDir(res.finalDir), settings, data, { label: r.label, methods: methodNames(r) });
-    ev.wall_seconds = +((performance.now() - t0) / 1000).toFixed(1);
-    tuned.push(finishResults(ev, res, runDir));
-    markFinished(runDir, key);
-    say(`  ${r.label}: ${summary(ev)} (${ev.wall_seconds} s)`);
-  }
+    }, r),
+    score: (dir, r) => scoreMinilm(dir, settings, data, { label: r.label, methods: methodNames(r) }),
+    summary,
+  });
   const out: CompareResults = { format: 'retain.compare/1', date: new Date().toISOString(), base, tuned };
   writeFileSync(join(outDir, 'compare.json'), JSON.stringify(out, null, 2) + '\n');
   return out;
