@@ -105,6 +105,12 @@ export function combined(keys: readonly string[], s: Setup = {}, label?: string)
 
 export const FT: Recipe = { label: 'FT', methods: [] };
 
+/** Two recipes as one run, labelled 'a + b' (their training changes only where either has some). */
+export function pair(a: Recipe, b: Recipe): Recipe {
+  const r: Recipe = { label: `${a.label} + ${b.label}`, methods: [...a.methods, ...b.methods] };
+  return a.training || b.training ? { ...r, training: { ...a.training, ...b.training } } : r;
+}
+
 /**
  * Every pair of the given recipes as one run ('a + b'), in their order; a pair whose methods cannot compose is refused
  * before any training, with the composition rule's reason.
@@ -115,7 +121,8 @@ export function pairs(single: Recipe[]): { recipes: Recipe[]; refused: { label: 
   for (let i = 0; i < single.length; i++) {
     for (let j = i + 1; j < single.length; j++) {
       const [a, b] = [single[i], single[j]];
-      const r: Recipe = { label: `${a.label} + ${b.label}`, methods: [...a.methods, ...b.methods], training: { ...a.training, ...b.training } };
+      // Always with a training entry, as the suites' reuse keys have been written.
+      const r: Recipe = { ...pair(a, b), training: { ...a.training, ...b.training } };
       try {
         checkComposition(buildMethods(r.methods));
         out.push(r);
@@ -248,7 +255,6 @@ export function minilmMethods(steps: number): Record<string, Recipe> {
 /** FT, every method, and the pairs worth a run: the probe-first start with each weight-space guard. */
 export function minilmRecipes(steps: number): Recipe[] {
   const m = minilmMethods(steps);
-  const pair = (a: Recipe, b: Recipe): Recipe => ({ label: `${a.label} + ${b.label}`, methods: [...a.methods, ...b.methods] });
   return [{ label: 'FT', methods: [] }, ...Object.values(m), pair(m.lpft, m.l2), pair(m.lpft, m.wise)];
 }
 
@@ -280,7 +286,6 @@ export function effnetMethods(steps: number): Record<string, Recipe> {
 
 export function effnetRecipes(steps: number): Recipe[] {
   const m = effnetMethods(steps);
-  const pair = (a: Recipe, b: Recipe): Recipe => ({ label: `${a.label} + ${b.label}`, methods: [...a.methods, ...b.methods] });
   return [{ label: 'FT', methods: [] }, ...Object.values(m), pair(m.lpft, { label: 'WiSE-FT', methods: [{ name: 'wise', alpha: 0.5 }] }), pair(m.lpft, m.l2)];
 }
 
