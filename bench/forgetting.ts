@@ -23,6 +23,7 @@ import { forgettingTable } from '../packages/retain/src/report/table.js';
 import { writeReport } from '../packages/retain/src/report/report.js';
 import { paretoFrontier } from '../packages/retain/src/report/charts.js';
 import { modelPath, needModel } from './models.js';
+import { writeResultsBlock } from './results-doc.js';
 import { EFFNET, MINILM, MINILM_PUBLISHED_SICK_R, minilmSickR, naturalCrops, needEffnetSuite } from './parity/real_models.js';
 
 const args = process.argv.slice(2);
@@ -64,17 +65,9 @@ function machine(): string {
   return `${cpus().length} × ${cpus()[0]?.model ?? 'CPU'}, Node ${process.version}`;
 }
 
-/** Replaces the block between `<!-- forgetting:<suite> -->` markers in docs/RESULTS.md (appends it if absent). */
+/** Replaces the suite's block in docs/RESULTS.md (appends it if absent). */
 function writeDocs(suite: string, body: string): void {
-  const file = join(root, 'docs', 'RESULTS.md');
-  const start = `<!-- forgetting:${suite}:start -->`;
-  const end = `<!-- forgetting:${suite}:end -->`;
-  let doc = readFileSync(file, 'utf8');
-  const block = `${start}\n${body.trim()}\n${end}`;
-  const i = doc.indexOf(start);
-  const j = doc.indexOf(end);
-  doc = i >= 0 && j > i ? doc.slice(0, i) + block + doc.slice(j + end.length) : doc.trimEnd() + '\n\n' + block + '\n';
-  writeFileSync(file, doc);
+  writeResultsBlock(`forgetting:${suite}`, body);
 }
 
 const summary: Record<string, unknown> = {};

@@ -15,6 +15,7 @@ import { summarize, type Summary, type FrontierPoint } from '../packages/retain/
 import { METHOD_KNOBS } from '../packages/retain/src/suite/recipes.js';
 import { writeDemoTuneConfig } from '../packages/retain/src/suite/tune.js';
 import { CHARLSTM_MODEL, prepareCharlstmData } from '../packages/retain/src/suite/charlstm.js';
+import { writeResultsBlock } from './results-doc.js';
 
 const args = process.argv.slice(2);
 const flag = (n: string) => args.includes(n);
@@ -103,12 +104,7 @@ function markdown(x: SuiteSummary, cmd: string): string {
 }
 
 function writeDocs(key: string, body: string): void {
-  const file = join(root, 'docs', 'RESULTS.md');
-  const [start, end] = [`<!-- frontier:${key}:start -->`, `<!-- frontier:${key}:end -->`];
-  let doc = readFileSync(file, 'utf8');
-  const block = `${start}\n${body}\n${end}`;
-  doc = doc.includes(start) ? doc.slice(0, doc.indexOf(start)) + block + doc.slice(doc.indexOf(end) + end.length) : `${doc.trimEnd()}\n\n### Frontier: ${key}\n\n${block}\n`;
-  writeFileSync(file, doc);
+  writeResultsBlock(`frontier:${key}`, body, `### Frontier: ${key}`);
 }
 
 async function main(): Promise<void> {
