@@ -5,9 +5,10 @@ import type { TrainConfig } from '../config.js';
 import type { Pretrained } from '../models/hub.js';
 import type { Method } from './hooks.js';
 import type { ForgettingMonitor } from './monitor.js';
-import { pretrainedEvalModel } from '../eval/model.js';
-import { addTaskResults, newResults } from '../eval/harness.js';
-import type { ResultRow } from '../eval/results.js';
+import { loadEvalModel, pretrainedEvalModel } from '../eval/model.js';
+import { addTaskResults, evaluate, newResults } from '../eval/harness.js';
+import { resolveTasks } from '../eval/tasks.js';
+import type { EvalResults, ResultRow } from '../eval/results.js';
 import { writeJsonAtomic } from './checkpoint.js';
 
 /**
@@ -39,4 +40,19 @@ function trainLoss(file: string): { step: number; loss: number }[] {
       return [];
     }
   });
+}
+
+/**
+ * `model` scored on the config's monitor probes (the examples the monitor scores, `target` naming the target tasks),
+ * kept in `file`: a file already there is the answer, so a resumed search or sequence does not score twice.
+ */
+export async function probeResults(file: string, model: string, cfg: TrainConfig, target: string[], label: string): Promise<EvalResults> {
+  if (existsSync(file)) return JSON.parse(readFileSync(file, 'utf8')) as EvalResults;
+  const mc = cfg.monitor!;
+  const role = Object.fromEntries(target.map((t) => [t, 'target' as const]));
+  const em = await loadEvalModel(model, { tokenizer: cfg.model.tokenizer });
+  const ev = await evaluate(em, resolveTasks(mc.tasks, { dataDir: mc.data_dir, role }), { label, limit: mc.limit, batchSize: mc.batch_size, progress: false });
+  em.module.dispose();
+  writeJsonAtomic(file, ev);
+  return ev;
 }

@@ -10,9 +10,8 @@ import { z } from 'zod';
 import { configFromRaw, formatIssues, type TrainConfig } from '../config.js';
 import { ConfigError } from '../errors.js';
 import { runTraining, type RunOptions } from './run.js';
+import { probeResults } from './results.js';
 import { writeJsonAtomic } from './checkpoint.js';
-import { loadEvalModel } from '../eval/model.js';
-import { evaluate } from '../eval/harness.js';
 import { resolveTasks } from '../eval/tasks.js';
 import { isFractionMetric, primaryRows, type EvalResults, type ResultRow } from '../eval/results.js';
 
@@ -126,8 +125,9 @@ export async function runStages(raw: Record<string, unknown>, base: string, sour
   const seq: Sequence = { format: 'retain.sequence/1', stages: names, rows: prev?.rows ?? [], average_accuracy: null, backward_transfer: null, average_forgetting: null };
   let model = configs[0].model.path;
   mkdirSync(root, { recursive: true });
+  const skills = stages.map((s) => s.skill);
   // The starting model on the same probes: the report's base, the row before any stage.
-  await scoreOnce(join(root, 'base-eval.json'), model, configs[0], stages, 'base');
+  await probeResults(join(root, 'base-eval.json'), model, configs[0], skills, 'base');
   for (let k = 0; k < stages.length; k++) {
     const cfg = { ...configs[k], model: { ...configs[k].model, path: model } };
     if (!existsSync(join(cfg.output_dir, 'final'))) {
@@ -136,23 +136,11 @@ export async function runStages(raw: Record<string, unknown>, base: string, sour
       if (r.preempted) return { sequence: seq, preempted: r.preempted, root };
     }
     model = handedOn(cfg, stages[k].name);
-    if (!seq.rows[k]) seq.rows[k] = sequenceRow(stages[k].name, stages, await scoreOnce(join(cfg.output_dir, 'sequence-eval.json'), model, cfg, stages, `after ${stages[k].name}`));
+    if (!seq.rows[k]) seq.rows[k] = sequenceRow(stages[k].name, stages, await probeResults(join(cfg.output_dir, 'sequence-eval.json'), model, cfg, skills, `after ${stages[k].name}`));
     Object.assign(seq, continualMetrics(names, seq.rows));
     writeJsonAtomic(file, seq);
   }
   return { sequence: seq, preempted: null, root };
-}
-
-/** The model on every probe (skills as target), written to `file`; a file already there is the answer. */
-async function scoreOnce(file: string, model: string, cfg: TrainConfig, stages: Stage[], label: string): Promise<EvalResults> {
-  if (existsSync(file)) return JSON.parse(readFileSync(file, 'utf8')) as EvalResults;
-  const mc = cfg.monitor!;
-  const role = Object.fromEntries(stages.map((s) => [s.skill, 'target' as const]));
-  const em = await loadEvalModel(model, { tokenizer: cfg.model.tokenizer });
-  const ev = await evaluate(em, resolveTasks(mc.tasks, { dataDir: mc.data_dir, role }), { label, limit: mc.limit, batchSize: mc.batch_size, progress: false });
-  em.module.dispose();
-  writeJsonAtomic(file, ev);
-  return ev;
 }
 
 /** The evaluations a finished sequence leaves (base first, then after each stage), for the report. */

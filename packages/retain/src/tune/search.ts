@@ -11,10 +11,8 @@ import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseTrainConfig, type TrainConfig } from '../config.js';
 import { runTraining } from '../train/run.js';
+import { probeResults } from '../train/results.js';
 import { listCheckpoints, writeJsonAtomic } from '../train/checkpoint.js';
-import { loadEvalModel } from '../eval/model.js';
-import { evaluate } from '../eval/harness.js';
-import { resolveTasks } from '../eval/tasks.js';
 import { forgettingAndTarget, primaryRows, type EvalResults } from '../eval/results.js';
 import { candidates, sample, type Candidate } from './space.js';
 
@@ -136,7 +134,7 @@ export async function tune(o: TuneOptions): Promise<TuneResult> {
   const save = () => writeJsonAtomic(stateFile, state);
   const say = (m: string) => o.progress !== false && process.stderr.write(`tune: ${m}\n`);
   const overTime = () => o.budget.seconds !== undefined && (performance.now() - t0) / 1000 > o.budget.seconds;
-  const base = await baseResults(cfg, out);
+  const base = await probeResults(join(out, 'base.json'), cfg.model.path, cfg, cfg.monitor.target, 'base');
   say(`${state.candidates.length} candidates, ${nRungs} rungs (η=${eta}), budget ${o.maxForgetting} points of forgetting`);
 
   for (let k = 0; k < nRungs; k++) {
@@ -219,20 +217,6 @@ async function reseed(o: TuneOptions, c: CandidateState, base: EvalResults, out:
     c.seeds.push(r.score);
     save();
   }
-}
-
-/** The base model on the monitor's probes (the same examples the monitor scores), cached in outDir/base.json. */
-async function baseResults(cfg: TrainConfig, out: string): Promise<EvalResults> {
-  const file = join(out, 'base.json');
-  if (existsSync(file)) return JSON.parse(readFileSync(file, 'utf8')) as EvalResults;
-  const mc = cfg.monitor!;
-  const role = Object.fromEntries(mc.target.map((t) => [t, 'target' as const]));
-  const tasks = resolveTasks(mc.tasks, { dataDir: mc.data_dir, role });
-  const em = await loadEvalModel(cfg.model.path, { tokenizer: cfg.model.tokenizer });
-  const r = await evaluate(em, tasks, { label: 'base', limit: mc.limit, batchSize: mc.batch_size, progress: false });
-  em.module.dispose();
-  writeJsonAtomic(file, r);
-  return r;
 }
 
 /** Mean and the half-width of its 95% Student-t interval (null with one value). */
