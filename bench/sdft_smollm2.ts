@@ -6,7 +6,7 @@
 // Usage: npm run -s bench:sdft -- [--steps 40] [--out runs/sdft-smollm2] [--only "SFT,SDFT"]
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { runDemo, DEMO_REPLAY } from '../packages/retain/src/suite/demo.js';
+import { ASSETS, runDemo, DEMO_REPLAY } from '../packages/retain/src/suite/demo.js';
 import type { Recipe } from '../packages/retain/src/suite/recipes.js';
 import { forgettingTableText } from '../packages/retain/src/report/table.js';
 
@@ -34,7 +34,7 @@ const RECIPES: Recipe[] = [
 const outDir = resolve(opt('--out') ?? 'runs/sdft-smollm2');
 mkdirSync(outDir, { recursive: true });
 const generalText = join(outDir, 'tinystories-eval-30.txt');
-writeFileSync(generalText, readFileSync(join(DEMO_REPLAY, '..', 'tinystories-eval.txt'), 'utf8').split(/\n\s*\n/).slice(0, 30).join('\n\n') + '\n');
+writeFileSync(generalText, readFileSync(join(ASSETS, 'data', 'tinystories-eval.txt'), 'utf8').split(/\n\s*\n/).slice(0, 30).join('\n\n') + '\n');
 const steps = Number(opt('--steps') ?? 40);
 const t0 = performance.now();
 const c = await runDemo({
