@@ -80,6 +80,8 @@ async function runSuite(name: string, steps: number, seeds: number, passes: bool
   const setup = SUITES[name](out, steps);
   const knobs = opt('--knobs')?.split(',') ?? setup.knobs;
   const cfg = loadTrainConfig(setup.config);
+  // Without halving the probes between start and end decide nothing: probe once, at the last step.
+  if (cfg.monitor) cfg.monitor.every = steps;
   // No budget: every candidate trains to the end and is seeded; the goal is applied afterwards.
   const r = await tune({ config: cfg, outDir: out, maxForgetting: 1e9, knobs, budget: {}, seeds, seedAll: true, rungs: 1, equalPasses: passes, replay: setup.replay });
   const s = summarize(r, 1e9);
