@@ -50,6 +50,10 @@ const steps = Number(opt('--steps') ?? suite.steps);
 const outRoot = resolve(opt('--out') ?? (suiteName === 'stories' ? 'runs/sequential' : `runs/sequential-${suiteName}`));
 const labels = selectRecipes(suite.recipes('(general data)'), opt('--only')?.split(',')).map((r) => r.label);
 
+// The commit the run starts from: files edited while it runs are not what it measured.
+const source = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim() +
+  (execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], { encoding: 'utf8' }).trim() ? ' + uncommitted changes' : '');
+
 type Result = Sequence & { base: SequenceRow; seconds: number };
 const out: Record<string, Result> = {};
 for (const label of labels) {
@@ -73,11 +77,9 @@ function writeDocs(): void {
   const first = Object.values(out)[0];
   if (!first) return;
   const cells = (s: Sequence, r: SequenceRow) => [...s.stages.map((n) => f(r.skills[n])), f(r.general)].join(' / ');
-  const commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim();
-  const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], { encoding: 'utf8' }).trim() ? ' + uncommitted changes' : '';
   const command = ['npm run -s bench:sequential --', ...args.filter((a) => a !== '--write-docs')].join(' ');
   const body = [
-    `\`${command}\` — ${steps} steps per stage, ${suite.about}; one seed. ${cpus().length} × ${cpus()[0]?.model ?? 'CPU'}, Node ${process.version}, ${new Date().toISOString().slice(0, 10)}, commit ${commit}${dirty}.`,
+    `\`${command}\` — ${steps} steps per stage, ${suite.about}; one seed. ${cpus().length} × ${cpus()[0]?.model ?? 'CPU'}, Node ${process.version}, ${new Date().toISOString().slice(0, 10)}, commit ${source}.`,
     `Before any stage: ${cells(first, first.base)} (${first.stages.join(' / ')} / general).`,
     '',
     `| recipe | after ${first.stages[0]} (${first.stages.join(' / ')} / general) | ${first.stages.slice(1).map((n) => `after ${n}`).join(' | ')} | avg acc | BWT | avg forgetting | wall |`,
