@@ -1,35 +1,90 @@
-// npm run -s bench:sequential — the sequential protocol on stories260K (suite/sequential.ts): addition/subtraction,
-// then multiplication, then linear equations, each a stage of `retain train`'s stages:, once per recipe; prints each
-// recipe's matrix (skills after every stage, the general probe) with average accuracy, backward transfer and average
-// forgetting, and one JSON object.
-// Usage: npm run -s bench:sequential -- [--steps 100] [--out runs/sequential] [--only FT,replay]
-import { readFileSync } from 'node:fs';
+// npm run -s bench:sequential — the sequential protocol (suite/sequential.ts), each recipe a staged `retain train`
+// config (train/stages.ts) run from scratch; prints each recipe's matrix (skills after every stage, the general probe)
+// with average accuracy, backward transfer and average forgetting, and one JSON object.
+//   --suite stories (default): stories260K learns addition/subtraction, then multiplication, then linear equations.
+//   --suite mnist: the ml5 MNIST MLP learns the digits turned 90°, then 180°, then 270° (same head).
+// Usage: npm run -s bench:sequential -- [--suite stories|mnist] [--steps N] [--out dir] [--only FT,replay]
+//        [--write-docs]   (mnist: replaces its block in docs/RESULTS.md with the table, command, machine, date, commit)
+import { execFileSync } from 'node:child_process';
+import { readFileSync, rmSync } from 'node:fs';
+import { cpus } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import { writeSequentialConfig } from '../packages/retain/src/suite/sequential.js';
-import { runStages, sequenceTable, type Sequence } from '../packages/retain/src/train/stages.js';
+import { writeMnistSequentialConfig, writeSequentialConfig } from '../packages/retain/src/suite/sequential.js';
+import { runStages, sequenceEvals, sequenceRow, sequenceTable, type Sequence, type SequenceRow, type Stage } from '../packages/retain/src/train/stages.js';
 import { DEMO_REPLAY } from '../packages/retain/src/suite/demo.js';
+import { mnistSetup, sequentialRecipes, storiesSetup, type MethodEntry, type Recipe } from '../packages/retain/src/suite/recipes.js';
+import { selectRecipes } from '../packages/retain/src/suite/common.js';
+import { writeResultsBlock } from './results-doc.js';
+
+interface SuiteDef {
+  steps: number;
+  /** The recipes, given the general data's file (replay's and EWC's). */
+  recipes: (general: string) => Recipe[];
+  /** Writes the staged config under dir with the recipe's methods; returns its path. */
+  write: (dir: string, steps: number, methods: (general: string) => MethodEntry[]) => string;
+  about: string;
+}
+
+const SUITES: Record<string, SuiteDef> = {
+  stories: {
+    steps: 100,
+    recipes: (g) => sequentialRecipes(storiesSetup(g)),
+    write: (dir, steps, methods) => writeSequentialConfig(dir, { steps, methods: methods(DEMO_REPLAY) }),
+    about: 'stories260K, batch 16, lr 0.002',
+  },
+  mnist: {
+    steps: 300,
+    recipes: (g) => sequentialRecipes(mnistSetup(g), ['ewc']),
+    write: (dir, steps, methods) => writeMnistSequentialConfig(dir, { steps, methods }),
+    about: 'ml5 MNIST MLP 784-128-32-10, 8,000 training digits per rotation, batch 64, lr 0.001 cosine; scored on the 2,000 held-out digits',
+  },
+};
 
 const args = process.argv.slice(2);
 const opt = (n: string) => (args.includes(n) ? args[args.indexOf(n) + 1] : undefined);
-const steps = Number(opt('--steps') ?? 100);
-const outRoot = resolve(opt('--out') ?? 'runs/sequential');
-const general = { path: DEMO_REPLAY, format: { type: 'text' }, max_length: 64, name: 'tinystories' };
-const RECIPES: Record<string, unknown[]> = {
-  FT: [],
-  replay: [{ name: 'mixing', ratio: '1:1', general }],
-  L2: [{ name: 'l2', lambda: 0.05 }],
-  'replay + L2': [{ name: 'mixing', ratio: '1:1', general }, { name: 'l2', lambda: 0.05 }],
-};
-const only = opt('--only')?.split(',');
+const suiteName = opt('--suite') ?? 'stories';
+const suite = SUITES[suiteName];
+if (!suite) throw new Error(`unknown --suite '${suiteName}'; suites: ${Object.keys(SUITES).join(', ')}`);
+const steps = Number(opt('--steps') ?? suite.steps);
+const outRoot = resolve(opt('--out') ?? (suiteName === 'stories' ? 'runs/sequential' : `runs/sequential-${suiteName}`));
+const labels = selectRecipes(suite.recipes('(general data)'), opt('--only')?.split(',')).map((r) => r.label);
 
-const out: Record<string, Sequence & { seconds: number }> = {};
-for (const [label, methods] of Object.entries(RECIPES)) {
-  if (only && !only.includes(label)) continue;
+// The commit the run starts from: files edited while it runs are not what it measured.
+const source = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim() +
+  (execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], { encoding: 'utf8' }).trim() ? ' + uncommitted changes' : '');
+
+type Result = Sequence & { base: SequenceRow; seconds: number };
+const out: Record<string, Result> = {};
+for (const label of labels) {
   const t0 = performance.now();
-  const cfg = writeSequentialConfig(join(outRoot, label.replace(/\W+/g, '_')), { steps, methods });
-  const r = await runStages(parseYaml(readFileSync(cfg, 'utf8')), dirname(cfg), cfg, { progress: false });
-  out[label] = { ...r.sequence, seconds: +((performance.now() - t0) / 1000).toFixed(0) };
+  const dir = join(outRoot, label.replace(/\W+/g, '_'));
+  // From scratch: runStages skips finished stages, and a folder left by other --steps would be reused silently.
+  rmSync(dir, { recursive: true, force: true });
+  const cfg = suite.write(dir, steps, (g) => suite.recipes(g).find((r) => r.label === label)!.methods);
+  const raw = parseYaml(readFileSync(cfg, 'utf8'));
+  const r = await runStages(raw, dirname(cfg), cfg, { progress: false });
+  const base = sequenceRow('base', raw.stages as Stage[], sequenceEvals(r.root, r.sequence.stages)[0]);
+  out[label] = { ...r.sequence, base, seconds: +((performance.now() - t0) / 1000).toFixed(0) };
   process.stderr.write(`\n${label} (${out[label].seconds} s):\n${sequenceTable(r.sequence)}\n`);
 }
-console.log(JSON.stringify({ benchmark: 'sequential', steps_per_stage: steps, recipes: out }, null, 2));
+console.log(JSON.stringify({ benchmark: 'sequential', suite: suiteName, steps_per_stage: steps, recipes: out }, null, 2));
+if (args.includes('--write-docs')) writeDocs();
+
+/** The docs block: one line per recipe, each stage's row as skills / general, then the metrics and the wall time. */
+function writeDocs(): void {
+  const f = (x: number | null | undefined) => (x === null || x === undefined ? '—' : x.toFixed(1).replace('-', '−'));
+  const first = Object.values(out)[0];
+  if (!first) return;
+  const cells = (s: Sequence, r: SequenceRow) => [...s.stages.map((n) => f(r.skills[n])), f(r.general)].join(' / ');
+  const command = ['npm run -s bench:sequential --', ...args.filter((a) => a !== '--write-docs')].join(' ');
+  const body = [
+    `\`${command}\` — ${steps} steps per stage, ${suite.about}; one seed. ${cpus().length} × ${cpus()[0]?.model ?? 'CPU'}, Node ${process.version}, ${new Date().toISOString().slice(0, 10)}, commit ${source}.`,
+    `Before any stage: ${cells(first, first.base)} (${first.stages.join(' / ')} / general).`,
+    '',
+    `| recipe | after ${first.stages[0]} (${first.stages.join(' / ')} / general) | ${first.stages.slice(1).map((n) => `after ${n}`).join(' | ')} | avg acc | BWT | avg forgetting | wall |`,
+    `|---|${first.stages.map(() => '---').join('|')}|---:|---:|---:|---:|`,
+    ...Object.entries(out).map(([label, s]) => `| ${label} | ${s.rows.map((r) => cells(s, r)).join(' | ')} | ${f(s.average_accuracy)} | ${f(s.backward_transfer)} | ${f(s.average_forgetting)} | ${s.seconds} s |`),
+  ].join('\n');
+  writeResultsBlock(`sequential:${suiteName}`, body, `## Skills learned in sequence: ${suiteName}`);
+}

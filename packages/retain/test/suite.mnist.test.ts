@@ -7,18 +7,22 @@ import * as torch from '@retain/torch';
 import { loadPretrained, savePretrained } from '../src/models/hub.js';
 import { loadEvalModel } from '../src/eval/model.js';
 import type { CompareResults, EvalResults } from '../src/eval/results.js';
-import { readMnistDigits, rotate90, runMnistSuite } from '../src/suite/mnist.js';
+import { readMnistDigits, rotate, rotate90, runMnistSuite } from '../src/suite/mnist.js';
 import { needShared, sharedPath } from './helpers.js';
 
 const MODEL = 'models/mnist-mlp';
 
-test('rotate90: a pixel at (row 0, col 27) lands at (row 0, col 0); four turns are the identity', () => {
+test('rotate90: a pixel at (row 0, col 27) lands at (row 0, col 0); four turns are the identity; rotate(·, k) is k quarter turns', () => {
   const img = Array.from({ length: 784 }, (_, i) => i);
   const r = rotate90(img);
   assert.equal(r[0], 27); // top-right corner → top-left (counter-clockwise)
   assert.equal(r[27 * 28], 0); // top-left → bottom-left
   assert.deepEqual(rotate90(rotate90(rotate90(r))), img);
   assert.notDeepEqual(r, img);
+  // A half turn sends the top-left pixel to the bottom-right; rotate(·, 0) is the image itself.
+  assert.equal(rotate(img, 2)[783], 0);
+  assert.deepEqual(rotate(img, 3), rotate90(rotate90(r)));
+  assert.deepEqual(rotate(img, 0), img);
 });
 
 test('hub: the ml5 MNIST MLP loads (model_type mnist_mlp), saves as safetensors + config.json and reloads with the same predictions', { skip: needShared(MODEL) }, async () => {

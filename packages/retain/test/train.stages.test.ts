@@ -5,8 +5,9 @@ import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse as parseYaml, stringify as toYaml } from 'yaml';
-import { continualMetrics, stageConfigs, type Sequence } from '../src/train/stages.js';
-import { writeSequentialConfig } from '../src/suite/sequential.js';
+import { continualMetrics, sequenceRow, stageConfigs, type Sequence } from '../src/train/stages.js';
+import { writeMnistSequentialConfig, writeSequentialConfig } from '../src/suite/sequential.js';
+import { needShared } from './helpers.js';
 
 const BIN = new URL('../bin/retain.mjs', import.meta.url).pathname;
 
@@ -91,4 +92,40 @@ test('retain train with stages: three arithmetic families in turn, the matrix af
   assert.match(resumed.stderr, /resum/);
   const s2 = JSON.parse(readFileSync(join(dir2, 'run', 'sequence.json'), 'utf8')) as Sequence;
   assert.deepEqual(s2.rows, s.rows);
+});
+
+test('retain train with stages on MNIST: rotations 90°, 180°, 270° in turn, each learned in its stage; a kill in stage 2 resumes to the same matrix', { skip: needShared('models/mnist-mlp'), timeout: 600_000 }, () => {
+  const staged = (dir: string) => {
+    const cfg = writeMnistSequentialConfig(dir, { steps: 12, trainSize: 640, testSize: 200 });
+    const raw = parseYaml(readFileSync(cfg, 'utf8'));
+    raw.stages[1].training = { max_steps: 20, save_every: 8 };
+    writeFileSync(cfg, toYaml(raw));
+    return cfg;
+  };
+  const dir = mkdtempSync(join(tmpdir(), 'retain-stages-mnist-'));
+  const r = train(staged(dir));
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /after stage\s+rot90\s+rot180\s+rot270\s+general/);
+  const s = JSON.parse(readFileSync(join(dir, 'run', 'sequence.json'), 'utf8')) as Sequence;
+  assert.deepEqual(s.rows.map((x) => x.after), ['rot90', 'rot180', 'rot270']);
+  for (const row of s.rows) assert.deepEqual(Object.keys(row.skills), ['rot90', 'rot180', 'rot270']);
+  const { average_accuracy, backward_transfer, average_forgetting } = s;
+  assert.deepEqual({ average_accuracy, backward_transfer, average_forgetting }, continualMetrics(s.stages, s.rows));
+  // Each stage raises its own rotation's accuracy above where the stage began, and the upright digits (general) fall.
+  const stages = parseYaml(readFileSync(join(dir, 'sequential.yaml'), 'utf8')).stages;
+  const base = sequenceRow('base', stages, JSON.parse(readFileSync(join(dir, 'run', 'base-eval.json'), 'utf8')));
+  const before = s.stages.map((n, k) => (k ? s.rows[k - 1] : base).skills[n]);
+  s.rows.forEach((row, k) => assert.ok(row.skills[s.stages[k]] > before[k] + 5, `${s.stages[k]}: ${before[k]} → ${row.skills[s.stages[k]]}`));
+  assert.ok(s.rows[2].general! < base.general! - 5, `general ${base.general} → ${s.rows[2].general}`);
+  assert.match(readFileSync(join(dir, 'run', '2-rot180', 'run_config.yaml'), 'utf8'), /path: .*1-rot90\/final/);
+
+  const dir2 = mkdtempSync(join(tmpdir(), 'retain-stages-mnist-kill-'));
+  const cfg2 = staged(dir2);
+  const killed = train(cfg2, { RETAIN_KILL_AT_STEP: '16' });
+  assert.equal(killed.signal, 'SIGKILL', killed.stderr);
+  assert.equal((JSON.parse(readFileSync(join(dir2, 'run', 'sequence.json'), 'utf8')) as Sequence).rows.length, 1);
+  const resumed = train(cfg2);
+  assert.equal(resumed.status, 0, resumed.stderr);
+  assert.match(resumed.stderr, /resum/);
+  assert.deepEqual((JSON.parse(readFileSync(join(dir2, 'run', 'sequence.json'), 'utf8')) as Sequence).rows, s.rows);
 });

@@ -31,7 +31,7 @@ import { finishResults, methodNames, primaryValue, runDirOf, selectRecipes, trai
 const SHARED = resolve(new URL('../../../../../shared', import.meta.url).pathname);
 export const MNIST_MODEL = join(SHARED, 'models', 'mnist-mlp');
 const HEAD = '^softmax_linear\\.';
-const HELD_OUT = 2000;
+export const HELD_OUT = 2000;
 
 export interface Digit {
   pixels: number[];
@@ -64,6 +64,33 @@ export function rotate90(p: number[]): number[] {
   return out;
 }
 
+/** `turns` quarter turns counter-clockwise (0 to 3). */
+export function rotate(p: number[], turns: number): number[] {
+  let out = p;
+  for (let t = 0; t < turns; t++) out = rotate90(out);
+  return out;
+}
+
+export type IdDigit = Digit & { id: string };
+
+/** The fixed split every MNIST protocol scores on: HELD_OUT digits held out, the rest to train on, each with its id. */
+export function splitDigits(seed: number): { train: IdDigit[]; held: IdDigit[] } {
+  const digits = readMnistDigits();
+  const order = epochOrder(digits.length, seed, 0);
+  const withId = (i: number) => ({ id: `d${i}`, ...digits[i] });
+  return { held: order.slice(0, HELD_OUT).map(withId), train: order.slice(HELD_OUT).map(withId) };
+}
+
+/** A task-file entry: the accuracy of the model's head on an image_classification JSONL ({image, label} records). */
+export function imageTaskYaml(name: string, file: string, role: 'general' | 'target', what: string): string {
+  return [`- name: ${name}`, '  kind: image_classification', `  data: ${file}`, '  answer: label', `  role: ${role}`, `  description: ${JSON.stringify(what)}`].join('\n');
+}
+
+/** The training section of every MNIST run (the suite's recipes and the sequential protocol's stages). */
+export function mnistTraining(steps: number, seed: number): Record<string, unknown> {
+  return { max_steps: steps, batch_size: 64, lr: 0.001, schedule: 'cosine', warmup_ratio: 0.05, weight_decay: 0, clip_grad_norm: 1.0, seed, log_every: 5 };
+}
+
 interface MnistData {
   original: string;
   rotTrain: string;
@@ -77,11 +104,8 @@ interface MnistData {
 export function prepareMnistData(outDir: string, o: { seed: number }): MnistData {
   const dir = join(outDir, 'data');
   mkdirSync(dir, { recursive: true });
-  const digits = readMnistDigits();
-  const order = epochOrder(digits.length, o.seed, 0);
-  const held = order.slice(0, HELD_OUT).map((i) => ({ i, d: digits[i] }));
-  const train = order.slice(HELD_OUT).map((i) => ({ i, d: digits[i] }));
-  const rows = (xs: { i: number; d: Digit }[], f: (d: Digit) => { image: number[]; label: number }) => xs.map(({ i, d }) => ({ id: `d${i}`, ...f(d) }));
+  const { train, held } = splitDigits(o.seed);
+  const rows = (xs: IdDigit[], f: (d: Digit) => { image: number[]; label: number }) => xs.map((d) => ({ id: d.id, ...f(d) }));
   const orig = (d: Digit) => ({ image: d.pixels, label: d.label });
   const rot = (d: Digit) => ({ image: rotate90(d.pixels), label: d.label });
   const parity = (d: Digit) => ({ image: d.pixels, label: d.label % 2 });
@@ -92,12 +116,9 @@ export function prepareMnistData(outDir: string, o: { seed: number }): MnistData
   writeJsonl(p('mnist-test.jsonl'), rows(held, orig));
   writeJsonl(p('rot90-test.jsonl'), rows(held, rot));
   writeJsonl(p('parity-test.jsonl'), rows(held, parity));
-  const task = (name: string, file: string, role: string, what: string) => [
-    `- name: ${name}`, '  kind: image_classification', `  data: ${file}`, '  answer: label', `  role: ${role}`, `  description: ${JSON.stringify(what)}`,
-  ].join('\n');
-  const general = task('mnist', 'mnist-test.jsonl', 'general', `10-class accuracy on ${HELD_OUT} held-out original digits; for the parity runs (new head) measured with the ORIGINAL 10-class head restored on the fine-tuned body`);
-  const rotTask = task('mnist_rot90', 'rot90-test.jsonl', 'target', `10-class accuracy on the same ${HELD_OUT} held-out digits rotated 90° counter-clockwise`);
-  const parityTask = task('mnist_parity', 'parity-test.jsonl', 'target', `odd/even accuracy of the new 2-class head on the ${HELD_OUT} held-out digits`);
+  const general = imageTaskYaml('mnist', 'mnist-test.jsonl', 'general', `10-class accuracy on ${HELD_OUT} held-out original digits; for the parity runs (new head) measured with the ORIGINAL 10-class head restored on the fine-tuned body`);
+  const rotTask = imageTaskYaml('mnist_rot90', 'rot90-test.jsonl', 'target', `10-class accuracy on the same ${HELD_OUT} held-out digits rotated 90° counter-clockwise`);
+  const parityTask = imageTaskYaml('mnist_parity', 'parity-test.jsonl', 'target', `odd/even accuracy of the new 2-class head on the ${HELD_OUT} held-out digits`);
   writeFileSync(p('tasks.yaml'), `# Written by the MNIST forgetting suite.\n${general}\n${rotTask}\n${parityTask}\n`);
   // The parity runs' monitor sees the new head only, so it can probe the target alone.
   writeFileSync(p('monitor-rot90.yaml'), `${general}\n${rotTask}\n`);
@@ -196,7 +217,7 @@ export async function runMnistSuite(o: SuiteOptions): Promise<CompareResults> {
   base.configs.mnist_parity = { ...(base.configs.mnist_parity as object), head: 'base body with the freshly initialised (seeded) 2-class head: chance level' };
   say(`  base: ${summary(base)}`);
 
-  const training = { max_steps: steps, batch_size: 64, lr: 0.001, schedule: 'cosine', warmup_ratio: 0.05, weight_decay: 0, clip_grad_norm: 1.0, seed, log_every: 5 };
+  const training = mnistTraining(steps, seed);
   const every = Math.max(1, Math.round(steps / 10));
   const tuned: EvalResults[] = [];
   for (const [kind, recipes] of [['rot90', all.rot90], ['parity', all.parity]] as const) {

@@ -203,21 +203,33 @@ export const MNIST_NOT_RUN: Record<string, string> = {
   hft: "HFT's halves are defined over attention and MLP projections (q,k,v,o,gate,up,down), which this MLP does not have",
 };
 
+/** The MNIST setups (the suite, the sequential protocol): the original training digits as the general data. */
+export function mnistSetup(original: string): Setup {
+  return {
+    general: { path: original, format: { type: 'image_classification', num_classes: 10 }, name: 'mnist' },
+    options: { l2: { lambda: 0.5 }, ewc: { lambda: 1000, fisher: 'per_sample', fisher_samples: 500 } },
+  };
+}
+
 /**
  * The MNIST suite: rot90 keeps the digit head (every method that fits it), parity trains a new head (probe, LP-FT,
  * FLOW's vision variant). `head` names the new head's parameters; LP-FT and FLOW (vision) probe for half the steps.
  */
 export function mnistRecipes(original: string, steps: number, head: string): { rot90: Recipe[]; parity: Recipe[] } {
-  const s: Setup = {
-    general: { path: original, format: { type: 'image_classification', num_classes: 10 }, name: 'mnist' },
-    head,
-    probeSteps: Math.max(1, Math.round(steps / 2)),
-    options: { l2: { lambda: 0.5 }, ewc: { lambda: 1000, fisher: 'per_sample', fisher_samples: 500 } },
-  };
+  const s: Setup = { ...mnistSetup(original), head, probeSteps: Math.max(1, Math.round(steps / 2)) };
   return {
     rot90: [{ ...FT, label: 'rot90 FT' }, ...recipes(MNIST_ROT90_KEYS, s, 'rot90 '), combined(['mix', 'flow', 'l2'], s, 'rot90 mix+FLOW+L2')],
     parity: [{ ...FT, label: 'parity FT' }, ...recipes(MNIST_PARITY_KEYS, s, 'parity ')],
   };
+}
+
+/**
+ * The sequential protocol's recipes (bench:sequential): FT, replay of the general data (mix 1:1), L2 toward each
+ * stage's starting weights, replay + L2, then the `extra` catalogue keys alone (EWC where its Fisher is cheap).
+ */
+export function sequentialRecipes(s: Setup, extra: readonly string[] = []): Recipe[] {
+  const named: Setup = { ...s, labels: { ...s.labels, mix: 'replay' } };
+  return [FT, ...recipes(['mix', 'l2'], named), combined(['mix', 'l2'], named), ...recipes(extra, named)];
 }
 
 // ---- The real-model suites (suite/minilm.ts, suite/effnet.ts): their own lists, a new head each ----

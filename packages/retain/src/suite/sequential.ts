@@ -1,13 +1,16 @@
-// The sequential protocol on stories260K: three arithmetic families learned in turn (addition/subtraction, then
-// multiplication, then linear equations), each its own stage; after every stage the model is scored on all three
-// families (exact match on held-out problems) and on held-out TinyStories (the general skill). A recipe's methods
-// apply to every stage.
+// The sequential protocol, as staged configs for `retain train` (train/stages.ts). A recipe's methods apply to every
+// stage, each stage starting from the model the one before it wrote.
+//   stories260K: three arithmetic families in turn (addition/subtraction, then multiplication, then linear equations),
+//     scored after every stage on all three (exact match on held-out problems) and on held-out TinyStories (general).
+//   MNIST MLP: the digits rotated 90°, then 180°, then 270° (same 10-class head), scored after every stage on the
+//     held-out digits in each rotation and upright (general), on the MNIST suite's split (suite/mnist.ts).
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { stringify as toYaml } from 'yaml';
 import { arithmeticProblems, type ArithProblem } from './arith.js';
 import { ASSETS, DEFAULT_MODEL } from './demo.js';
 import { exactMatchTaskYaml, writeJsonl } from './common.js';
+import { HELD_OUT, imageTaskYaml, MNIST_MODEL, mnistTraining, rotate, splitDigits, type IdDigit } from './mnist.js';
 
 export const FAMILY_STAGES = [
   { name: 'add_sub', family: 'add_or_sub' },
@@ -40,6 +43,52 @@ export function writeSequentialConfig(outDir: string, o: { steps: number; method
     monitor: { every: Math.max(1, Math.round(o.steps / 4)), tasks: [join(dir, 'tasks.yaml')], limit: 60 },
     output_dir: join(out, 'run'),
     methods: o.methods ?? [],
+    stages,
+  };
+  const file = join(out, 'sequential.yaml');
+  writeFileSync(file, `# Written by the sequential protocol (suite/sequential.ts).\n${toYaml(cfg)}`);
+  return file;
+}
+
+export const ROTATION_STAGES = [
+  { name: 'rot90', turns: 1 },
+  { name: 'rot180', turns: 2 },
+  { name: 'rot270', turns: 3 },
+] as const;
+
+/**
+ * Writes the rotated digits, the task file and a staged MNIST config under outDir; returns the config's path.
+ * `trainSize`/`testSize` cut the suite's 8,000/2,000 split (tests); `methods` gets the upright training digits' file,
+ * the general data of replay and EWC.
+ */
+export function writeMnistSequentialConfig(outDir: string, o: { steps: number; methods?: (original: string) => unknown[]; seed?: number; trainSize?: number; testSize?: number }): string {
+  const out = resolve(outDir);
+  const dir = join(out, 'data');
+  mkdirSync(dir, { recursive: true });
+  const seed = o.seed ?? 0;
+  const split = splitDigits(seed);
+  const train = split.train.slice(0, o.trainSize);
+  const held = split.held.slice(0, o.testSize ?? HELD_OUT);
+  const rows = (xs: IdDigit[], turns: number) => xs.map((d) => ({ id: d.id, image: rotate(d.pixels, turns), label: d.label }));
+  const original = join(dir, 'mnist-train.jsonl');
+  writeJsonl(original, rows(train, 0));
+  writeJsonl(join(dir, 'mnist-test.jsonl'), rows(held, 0));
+  const tasks = ['# Written by the sequential protocol: general = the upright held-out digits; one task per rotation.',
+    imageTaskYaml('mnist', 'mnist-test.jsonl', 'general', `10-class accuracy on ${held.length} held-out upright digits`)];
+  const stages = ROTATION_STAGES.map((s) => {
+    writeJsonl(join(dir, `${s.name}-train.jsonl`), rows(train, s.turns));
+    writeJsonl(join(dir, `${s.name}-test.jsonl`), rows(held, s.turns));
+    tasks.push(imageTaskYaml(s.name, `${s.name}-test.jsonl`, 'target', `10-class accuracy on the same ${held.length} held-out digits turned ${90 * s.turns}° counter-clockwise`));
+    return { name: s.name, skill: s.name, data: { train: { path: join(dir, `${s.name}-train.jsonl`), format: { type: 'image_classification', num_classes: 10 }, name: s.name } } };
+  });
+  writeFileSync(join(dir, 'tasks.yaml'), tasks.join('\n') + '\n');
+  const cfg = {
+    model: { path: MNIST_MODEL },
+    training: mnistTraining(o.steps, seed),
+    // Probing the whole held-out set costs milliseconds on this MLP, so the matrix is scored on all of it.
+    monitor: { every: Math.max(1, Math.round(o.steps / 4)), tasks: [join(dir, 'tasks.yaml')], limit: held.length, batch_size: 500 },
+    output_dir: join(out, 'run'),
+    methods: o.methods?.(original) ?? [],
     stages,
   };
   const file = join(out, 'sequential.yaml');
