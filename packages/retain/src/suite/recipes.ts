@@ -203,17 +203,20 @@ export const MNIST_NOT_RUN: Record<string, string> = {
   hft: "HFT's halves are defined over attention and MLP projections (q,k,v,o,gate,up,down), which this MLP does not have",
 };
 
+/** The MLP's strengths: L2 at the MLP's scale; EWC with the per-sample Fisher (the base sits at a minimum). */
+export const MNIST_OPTIONS: Record<string, Record<string, unknown>> = { l2: { lambda: 0.5 }, ewc: { lambda: 1000, fisher: 'per_sample', fisher_samples: 500 } };
+
+/** The original digits as general data (mixing's replay, EWC's Fisher). */
+export function mnistGeneral(original: string): Record<string, unknown> {
+  return { path: original, format: { type: 'image_classification', num_classes: 10 }, name: 'mnist' };
+}
+
 /**
  * The MNIST suite: rot90 keeps the digit head (every method that fits it), parity trains a new head (probe, LP-FT,
  * FLOW's vision variant). `head` names the new head's parameters; LP-FT and FLOW (vision) probe for half the steps.
  */
 export function mnistRecipes(original: string, steps: number, head: string): { rot90: Recipe[]; parity: Recipe[] } {
-  const s: Setup = {
-    general: { path: original, format: { type: 'image_classification', num_classes: 10 }, name: 'mnist' },
-    head,
-    probeSteps: Math.max(1, Math.round(steps / 2)),
-    options: { l2: { lambda: 0.5 }, ewc: { lambda: 1000, fisher: 'per_sample', fisher_samples: 500 } },
-  };
+  const s: Setup = { general: mnistGeneral(original), head, probeSteps: Math.max(1, Math.round(steps / 2)), options: MNIST_OPTIONS };
   return {
     rot90: [{ ...FT, label: 'rot90 FT' }, ...recipes(MNIST_ROT90_KEYS, s, 'rot90 '), combined(['mix', 'flow', 'l2'], s, 'rot90 mix+FLOW+L2')],
     parity: [{ ...FT, label: 'parity FT' }, ...recipes(MNIST_PARITY_KEYS, s, 'parity ')],
