@@ -116,14 +116,15 @@ async function main(): Promise<void> {
   const seeds = Number(opt('--seeds') ?? 3);
   const passes = flag('--equal-passes');
   const outRoot = resolve(opt('--out') ?? 'runs/frontier');
-  const out: SuiteEntry[] = [];
+  const runs: SuiteRun[] = [];
   for (const s of only) {
     const x = await runSuite(s, steps, seeds, passes, outRoot);
-    out.push(x.entry);
+    runs.push(x);
     if (flag('--write-docs')) writeDocs(`${s}:${passes ? 'passes' : 'steps'}`, markdown(x));
   }
-  if (flag('--write-docs')) writeSummary(out);
-  console.log(JSON.stringify({ format: 'retain.frontier/1', date: new Date().toISOString(), suites: out }, null, 2));
+  if (flag('--write-docs')) writeSummary(runs.map((x) => x.entry));
+  const suites = runs.map((x) => ({ ...x.entry, methods: x.methods, seconds: x.seconds }));
+  console.log(JSON.stringify({ format: 'retain.frontier/1', date: new Date().toISOString(), suites }, null, 2));
 }
 
 await main();
