@@ -40,8 +40,11 @@ export interface SuiteEntry {
   goal: Goal;
   units: MonitorUnits;
   ft: Scored;
-  /** The goal's pick (bestAgainstGoal), with its recipe as a config fragment: the methods and training overrides. */
-  best: (Scored & { label: string; why: string; config: { methods: FrontierPoint['methods']; training: { lr: number; max_steps: number } }; target_gain_of_ft: number; cost_steps_of_ft: number }) | null;
+  /**
+   * The goal's pick (bestAgainstGoal), with its recipe as a config fragment: the methods and training overrides.
+   * target_gain_of_ft is null when FT itself gained nothing on the target (no share of it to keep).
+   */
+  best: (Scored & { label: string; why: string; config: { methods: FrontierPoint['methods']; training: { lr: number; max_steps: number } }; target_gain_of_ft: number | null; cost_steps_of_ft: number }) | null;
   goal_met: boolean;
 }
 
@@ -89,13 +92,14 @@ export function suiteEntry(s: Summary, o: { suite: string; protocol: Protocol; c
   let best: SuiteEntry['best'] = null;
   if (pick) {
     const p = pick.point;
-    const gain = (targetOf(p) - s.base_target) / (targetOf(ft) - s.base_target);
+    const ftGain = targetOf(ft) - s.base_target;
+    const gain = ftGain > 0 ? (targetOf(p) - s.base_target) / ftGain : null;
     best = {
       label: p.label, why: pick.why, config: { methods: p.methods, training: { lr: p.lr, max_steps: p.steps } },
       ...scored(p, s.units), target_gain_of_ft: gain, cost_steps_of_ft: p.steps / ft.steps,
     };
   }
-  const met = !!best && best.forgetting.mean <= goal.max_forgetting && best.target_gain_of_ft >= goal.min_target_gain_of_ft;
+  const met = !!best && best.forgetting.mean <= goal.max_forgetting && (best.target_gain_of_ft ?? -Infinity) >= goal.min_target_gain_of_ft;
   return { suite: o.suite, protocol: o.protocol, command: o.command, goal, units: s.units, ft: scored(ft, s.units), best, goal_met: met };
 }
 

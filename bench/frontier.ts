@@ -101,7 +101,7 @@ function markdown(x: SuiteRun): string {
   const rows = [`| recipe | forgetting (95% CI) | general (95% CI) | target (95% CI) |`, '|---|---|---|---|', `| FT | ${ci(e.ft.forgetting)} | ${ci(e.ft.general)} | ${ci(e.ft.target)} |`];
   for (const list of Object.values(x.methods)) for (const p of list) rows.push(`| ${p.label} | ${ci(p.forgetting)} | ${ci(p.general)} | ${ci(p.target)} |`);
   const b = e.best;
-  const verdict = b ? `Best against the goal (forgetting ≤ ${e.goal.max_forgetting}, ≥ 99% of FT's target gain): **${b.label}** (${b.why}), forgetting ${ci(b.forgetting)}, ${(100 * b.target_gain_of_ft).toFixed(1)}% of FT's target gain, ${b.cost_steps_of_ft.toFixed(2)}× FT's steps — goal ${e.goal_met ? 'met' : 'not met'}.` : 'No recipe finished.';
+  const verdict = b ? `Best against the goal (forgetting ≤ ${e.goal.max_forgetting}, ≥ 99% of FT's target gain): **${b.label}** (${b.why}), forgetting ${ci(b.forgetting)}, ${b.target_gain_of_ft === null ? "FT gained nothing on the target, so no share of its gain" : `${(100 * b.target_gain_of_ft).toFixed(1)}% of FT's target gain`}, ${b.cost_steps_of_ft.toFixed(2)}× FT's steps — goal ${e.goal_met ? 'met' : 'not met'}.` : 'No recipe finished.';
   return `Command: \`${e.command}\` · machine: ${cpus().length} × ${cpus()[0]?.model ?? 'CPU'} · date: ${new Date().toISOString().slice(0, 10)} · ${x.seconds} s · protocol: ${e.protocol} · ${u}.\n\n${rows.join('\n')}\n\n${verdict}`;
 }
 

@@ -54,7 +54,7 @@ test('a suite entry: general = base − forgetting with the same interval, the r
   assert.deepEqual(b.config, { methods: [{ name: 'mixing', ratio: '1:1' }], training: { lr: 0.001, max_steps: 200 } });
   assert.deepEqual(b.general, { mean: 49.7, half: 0.2 });
   assert.equal(b.cost_steps_of_ft, 2);
-  assert.ok(Math.abs(b.target_gain_of_ft - 29.8 / 30) < 1e-12);
+  assert.ok(Math.abs(b.target_gain_of_ft! - 29.8 / 30) < 1e-12);
   assert.equal(e.goal_met, true);
   // 99.3% of the gain but forgetting 0.6 > 0.5: picked (keeps the gain), goal not met.
   const over = point('o', 0.6, 39.8, { seeded: seeded(0.6, 0.1, 39.8, 1) });
@@ -66,8 +66,12 @@ test('a suite entry: general = base − forgetting with the same interval, the r
   const e3 = suiteEntry(summary([point('FT', 0.3, -1.9), point('l2', 0.01, -2)], bpc, -2.6), { suite: 'charlstm', protocol: 'equal steps', command: 'cmd', goal: 0.02 });
   assert.ok(Math.abs(e3.ft.general.mean - 2.4) < 1e-12);
   assert.deepEqual(e3.best!.target, { mean: 2, half: null });
-  assert.ok(Math.abs(e3.best!.target_gain_of_ft - 0.6 / 0.7) < 1e-12);
+  assert.ok(Math.abs(e3.best!.target_gain_of_ft! - 0.6 / 0.7) < 1e-12);
   assert.equal(e3.goal_met, false);
+  // FT that gained nothing leaves no share of its gain to keep: the ratio is null and the goal unmet.
+  const flat = suiteEntry(summary([point('FT', 1, 10), point('l2', 0.1, 12)], units, 10), { suite: 's', protocol: 'equal steps', command: 'c', goal: 0.5 });
+  assert.equal(flat.best!.target_gain_of_ft, null);
+  assert.equal(flat.goal_met, false);
   assert.throws(() => suiteEntry(summary([mix]), { suite: 's', protocol: 'equal steps', command: 'c', goal: 1 }), /no FT run/);
 });
 
