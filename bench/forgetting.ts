@@ -12,6 +12,8 @@
 // Usage: npm run bench:forgetting -- [--only stories,charlstm,mnist,mixstudy,minilm,effnet] [--steps N] [--no-pairs] [--out dir]
 //        [--fresh]        (retrain every recipe; by default finished runs with unchanged settings are reused)
 //        [--write-docs]   (replaces the suite's block in docs/RESULTS.md with the table, command, machine and date)
+//        [--summary [--summary-file f]]  (prints docs/forgetting-summary.json, the frontier study's per-suite verdicts,
+//                         as one JSON object and trains nothing; bench/forgetting-summary.ts says what it holds)
 // Prints one JSON object (per suite: seconds, runs, refused pairs, the Pareto-best runs) on stdout; progress on stderr.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -24,6 +26,7 @@ import { writeReport } from '../packages/retain/src/report/report.js';
 import { paretoFrontier } from '../packages/retain/src/report/charts.js';
 import { modelPath, needModel } from './models.js';
 import { writeResultsBlock } from './results-doc.js';
+import { SUMMARY_FILE, summaryObject } from './forgetting-summary.js';
 import { EFFNET, MINILM, MINILM_PUBLISHED_SICK_R, minilmSickR, naturalCrops, needEffnetSuite } from './parity/real_models.js';
 
 const args = process.argv.slice(2);
@@ -32,6 +35,15 @@ const opt = (name: string) => {
   const i = args.indexOf(name);
   return i >= 0 ? args[i + 1] : undefined;
 };
+if (flag('--summary')) {
+  try {
+    console.log(JSON.stringify(summaryObject(opt('--summary-file') ?? SUMMARY_FILE), null, 2));
+    process.exit(0);
+  } catch (e) {
+    console.error(`bench:forgetting --summary: ${(e as Error).message}`);
+    process.exit(1);
+  }
+}
 const SUITES = ['stories', 'charlstm', 'mnist', 'mixstudy', 'minilm', 'effnet'] as const;
 /** The suites on a real model from the models folder, and which one. */
 const REAL_MODEL: Record<string, string> = { minilm: MINILM, effnet: EFFNET };

@@ -3,34 +3,45 @@
 // tune`'s machinery without halving (every candidate trains to the end). Per suite it prints one JSON object: FT's
 // forgetting and target with intervals, each method's curve, and the best recipe against the goal (at most G of
 // forgetting — 0.5 points, or 0.02 bits/char on char models — while keeping ≥ 99% of FT's target gain).
-// Usage: npm run -s bench:frontier -- [--only stories,charlstm] [--steps N] [--seeds 3] [--knobs flow,l2,...]
-//        [--equal-passes] [--out runs/frontier] [--write-docs]
-import { mkdirSync, writeFileSync, readFileSync, existsSync } from 'node:fs';
+//   stories   stories260K → arithmetic (the demo's setup)
+//   charlstm  char-LSTM Shakespeare → Darwin (general and target in bits/char)
+//   mnist     the MNIST MLP → digits rotated 90°, same head (general: original digits, target: rotated; points)
+//   mixstudy  the mixed-training study's stage 1: the SICK base → linear_1d (stage 0 is trained once and cached)
+// Usage: npm run -s bench:frontier -- [--only stories,charlstm,mnist,mixstudy] [--steps N] [--seeds 3]
+//        [--knobs flow,l2,...] [--equal-passes] [--out runs/frontier] [--write-docs]
+// With --write-docs each suite's table goes into docs/RESULTS.md and its entry into docs/forgetting-summary.json
+// (bench:forgetting -- --summary prints that file).
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join, resolve } from 'node:path';
 import { stringify as toYaml } from 'yaml';
 import { loadTrainConfig } from '../packages/retain/src/config.js';
 import { tune } from '../packages/retain/src/tune/search.js';
-import { summarize, type Summary, type FrontierPoint } from '../packages/retain/src/tune/outputs.js';
+import { summarize } from '../packages/retain/src/tune/outputs.js';
 import { METHOD_KNOBS } from '../packages/retain/src/suite/recipes.js';
 import { writeDemoTuneConfig } from '../packages/retain/src/suite/tune.js';
 import { CHARLSTM_MODEL, prepareCharlstmData } from '../packages/retain/src/suite/charlstm.js';
+import { writeRot90TuneConfig } from '../packages/retain/src/suite/mnist.js';
+import { writeMixStudyTuneConfig } from '../packages/retain/src/suite/mixstudy.js';
 import { writeResultsBlock } from './results-doc.js';
+import { scored, suiteEntry, writeSummary, type Ci, type Protocol, type SuiteEntry } from './forgetting-summary.js';
 
 const args = process.argv.slice(2);
 const flag = (n: string) => args.includes(n);
 const opt = (n: string) => (args.includes(n) ? args[args.indexOf(n) + 1] : undefined);
-const root = new URL('..', import.meta.url).pathname;
 
 interface SuiteSetup {
   config: string;
   replay: Record<string, unknown>;
+  /** Options of a knob's new method entry that this setup needs (tune's SpaceOptions.defaults). */
+  defaults?: Record<string, Record<string, unknown>>;
   /** The goal's forgetting allowance in the monitor's unit. */
   goal: number;
   knobs: string[];
 }
 
-const SUITES: Record<string, (out: string, steps: number) => SuiteSetup> = {
+/** Each suite's setup for a protocol folder `out` under the suite's folder `suiteDir`. */
+const SUITES: Record<string, (out: string, steps: number, suiteDir: string) => SuiteSetup | Promise<SuiteSetup>> = {
   stories: (out, steps) => ({ ...writeDemoTuneConfig(out, steps), goal: 0.5, knobs: Object.keys(METHOD_KNOBS) }),
   charlstm: (out, steps) => {
     const d = prepareCharlstmData(out, { trainWindows: Math.max(256, steps * 16), replayWindows: Math.max(256, steps * 16) });
@@ -46,63 +57,54 @@ const SUITES: Record<string, (out: string, steps: number) => SuiteSetup> = {
     // LoRA and HFT find no target layers in the TF-layout LSTM (bench:forgetting's charlstm suite says why).
     return { config, replay: { path: d.replay, format: { type: 'text' }, max_length: 129, name: 'shakespeare' }, goal: 0.02, knobs: ['flow', 'mixing', 'l2', 'wise', 'sam', 'mofo'] };
   },
+  // LoRA and HFT find no target layers in the TF-layout MLP (recipes.ts MNIST_NOT_RUN).
+  mnist: (out, steps) => ({ ...writeRot90TuneConfig(out, steps), goal: 0.5, knobs: ['flow', 'mixing', 'l2', 'ewc', 'wise', 'sam', 'mofo'] }),
+  // Stage 0 (the SICK base) lives in the suite's folder, shared by both protocols.
+  mixstudy: async (out, steps, suiteDir) => ({ ...(await writeMixStudyTuneConfig(suiteDir, out, steps)), goal: 0.5, knobs: Object.keys(METHOD_KNOBS) }),
 };
 
-export interface SuiteSummary {
-  suite: string;
-  protocol: 'equal steps' | 'equal passes';
-  goal: { max_forgetting: number; min_target_gain_of_ft: number };
-  ft: FrontierPoint;
-  best: (FrontierPoint & { target_gain_of_ft: number; cost_steps_of_ft: number; goal_met: boolean }) | null;
-  methods: Record<string, { label: string; forgetting: string; target: string }[]>;
+interface SuiteRun {
+  entry: SuiteEntry;
+  /** Each method's curve: its settings' scores as the metrics' own values. */
+  methods: Record<string, { label: string; forgetting: Ci; general: Ci; target: Ci }[]>;
   seconds: number;
 }
 
-const ci = (x: { mean: number; half: number | null } | undefined, v: number) => (x ? `${x.mean.toFixed(3)}${x.half === null ? '' : ` ± ${x.half.toFixed(3)}`}` : v.toFixed(3));
+const ci = (x: Ci) => `${x.mean.toFixed(3)}${x.half === null ? '' : ` ± ${x.half.toFixed(3)}`}`;
 
-/** The goal's pick: the most target gain among recipes within the forgetting goal (mean over seeds); else the least forgetting among those keeping 99% of FT's gain; else the Pareto point forgetting least. */
-export function bestAgainstGoal(s: Summary, goal: number): SuiteSummary['best'] {
-  const ft = s.frontier.find((p) => p.id === 'FT')!;
-  const f = (p: FrontierPoint) => p.seeded?.forgetting.mean ?? p.forgetting;
-  const t = (p: FrontierPoint) => p.seeded?.target.mean ?? p.target;
-  const gain = (p: FrontierPoint) => (t(p) - s.base_target) / (t(ft) - s.base_target);
-  const runs = s.frontier.filter((p) => p.status === 'done' && p.id !== 'FT');
-  const within = runs.filter((p) => f(p) <= goal).sort((a, b) => t(b) - t(a));
-  const keeping = runs.filter((p) => gain(p) >= 0.99).sort((a, b) => f(a) - f(b));
-  const pick = within[0] ?? keeping[0] ?? runs.filter((p) => p.pareto).sort((a, b) => f(a) - f(b))[0];
-  if (!pick) return null;
-  return { ...pick, target_gain_of_ft: gain(pick), cost_steps_of_ft: pick.steps / ft.steps, goal_met: f(pick) <= goal && gain(pick) >= 0.99 };
-}
+const commandOf = (suite: string, steps: number, seeds: number, passes: boolean) =>
+  `npm run -s bench:frontier -- --only ${suite} --steps ${steps} --seeds ${seeds}${opt('--knobs') ? ` --knobs ${opt('--knobs')}` : ''}${passes ? ' --equal-passes' : ''} --write-docs`;
 
-async function runSuite(name: string, steps: number, seeds: number, passes: boolean, outRoot: string): Promise<SuiteSummary> {
+async function runSuite(name: string, steps: number, seeds: number, passes: boolean, outRoot: string): Promise<SuiteRun> {
   const out = join(outRoot, name, passes ? 'passes' : 'steps');
   mkdirSync(out, { recursive: true });
-  const setup = SUITES[name](out, steps);
+  const setup = await SUITES[name](out, steps, join(outRoot, name));
   const knobs = opt('--knobs')?.split(',') ?? setup.knobs;
   const cfg = loadTrainConfig(setup.config);
   // Without halving the probes between start and end decide nothing: probe once, at the last step.
   if (cfg.monitor) cfg.monitor.every = steps;
   // No budget: every candidate trains to the end and is seeded; the goal is applied afterwards.
-  const r = await tune({ config: cfg, outDir: out, maxForgetting: 1e9, knobs, budget: {}, seeds, seedAll: true, rungs: 1, equalPasses: passes, replay: setup.replay });
+  const r = await tune({ config: cfg, outDir: out, maxForgetting: 1e9, knobs, budget: {}, seeds, seedAll: true, rungs: 1, equalPasses: passes, replay: setup.replay, defaults: setup.defaults });
   const s = summarize(r, 1e9);
   writeFileSync(join(out, 'tune.json'), JSON.stringify(s, null, 2) + '\n');
-  const methods: SuiteSummary['methods'] = {};
+  const methods: SuiteRun['methods'] = {};
   for (const p of s.frontier.filter((x) => x.id !== 'FT')) {
     const m = p.label.split(' ')[0];
-    (methods[m] ??= []).push({ label: p.label, forgetting: ci(p.seeded?.forgetting, p.forgetting), target: ci(p.seeded?.target, p.target) });
+    const sc = scored(p, s.units);
+    (methods[m] ??= []).push({ label: p.label, forgetting: sc.forgetting, general: sc.general, target: sc.target });
   }
-  return {
-    suite: name, protocol: passes ? 'equal passes' : 'equal steps', goal: { max_forgetting: setup.goal, min_target_gain_of_ft: 0.99 },
-    ft: s.frontier.find((p) => p.id === 'FT')!, best: bestAgainstGoal(s, setup.goal), methods, seconds: s.seconds,
-  };
+  const protocol: Protocol = passes ? 'equal passes' : 'equal steps';
+  return { entry: suiteEntry(s, { suite: name, protocol, command: commandOf(name, steps, seeds, passes), goal: setup.goal }), methods, seconds: s.seconds };
 }
 
-function markdown(x: SuiteSummary, cmd: string): string {
-  const rows = [`| recipe | forgetting (95% CI) | target (95% CI) |`, '|---|---|---|', `| FT | ${ci(x.ft.seeded?.forgetting, x.ft.forgetting)} | ${ci(x.ft.seeded?.target, x.ft.target)} |`];
-  for (const list of Object.values(x.methods)) for (const p of list) rows.push(`| ${p.label} | ${p.forgetting} | ${p.target} |`);
-  const b = x.best;
-  const verdict = b ? `Best against the goal (forgetting ≤ ${x.goal.max_forgetting}, ≥ 99% of FT's target gain): **${b.label}**, forgetting ${ci(b.seeded?.forgetting, b.forgetting)}, ${(100 * b.target_gain_of_ft).toFixed(1)}% of FT's target gain, ${b.cost_steps_of_ft.toFixed(2)}× FT's steps — goal ${b.goal_met ? 'met' : 'not met'}.` : 'No recipe finished.';
-  return `Command: \`${cmd}\` · machine: ${cpus().length} × ${cpus()[0]?.model ?? 'CPU'} · date: ${new Date().toISOString().slice(0, 10)} · ${x.seconds} s · protocol: ${x.protocol}.\n\n${rows.join('\n')}\n\n${verdict}`;
+function markdown(x: SuiteRun): string {
+  const e = x.entry;
+  const u = `general in ${e.units.general.unit} (base ${e.units.general.base.toFixed(3)}), target in ${e.units.target.unit}`;
+  const rows = [`| recipe | forgetting (95% CI) | general (95% CI) | target (95% CI) |`, '|---|---|---|---|', `| FT | ${ci(e.ft.forgetting)} | ${ci(e.ft.general)} | ${ci(e.ft.target)} |`];
+  for (const list of Object.values(x.methods)) for (const p of list) rows.push(`| ${p.label} | ${ci(p.forgetting)} | ${ci(p.general)} | ${ci(p.target)} |`);
+  const b = e.best;
+  const verdict = b ? `Best against the goal (forgetting ≤ ${e.goal.max_forgetting}, ≥ 99% of FT's target gain): **${b.label}** (${b.why}), forgetting ${ci(b.forgetting)}, ${b.target_gain_of_ft === null ? "FT gained nothing on the target, so no share of its gain" : `${(100 * b.target_gain_of_ft).toFixed(1)}% of FT's target gain`}, ${b.cost_steps_of_ft.toFixed(2)}× FT's steps — goal ${e.goal_met ? 'met' : 'not met'}.` : 'No recipe finished.';
+  return `Command: \`${e.command}\` · machine: ${cpus().length} × ${cpus()[0]?.model ?? 'CPU'} · date: ${new Date().toISOString().slice(0, 10)} · ${x.seconds} s · protocol: ${e.protocol} · ${u}.\n\n${rows.join('\n')}\n\n${verdict}`;
 }
 
 function writeDocs(key: string, body: string): void {
@@ -116,20 +118,15 @@ async function main(): Promise<void> {
   const seeds = Number(opt('--seeds') ?? 3);
   const passes = flag('--equal-passes');
   const outRoot = resolve(opt('--out') ?? 'runs/frontier');
-  const out: SuiteSummary[] = [];
+  const runs: SuiteRun[] = [];
   for (const s of only) {
     const x = await runSuite(s, steps, seeds, passes, outRoot);
-    out.push(x);
-    if (flag('--write-docs')) writeDocs(`${s}:${passes ? 'passes' : 'steps'}`, markdown(x, `npm run -s bench:frontier -- --only ${s} --steps ${steps} --seeds ${seeds}${passes ? ' --equal-passes' : ''} --write-docs`));
+    runs.push(x);
+    if (flag('--write-docs')) writeDocs(`${s}:${passes ? 'passes' : 'steps'}`, markdown(x));
   }
-  const summary = { format: 'retain.forgetting-summary/1', date: new Date().toISOString(), suites: out.map((x) => ({ suite: x.suite, protocol: x.protocol, goal: x.goal, ft: x.ft, best: x.best })) };
-  if (flag('--write-docs')) {
-    const file = join(root, 'docs', 'forgetting-summary.json');
-    const prev = existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as typeof summary) : { suites: [] as typeof summary.suites };
-    const keep = prev.suites.filter((p) => !out.some((x) => x.suite === p.suite && x.protocol === p.protocol));
-    writeFileSync(file, JSON.stringify({ ...summary, suites: [...keep, ...summary.suites] }, null, 2) + '\n');
-  }
-  console.log(JSON.stringify(summary, null, 2));
+  if (flag('--write-docs')) writeSummary(runs.map((x) => x.entry));
+  const suites = runs.map((x) => ({ ...x.entry, methods: x.methods, seconds: x.seconds }));
+  console.log(JSON.stringify({ format: 'retain.frontier/1', date: new Date().toISOString(), suites }, null, 2));
 }
 
 await main();

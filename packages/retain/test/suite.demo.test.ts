@@ -49,4 +49,6 @@ test('retain demo end to end (CLI, two recipes, few steps): forgetting table pri
   assert.ok(get(mix, 'next_token_acc') > get(ft, 'next_token_acc') + 0.1);
   assert.ok(ft.monitor!.length >= 4 && ft.monitor!.some((p) => p.step === 40));
   assert.match(r.stderr, /training FT/);
+  // Under the table: the frontier study's best recipe for this setup, with its interval or an honest 'not measured'.
+  assert.match(r.stdout, /is the best recipe found for this setup \(npm run -s bench:frontier -- --only stories .*\); (interval: not measured yet|study interval \(95%)/);
 });

@@ -4,7 +4,9 @@ import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { needShared } from './helpers.js';
-import { runMixStudySuite, studyRuns, type MixStudySummary } from '../src/suite/mixstudy.js';
+import { runMixStudySuite, studyRuns, writeMixStudyTuneConfig, type MixStudySummary } from '../src/suite/mixstudy.js';
+import { loadTrainConfig } from '../src/config.js';
+import { candidates } from '../src/tune/space.js';
 import type { CompareResults, EvalResults } from '../src/eval/results.js';
 
 test('mixed-training study: m:n runs take (m+n)/m times the math-only steps', () => {
@@ -58,6 +60,16 @@ test('mixed-training study, tiny run: stage 0 teaches NLI, stage 1 runs with the
   assert.equal(s2.stage0.key, s.stage0.key);
   assert.equal(statSync(weights).mtimeMs, mtime);
   assert.equal(c2.base.model.hash, c.base.model.hash);
+
+  // Stage 1 as a config for tune (bench:frontier's mixstudy suite): the cached SICK base, the study's monitor, SICK replay.
+  const t = await writeMixStudyTuneConfig(outDir, join(outDir, 'tune'), 8, { baseSteps: 60, nliPerClass: 20, mathTest: 30, mathTrain: 200, progress: false });
+  assert.equal(statSync(weights).mtimeMs, mtime, 'stage 0 reused, not retrained');
+  const cfg = loadTrainConfig(t.config);
+  assert.equal(cfg.model.path, s.stage0.model);
+  assert.deepEqual(cfg.monitor!.target, ['linear_1d']);
+  assert.equal(t.replay.name, 'sick');
+  // Equal passes over the math data: the knob's 1:1 takes twice the steps, as the study's own 1:1 run does.
+  assert.deepEqual(candidates(cfg, { knobs: ['mixing'], replay: t.replay, equalPasses: true }).slice(0, 3).map((x) => x.steps), [8, 32, 16]);
   // Another stage 0 setting is another base.
   await runMixStudySuite({ ...o, baseSteps: 10, only: ['math-only'] });
   const s3 = JSON.parse(readFileSync(join(outDir, 'mixstudy.json'), 'utf8')) as MixStudySummary;

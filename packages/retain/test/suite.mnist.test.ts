@@ -7,7 +7,10 @@ import * as torch from '@retain/torch';
 import { loadPretrained, savePretrained } from '../src/models/hub.js';
 import { loadEvalModel } from '../src/eval/model.js';
 import type { CompareResults, EvalResults } from '../src/eval/results.js';
-import { readMnistDigits, rotate, rotate90, runMnistSuite } from '../src/suite/mnist.js';
+import { readMnistDigits, rotate, rotate90, runMnistSuite, writeRot90TuneConfig } from '../src/suite/mnist.js';
+import { loadTrainConfig } from '../src/config.js';
+import { tune } from '../src/tune/search.js';
+import { summarize } from '../src/tune/outputs.js';
 import { needShared, sharedPath } from './helpers.js';
 
 const MODEL = 'models/mnist-mlp';
@@ -86,4 +89,21 @@ test('MNIST suite, rot90 FT and parity probe × 30 steps: FT learns rotated digi
   } finally {
     rmSync(out, { recursive: true, force: true });
   }
+});
+
+test('MNIST rot90 as a tune config (bench:frontier --only mnist): the monitor probes upright and rotated digits; EWC candidates take the suite\'s per-sample Fisher; tune runs it', { skip: needShared(MODEL), timeout: 180_000 }, async () => {
+  const out = mkdtempSync(join(tmpdir(), 'retain-mnist-tune-'));
+  const t = writeRot90TuneConfig(out, 4);
+  const cfg = loadTrainConfig(t.config);
+  assert.deepEqual(cfg.monitor!.target, ['mnist_rot90']);
+  assert.equal(t.replay.name, 'mnist');
+  const r = await tune({ config: cfg, outDir: join(out, 'tune'), maxForgetting: 1e9, knobs: ['ewc'], budget: { trials: 2 }, seeds: 1, rungs: 1, replay: t.replay, defaults: t.defaults, progress: false });
+  const [ft, ewc] = r.state.candidates;
+  assert.deepEqual([ft.status, ewc.status], ['done', 'done'], ewc.note);
+  assert.equal((ewc.methods.at(-1) as Record<string, unknown>).fisher, 'per_sample');
+  // The base's general skill in points (the ml5 MLP reads upright digits well), and a run's scores are finite.
+  const s = summarize(r, 1e9);
+  assert.equal(s.units.general.unit, 'points');
+  assert.ok(s.units.general.base > 85, `base ${s.units.general.base}`);
+  assert.ok(Number.isFinite(ft.scores.at(-1)!.forgetting) && Number.isFinite(ft.scores.at(-1)!.target));
 });

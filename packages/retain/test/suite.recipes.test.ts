@@ -4,12 +4,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { buildMethods, METHODS } from '../src/methods/registry.js';
 import {
-  CHARLSTM_KEYS, CHARLSTM_NOT_RUN, charlstmRecipes, combined, demoRecipes, methodEntry, MNIST_NOT_RUN, MNIST_PARITY_KEYS,
+  CHARLSTM_KEYS, CHARLSTM_NOT_RUN, charlstmRecipes, STORIES_BEST, type StudyBest, combined, demoRecipes, methodEntry, MNIST_NOT_RUN, MNIST_PARITY_KEYS,
   MNIST_ROT90_KEYS, mnistRecipes, NOT_IN_CATALOGUE, pairs, RECIPE_KEYS, STORIES_KEYS, STORIES_NOT_RUN, storiesRecipes,
   storiesSetup, minilmRecipes, effnetRecipes, type Recipe,
 } from '../src/suite/recipes.js';
 import { candidates, KNOBS } from '../src/tune/space.js';
 import { parseTrainConfig } from '../src/config.js';
+import { studyBestLine } from '../src/suite/demo.js';
+import { isDeepStrictEqual } from 'node:util';
 
 const nameOf = (e: string | Record<string, unknown>) => (typeof e === 'string' ? e : String(e.name));
 const catalogueMethods = new Set(RECIPE_KEYS.map((k) => nameOf(methodEntry(k, { general: {}, head: 'h', probeSteps: 1 }))));
@@ -73,7 +75,7 @@ test("every recipe's options are accepted by its methods, and labels are unique 
 });
 
 test('the demo and the suites keep their recipes: labels, order and the options that differ per setup', () => {
-  assert.deepEqual(demoRecipes('/r').map((r) => r.label), ['FT', 'mix 1:1', 'FLOW', 'L2', 'LoRA', 'WiSE-FT', 'L2 + HFT']);
+  assert.deepEqual(demoRecipes('/r').map((r) => r.label), ['FT', 'mix 1:1', 'FLOW', 'L2', 'LoRA', 'WiSE-FT', 'L2 + HFT', STORIES_BEST.recipe.label]);
   assert.deepEqual(charlstmRecipes('/r', 128).map((r) => r.label), ['FT', 'mix 1:1', 'FLOW', 'L2', 'EWC', 'SAM', 'MoFO', 'WiSE-FT', 'mix+FLOW+L2']);
   const ewc = charlstmRecipes('/r', 128).find((r) => r.label === 'EWC')!.methods[0];
   assert.deepEqual(ewc, { name: 'ewc', lambda: 10000, data: { path: '/r', format: { type: 'text' }, max_length: 129, name: 'shakespeare' }, fisher: 'per_sample', fisher_samples: 256 });
@@ -100,4 +102,15 @@ test('a recipe without what it needs, or an unknown one, is an error naming it',
   assert.throws(() => methodEntry('lpft', { head: 'h' }), /recipe 'lpft' needs the setup's probeSteps/);
   assert.throws(() => methodEntry('nope'), /unknown recipe 'nope'; the catalogue has mix, flow, sam/);
   assert.equal(methodEntry('flow'), 'flow', 'a recipe without options is the bare name, as a config writes it');
+});
+
+test("the demo's best-recipe row: one of the frontier study's candidates, printed with the study's interval or 'not measured yet'", () => {
+  const best = demoRecipes('/r').at(-1)!;
+  assert.equal(best, STORIES_BEST.recipe);
+  assert.ok(tuneCandidates().some((c) => isDeepStrictEqual(c.methods, best.methods)), `${best.label}: not a recipe the frontier study searches`);
+  assert.match(STORIES_BEST.source, /^npm run -s bench:frontier -- --only stories /);
+  const none: StudyBest = { ...STORIES_BEST, interval: null, note: 'no study yet' };
+  assert.equal(studyBestLine(none), `"${STORIES_BEST.recipe.label}" is the best recipe found for this setup (${STORIES_BEST.source}); interval: not measured yet — no study yet.`);
+  const measured: StudyBest = { ...none, interval: { forgetting: { mean: 0.41, half: 0.2 }, target: { mean: 30, half: null }, seeds: 3, steps: 150, protocol: 'equal steps', date: '2026-12-04' } };
+  assert.match(studyBestLine(measured), /study interval \(95%, 3 seeds, 150 steps, equal steps, 2026-12-04\): forgetting 0\.41 ± 0\.20 points, target 30\.00 points\.$/);
 });

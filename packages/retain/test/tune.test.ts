@@ -36,6 +36,9 @@ test('tune space: FT first, a knob adjusts the config\'s own entry of its method
   const replay0 = { path: 'r.txt', format: { type: 'text' } };
   assert.deepEqual(candidates(cfg, { knobs: ['mixing'], replay: replay0, equalPasses: true }).map((c) => c.steps), [90, 360, 180, 120, 103, 96]);
   assert.throws(() => candidates(cfg, { knobs: ['mixing'] }), /knob 'mixing' needs mixing\.general .*--replay/);
+  // A setup's defaults for a method's new entry (MNIST's per-sample Fisher); the knob's setting still decides λ.
+  const ewc = candidates(parseTrainConfig({ ...cfg, methods: [] }), { knobs: ['ewc'], replay: replay0, defaults: { ewc: { fisher: 'per_sample', lambda: 7 } } });
+  assert.deepEqual(ewc[1].methods, [{ name: 'ewc', fisher: 'per_sample', data: replay0, lambda: 1 }]);
   const replay = { path: 'r.txt', format: { type: 'text' } };
   assert.deepEqual(candidates(cfg, { knobs: ['mixing'], replay })[1].methods.at(-1), { name: 'mixing', general: replay, ratio: '1:3' });
   const lr = candidates(cfg, { knobs: ['lr', 'steps'] });

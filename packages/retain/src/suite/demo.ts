@@ -1,6 +1,6 @@
 // `retain demo`: the embedded stories260K (a real pretrained TinyStories Llama) learns arithmetic it cannot do, once
-// per recipe — standard fine-tuning, mixing 1:1 with TinyStories replay, FLOW, L2-SP, LoRA, WiSE-FT and a
-// combination — and every result is scored on the same general probe (TinyStories next-token accuracy and loss on
+// per recipe — standard fine-tuning, mixing 1:1 with TinyStories replay, FLOW, L2-SP, LoRA, WiSE-FT, a combination
+// and the best recipe the frontier study found for this setup — and every result is scored on the same general probe (TinyStories next-token accuracy and loss on
 // held-out stories) and target probe (exact match on held-out problems). Everything it reads ships in assets/.
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -10,7 +10,7 @@ import { resolveTasks, type ResolvedTask } from '../eval/tasks.js';
 import type { CompareResults, EvalResults } from '../eval/results.js';
 import { arithmeticProblems } from './arith.js';
 import { exactMatchTaskYaml, finishResults, methodNames, runDirOf, selectRecipes, trainRecipe, writeJsonl } from './common.js';
-import { demoRecipes, type Recipe } from './recipes.js';
+import { demoRecipes, STORIES_BEST, type Interval, type Recipe, type StudyBest } from './recipes.js';
 
 export const ASSETS = resolve(new URL('../../assets', import.meta.url).pathname);
 export const DEFAULT_MODEL = join(ASSETS, 'stories260K', 'stories260K.bin');
@@ -138,4 +138,15 @@ function summary(r: EvalResults): string {
   const ce = r.rows.find((x) => x.task === 'tinystories_heldout' && x.metric === 'ce')!;
   const t = r.rows.find((x) => x.task === 'arithmetic' && x.metric === 'exact_match')!;
   return `TinyStories next-token acc ${(g.value * 100).toFixed(2)}%, loss ${ce.value.toFixed(3)}; arithmetic exact match ${(t.value * 100).toFixed(1)}%`;
+}
+
+const iv = (x: Interval) => `${x.mean.toFixed(2)}${x.half === null ? '' : ` ± ${x.half.toFixed(2)}`}`;
+
+/** The line the demo prints under its table: the best recipe's row and what the study measured for it. */
+export function studyBestLine(b: StudyBest = STORIES_BEST): string {
+  const i = b.interval;
+  const measured = i
+    ? `study interval (95%, ${i.seeds} seeds, ${i.steps} steps, ${i.protocol}, ${i.date}): forgetting ${iv(i.forgetting)} points, target ${iv(i.target)} points`
+    : `interval: not measured yet — ${b.note}`;
+  return `"${b.recipe.label}" is the best recipe found for this setup (${b.source}); ${measured}.`;
 }

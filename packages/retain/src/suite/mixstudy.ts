@@ -15,6 +15,7 @@
 // where any constant answer scores 1/3 and accuracy equals the macro-averaged recall.
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { stringify as toYaml } from 'yaml';
 import { join, resolve } from 'node:path';
 import * as torch from '@retain/torch';
 import { parseTrainConfig } from '../config.js';
@@ -275,6 +276,39 @@ export function studyRuns(steps: number, batch = STAGE1.batch_size): StudyRun[] 
   ];
 }
 
+/** Stage 1's training section (`steps` optimizer steps). */
+function stage1Training(steps: number, seed: number): Record<string, unknown> {
+  return {
+    max_steps: steps, batch_size: STAGE1.batch_size, lr: STAGE1.lr, schedule: 'cosine', warmup_ratio: STAGE1.warmup_ratio,
+    weight_decay: STAGE1.weight_decay, clip_grad_norm: STAGE1.clip_grad_norm, seed, log_every: 5,
+  };
+}
+
+const stage1Data = (data: MixStudyData) => ({ train: { path: data.mathTrain, format: { type: 'prompt_completion' }, max_length: STAGE1.max_length, name: 'linear_1d' } });
+const sickGeneral = (data: MixStudyData) => ({ path: data.sickTrain, format: { type: 'prompt_completion' }, max_length: STAGE1.max_length, name: 'sick' });
+
+/**
+ * Stage 1 as a config `retain tune` runs: the SICK base (stage 0, trained or reused under `dataDir`) → linear_1d,
+ * the monitor probing NLI to keep and linear_1d to gain; SICK train is the replay data. Written to
+ * configDir/mixstudy-config.yaml.
+ */
+export async function writeMixStudyTuneConfig(dataDir: string, configDir: string, steps = DEFAULTS.steps, o: Omit<MixStudyOptions, 'outDir' | 'steps' | 'only' | 'monitorEvery'> = {}): Promise<{ config: string; replay: Record<string, unknown> }> {
+  const seed = o.seed ?? 0;
+  const data = prepareMixStudyData(resolve(dataDir), { seed, nliPerClass: o.nliPerClass ?? DEFAULTS.nliPerClass, mathTrain: o.mathTrain ?? DEFAULTS.mathTrain, mathTest: o.mathTest ?? DEFAULTS.mathTest });
+  const stage0 = await ensureNliBase(resolve(dataDir), data, { steps: o.baseSteps ?? DEFAULTS.baseSteps, seed, progress: o.progress !== false });
+  const cfg = {
+    model: { path: stage0.model },
+    data: stage1Data(data),
+    training: stage1Training(steps, seed),
+    monitor: { every: Math.max(1, Math.round(steps / 10)), tasks: [data.tasksFile], target: ['linear_1d'], limit: 60 },
+    output_dir: join(resolve(configDir), 'mixstudy-run'),
+  };
+  mkdirSync(resolve(configDir), { recursive: true });
+  const config = join(resolve(configDir), 'mixstudy-config.yaml');
+  writeFileSync(config, `# Written by the mixed-training study: the SICK base (stage 0) → linear_1d.\n${toYaml(cfg)}`);
+  return { config, replay: sickGeneral(data) };
+}
+
 export interface MixStudySummary {
   stage0: Stage0Info;
   scheme: string;
@@ -313,7 +347,7 @@ export async function runMixStudySuite(o: MixStudyOptions): Promise<CompareResul
   say(`  base (after stage 0): ${summary(base)}`);
 
   const monitorEvery = o.monitorEvery ?? Math.max(1, Math.round(steps / 10));
-  const general = { path: data.sickTrain, format: { type: 'prompt_completion' }, max_length: STAGE1.max_length, name: 'sick' };
+  const general = sickGeneral(data);
   const tuned: EvalResults[] = [];
   const rows: MixStudySummary['rows'] = [];
   for (const r of runs) {
@@ -324,11 +358,8 @@ export async function runMixStudySuite(o: MixStudyOptions): Promise<CompareResul
     say(`  training ${r.label} (${r.steps} steps) …`);
     const cfg = parseTrainConfig({
       model: { path: stage0.model },
-      data: { train: { path: data.mathTrain, format: { type: 'prompt_completion' }, max_length: STAGE1.max_length, name: 'linear_1d' } },
-      training: {
-        max_steps: r.steps, batch_size: STAGE1.batch_size, lr: STAGE1.lr, schedule: 'cosine', warmup_ratio: STAGE1.warmup_ratio,
-        weight_decay: STAGE1.weight_decay, clip_grad_norm: STAGE1.clip_grad_norm, seed, log_every: 5,
-      },
+      data: stage1Data(data),
+      training: stage1Training(r.steps, seed),
       monitor: { every: monitorEvery, tasks: [data.tasksFile], target: ['linear_1d'], limit: 60 },
       output_dir: runDir,
       resume: false,

@@ -15,6 +15,7 @@
 // classification loss: FLOW's weights come from per-sample cross-entropy (one "token" per image), EWC's Fisher from
 // the original digits.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { stringify as toYaml } from 'yaml';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import * as torch from '@retain/torch';
@@ -25,7 +26,7 @@ import type { CompareResults, EvalResults } from '../eval/results.js';
 import { loadPretrained, savePretrained, type Pretrained } from '../models/hub.js';
 import { MnistMLP } from '../models/mlp.js';
 import { epochOrder } from '../data/loader.js';
-import { mnistRecipes } from './recipes.js';
+import { MNIST_OPTIONS, mnistGeneral, mnistRecipes } from './recipes.js';
 import { finishResults, methodNames, primaryValue, runDirOf, selectRecipes, trainRecipe, writeJsonl, type SuiteOptions } from './common.js';
 
 const SHARED = resolve(new URL('../../../../../shared', import.meta.url).pathname);
@@ -188,6 +189,29 @@ function summary(r: EvalResults): string {
   return `MNIST ${pct('mnist')}, rotated ${pct('mnist_rot90')}, parity ${pct('mnist_parity')}`;
 }
 
+const monitorEvery = (steps: number) => Math.max(1, Math.round(steps / 10));
+const rot90Monitor = (data: MnistData, every: number) => ({ every, tasks: [data.monitor.rot90], target: ['mnist_rot90'], limit: 500 });
+
+/**
+ * The rot90 task as a config `retain tune` runs (same head; the monitor probes the original digits to keep and the
+ * rotated ones to gain, as the suite scores them), written to outDir/rot90-config.yaml with the data beside it. The
+ * original digits are the replay data; `defaults` carries the suite's EWC options for tune's EWC knob.
+ */
+export function writeRot90TuneConfig(outDir: string, steps = 300, seed = 0): { config: string; replay: Record<string, unknown>; defaults: Record<string, Record<string, unknown>> } {
+  const out = resolve(outDir);
+  const data = prepareMnistData(out, { seed });
+  const cfg = {
+    model: { path: MNIST_MODEL },
+    data: { train: { path: data.rotTrain, format: { type: 'image_classification', num_classes: 10 }, name: 'rot90' } },
+    training: mnistTraining(steps, seed),
+    monitor: rot90Monitor(data, monitorEvery(steps)),
+    output_dir: join(out, 'rot90-run'),
+  };
+  const config = join(out, 'rot90-config.yaml');
+  writeFileSync(config, `# Written by the MNIST suite: the ml5 MLP → digits rotated 90° (same head).\n${toYaml(cfg)}`);
+  return { config, replay: mnistGeneral(data.original), defaults: { ewc: MNIST_OPTIONS.ewc } };
+}
+
 /**
  * Runs the MNIST suite: the base, then the rot90 recipes (same head) and the parity recipes (new head), all in one
  * comparison. Rot90 runs carry the mnist and mnist_rot90 rows; parity runs the mnist (original head) and
@@ -218,7 +242,7 @@ export async function runMnistSuite(o: SuiteOptions): Promise<CompareResults> {
   say(`  base: ${summary(base)}`);
 
   const training = mnistTraining(steps, seed);
-  const every = Math.max(1, Math.round(steps / 10));
+  const every = monitorEvery(steps);
   const tuned: EvalResults[] = [];
   for (const [kind, recipes] of [['rot90', all.rot90], ['parity', all.parity]] as const) {
     for (const r of recipes.filter((x) => chosen.has(x.label))) {
@@ -231,7 +255,7 @@ export async function runMnistSuite(o: SuiteOptions): Promise<CompareResults> {
         data: { train: { path: kind === 'rot90' ? data.rotTrain : data.parityTrain, format: { type: 'image_classification', num_classes: kind === 'rot90' ? 10 : 2 }, name: kind } },
         training,
         monitor: kind === 'rot90'
-          ? { every, tasks: [data.monitor.rot90], target: ['mnist_rot90'], limit: 500 }
+          ? rot90Monitor(data, every)
           : { every, tasks: [data.monitor.parity], target: ['mnist_parity'], limit: 500 },
         progress,
       }, r);

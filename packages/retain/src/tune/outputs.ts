@@ -5,7 +5,7 @@ import { join, resolve } from 'node:path';
 import { stringify as toYaml } from 'yaml';
 import type { TrainConfig } from '../config.js';
 import type { CompareResults, EvalResults } from '../eval/results.js';
-import { forgettingAndTarget, primaryRows } from '../eval/results.js';
+import { averageGroup, forgettingAndTarget, isFractionMetric, metricName, primaryRows } from '../eval/results.js';
 import { interval, type CandidateState, type Score, type TuneResult } from './search.js';
 
 export interface FrontierPoint {
@@ -30,6 +30,8 @@ export interface Summary {
   format: 'retain.tune/1';
   max_forgetting: number;
   base_target: number;
+  /** How forgetting and target read back as the metrics' own values (a summary states general = base − forgetting). */
+  units: MonitorUnits;
   ft: SeededScore;
   best: (SeededScore & { label: string; methods: CandidateState['methods']; lr: number; steps: number; target_gain_of_ft: number }) | null;
   frontier: FrontierPoint[];
@@ -40,6 +42,28 @@ export interface SeededScore {
   forgetting: { mean: number; half: number | null };
   target: { mean: number; half: number | null };
   seeds: number;
+}
+
+/**
+ * The monitor's units: forgetting is points lost (fractions ×100) on the averageable general rows, target the mean of
+ * the target rows signed so that higher is better. `base` is the base model's general value in that unit.
+ */
+export interface MonitorUnits {
+  general: { base: number; unit: string; higher_is_better: boolean };
+  target: { unit: string; higher_is_better: boolean };
+}
+
+export function monitorUnits(base: EvalResults): MonitorUnits {
+  const rows = primaryRows(base);
+  const g = averageGroup(rows.filter((x) => x.role === 'general').map((x) => ({ ...x, higherIsBetter: x.higher_is_better })));
+  const t = rows.filter((x) => x.role === 'target');
+  const unit = (metric: string) => (isFractionMetric(metric) ? 'points' : metricName(metric));
+  return {
+    general: g
+      ? { base: (g.tasks.reduce((s, x) => s + x.value, 0) / g.tasks.length) * (g.fraction ? 100 : 1), unit: g.fraction ? 'points' : g.metric, higher_is_better: g.higherIsBetter }
+      : { base: NaN, unit: 'none', higher_is_better: true },
+    target: { unit: t.length ? unit(t[0].metric) : 'none', higher_is_better: t.every((x) => x.higher_is_better) },
+  };
 }
 
 function seeded(c: CandidateState): SeededScore {
@@ -61,7 +85,7 @@ export function summarize(r: TuneResult, maxForgetting: number): Summary {
   const ft = seeded(r.ft);
   const best = r.best && { ...seeded(r.best), label: r.best.label, methods: r.best.methods, lr: r.best.lr, steps: r.best.steps };
   return {
-    format: 'retain.tune/1', max_forgetting: maxForgetting, base_target: baseTarget, ft,
+    format: 'retain.tune/1', max_forgetting: maxForgetting, base_target: baseTarget, units: monitorUnits(r.base), ft,
     best: best && { ...best, target_gain_of_ft: (best.target.mean - baseTarget) / (ft.target.mean - baseTarget) },
     frontier, seconds: +r.elapsedSeconds.toFixed(1),
   };

@@ -32,6 +32,8 @@ export interface TuneOptions {
   /** Equal passes over the target data instead of equal steps (space.ts). */
   equalPasses?: boolean;
   replay?: Record<string, unknown>;
+  /** Options of a knob's new method entry per method (SpaceOptions.defaults). */
+  defaults?: Record<string, Record<string, unknown>>;
   eta?: number;
   rungs?: number;
   progress?: boolean;
@@ -126,9 +128,9 @@ export async function tune(o: TuneOptions): Promise<TuneResult> {
   const nRungs = o.rungs ?? 3;
   const out = resolve(o.outDir);
   mkdirSync(out, { recursive: true });
-  const all = candidates(cfg, { knobs: o.knobs, replay: o.replay, equalPasses: o.equalPasses });
+  const all = candidates(cfg, { knobs: o.knobs, replay: o.replay, equalPasses: o.equalPasses, defaults: o.defaults });
   const chosen = o.budget.trials ? sample(all, o.budget.trials, cfg.training.seed) : all;
-  const key = JSON.stringify({ cfg: { ...cfg, output_dir: null }, knobs: o.knobs, trials: o.budget.trials ?? null, max: o.maxForgetting, seeds: o.seeds, eta, nRungs, all: !!o.seedAll, passes: !!o.equalPasses });
+  const key = JSON.stringify({ cfg: { ...cfg, output_dir: null }, knobs: o.knobs, ...(o.defaults ? { defaults: o.defaults } : {}), trials: o.budget.trials ?? null, max: o.maxForgetting, seeds: o.seeds, eta, nRungs, all: !!o.seedAll, passes: !!o.equalPasses });
   const stateFile = join(out, STATE);
   const state = loadState(stateFile, key, () => ({ format: 'retain.tune-state/1', key, candidates: chosen.map((c) => ({ ...c, status: 'active', scores: [] })) }));
   const save = () => writeJsonAtomic(stateFile, state);

@@ -28,6 +28,11 @@ export interface SpaceOptions {
   equalPasses?: boolean;
   /** Replay data spec for knobs that need data the config does not give (mixing's general, EWC's data). */
   replay?: Record<string, unknown>;
+  /**
+   * Per method, options of a new entry that the setup needs beyond the knob's own defaults (EWC's per-sample Fisher
+   * on a model that sits at a minimum, where per-batch gradients cancel); the config's own entry still wins.
+   */
+  defaults?: Record<string, Record<string, unknown>>;
 }
 
 function methodName(e: MethodEntry): string {
@@ -42,7 +47,7 @@ function entryFor(cfg: TrainConfig, method: string): Record<string, unknown> | n
 
 /** The method entries of one setting of a knob: the config's methods with that method added or adjusted. */
 function withSetting(cfg: TrainConfig, k: MethodKnob, setting: Record<string, unknown>, o: SpaceOptions): MethodEntry[] {
-  const own = entryFor(cfg, k.method) ?? { name: k.method, ...k.defaults };
+  const own = entryFor(cfg, k.method) ?? { name: k.method, ...k.defaults, ...o.defaults?.[k.method] };
   if (k.needsData && own[k.needsData] === undefined) {
     if (!o.replay) throw new Error(`tune: knob '${k.method}' needs ${k.method}.${k.needsData} (general data to replay); give it in the config's ${k.method} entry or pass --replay <file>, or drop '${k.method}' from --knobs`);
     own[k.needsData] = o.replay;
