@@ -25,7 +25,7 @@ import type { CompareResults, EvalResults, ResultRow, Role } from '../eval/resul
 import { relatednessSpearman } from '../eval/similarity.js';
 import { loadPretrained, savePretrained } from '../models/hub.js';
 import { BertModel } from '../models/bert.js';
-import { BertSentenceClassifier, padBatch, readSentenceSettings, SentenceEncoder, sentenceIds, type SentenceSettings } from '../models/sentence.js';
+import { BertSentenceClassifier, lengthOrder, padBatch, readSentenceSettings, SentenceEncoder, sentenceIds, type SentenceSettings } from '../models/sentence.js';
 import type { Tokenizer } from '../tokenizers/types.js';
 import { readCsv } from '../data/readers.js';
 import { minilmRecipes } from './recipes.js';
@@ -118,16 +118,18 @@ function retrievalAccuracy(enc: SentenceEncoder, pairs: { query: string; passage
   });
 }
 
-/** Entailment accuracy of the classifier on the pairs, in batches of 64 padded pair sequences. */
+/** Entailment accuracy of the classifier on the pairs, in batches of 64 padded pair sequences of similar lengths. */
 function nliAccuracy(model: BertSentenceClassifier, tok: Tokenizer, pairs: SickPair[], maxLen: number): number {
   let right = 0;
   const rows = sentenceIds(tok, pairs.map((p) => `${p.a} [SEP] ${p.b}`), maxLen);
+  const order = lengthOrder(rows);
   torch.noGrad(() => {
     for (let i = 0; i < rows.length; i += 64) {
       torch.tidy(() => {
-        const { ids } = padBatch(rows.slice(i, i + 64), model.config.pad_token_id ?? 0);
+        const batch = order.slice(i, i + 64);
+        const { ids } = padBatch(batch.map((j) => rows[j]), model.config.pad_token_id ?? 0);
         const pred = model.forward(ids).argmax(1).toArray() as number[]; // [b]
-        pred.forEach((c, k) => (right += Number(SICK_LABELS[c] === pairs[i + k].label)));
+        pred.forEach((c, k) => (right += Number(SICK_LABELS[c] === pairs[batch[k]].label)));
       });
     }
   });
