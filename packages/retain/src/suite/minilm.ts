@@ -188,6 +188,15 @@ function summary(r: EvalResults): string {
   return `SICK-R ${v('sick_r')}, retrieval ${v('c4_retrieval')}%, NLI ${v('sick_nli')}%`;
 }
 
+/** The train config sections every recipe of the suite shares (the recipe adds its methods and training overrides). */
+export function minilmTrainConfig(data: MinilmData, steps: number, seed: number): { data: unknown; training: Record<string, unknown> } {
+  return {
+    data: { train: { path: data.train, format: { type: 'classification', labels: SICK_LABELS, template: '{a} [SEP] {b}' }, max_length: 128, name: 'sick' } },
+    // 1e-4, twice BERT's usual top rate: a few hundred steps must move the encoder for forgetting to show.
+    training: { max_steps: steps, batch_size: 16, lr: 1e-4, schedule: 'cosine', warmup_ratio: 0.1, weight_decay: 0.01, clip_grad_norm: 1.0, seed, log_every: 10 },
+  };
+}
+
 /** Runs the suite: the base (encoder + untrained head), then every chosen recipe from that start. */
 export async function runMinilmSuite(o: MinilmSuiteOptions): Promise<CompareResults> {
   const seed = o.seed ?? 0;
@@ -202,8 +211,7 @@ export async function runMinilmSuite(o: MinilmSuiteOptions): Promise<CompareResu
   say(`MiniLM suite: ${o.model}; ${steps} steps × 16 pairs per recipe; ${data.sts.length} STS pairs, ${data.retrieval.length} documents, ${data.nli.length} NLI pairs`);
   const base = await scoreMinilm(start, settings, data, { label: 'base' });
   say(`  base: ${summary(base)}`);
-  // 1e-4, twice BERT's usual top rate: a few hundred steps must move the encoder for forgetting to show.
-  const training = { max_steps: steps, batch_size: 16, lr: 1e-4, schedule: 'cosine', warmup_ratio: 0.1, weight_decay: 0.01, clip_grad_norm: 1.0, seed, log_every: 10 };
+  const { training, data: dataSection } = minilmTrainConfig(data, steps, seed);
   const tuned = await trainAndScore({
     outDir,
     recipes,
@@ -213,7 +221,7 @@ export async function runMinilmSuite(o: MinilmSuiteOptions): Promise<CompareResu
     train: (r, runDir) => trainRecipe({
       model: start,
       runDir,
-      data: { train: { path: data.train, format: { type: 'classification', labels: SICK_LABELS, template: '{a} [SEP] {b}' }, max_length: 128, name: 'sick' } },
+      data: dataSection,
       training,
       progress,
     }, r),
