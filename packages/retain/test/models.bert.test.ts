@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import * as torch from '@retain/torch';
 import { BertModel, type BertConfig } from '../src/models/bert.js';
 import { loadPretrained } from '../src/models/hub.js';
-import { meanPool, padBatch } from '../src/models/sentence.js';
+import { lengthOrder, meanPool, padBatch, SentenceEncoder } from '../src/models/sentence.js';
+import type { Tokenizer } from '../src/tokenizers/types.js';
 
 const tiny = (o: Partial<BertConfig> = {}): BertConfig => ({
   model_type: 'bert', vocab_size: 50, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 4, intermediate_size: 32,
@@ -32,6 +33,22 @@ test('a text pooled alone and in a padded batch beside a longer one gives the sa
   const { ids } = padBatch([short, long], 0);
   const unmasked = torch.noGrad(() => model.forward(ids).narrow(1, 0, short.length).mean(1).toArray() as number[][])[0];
   assert.ok(Math.max(...alone.map((v, i) => Math.abs(v - unmasked[i]))) > 1e-3);
+});
+
+test('encode batches texts longest first and returns each embedding in the order the texts were given', () => {
+  torch.manualSeed(5);
+  const model = new BertModel(tiny()).eval();
+  // One token per word (its length), between [CLS] = 2 and [SEP] = 3.
+  const tok = { encode: (t: string) => [2, ...t.split(' ').map((w) => 3 + w.length), 3] } as unknown as Tokenizer;
+  const enc = new SentenceEncoder(model, tok, { pooling: 'mean', normalize: true, maxSeqLength: 24 });
+  const texts = ['a bb', 'a bb ccc dddd eeeee ffffff', 'a', 'a bb ccc dddd', 'a bb ccc'];
+  assert.deepEqual(lengthOrder(texts.map((t) => tok.encode(t))), [1, 3, 4, 0, 2]);
+  const together = enc.encode(texts, 2).toArray() as number[][]; // [5, H]
+  texts.forEach((t, i) => {
+    const alone = (enc.encode([t]).toArray() as number[][])[0];
+    const diff = Math.max(...alone.map((v, j) => Math.abs(v - together[i][j])));
+    assert.ok(diff < 1e-6, `text ${i} came back ${diff} away from its own embedding`);
+  });
 });
 
 test('a checkpoint holding embeddings.position_ids loads, with every parameter equal', async () => {

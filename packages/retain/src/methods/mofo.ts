@@ -82,6 +82,10 @@ export class MofoAdamW extends torch.optim.AdamW {
       const u = updates[i].view(-1); // [n], aliases updates[i]
       const score = states[i].exp_avg.abs().view(-1); // [n]
       if (n <= this.exactMax) {
+        // Where m is 0 the update is 0, so when at most k coordinates have m ≠ 0 the top k holds every one that
+        // moves: nothing to filter. That is a word embedding's usual state (most rows unused by any batch so far),
+        // and it spares a top-k over the largest tensor of a language model.
+        if (torch.ops.count_nonzero(score).item() <= k) continue;
         const [, idx] = score.topk(k, 0, true, false); // [k]
         const kept = u.gather(0, idx); // [k]
         u.zero_();

@@ -67,6 +67,11 @@ export function padBatch(rows: number[][], padId: number): { ids: Tensor; mask: 
   };
 }
 
+/** Indices of the rows, longest first (ties in their order). */
+export function lengthOrder(rows: number[][]): number[] {
+  return rows.map((_, i) => i).sort((a, b) => rows[b].length - rows[a].length || a - b);
+}
+
 /** hidden [B, T, H], mask [B, T] -> [B, H]: the mean over real tokens (sentence-transformers' divisor floor of 1e-9). */
 export function meanPool(hidden: Tensor, mask: Tensor): Tensor {
   const m = mask.unsqueeze(-1).to(hidden.dtype); // [B, T, 1]
@@ -86,18 +91,24 @@ export class SentenceEncoder {
    */
   encode(texts: string[], batchSize = 32): Tensor {
     const rows = sentenceIds(this.tokenizer, texts, this.settings.maxSeqLength);
+    // Batches of similar lengths, as SentenceTransformer.encode sorts them: a batch pads to its longest text, and
+    // mixed lengths spent most of a short-sentence set's time on padding. Rows come back in the texts' order.
+    const order = lengthOrder(rows);
     const wasTraining = this.model.training;
     this.model.eval();
+    const parts: Tensor[] = [];
     try {
-      const parts: Tensor[] = [];
       for (let i = 0; i < rows.length; i += batchSize) {
-        parts.push(torch.tidy(() => torch.noGrad(() => this.pooled(rows.slice(i, i + batchSize)))));
+        parts.push(torch.tidy(() => torch.noGrad(() => this.pooled(order.slice(i, i + batchSize).map((j) => rows[j])))));
       }
-      if (parts.length === 1) return parts[0];
-      const all = torch.cat(parts, 0);
-      torch.dispose(parts);
-      return all;
+      return torch.tidy(() => {
+        const sorted = parts.length === 1 ? parts[0] : torch.cat(parts, 0); // [N, H], in length order
+        const back = new Array<number>(order.length);
+        order.forEach((j, i) => (back[j] = i));
+        return sorted.indexSelect(0, torch.tensor(back, { dtype: 'int64' }));
+      });
     } finally {
+      torch.dispose(parts);
       this.model.train(wasTraining);
     }
   }

@@ -25,7 +25,7 @@ import type { CompareResults, EvalResults, ResultRow, Role } from '../eval/resul
 import { relatednessSpearman } from '../eval/similarity.js';
 import { loadPretrained, savePretrained } from '../models/hub.js';
 import { BertModel } from '../models/bert.js';
-import { BertSentenceClassifier, padBatch, readSentenceSettings, SentenceEncoder, sentenceIds, type SentenceSettings } from '../models/sentence.js';
+import { BertSentenceClassifier, lengthOrder, padBatch, readSentenceSettings, SentenceEncoder, sentenceIds, type SentenceSettings } from '../models/sentence.js';
 import type { Tokenizer } from '../tokenizers/types.js';
 import { readCsv } from '../data/readers.js';
 import { minilmRecipes } from './recipes.js';
@@ -118,16 +118,18 @@ function retrievalAccuracy(enc: SentenceEncoder, pairs: { query: string; passage
   });
 }
 
-/** Entailment accuracy of the classifier on the pairs, in batches of 64 padded pair sequences. */
+/** Entailment accuracy of the classifier on the pairs, in batches of 64 padded pair sequences of similar lengths. */
 function nliAccuracy(model: BertSentenceClassifier, tok: Tokenizer, pairs: SickPair[], maxLen: number): number {
   let right = 0;
   const rows = sentenceIds(tok, pairs.map((p) => `${p.a} [SEP] ${p.b}`), maxLen);
+  const order = lengthOrder(rows);
   torch.noGrad(() => {
     for (let i = 0; i < rows.length; i += 64) {
       torch.tidy(() => {
-        const { ids } = padBatch(rows.slice(i, i + 64), model.config.pad_token_id ?? 0);
+        const batch = order.slice(i, i + 64);
+        const { ids } = padBatch(batch.map((j) => rows[j]), model.config.pad_token_id ?? 0);
         const pred = model.forward(ids).argmax(1).toArray() as number[]; // [b]
-        pred.forEach((c, k) => (right += Number(SICK_LABELS[c] === pairs[i + k].label)));
+        pred.forEach((c, k) => (right += Number(SICK_LABELS[c] === pairs[batch[k]].label)));
       });
     }
   });
@@ -186,6 +188,15 @@ function summary(r: EvalResults): string {
   return `SICK-R ${v('sick_r')}, retrieval ${v('c4_retrieval')}%, NLI ${v('sick_nli')}%`;
 }
 
+/** The train config sections every recipe of the suite shares (the recipe adds its methods and training overrides). */
+export function minilmTrainConfig(data: MinilmData, steps: number, seed: number): { data: unknown; training: Record<string, unknown> } {
+  return {
+    data: { train: { path: data.train, format: { type: 'classification', labels: SICK_LABELS, template: '{a} [SEP] {b}' }, max_length: 128, name: 'sick' } },
+    // 1e-4, twice BERT's usual top rate: a few hundred steps must move the encoder for forgetting to show.
+    training: { max_steps: steps, batch_size: 16, lr: 1e-4, schedule: 'cosine', warmup_ratio: 0.1, weight_decay: 0.01, clip_grad_norm: 1.0, seed, log_every: 10 },
+  };
+}
+
 /** Runs the suite: the base (encoder + untrained head), then every chosen recipe from that start. */
 export async function runMinilmSuite(o: MinilmSuiteOptions): Promise<CompareResults> {
   const seed = o.seed ?? 0;
@@ -200,8 +211,7 @@ export async function runMinilmSuite(o: MinilmSuiteOptions): Promise<CompareResu
   say(`MiniLM suite: ${o.model}; ${steps} steps × 16 pairs per recipe; ${data.sts.length} STS pairs, ${data.retrieval.length} documents, ${data.nli.length} NLI pairs`);
   const base = await scoreMinilm(start, settings, data, { label: 'base' });
   say(`  base: ${summary(base)}`);
-  // 1e-4, twice BERT's usual top rate: a few hundred steps must move the encoder for forgetting to show.
-  const training = { max_steps: steps, batch_size: 16, lr: 1e-4, schedule: 'cosine', warmup_ratio: 0.1, weight_decay: 0.01, clip_grad_norm: 1.0, seed, log_every: 10 };
+  const { training, data: dataSection } = minilmTrainConfig(data, steps, seed);
   const tuned = await trainAndScore({
     outDir,
     recipes,
@@ -211,7 +221,7 @@ export async function runMinilmSuite(o: MinilmSuiteOptions): Promise<CompareResu
     train: (r, runDir) => trainRecipe({
       model: start,
       runDir,
-      data: { train: { path: data.train, format: { type: 'classification', labels: SICK_LABELS, template: '{a} [SEP] {b}' }, max_length: 128, name: 'sick' } },
+      data: dataSection,
       training,
       progress,
     }, r),
