@@ -8,8 +8,10 @@
 //   mixstudy  the mixed-training study at small scale: NLI model → linear equations, math-only vs 1:1 … 15:1
 //   minilm    all-MiniLM-L6-v2 → SICK entailment through a new head (general: SICK-R Spearman, C4 retrieval)
 //   effnet    EfficientNet-Lite0 → a new MNIST head (general: agreement with the base model's ImageNet top-1)
+//   smollm2   SmolLM2-135M-Instruct → arithmetic (general: arc_easy, piqa, hellaswag, held-out TinyStories; target:
+//             exact match), with distillation replay and SDFT besides the catalogue's methods
 //             (the real models come from the models folder: `.refenv/bin/python scripts/models.py`)
-// Usage: npm run bench:forgetting -- [--only stories,charlstm,mnist,mixstudy,minilm,effnet] [--steps N] [--no-pairs] [--out dir]
+// Usage: npm run bench:forgetting -- [--only stories,charlstm,mnist,mixstudy,minilm,effnet,smollm2] [--steps N] [--no-pairs] [--out dir]
 //        [--fresh]        (retrain every recipe; by default finished runs with unchanged settings are reused)
 //        [--write-docs]   (replaces the suite's block in docs/RESULTS.md with the table, command, machine and date)
 // Prints one JSON object (per suite: seconds, runs, refused pairs, the Pareto-best runs) on stdout; progress on stderr.
@@ -24,7 +26,7 @@ import { writeReport } from '../packages/retain/src/report/report.js';
 import { paretoFrontier } from '../packages/retain/src/report/charts.js';
 import { modelPath, needModel } from './models.js';
 import { writeResultsBlock } from './results-doc.js';
-import { EFFNET, MINILM, MINILM_PUBLISHED_SICK_R, minilmSickR, naturalCrops, needEffnetSuite } from './parity/real_models.js';
+import { EFFNET, MINILM, MINILM_PUBLISHED_SICK_R, minilmSickR, naturalCrops, needEffnetSuite, SMOLLM2 } from './parity/real_models.js';
 
 const args = process.argv.slice(2);
 const flag = (name: string) => args.includes(name);
@@ -32,9 +34,9 @@ const opt = (name: string) => {
   const i = args.indexOf(name);
   return i >= 0 ? args[i + 1] : undefined;
 };
-const SUITES = ['stories', 'charlstm', 'mnist', 'mixstudy', 'minilm', 'effnet'] as const;
+const SUITES = ['stories', 'charlstm', 'mnist', 'mixstudy', 'minilm', 'effnet', 'smollm2'] as const;
 /** The suites on a real model from the models folder, and which one. */
-const REAL_MODEL: Record<string, string> = { minilm: MINILM, effnet: EFFNET };
+const REAL_MODEL: Record<string, string> = { minilm: MINILM, effnet: EFFNET, smollm2: SMOLLM2 };
 const only = (opt('--only') ?? SUITES.join(',')).split(',').map((s) => s.trim());
 for (const s of only) if (!(SUITES as readonly string[]).includes(s)) throw new Error(`--only: unknown suite '${s}'; suites: ${SUITES.join(', ')}`);
 const steps = opt('--steps') ? Number(opt('--steps')) : undefined;
@@ -85,7 +87,7 @@ for (const suite of only) {
     refused = r.refused;
     c = await runDemo({ outDir, recipes: r.recipes, steps: steps ?? 400, monitorEvery: 50, reuse: !flag('--fresh'), keepGoing: true });
   } else {
-    const file = { charlstm: 'charlstm', mnist: 'mnist', mixstudy: 'mixstudy', minilm: 'minilm', effnet: 'effnet' }[suite]!;
+    const file = { charlstm: 'charlstm', mnist: 'mnist', mixstudy: 'mixstudy', minilm: 'minilm', effnet: 'effnet', smollm2: 'smollm2' }[suite]!;
     const path = join(root, 'packages/retain/src/suite', `${file}.ts`);
     if (!existsSync(path)) throw new Error(`suite '${suite}' is not built yet (${path} is missing)`);
     const mod = await import(path);
