@@ -8,7 +8,7 @@
 //   mixstudy  the mixed-training study at small scale: NLI model → linear equations, math-only vs 1:1 … 15:1
 //   minilm    all-MiniLM-L6-v2 → SICK entailment through a new head (general: SICK-R Spearman, C4 retrieval)
 //   effnet    EfficientNet-Lite0 → a new MNIST head (general: agreement with the base model's ImageNet top-1)
-//   smollm2   SmolLM2-135M-Instruct → arithmetic (general: arc_easy, piqa, hellaswag, held-out TinyStories; target:
+//   smollm2   SmolLM2-135M-Instruct → arithmetic (general: arc_easy, hellaswag, held-out TinyStories; target:
 //             exact match), with distillation replay and SDFT besides the catalogue's methods
 //             (the real models come from the models folder: `.refenv/bin/python scripts/models.py`)
 // Usage: npm run bench:forgetting -- [--only stories,charlstm,mnist,mixstudy,minilm,effnet,smollm2] [--steps N] [--no-pairs] [--out dir]

@@ -86,7 +86,7 @@ test('the demo and the suites keep their recipes: labels, order and the options 
   const stories = storiesRecipes('/r', '/s', false).recipes.map((r) => r.label);
   assert.deepEqual(stories, ['FT', 'mix 1:1', 'FLOW', 'SAM', 'L2', 'EWC', 'MoFO', 'LoRA', 'WiSE-FT', 'HFT', 'probe (tied head)', 'mix 1:1 (synth)', 'EWC (synth Fisher)']);
   const smol = smollm2Recipes('/r');
-  assert.deepEqual(smol.map((r) => r.label), ['FT', 'mix 1:1', 'FLOW', 'SAM', 'L2', 'EWC', 'MoFO', 'LoRA', 'WiSE-FT', 'HFT', 'distill', 'SDFT', 'SDFT + mix 1:1', 'mix 1:1 + L2', 'mix 1:1 + WiSE-FT', 'L2 + HFT']);
+  assert.deepEqual(smol.map((r) => r.label), ['FT', 'mix 1:1', 'FLOW', 'SAM', 'L2', 'EWC', 'MoFO', 'LoRA', 'WiSE-FT', 'HFT', 'distill', 'SDFT', 'SDFT + mix 1:1', 'mix 1:1 + L2', 'L2 + HFT']);
   const general = { path: '/r', format: { type: 'text' }, max_length: 32, name: 'tinystories' };
   assert.deepEqual(smol.find((r) => r.label === 'EWC')!.methods, [{ name: 'ewc', lambda: 50, data: general, fisher: 'per_batch', fisher_samples: 32 }]);
   assert.deepEqual(smol.find((r) => r.label === 'SDFT + mix 1:1')!.methods, [{ name: 'sdft', max_tokens: 6 }, { name: 'mixing', ratio: '1:1', general }]);

@@ -325,7 +325,6 @@ export function smollm2Recipes(replay: string): Recipe[] {
     sdft,
     pair(sdft, mix),
     combined(['mix', 'l2'], s),
-    combined(['mix', 'wise'], s),
     combined(['l2', 'hft'], s),
   ];
 }

@@ -21,8 +21,12 @@ import { markFinished, methodNames, primaryValue, reusedRun, selectRecipes, trai
 
 export { SMOLLM2_NOT_RUN } from './recipes.js';
 
-/** Built-in multiple-choice tasks this model answers clearly above chance (measured with `retain eval`). */
-export const SMOLLM2_GENERAL = ['arc_easy', 'piqa', 'hellaswag'];
+/**
+ * Built-in multiple-choice tasks this model answers clearly above chance and that fine-tuning moves (`retain eval
+ * --limit 50`, 2026-12-03: arc_easy 48, piqa 66, hellaswag 40, boolq 22, sick 22; after 40 steps of FT at lr 3e-4,
+ * arc_easy 26, hellaswag 34, piqa still 66, so piqa is left out: it costs a quarter of the scoring and shows nothing).
+ */
+export const SMOLLM2_GENERAL = ['arc_easy', 'hellaswag'];
 
 export interface Smollm2SuiteOptions extends SuiteOptions {
   /** The model folder (SmolLM2-135M-Instruct-Q4_1; any causal LM with a tokenizer runs, as the test's stories260K). */
@@ -39,8 +43,12 @@ export interface Smollm2SuiteOptions extends SuiteOptions {
   batchSize?: number;
 }
 
-/** The suite's defaults: sized so that the whole suite fits issue #16's 60 minutes on a 2-core CPU. */
-export const SMOLLM2_DEFAULTS = { steps: 40, limit: 100, stories: 20, trainSize: 400, testSize: 60, lr: 1e-4, batchSize: 8 };
+/**
+ * The suite's defaults, sized for issue #16's 60 minutes on a 2-core CPU (docs/RESULTS.md gives the measurements):
+ * lr 3e-4 rather than bench:sdft's 3e-5, under which 40 steps of FT forgot nothing; 40 steps at 3e-4 took arc_easy from
+ * 48 to 26 (chance 25). 30 steps keep the suite within the budget.
+ */
+export const SMOLLM2_DEFAULTS = { steps: 30, limit: 50, stories: 20, trainSize: 400, testSize: 60, lr: 3e-4, batchSize: 8 };
 
 interface Smollm2Tasks {
   /** The built-in multiple-choice tasks, scored on their first `limit` items. */
