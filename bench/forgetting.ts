@@ -8,8 +8,11 @@
 //   mixstudy  the mixed-training study at small scale: NLI model → linear equations, math-only vs 1:1 … 15:1
 //   minilm    all-MiniLM-L6-v2 → SICK entailment through a new head (general: SICK-R Spearman, C4 retrieval)
 //   effnet    EfficientNet-Lite0 → a new MNIST head (general: agreement with the base model's ImageNet top-1)
+//   smollm2   SmolLM2-135M-Instruct → arithmetic (general: arc_easy, hellaswag, held-out TinyStories; target:
+//             exact match), with distillation replay and SDFT besides the catalogue's methods
 //             (the real models come from the models folder: `.refenv/bin/python scripts/models.py`)
-// Usage: npm run bench:forgetting -- [--only stories,charlstm,mnist,mixstudy,minilm,effnet] [--steps N] [--no-pairs] [--out dir]
+// Usage: npm run bench:forgetting -- [--only stories,charlstm,mnist,mixstudy,minilm,effnet,smollm2] [--steps N] [--no-pairs] [--out dir]
+//        [--limit N]      (smollm2: at most N items of every task, for a quick smoke run; by default the suite's sizes)
 //        [--fresh]        (retrain every recipe; by default finished runs with unchanged settings are reused)
 //        [--write-docs]   (replaces the suite's block in docs/RESULTS.md with the table, command, machine and date)
 //        [--summary [--summary-file f]]  (prints docs/forgetting-summary.json, the frontier study's per-suite verdicts,
@@ -27,7 +30,7 @@ import { paretoFrontier } from '../packages/retain/src/report/charts.js';
 import { modelPath, needModel } from './models.js';
 import { writeResultsBlock } from './results-doc.js';
 import { SUMMARY_FILE, summaryObject } from './forgetting-summary.js';
-import { EFFNET, MINILM, MINILM_PUBLISHED_SICK_R, minilmSickR, naturalCrops, needEffnetSuite } from './parity/real_models.js';
+import { EFFNET, MINILM, MINILM_PUBLISHED_SICK_R, minilmSickR, naturalCrops, needEffnetSuite, SMOLLM2 } from './parity/real_models.js';
 
 const args = process.argv.slice(2);
 const flag = (name: string) => args.includes(name);
@@ -44,12 +47,13 @@ if (flag('--summary')) {
     process.exit(1);
   }
 }
-const SUITES = ['stories', 'charlstm', 'mnist', 'mixstudy', 'minilm', 'effnet'] as const;
+const SUITES = ['stories', 'charlstm', 'mnist', 'mixstudy', 'minilm', 'effnet', 'smollm2'] as const;
 /** The suites on a real model from the models folder, and which one. */
-const REAL_MODEL: Record<string, string> = { minilm: MINILM, effnet: EFFNET };
+const REAL_MODEL: Record<string, string> = { minilm: MINILM, effnet: EFFNET, smollm2: SMOLLM2 };
 const only = (opt('--only') ?? SUITES.join(',')).split(',').map((s) => s.trim());
 for (const s of only) if (!(SUITES as readonly string[]).includes(s)) throw new Error(`--only: unknown suite '${s}'; suites: ${SUITES.join(', ')}`);
 const steps = opt('--steps') ? Number(opt('--steps')) : undefined;
+const limit = opt('--limit') ? Number(opt('--limit')) : undefined;
 const outRoot = resolve(opt('--out') ?? 'runs/forgetting');
 const root = new URL('..', import.meta.url).pathname;
 
@@ -97,17 +101,17 @@ for (const suite of only) {
     refused = r.refused;
     c = await runDemo({ outDir, recipes: r.recipes, steps: steps ?? 400, monitorEvery: 50, reuse: !flag('--fresh'), keepGoing: true });
   } else {
-    const file = { charlstm: 'charlstm', mnist: 'mnist', mixstudy: 'mixstudy', minilm: 'minilm', effnet: 'effnet' }[suite]!;
+    const file = { charlstm: 'charlstm', mnist: 'mnist', mixstudy: 'mixstudy', minilm: 'minilm', effnet: 'effnet', smollm2: 'smollm2' }[suite]!;
     const path = join(root, 'packages/retain/src/suite', `${file}.ts`);
     if (!existsSync(path)) throw new Error(`suite '${suite}' is not built yet (${path} is missing)`);
     const mod = await import(path);
-    const fn = Object.values(mod).find((v) => typeof v === 'function' && /^run\w*Suite$/.test((v as { name: string }).name)) as (o: { outDir: string; steps?: number; model?: string; natural?: string; reuse?: boolean }) => Promise<CompareResults>;
+    const fn = Object.values(mod).find((v) => typeof v === 'function' && /^run\w*Suite$/.test((v as { name: string }).name)) as (o: { outDir: string; steps?: number; limit?: number; stories?: number; testSize?: number; model?: string; natural?: string; reuse?: boolean }) => Promise<CompareResults>;
     const real = REAL_MODEL[suite];
     const missing = suite === 'effnet' ? needEffnetSuite() : real && needModel(real);
     if (missing) throw new Error(`suite '${suite}' ${missing}`);
     // The effnet suite's natural images: seeded crops of scikit-learn's two photographs, cut in the reference environment.
     const natural = suite === 'effnet' ? { natural: naturalCrops(join(outDir, 'natural-crops.safetensors'), 64) } : {};
-    c = await fn({ outDir, steps, reuse: !flag('--fresh'), ...(real ? { model: modelPath(real) } : {}), ...natural });
+    c = await fn({ outDir, steps, ...(limit ? { limit, stories: limit, testSize: limit } : {}), reuse: !flag('--fresh'), ...(real ? { model: modelPath(real) } : {}), ...natural });
     notRun = Object.entries(mod).find(([k]) => k.endsWith('_NOT_RUN'))?.[1] as Record<string, string> | undefined ?? {};
   }
   await writeReport(c, outDir);
@@ -121,7 +125,7 @@ for (const suite of only) {
   // MTEB scores SICK-R over all 9,927 pairs; the suite's general column uses SICK test alone.
   const sickR = suite === 'minilm' ? await minilmSickR() : null;
   if (flag('--write-docs')) {
-    const cmd = `npm run bench:forgetting -- --only ${suite}${steps ? ` --steps ${steps}` : ''}${flag('--no-pairs') ? ' --no-pairs' : ''} --write-docs`;
+    const cmd = `npm run bench:forgetting -- --only ${suite}${steps ? ` --steps ${steps}` : ''}${limit ? ` --limit ${limit}` : ''}${flag('--no-pairs') ? ' --no-pairs' : ''} --write-docs`;
     const refusedMd = (refused.length ? `\n\nRefused pairs (checked before training):\n${refused.map((r) => `- ${r.label}: ${r.reason}`).join('\n')}` : '') +
       (failed.length ? `\n\nRuns that failed:\n${failed.map((r) => `- ${r.label}: ${r.error}`).join('\n')}` : '') +
       (Object.keys(notRun).length ? `\n\nNot run:\n${Object.entries(notRun).map(([k, v]) => `- ${k}: ${v}`).join('\n')}` : '');

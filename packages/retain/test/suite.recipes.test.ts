@@ -6,7 +6,7 @@ import { buildMethods, METHODS } from '../src/methods/registry.js';
 import {
   CHARLSTM_KEYS, CHARLSTM_NOT_RUN, charlstmRecipes, STORIES_BEST, type StudyBest, combined, demoRecipes, methodEntry, MNIST_NOT_RUN, MNIST_PARITY_KEYS,
   MNIST_ROT90_KEYS, mnistRecipes, NOT_IN_CATALOGUE, pairs, RECIPE_KEYS, STORIES_KEYS, STORIES_NOT_RUN, storiesRecipes,
-  storiesSetup, minilmRecipes, effnetRecipes, type Recipe,
+  storiesSetup, minilmRecipes, effnetRecipes, SMOLLM2_KEYS, SMOLLM2_NOT_RUN, smollm2Recipes, type Recipe,
 } from '../src/suite/recipes.js';
 import { candidates, KNOBS } from '../src/tune/space.js';
 import { parseTrainConfig } from '../src/config.js';
@@ -33,6 +33,7 @@ test('every suite runs each catalogue recipe or says why not, never both', () =>
     ['stories', STORIES_KEYS, STORIES_NOT_RUN],
     ['charlstm', CHARLSTM_KEYS, CHARLSTM_NOT_RUN],
     ['mnist', [...MNIST_ROT90_KEYS, ...MNIST_PARITY_KEYS], MNIST_NOT_RUN],
+    ['smollm2', SMOLLM2_KEYS, SMOLLM2_NOT_RUN],
   ];
   for (const [suite, keys, notRun] of suites) {
     const missing = RECIPE_KEYS.filter((k) => !keys.includes(k) && !(k in notRun));
@@ -61,6 +62,7 @@ function allLists(): [string, Recipe[]][] {
     ['tune', tuneCandidates()],
     ['minilm', minilmRecipes(100)],
     ['effnet', effnetRecipes(100)],
+    ['smollm2', smollm2Recipes('/data/replay.txt')],
   ];
 }
 
@@ -85,6 +87,11 @@ test('the demo and the suites keep their recipes: labels, order and the options 
   assert.deepEqual(m.rot90.find((r) => r.label === 'rot90 L2')!.methods, [{ name: 'l2', lambda: 0.5, reduction: 'sum' }]);
   const stories = storiesRecipes('/r', '/s', false).recipes.map((r) => r.label);
   assert.deepEqual(stories, ['FT', 'mix 1:1', 'FLOW', 'SAM', 'L2', 'EWC', 'MoFO', 'LoRA', 'WiSE-FT', 'HFT', 'probe (tied head)', 'mix 1:1 (synth)', 'EWC (synth Fisher)']);
+  const smol = smollm2Recipes('/r');
+  assert.deepEqual(smol.map((r) => r.label), ['FT', 'mix 1:1', 'FLOW', 'SAM', 'L2', 'EWC', 'MoFO', 'LoRA', 'WiSE-FT', 'HFT', 'distill', 'SDFT', 'SDFT + mix 1:1', 'mix 1:1 + L2', 'L2 + HFT']);
+  const general = { path: '/r', format: { type: 'text' }, max_length: 32, name: 'tinystories' };
+  assert.deepEqual(smol.find((r) => r.label === 'EWC')!.methods, [{ name: 'ewc', lambda: 50, data: general, fisher: 'per_batch', fisher_samples: 32 }]);
+  assert.deepEqual(smol.find((r) => r.label === 'SDFT + mix 1:1')!.methods, [{ name: 'sdft', max_tokens: 6 }, { name: 'mixing', ratio: '1:1', general }]);
 });
 
 test('pairs: every pair in order, the refused ones with the composition rule that refused them', () => {

@@ -70,10 +70,10 @@ export const RECIPE_KEYS: readonly string[] = ENTRIES.map((e) => e.key);
  * way; suite.recipes.test.ts lists a method that is in neither place.
  */
 export const NOT_IN_CATALOGUE: Record<string, string> = {
-  distill: 'not in a suite yet: it would take the same general data as mixing, and add a row to every suite table in docs/RESULTS.md',
+  distill: 'run by the smollm2 suite alone (its own list): a catalogue entry would add a row to every suite table in docs/RESULTS.md',
   merge: 'is applied to finished runs (TIES/DARE over task vectors); the suites compare single runs',
   selfdistill_targets: 'rewrites responses with the base model, which needs an instruction model and prompt/response data',
-  sdft: "needs prompt/demonstration pairs and a model whose in-context learning makes the teacher better than the student (docs/METHODS.md §15); bench/sdft_teacher.ts measures that first",
+  sdft: "needs prompt/demonstration pairs and a model whose in-context learning makes the teacher better than the student (docs/METHODS.md §15; bench/sdft_teacher.ts measures that first): of the suites' models only SmolLM2, whose list runs it",
 };
 
 function entryOf(key: string): Entry {
@@ -337,6 +337,46 @@ export function effnetMethods(steps: number): Record<string, Recipe> {
 export function effnetRecipes(steps: number): Recipe[] {
   const m = effnetMethods(steps);
   return [{ label: 'FT', methods: [] }, ...Object.values(m), pair(m.lpft, { label: 'WiSE-FT', methods: [{ name: 'wise', alpha: 0.5 }] }), pair(m.lpft, m.l2)];
+}
+
+// ---- The SmolLM2 suite (suite/smollm2.ts): a real causal LM, so every catalogue method that keeps the LM head ----
+
+/**
+ * The smollm2 suite's general data (replay, EWC's Fisher, distillation): TinyStories cut to 32 tokens, since a step
+ * of a 135M model costs in proportion to its tokens on a CPU.
+ */
+export function smollm2Setup(replay: string): Setup {
+  return {
+    general: { path: replay, format: { type: 'text' }, max_length: 32, name: 'tinystories' },
+    // 32 Fisher samples (4 batches): the default 256 would cost as much as the run's own training.
+    options: { ewc: { fisher_samples: 32 } },
+  };
+}
+
+export const SMOLLM2_KEYS: readonly string[] = ['mix', 'flow', 'sam', 'l2', 'ewc', 'mofo', 'lora', 'wise', 'hft'];
+export const SMOLLM2_NOT_RUN: Record<string, string> = {
+  probe: "SmolLM2 ties its LM head to the token embedding, and the target (arithmetic) keeps that head: probing it is fine-tuning the embedding, not a linear probe",
+  lpft: 'LP-FT trains a new head first; the target keeps the language-model head',
+  flow_vision: "FLOW's vision variant is for a new classification head; plain FLOW runs instead",
+};
+
+/**
+ * The smollm2 suite: FT, every catalogue method that applies, distillation replay and SDFT (the model's teacher beats
+ * its student, docs/RESULTS.md), SDFT with replay, and the pairs the stories suite and the demo found useful.
+ */
+export function smollm2Recipes(replay: string): Recipe[] {
+  const s = smollm2Setup(replay);
+  const sdft: Recipe = { label: 'SDFT', methods: [{ name: 'sdft', max_tokens: 6 }] };
+  const mix = recipes(['mix'], s)[0];
+  return [
+    FT,
+    ...recipes(SMOLLM2_KEYS, s),
+    { label: 'distill', methods: [{ name: 'distill', data: s.general }] },
+    sdft,
+    pair(sdft, mix),
+    combined(['mix', 'l2'], s),
+    combined(['l2', 'hft'], s),
+  ];
 }
 
 // ---- `retain tune`'s knobs (tune/space.ts turns them into candidates on the user's config) ----

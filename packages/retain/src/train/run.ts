@@ -145,9 +145,13 @@ export interface RunOptions {
 export async function runTraining(cfg: TrainConfig, methods?: Method[], opts: RunOptions = {}): Promise<RunResult> {
   checkOutputDir(cfg.output_dir, cfg.model.path);
   const lock = !opts.locked && (activeDist()?.rank ?? 0) === 0 ? lockOutputDir(cfg.output_dir) : null;
+  const built = methods ?? buildMethods(cfg.methods);
   try {
-    return await trainFromConfig(cfg, methods, opts);
+    return await trainFromConfig(cfg, built, opts);
   } finally {
+    // A suite trains many runs in one process: the methods' copies of θ₀ (L2, EWC, WiSE-FT, distill) must go with
+    // the run, or a 135M model's leave gigabytes behind per recipe. Methods the caller passed are the caller's.
+    if (!methods) for (const m of built) (m as { dispose?: () => void }).dispose?.();
     lock?.release();
   }
 }
@@ -240,6 +244,8 @@ async function trainFromConfig(cfg: TrainConfig, methods: Method[] = buildMethod
   }
   if ((activeDist()?.rank ?? 0) === 0) writeRunResults(cfg, p, methods, monitor, evalSet && { loss: () => evalLoss(model, evalSet, 8, lossFn), n: evalSet.length }, result.steps);
   monitor?.dispose();
+  // The weights and their gradients: nothing after the run reads them (final/ holds the result).
+  model.dispose();
   return { ...result, finalDir, monitor };
 }
 
