@@ -133,3 +133,15 @@ test('retain eval -o, compare -o, synth --out and report --out refuse an output 
   }
   rmSync(dir, { recursive: true, force: true });
 });
+
+test('a run whose method entry cannot be built releases its output lock (a retry in the same process is not refused)', async () => {
+  const { loadTrainConfig } = await import('../src/config.js');
+  const { runTraining } = await import('../src/train/run.js');
+  const dir = tmp();
+  const cfg = loadTrainConfig(new URL('../configs/stories260k-arith.yaml', import.meta.url).pathname);
+  // Past the config's validation, as a program calling runTraining directly can be.
+  const bad = { ...cfg, methods: [{ name: 'no_such_method' }], output_dir: join(dir, 'run') } as typeof cfg;
+  await assert.rejects(runTraining(bad, undefined, { progress: false }), /methods\[0\]/);
+  assert.equal(existsSync(join(dir, 'run', '.retain.lock')), false, 'the lock file outlived the failed run');
+  rmSync(dir, { recursive: true, force: true });
+});

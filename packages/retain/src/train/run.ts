@@ -145,8 +145,10 @@ export interface RunOptions {
 export async function runTraining(cfg: TrainConfig, methods?: Method[], opts: RunOptions = {}): Promise<RunResult> {
   checkOutputDir(cfg.output_dir, cfg.model.path);
   const lock = !opts.locked && (activeDist()?.rank ?? 0) === 0 ? lockOutputDir(cfg.output_dir) : null;
-  const built = methods ?? buildMethods(cfg.methods);
+  let built: Method[] = [];
   try {
+    // Built inside the try: a method entry that fails to build must still release the lock.
+    built = methods ?? buildMethods(cfg.methods);
     return await trainFromConfig(cfg, built, opts);
   } finally {
     // A suite trains many runs in one process: the methods' copies of θ₀ (L2, EWC, WiSE-FT, distill) must go with
