@@ -12,6 +12,7 @@
 //             exact match), with distillation replay and SDFT besides the catalogue's methods
 //             (the real models come from the models folder: `.refenv/bin/python scripts/models.py`)
 // Usage: npm run bench:forgetting -- [--only stories,charlstm,mnist,mixstudy,minilm,effnet,smollm2] [--steps N] [--no-pairs] [--out dir]
+//        [--recipes 'FT,L2']  (only these recipes of the suite, by label; not the stories suite)
 //        [--limit N]      (smollm2: at most N items of every task, for a quick smoke run; by default the suite's sizes)
 //        [--fresh]        (retrain every recipe; by default finished runs with unchanged settings are reused)
 //        [--write-docs]   (replaces the suite's block in docs/RESULTS.md with the table, command, machine and date)
@@ -54,6 +55,8 @@ const only = (opt('--only') ?? SUITES.join(',')).split(',').map((s) => s.trim())
 for (const s of only) if (!(SUITES as readonly string[]).includes(s)) throw new Error(`--only: unknown suite '${s}'; suites: ${SUITES.join(', ')}`);
 const steps = opt('--steps') ? Number(opt('--steps')) : undefined;
 const limit = opt('--limit') ? Number(opt('--limit')) : undefined;
+/** Some of a suite's recipes by label (the stories suite takes all of its own). */
+const recipeList = opt('--recipes')?.split(',').map((s) => s.trim());
 const outRoot = resolve(opt('--out') ?? 'runs/forgetting');
 const root = new URL('..', import.meta.url).pathname;
 
@@ -105,13 +108,13 @@ for (const suite of only) {
     const path = join(root, 'packages/retain/src/suite', `${file}.ts`);
     if (!existsSync(path)) throw new Error(`suite '${suite}' is not built yet (${path} is missing)`);
     const mod = await import(path);
-    const fn = Object.values(mod).find((v) => typeof v === 'function' && /^run\w*Suite$/.test((v as { name: string }).name)) as (o: { outDir: string; steps?: number; limit?: number; stories?: number; testSize?: number; model?: string; natural?: string; reuse?: boolean }) => Promise<CompareResults>;
+    const fn = Object.values(mod).find((v) => typeof v === 'function' && /^run\w*Suite$/.test((v as { name: string }).name)) as (o: { outDir: string; steps?: number; limit?: number; stories?: number; testSize?: number; model?: string; natural?: string; reuse?: boolean; only?: string[] }) => Promise<CompareResults>;
     const real = REAL_MODEL[suite];
     const missing = suite === 'effnet' ? needEffnetSuite() : real && needModel(real);
     if (missing) throw new Error(`suite '${suite}' ${missing}`);
     // The effnet suite's natural images: seeded crops of scikit-learn's two photographs, cut in the reference environment.
     const natural = suite === 'effnet' ? { natural: naturalCrops(join(outDir, 'natural-crops.safetensors'), 64) } : {};
-    c = await fn({ outDir, steps, ...(limit ? { limit, stories: limit, testSize: limit } : {}), reuse: !flag('--fresh'), ...(real ? { model: modelPath(real) } : {}), ...natural });
+    c = await fn({ outDir, steps, ...(limit ? { limit, stories: limit, testSize: limit } : {}), reuse: !flag('--fresh'), ...(recipeList ? { only: recipeList } : {}), ...(real ? { model: modelPath(real) } : {}), ...natural });
     notRun = Object.entries(mod).find(([k]) => k.endsWith('_NOT_RUN'))?.[1] as Record<string, string> | undefined ?? {};
   }
   await writeReport(c, outDir);
@@ -125,7 +128,7 @@ for (const suite of only) {
   // MTEB scores SICK-R over all 9,927 pairs; the suite's general column uses SICK test alone.
   const sickR = suite === 'minilm' ? await minilmSickR() : null;
   if (flag('--write-docs')) {
-    const cmd = `npm run bench:forgetting -- --only ${suite}${steps ? ` --steps ${steps}` : ''}${limit ? ` --limit ${limit}` : ''}${flag('--no-pairs') ? ' --no-pairs' : ''} --write-docs`;
+    const cmd = `npm run bench:forgetting -- --only ${suite}${steps ? ` --steps ${steps}` : ''}${limit ? ` --limit ${limit}` : ''}${recipeList ? ` --recipes '${recipeList.join(',')}'` : ''}${flag('--no-pairs') ? ' --no-pairs' : ''} --write-docs`;
     const refusedMd = (refused.length ? `\n\nRefused pairs (checked before training):\n${refused.map((r) => `- ${r.label}: ${r.reason}`).join('\n')}` : '') +
       (failed.length ? `\n\nRuns that failed:\n${failed.map((r) => `- ${r.label}: ${r.error}`).join('\n')}` : '') +
       (Object.keys(notRun).length ? `\n\nNot run:\n${Object.entries(notRun).map(([k, v]) => `- ${k}: ${v}`).join('\n')}` : '');
