@@ -45,9 +45,11 @@ test('every suite runs each catalogue recipe or says why not, never both', () =>
 });
 
 /** `retain tune`'s candidates for every knob (tune/space.ts), on a config with no methods of its own. */
+const REPLAY = { path: '/data/replay.txt', format: { type: 'text' } };
+
 function tuneCandidates(): Recipe[] {
   const cfg = parseTrainConfig({ model: { path: 'm' }, data: { train: { path: 'd.jsonl', format: { type: 'text' } } }, training: { max_steps: 9 }, output_dir: 'o' });
-  return candidates(cfg, { knobs: KNOBS.filter((k) => k !== 'lr' && k !== 'steps'), replay: { path: '/data/replay.txt', format: { type: 'text' } } });
+  return candidates(cfg, { knobs: KNOBS.filter((k) => k !== 'lr' && k !== 'steps'), replay: REPLAY });
 }
 
 /** Every list the suites, the demo and tune run. */
@@ -77,7 +79,7 @@ test("every recipe's options are accepted by its methods, and labels are unique 
 });
 
 test('the demo and the suites keep their recipes: labels, order and the options that differ per setup', () => {
-  assert.deepEqual(demoRecipes('/r').map((r) => r.label), ['FT', 'mix 1:1', 'FLOW', 'L2', 'LoRA', 'WiSE-FT', 'L2 + HFT', STORIES_BEST.recipe.label]);
+  assert.deepEqual(demoRecipes('/r').map((r) => r.label), ['FT', 'mix 1:1', 'FLOW', 'L2', 'LoRA', 'WiSE-FT', 'L2 + HFT', STORIES_BEST.recipe(storiesSetup('/r')).label]);
   assert.deepEqual(charlstmRecipes('/r', 128).map((r) => r.label), ['FT', 'mix 1:1', 'FLOW', 'L2', 'EWC', 'SAM', 'MoFO', 'WiSE-FT', 'mix+FLOW+L2']);
   const ewc = charlstmRecipes('/r', 128).find((r) => r.label === 'EWC')!.methods[0];
   assert.deepEqual(ewc, { name: 'ewc', lambda: 10000, data: { path: '/r', format: { type: 'text' }, max_length: 129, name: 'shakespeare' }, fisher: 'per_sample', fisher_samples: 256 });
@@ -112,12 +114,12 @@ test('a recipe without what it needs, or an unknown one, is an error naming it',
 });
 
 test("the demo's best-recipe row: one of the frontier study's candidates, printed with the study's interval or 'not measured yet'", () => {
-  const best = demoRecipes('/r').at(-1)!;
-  assert.equal(best, STORIES_BEST.recipe);
+  assert.deepEqual(demoRecipes('/r').at(-1), STORIES_BEST.recipe(storiesSetup('/r')));
+  const best = STORIES_BEST.recipe({ general: REPLAY });
   assert.ok(tuneCandidates().some((c) => isDeepStrictEqual(c.methods, best.methods)), `${best.label}: not a recipe the frontier study searches`);
   assert.match(STORIES_BEST.source, /^npm run -s bench:frontier -- --only stories /);
   const none: StudyBest = { ...STORIES_BEST, interval: null, note: 'no study yet' };
-  assert.equal(studyBestLine(none), `"${STORIES_BEST.recipe.label}" is the best recipe found for this setup (${STORIES_BEST.source}); interval: not measured yet — no study yet.`);
+  assert.equal(studyBestLine(none), `"${STORIES_BEST.label}" is the best recipe found for this setup (${STORIES_BEST.source}); interval: not measured yet — no study yet.`);
   const measured: StudyBest = { ...none, interval: { forgetting: { mean: 0.41, half: 0.2 }, target: { mean: 30, half: null }, seeds: 3, steps: 150, protocol: 'equal steps', date: '2026-12-04' } };
-  assert.match(studyBestLine(measured), /study interval \(95%, 3 seeds, 150 steps, equal steps, 2026-12-04\): forgetting 0\.41 ± 0\.20 points, target 30\.00 points\.$/);
+  assert.match(studyBestLine(measured), /study interval \(95%, 3 seeds, 150 steps, equal steps, 2026-12-04\): forgetting 0\.41 ± 0\.20 points, target 30\.00 points \(no study yet\)\.$/);
 });

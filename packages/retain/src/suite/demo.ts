@@ -146,7 +146,7 @@ const iv = (x: Interval) => `${x.mean.toFixed(2)}${x.half === null ? '' : ` ± $
 export function studyBestLine(b: StudyBest = STORIES_BEST): string {
   const i = b.interval;
   const measured = i
-    ? `study interval (95%, ${i.seeds} seeds, ${i.steps} steps, ${i.protocol}, ${i.date}): forgetting ${iv(i.forgetting)} points, target ${iv(i.target)} points`
+    ? `study interval (95%, ${i.seeds} seeds, ${i.steps} steps, ${i.protocol}, ${i.date}): forgetting ${iv(i.forgetting)} points, target ${iv(i.target)} points (${b.note})`
     : `interval: not measured yet — ${b.note}`;
-  return `"${b.recipe.label}" is the best recipe found for this setup (${b.source}); ${measured}.`;
+  return `"${b.label}" is the best recipe found for this setup (${b.source}); ${measured}.`;
 }
