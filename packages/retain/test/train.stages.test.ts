@@ -11,6 +11,25 @@ import { needShared } from './helpers.js';
 
 const BIN = new URL('../bin/retain.mjs', import.meta.url).pathname;
 
+/** Stage 2 trains 20 steps with a checkpoint every 8, so a kill at step 16 lands inside it after a checkpoint. */
+function longerStage2(cfg: string): string {
+  const raw = parseYaml(readFileSync(cfg, 'utf8'));
+  raw.stages[1].training = { max_steps: 20, save_every: 8 };
+  writeFileSync(cfg, toYaml(raw));
+  return cfg;
+}
+
+/** SIGKILL at step 16 (in stage 2) leaves one scored row; the rerun resumes and ends with the uninterrupted rows. */
+function killInStage2Resumes(cfg: string, dir: string, rows: Sequence['rows']): void {
+  const killed = train(cfg, { RETAIN_KILL_AT_STEP: '16' });
+  assert.equal(killed.signal, 'SIGKILL', killed.stderr);
+  assert.equal((JSON.parse(readFileSync(join(dir, 'run', 'sequence.json'), 'utf8')) as Sequence).rows.length, 1);
+  const resumed = train(cfg);
+  assert.equal(resumed.status, 0, resumed.stderr);
+  assert.match(resumed.stderr, /resum/);
+  assert.deepEqual((JSON.parse(readFileSync(join(dir, 'run', 'sequence.json'), 'utf8')) as Sequence).rows, rows);
+}
+
 test('continual-learning metrics of a known matrix: average accuracy, backward transfer, average forgetting', () => {
   const stages = ['a', 'b', 'c'];
   const rows = [
@@ -80,28 +99,11 @@ test('retain train with stages: three arithmetic families in turn, the matrix af
   assert.equal(statSync(join(dir, 'run', '3-linear', 'final')).mtimeMs, finalTime);
 
   const dir2 = mkdtempSync(join(tmpdir(), 'retain-stages-kill-'));
-  const cfg2 = writeSequentialConfig(dir2, { steps: 12, trainSize: 200, testSize: 20 });
-  const raw2 = parseYaml(readFileSync(cfg2, 'utf8'));
-  raw2.stages[1].training = { max_steps: 20, save_every: 8 };
-  writeFileSync(cfg2, toYaml(raw2));
-  const killed = train(cfg2, { RETAIN_KILL_AT_STEP: '16' });
-  assert.equal(killed.signal, 'SIGKILL', killed.stderr);
-  assert.equal((JSON.parse(readFileSync(join(dir2, 'run', 'sequence.json'), 'utf8')) as Sequence).rows.length, 1);
-  const resumed = train(cfg2);
-  assert.equal(resumed.status, 0, resumed.stderr);
-  assert.match(resumed.stderr, /resum/);
-  const s2 = JSON.parse(readFileSync(join(dir2, 'run', 'sequence.json'), 'utf8')) as Sequence;
-  assert.deepEqual(s2.rows, s.rows);
+  killInStage2Resumes(longerStage2(writeSequentialConfig(dir2, { steps: 12, trainSize: 200, testSize: 20 })), dir2, s.rows);
 });
 
 test('retain train with stages on MNIST: rotations 90°, 180°, 270° in turn, each learned in its stage; a kill in stage 2 resumes to the same matrix', { skip: needShared('models/mnist-mlp'), timeout: 600_000 }, () => {
-  const staged = (dir: string) => {
-    const cfg = writeMnistSequentialConfig(dir, { steps: 12, trainSize: 640, testSize: 200 });
-    const raw = parseYaml(readFileSync(cfg, 'utf8'));
-    raw.stages[1].training = { max_steps: 20, save_every: 8 };
-    writeFileSync(cfg, toYaml(raw));
-    return cfg;
-  };
+  const staged = (dir: string) => longerStage2(writeMnistSequentialConfig(dir, { steps: 12, trainSize: 640, testSize: 200 }));
   const dir = mkdtempSync(join(tmpdir(), 'retain-stages-mnist-'));
   const r = train(staged(dir));
   assert.equal(r.status, 0, r.stderr);
@@ -120,12 +122,5 @@ test('retain train with stages on MNIST: rotations 90°, 180°, 270° in turn, e
   assert.match(readFileSync(join(dir, 'run', '2-rot180', 'run_config.yaml'), 'utf8'), /path: .*1-rot90\/final/);
 
   const dir2 = mkdtempSync(join(tmpdir(), 'retain-stages-mnist-kill-'));
-  const cfg2 = staged(dir2);
-  const killed = train(cfg2, { RETAIN_KILL_AT_STEP: '16' });
-  assert.equal(killed.signal, 'SIGKILL', killed.stderr);
-  assert.equal((JSON.parse(readFileSync(join(dir2, 'run', 'sequence.json'), 'utf8')) as Sequence).rows.length, 1);
-  const resumed = train(cfg2);
-  assert.equal(resumed.status, 0, resumed.stderr);
-  assert.match(resumed.stderr, /resum/);
-  assert.deepEqual((JSON.parse(readFileSync(join(dir2, 'run', 'sequence.json'), 'utf8')) as Sequence).rows, s.rows);
+  killInStage2Resumes(staged(dir2), dir2, s.rows);
 });
