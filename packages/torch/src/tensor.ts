@@ -292,6 +292,18 @@ export class Tensor {
   detach(): Tensor {
     return G.detach(this);
   }
+  /**
+   * A copy outside autograd: `t.detach().clone()` without the detached view's handle, which would otherwise hold the
+   * storage (a model's weights, after the model is disposed) until the garbage collector finds it.
+   */
+  detachedClone(): Tensor {
+    const view = G.detach(this);
+    try {
+      return G.clone(view);
+    } finally {
+      view.dispose();
+    }
+  }
   detach_(): this {
     G.detach_(this);
     return this;

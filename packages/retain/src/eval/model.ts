@@ -7,6 +7,7 @@ import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
 import { loadPretrained, type Pretrained } from '../models/hub.js';
 import { generate, type CausalLM } from '../models/generate.js';
+import { KVCache } from '../models/llama.js';
 import type { CharLSTM } from '../models/charlstm.js';
 import type { CharVocab } from '../tokenizers/char.js';
 import type { MnistMLP } from '../models/mlp.js';
@@ -32,6 +33,11 @@ export interface EvalModel {
   dropUnknown(text: string): string;
   /** ids [B, T] int64 → logits [B, T, V]. */
   logits(ids: Tensor): Tensor;
+  /**
+   * Logits of rows [k, R] that each continue one context, prefix [1, P], which runs once through a key/value cache:
+   * [k, R, V] (null when this model's cache cannot be copied across rows). Absent for models without a cache.
+   */
+  logitsAfter?(prefix: Tensor, rows: Tensor): Tensor | null;
   /** Greedy continuation of `prompt`, cut before the first stop string; `decodeAlone` decodes the new tokens without the prompt. */
   generate(prompt: string, o: { maxNewTokens: number; stop: string[]; decodeAlone?: boolean }): string;
   /** features [B, ...] → class logits [B, C] (classifiers). */
@@ -84,6 +90,7 @@ export function causalLmEvalModel(p: Pretrained, name = p.source.path.split('/')
     decode: (ids) => tok.decode(ids),
     dropUnknown: (t) => t,
     logits: (ids) => lm.forward(ids) as Tensor,
+    logitsAfter: sharedContextLogits(lm),
     generate: (prompt, o) => {
       // A prompt that starts with BOS as text (a rendered chat template) gets no second one.
       const ids = tok.encode(prompt, { bos: !(bosText && prompt.startsWith(bosText)) });
@@ -96,6 +103,31 @@ export function causalLmEvalModel(p: Pretrained, name = p.source.path.split('/')
     chatTemplate: tok instanceof HfTokenizer ? tok.chatTemplate : null,
     bosText,
     eosId: tok.eosId >= 0 ? tok.eosId : null,
+  };
+}
+
+/**
+ * Rows continuing one shared context, the context run once (the choices of a multiple-choice question share theirs):
+ * only a Llama-family cache copies across rows, and a model that reruns its past (Phi-3 under LongRoPE) is left out.
+ */
+export function sharedContextLogits(lm: CausalLM & { rerunPast?(): number | null }): EvalModel['logitsAfter'] {
+  if (lm.rerunPast?.() != null) return undefined;
+  return (prefix, rows) => {
+    const [P, [k, R]] = [prefix.shape[1], rows.shape];
+    const one = lm.newCache(1, P);
+    if (!(one instanceof KVCache)) {
+      one.dispose();
+      return null;
+    }
+    let many: KVCache | null = null;
+    try {
+      lm.forward(prefix, { cache: one, lastOnly: true }).dispose();
+      many = one.repeat(k, P + R);
+      return lm.forward(rows, { cache: many }); // [k, R, V]
+    } finally {
+      one.dispose();
+      many?.dispose();
+    }
   };
 }
 
@@ -174,7 +206,7 @@ export async function loadEvalModel(path: string, opts: { tokenizer?: string; ma
 /** sha256 over the state dict (names, shapes, dtypes, bytes): the same weights give the same hash in any format. */
 export function modelHash(m: torch.nn.Module): string {
   const h = createHash('sha256');
-  for (const [k, t] of [...m.stateDict()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+  for (const [k, t] of [...m.stateDict({ keepVars: true })].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
     h.update(`${k}:${t.dtype}:${t.shape.join('x')};`);
     torch.tidy(() => {
       const c = t.device === 'cpu' ? t.contiguous() : t.to({ device: 'cpu' }).contiguous();

@@ -2,6 +2,7 @@
 // (perplexity, bits per character, next-token accuracy), greedy generation with answer extraction, and classifier
 // accuracy. Definitions follow lm-evaluation-harness where it has one.
 import * as torch from '@retain/torch';
+import type { Tensor } from '@retain/torch';
 import type { EvalModel } from './model.js';
 
 export interface LoglikRequest {
@@ -62,6 +63,21 @@ export function encodeRequest(m: EvalModel, r: LoglikRequest, contexts?: Map<str
 }
 
 /**
+ * Log-probability and argmax hit of each target: `rows` index the flattened positions of logits [B, T, V], `targets`
+ * the token each should predict.
+ */
+function pickTargets(logits: Tensor, rows: number[], targets: number[], device: string): { lp: Float64Array; hits: Uint8Array } {
+  const [B, T, V] = logits.shape;
+  const picked = logits.reshape(B * T, V).indexSelect(0, torch.tensor(rows, { dtype: 'int64' }).to({ device })); // [N, V]
+  // Half-precision logits are widened for the softmax; float64 models keep their precision.
+  const sel = picked.dtype === 'float64' ? picked : picked.float();
+  const target = torch.tensor(targets, { dtype: 'int64' }).to({ device }); // [N]
+  const lp = sel.logSoftmax(-1).gather(1, target.unsqueeze(1)).squeeze(1).to({ device: 'cpu', dtype: 'float64' }).data() as Float64Array;
+  const hits = sel.argmax(-1).eq(target).to({ device: 'cpu' }).data() as Uint8Array;
+  return { lp, hits };
+}
+
+/**
  * Runs windows through the model in batches and returns, per window, the log-probability and argmax-hit of each
  * target. A window is input ids and the targets of its last `n` positions.
  */
@@ -89,14 +105,7 @@ function scoreWindows(m: EvalModel, windows: { input: number[]; targets: number[
           });
         });
         const ids = torch.tensor(flat, { shape: [B, T] }).to({ device });
-        const logits = m.logits(ids); // [B, T, V]
-        const V = logits.shape[2];
-        const picked = logits.reshape(B * T, V).indexSelect(0, torch.tensor(rows, { dtype: 'int64' }).to({ device })); // [N, V]
-        // Half-precision logits are widened for the softmax; float64 models keep their precision.
-        const sel = picked.dtype === 'float64' ? picked : picked.float();
-        const target = torch.tensor(tg, { dtype: 'int64' }).to({ device }); // [N]
-        const lp = sel.logSoftmax(-1).gather(1, target.unsqueeze(1)).squeeze(1).to({ device: 'cpu', dtype: 'float64' }).data() as Float64Array;
-        const hits = sel.argmax(-1).eq(target).to({ device: 'cpu' }).data() as Uint8Array;
+        const { lp, hits } = pickTargets(m.logits(ids), rows, tg, device);
         let k = 0;
         for (const w of idx) {
           const n = windows[w].targets.length;
@@ -112,22 +121,84 @@ function scoreWindows(m: EvalModel, windows: { input: number[]; targets: number[
 
 /**
  * Log-likelihood of each continuation given its context; inputs longer than the model's window lose their left end
- * (and a continuation longer than the window keeps only its last tokens).
+ * (and a continuation longer than the window keeps only its last tokens). Requests that share a context (the choices
+ * of a question) run it once when the model can copy a cache across rows; the others run whole, in batches.
  */
 export function loglikelihood(m: EvalModel, reqs: LoglikRequest[], batchSize = 16, onBatch?: (done: number) => void): Loglik[] {
   const contexts = new Map<string, number[]>();
-  const windows = reqs.map((r) => {
-    const { ids, contLen } = encodeRequest(m, r, contexts);
+  const encoded = reqs.map((r) => encodeRequest(m, r, contexts));
+  const windows = encoded.map(({ ids, contLen }) => {
     const keep = ids.slice(-(m.maxLength + 1));
     // A continuation longer than the window is scored on the tokens that fit (every one but the window's first).
     return { input: keep.slice(0, -1), targets: keep.slice(-Math.min(contLen, keep.length - 1)), truncated: keep.length < ids.length };
   });
-  return scoreWindows(m, windows, batchSize, onBatch).map((w, i) => ({
+  const out = new Array<{ logp: Float64Array; hit: Uint8Array }>(windows.length);
+  const groups = m.logitsAfter ? sharedContexts(encoded, windows.map((w) => w.truncated)) : [];
+  let done = 0;
+  for (const g of groups) {
+    const scored = scoreSharedContext(m, encoded, g);
+    if (!scored) break;
+    g.forEach((i, j) => (out[i] = scored[j]));
+    done += g.length;
+    onBatch?.(done);
+  }
+  const rest = windows.map((_, i) => i).filter((i) => !out[i]);
+  scoreWindows(m, rest.map((i) => windows[i]), batchSize, onBatch && ((n) => onBatch(done + n))).forEach((w, j) => (out[rest[j]] = w));
+  return out.map((w, i) => ({
     logprob: w.logp.reduce((a, b) => a + b, 0),
     greedy: w.hit.every((h) => h === 1),
     tokens: w.logp.length,
     truncated: windows[i].truncated,
   }));
+}
+
+/** Indices of requests that share a context of at least two tokens, two or more to a group; truncated ones run whole. */
+function sharedContexts(encoded: Encoded[], truncated: boolean[]): number[][] {
+  const byContext = new Map<string, number[]>();
+  encoded.forEach(({ ids, contLen }, i) => {
+    const c = ids.length - contLen;
+    if (truncated[i] || c < 2) return;
+    const key = ids.slice(0, c).join(',');
+    byContext.get(key)?.push(i) ?? byContext.set(key, [i]);
+  });
+  return [...byContext.values()].filter((g) => g.length > 1);
+}
+
+/**
+ * One group's continuations: the context but its last token runs once, and each row is that last token and the
+ * continuation but its last, right-padded, so row position j predicts continuation token j. Null when the model
+ * cannot share (its cache does not copy across rows).
+ */
+function scoreSharedContext(m: EvalModel, encoded: Encoded[], group: number[]): { logp: Float64Array; hit: Uint8Array }[] | null {
+  const c = encoded[group[0]].ids.length - encoded[group[0]].contLen;
+  const R = Math.max(...group.map((i) => encoded[i].contLen));
+  const device = m.module.parameters()[0]?.device ?? 'cpu';
+  return torch.inferenceMode(() =>
+    torch.tidy(() => {
+      const flat = new BigInt64Array(group.length * R);
+      const rows: number[] = [];
+      const tg: number[] = [];
+      group.forEach((i, b) => {
+        const { ids, contLen } = encoded[i];
+        ids.slice(c - 1, -1).forEach((t, j) => (flat[b * R + j] = BigInt(t)));
+        ids.slice(c).forEach((t, j) => {
+          rows.push(b * R + j);
+          tg.push(t);
+        });
+        if (contLen !== ids.length - c) throw new Error('internal: a shared context of unequal length');
+      });
+      const prefix = torch.tensor([encoded[group[0]].ids.slice(0, c - 1)], { dtype: 'int64' }).to({ device }); // [1, c-1]
+      const logits = m.logitsAfter!(prefix, torch.tensor(flat, { shape: [group.length, R] }).to({ device })); // [k, R, V]
+      if (!logits) return null;
+      const { lp, hits } = pickTargets(logits, rows, tg, device);
+      let k = 0;
+      return group.map((i) => {
+        const n = encoded[i].contLen;
+        k += n;
+        return { logp: lp.slice(k - n, k), hit: hits.slice(k - n, k) };
+      });
+    }),
+  );
 }
 
 export interface TextScore {

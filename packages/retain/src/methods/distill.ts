@@ -86,7 +86,7 @@ export class Distill implements Method {
     const bad = this.data.find((e) => e.ids.length < 2 || !e.lossMask.some((m, t) => t > 0 && m));
     if (bad) throw new Error(`distill: general sample '${bad.id}' has no trained token to distil on (it needs at least 2 tokens)`);
     torch.noGrad(() => {
-      for (const [n, p] of ctx.model.namedParameters()) this.base.set(n, torch.keep(p.detach().clone()));
+      for (const [n, p] of ctx.model.namedParameters()) this.base.set(n, torch.keep(p.detachedClone()));
     });
     ctx.log({ kind: this.name, distill_weight: this.weight, distill_temperature: this.temperature, distill_batch_size: this.batchSize, distill_examples: this.data.length, distill_base: 'on the fly (θ₀ swapped in, no grad)' });
   }
@@ -115,7 +115,7 @@ export class Distill implements Method {
     const examples = this.batchFor(ctx.step);
     const batch = collateOn(examples, modelDevice(ctx.model));
     const pos = torch.keep(trainedPositions(batch));
-    const baseLogProbs = torch.keep(this.withBase(ctx.model, () => logitsAt(ctx.model, batch, pos).div(this.temperature).logSoftmax(-1))); // [N, V]
+    const baseLogProbs = torch.keep(torch.tidy(() => this.withBase(ctx.model, () => logitsAt(ctx.model, batch, pos).div(this.temperature).logSoftmax(-1)))); // [N, V]
     this.current = { step: ctx.step, examples, batch, pos, baseLogProbs };
   }
 
@@ -132,15 +132,15 @@ export class Distill implements Method {
           for (const [n, p] of model.namedParameters()) {
             const p0 = this.base.get(n);
             if (!p0) continue;
-            saved.push([p, torch.keep(p.detach().clone())]);
-            p.detach().copy_(p0);
+            saved.push([p, torch.keep(p.detachedClone())]);
+            p.copy_(p0);
           }
         }
         return fn();
       } finally {
         lora.forEach((l, i) => (l.scale = scales[i]));
         for (const [p, s] of saved) {
-          p.detach().copy_(s);
+          p.copy_(s);
           s.dispose();
         }
       }

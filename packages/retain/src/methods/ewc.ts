@@ -83,7 +83,7 @@ export class EWC implements Method {
       for (const [name, p] of ctx.params) {
         // A new head (a probe's) has no pretrained value to hold it to.
         if (this.exclude?.test(name) || isNewHead(ctx, name)) continue;
-        this.entries.push({ name, p, theta0: torch.keep(p.detach().clone()), fisher: null });
+        this.entries.push({ name, p, theta0: torch.keep(p.detachedClone()), fisher: null });
       }
     });
     if (this.entries.length === 0) throw new Error(`ewc: no fine-tuned tensor is left to penalise (exclude /${this.exclude?.source}/ and the new heads match them all)`);
@@ -174,7 +174,7 @@ export class EWC implements Method {
 
   private swapInTheta0(): Tensor[] {
     return torch.noGrad(() => this.entries.map((e) => {
-      const now = torch.keep(e.p.detach().clone());
+      const now = torch.keep(e.p.detachedClone());
       e.p.copy_(e.theta0);
       return now;
     }));

@@ -51,7 +51,7 @@ export class L2SP implements Method {
     torch.noGrad(() => {
       for (const [n, p] of ctx.params) {
         if (this.exclude?.test(n) || isNewHead(ctx, n)) this.heads.push([n, p]);
-        else this.anchors.push([n, p, torch.keep(p.detach().clone())]);
+        else this.anchors.push([n, p, torch.keep(p.detachedClone())]);
       }
     });
     this.anchorCount = this.anchors.reduce((s, [, p]) => s + p.numel(), 0);

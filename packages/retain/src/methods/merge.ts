@@ -102,7 +102,7 @@ export function mergeStateDicts(base: StateDict, tuned: { name: string; state: S
     for (const [k, t0] of base) {
       const own = tuned[0].state.get(k)!;
       if (!torch.isFloating(t0.dtype) || keepTuned(k)) {
-        out.set(k, own.detach().clone());
+        out.set(k, own.detachedClone());
         continue;
       }
       out.set(k, torch.tidy(() => {
@@ -115,7 +115,7 @@ export function mergeStateDicts(base: StateDict, tuned: { name: string; state: S
 }
 
 function snapshot(model: TrainableModel): StateDict {
-  return torch.noGrad(() => torch.tidy(() => new Map([...model.stateDict()].map(([k, t]) => [k, torch.keep(t.detach().clone())]))));
+  return torch.noGrad(() => torch.tidy(() => new Map([...model.stateDict()].map(([k, t]) => [k, torch.keep(t.detachedClone())]))));
 }
 
 /** The λ a sweep tries when lambdas is not given. */
@@ -210,7 +210,7 @@ export class Merge implements Method {
         continue;
       }
       const p = await loadPretrained(w as string, { dtype: dtype as torch.DType });
-      out.push({ name: w as string, state: p.model.stateDict() as StateDict, dispose: () => p.model.dispose?.() });
+      out.push({ name: w as string, state: p.model.stateDict({ keepVars: true }) as StateDict, dispose: () => p.model.dispose?.() });
     }
     return out;
   }

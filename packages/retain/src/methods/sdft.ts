@@ -194,12 +194,12 @@ export class Sdft implements Method {
       return torch.noGrad(() => {
         if (this.teacherKind === 'same') return fn();
         const params = ctx.params.map(([, q]) => q);
-        const saved = params.map((q) => torch.keep(q.detach().clone()));
+        const saved = params.map((q) => torch.keep(q.detachedClone()));
         try {
-          params.forEach((q, i) => q.detach().copy_(this.ema![i]));
+          params.forEach((q, i) => q.copy_(this.ema![i]));
           return fn();
         } finally {
-          params.forEach((q, i) => q.detach().copy_(saved[i]));
+          params.forEach((q, i) => q.copy_(saved[i]));
           torch.dispose(saved);
         }
       });
@@ -209,7 +209,7 @@ export class Sdft implements Method {
   private ensureEma(ctx: TrainContext): void {
     if (this.ema) return;
     this.emaNames = ctx.params.map(([n]) => n);
-    this.ema = torch.noGrad(() => ctx.params.map(([n, q]) => torch.keep((this.loadedEma?.get(n) ?? q).detach().clone())));
+    this.ema = torch.noGrad(() => ctx.params.map(([n, q]) => torch.keep((this.loadedEma?.get(n) ?? q).detachedClone())));
     if (this.loadedEma) torch.dispose([...this.loadedEma.values()]);
     this.loadedEma = null;
   }
@@ -229,6 +229,13 @@ export class Sdft implements Method {
   /** A resumed run's EMA, put in place at the first step (once the trainable parameters are final). */
   loadStateTensors(t: Map<string, Tensor>): void {
     this.loadedEma = new Map([...t].map(([k, v]) => [k.replace(/^ema\./, ''), torch.keep(v)]));
+  }
+
+  /** Releases the EMA teacher (a model-sized copy): a process training many runs would otherwise keep one per run. */
+  dispose(): void {
+    torch.dispose([...(this.ema ?? []), ...(this.loadedEma?.values() ?? [])]);
+    this.ema = null;
+    this.loadedEma = null;
   }
 }
 

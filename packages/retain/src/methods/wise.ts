@@ -75,8 +75,8 @@ export function wiseInterpolate(base: StateDict, tuned: StateDict, alpha: number
 }
 
 function interpolateTensor(a: Tensor, b: Tensor, alpha: number): Tensor {
-  if (alpha === 0) return a.detach().clone();
-  if (alpha === 1) return b.detach().clone();
+  if (alpha === 0) return a.detachedClone();
+  if (alpha === 1) return b.detachedClone();
   return torch.tidy(() => {
     if (a.dtype === 'bool') return (alpha < 0.5 ? a : b).clone();
     if (!torch.isFloating(a.dtype)) return a.double().mul(1 - alpha).add(b.double(), alpha).round().to(a.dtype);

@@ -15,7 +15,7 @@
 import * as torch from '@retain/torch';
 import { Tensor } from '@retain/torch';
 import { applyRope, KVCache, ropeTables, validateLlamaConfig, type ForwardOptions, type LlamaConfig, type RopeScaling } from './llama.js';
-import { checkBoolean, checkPositiveInt, checkPositiveNumber, checkTokenId, ModelConfigError } from './weights.js';
+import { checkBoolean, checkPositiveInt, checkPositiveNumber, checkTokenId, ModelConfigError, tieHead } from './weights.js';
 import { lowest } from './t5.js';
 import { shown } from '../errors.js';
 
@@ -330,9 +330,7 @@ export class Gemma2ForCausalLM extends nn.Module {
 
   /** Ties the output head to the token embedding: one tensor under both names, as PyTorch does. */
   tieWeights(): void {
-    const w = this.model.embed_tokens.weight;
-    this.lm_head._parameters.set('weight', w);
-    this.lm_head.weight = w;
+    tieHead(this.lm_head, this.model.embed_tokens.weight);
   }
 
   /** sqrt(hidden_size) rounded to `dtype` (55.4256 becomes 55.5 in bfloat16), as transformers scales embeddings. */

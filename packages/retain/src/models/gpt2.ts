@@ -7,7 +7,7 @@
 // positions, pre-norm blocks, gelu_new (GELU's tanh approximation), a key/value cache for generation.
 import * as torch from '@retain/torch';
 import { Tensor } from '@retain/torch';
-import { checkBoolean, checkPositiveInt, checkPositiveNumber, checkProbability, ModelConfigError } from './weights.js';
+import { checkBoolean, checkPositiveInt, checkPositiveNumber, checkProbability, ModelConfigError, tieHead } from './weights.js';
 
 const { nn } = torch;
 
@@ -243,9 +243,7 @@ export class GPT2LMHeadModel extends nn.Module {
   }
 
   tieWeights(): void {
-    const w = this.transformer.wte.weight;
-    this.lm_head._parameters.set('weight', w);
-    this.lm_head.weight = w;
+    tieHead(this.lm_head, this.transformer.wte.weight);
   }
 
   /** ids [B, T] int64 -> logits [B, T, V] (or [B, 1, V] with lastOnly). */

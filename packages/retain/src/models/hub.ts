@@ -295,7 +295,7 @@ function loadMl5(path: string, dtype?: torch.DType): Pretrained {
 /** Refuses NaN/Inf weights, then casts; a float16 cast can itself overflow (beyond ±65504) and is checked again. */
 function checkLoaded(model: Pretrained['model'], path: string, dtype?: torch.DType): void {
   const tied = new Set((model.tiedKeys?.() ?? []).map(([alias]) => alias));
-  const params = () => [...model.stateDict()].filter(([k]) => !tied.has(k));
+  const params = () => [...model.stateDict({ keepVars: true })].filter(([k]) => !tied.has(k));
   assertFiniteWeights(params(), path);
   if (!dtype) return;
   model.to(dtype);
@@ -377,7 +377,7 @@ export function configJson(config: Record<string, unknown>, floats: string[]): s
  * tokenizer files it came with. A tied head is stored once, under the embedding's name, as transformers does.
  */
 export function savePretrained(p: Pretrained, dir: string, opts: { maxShardBytes?: number } = {}): void {
-  const sd = p.model.stateDict();
+  const sd = p.model.stateDict({ keepVars: true });
   for (const [alias] of p.model.tiedKeys?.() ?? []) sd.delete(alias);
   const bad = firstNonFinite(sd);
   if (bad !== null) throw new Error(`refusing to save ${dir}: weight '${bad}' holds NaN or Inf`);

@@ -6,7 +6,7 @@
 // grouped-query attention, SwiGLU MLP, tied or untied output head, and a key/value cache for generation.
 import * as torch from '@retain/torch';
 import { Tensor } from '@retain/torch';
-import { checkBoolean, checkPositiveInt, checkPositiveNumber, ModelConfigError } from './weights.js';
+import { checkBoolean, checkPositiveInt, checkPositiveNumber, ModelConfigError, tieHead } from './weights.js';
 import { shown } from '../errors.js';
 
 const { nn } = torch;
@@ -181,6 +181,24 @@ export class KVCache {
     this.k[layer].narrow(2, this.length, k.shape[2]).copy_(k);
     this.v[layer].narrow(2, this.length, v.shape[2]).copy_(v);
     return [this.k[layer].narrow(2, 0, end), this.v[layer].narrow(2, 0, end)];
+  }
+
+  /**
+   * A cache of `batch` rows that each start with this one-row cache's positions, room for `maxLen`: the choices of a
+   * multiple-choice question continue one context, which then runs once.
+   */
+  repeat(batch: number, maxLen: number): KVCache {
+    if (this.batch !== 1 || this.ids) throw new Error('KVCache.repeat copies a one-row cache without kept ids');
+    const out = new KVCache(this.c, batch, maxLen, this.k[0].device, this.k[0].dtype);
+    torch.tidy(() => {
+      for (let l = 0; l < this.k.length; l++) {
+        const [, kvH, , hd] = this.k[l].shape;
+        out.k[l].narrow(2, 0, this.length).copy_(this.k[l].narrow(2, 0, this.length).expand([batch, kvH, this.length, hd]));
+        out.v[l].narrow(2, 0, this.length).copy_(this.v[l].narrow(2, 0, this.length).expand([batch, kvH, this.length, hd]));
+      }
+    });
+    out.length = this.length;
+    return out;
   }
 
   dispose(): void {
@@ -398,9 +416,7 @@ export class LlamaForCausalLM<A extends AttentionModule = LlamaAttention, M exte
 
   /** Ties the output head to the token embedding: one tensor under both names, as PyTorch does. */
   tieWeights(): void {
-    const w = this.model.embed_tokens.weight;
-    this.lm_head._parameters.set('weight', w);
-    this.lm_head.weight = w;
+    tieHead(this.lm_head, this.model.embed_tokens.weight);
   }
 
   /**

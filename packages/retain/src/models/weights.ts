@@ -131,3 +131,14 @@ export function refusePickle(path: string): never {
       'or `model.save_pretrained(dir, safe_serialization=True)` with transformers.',
   );
 }
+
+/**
+ * Ties an output head to the token embedding: one tensor under both names, as PyTorch does. The head's own initial
+ * weight is released (a vocabulary-sized matrix nothing else holds).
+ */
+export function tieHead(head: torch.nn.Linear, embedding: torch.Tensor): void {
+  const own = head.weight;
+  head._parameters.set('weight', embedding);
+  head.weight = embedding;
+  if (own !== embedding) own.dispose();
+}

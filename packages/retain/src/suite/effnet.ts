@@ -82,8 +82,8 @@ export async function writeEffnetStart(baseDir: string, dir: string, seed: numbe
   // 350 epochs): in a 50-step run the running statistics would otherwise stay between ImageNet's and MNIST's, and
   // the eval-mode digit accuracy would measure that mismatch rather than what the run learned.
   const model = new EfficientNetLite({ ...base.model.config, num_labels: 10, batch_norm_momentum: 0.1 });
-  const sd = model.stateDict();
-  for (const [k, v] of base.model.stateDict()) if (!new RegExp(HEAD).test(k)) sd.set(k, v);
+  const sd = model.stateDict({ keepVars: true });
+  for (const [k, v] of base.model.stateDict({ keepVars: true })) if (!new RegExp(HEAD).test(k)) sd.set(k, v);
   model.loadStateDict(sd);
   savePretrained({ ...base, model: model as never, config: model.config }, dir);
   base.model.dispose();
@@ -112,8 +112,8 @@ const BN_STATS = /\.(running_mean|running_var|num_batches_tracked)$/;
 function withImagenetHead(tuned: EfficientNetLite, base: EfficientNetLite, baseStats: boolean): EfficientNetLite {
   const model = new EfficientNetLite(base.config);
   const fromBase = (k: string) => new RegExp(HEAD).test(k) || (baseStats && BN_STATS.test(k));
-  const sd = new Map([...tuned.stateDict()].filter(([k]) => !fromBase(k)));
-  for (const [k, v] of base.stateDict()) if (fromBase(k)) sd.set(k, v);
+  const sd = new Map([...tuned.stateDict({ keepVars: true })].filter(([k]) => !fromBase(k)));
+  for (const [k, v] of base.stateDict({ keepVars: true })) if (fromBase(k)) sd.set(k, v);
   model.loadStateDict(sd);
   model.eval();
   return model;

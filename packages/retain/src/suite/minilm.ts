@@ -97,8 +97,8 @@ export async function writeMinilmStart(baseDir: string, dir: string, seed: numbe
   if (!(base.model instanceof BertModel)) throw new Error(`${baseDir}: expected a BERT encoder (model_type bert), got model_type '${base.config.model_type}'`);
   torch.manualSeed(seed);
   const model = new BertSentenceClassifier({ ...base.model.config, model_type: 'bert_sentence_classifier', num_labels: SICK_LABELS.length });
-  const sd = model.stateDict();
-  for (const [k, v] of base.model.stateDict()) sd.set(`bert.${k}`, v);
+  const sd = model.stateDict({ keepVars: true });
+  for (const [k, v] of base.model.stateDict({ keepVars: true })) sd.set(`bert.${k}`, v);
   model.loadStateDict(sd);
   savePretrained({ ...base, model: model as never, config: model.config }, dir);
   base.model.dispose();

@@ -141,8 +141,8 @@ function writeParityStart(dir: string, seed: number): string {
   const [, h1, h2] = base.config.sizes;
   torch.manualSeed(seed);
   const model = new MnistMLP({ sizes: [784, h1, h2, 2] });
-  const sd = new Map([...base.stateDict()].filter(([k]) => !new RegExp(HEAD).test(k)));
-  for (const [k, v] of model.stateDict()) if (new RegExp(HEAD).test(k)) sd.set(k, v);
+  const sd = new Map([...base.stateDict({ keepVars: true })].filter(([k]) => !new RegExp(HEAD).test(k)));
+  for (const [k, v] of model.stateDict({ keepVars: true })) if (new RegExp(HEAD).test(k)) sd.set(k, v);
   model.loadStateDict(sd);
   const p: Pretrained = { model: model as unknown as Pretrained['model'], config: { model_type: 'mnist_mlp', ...model.config }, tokenizer: null, source: { path: dir, format: 'hf' }, tokenizerFiles: [] };
   savePretrained(p, dir);
@@ -157,8 +157,8 @@ async function withOriginalHead(tunedDir: string): Promise<MnistMLP> {
   const base = MnistMLP.fromMl5(MNIST_MODEL);
   const model = new MnistMLP(base.config);
   const head = new RegExp(HEAD);
-  const sd = new Map([...tuned.model.stateDict()].filter(([k]) => !head.test(k)));
-  for (const [k, v] of base.stateDict()) if (head.test(k)) sd.set(k, v);
+  const sd = new Map([...tuned.model.stateDict({ keepVars: true })].filter(([k]) => !head.test(k)));
+  for (const [k, v] of base.stateDict({ keepVars: true })) if (head.test(k)) sd.set(k, v);
   model.loadStateDict(sd);
   tuned.model.dispose();
   base.dispose();

@@ -112,7 +112,7 @@ export class ForgettingMonitor implements Method {
   private snapshot(ctx: TrainContext, target: number | null): void {
     if (this.best) torch.dispose(this.best.weights.values());
     const weights = new Map<string, Tensor>();
-    for (const [k, v] of ctx.model.stateDict()) weights.set(k, torch.noGrad(() => v.detach().clone()));
+    for (const [k, v] of ctx.model.stateDict({ keepVars: true })) weights.set(k, torch.noGrad(() => v.detachedClone()));
     this.best = { step: ctx.step, target: target ?? ctx.step, weights };
     this.keepState(ctx);
   }
@@ -136,7 +136,7 @@ export class ForgettingMonitor implements Method {
     for (const [step, f] of saved.forgetting) this.forgetting.set(step, f);
     if (!saved.best) return;
     const weights = new Map<string, Tensor>();
-    for (const [k, v] of t) if (k.startsWith('best.')) weights.set(k.slice(5), torch.keep(torch.noGrad(() => v.detach().clone())));
+    for (const [k, v] of t) if (k.startsWith('best.')) weights.set(k.slice(5), torch.keep(torch.noGrad(() => v.detachedClone())));
     if (this.best) torch.dispose(this.best.weights.values());
     this.best = { ...saved.best, weights };
   }

@@ -261,6 +261,6 @@ async function writeFinal(dir: string, model: TrainableModel, write: () => Promi
     // savePretrained removes its own temporary folder; a method's saver may leave one.
     rmSync(`${dir}.tmp-${process.pid}`, { recursive: true, force: true });
     const out = resolve(dir, '..');
-    throw diskFullError(`the final model ${dir}`, out, tensorBytes(model.stateDict().values()), listCheckpoints(out));
+    throw diskFullError(`the final model ${dir}`, out, tensorBytes(model.stateDict({ keepVars: true }).values()), listCheckpoints(out));
   }
 }

@@ -25,7 +25,7 @@ export function saveRun(run: Run): void {
   }
   try {
     const state = { optimizer: ctx.optimizer.stateDict(), loader: run.loader.state(), rng, methods: methodState };
-    saveCheckpoint(run.o.outputDir!, { step: ctx.step, model: run.o.model.stateDict(), state }, run.o.keepCheckpoints ?? 2);
+    saveCheckpoint(run.o.outputDir!, { step: ctx.step, model: run.o.model.stateDict({ keepVars: true }), state }, run.o.keepCheckpoints ?? 2);
   } catch (e) {
     // The step's loss was finite but its update was not: say so as the NaN-loss stop does, with the same advice.
     if (e instanceof NonFiniteWeightsError) {

@@ -119,8 +119,13 @@ export function saveAdapter(model: torch.nn.Module, dir: string, opts: { baseMod
     lora_bias: false,
     revision: null,
   };
-  mkdirSync(dir, { recursive: true });
-  torch.io.saveSafetensors(join(dir, 'adapter_model.safetensors'), tensors, { format: 'pt' });
+  try {
+    mkdirSync(dir, { recursive: true });
+    torch.io.saveSafetensors(join(dir, 'adapter_model.safetensors'), tensors, { format: 'pt' });
+  } finally {
+    // Every value is a handle made here (a detached view or B·scale): the layers keep their own.
+    torch.dispose(tensors.values());
+  }
   writeFileSync(join(dir, 'adapter_config.json'), JSON.stringify(config, null, 2) + '\n');
   return config;
 }
