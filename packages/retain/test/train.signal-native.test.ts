@@ -1,7 +1,7 @@
 // A stop signal that lands while a step runs native kernels must reach the handler, never crash the process. Debian
 // libdnnl's AVX-512 sgemm corrupted the heap when a signal was handled on its thread (about 1 in 20 SIGINTs sent
 // mid-step died with "corrupted size vs. prev_size"); native/fused.h holds signals back around that call. 30 SIGINTs
-// at seeded times inside training: every run must stop with status 75 (or have finished, status 0).
+// (RETAIN_SIGINT_RUNS) at seeded times inside training: every run must stop with status 75 (or have finished, status 0).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -10,6 +10,7 @@ import { makeRun } from './preempt.fixtures.js';
 import { mulberry32 } from '../src/data/random.js';
 
 const CLI = new URL('../bin/retain.mjs', import.meta.url).pathname;
+const RUNS = Number(process.env.RETAIN_SIGINT_RUNS ?? 30);
 
 function interrupted(cfg: string, delayMs: number): Promise<{ code: number | null; signal: string | null; stderr: string }> {
   return new Promise((resolve) => {
@@ -24,10 +25,10 @@ function interrupted(cfg: string, delayMs: number): Promise<{ code: number | nul
   });
 }
 
-test('30 SIGINTs sent inside training steps: every run stops with status 75 (or had finished), none crashes in native code', async () => {
+test(`${RUNS} SIGINTs sent inside training steps: every run stops with status 75 (or had finished), none crashes in native code`, async () => {
   const rand = mulberry32(2026);
   const outcomes = { stopped: 0, finished: 0 };
-  for (let i = 0; i < 30; i++) {
+  for (let i = 0; i < RUNS; i++) {
     const run = makeRun({ max_steps: 40, save_every: 100 });
     const delay = Math.floor(rand() * 300);
     const r = await interrupted(run.cfg, delay);
@@ -36,5 +37,5 @@ test('30 SIGINTs sent inside training steps: every run stops with status 75 (or 
     rmSync(run.dir, { recursive: true, force: true });
   }
   console.log(`signal-native: ${outcomes.stopped} stopped with status 75, ${outcomes.finished} had finished`);
-  assert.ok(outcomes.stopped >= 20, 'most signals landed inside training');
+  assert.ok(outcomes.stopped >= Math.ceil((2 * RUNS) / 3), 'most signals landed inside training');
 });
