@@ -3,7 +3,8 @@
 // with average accuracy, backward transfer and average forgetting, and one JSON object.
 //   --suite stories (default): stories260K learns addition/subtraction, then multiplication, then linear equations.
 //   --suite mnist: the ml5 MNIST MLP learns the digits turned 90°, then 180°, then 270° (same head).
-// Usage: npm run -s bench:sequential -- [--suite stories|mnist] [--steps N] [--out dir] [--only FT,replay]
+//   --suite smollm2: SmolLM2-135M-Instruct learns the three arithmetic families in turn (FT, replay, distill, SDFT, LoRA).
+// Usage: npm run -s bench:sequential -- [--suite stories|mnist|smollm2] [--steps N] [--out dir] [--only FT,replay]
 //        [--write-docs]   (mnist: replaces its block in docs/RESULTS.md with the table, command, machine, date, commit)
 import { execFileSync } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
@@ -13,7 +14,9 @@ import { parse as parseYaml } from 'yaml';
 import { writeMnistSequentialConfig, writeSequentialConfig } from '../packages/retain/src/suite/sequential.js';
 import { runStages, sequenceEvals, sequenceRow, sequenceTable, type Sequence, type SequenceRow, type Stage } from '../packages/retain/src/train/stages.js';
 import { DEMO_REPLAY } from '../packages/retain/src/suite/demo.js';
-import { mnistSetup, sequentialRecipes, storiesSetup, type MethodEntry, type Recipe } from '../packages/retain/src/suite/recipes.js';
+import { mnistSetup, sequentialRecipes, smollm2SequentialRecipes, storiesSetup, type MethodEntry, type Recipe } from '../packages/retain/src/suite/recipes.js';
+import { modelPath, needModel } from './models.js';
+import { SMOLLM2 } from './parity/real_models.js';
 import { selectRecipes } from '../packages/retain/src/suite/common.js';
 import { writeResultsBlock } from './results-doc.js';
 
@@ -33,6 +36,15 @@ const SUITES: Record<string, SuiteDef> = {
     write: (dir, steps, methods) => writeSequentialConfig(dir, { steps, methods: methods(DEMO_REPLAY) }),
     about: 'stories260K, batch 16, lr 0.002',
   },
+  smollm2: {
+    steps: 40,
+    recipes: (g) => smollm2SequentialRecipes(g),
+    write: (dir, steps, methods) => writeSequentialConfig(dir, {
+      steps, methods: methods(DEMO_REPLAY), model: modelPath(SMOLLM2), stories: 20, monitorEvery: steps,
+      training: { batch_size: 8, lr: 3e-4, warmup_ratio: 0.1, weight_decay: 0, log_every: 5 },
+    }),
+    about: 'SmolLM2-135M-Instruct (the smollm2 suite\'s model, batch 8, lr 3e-4 cosine); scored after each stage on 60 held-out problems per family and 20 held-out TinyStories stories',
+  },
   mnist: {
     steps: 300,
     recipes: (g) => sequentialRecipes(mnistSetup(g), ['ewc']),
@@ -46,6 +58,11 @@ const opt = (n: string) => (args.includes(n) ? args[args.indexOf(n) + 1] : undef
 const suiteName = opt('--suite') ?? 'stories';
 const suite = SUITES[suiteName];
 if (!suite) throw new Error(`unknown --suite '${suiteName}'; suites: ${Object.keys(SUITES).join(', ')}`);
+const missing = suiteName === 'smollm2' && needModel(SMOLLM2);
+if (missing) {
+  console.error(`bench:sequential --suite smollm2 ${missing}`);
+  process.exit(1);
+}
 const steps = Number(opt('--steps') ?? suite.steps);
 const outRoot = resolve(opt('--out') ?? (suiteName === 'stories' ? 'runs/sequential' : `runs/sequential-${suiteName}`));
 const labels = selectRecipes(suite.recipes('(general data)'), opt('--only')?.split(',')).map((r) => r.label);

@@ -66,6 +66,18 @@ function train(cfg: string, env: Record<string, string> = {}) {
   return spawnSync(process.execPath, [BIN, 'train', cfg], { encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: '1', ...env } });
 }
 
+test('the sequential config sized for a larger model: its path, training merged over the defaults, one probe per stage, the first n stories', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'retain-seq-sized-'));
+  const cfg = parseYaml(readFileSync(writeSequentialConfig(dir, { steps: 40, model: '/models/SmolLM2', stories: 3, monitorEvery: 40, training: { batch_size: 8, lr: 3e-4 } }), 'utf8'));
+  assert.equal(cfg.model.path, '/models/SmolLM2');
+  assert.deepEqual([cfg.training.max_steps, cfg.training.batch_size, cfg.training.lr, cfg.training.schedule], [40, 8, 3e-4, 'cosine']);
+  assert.equal(cfg.monitor.every, 40);
+  const tasks = parseYaml(readFileSync(cfg.monitor.tasks[0], 'utf8')) as { name: string; data: string }[];
+  const stories = readFileSync(tasks.find((t) => t.name === 'tinystories_heldout')!.data, 'utf8').trim().split(/\n\s*\n/);
+  assert.equal(stories.length, 3);
+  assert.deepEqual(cfg.stages.map((s: { name: string }) => s.name), ['add_sub', 'mul', 'linear']);
+});
+
 test('retain train with stages: three arithmetic families in turn, the matrix after each; a kill mid-stage resumes to the same matrix; a finished run reruns nothing', { timeout: 600_000 }, () => {
   const dir = mkdtempSync(join(tmpdir(), 'retain-stages-'));
   const cfg = writeSequentialConfig(dir, { steps: 12, trainSize: 200, testSize: 20 });

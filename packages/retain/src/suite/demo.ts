@@ -13,6 +13,11 @@ import { exactMatchTaskYaml, finishResults, methodNames, runDirOf, selectRecipes
 import { demoRecipes, STORIES_BEST, type Interval, type Recipe, type StudyBest } from './recipes.js';
 
 export const ASSETS = resolve(new URL('../../assets', import.meta.url).pathname);
+
+/** The first `n` shipped held-out TinyStories stories (blank-line separated in the file). */
+export function heldOutStories(n: number): string[] {
+  return readFileSync(join(ASSETS, 'data', 'tinystories-eval.txt'), 'utf8').split(/\n\s*\n/).slice(0, n);
+}
 export const DEFAULT_MODEL = join(ASSETS, 'stories260K', 'stories260K.bin');
 /** TinyStories text apart from the held-out probe: the demo's replay and Fisher data. */
 export const DEMO_REPLAY = join(ASSETS, 'data', 'tinystories-replay.txt');

@@ -383,6 +383,15 @@ export function smollm2Recipes(replay: string): Recipe[] {
   ];
 }
 
+/**
+ * The sequential protocol on SmolLM2 (bench:sequential --suite smollm2): issue #20's comparison, stage after stage:
+ * FT, replay, distillation replay, SDFT and LoRA (the single-stage suite's frontier), as in the smollm2 suite.
+ */
+export function smollm2SequentialRecipes(replay: string): Recipe[] {
+  const keep = new Map([['FT', 'FT'], ['mix 1:1', 'replay'], ['distill', 'distill'], ['SDFT', 'SDFT'], ['LoRA', 'LoRA']]);
+  return smollm2Recipes(replay).filter((r) => keep.has(r.label)).map((r) => ({ ...r, label: keep.get(r.label)! }));
+}
+
 // ---- `retain tune`'s knobs (tune/space.ts turns them into candidates on the user's config) ----
 
 /** One of `retain tune`'s knobs: a method's main setting at the strengths tried. */

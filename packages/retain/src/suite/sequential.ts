@@ -8,7 +8,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { stringify as toYaml } from 'yaml';
 import { arithmeticProblems, type ArithProblem } from './arith.js';
-import { ASSETS, DEFAULT_MODEL } from './demo.js';
+import { ASSETS, DEFAULT_MODEL, heldOutStories } from './demo.js';
 import { exactMatchTaskYaml, writeJsonl } from './common.js';
 import { HELD_OUT, imageTaskYaml, MNIST_MODEL, mnistTraining, rotate, splitDigits, type IdDigit } from './mnist.js';
 
@@ -18,14 +18,20 @@ export const FAMILY_STAGES = [
   { name: 'linear', family: 'linear_1d' },
 ] as const;
 
-/** Writes the stages' data, the task file and a staged config under outDir; returns the config's path. */
-export function writeSequentialConfig(outDir: string, o: { steps: number; methods?: unknown[]; seed?: number; trainSize?: number; testSize?: number }): string {
+/**
+ * Writes the stages' data, the task file and a staged config under outDir; returns the config's path. By default the
+ * stories260K setting; `model`, `training` (merged into the defaults), `stories` (held-out stories scored, else all)
+ * and `monitorEvery` (else four probes a stage) size it for a larger model (bench:sequential --suite smollm2).
+ */
+export function writeSequentialConfig(outDir: string, o: { steps: number; methods?: unknown[]; seed?: number; trainSize?: number; testSize?: number; model?: string; training?: Record<string, unknown>; stories?: number; monitorEvery?: number }): string {
   const out = resolve(outDir);
   const dir = join(out, 'data');
   mkdirSync(dir, { recursive: true });
   const seed = o.seed ?? 0;
+  const general = o.stories === undefined ? join(ASSETS, 'data', 'tinystories-eval.txt') : join(dir, `tinystories-eval-${o.stories}.txt`);
+  if (o.stories !== undefined) writeFileSync(general, heldOutStories(o.stories).join('\n\n') + '\n');
   const tasks: string[] = ['# Written by the sequential protocol: general = held-out TinyStories; one exact-match task per family.',
-    '- name: tinystories_heldout', '  kind: perplexity', `  data: ${JSON.stringify(join(ASSETS, 'data', 'tinystories-eval.txt'))}`, '  split: blank_lines', '  primary: next_token_acc', '  role: general'];
+    '- name: tinystories_heldout', '  kind: perplexity', `  data: ${JSON.stringify(general)}`, '  split: blank_lines', '  primary: next_token_acc', '  role: general'];
   // Multiplication of 0..12 in three phrasings has 507 distinct problems: 400 train beside 60 held out.
   const stages = FAMILY_STAGES.map((s, k) => {
     const fam = [s.family] as ArithProblem['family'][];
@@ -38,9 +44,9 @@ export function writeSequentialConfig(outDir: string, o: { steps: number; method
   });
   writeFileSync(join(dir, 'tasks.yaml'), tasks.join('\n') + '\n');
   const cfg = {
-    model: { path: DEFAULT_MODEL },
-    training: { max_steps: o.steps, batch_size: 16, lr: 0.002, schedule: 'cosine', warmup_ratio: 0.06, weight_decay: 0.01, clip_grad_norm: 1.0, seed, log_every: 10 },
-    monitor: { every: Math.max(1, Math.round(o.steps / 4)), tasks: [join(dir, 'tasks.yaml')], limit: 60 },
+    model: { path: o.model ?? DEFAULT_MODEL },
+    training: { max_steps: o.steps, batch_size: 16, lr: 0.002, schedule: 'cosine', warmup_ratio: 0.06, weight_decay: 0.01, clip_grad_norm: 1.0, seed, log_every: 10, ...o.training },
+    monitor: { every: o.monitorEvery ?? Math.max(1, Math.round(o.steps / 4)), tasks: [join(dir, 'tasks.yaml')], limit: 60 },
     output_dir: join(out, 'run'),
     methods: o.methods ?? [],
     stages,

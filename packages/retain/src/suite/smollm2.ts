@@ -9,13 +9,13 @@
 //
 // Every run is scored with the same tasks and limit as the base. The base scores and each finished run are kept
 // under outDir with the settings that decided them, so a stopped suite resumes where it stopped.
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { loadEvalModel } from '../eval/model.js';
 import { addTaskResults, evaluate } from '../eval/harness.js';
 import { resolveTasks, type ResolvedTask } from '../eval/tasks.js';
 import type { CompareResults, EvalResults } from '../eval/results.js';
-import { ASSETS, DEMO_REPLAY, prepareDemoData } from './demo.js';
+import { DEMO_REPLAY, heldOutStories, prepareDemoData } from './demo.js';
 import { smollm2Recipes } from './recipes.js';
 import { markFinished, methodNames, primaryValue, reusedRun, selectRecipes, trainAndScore, trainRecipe, type SuiteOptions } from './common.js';
 
@@ -61,8 +61,7 @@ interface Smollm2Tasks {
 function prepare(outDir: string, o: { stories: number; trainSize: number; testSize: number; seed: number; general: string[] }): { train: string; tasks: Smollm2Tasks } {
   mkdirSync(outDir, { recursive: true });
   const generalText = join(outDir, `tinystories-eval-${o.stories}.txt`);
-  const stories = readFileSync(join(ASSETS, 'data', 'tinystories-eval.txt'), 'utf8').split(/\n\s*\n/).slice(0, o.stories);
-  writeFileSync(generalText, stories.join('\n\n') + '\n');
+  writeFileSync(generalText, heldOutStories(o.stories).join('\n\n') + '\n');
   const demo = prepareDemoData(outDir, { trainSize: o.trainSize, testSize: o.testSize, seed: o.seed, generalText });
   return { train: demo.train, tasks: { mc: resolveTasks(o.general), own: demo.tasks } };
 }
