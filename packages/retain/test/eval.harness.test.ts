@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import * as torch from '@retain/torch';
 import { LlamaForCausalLM, type LlamaConfig } from '../src/models/llama.js';
 import { needPython, py } from '../../torch/test/helpers.js';
-import type { EvalModel } from '../src/eval/model.js';
+import { sharedContextLogits, type EvalModel } from '../src/eval/model.js';
 import { encodeRequest, extractAnswer, exactMatch, loglikelihood, meanStderr, textLoglik } from '../src/eval/score.js';
 import { evaluate } from '../src/eval/harness.js';
 import { readTaskFile, resolveTasks } from '../src/eval/tasks.js';
@@ -237,6 +237,49 @@ test('retain eval and retain compare (CLI): results JSON in lm-evaluation-harnes
   const bad = run('eval', '--model', MODEL, '--tasks', 'gsm8k', '--data-dir', join(dir, 'nodata'));
   assert.equal(bad.status, 1);
   assert.match(bad.stderr, /task data not found: looked for .*nodata\/gsm8k\/test\.jsonl/);
+});
+
+test('choices that share a context run it once through a copied cache and score as python3-torch does on the whole text', { skip: needPython() }, () => {
+  const { em, model } = tinyModel(24);
+  const shared = sharedContextLogits(model)!;
+  const calls: number[][] = [];
+  em.logitsAfter = (prefix, rows) => {
+    calls.push([prefix.shape[1], ...rows.shape]);
+    return shared(prefix, rows);
+  };
+  const reqs = [
+    ...['mat', 'moon', 'a cat'].map((c) => ({ context: 'the cat sat on the', continuation: ' ' + c })),
+    { context: 'alone:', continuation: ' here' },
+    // Past the 24-token window: these two run whole, left end cut, as without sharing.
+    ...['yes', 'no'].map((c) => ({ context: 'a question much longer than the window', continuation: ' ' + c })),
+  ];
+  const ours = loglikelihood(em, reqs, 4);
+  // One group of three: BOS and the context but its last character as prefix, rows of the longest continuation.
+  assert.deepEqual(calls, [[1 + 'the cat sat on the'.length - 1, 3, ' a cat'.length]]);
+  const enc = reqs.map((r) => encodeRequest(em, r));
+  const ref = pyLogprobs(model, enc.map((e) => e.ids.slice(-25))).map((lp, i) => lp.slice(-enc[i].contLen).reduce((a, b) => a + b, 0));
+  ours.forEach((o, i) => assert.ok(Math.abs(o.logprob - ref[i]) < 1e-9, `request ${i}: ${o.logprob} vs python ${ref[i]}`));
+  assert.deepEqual(ours.map((o) => o.truncated), [false, false, false, false, true, true]);
+  em.logitsAfter = undefined;
+  const whole = loglikelihood(em, reqs, 4);
+  assert.deepEqual(whole.map((o) => [o.tokens, o.greedy]), ours.map((o) => [o.tokens, o.greedy]));
+});
+
+test('two perplexity tasks over the same text score it once in one evaluate call, with the figures of separate calls', async () => {
+  const { em } = tinyModel(16);
+  const dir = mkdtempSync(join(tmpdir(), 'retain-eval-ppl-'));
+  writeFileSync(join(dir, 'text.txt'), 'the cat sat on the mat.\n\na dog ran to the park and sat down.\n');
+  const task = (name: string, primary: string) => `- name: ${name}\n  kind: perplexity\n  data: text.txt\n  split: blank_lines\n  primary: ${primary}\n`;
+  writeFileSync(join(dir, 'tasks.yaml'), task('acc', 'next_token_acc') + task('loss', 'ce'));
+  const forward = em.logits;
+  let calls = 0;
+  em.logits = (ids) => (calls++, forward(ids));
+  const together = await evaluate(em, resolveTasks([join(dir, 'tasks.yaml')]));
+  const once = calls;
+  const apart = [];
+  for (const t of resolveTasks([join(dir, 'tasks.yaml')])) apart.push(...(await evaluate(em, [t])).rows);
+  assert.equal(calls, 3 * once, 'the pair in one call costs what one task alone does');
+  assert.deepEqual(together.rows, apart);
 });
 
 test('inputs longer than the window lose their left end; an over-long continuation is scored on the tokens that fit', () => {

@@ -26,6 +26,12 @@ export interface EvalOptions {
   onSamples?: (task: string, samples: Sample[]) => void;
   /** Prompts go through the model's chat template as one user turn (lm-evaluation-harness's --apply_chat_template). */
   applyChatTemplate?: boolean;
+  /**
+   * Text scores already computed by this evaluate() call, by text (the whole of it) and limit: two perplexity tasks over the same text
+   * (next-token accuracy and loss as two primaries, as retain demo's) score it once. Set by evaluate() only: the
+   * weights must not change while it lives.
+   */
+  textScores?: Map<string, ReturnType<typeof textLoglik>>;
 }
 
 import type { Sample } from './results.js';
@@ -168,7 +174,9 @@ function runGenerate(m: EvalModel, spec: TaskSpec, docs: Doc[], pool: Doc[], o: 
 function runPerplexity(m: EvalModel, spec: TaskSpec, docs: Doc[], o: EvalOptions): Scored {
   const texts = docs.map((d) => (spec.unknown_chars === 'drop' ? m.dropUnknown(d.text!) : d.text!));
   // --limit bounds the text as well as the documents: one long text (split: whole) is one document of many windows.
-  const all = textLoglik(m, texts, o.batchSize ?? 8, undefined, o.limit || Infinity);
+  const key = `${o.limit || Infinity}:${o.batchSize ?? 8}:${texts.join('\u0000')}`;
+  const all = o.textScores?.get(key) ?? textLoglik(m, texts, o.batchSize ?? 8, undefined, o.limit || Infinity);
+  o.textScores?.set(key, all);
   // Texts past the cap are not scored at all (they come last); the rest, the last one perhaps in part, are.
   const s = all.filter((x) => !(x.cut && x.tokens === 0));
   if (all.some((x) => x.cut)) say(o, `  ${spec.name}: --limit ${o.limit} scores the first ${o.limit} windows of ${m.maxLength} tokens: ${s.reduce((n, x) => n + x.chars, 0)} characters of ${s.length} of ${texts.length} texts`);
@@ -298,6 +306,7 @@ export function addTaskResults(res: EvalResults, t: { spec: { name: string; vers
 export async function evaluate(m: EvalModel, tasks: ResolvedTask[], o: EvalOptions = {}): Promise<EvalResults> {
   const t0 = performance.now();
   const res = newResults(m, tasks, o);
+  o = { ...o, textScores: new Map() };
   for (const t of tasks) {
     const ts = performance.now();
     say(o, `${t.spec.name}: evaluating ${m.name}`);
