@@ -5,7 +5,8 @@
 // resort, by the garbage collector through a FinalizationRegistry. N-API finalizers only run when the event loop
 // turns, so a synchronous training loop must rely on scopes, never on GC.
 import { createRequire } from 'node:module';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -75,6 +76,38 @@ function loadNative(): Native {
 }
 
 export const native: Native = loadNative();
+
+/**
+ * Physical cores this process may use: distinct (physical id, core id) pairs of /proc/cpuinfo, capped by the CPUs the
+ * process is allowed to run on; the allowed count where cpuinfo says nothing (other systems, some containers).
+ */
+export function physicalCores(cpuinfo: string | null = readCpuinfo()): number {
+  const allowed = availableParallelism();
+  const cores = new Set<string>();
+  let socket = '0';
+  for (const line of cpuinfo?.split('\n') ?? []) {
+    const [k, v] = line.split(':').map((x) => x.trim());
+    if (k === 'physical id') socket = v;
+    else if (k === 'core id') cores.add(`${socket}:${v}`);
+  }
+  return cores.size ? Math.min(cores.size, allowed) : allowed;
+}
+
+function readCpuinfo(): string | null {
+  try {
+    return readFileSync('/proc/cpuinfo', 'utf8');
+  } catch {
+    return null;
+  }
+}
+
+// PyTorch runs its CPU kernels on every physical core unless OMP_NUM_THREADS says otherwise. Debian's libtorch 1.13
+// starts with one thread (at::get_num_threads() is 1 on a 2-core VM), which left half the machine idle in every
+// `retain train`, `eval` and suite. With OMP_NUM_THREADS set (tests, data-parallel workers), libtorch's count stands.
+if (!process.env.OMP_NUM_THREADS) {
+  const cores = physicalCores();
+  if (native.numThreads(null) < cores) native.numThreads(cores);
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // dtypes

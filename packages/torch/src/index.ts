@@ -1,5 +1,5 @@
 // @retain/torch: PyTorch's libtorch for TypeScript.
-export { native, hasOp, opId, isFloating, DTYPE_CODE, DTYPE_SIZE, type DType, type Scalar, type DeviceLike } from './core.js';
+export { native, physicalCores, hasOp, opId, isFloating, DTYPE_CODE, DTYPE_SIZE, type DType, type Scalar, type DeviceLike } from './core.js';
 export { Tensor, tidy, keep, dispose, liveTensors, type IndexSpec } from './tensor.js';
 export * from './creation.js';
 export * from './autograd.js';
