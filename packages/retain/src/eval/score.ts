@@ -179,13 +179,13 @@ function scoreSharedContext(m: EvalModel, encoded: Encoded[], group: number[]): 
       const rows: number[] = [];
       const tg: number[] = [];
       group.forEach((i, b) => {
-        const { ids, contLen } = encoded[i];
+        // Every member's context is the group's key, so its continuation is ids[c..].
+        const { ids } = encoded[i];
         ids.slice(c - 1, -1).forEach((t, j) => (flat[b * R + j] = BigInt(t)));
         ids.slice(c).forEach((t, j) => {
           rows.push(b * R + j);
           tg.push(t);
         });
-        if (contLen !== ids.length - c) throw new Error('internal: a shared context of unequal length');
       });
       const prefix = torch.tensor([encoded[group[0]].ids.slice(0, c - 1)], { dtype: 'int64' }).to({ device }); // [1, c-1]
       const logits = m.logitsAfter!(prefix, torch.tensor(flat, { shape: [group.length, R] }).to({ device })); // [k, R, V]
