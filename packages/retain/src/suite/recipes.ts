@@ -388,8 +388,10 @@ export function smollm2Recipes(replay: string): Recipe[] {
  * FT, replay, distillation replay, SDFT and LoRA (the single-stage suite's frontier), as in the smollm2 suite.
  */
 export function smollm2SequentialRecipes(replay: string): Recipe[] {
-  const keep = new Map([['FT', 'FT'], ['mix 1:1', 'replay'], ['distill', 'distill'], ['SDFT', 'SDFT'], ['LoRA', 'LoRA']]);
-  return smollm2Recipes(replay).filter((r) => keep.has(r.label)).map((r) => ({ ...r, label: keep.get(r.label)! }));
+  // SDFT right after FT: the comparison the protocol is for comes first in a run cut short.
+  const keep = new Map([['FT', 'FT'], ['SDFT', 'SDFT'], ['mix 1:1', 'replay'], ['distill', 'distill'], ['LoRA', 'LoRA']]);
+  const all = smollm2Recipes(replay);
+  return [...keep].map(([label, as]) => ({ ...all.find((r) => r.label === label)!, label: as }));
 }
 
 // ---- `retain tune`'s knobs (tune/space.ts turns them into candidates on the user's config) ----
