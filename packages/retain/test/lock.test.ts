@@ -59,20 +59,37 @@ test('a stale lock (holder gone, same host) is taken over with a notice; release
   rmSync(dir, { recursive: true, force: true });
 });
 
-/** Starts `n` processes that each try to take `file` at the same moment and hold it for `holdMs`. */
-async function race(file: string, n: number, holdMs: number): Promise<{ code: number | null; out: string }[]> {
-  const go = Date.now() + 1500; // every child is loaded by then
+/**
+ * Starts `n` processes that each try to take `file` at the same moment. The winner holds it until every starter has
+ * tried (each appends a line to a tally file), so that a starter slowed by load cannot arrive after the winner has
+ * released it and win a second, later race (seen with the test suite beside a benchmark).
+ */
+async function race(file: string, n: number): Promise<{ code: number | null; out: string }[]> {
+  const go = Date.now() + 1500; // every child is loaded by then, usually
+  const tally = `${file}.tried`;
   const code = `import { acquireLock } from ${JSON.stringify(LOCK_TS)};
+    import { appendFileSync, existsSync, readFileSync } from 'node:fs';
+    const tried = () => appendFileSync(${JSON.stringify(tally)}, 'x');
+    const all = () => existsSync(${JSON.stringify(tally)}) && readFileSync(${JSON.stringify(tally)}, 'utf8').length >= ${n};
     while (Date.now() < ${go}) {}
-    try { acquireLock(${JSON.stringify(file)}, 'the output', (m) => console.log('NOTE ' + m)); console.log('WON ' + process.pid); setTimeout(() => {}, ${holdMs}); }
-    catch (e) { console.log('LOST ' + e.message); process.exitCode = 3; }`;
+    try {
+      acquireLock(${JSON.stringify(file)}, 'the output', (m) => console.log('NOTE ' + m));
+      console.log('WON ' + process.pid);
+      tried();
+      const until = Date.now() + 120000;
+      const wait = () => (all() || Date.now() > until ? undefined : setTimeout(wait, 20));
+      wait();
+    } catch (e) { console.log('LOST ' + e.message); process.exitCode = 3; tried(); }`;
+  rmSync(tally, { force: true });
   const kids = Array.from({ length: n }, () => {
     const c = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     c.stdout!.on('data', (d) => (out += d));
     return new Promise<{ code: number | null; out: string }>((res) => c.on('exit', (code) => res({ code, out })));
   });
-  return Promise.all(kids);
+  const r = await Promise.all(kids);
+  rmSync(tally, { force: true });
+  return r;
 }
 
 test('starters racing for one lock, or for one stale lock, end with exactly one winner; the others name it', async () => {
@@ -80,7 +97,7 @@ test('starters racing for one lock, or for one stale lock, end with exactly one 
   const file = join(dir, '.retain.lock');
   for (const stale of [false, true]) {
     if (stale) writeFileSync(file, JSON.stringify({ pid: deadPid(), host: hostname(), started: 'then', command: '' }));
-    const r = await race(file, 4, 800);
+    const r = await race(file, 4);
     const won = r.filter((x) => x.out.includes('WON'));
     assert.equal(won.length, 1, r.map((x) => x.out).join('\n'));
     const winner = /WON (\d+)/.exec(won[0].out)![1];

@@ -19,7 +19,6 @@ import { DEMO_REPLAY, heldOutStories, prepareDemoData } from './demo.js';
 import { smollm2Recipes } from './recipes.js';
 import { markFinished, methodNames, primaryValue, reusedRun, selectRecipes, trainAndScore, trainRecipe, type SuiteOptions } from './common.js';
 
-export { SMOLLM2_NOT_RUN } from './recipes.js';
 
 /**
  * Built-in multiple-choice tasks this model answers clearly above chance and that fine-tuning moves (`retain eval
