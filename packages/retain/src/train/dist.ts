@@ -9,7 +9,6 @@
 // gradient). Weights and optimizer state then stay identical on every rank without being sent; buffers (batch-norm
 // statistics) are sent from rank 0 after each forward (replicas.ts).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { availableParallelism } from 'node:os';
 import * as torch from '@retain/torch';
 import type { Tensor } from '@retain/torch';
 import type { Batch } from '../data/loader.js';
@@ -163,7 +162,7 @@ export function shardBatch(b: Batch, rank: number, world: number): Batch {
 export const freePort = torch.distributed.freePort;
 
 /**
- * Threads per worker when the user set none: the cores shared out (torchrun sets OMP_NUM_THREADS=1; libtorch would
+ * Threads per worker when the user set none: the physical cores shared out, as one process uses them (torchrun sets OMP_NUM_THREADS=1; libtorch would
  * otherwise start one thread per core in every worker, N× oversubscribing the machine). An OMP_NUM_THREADS already in
  * the environment is kept; `training.threads` in the config still sets the worker's own intra-op count.
  */
@@ -193,7 +192,7 @@ export async function launchWorkers(o: LaunchOptions): Promise<number> {
   const log = o.log ?? ((l: string) => console.error(l));
   const port = o.masterPort ?? (await freePort());
   const timeoutS = o.timeoutS ?? (process.env.RETAIN_DIST_TIMEOUT ? Number(process.env.RETAIN_DIST_TIMEOUT) : DEFAULT_TIMEOUT_S);
-  const { threads, fromEnv } = workerThreads(o.nproc, availableParallelism());
+  const { threads, fromEnv } = workerThreads(o.nproc, torch.physicalCores());
   log(`retain: launching ${o.nproc} worker processes (Gloo, store at 127.0.0.1:${port}, timeout ${timeoutS} s, ${threads} thread${threads === 1 ? '' : 's'} each${fromEnv ? ' from OMP_NUM_THREADS' : ' (OMP_NUM_THREADS; training.threads overrides)'}); rank 0 writes checkpoints, metrics and the final model`);
   const children: ChildProcess[] = [];
   const exits: Promise<{ rank: number; code: number | null; signal: NodeJS.Signals | null }>[] = [];
